@@ -1,0 +1,1 @@
+namespace Cow.Core; public static class CoreInfo { public const int FormatVersion = 1; }

@@ -1,0 +1,34 @@
+namespace Cow.Core.Devices;
+
+/// <summary>
+/// A fixed-size, byte-addressed block device: an image file, a block device node, memory, or a
+/// fault-injecting wrapper around one of those. Every pool device (base, log, extra) and, in tests,
+/// the metadata streams sit behind this interface.
+/// </summary>
+/// <remarks>
+/// Threading: implementations are thread-safe for concurrent <see cref="Read"/> and <see cref="Write"/>
+/// calls on non-overlapping ranges (pread/pwrite semantics); overlapping concurrent writes have no
+/// defined winner. <see cref="Flush"/> may run concurrently with I/O and makes durable every write that
+/// completed before it was called.
+/// Errors: I/O failures surface as <see cref="IOException"/> (the message names the device and the
+/// offset); a range outside the device is <see cref="ArgumentOutOfRangeException"/>.
+/// </remarks>
+public interface IBlockDevice : IDisposable
+{
+    /// <summary>What an administrator would call this device: its path, or a test name.</summary>
+    string Name { get; }
+
+    /// <summary>Size in bytes. Fixed for the lifetime of the open device.</summary>
+    long Length { get; }
+
+    /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes at <paramref name="offset"/>.
+    /// Bytes never written read as zero.</summary>
+    void Read(long offset, Span<byte> buffer);
+
+    /// <summary>Writes all of <paramref name="data"/> at <paramref name="offset"/>. Not durable until
+    /// <see cref="Flush"/> returns.</summary>
+    void Write(long offset, ReadOnlySpan<byte> data);
+
+    /// <summary>Makes every completed write durable (fdatasync / cache flush).</summary>
+    void Flush();
+}

@@ -1,0 +1,1 @@
+namespace Cow.Fuse; internal static class Placeholder { }
