@@ -1,1 +1,0 @@
-namespace Cow.Core; public static class CoreInfo { public const int FormatVersion = 1; }

@@ -1,0 +1,157 @@
+using Cow.Core.Format;
+
+namespace Cow.Core.Engine;
+
+/// <summary>
+/// Space map of one device: a reference count per block (how many chunk records of any generation
+/// reference it; persisted per segment in <c>spacemaps</c>) and a busy bit per block (referenced,
+/// reserved by an iomap_begin not yet ended, freed but not yet durable as freed, or reserved by the
+/// format: block 0 of each segment). Only non-busy blocks are handed out, so a block is never reused
+/// before the commit that stops referencing it is durable.
+/// Threading: not thread-safe; every call is made under the engine's state lock.
+/// </summary>
+internal sealed class DeviceSpace
+{
+    public readonly uint Cookie;
+    public readonly long Blocks;
+    private readonly uint[] _refs;
+    private readonly ulong[] _busy;
+    private readonly HashSet<long> _dirtySegments = new();
+    private readonly List<(long Start, long Count)> _pendingFree = new();
+    private long _busyCount;
+    /// <summary>Next block the next-fit allocator looks at.</summary>
+    public long Cursor;
+    /// <summary>Segment the cursor last opened (its header was written), or -1.</summary>
+    public long OpenSegment = -1;
+
+    public DeviceSpace(uint cookie, long blocks)
+    {
+        Cookie = cookie; Blocks = blocks;
+        _refs = new uint[blocks];
+        _busy = new ulong[(blocks + 63) / 64];
+        for (long b = 0; b < blocks; b += FormatConstants.SegmentBlocks) SetBusy(b, true);
+        // Bits past the end of the device are busy so the allocator never returns them.
+        for (long b = blocks; b < _busy.Length * 64L; b++) _busy[b >> 6] |= 1UL << (int)(b & 63);
+    }
+
+    public long FreeBlocks => Blocks - _busyCount;
+    public long DataBlocks => Blocks - (Blocks + FormatConstants.SegmentBlocks - 1) / FormatConstants.SegmentBlocks;
+    public uint RefCount(long block) => _refs[block];
+    public bool IsBusy(long block) => (_busy[block >> 6] & (1UL << (int)(block & 63))) != 0;
+    public static bool IsReservedByFormat(long block) => block % FormatConstants.SegmentBlocks == 0;
+
+    private void SetBusy(long block, bool busy)
+    {
+        ref ulong w = ref _busy[block >> 6];
+        ulong bit = 1UL << (int)(block & 63);
+        bool was = (w & bit) != 0;
+        if (was == busy) return;
+        if (busy) { w |= bit; _busyCount++; } else { w &= ~bit; _busyCount--; }
+    }
+
+    public void Load(SpaceMapRecordView seg)
+    {
+        long first = seg.Segment * FormatConstants.SegmentBlocks;
+        for (int i = 0; i < seg.Refs.Length && first + i < Blocks; i++)
+        {
+            _refs[first + i] = seg.Refs[i];
+            if (seg.Refs[i] != 0) SetBusy(first + i, true);
+        }
+    }
+
+    public void AddRef(long start, long count)
+    {
+        CheckRange(start, count);
+        for (long b = start; b < start + count; b++)
+        {
+            if (_refs[b]++ == 0) SetBusy(b, true);
+            _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
+        }
+    }
+
+    /// <summary>Drops one reference; blocks reaching zero stay busy until <see cref="ReleasePendingFrees"/>.</summary>
+    public void Release(long start, long count)
+    {
+        CheckRange(start, count);
+        for (long b = start; b < start + count; b++)
+        {
+            if (_refs[b] == 0) throw new InvalidOperationException($"space map of device {Cookie}: block {b} released with no reference");
+            _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
+            if (--_refs[b] == 0) _pendingFree.Add((b, 1));
+        }
+    }
+
+    /// <summary>Returns reserved (never referenced) blocks to the free pool at once.</summary>
+    public void Unreserve(long start, long count)
+    {
+        CheckRange(start, count);
+        for (long b = start; b < start + count; b++) if (_refs[b] == 0) SetBusy(b, false);
+    }
+
+    public List<(long Start, long Count)> TakePendingFrees()
+    {
+        var l = new List<(long, long)>(_pendingFree);
+        _pendingFree.Clear();
+        return l;
+    }
+
+    /// <summary>After the commit that dropped their last reference is durable, freed blocks become allocatable.</summary>
+    public void ReleasePendingFrees(List<(long Start, long Count)> frees)
+    {
+        foreach (var (s, c) in frees)
+            for (long b = s; b < s + c; b++) if (_refs[b] == 0) SetBusy(b, false);
+    }
+
+    /// <summary>Next-fit: the first run of free blocks at or after the cursor (wrapping), at most
+    /// <paramref name="want"/> long, never crossing a segment boundary. Marks it busy.
+    /// Returns 0 when the device is full.</summary>
+    public long Allocate(long want, out long start)
+    {
+        start = -1;
+        if (want <= 0 || _busyCount >= Blocks) return 0;
+        long b = FindFree(Cursor);
+        if (b < 0) b = FindFree(0);
+        if (b < 0) return 0;
+        long segEnd = Math.Min(Blocks, (b / FormatConstants.SegmentBlocks + 1) * FormatConstants.SegmentBlocks);
+        long n = 0;
+        while (n < want && b + n < segEnd && !IsBusy(b + n)) { SetBusy(b + n, true); n++; }
+        start = b;
+        Cursor = b + n >= Blocks ? 0 : b + n;
+        return n;
+    }
+
+    private long FindFree(long from)
+    {
+        for (long w = from >> 6; w < _busy.Length; w++)
+        {
+            ulong bits = _busy[w];
+            if (w == from >> 6) bits |= (1UL << (int)(from & 63)) - 1; // ignore blocks before 'from'
+            if (bits != ulong.MaxValue) return (w << 6) + System.Numerics.BitOperations.TrailingZeroCount(~bits);
+        }
+        return -1;
+    }
+
+    public List<(long Segment, uint[] Refs, bool AllZero)> TakeDirtySegments()
+    {
+        var list = new List<(long, uint[], bool)>();
+        foreach (var s in _dirtySegments)
+        {
+            var refs = new uint[FormatConstants.SegmentBlocks];
+            long first = s * FormatConstants.SegmentBlocks;
+            int n = (int)Math.Min(FormatConstants.SegmentBlocks, Blocks - first);
+            Array.Copy(_refs, first, refs, 0, n);
+            list.Add((s, refs, Array.TrueForAll(refs, r => r == 0)));
+        }
+        _dirtySegments.Clear();
+        return list;
+    }
+
+    private void CheckRange(long start, long count)
+    {
+        if (start < 0 || count < 0 || start + count > Blocks)
+            throw new InvalidDataException($"device {Cookie}: block range {start}+{count} is outside the device ({Blocks} blocks)");
+    }
+}
+
+/// <summary>What <see cref="DeviceSpace.Load"/> needs of a persisted space map segment.</summary>
+internal readonly record struct SpaceMapRecordView(long Segment, uint[] Refs);

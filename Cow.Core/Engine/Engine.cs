@@ -1,0 +1,381 @@
+using Cow.Core.Devices;
+using Cow.Core.Format;
+using Cow.Core.Metadata;
+
+namespace Cow.Core.Engine;
+
+/// <summary>
+/// The copy-on-write engine of one open pool: the live tree's metadata (inodes, directories, extent
+/// chunks) cached in memory and written behind in group commits, the space maps, the iomap contract
+/// (<c>IomapBegin</c>/<c>IomapEnd</c>/<c>IoEnd</c>) and snapshots.
+/// <para>Versioning (format.md, "Generations"): every record carries [birth, death). A record born at or
+/// before the newest snapshot's generation is shared with a snapshot and is never changed: changing it
+/// retires it (death = live generation) and writes a new version. Younger records are private to the
+/// live tree and change in place. Taking a snapshot therefore only records the live generation and
+/// bumps it: constant time.</para>
+/// <para>Threading: thread-safe. <c>_lock</c> guards every mutable field (caches, dirty sets, space
+/// maps, reservations, pool record). <c>_commitLock</c> serialises commits and snapshot operations.
+/// Lock order: <c>_commitLock</c> → a file's <c>WriteGate</c> is never taken inside it; <c>WriteGate</c>
+/// → <c>_lock</c>; <c>_commitLock</c> → <c>_lock</c>; <c>_reuseGate</c> is taken with no other lock
+/// held except in <see cref="Commit"/> (after <c>_commitLock</c>, before <c>_lock</c>). Device data I/O
+/// runs outside <c>_lock</c>: writes go to reserved blocks nobody else can see, and reads hold
+/// <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them.</para>
+/// </summary>
+public sealed partial class Engine : IDisposable
+{
+    private readonly object _lock = new();
+    private readonly object _commitLock = new();
+    private readonly ReaderWriterLockSlim _reuseGate = new(LockRecursionPolicy.SupportsRecursion);
+    internal readonly MetadataStore Store;
+    private readonly Dictionary<uint, IBlockDevice> _devices;
+    private readonly Dictionary<uint, DeviceSpace> _space = new();
+    private readonly int[] _deviceWrites = new int[8]; // per cookie: 1 when written since last flush (Interlocked)
+    private PoolRecord _pool;
+    private readonly List<SnapshotRecord> _snapshots;
+    private long _lastSnapGen;
+    private Exception? _failure;
+
+    // Live tree caches and write-behind state, all guarded by _lock.
+    private readonly Dictionary<long, LiveInode> _live = new();
+    private readonly HashSet<LiveInode> _dirtyInodes = new();
+    private readonly HashSet<DirentRecord> _dirtyDirents = new();
+    private readonly HashSet<ChunkRecord> _dirtyChunks = new();
+    private readonly MetadataBatch _pendingRemovals = new();
+    private long _dirtyBlocksSinceCommit;
+    private readonly SnapshotCache _snapCache;
+
+    public int BlockSize { get; }
+    internal int BlockShift { get; }
+    public Guid PoolUuid => _pool.PoolUuid;
+
+    /// <summary>Metadata commits made since open (a burst of writes must make far fewer than one each).</summary>
+    public long CommitCount => Store.CommitCount;
+
+    /// <summary>Commit automatically once this many blocks were written since the last commit.</summary>
+    public long CommitEveryBlocks { get; set; } = 65536;
+
+    /// <summary>Upper bound on cached live inodes that are clean and closed (trimmed after each commit).</summary>
+    public int InodeCacheLimit { get; set; } = 20000;
+
+    /// <summary>Receives one line for each problem the engine reports (checksum mismatches, failed commits).</summary>
+    public event Action<string>? Problem;
+
+    internal Engine(MetadataStore store, PoolRecord pool, IReadOnlyDictionary<uint, IBlockDevice> devices,
+        IReadOnlyDictionary<uint, long> deviceBlocks)
+    {
+        Store = store;
+        _pool = pool;
+        BlockSize = pool.BlockSize;
+        BlockShift = System.Numerics.BitOperations.Log2((uint)BlockSize);
+        _devices = new Dictionary<uint, IBlockDevice>(devices);
+        foreach (var (cookie, blocks) in deviceBlocks) _space[cookie] = new DeviceSpace(cookie, blocks);
+        foreach (var seg in store.LoadSpaceMaps())
+            if (_space.TryGetValue(seg.Device, out var sp)) sp.Load(new SpaceMapRecordView(seg.Segment, seg.Refs));
+            else throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
+        _space[FormatConstants.LogCookie].Cursor = pool.LogCursor;
+        _snapshots = store.LoadSnapshots();
+        _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
+        _snapCache = new SnapshotCache(store);
+    }
+
+    internal long LiveGen => _pool.LiveGen;
+    internal IBlockDevice Device(uint cookie) => _devices[cookie];
+    internal long? DeviceBytes(uint cookie) => _devices.TryGetValue(cookie, out var d) ? _space[cookie].Blocks << BlockShift : null;
+
+    private void Report(string message) => Problem?.Invoke(message);
+
+    private void ThrowIfFailed()
+    {
+        if (_failure != null)
+            throw new IOException($"the pool stopped accepting changes after an earlier failure: {_failure.Message}", _failure);
+    }
+
+    // ---------------------------------------------------------------- versioning helpers (under _lock)
+
+    private long NewRid() => _pool.NextRid++;
+    private bool SharedWithSnapshot(VersionedRecord r) => r.Birth <= _lastSnapGen;
+
+    private void Retire(string collection, VersionedRecord r) => _pendingRemovals.Retired.Add((collection, r.Rid, _pool.LiveGen));
+
+    /// <summary>The inode record of <paramref name="li"/>, made safe to change (copy-on-write if a
+    /// snapshot shares it) and marked dirty.</summary>
+    private InodeRecord MutableInode(LiveInode li)
+    {
+        if (SharedWithSnapshot(li.Rec))
+        {
+            Retire(MetadataStore.InodesName, li.Rec);
+            var c = li.Rec.Clone();
+            c.Rid = NewRid(); c.Birth = _pool.LiveGen; c.Death = FormatConstants.Forever;
+            li.Rec = c;
+        }
+        _dirtyInodes.Add(li);
+        Touch(li);
+        return li.Rec;
+    }
+
+    private void RemoveInodeRecord(LiveInode li)
+    {
+        if (SharedWithSnapshot(li.Rec)) Retire(MetadataStore.InodesName, li.Rec);
+        else _pendingRemovals.DeletedInodes.Add(li.Rec.Rid);
+        _dirtyInodes.Remove(li);
+        li.Deleted = true;
+        Touch(li);
+    }
+
+    private DirentRecord AddDirent(LiveInode dir, string name, long child, uint type)
+    {
+        var parent = MutableInode(dir);
+        var d = new DirentRecord
+        {
+            Rid = NewRid(), Birth = _pool.LiveGen, Dir = dir.Ino, Name = name, Pos = parent.NextPos++, Child = child, Type = type,
+        };
+        DirOf(dir).Add(d);
+        _dirtyDirents.Add(d);
+        return d;
+    }
+
+    private void RemoveDirent(LiveInode dir, DirentRecord d)
+    {
+        DirOf(dir).Remove(d);
+        Touch(dir);
+        if (SharedWithSnapshot(d)) Retire(MetadataStore.DirentsName, d);
+        else _pendingRemovals.DeletedDirents.Add(d.Rid);
+        _dirtyDirents.Remove(d);
+    }
+
+    /// <summary>The live chunk <paramref name="index"/> of <paramref name="li"/>, made private (a shared one is
+    /// retired and copied, taking a reference on every block it maps) and dirty; created if absent.</summary>
+    private ChunkRecord MutableChunk(LiveInode li, long index)
+    {
+        var c = LiveChunk(li, index);
+        if (c == null)
+        {
+            c = new ChunkRecord { Rid = NewRid(), Birth = _pool.LiveGen, Ino = li.Ino, Index = index };
+            li.Chunks[index] = c;
+        }
+        else if (SharedWithSnapshot(c))
+        {
+            Retire(MetadataStore.ChunksName, c);
+            var n = c.CloneAsNewVersion();
+            n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever;
+            foreach (var e in n.Extents) _space[e.Device].AddRef(e.Address, e.Count);
+            li.Chunks[index] = n;
+            c = n;
+        }
+        _dirtyChunks.Add(c);
+        Touch(li);
+        return c;
+    }
+
+    /// <summary>Removes a live chunk from the live tree (a shared one is retired and keeps its references).</summary>
+    private void DropChunk(LiveInode li, ChunkRecord c)
+    {
+        if (SharedWithSnapshot(c)) Retire(MetadataStore.ChunksName, c);
+        else
+        {
+            foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
+            _pendingRemovals.DeletedChunks.Add(c.Rid);
+        }
+        _dirtyChunks.Remove(c);
+        li.Chunks[c.Index] = null;
+        Touch(li);
+    }
+
+    // ---------------------------------------------------------------- live caches (under _lock)
+
+    /// <summary>The live inode, loading it if needed; null if it does not exist in the live tree.</summary>
+    internal LiveInode? Live(long ino)
+    {
+        if (_live.TryGetValue(ino, out var li)) return li.Deleted ? null : li;
+        var rec = Store.LoadInode(ino, _pool.LiveGen);
+        if (rec == null) return null;
+        li = new LiveInode(rec);
+        _live[ino] = li;
+        return li;
+    }
+
+    internal DirState DirOf(LiveInode dir)
+    {
+        if (dir.Dir == null)
+        {
+            var ds = new DirState();
+            foreach (var d in Store.LoadDirectory(dir.Ino, _pool.LiveGen)) ds.Add(d);
+            dir.Dir = ds;
+        }
+        return dir.Dir;
+    }
+
+    internal ChunkRecord? LiveChunk(LiveInode li, long index)
+    {
+        if (li.Chunks.TryGetValue(index, out var c)) return c;
+        c = li.AllChunksLoaded ? null : Store.LoadChunk(li.Ino, index, _pool.LiveGen);
+        li.Chunks[index] = c;
+        return c;
+    }
+
+    /// <summary>Every live chunk of the file, in index order.</summary>
+    internal List<ChunkRecord> LiveChunks(LiveInode li)
+    {
+        if (!li.AllChunksLoaded)
+        {
+            foreach (var c in Store.LoadChunks(li.Ino, _pool.LiveGen))
+                if (!li.Chunks.ContainsKey(c.Index)) li.Chunks[c.Index] = c;
+            li.AllChunksLoaded = true;
+        }
+        var list = new List<ChunkRecord>();
+        foreach (var c in li.Chunks.Values) if (c != null) list.Add(c);
+        list.Sort((a, b) => a.Index.CompareTo(b.Index));
+        return list;
+    }
+
+    // ---------------------------------------------------------------- commit
+
+    /// <summary>
+    /// Makes every completed change durable (format.md, "Commit order"): flush every data device written
+    /// since the last commit, then one metadata transaction (checkpointed, fsynced), then let the blocks
+    /// it freed be reused. Called on fsync, snapshot, unmount, and every <see cref="CommitEveryBlocks"/>.
+    /// </summary>
+    public void Commit()
+    {
+        lock (_commitLock) CommitLocked(null);
+    }
+
+    /// <summary>One group commit; <paramref name="inside"/> runs under <c>_lock</c> after the dirty state is
+    /// gathered, so that what it changes (a snapshot's generation bump) lands in the same transaction.</summary>
+    private void CommitLocked(Action<MetadataBatch>? inside)
+    {
+        ThrowIfFailed();
+        MetadataBatch batch;
+        var frees = new List<(uint Cookie, List<(long, long)> Ranges)>();
+        lock (_lock)
+        {
+            batch = GatherBatch();
+            inside?.Invoke(batch);
+            _pool.CommitSeq++;
+            _pool.LogCursor = _space[FormatConstants.LogCookie].Cursor;
+            batch.Pool = ClonePool();
+            foreach (var (cookie, sp) in _space) frees.Add((cookie, sp.TakePendingFrees()));
+            _dirtyBlocksSinceCommit = 0;
+        }
+        try
+        {
+            FlushDataDevices();
+            Store.Commit(batch);
+        }
+        catch (Exception e)
+        {
+            _failure = e;
+            Report($"commit {batch.Pool.CommitSeq} failed, the pool is now read-only until reopened: {e.Message}");
+            throw new IOException($"metadata commit failed: {e.Message}", e);
+        }
+        _reuseGate.EnterWriteLock();
+        try
+        {
+            lock (_lock)
+            {
+                foreach (var (cookie, ranges) in frees) _space[cookie].ReleasePendingFrees(ranges);
+                TrimCaches(batch.Pool.CommitSeq);
+            }
+        }
+        finally { _reuseGate.ExitWriteLock(); }
+    }
+
+    private PoolRecord ClonePool() => PoolRecord.FromBson(_pool.ToBson());
+
+    private MetadataBatch GatherBatch()
+    {
+        var b = new MetadataBatch();
+        b.Retired.AddRange(_pendingRemovals.Retired);
+        b.DeletedInodes.AddRange(_pendingRemovals.DeletedInodes);
+        b.DeletedDirents.AddRange(_pendingRemovals.DeletedDirents);
+        b.DeletedChunks.AddRange(_pendingRemovals.DeletedChunks);
+        _pendingRemovals.Retired.Clear(); _pendingRemovals.DeletedInodes.Clear();
+        _pendingRemovals.DeletedDirents.Clear(); _pendingRemovals.DeletedChunks.Clear();
+        foreach (var li in _dirtyInodes) b.Inodes.Add(li.Rec.ToBson());
+        foreach (var d in _dirtyDirents) b.Dirents.Add(d.ToBson());
+        foreach (var c in _dirtyChunks) b.Chunks.Add(c.ToBson());
+        _dirtyInodes.Clear(); _dirtyDirents.Clear(); _dirtyChunks.Clear();
+        foreach (var (cookie, sp) in _space)
+            foreach (var (seg, refs, allZero) in sp.TakeDirtySegments())
+            {
+                if (allZero) b.DeletedSpaceMaps.Add(SpaceMapRecord.Id(cookie, seg));
+                else b.SpaceMaps.Add(new SpaceMapRecord { Device = cookie, Segment = seg, Refs = refs }.ToBson());
+            }
+        return b;
+    }
+
+    private void FlushDataDevices()
+    {
+        foreach (var (cookie, dev) in _devices)
+            if (Interlocked.Exchange(ref _deviceWrites[cookie], 0) != 0) dev.Flush();
+    }
+
+    internal void NoteDeviceWrite(uint cookie) => Volatile.Write(ref _deviceWrites[cookie], 1);
+
+    /// <summary>Drops cached inodes that the commit just made clean: deleted ones always, others when the
+    /// cache is over its limit. An inode touched after the batch was gathered stays.</summary>
+    private void TrimCaches(long committedSeq)
+    {
+        var victims = new List<long>();
+        bool over = _live.Count > InodeCacheLimit;
+        foreach (var (ino, li) in _live)
+        {
+            if (li.Touched >= committedSeq || li.Reservations != 0 || ino == 1) continue;
+            if (li.Deleted || (over && li.OpenCount == 0 && li.WriteGate.CurrentCount == 1)) victims.Add(ino);
+        }
+        int budget = over ? _live.Count - InodeCacheLimit / 2 : 0;
+        foreach (var ino in victims)
+        {
+            if (!_live[ino].Deleted) { if (budget <= 0) continue; budget--; }
+            _live.Remove(ino);
+        }
+    }
+
+    /// <summary>Marks <paramref name="li"/> changed in the current commit group (it cannot be evicted before that commits).</summary>
+    private void Touch(LiveInode li) => li.Touched = _pool.CommitSeq;
+
+    /// <summary>Commits if enough data was written since the last commit; called after writes, outside every lock.</summary>
+    private void MaybeCommit()
+    {
+        if (Volatile.Read(ref _dirtyBlocksSinceCommit) >= CommitEveryBlocks) Commit();
+    }
+
+    public void Dispose()
+    {
+        try { if (_failure == null) Commit(); }
+        finally
+        {
+            Store.Dispose();
+            foreach (var d in _devices.Values) d.Dispose();
+            _reuseGate.Dispose();
+        }
+    }
+}
+
+/// <summary>A live inode and what the engine caches for it. Guarded by the engine's <c>_lock</c>, except
+/// <see cref="WriteGate"/>, which serialises the data writes of one file (read-modify-write of shared
+/// blocks must not interleave).</summary>
+internal sealed class LiveInode
+{
+    public InodeRecord Rec;
+    public long Ino => Rec.Ino;
+    public bool Deleted;
+    public int OpenCount;
+    public int Reservations;
+    public long Touched;
+    public DirState? Dir;
+    public readonly Dictionary<long, ChunkRecord?> Chunks = new();
+    public bool AllChunksLoaded;
+    public readonly SemaphoreSlim WriteGate = new(1, 1);
+    public LiveInode(InodeRecord rec) { Rec = rec; }
+}
+
+/// <summary>A directory's entries in memory, by name and by readdir position. Guarded by the owner's lock.</summary>
+internal sealed class DirState
+{
+    public readonly Dictionary<string, DirentRecord> ByName = new(StringComparer.Ordinal);
+    public readonly SortedList<long, DirentRecord> ByPos = new();
+    public void Add(DirentRecord d) { ByName[d.Name] = d; ByPos[d.Pos] = d; }
+    public void Remove(DirentRecord d) { ByName.Remove(d.Name); ByPos.Remove(d.Pos); }
+    public int Count => ByName.Count;
+}

@@ -1,0 +1,57 @@
+using Mono.Unix.Native;
+
+namespace Cow.Core.FileSystem;
+
+/// <summary>Attributes of an inode, as getattr reports them. Times are ns since the Unix epoch.</summary>
+public readonly record struct InodeAttr(long Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Rdev, long Size,
+    long Blocks512, int BlockSize, long AtimeNs, long MtimeNs, long CtimeNs, long BtimeNs)
+{
+    public bool IsDirectory => (Mode & 0xF000) == 0x4000;
+    public bool IsRegular => (Mode & 0xF000) == 0x8000;
+    public bool IsSymlink => (Mode & 0xF000) == 0xA000;
+}
+
+/// <summary>One readdir entry; <see cref="NextOffset"/> is the offset to pass to continue after it.</summary>
+public readonly record struct DirEntryInfo(string Name, long Ino, uint Type, long NextOffset);
+
+/// <summary>What setattr changes: each field null means "leave alone". <see cref="AtimeNow"/>/<see cref="MtimeNow"/>
+/// mean "set to the current time" (UTIME_NOW).</summary>
+public sealed record SetAttrRequest
+{
+    public uint? Mode { get; init; }
+    public uint? Uid { get; init; }
+    public uint? Gid { get; init; }
+    public long? Size { get; init; }
+    public long? AtimeNs { get; init; }
+    public long? MtimeNs { get; init; }
+    public bool AtimeNow { get; init; }
+    public bool MtimeNow { get; init; }
+}
+
+/// <summary>statfs figures, in blocks of <see cref="BlockSize"/>.</summary>
+public readonly record struct FsStats(int BlockSize, long Blocks, long FreeBlocks, long AvailableBlocks, long Files, long FreeFiles, int NameMax);
+
+/// <summary>renameat2 flags.</summary>
+[Flags]
+public enum RenameFlags : uint { None = 0, NoReplace = 1, Exchange = 2, Whiteout = 4 }
+
+/// <summary>fallocate modes (FALLOC_FL_*).</summary>
+[Flags]
+public enum FallocateMode : int { None = 0, KeepSize = 1, PunchHole = 2, CollapseRange = 8, ZeroRange = 0x10, InsertRange = 0x20, UnshareRange = 0x40 }
+
+/// <summary>setxattr flags.</summary>
+[Flags]
+public enum XattrFlags : int { None = 0, Create = 1, Replace = 2 }
+
+/// <summary>lseek whence values the engine answers itself.</summary>
+public enum SeekWhence { Data = 3, Hole = 4 }
+
+/// <summary>Per-snapshot space report: bytes the snapshot sees, and bytes that only it holds (freed if deleted).</summary>
+public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);
+
+/// <summary>The errno helpers of Cow.Core: one place that says which errno each outcome is.</summary>
+public static class Err
+{
+    public const Errno Ok = 0;
+    public static bool Failed(this Errno e) => e != 0;
+}

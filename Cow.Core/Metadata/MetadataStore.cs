@@ -1,0 +1,195 @@
+using Cow.Core.Format;
+using LiteDB;
+
+namespace Cow.Core.Metadata;
+
+/// <summary>Everything one metadata commit writes, applied in one LiteDB transaction.</summary>
+public sealed class MetadataBatch
+{
+    public PoolRecord? Pool;
+    public readonly List<BsonDocument> Inodes = new(), Dirents = new(), Chunks = new(), SpaceMaps = new(), Snapshots = new();
+    public readonly List<long> DeletedInodes = new(), DeletedDirents = new(), DeletedChunks = new(), DeletedSpaceMaps = new();
+    public readonly List<string> DeletedSnapshots = new();
+    /// <summary>Versions that stop being live: (collection, rid, death).</summary>
+    public readonly List<(string Collection, long Rid, long Death)> Retired = new();
+
+    public int Count => Inodes.Count + Dirents.Count + Chunks.Count + SpaceMaps.Count + Snapshots.Count + DeletedInodes.Count
+        + DeletedDirents.Count + DeletedChunks.Count + DeletedSpaceMaps.Count + DeletedSnapshots.Count + Retired.Count;
+}
+
+/// <summary>
+/// The pool's metadata file (format.md, "Metadata file"): the only type that touches LiteDB.
+/// Every commit is one LiteDB transaction followed by a checkpoint on fsyncing streams, so it is
+/// durable when <see cref="Commit"/> returns. Queries go by index only.
+/// Threading: not thread-safe. The engine serialises every call under its commit lock (writes) or its
+/// state lock (reads); LiteDB itself is also internally locked.
+/// </summary>
+public sealed class MetadataStore : IDisposable
+{
+    public const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
+        SnapshotsName = "snapshots", DevicesName = "devices", PoolName = "pool";
+
+    private readonly LiteDatabase _db;
+    private readonly Stream _data, _log;
+    private readonly ILiteCollection<BsonDocument> _pool, _devices, _snapshots, _inodes, _dirents, _chunks, _spacemaps;
+
+    /// <summary>Number of LiteDB transactions committed since open (what the "few commits" test counts).</summary>
+    public long CommitCount { get; private set; }
+
+    private MetadataStore(Stream data, Stream log)
+    {
+        _data = data; _log = log;
+        _db = new LiteDatabase(data, new BsonMapper(), log);
+        _pool = _db.GetCollection(PoolName); _devices = _db.GetCollection(DevicesName); _snapshots = _db.GetCollection(SnapshotsName);
+        _inodes = _db.GetCollection(InodesName); _dirents = _db.GetCollection(DirentsName); _chunks = _db.GetCollection(ChunksName);
+        _spacemaps = _db.GetCollection(SpaceMapsName);
+    }
+
+    /// <summary>Opens the metadata file pair at <paramref name="path"/> (and path-log) for writing.</summary>
+    public static (Stream Data, Stream Log) OpenFiles(string path, bool create)
+    {
+        var mode = create ? FileMode.CreateNew : FileMode.Open;
+        var data = new DurableFileStream(path, mode);
+        var logPath = LogPath(path);
+        var log = new DurableFileStream(logPath, File.Exists(logPath) && !create ? FileMode.Open : FileMode.OpenOrCreate) { FlushBeforeTruncate = data };
+        return (data, log);
+    }
+
+    public static string LogPath(string path) => Path.Combine(Path.GetDirectoryName(path) ?? ".", Path.GetFileNameWithoutExtension(path) + "-log" + Path.GetExtension(path));
+
+    public static MetadataStore Create(Stream data, Stream log, PoolRecord pool, IEnumerable<DeviceRecord> devices)
+    {
+        var s = new MetadataStore(data, log);
+        s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death");
+        s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
+        s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
+        s._snapshots.EnsureIndex("gen");
+        var batch = new MetadataBatch { Pool = pool };
+        s._db.BeginTrans();
+        foreach (var d in devices) s._devices.Upsert(d.ToBson());
+        s._db.Commit();
+        s.Commit(batch);
+        return s;
+    }
+
+    /// <summary>Opens existing metadata; throws <see cref="InvalidDataException"/> naming the problem if it is
+    /// not a Cow metadata file.</summary>
+    public static MetadataStore Open(Stream data, Stream log)
+    {
+        MetadataStore s;
+        try { s = new MetadataStore(data, log); }
+        catch (LiteException e) { throw new InvalidDataException($"is not a readable Cow metadata file ({e.Message})", e); }
+        try
+        {
+            if (s._pool.FindById(1) is null) throw new InvalidDataException("holds no Cow pool record (not a Cow metadata file)");
+        }
+        catch (LiteException e) { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
+        catch { s.Dispose(); throw; }
+        return s;
+    }
+
+    public PoolRecord LoadPool() => PoolRecord.FromBson(_pool.FindById(1));
+    public List<DeviceRecord> LoadDevices() => _devices.FindAll().Select(DeviceRecord.FromBson).OrderBy(d => d.Cookie).ToList();
+    public List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotRecord.FromBson).OrderBy(s => s.Gen).ToList();
+    public List<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapRecord.FromBson).ToList();
+
+    public InodeRecord? LoadInode(long ino, long gen)
+    {
+        foreach (var d in _inodes.Find(Query.EQ("ino", ino)))
+        {
+            var r = InodeRecord.FromBson(d);
+            if (r.VisibleAt(gen)) return r;
+        }
+        return null;
+    }
+
+    public List<DirentRecord> LoadDirectory(long dir, long gen)
+    {
+        var list = new List<DirentRecord>();
+        foreach (var d in _dirents.Find(Query.EQ("dir", dir)))
+        {
+            var r = DirentRecord.FromBson(d);
+            if (r.VisibleAt(gen)) list.Add(r);
+        }
+        return list;
+    }
+
+    public ChunkRecord? LoadChunk(long ino, long index, long gen)
+    {
+        foreach (var d in _chunks.Find(Query.EQ("key", ChunkRecord.Key(ino, index))))
+        {
+            var r = ChunkRecord.FromBson(d);
+            if (r.VisibleAt(gen)) return r;
+        }
+        return null;
+    }
+
+    public List<ChunkRecord> LoadChunks(long ino, long gen)
+    {
+        var list = new List<ChunkRecord>();
+        foreach (var d in _chunks.Find(Query.Between("key", ChunkRecord.Key(ino, 0), ChunkRecord.Key(ino, long.MaxValue))))
+        {
+            var r = ChunkRecord.FromBson(d);
+            if (r.VisibleAt(gen)) list.Add(r);
+        }
+        return list;
+    }
+
+    public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeRecord.FromBson);
+    public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentRecord.FromBson);
+    public IEnumerable<ChunkRecord> AllChunks() => _chunks.FindAll().Select(ChunkRecord.FromBson);
+
+    /// <summary>Records no view sees once a snapshot is gone: death in (<paramref name="deathAfter"/>,
+    /// <paramref name="deathUpTo"/>] and birth &gt; <paramref name="bornAfter"/> (by the death index).</summary>
+    public (List<long> Inodes, List<long> Dirents, List<ChunkRecord> Chunks) FindUnseen(long deathAfter, long deathUpTo, long bornAfter)
+    {
+        var q = Query.And(Query.GT("death", deathAfter), Query.LTE("death", deathUpTo));
+        var inodes = _inodes.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
+        var dirents = _dirents.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
+        var chunks = _chunks.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(ChunkRecord.FromBson).ToList();
+        return (inodes, dirents, chunks);
+    }
+
+    /// <summary>Applies <paramref name="batch"/> in one transaction and makes it durable.</summary>
+    public void Commit(MetadataBatch batch)
+    {
+        if (!_db.BeginTrans()) throw new InvalidOperationException("a metadata transaction is already open on this thread");
+        try
+        {
+            foreach (var (coll, rid, death) in batch.Retired)
+            {
+                var c = _db.GetCollection(coll);
+                var d = c.FindById(rid) ?? throw new InvalidDataException($"metadata: {coll} record {rid} to retire is missing");
+                d["death"] = death;
+                c.Update(d);
+            }
+            foreach (var id in batch.DeletedInodes) _inodes.Delete(id);
+            foreach (var id in batch.DeletedDirents) _dirents.Delete(id);
+            foreach (var id in batch.DeletedChunks) _chunks.Delete(id);
+            foreach (var id in batch.DeletedSpaceMaps) _spacemaps.Delete(id);
+            foreach (var n in batch.DeletedSnapshots) _snapshots.Delete(n);
+            if (batch.Inodes.Count > 0) _inodes.Upsert(batch.Inodes);
+            if (batch.Dirents.Count > 0) _dirents.Upsert(batch.Dirents);
+            if (batch.Chunks.Count > 0) _chunks.Upsert(batch.Chunks);
+            if (batch.SpaceMaps.Count > 0) _spacemaps.Upsert(batch.SpaceMaps);
+            if (batch.Snapshots.Count > 0) _snapshots.Upsert(batch.Snapshots);
+            if (batch.Pool != null) _pool.Upsert(batch.Pool.ToBson());
+            _db.Commit();
+        }
+        catch
+        {
+            _db.Rollback();
+            throw;
+        }
+        _db.Checkpoint();
+        _data.Flush();
+        CommitCount++;
+    }
+
+    public void Dispose()
+    {
+        _db.Dispose();
+        _data.Dispose();
+        _log.Dispose();
+    }
+}
