@@ -1,0 +1,278 @@
+using Microsoft.Win32.SafeHandles;
+using Mono.Unix;
+using Mono.Unix.Native;
+
+namespace Cow.Core.Devices;
+
+/// <summary>
+/// An <see cref="IBlockDevice"/> over a regular (usually sparse) image file or a block device node
+/// such as <c>/dev/loop0</c>. I/O is positional (pread/pwrite through <see cref="RandomAccess"/>);
+/// <see cref="Flush"/> is fdatasync.
+/// </summary>
+/// <remarks>
+/// Threading: every member is thread-safe and lock-free. The only state is the immutable
+/// <see cref="Name"/>, <see cref="Length"/>, <see cref="IsBlockDevice"/>, <see cref="IsWritable"/> and the
+/// <see cref="SafeFileHandle"/>, whose reference count keeps the descriptor alive while a call uses it,
+/// so <see cref="Read"/>, <see cref="Write"/> and <see cref="Flush"/> may run concurrently with each other
+/// (pread/pwrite semantics: non-overlapping ranges are independent, overlapping writes have no defined
+/// winner). A call racing with <see cref="Dispose"/> either completes or throws
+/// <see cref="ObjectDisposedException"/>.
+/// Allocation: <see cref="Read"/> and <see cref="Write"/> do not allocate except when throwing.
+/// Length is fixed at open: the file length for an image, lseek(SEEK_END) for a block device.
+/// The file is opened with FileShare.ReadWrite; nothing stops a second opener.
+/// </remarks>
+public sealed class FileBlockDevice : IBlockDevice
+{
+    private readonly SafeFileHandle _handle;
+
+    private FileBlockDevice(string name, SafeFileHandle handle, long length, bool isBlockDevice, bool writable)
+    {
+        Name = name;
+        _handle = handle;
+        Length = length;
+        IsBlockDevice = isBlockDevice;
+        IsWritable = writable;
+    }
+
+    /// <summary>The path the device was opened with.</summary>
+    public string Name { get; }
+
+    /// <inheritdoc />
+    public long Length { get; }
+
+    /// <summary>True when the path is a block device node (e.g. /dev/loop0, /dev/sdb), false for an
+    /// image file.</summary>
+    public bool IsBlockDevice { get; }
+
+    /// <summary>True when opened for writing; <see cref="Write"/> on a read-only device throws
+    /// <see cref="IOException"/>.</summary>
+    public bool IsWritable { get; }
+
+    /// <summary>
+    /// Creates a new sparse image file of <paramref name="length"/> bytes (ftruncate: no blocks are
+    /// allocated) and opens it for reading and writing.
+    /// </summary>
+    /// <exception cref="IOException">The file already exists, its directory does not exist, permission
+    /// is denied, or the file system refuses the size. The message names the path.</exception>
+    public static FileBlockDevice Create(string path, long length)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (Directory.Exists(path))
+            throw new IOException($"device {path}: is a directory");
+        if (File.Exists(path))
+            throw new IOException($"device {path}: file already exists (refusing to overwrite it)");
+
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite);
+        }
+        catch (DirectoryNotFoundException e)
+        {
+            throw new IOException($"device {path}: directory {Path.GetDirectoryName(Path.GetFullPath(path))} not found", e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new IOException($"device {path}: permission denied", e);
+        }
+        catch (IOException e) when (File.Exists(path))
+        {
+            throw new IOException($"device {path}: file already exists (refusing to overwrite it)", e);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"device {path}: cannot create: {e.Message}", e);
+        }
+
+        try
+        {
+            RandomAccess.SetLength(handle, length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            handle.Dispose();
+            TryDelete(path);
+            throw new IOException($"device {path}: cannot size the new image to {length} bytes: {e.Message}", e);
+        }
+
+        return new FileBlockDevice(path, handle, length, isBlockDevice: false, writable: true);
+    }
+
+    /// <summary>
+    /// Opens an existing image file or block device node.
+    /// </summary>
+    /// <param name="path">Image file or block device path.</param>
+    /// <param name="writable">Open for reading and writing; otherwise read-only.</param>
+    /// <exception cref="FileNotFoundException">The path does not exist ("device X: file not found").</exception>
+    /// <exception cref="IOException">Permission denied, the path is a directory or another kind of file,
+    /// or the size cannot be determined. The message names the path.</exception>
+    public static FileBlockDevice Open(string path, bool writable)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+            throw new IOException($"device {path}: is a directory");
+
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, writable ? FileAccess.ReadWrite : FileAccess.Read,
+                FileShare.ReadWrite);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new FileNotFoundException($"device {path}: file not found", path, e);
+        }
+        catch (DirectoryNotFoundException e)
+        {
+            throw new FileNotFoundException($"device {path}: file not found", path, e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            if (Directory.Exists(path))
+                throw new IOException($"device {path}: is a directory", e);
+            throw new IOException($"device {path}: permission denied{(writable ? " (opening for writing)" : "")}", e);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"device {path}: cannot open: {e.Message}", e);
+        }
+
+        try
+        {
+            int fd = (int)handle.DangerousGetHandle();
+            if (Syscall.fstat(fd, out Stat st) != 0)
+                throw new IOException($"device {path}: cannot stat: {LastError()}");
+
+            FilePermissions type = st.st_mode & FilePermissions.S_IFMT;
+            long length;
+            bool isBlock;
+            if (type == FilePermissions.S_IFREG)
+            {
+                isBlock = false;
+                length = RandomAccess.GetLength(handle);
+            }
+            else if (type == FilePermissions.S_IFBLK)
+            {
+                isBlock = true;
+                length = Syscall.lseek(fd, 0, SeekFlags.SEEK_END);
+                if (length < 0)
+                    throw new IOException($"device {path}: cannot determine the size of the block device: {LastError()}");
+            }
+            else if (type == FilePermissions.S_IFDIR)
+            {
+                throw new IOException($"device {path}: is a directory");
+            }
+            else
+            {
+                throw new IOException($"device {path}: is not a regular file or block device");
+            }
+
+            return new FileBlockDevice(path, handle, length, isBlock, writable);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public void Read(long offset, Span<byte> buffer)
+    {
+        DeviceRange.Check(Name, Length, offset, buffer.Length);
+        while (!buffer.IsEmpty)
+        {
+            int n;
+            try
+            {
+                n = RandomAccess.Read(_handle, buffer, offset);
+            }
+            catch (IOException e)
+            {
+                throw ReadFailed(offset, buffer.Length, e);
+            }
+
+            if (n == 0)
+            {
+                // End of file: the image is shorter than Length (e.g. truncated behind our back).
+                // Bytes never written read as zero.
+                buffer.Clear();
+                return;
+            }
+
+            buffer = buffer[n..];
+            offset += n;
+        }
+    }
+
+    /// <inheritdoc />
+    public void Write(long offset, ReadOnlySpan<byte> data)
+    {
+        DeviceRange.Check(Name, Length, offset, data.Length);
+        if (!IsWritable)
+            throw ReadOnly(offset);
+        if (data.IsEmpty)
+            return;
+        try
+        {
+            RandomAccess.Write(_handle, data, offset);
+        }
+        catch (IOException e)
+        {
+            throw WriteFailed(offset, data.Length, e);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Flush()
+    {
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            if (Syscall.fdatasync((int)_handle.DangerousGetHandle()) != 0)
+                throw new IOException($"device {Name}: flush (fdatasync) failed: {LastError()}");
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>Closes the file descriptor. Does not flush.</summary>
+    public void Dispose() => _handle.Dispose();
+
+    /// <inheritdoc />
+    public override string ToString() => IsBlockDevice ? $"block device {Name}" : $"image {Name}";
+
+    private IOException ReadFailed(long offset, int count, IOException e) =>
+        new($"device {Name}: read of {count} bytes at offset {offset} failed: {e.Message}", e);
+
+    private IOException WriteFailed(long offset, int count, IOException e) =>
+        new($"device {Name}: write of {count} bytes at offset {offset} failed: {e.Message}", e);
+
+    private IOException ReadOnly(long offset) =>
+        new($"device {Name}: write at offset {offset} refused: the device is open read-only");
+
+    private static string LastError()
+    {
+        Errno errno = Stdlib.GetLastError();
+        return $"{UnixMarshal.GetErrorDescription(errno)} ({errno})";
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}
