@@ -41,7 +41,7 @@ public enum FallocateMode : int { None = 0, KeepSize = 1, PunchHole = 2, Collaps
 
 /// <summary>setxattr flags.</summary>
 [Flags]
-public enum XattrFlags : int { None = 0, Create = 1, Replace = 2 }
+public enum XattrSetFlags : int { None = 0, Create = 1, Replace = 2 }
 
 /// <summary>lseek whence values the engine answers itself.</summary>
 public enum SeekWhence { Data = 3, Hole = 4 }

@@ -60,7 +60,7 @@ public sealed class MetadataStore : IDisposable
     public static MetadataStore Create(Stream data, Stream log, PoolRecord pool, IEnumerable<DeviceRecord> devices)
     {
         var s = new MetadataStore(data, log);
-        s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death");
+        s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death"); s._inodes.EnsureIndex("nlink");
         s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
         s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
         s._snapshots.EnsureIndex("gen");
@@ -134,6 +134,10 @@ public sealed class MetadataStore : IDisposable
         }
         return list;
     }
+
+    /// <summary>Live inodes no directory names (unlinked while open when the pool was last closed), by the nlink index.</summary>
+    public List<InodeRecord> Orphans(long gen) =>
+        _inodes.Find(Query.EQ("nlink", 0L)).Select(InodeRecord.FromBson).Where(r => r.VisibleAt(gen)).ToList();
 
     public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeRecord.FromBson);
     public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentRecord.FromBson);

@@ -1,0 +1,217 @@
+using Cow.Core.Engine;
+using Cow.Core.Format;
+using Cow.Core.Metadata;
+
+namespace Cow.Core.Check;
+
+/// <summary>One violated invariant: where (inode, file offset, device, device block; -1/0 where it does
+/// not apply) and what.</summary>
+public readonly record struct FsckProblem(string Kind, long Ino, long Offset, uint Device, long Block, string Message)
+{
+    public override string ToString() => $"{Kind}: {Message}" +
+        (Ino > 0 ? $" [inode {Ino}" + (Offset >= 0 ? $" offset {Offset}" : "") + "]" : "") +
+        (Device != 0 ? $" [device {Device} block {Block}]" : "");
+}
+
+public sealed class FsckReport
+{
+    public List<FsckProblem> Problems { get; } = new();
+    public long Inodes, Directories, Files, Chunks, ReferencedBlocks, Snapshots, VerifiedBlocks;
+    public bool Clean => Problems.Count == 0;
+    internal void Add(string kind, string msg, long ino = 0, long offset = -1, uint dev = 0, long block = 0)
+    {
+        if (Problems.Count < 10000) Problems.Add(new FsckProblem(kind, ino, offset, dev, block, msg));
+    }
+    public override string ToString() => Clean
+        ? $"clean: {Inodes} inode versions, {Chunks} chunk versions, {ReferencedBlocks} referenced blocks, {Snapshots} snapshots"
+        : string.Join("\n", Problems.Select(p => p.ToString()));
+}
+
+/// <summary>
+/// Checks every invariant of format.md ("Invariants") on a committed pool: record versions, each view's
+/// namespace (one version per key, entries name existing inodes of the right type, link counts, no
+/// orphans), extent maps (sorted, inside their device's data area, block counts), the space maps against
+/// reference counts recomputed from every chunk version, no block owned by two file blocks, segment
+/// headers, superblocks and (optionally) every referenced block's checksum.
+/// Threading: runs with the engine exclusively locked.
+/// </summary>
+public static class Fsck
+{
+    public static FsckReport Run(Engine.Engine engine, bool verifyData) => engine.Exclusive(() => RunLocked(engine, verifyData));
+
+    private static FsckReport RunLocked(Engine.Engine engine, bool verifyData)
+    {
+        var r = new FsckReport();
+        var store = engine.Store;
+        var pool = engine.PoolState;
+        int bs = engine.BlockSize, shift = System.Numerics.BitOperations.Log2((uint)bs);
+        var snaps = engine.SnapshotList;
+        var views = snaps.Select(s => s.Gen).Append(pool.LiveGen).ToArray();
+        string ViewName(long g) => g == pool.LiveGen ? "live tree" : $"snapshot '{snaps.First(s => s.Gen == g).Name}'";
+        r.Snapshots = snaps.Count;
+
+        CheckSuperblocks(engine, r);
+        if (snaps.Select(s => s.Gen).Distinct().Count() != snaps.Count) r.Add("snapshots", "two snapshots share a generation");
+        if (snaps.Any(s => s.Gen >= pool.LiveGen)) r.Add("snapshots", "a snapshot's generation is not below the live generation");
+
+        var inodes = store.AllInodes().ToList();
+        var dirents = store.AllDirents().ToList();
+        var chunks = store.AllChunks().ToList();
+        r.Inodes = inodes.Count; r.Chunks = chunks.Count;
+
+        void CheckVersion(VersionedRecord v, string what, long ino)
+        {
+            if (v.Birth < 1 || v.Birth >= v.Death) r.Add("version", $"{what} record {v.Rid} has birth {v.Birth} >= death {v.Death}", ino);
+            if (v.Death != FormatConstants.Forever && v.Death > pool.LiveGen) r.Add("version", $"{what} record {v.Rid} dies at {v.Death}, after the live generation {pool.LiveGen}", ino);
+            if (!views.Any(v.VisibleAt)) r.Add("leak", $"{what} record {v.Rid} is seen by no snapshot and not by the live tree", ino);
+        }
+        foreach (var i in inodes) CheckVersion(i, "inode", i.Ino);
+        foreach (var d in dirents) CheckVersion(d, $"entry '{d.Name}' of directory {d.Dir}", d.Dir);
+        foreach (var c in chunks) CheckVersion(c, $"chunk {c.Index}", c.Ino);
+
+        // Each view's namespace.
+        foreach (var g in views)
+        {
+            string vn = ViewName(g);
+            var vin = new Dictionary<long, InodeRecord>();
+            foreach (var i in inodes.Where(i => i.VisibleAt(g)))
+                if (!vin.TryAdd(i.Ino, i)) r.Add("namespace", $"{vn}: inode {i.Ino} has two visible versions", i.Ino);
+            if (!vin.TryGetValue(Engine.Engine.RootIno, out var root) || !Engine.Engine.IsDir(root)) r.Add("namespace", $"{vn}: no root directory");
+            var names = new Dictionary<long, int>();
+            var subdirs = new Dictionary<long, int>();
+            var seen = new HashSet<(long, string)>();
+            foreach (var d in dirents.Where(d => d.VisibleAt(g)))
+            {
+                if (!seen.Add((d.Dir, d.Name))) r.Add("namespace", $"{vn}: directory {d.Dir} has two entries named '{d.Name}'", d.Dir);
+                if (!vin.TryGetValue(d.Dir, out var dir) || !Engine.Engine.IsDir(dir)) { r.Add("namespace", $"{vn}: entry '{d.Name}' is in {d.Dir}, which is not a directory", d.Dir); continue; }
+                if (!vin.TryGetValue(d.Child, out var child)) { r.Add("namespace", $"{vn}: entry '{d.Name}' of directory {d.Dir} names missing inode {d.Child}", d.Dir); continue; }
+                if (child.Mode >> 12 != d.Type) r.Add("namespace", $"{vn}: entry '{d.Name}' has type {d.Type}, inode {d.Child} has mode {Convert.ToString(child.Mode, 8)}", d.Child);
+                if (d.Pos < 3 || d.Pos >= dir.NextPos) r.Add("namespace", $"{vn}: entry '{d.Name}' has position {d.Pos} outside 3..{dir.NextPos - 1}", d.Dir);
+                names[d.Child] = names.GetValueOrDefault(d.Child) + 1;
+                if (Engine.Engine.IsDir(child))
+                {
+                    subdirs[d.Dir] = subdirs.GetValueOrDefault(d.Dir) + 1;
+                    if (child.Parent != d.Dir) r.Add("namespace", $"{vn}: directory {d.Child} is in {d.Dir} but records parent {child.Parent}", d.Child);
+                }
+            }
+            foreach (var i in vin.Values)
+            {
+                if (Engine.Engine.IsDir(i))
+                {
+                    r.Directories++;
+                    uint expect = (uint)(2 + subdirs.GetValueOrDefault(i.Ino));
+                    if (i.Nlink != expect) r.Add("nlink", $"{vn}: directory {i.Ino} has nlink {i.Nlink}, expected {expect}", i.Ino);
+                    if (i.Ino != Engine.Engine.RootIno && names.GetValueOrDefault(i.Ino) != 1) r.Add("namespace", $"{vn}: directory {i.Ino} has {names.GetValueOrDefault(i.Ino)} names", i.Ino);
+                }
+                else
+                {
+                    r.Files++;
+                    int n = names.GetValueOrDefault(i.Ino);
+                    if (n == 0) r.Add("orphan", $"{vn}: inode {i.Ino} has no name", i.Ino);
+                    else if (i.Nlink != n) r.Add("nlink", $"{vn}: inode {i.Ino} has nlink {i.Nlink}, but {n} entries name it", i.Ino);
+                }
+            }
+            // Extent maps of this view.
+            var blocks = new Dictionary<long, long>();
+            var vchunks = new HashSet<(long, long)>();
+            foreach (var c in chunks.Where(c => c.VisibleAt(g)))
+            {
+                if (!vchunks.Add((c.Ino, c.Index))) r.Add("extents", $"{vn}: chunk {c.Index} has two visible versions", c.Ino, c.Index * FormatConstants.ChunkBlocks * bs);
+                if (!vin.TryGetValue(c.Ino, out var fileOwner) || (fileOwner.Mode & 0xF000) != 0x8000) { r.Add("extents", $"{vn}: chunk {c.Index} belongs to inode {c.Ino}, which is not a regular file", c.Ino); continue; }
+                blocks[c.Ino] = blocks.GetValueOrDefault(c.Ino) + c.Extents.Sum(e => (long)e.Count);
+                long eofBlock = (fileOwner.Size + bs - 1) >> shift;
+                foreach (var e in c.Extents)
+                    if (c.Index * FormatConstants.ChunkBlocks + e.End > eofBlock)
+                        r.Add("extents", $"{vn}: extent maps blocks past the end of the file (size {fileOwner.Size})", c.Ino, (c.Index * FormatConstants.ChunkBlocks + e.First) << shift, e.Device, e.Address);
+            }
+            foreach (var i in vin.Values.Where(i => (i.Mode & 0xF000) == 0x8000))
+                if (i.Blocks != blocks.GetValueOrDefault(i.Ino)) r.Add("blocks", $"{vn}: inode {i.Ino} records {i.Blocks} blocks, its extents map {blocks.GetValueOrDefault(i.Ino)}", i.Ino);
+        }
+
+        // Extents: shape, bounds, reference counts, single ownership, checksums.
+        var refs = new Dictionary<(uint, long), uint>();
+        var owner = new Dictionary<(uint, long), (long Ino, long FileBlock, uint Sum)>();
+        foreach (var c in chunks)
+        {
+            uint prevEnd = 0;
+            foreach (var e in c.Extents)
+            {
+                long fileOff = (c.Index * FormatConstants.ChunkBlocks + e.First) << shift;
+                if (e.Count == 0 || e.First < prevEnd || e.End > FormatConstants.ChunkBlocks)
+                    r.Add("extents", $"chunk record {c.Rid}: extent at chunk block {e.First}+{e.Count} is empty, unsorted, overlapping or past the chunk", c.Ino, fileOff);
+                prevEnd = e.End;
+                if (!engine.Space.TryGetValue(e.Device, out var sp)) { r.Add("extents", $"chunk record {c.Rid} points at unknown device cookie {e.Device}", c.Ino, fileOff, e.Device, e.Address); continue; }
+                if (e.Address < 1 || e.Address + e.Count > sp.Blocks) { r.Add("extents", $"chunk record {c.Rid} points outside device {e.Device} ({sp.Blocks} blocks)", c.Ino, fileOff, e.Device, e.Address); continue; }
+                for (uint k = 0; k < e.Count; k++)
+                {
+                    long b = e.Address + k;
+                    var key = (e.Device, b);
+                    long fb = c.Index * FormatConstants.ChunkBlocks + e.First + k;
+                    if (DeviceSpace.IsReservedByFormat(b)) r.Add("extents", "extent covers a segment's reserved first block", c.Ino, fb << shift, e.Device, b);
+                    refs[key] = refs.GetValueOrDefault(key) + 1;
+                    uint sum = c.Sums[e.First + k];
+                    if (owner.TryGetValue(key, out var o))
+                    {
+                        if (o.Ino != c.Ino || o.FileBlock != fb) r.Add("owned-twice", $"block is mapped by inode {o.Ino} block {o.FileBlock} and by inode {c.Ino} block {fb}", c.Ino, fb << shift, e.Device, b);
+                        else if (o.Sum != sum) r.Add("checksum", "two versions of the same block record different checksums", c.Ino, fb << shift, e.Device, b);
+                    }
+                    else owner[key] = (c.Ino, fb, sum);
+                }
+            }
+        }
+        r.ReferencedBlocks = refs.Count;
+        var persisted = new Dictionary<(uint, long), uint>();
+        foreach (var seg in store.LoadSpaceMaps())
+            for (int i = 0; i < seg.Refs.Length; i++)
+                if (seg.Refs[i] != 0) persisted[(seg.Device, seg.Segment * FormatConstants.SegmentBlocks + i)] = seg.Refs[i];
+        foreach (var (cookie, sp) in engine.Space)
+            for (long b = 0; b < sp.Blocks; b++)
+            {
+                uint expect = refs.GetValueOrDefault((cookie, b));
+                uint mem = sp.RefCount(b), disk = persisted.GetValueOrDefault((cookie, b));
+                if (mem != expect || disk != expect)
+                {
+                    var who = owner.TryGetValue((cookie, b), out var o) ? o : (0, -1, 0);
+                    r.Add(expect == 0 ? "leak" : "space-map", $"space map says {disk} references (in memory {mem}), the extent maps make {expect}", who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
+                }
+                if (expect > 0 && !sp.IsBusy(b)) r.Add("space-map", "referenced block is marked free", 0, -1, cookie, b);
+            }
+
+        // Log segment headers of segments holding referenced data.
+        var log = engine.Devices[FormatConstants.LogCookie];
+        var header = new byte[bs];
+        foreach (var seg in refs.Keys.Where(k => k.Item1 == FormatConstants.LogCookie).Select(k => k.Item2 / FormatConstants.SegmentBlocks).Distinct())
+        {
+            if (seg == 0) continue;
+            log.Read((seg * FormatConstants.SegmentBlocks) << shift, header);
+            var h = SegmentHeader.TryRead(header);
+            if (h == null) r.Add("segment", $"log segment {seg} holds data but has no valid segment header", 0, -1, FormatConstants.LogCookie, seg * FormatConstants.SegmentBlocks);
+            else if (h.Value.PoolUuid != pool.PoolUuid || h.Value.SegmentIndex != (ulong)seg)
+                r.Add("segment", $"log segment {seg} header names pool {h.Value.PoolUuid} segment {h.Value.SegmentIndex}", 0, -1, FormatConstants.LogCookie, seg * FormatConstants.SegmentBlocks);
+        }
+
+        if (verifyData)
+        {
+            var buf = new byte[bs];
+            foreach (var ((dev, b), o) in owner)
+            {
+                engine.Devices[dev].Read(b << shift, buf);
+                if (Crc32C.Compute(buf) != o.Sum) r.Add("checksum", "data block does not match its checksum", o.Ino, o.FileBlock << shift, dev, b);
+                r.VerifiedBlocks++;
+            }
+        }
+        return r;
+    }
+
+    private static void CheckSuperblocks(Engine.Engine engine, FsckReport r)
+    {
+        var buf = new byte[FormatConstants.SuperblockSize];
+        foreach (var (cookie, dev) in engine.Devices)
+        {
+            dev.Read(0, buf);
+            var sb = Superblock.TryRead(buf, out var problem);
+            if (sb == null) r.Add("superblock", $"device {dev.Name} {problem}", 0, -1, cookie, 0);
+            else if (sb.PoolUuid != engine.PoolUuid || sb.DeviceCookie != cookie) r.Add("superblock", $"device {dev.Name}: superblock names pool {sb.PoolUuid} cookie {sb.DeviceCookie}", 0, -1, cookie, 0);
+        }
+    }
+}

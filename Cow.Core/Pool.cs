@@ -1,0 +1,323 @@
+using Cow.Core.Devices;
+using Cow.Core.Format;
+using Cow.Core.Metadata;
+using Cow.Core.FileSystem;
+
+namespace Cow.Core;
+
+/// <summary>What mkfs makes.</summary>
+public sealed record PoolCreateOptions
+{
+    /// <summary>Bytes per block: a power of two from 4096 to 65536.</summary>
+    public int BlockSize { get; init; } = 4096;
+    /// <summary>Size of a new base image file (ignored for an existing block device).</summary>
+    public long BaseSize { get; init; } = 1L << 30;
+    /// <summary>Size of a new log image file (ignored for an existing block device).</summary>
+    public long LogSize { get; init; } = 4L << 30;
+    /// <summary>An existing block device (or image file) to format as the base device; null: base.img in the pool folder.</summary>
+    public string? BaseDevice { get; init; }
+    /// <summary>An existing block device (or image file) to format as the log device; null: log.img in the pool folder.</summary>
+    public string? LogDevice { get; init; }
+    public string Label { get; init; } = "";
+    /// <summary>Owner of the root directory.</summary>
+    public uint RootUid { get; init; }
+    public uint RootGid { get; init; }
+}
+
+/// <summary>A pool's devices and metadata streams, already open: how tests build pools on memory and
+/// fault-injecting devices. The pool takes ownership.</summary>
+public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream MetadataData, Stream MetadataLog);
+
+/// <summary>Opening or creating a pool failed; <see cref="Exception.Message"/> says what and where, for an administrator.</summary>
+public sealed class PoolException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// An open pool: its devices, its metadata file and the engine over them. A pool folder holds
+/// <c>cow.db</c> (+ <c>cow-log.db</c>), <c>cow.lock</c>, and by default <c>base.img</c> and <c>log.img</c>.
+/// Threading: thread-safe (see <see cref="Engine.Engine"/>); <see cref="Dispose"/> must not race other calls.
+/// </summary>
+public sealed class Pool : IDisposable
+{
+    public const string MetadataFile = "cow.db", LockFile = "cow.lock", BaseImage = "base.img", LogImage = "log.img";
+
+    public Engine.Engine Engine { get; }
+    public FileSystemView Live { get; }
+    public string? Folder { get; }
+    private readonly FileStream? _lock;
+
+    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile)
+    {
+        Engine = engine; Folder = folder; _lock = lockFile;
+        Live = new FileSystemView(engine, engine.LiveTree, null);
+    }
+
+    /// <summary>Opens a read-only view of a snapshot; null if there is none by that name.</summary>
+    public FileSystemView? Snapshot(string name)
+    {
+        var s = Engine.FindSnapshot(name);
+        return s == null ? null : new FileSystemView(Engine, Engine.SnapshotTree(s.Gen), s.Name);
+    }
+
+    public Check.FsckReport Fsck(bool verifyData = true) => Check.Fsck.Run(Engine, verifyData);
+
+    // ------------------------------------------------------------------ mkfs
+
+    /// <summary>Makes a new pool in <paramref name="folder"/> (created if missing; must not already hold a pool).</summary>
+    public static Pool Create(string folder, PoolCreateOptions options)
+    {
+        folder = Path.GetFullPath(folder);
+        Directory.CreateDirectory(folder);
+        var meta = Path.Combine(folder, MetadataFile);
+        if (File.Exists(meta)) throw new PoolException($"{folder} already holds a Cow pool ({MetadataFile} exists); refusing to overwrite it");
+        CheckBlockSize(options.BlockSize);
+        var lockFile = TakeLock(folder);
+        var created = new List<string>();
+        IBlockDevice? b = null, l = null;
+        try
+        {
+            (b, string basePath) = CreateOrOpenDevice(folder, options.BaseDevice, BaseImage, options.BaseSize, created, "base");
+            (l, string logPath) = CreateOrOpenDevice(folder, options.LogDevice, LogImage, options.LogSize, created, "log");
+            var (data, log) = MetadataStore.OpenFiles(meta, create: true);
+            created.Add(meta); created.Add(MetadataStore.LogPath(meta));
+            var engine = Format(new PoolMedia(b, l, data, log), options, basePath, logPath);
+            return new Pool(engine, folder, lockFile);
+        }
+        catch
+        {
+            b?.Dispose(); l?.Dispose();
+            foreach (var f in created) try { File.Delete(f); } catch (IOException) { }
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Makes a new pool on already-open media (tests: memory and fault-injecting devices).</summary>
+    public static Pool Create(PoolMedia media, PoolCreateOptions options)
+    {
+        CheckBlockSize(options.BlockSize);
+        return new Pool(Format(media, options, media.Base.Name, media.Log.Name), null, null);
+    }
+
+    private static void CheckBlockSize(int bs)
+    {
+        if (bs < FormatConstants.MinBlockSize || bs > FormatConstants.MaxBlockSize || (bs & (bs - 1)) != 0)
+            throw new PoolException($"block size {bs} is not a power of two between {FormatConstants.MinBlockSize} and {FormatConstants.MaxBlockSize}");
+    }
+
+    private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role)
+    {
+        if (given == null)
+        {
+            var p = Path.Combine(folder, defaultName);
+            var d = FileBlockDevice.Create(p, size);
+            created.Add(p);
+            return (d, defaultName);
+        }
+        var full = Path.GetFullPath(given);
+        if (!File.Exists(full))
+        {
+            var d = FileBlockDevice.Create(full, size);
+            created.Add(full);
+            return (d, full);
+        }
+        try { return (FileBlockDevice.Open(full, writable: true), full); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PoolException($"{role} device {full}: {e.Message}", e); }
+    }
+
+    /// <summary>Writes superblocks (flushed), then the metadata with the root directory: the pool exists
+    /// once its metadata commit is durable (format.md, "mkfs").</summary>
+    private static Engine.Engine Format(PoolMedia media, PoolCreateOptions o, string basePath, string logPath)
+    {
+        int bs = o.BlockSize;
+        var poolUuid = Guid.NewGuid();
+        long now = Cow.Core.Engine.Engine.NowNs();
+        var devices = new List<DeviceRecord>();
+        var blocks = new Dictionary<uint, long>();
+        foreach (var (dev, cookie, role, path) in new[] { (media.Base, FormatConstants.BaseCookie, DeviceRole.Base, basePath), (media.Log, FormatConstants.LogCookie, DeviceRole.Log, logPath) })
+        {
+            long nblocks = dev.Length / bs;
+            if (nblocks < 16) throw new PoolException($"{role.ToString().ToLowerInvariant()} device {dev.Name} is too small: {dev.Length} bytes, at least {16 * bs} needed");
+            var sb = new Superblock
+            {
+                Role = role, PoolUuid = poolUuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie, BlockSize = (uint)bs,
+                DeviceSize = (ulong)(nblocks * bs), DataStart = (ulong)bs, DeviceCount = 2, CreatedNs = now, Label = o.Label,
+            };
+            var block = new byte[bs];
+            sb.Write(block);
+            dev.Write(0, block);
+            dev.Flush();
+            devices.Add(new DeviceRecord { Cookie = cookie, DeviceUuid = sb.DeviceUuid, Role = role, Path = path, DeviceSize = nblocks * bs });
+            blocks[cookie] = nblocks;
+        }
+        var pool = new PoolRecord { PoolUuid = poolUuid, BlockSize = bs, CreatedNs = now, Label = o.Label, LiveGen = 1, NextIno = 2, NextRid = 2, LogCursor = 1 };
+        var store = MetadataStore.Create(media.MetadataData, media.MetadataLog, pool, devices);
+        var root = new InodeRecord
+        {
+            Rid = 1, Ino = 1, Birth = 1, Mode = 0x4000 | 0x1ED, Nlink = 2, Uid = o.RootUid, Gid = o.RootGid, Parent = 1, NextPos = 3,
+            AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now,
+        };
+        var batch = new MetadataBatch { Pool = pool };
+        batch.Inodes.Add(root.ToBson());
+        store.Commit(batch);
+        return new Engine.Engine(store, pool, new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log }, blocks);
+    }
+
+    // ------------------------------------------------------------------ open
+
+    /// <summary>
+    /// Opens the pool in <paramref name="folder"/>. Everything is checked before anything is written:
+    /// the metadata file is first read through a scratch overlay, each device's superblock is checked
+    /// against the device table (missing, swapped, foreign, truncated, wrong format), and the first
+    /// problem found is thrown as a <see cref="PoolException"/> naming the device and what is wrong.
+    /// </summary>
+    public static Pool Open(string folder)
+    {
+        folder = Path.GetFullPath(folder);
+        var meta = Path.Combine(folder, MetadataFile);
+        if (!Directory.Exists(folder)) throw new PoolException($"pool folder {folder} does not exist");
+        if (!File.Exists(meta)) throw new PoolException($"{folder} is not a Cow pool: metadata file {MetadataFile} not found");
+        var lockFile = TakeLock(folder);
+        try
+        {
+            PoolRecord poolRec; List<DeviceRecord> table;
+            using (var scratch = OpenStore(meta, new ScratchOverlayStream(meta), new ScratchOverlayStream(MetadataStore.LogPath(meta))))
+            {
+                poolRec = scratch.LoadPool(); table = scratch.LoadDevices();
+            }
+            CheckPoolRecord(poolRec, meta);
+            var devs = new Dictionary<uint, IBlockDevice>();
+            try
+            {
+                foreach (var rec in table)
+                {
+                    var path = Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path);
+                    devs[rec.Cookie] = OpenDeviceChecked(path, rec, table, poolRec, writable: false);
+                }
+            }
+            finally { foreach (var d in devs.Values) d.Dispose(); }
+            // Every check passed: open for real.
+            devs.Clear();
+            try
+            {
+                foreach (var rec in table)
+                    devs[rec.Cookie] = FileBlockDevice.Open(Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path), writable: true);
+                var (data, log) = MetadataStore.OpenFiles(meta, create: false);
+                var store = OpenStore(meta, data, log);
+                return new Pool(BuildEngine(store, devs), folder, lockFile);
+            }
+            catch { foreach (var d in devs.Values) d.Dispose(); throw; }
+        }
+        catch
+        {
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens a pool on already-open media, with the same checks (tests).</summary>
+    public static Pool Open(PoolMedia media)
+    {
+        var store = OpenStore("metadata", media.MetadataData, media.MetadataLog);
+        try
+        {
+            var poolRec = store.LoadPool();
+            CheckPoolRecord(poolRec, "metadata");
+            var table = store.LoadDevices();
+            var given = new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log };
+            foreach (var rec in table)
+            {
+                if (!given.TryGetValue(rec.Cookie, out var dev))
+                    throw new PoolException($"{rec.Role.ToString().ToLowerInvariant()} device (cookie {rec.Cookie}, uuid {rec.DeviceUuid}) is missing");
+                CheckDevice(dev, rec, table, poolRec);
+            }
+            return new Pool(BuildEngine(store, given), null, null);
+        }
+        catch { store.Dispose(); throw; }
+    }
+
+    private static MetadataStore OpenStore(string where, Stream data, Stream log)
+    {
+        try { return MetadataStore.Open(data, log); }
+        catch (InvalidDataException e) { data.Dispose(); log.Dispose(); throw new PoolException($"metadata file {where} {e.Message}", e); }
+    }
+
+    private static void CheckPoolRecord(PoolRecord p, string where)
+    {
+        if (p.FormatVersion > FormatConstants.FormatVersion)
+            throw new PoolException($"metadata file {where} has Cow format version {p.FormatVersion}, newer than this build understands ({FormatConstants.FormatVersion}); use a newer cow");
+        if (p.FormatVersion < FormatConstants.FormatVersion)
+            throw new PoolException($"metadata file {where} has Cow format version {p.FormatVersion}, which this build no longer reads");
+    }
+
+    private static Engine.Engine BuildEngine(MetadataStore store, Dictionary<uint, IBlockDevice> devs)
+    {
+        var pool = store.LoadPool();
+        var blocks = store.LoadDevices().ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize);
+        var engine = new Engine.Engine(store, pool, devs, blocks);
+        engine.RemoveOrphans();
+        return engine;
+    }
+
+    private static IBlockDevice OpenDeviceChecked(string path, DeviceRecord rec, List<DeviceRecord> table, PoolRecord pool, bool writable)
+    {
+        string what = $"{rec.Role.ToString().ToLowerInvariant()} device {path} (cookie {rec.Cookie})";
+        IBlockDevice dev;
+        try { dev = FileBlockDevice.Open(path, writable); }
+        catch (FileNotFoundException) { throw new PoolException($"{what} is missing: no such file or device (expected device uuid {rec.DeviceUuid})"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PoolException($"{what} cannot be opened: {e.Message}", e); }
+        try { CheckDevice(dev, rec, table, pool, what); }
+        catch { dev.Dispose(); throw; }
+        return dev;
+    }
+
+    /// <summary>The device checks of format.md "Opening a pool", in order.</summary>
+    private static void CheckDevice(IBlockDevice dev, DeviceRecord rec, List<DeviceRecord> table, PoolRecord pool, string? what = null)
+    {
+        what ??= $"{rec.Role.ToString().ToLowerInvariant()} device {dev.Name} (cookie {rec.Cookie})";
+        if (dev.Length < FormatConstants.SuperblockSize) throw new PoolException($"{what} is truncated: {dev.Length} bytes, too small to hold a superblock");
+        var block = new byte[FormatConstants.SuperblockSize];
+        dev.Read(0, block);
+        var sb = Superblock.TryRead(block, out var problem) ?? throw new PoolException($"{what} {problem}");
+        if (sb.PoolUuid != pool.PoolUuid)
+            throw new PoolException($"{what} belongs to another pool (its pool uuid is {sb.PoolUuid}, this pool is {pool.PoolUuid}): wrong device given");
+        if (sb.DeviceUuid != rec.DeviceUuid)
+        {
+            var other = table.FirstOrDefault(t => t.DeviceUuid == sb.DeviceUuid);
+            throw new PoolException(other != null
+                ? $"{what} holds this pool's {other.Role.ToString().ToLowerInvariant()} device (cookie {other.Cookie}), not the {rec.Role.ToString().ToLowerInvariant()} device: the devices were swapped"
+                : $"{what} is an unknown device of this pool (device uuid {sb.DeviceUuid}, expected {rec.DeviceUuid})");
+        }
+        if (sb.DeviceCookie != rec.Cookie || sb.Role != rec.Role)
+            throw new PoolException($"{what}: superblock says cookie {sb.DeviceCookie} role {sb.Role}, the device table says cookie {rec.Cookie} role {rec.Role}");
+        if (sb.BlockSize != pool.BlockSize)
+            throw new PoolException($"{what}: superblock block size {sb.BlockSize} differs from the pool's {pool.BlockSize}");
+        if ((ulong)dev.Length < sb.DeviceSize)
+            throw new PoolException($"{what} is truncated: it has {dev.Length} bytes, but was formatted with {sb.DeviceSize} bytes");
+    }
+
+    private static FileStream TakeLock(string folder)
+    {
+        var path = Path.Combine(folder, LockFile);
+        try
+        {
+            // .NET on Linux takes an exclusive flock for FileShare.None: a second opener, in this
+            // process or another, fails here.
+            var fs = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            fs.SetLength(0);
+            var text = System.Text.Encoding.UTF8.GetBytes($"{Environment.ProcessId}\n");
+            fs.Write(text);
+            fs.Flush();
+            return fs;
+        }
+        catch (IOException e)
+        {
+            throw new PoolException($"pool {folder} is already open by another process (lock {path} is held); unmount it or stop that process first", e);
+        }
+    }
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        _lock?.Dispose();
+    }
+}

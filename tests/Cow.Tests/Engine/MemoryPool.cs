@@ -1,0 +1,125 @@
+using Cow.Core;
+using Cow.Core.Devices;
+using Cow.Core.FileSystem;
+using Xunit;
+
+namespace Cow.Tests.Engine;
+
+/// <summary>
+/// A pool on memory devices (metadata included, through <see cref="BlockDeviceStream"/>), optionally
+/// behind fault-injecting devices so that power cuts hit data and metadata alike. <see cref="Reboot"/>
+/// drops the open pool without closing it (what survives is what was flushed) and opens it again.
+/// Not thread-safe.
+/// </summary>
+public sealed class MemoryPool : IDisposable
+{
+    public MemoryBlockDevice BaseMem { get; }
+    public MemoryBlockDevice LogMem { get; }
+    public MemoryBlockDevice MetaMem { get; }
+    public MemoryBlockDevice MetaLogMem { get; }
+    public FaultInjectingBlockDevice? BaseFault, LogFault, MetaFault, MetaLogFault;
+    public Pool Pool { get; private set; }
+    public FileSystemView Live => Pool.Live;
+    public Core.Engine.Engine Engine => Pool.Engine;
+    private readonly bool _faulty;
+
+    public MemoryPool(long baseSize = 64 << 20, long logSize = 256 << 20, bool faulty = false, int blockSize = 4096)
+    {
+        BaseMem = new MemoryBlockDevice("base", baseSize);
+        LogMem = new MemoryBlockDevice("log", logSize);
+        MetaMem = new MemoryBlockDevice("meta", 1L << 30);
+        MetaLogMem = new MemoryBlockDevice("meta-log", 1L << 30);
+        _faulty = faulty;
+        var media = Media(fresh: true);
+        Pool = Pool.Create(media, new PoolCreateOptions { BlockSize = blockSize });
+    }
+
+    private PoolMedia Media(bool fresh)
+    {
+        IBlockDevice b = BaseMem, l = LogMem, m = MetaMem, ml = MetaLogMem;
+        if (_faulty)
+        {
+            b = BaseFault = new FaultInjectingBlockDevice(BaseMem, "base");
+            l = LogFault = new FaultInjectingBlockDevice(LogMem, "log");
+            m = MetaFault = new FaultInjectingBlockDevice(MetaMem, "meta");
+            ml = MetaLogFault = new FaultInjectingBlockDevice(MetaLogMem, "meta-log");
+        }
+        Stream data = fresh ? new BlockDeviceStream(m) : BlockDeviceStream.Open(m);
+        Stream log = fresh ? new BlockDeviceStream(ml) : BlockDeviceStream.Open(ml);
+        return new PoolMedia(b, l, data, log);
+    }
+
+    /// <summary>Closes cleanly and opens again.</summary>
+    public void Reopen()
+    {
+        Pool.Dispose();
+        Pool = Pool.Open(Media(fresh: false));
+    }
+
+    /// <summary>Cuts power on every device (unflushed writes lost) and opens the pool again.</summary>
+    public void PowerCutAndReboot(PowerCutMode mode = PowerCutMode.DropUnflushed, int seed = 0)
+    {
+        if (!_faulty) throw new InvalidOperationException("power cuts need faulty: true");
+        foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }) if (!f.HasLostPower) f.PowerCut(mode, seed);
+        Abandon();
+        Pool = Pool.Open(Media(fresh: false));
+    }
+
+    /// <summary>Forgets the open pool without closing it (its devices have lost power).</summary>
+    private void Abandon()
+    {
+        try { Pool.Dispose(); } catch (Exception) { /* the devices lost power: closing fails, as in a crash */ }
+    }
+
+    public void AssertClean()
+    {
+        var report = Pool.Fsck();
+        Assert.True(report.Clean, report.ToString());
+    }
+
+    public void Dispose()
+    {
+        try { Pool.Dispose(); } catch (IOException) { }
+    }
+
+    // ---------------------------------------------------------------- path helpers
+
+    public static long Ino(FileSystemView fs, string path)
+    {
+        var e = fs.Resolve(path, out var a);
+        Assert.True(e == 0, $"resolve {path}: {e}");
+        return a.Ino;
+    }
+
+    public static long CreateFile(FileSystemView fs, string path)
+    {
+        Assert.Equal(0, (int)fs.ResolveParent(path, out var parent, out var name));
+        var e = fs.Create(parent, name, 0x1A4, 0, 0, out var a);
+        Assert.True(e == 0, $"create {path}: {e}");
+        return a.Ino;
+    }
+
+    public static void WriteAt(FileSystemView fs, long ino, long offset, byte[] data)
+    {
+        var e = fs.Write(ino, offset, data, out int n);
+        Assert.True(e == 0, $"write {data.Length} at {offset}: {e}");
+        Assert.Equal(data.Length, n);
+    }
+
+    public static byte[] ReadAll(FileSystemView fs, long ino)
+    {
+        Assert.Equal(0, (int)fs.GetAttr(ino, out var a));
+        var buf = new byte[a.Size];
+        var e = fs.Read(ino, 0, buf, out int n);
+        Assert.True(e == 0, $"read: {e}");
+        Assert.Equal(a.Size, n);
+        return buf;
+    }
+
+    public static byte[] Pattern(int length, int seed)
+    {
+        var b = new byte[length];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+}
