@@ -54,6 +54,18 @@ public sealed partial class Engine : IDisposable
     /// <summary>Commit automatically once this many blocks were written since the last commit.</summary>
     public long CommitEveryBlocks { get; set; } = 65536;
 
+    /// <summary>Commit automatically once this many metadata records changed since the last commit.</summary>
+    public int CommitEveryRecords { get; set; } = 50_000;
+
+    /// <summary>Longest time a completed change waits for its group commit (0 disables the timer).</summary>
+    public TimeSpan CommitInterval
+    {
+        get => _commitInterval;
+        set { _commitInterval = value; _commitTimer?.Change(value > TimeSpan.Zero ? value : Timeout.InfiniteTimeSpan, value > TimeSpan.Zero ? value : Timeout.InfiniteTimeSpan); }
+    }
+    private TimeSpan _commitInterval = TimeSpan.FromSeconds(5);
+    private Timer? _commitTimer;
+
     /// <summary>Upper bound on cached live inodes that are clean and closed (trimmed after each commit).</summary>
     public int InodeCacheLimit { get; set; } = 20000;
 
@@ -76,6 +88,21 @@ public sealed partial class Engine : IDisposable
         _snapshots = store.LoadSnapshots();
         _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
         _snapCache = new SnapshotCache(store);
+        _commitTimer = new Timer(_ => TimedCommit(), null, _commitInterval, _commitInterval);
+    }
+
+    private bool HasDirtyState()
+    {
+        lock (_lock)
+            return _dirtyInodes.Count + _dirtyDirents.Count + _dirtyChunks.Count + _pendingRemovals.Count > 0;
+    }
+
+    private void TimedCommit()
+    {
+        if (_failure != null || _disposed || !HasDirtyState()) return;
+        try { Commit(); }
+        catch (ObjectDisposedException) { }
+        catch (Exception e) { Report($"background commit failed: {e.Message}"); }
     }
 
     internal long LiveGen => _pool.LiveGen;
@@ -244,6 +271,7 @@ public sealed partial class Engine : IDisposable
     /// gathered, so that what it changes (a snapshot's generation bump) lands in the same transaction.</summary>
     private void CommitLocked(Action<MetadataBatch>? inside)
     {
+        if (_disposed) throw new ObjectDisposedException("pool", "the pool is closed");
         ThrowIfFailed();
         MetadataBatch batch;
         var frees = new List<(uint Cookie, List<(long, long)> Ranges)>();
@@ -335,16 +363,25 @@ public sealed partial class Engine : IDisposable
     private void Touch(LiveInode li) => li.Touched = _pool.CommitSeq;
 
     /// <summary>Commits if enough data was written since the last commit; called after writes, outside every lock.</summary>
-    private void MaybeCommit()
+    internal void MaybeCommit()
     {
-        if (Volatile.Read(ref _dirtyBlocksSinceCommit) >= CommitEveryBlocks) Commit();
+        bool due;
+        lock (_lock)
+            due = _dirtyBlocksSinceCommit >= CommitEveryBlocks
+                || _dirtyInodes.Count + _dirtyDirents.Count + _pendingRemovals.Count >= CommitEveryRecords;
+        if (due) Commit();
     }
+
+    private volatile bool _disposed;
 
     public void Dispose()
     {
-        try { if (_failure == null) Commit(); }
+        _commitTimer?.Dispose();
+        _commitTimer = null;
+        try { if (_failure == null && !_disposed) Commit(); }
         finally
         {
+            _disposed = true;
             Store.Dispose();
             foreach (var d in _devices.Values) d.Dispose();
             _reuseGate.Dispose();

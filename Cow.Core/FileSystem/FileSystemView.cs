@@ -23,7 +23,13 @@ public sealed class FileSystemView
         _e = engine; _tree = tree; SnapshotName = snapshotName;
     }
 
-    private Errno Rw(Func<Errno> change) => _tree.ReadOnly ? Errno.EROFS : change();
+    private Errno Rw(Func<Errno> change)
+    {
+        if (_tree.ReadOnly) return Errno.EROFS;
+        var e = change();
+        if (e == 0) _e.MaybeCommit();
+        return e;
+    }
 
     // read-only operations
     public Errno GetAttr(long ino, out InodeAttr attr) => _e.GetAttr(_tree, ino, out attr);
