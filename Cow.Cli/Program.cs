@@ -1,1 +1,306 @@
-return 0;
+using System.CommandLine;
+using System.Text;
+using Cow.Core;
+using Cow.Core.FileSystem;
+using Mono.Unix.Native;
+using Spectre.Console;
+
+namespace Cow.Cli;
+
+/// <summary>The <c>cow</c> command. Exit codes: 0 success, 1 the operation failed (the message says why),
+/// 2 bad usage.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("Cow: a copy-on-write snapshot filesystem. Pools are folders holding image files (or naming block devices) and a metadata file.");
+        root.Subcommands.Add(Mkfs());
+        root.Subcommands.Add(Demo());
+        root.Subcommands.Add(Put());
+        root.Subcommands.Add(Cat());
+        root.Subcommands.Add(Ls());
+        root.Subcommands.Add(Snapshot());
+        root.Subcommands.Add(Df());
+        root.Subcommands.Add(FsckCommand());
+        return root.Parse(args).Invoke();
+    }
+
+    private static readonly Argument<string> PoolArg = new("pool") { Description = "pool folder" };
+
+    /// <summary>Runs a command body, turning the administrator-facing errors into a message and exit code 1.</summary>
+    private static int Guard(Func<int> body)
+    {
+        try { return body(); }
+        catch (PoolException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+        catch (IOException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+        catch (UnauthorizedAccessException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+    }
+
+    private static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
+
+    private static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
+
+    private static long ParseSize(string s)
+    {
+        s = s.Trim();
+        long mult = 1;
+        char last = char.ToUpperInvariant(s[^1]);
+        if ("KMGT".Contains(last)) { mult = last switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1L << 40 }; s = s[..^1]; }
+        if (!long.TryParse(s, out long v) || v <= 0) throw new FormatException($"'{s}' is not a size (use e.g. 512M, 4G)");
+        return v * mult;
+    }
+
+    private static Command Mkfs()
+    {
+        var baseSize = new Option<string>("--base-size") { Description = "size of a new base image", DefaultValueFactory = _ => "1G" };
+        var logSize = new Option<string>("--log-size") { Description = "size of a new log image", DefaultValueFactory = _ => "4G" };
+        var blockSize = new Option<int>("--block-size") { Description = "bytes per block (4096..65536, power of two)", DefaultValueFactory = _ => 4096 };
+        var baseDev = new Option<string?>("--base-device") { Description = "block device or image file to use as the base device" };
+        var logDev = new Option<string?>("--log-device") { Description = "block device or image file to use as the log device" };
+        var label = new Option<string>("--label") { Description = "pool label", DefaultValueFactory = _ => "" };
+        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label };
+        cmd.SetAction(r => Guard(() =>
+        {
+            long bsz, lsz;
+            try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
+            catch (FormatException e) { return Fail(e.Message); }
+            using var pool = Pool.Create(r.GetValue(PoolArg)!, new PoolCreateOptions
+            {
+                BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),
+                LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!,
+            });
+            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command Put()
+    {
+        var path = new Argument<string>("path") { Description = "file path inside the pool, e.g. /notes.txt" };
+        var cmd = new Command("put", "write standard input to a file in the pool (created or replaced), then fsync") { PoolArg, path };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var stdin = Console.OpenStandardInput();
+            var e = WriteFile(pool.Live, r.GetValue(path)!, stdin);
+            return e == 0 ? 0 : Fail($"put {r.GetValue(path)}: {Describe(e)}");
+        }));
+        return cmd;
+    }
+
+    /// <summary>Creates or truncates <paramref name="path"/> and copies <paramref name="source"/> into it, then fsyncs.</summary>
+    internal static Errno WriteFile(FileSystemView fs, string path, Stream source)
+    {
+        var e = fs.ResolveParent(path, out long parent, out string name);
+        if (e != 0) return e;
+        e = fs.Lookup(parent, name, out var attr);
+        if (e == Errno.ENOENT) e = fs.Create(parent, name, 0x1A4, 0, 0, out attr);
+        else if (e == 0) e = fs.SetAttr(attr.Ino, new SetAttrRequest { Size = 0 }, out attr);
+        if (e != 0) return e;
+        var buf = new byte[1 << 20];
+        long off = 0;
+        for (int n; (n = source.Read(buf)) > 0; off += n)
+        {
+            e = fs.Write(attr.Ino, off, buf.AsSpan(0, n), out _);
+            if (e != 0) return e;
+        }
+        return fs.Fsync(attr.Ino);
+    }
+
+    private static readonly Option<string?> SnapOpt = new("--snapshot") { Description = "read from this snapshot instead of the live tree" };
+
+    private static FileSystemView? View(Pool pool, string? snapshot) => snapshot == null ? pool.Live : pool.Snapshot(snapshot);
+
+    private static Command Cat()
+    {
+        var path = new Argument<string>("path") { Description = "file path inside the pool" };
+        var cmd = new Command("cat", "write a file of the pool (or of a snapshot) to standard output") { PoolArg, path, SnapOpt };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var fs = View(pool, r.GetValue(SnapOpt));
+            if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
+            var e = ReadFile(fs, r.GetValue(path)!, out var bytes);
+            if (e != 0) return Fail($"cat {r.GetValue(path)}: {Describe(e)}");
+            using var o = Console.OpenStandardOutput();
+            o.Write(bytes);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    internal static Errno ReadFile(FileSystemView fs, string path, out byte[] bytes)
+    {
+        bytes = Array.Empty<byte>();
+        var e = fs.Resolve(path, out var attr);
+        if (e != 0) return e;
+        if (attr.IsDirectory) return Errno.EISDIR;
+        bytes = new byte[attr.Size];
+        e = fs.Read(attr.Ino, 0, bytes, out int n);
+        if (e == 0 && n != attr.Size) Array.Resize(ref bytes, n);
+        return e;
+    }
+
+    private static Command Ls()
+    {
+        var path = new Argument<string>("path") { Description = "directory inside the pool", DefaultValueFactory = _ => "/" };
+        var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var fs = View(pool, r.GetValue(SnapOpt));
+            if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
+            var e = fs.Resolve(r.GetValue(path)!, out var dir);
+            if (e != 0) return Fail($"ls {r.GetValue(path)}: {Describe(e)}");
+            var entries = new List<DirEntryInfo>();
+            e = fs.ReadDir(dir.Ino, 2, int.MaxValue, entries);
+            if (e != 0) return Fail($"ls {r.GetValue(path)}: {Describe(e)}");
+            var table = new Table().AddColumn("inode").AddColumn("mode").AddColumn(new TableColumn("size").RightAligned()).AddColumn("name");
+            foreach (var d in entries)
+            {
+                fs.GetAttr(d.Ino, out var a);
+                table.AddRow(a.Ino.ToString(), Convert.ToString(a.Mode, 8), a.Size.ToString("N0"), Markup.Escape(d.Name));
+            }
+            AnsiConsole.Write(table);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command Snapshot()
+    {
+        var name = new Argument<string>("name") { Description = "snapshot name" };
+        var create = new Command("create", "take a snapshot of the live tree (constant time, durable when it returns)") { PoolArg, name };
+        create.SetAction(r => Guard(() =>
+        {
+            var n = r.GetValue(name)!;
+            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Fail(problem);
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var e = pool.Engine.CreateSnapshot(n, out var s);
+            if (e == Errno.EEXIST) return Fail($"a snapshot named '{n}' already exists");
+            if (e != 0) return Fail($"snapshot create {n}: {Describe(e)}");
+            Console.WriteLine($"snapshot '{s.Name}' at generation {s.Gen}");
+            return 0;
+        }));
+        var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
+        delete.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
+            return e == Errno.ENOENT ? Fail($"no snapshot named '{r.GetValue(name)}'") : e != 0 ? Fail(Describe(e)) : 0;
+        }));
+        var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
+        list.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));
+            return 0;
+        }));
+        return new Command("snapshot", "create, list and delete snapshots") { create, list, delete };
+    }
+
+    private static Table SpaceTable(Pool pool, bool snapshotsOnly)
+    {
+        var t = new Table().AddColumn("snapshot").AddColumn("generation").AddColumn("created (UTC)")
+            .AddColumn(new TableColumn("referenced").RightAligned()).AddColumn(new TableColumn("exclusive").RightAligned());
+        foreach (var s in pool.Engine.SpaceReport())
+        {
+            if (snapshotsOnly && s.Name == "") continue;
+            t.AddRow(s.Name == "" ? "(live)" : Markup.Escape(s.Name), s.Generation.ToString(),
+                s.Name == "" ? "" : DateTime.UnixEpoch.AddTicks(s.CreatedNs / 100).ToString("yyyy-MM-dd HH:mm:ss"),
+                Bytes(s.ReferencedBytes), Bytes(s.ExclusiveBytes));
+        }
+        return t;
+    }
+
+    private static string Bytes(long b) => b switch
+    {
+        >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{b / (double)(1L << 20):F2} MiB",
+        >= 1L << 10 => $"{b / 1024.0:F1} KiB",
+        _ => $"{b} B",
+    };
+
+    private static Command Df()
+    {
+        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes") { PoolArg };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var st = pool.Live.StatFs();
+            Console.WriteLine($"blocks of {st.BlockSize} bytes: {st.Blocks:N0} data blocks, {st.FreeBlocks:N0} free for new writes ({Bytes(st.FreeBlocks * st.BlockSize)})");
+            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command FsckCommand()
+    {
+        var noData = new Option<bool>("--no-data") { Description = "skip reading every data block to verify its checksum" };
+        var cmd = new Command("fsck", "check every invariant of the pool; exit 0 if clean, 1 if not") { PoolArg, noData };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var report = pool.Fsck(verifyData: !r.GetValue(noData));
+            Console.WriteLine(report.ToString());
+            return report.Clean ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    /// <summary>The main job on an embedded default: make a pool of sparse image files, write a file,
+    /// snapshot, overwrite, read both versions back, check the pool.</summary>
+    private static Command Demo()
+    {
+        var dir = new Argument<string>("pool") { Description = "pool folder to create (must not exist)", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), $"cow-demo-{Environment.ProcessId}") };
+        var keep = new Option<bool>("--keep") { Description = "keep the pool folder afterwards" };
+        var cmd = new Command("demo", "make a pool, write a file, snapshot, overwrite, read both versions back, fsck") { dir, keep };
+        cmd.SetAction(r => Guard(() =>
+        {
+            var folder = r.GetValue(dir)!;
+            if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any()) return Fail($"{folder} exists and is not empty; give a new folder");
+            try
+            {
+                AnsiConsole.MarkupLine($"[bold]cow demo[/] in {Markup.Escape(folder)}");
+                using (var pool = Pool.Create(folder, new PoolCreateOptions { BaseSize = 256L << 20, LogSize = 1L << 30 }))
+                    AnsiConsole.MarkupLine($"mkfs: base.img 256 MiB + log.img 1 GiB (sparse), pool uuid {pool.Engine.PoolUuid}");
+                using (var pool = Pool.Open(folder))
+                {
+                    var v1 = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("version one of the file\n", 50_000)));
+                    Check(WriteFile(pool.Live, "/data.txt", new MemoryStream(v1)), "write v1");
+                    AnsiConsole.MarkupLine($"wrote /data.txt: {v1.Length:N0} bytes (fsync'd)");
+                    var sw = System.Diagnostics.Stopwatch.StartNew();
+                    Check(pool.Engine.CreateSnapshot("before", out var s), "snapshot");
+                    AnsiConsole.MarkupLine($"snapshot 'before' at generation {s.Gen} in {sw.Elapsed.TotalMilliseconds:F2} ms");
+                    var v2 = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("VERSION TWO, overwritten\n", 30_000)));
+                    Check(WriteFile(pool.Live, "/data.txt", new MemoryStream(v2)), "write v2");
+                    AnsiConsole.MarkupLine($"overwrote /data.txt: {v2.Length:N0} bytes");
+                }
+                using (var pool = Pool.Open(folder))
+                {
+                    Check(ReadFile(pool.Live, "/data.txt", out var live), "read live");
+                    Check(ReadFile(pool.Snapshot("before")!, "/data.txt", out var old), "read snapshot");
+                    AnsiConsole.MarkupLine($"after reopening: live /data.txt starts [green]{Markup.Escape(Encoding.UTF8.GetString(live, 0, 24).TrimEnd())}[/] ({live.Length:N0} bytes)");
+                    AnsiConsole.MarkupLine($"               snapshot 'before' starts [green]{Markup.Escape(Encoding.UTF8.GetString(old, 0, 23).TrimEnd())}[/] ({old.Length:N0} bytes)");
+                    if (!old.AsSpan().StartsWith("version one"u8) || !live.AsSpan().StartsWith("VERSION TWO"u8)) return Fail("the versions read back are wrong");
+                    AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
+                    var report = pool.Fsck();
+                    AnsiConsole.MarkupLine($"fsck: {Markup.Escape(report.ToString())}");
+                    return report.Clean ? 0 : 1;
+                }
+            }
+            finally
+            {
+                if (!r.GetValue(keep)) try { Directory.Delete(folder, recursive: true); } catch (IOException) { }
+            }
+        }));
+        return cmd;
+    }
+
+    private static void Check(Errno e, string what)
+    {
+        if (e != 0) throw new IOException($"{what}: {Describe(e)}");
+    }
+}

@@ -1,1 +1,246 @@
+using System.Diagnostics;
+using Cow.Core;
+using Cow.Core.Devices;
+using Cow.Core.FileSystem;
+
+// Cow engine benchmark: the engine's throughput beside raw pwrite to the same kind of image file, in
+// one run (one process, same disk), medians of --runs repetitions. Not a test: it prints figures.
+// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--dir DIR] [--seq-mib N] [--rand-ops N] [--runs N] [--files N] [--snapshots N]
+
+var opt = Options.Parse(args);
+Directory.CreateDirectory(opt.Dir);
+var work = Path.Combine(opt.Dir, $"cow-bench-{Environment.ProcessId}");
+Directory.CreateDirectory(work);
+Console.WriteLine($"# Cow engine benchmark  {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC  dir={work}  runs={opt.Runs} (medians)");
+Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Version}, seq {opt.SeqMiB} MiB, random {opt.RandOps} x 4 KiB over {opt.RandFileMiB} MiB");
+var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
+try
+{
+    // 1. Sequential 1 MiB writes + final flush.
+    var seqCow = new List<double>(); var seqRaw = new List<double>();
+    for (int r = 0; r < opt.Runs; r++)
+    {
+        seqRaw.Add(RawSequential(work, opt.SeqMiB));
+        seqCow.Add(CowSequential(work, opt.SeqMiB));
+    }
+    rows.Add(("seq write 1 MiB + fsync", "MB/s", Median(seqCow), Median(seqRaw), "raw pwrite"));
+
+    // 2. Random 4 KiB writes + final fsync, before and after a snapshot.
+    var before = new List<double>(); var after = new List<double>(); var raw = new List<double>();
+    for (int r = 0; r < opt.Runs; r++)
+    {
+        raw.Add(RawRandom(work, opt.RandFileMiB, opt.RandOps, r));
+        var (b, a) = CowRandom(work, opt.RandFileMiB, opt.RandOps, r);
+        before.Add(b); after.Add(a);
+    }
+    rows.Add(("rand write 4 KiB + fsync", "IOPS", Median(before), Median(raw), "raw pwrite"));
+    rows.Add(("rand write 4 KiB + fsync, after a snapshot", "IOPS", Median(after), Median(raw), "raw pwrite"));
+
+    // 3. Commits per second: write 4 KiB then fsync, repeatedly (every fsync is one durable group commit).
+    var commits = new List<double>(); var rawSync = new List<double>();
+    for (int r = 0; r < opt.Runs; r++)
+    {
+        rawSync.Add(RawWriteSync(work, 300));
+        commits.Add(CowWriteSync(work, 300));
+    }
+    rows.Add(("4 KiB write + fsync (durable commits)", "per s", Median(commits), Median(rawSync), "raw pwrite+fdatasync"));
+
+    // 4. Snapshot create (durable) at 1 file, N files, and with M snapshots already taken.
+    var (one, many, piled) = SnapshotTimes(work, opt.Files, opt.Snapshots);
+    rows.Add(("snapshot create, 1 file", "ms", one, one, "itself"));
+    rows.Add(($"snapshot create, {opt.Files:N0} files", "ms", many, one, "1 file"));
+    rows.Add(($"snapshot create, {opt.Snapshots:N0} snapshots exist", "ms", piled, one, "1 snapshot"));
+}
+finally
+{
+    try { Directory.Delete(work, true); } catch (IOException) { }
+}
+
+Console.WriteLine();
+Console.WriteLine("| test | unit | Cow | peer | peer value | Cow / peer |");
+Console.WriteLine("|---|---|---:|---|---:|---:|");
+foreach (var (t, u, c, p, pn) in rows)
+    Console.WriteLine($"| {t} | {u} | {Fmt(c)} | {pn} | {Fmt(p)} | {c / p:F2}x |");
 return 0;
+
+static string Fmt(double v) => v >= 100 ? v.ToString("N0") : v.ToString("F2");
+static double Median(List<double> v) { var s = v.OrderBy(x => x).ToList(); return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2; }
+
+static Pool NewPool(string work, long logBytes)
+{
+    var dir = Path.Combine(work, "pool-" + Guid.NewGuid().ToString("N")[..8]);
+    var pool = Pool.Create(dir, new PoolCreateOptions { BaseSize = 64L << 20, LogSize = logBytes });
+    pool.Engine.CommitInterval = TimeSpan.Zero; // no timer commits inside a timed loop; size and fsync only
+    return pool;
+}
+
+static void Drop(Pool pool)
+{
+    var dir = pool.Folder!;
+    pool.Dispose();
+    Directory.Delete(dir, true);
+}
+
+static void Ok(Mono.Unix.Native.Errno e, string what) { if (e != 0) throw new IOException($"{what}: {e}"); }
+
+static double RawSequential(string work, int mib)
+{
+    var path = Path.Combine(work, "raw.img");
+    using (var dev = FileBlockDevice.Create(path, (long)mib << 20))
+    {
+        var buf = new byte[1 << 20]; Random.Shared.NextBytes(buf);
+        var sw = Stopwatch.StartNew();
+        for (long i = 0; i < mib; i++) dev.Write(i << 20, buf);
+        dev.Flush();
+        double mbs = (mib * 1.048576) / sw.Elapsed.TotalSeconds;
+        File.Delete(path);
+        return mbs;
+    }
+}
+
+static double CowSequential(string work, int mib)
+{
+    var pool = NewPool(work, ((long)mib << 20) * 2 + (256L << 20));
+    try
+    {
+        var fs = pool.Live;
+        Ok(fs.Create(1, "seq", 0x1A4, 0, 0, out var a), "create");
+        var buf = new byte[1 << 20]; Random.Shared.NextBytes(buf);
+        var sw = Stopwatch.StartNew();
+        for (long i = 0; i < mib; i++) Ok(fs.Write(a.Ino, i << 20, buf, out _), "write");
+        Ok(fs.Fsync(a.Ino), "fsync");
+        return (mib * 1.048576) / sw.Elapsed.TotalSeconds;
+    }
+    finally { Drop(pool); }
+}
+
+static double RawRandom(string work, int fileMiB, int ops, int seed)
+{
+    var path = Path.Combine(work, "rawr.img");
+    using var dev = FileBlockDevice.Create(path, (long)fileMiB << 20);
+    var big = new byte[1 << 20];
+    for (long i = 0; i < fileMiB; i++) dev.Write(i << 20, big);
+    dev.Flush();
+    var rnd = new Random(seed); var buf = new byte[4096]; rnd.NextBytes(buf);
+    long blocks = ((long)fileMiB << 20) / 4096;
+    var sw = Stopwatch.StartNew();
+    for (int i = 0; i < ops; i++) dev.Write(rnd.NextInt64(blocks) * 4096, buf);
+    dev.Flush();
+    double iops = ops / sw.Elapsed.TotalSeconds;
+    File.Delete(path);
+    return iops;
+}
+
+static (double Before, double After) CowRandom(string work, int fileMiB, int ops, int seed)
+{
+    var pool = NewPool(work, ((long)fileMiB << 20) * 4 + (256L << 20));
+    try
+    {
+        var fs = pool.Live;
+        Ok(fs.Create(1, "rand", 0x1A4, 0, 0, out var a), "create");
+        var big = new byte[1 << 20];
+        for (long i = 0; i < fileMiB; i++) Ok(fs.Write(a.Ino, i << 20, big, out _), "fill");
+        Ok(fs.Fsync(a.Ino), "fsync");
+        double Pass(int s)
+        {
+            var rnd = new Random(s); var buf = new byte[4096]; rnd.NextBytes(buf);
+            long blocks = ((long)fileMiB << 20) / 4096;
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < ops; i++) Ok(fs.Write(a.Ino, rnd.NextInt64(blocks) * 4096, buf, out _), "write");
+            Ok(fs.Fsync(a.Ino), "fsync");
+            return ops / sw.Elapsed.TotalSeconds;
+        }
+        double before = Pass(seed);
+        Ok(pool.Engine.CreateSnapshot("s", out _), "snapshot");
+        double after = Pass(seed + 1000);
+        return (before, after);
+    }
+    finally { Drop(pool); }
+}
+
+static double RawWriteSync(string work, int n)
+{
+    var path = Path.Combine(work, "raws.img");
+    using var dev = FileBlockDevice.Create(path, 64L << 20);
+    var buf = new byte[4096];
+    var sw = Stopwatch.StartNew();
+    for (int i = 0; i < n; i++) { dev.Write((long)i * 4096, buf); dev.Flush(); }
+    double r = n / sw.Elapsed.TotalSeconds;
+    File.Delete(path);
+    return r;
+}
+
+static double CowWriteSync(string work, int n)
+{
+    var pool = NewPool(work, 256L << 20);
+    try
+    {
+        var fs = pool.Live;
+        Ok(fs.Create(1, "sync", 0x1A4, 0, 0, out var a), "create");
+        var buf = new byte[4096];
+        long c0 = pool.Engine.CommitCount;
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < n; i++) { Ok(fs.Write(a.Ino, (long)i * 4096, buf, out _), "write"); Ok(fs.Fsync(a.Ino), "fsync"); }
+        double r = (pool.Engine.CommitCount - c0) / sw.Elapsed.TotalSeconds;
+        return r;
+    }
+    finally { Drop(pool); }
+}
+
+static (double One, double Many, double Piled) SnapshotTimes(string work, int files, int snapshots)
+{
+    double Measure(Pool pool, string prefix, int n = 21)
+    {
+        var t = new List<double>();
+        for (int i = 0; i < n; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            Ok(pool.Engine.CreateSnapshot($"{prefix}{i}", out _), "snapshot");
+            t.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        return Median(t);
+    }
+    double one, many, piled;
+    var p1 = NewPool(work, 256L << 20);
+    try
+    {
+        Ok(p1.Live.Create(1, "only", 0x1A4, 0, 0, out var a), "create");
+        Ok(p1.Live.Write(a.Ino, 0, new byte[4096], out _), "write");
+        Ok(p1.Live.Fsync(a.Ino), "fsync");
+        one = Measure(p1, "one");
+        for (int i = 0; i < snapshots; i++) Ok(p1.Engine.CreateSnapshot($"pile{i}", out _), "snapshot");
+        piled = Measure(p1, "piled");
+    }
+    finally { Drop(p1); }
+    var pn = NewPool(work, 256L << 20);
+    try
+    {
+        Ok(pn.Live.Mkdir(1, "d", 0x1ED, 0, 0, out var d), "mkdir");
+        for (int i = 0; i < files; i++) Ok(pn.Live.Create(d.Ino, $"f{i}", 0x1A4, 0, 0, out _), "create");
+        Ok(pn.Live.Fsync(1), "fsync");
+        many = Measure(pn, "many");
+    }
+    finally { Drop(pn); }
+    return (one, many, piled);
+}
+
+sealed record Options(string Dir, int SeqMiB, int RandOps, int RandFileMiB, int Runs, int Files, int Snapshots)
+{
+    public static Options Parse(string[] a)
+    {
+        var o = new Options("/var/tmp", 1024, 50_000, 256, 5, 100_000, 1000);
+        for (int i = 0; i + 1 < a.Length; i += 2)
+            o = a[i] switch
+            {
+                "--dir" => o with { Dir = a[i + 1] },
+                "--seq-mib" => o with { SeqMiB = int.Parse(a[i + 1]) },
+                "--rand-ops" => o with { RandOps = int.Parse(a[i + 1]) },
+                "--rand-file-mib" => o with { RandFileMiB = int.Parse(a[i + 1]) },
+                "--runs" => o with { Runs = int.Parse(a[i + 1]) },
+                "--files" => o with { Files = int.Parse(a[i + 1]) },
+                "--snapshots" => o with { Snapshots = int.Parse(a[i + 1]) },
+                _ => throw new ArgumentException($"unknown option {a[i]}"),
+            };
+        return o;
+    }
+}
