@@ -58,7 +58,8 @@ public static class Program
         var baseDev = new Option<string?>("--base-device") { Description = "block device or image file to use as the base device" };
         var logDev = new Option<string?>("--log-device") { Description = "block device or image file to use as the log device" };
         var label = new Option<string>("--label") { Description = "pool label", DefaultValueFactory = _ => "" };
-        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label };
+        var import = new Option<string[]>("--import") { Description = "file or directory whose contents become the pool's first data, placed on the base device (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import };
         cmd.SetAction(r => Guard(() =>
         {
             long bsz, lsz;
@@ -70,9 +71,33 @@ public static class Program
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!,
             });
             Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
+            foreach (var src in r.GetValue(import) ?? Array.Empty<string>())
+            {
+                var e = Import(pool, pool.Live.RootIno, src);
+                if (e != 0) return Fail($"import {src}: {Describe(e)}");
+            }
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>Copies a file or a directory tree from the host into the pool, data on the base device.</summary>
+    private static Errno Import(Pool pool, long parent, string source)
+    {
+        var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(source));
+        if (Directory.Exists(source))
+        {
+            var e = pool.Live.Mkdir(parent, name, 0x1ED, 0, 0, out var dir);
+            if (e != 0) return e;
+            foreach (var child in Directory.EnumerateFileSystemEntries(source).Order(StringComparer.Ordinal))
+                if ((e = Import(pool, dir.Ino, child)) != 0) return e;
+            return 0;
+        }
+        if (!File.Exists(source)) throw new IOException($"{source}: no such file or directory");
+        using var f = File.OpenRead(source);
+        var err = pool.Engine.ImportFile(parent, name, f, 0x1A4, 0, 0, out var a);
+        if (err == 0) Console.WriteLine($"imported {source} as {name} ({a.Size:N0} bytes, base device)");
+        return err;
     }
 
     private static Command Put()
