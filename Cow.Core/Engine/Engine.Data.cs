@@ -236,8 +236,7 @@ public sealed partial class Engine
             uint cb = (uint)(fb - idx * ChunkBlocks);
             uint len = (uint)Math.Min(n, ChunkBlocks - cb);
             var c = MutableChunk(li, idx);
-            long removed = PunchInChunk(c, cb, cb + len);
-            InsertExtent(c, new Extent(cb, len, dev, addr));
+            long removed = SpliceChunk(c, cb, cb + len, new Extent(cb, len, dev, addr));
             _space[dev].AddRef(addr, len);
             sums.Slice(si, (int)len).CopyTo(c.Sums.AsSpan((int)cb));
             rec.Blocks += len - removed;
@@ -246,53 +245,56 @@ public sealed partial class Engine
     }
 
     /// <summary>Unmaps chunk blocks [a, b) of a private chunk; returns how many mapped blocks it removed.</summary>
-    private long PunchInChunk(ChunkRecord c, uint a, uint b)
+    private long PunchInChunk(ChunkRecord c, uint a, uint b) => SpliceChunk(c, a, b, null);
+
+    /// <summary>
+    /// Replaces whatever a private chunk maps in [a, b) by <paramref name="insert"/> (or nothing), dropping
+    /// the chunk's reference on the blocks no longer mapped. One binary search and one splice of the
+    /// sorted extent list; the new extent merges with physically contiguous neighbours, so sequential
+    /// writes stay one extent. Returns how many mapped blocks were removed.
+    /// </summary>
+    private long SpliceChunk(ChunkRecord c, uint a, uint b, Extent? insert)
     {
-        long removed = 0;
         var ext = c.Extents;
-        for (int i = 0; i < ext.Count; i++)
+        // First extent ending after a.
+        int lo = 0, hi = ext.Count;
+        while (lo < hi) { int mid = (lo + hi) >> 1; if (ext[mid].End <= a) lo = mid + 1; else hi = mid; }
+        int i = lo, j = lo;
+        long removed = 0;
+        Extent? left = null, right = null;
+        while (j < ext.Count && ext[j].First < b)
         {
-            var e = ext[i];
-            if (e.End <= a) continue;
-            if (e.First >= b) break;
+            var e = ext[j];
             uint ovFrom = Math.Max(a, e.First), ovTo = Math.Min(b, e.End);
             _space[e.Device].Release(e.Address + (ovFrom - e.First), ovTo - ovFrom);
             removed += ovTo - ovFrom;
-            ext.RemoveAt(i);
-            int at = i;
-            if (e.First < a) ext.Insert(at++, new Extent(e.First, a - e.First, e.Device, e.Address));
-            if (e.End > b) ext.Insert(at++, new Extent(b, e.End - b, e.Device, e.Address + (b - e.First)));
-            i = at - 1;
+            if (e.First < a) left = new Extent(e.First, a - e.First, e.Device, e.Address);
+            if (e.End > b) right = new Extent(b, e.End - b, e.Device, e.Address + (b - e.First));
+            j++;
         }
-        for (uint k = a; k < b; k++) c.Sums[k] = 0;
+        c.Sums.AsSpan((int)a, (int)(b - a)).Clear();
+        // Merge the new extent with what will sit right before and after it.
+        if (insert is Extent x)
+        {
+            if (left is Extent l && Contiguous(l, x)) { x = new Extent(l.First, l.Count + x.Count, x.Device, l.Address); left = null; }
+            else if (left == null && i > 0 && Contiguous(ext[i - 1], x)) { var p = ext[--i]; x = new Extent(p.First, p.Count + x.Count, x.Device, p.Address); }
+            if (right is Extent r && Contiguous(x, r)) { x = new Extent(x.First, x.Count + r.Count, x.Device, x.Address); right = null; }
+            else if (right == null && j < ext.Count && Contiguous(x, ext[j])) { var nx = ext[j++]; x = new Extent(x.First, x.Count + nx.Count, x.Device, x.Address); }
+            insert = x;
+        }
+        Span<Extent> repl = stackalloc Extent[3];
+        int m = 0;
+        if (left is Extent l2) repl[m++] = l2;
+        if (insert is Extent x2) repl[m++] = x2;
+        if (right is Extent r2) repl[m++] = r2;
+        int k = j - i, common = Math.Min(k, m);
+        for (int t = 0; t < common; t++) ext[i + t] = repl[t];
+        if (k > m) ext.RemoveRange(i + m, k - m);
+        else if (m > k) ext.InsertRange(i + k, repl[k..m].ToArray());
         return removed;
     }
 
-    private static void InsertExtent(ChunkRecord c, Extent x)
-    {
-        var ext = c.Extents;
-        int i = 0;
-        while (i < ext.Count && ext[i].First < x.First) i++;
-        if (i > 0)
-        {
-            var p = ext[i - 1];
-            if (p.End == x.First && p.Device == x.Device && p.Address + p.Count == x.Address)
-            {
-                x = new Extent(p.First, p.Count + x.Count, x.Device, p.Address);
-                ext.RemoveAt(--i);
-            }
-        }
-        if (i < ext.Count)
-        {
-            var nx = ext[i];
-            if (x.End == nx.First && nx.Device == x.Device && x.Address + x.Count == nx.Address)
-            {
-                x = new Extent(x.First, x.Count + nx.Count, x.Device, x.Address);
-                ext.RemoveAt(i);
-            }
-        }
-        ext.Insert(i, x);
-    }
+    private static bool Contiguous(Extent p, Extent x) => p.End == x.First && p.Device == x.Device && p.Address + p.Count == x.Address;
 
     /// <summary>Unmaps file blocks [from, to) of the live file (truncate, punch hole).</summary>
     private void PunchRange(LiveInode li, long from, long to)
