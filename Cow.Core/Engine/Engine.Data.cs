@@ -468,28 +468,37 @@ public sealed partial class Engine
             long dataEnd = Math.Min(pos + remaining, mapEnd);
             long bufEnd = (dataEnd + BlockSize - 1) & ~(long)(BlockSize - 1);
             int bufLen = (int)(bufEnd - mapStart);
-            var buf = ArrayPool<byte>.Shared.Rent(bufLen);
             int chunk = (int)(dataEnd - pos);
+            int head = (int)(pos - mapStart);
+            // Whole blocks go straight from the caller's buffer; partial blocks are merged in a staging
+            // buffer with the old bytes of the read mapping (read-modify-write).
+            bool aligned = head == 0 && chunk == bufLen;
+            var buf = aligned ? null : ArrayPool<byte>.Shared.Rent(bufLen);
             try
             {
-                var span = buf.AsSpan(0, bufLen);
-                int head = (int)(pos - mapStart);
-                if (head > 0)
+                ReadOnlySpan<byte> blocks;
+                if (aligned) blocks = data.Slice(written, chunk);
+                else
                 {
-                    e = ReadBlocks(LiveTree, ino, mapStart >> BlockShift, 1, span[..BlockSize]);
-                    if (e != 0) { IomapEnd(ino, pos, remaining, 0, IomapOp.Write, wm); return e; }
+                    var span = buf.AsSpan(0, bufLen);
+                    if (head > 0)
+                    {
+                        e = ReadBlocks(LiveTree, ino, mapStart >> BlockShift, 1, span[..BlockSize]);
+                        if (e != 0) { IomapEnd(ino, pos, remaining, 0, IomapOp.Write, wm); return e; }
+                    }
+                    // A partial last block that is not also the (already read) partial first block.
+                    bool lastPartial = head + chunk < bufLen;
+                    if (lastPartial && !(head > 0 && bufLen == BlockSize))
+                    {
+                        e = ReadBlocks(LiveTree, ino, (bufEnd >> BlockShift) - 1, 1, span[(bufLen - BlockSize)..]);
+                        if (e != 0) { IomapEnd(ino, pos, remaining, 0, IomapOp.Write, wm); return e; }
+                    }
+                    data.Slice(written, chunk).CopyTo(span[head..]);
+                    blocks = span;
                 }
-                // A partial last block that is not also the (already read) partial first block.
-                bool lastPartial = head + chunk < bufLen;
-                if (lastPartial && !(head > 0 && bufLen == BlockSize))
-                {
-                    e = ReadBlocks(LiveTree, ino, (bufEnd >> BlockShift) - 1, 1, span[(bufLen - BlockSize)..]);
-                    if (e != 0) { IomapEnd(ino, pos, remaining, 0, IomapOp.Write, wm); return e; }
-                }
-                data.Slice(written, chunk).CopyTo(span[head..]);
                 try
                 {
-                    _devices[wm.Device].Write((long)wm.Address, span);
+                    _devices[wm.Device].Write((long)wm.Address, blocks);
                     NoteDeviceWrite(wm.Device);
                 }
                 catch (IOException ex)
@@ -501,12 +510,12 @@ public sealed partial class Engine
                 }
                 int nb = bufLen >> BlockShift;
                 var sums = new uint[nb];
-                for (int i = 0; i < nb; i++) sums[i] = Crc32C.Compute(span.Slice(i << BlockShift, BlockSize));
+                for (int i = 0; i < nb; i++) sums[i] = Crc32C.Compute(blocks.Slice(i << BlockShift, BlockSize));
                 e = IoEnd(ino, pos, chunk, 0, wm.Device, wm.Address, sums, out _);
                 IomapEnd(ino, pos, remaining, chunk, IomapOp.Write, wm);
                 if (e != 0) return e;
             }
-            finally { ArrayPool<byte>.Shared.Return(buf); }
+            finally { if (buf != null) ArrayPool<byte>.Shared.Return(buf); }
             pos += chunk; written += chunk; remaining -= chunk;
         }
         return 0;
