@@ -335,6 +335,7 @@ public sealed partial class Engine
             if ((flags & RenameFlags.Exchange) != 0)
             {
                 if (to == null) return Errno.ENOENT;
+                if (to.Child == from.Child) return 0; // one inode (or one entry): like vfs_rename, nothing to do
                 var other = Live(to.Child)!;
                 bool otherDir = IsDir(other.Rec);
                 if (movingDir && IsAncestor(moving.Ino, newParent)) return Errno.EINVAL;
