@@ -458,9 +458,7 @@ public sealed partial class Engine
             {
                 // Rewrite the last block with zeros after the new end (out of place, like any write).
                 long blockEnd = Math.Min(oldSize, (size | (long)(BlockSize - 1)) + 1);
-                var zeros = new byte[blockEnd - size];
-                long pos = size; int w = 0;
-                var e = WriteLocked(li, ref pos, zeros, ref w);
+                var e = ZeroBytes(li, size, blockEnd - size);
                 if (e != 0) return e;
             }
             lock (_lock) PunchRange(li, (size + BlockSize - 1) >> BlockShift, (oldSize + BlockSize - 1) >> BlockShift);
@@ -524,11 +522,27 @@ public sealed partial class Engine
         finally { li.WriteGate.Release(); }
     }
 
+    /// <summary>Writes zeros over [offset, offset+length) of the file, block by block, skipping blocks that
+    /// are holes: they already read as zeros and must stay unallocated (ext4 zeroes a partial block only
+    /// when it is mapped). Meant for partial blocks. Caller holds the WriteGate.</summary>
     private Errno ZeroBytes(LiveInode li, long offset, long length)
     {
-        if (length <= 0) return 0;
-        long pos = offset; int w = 0;
-        return WriteLocked(li, ref pos, new byte[length], ref w);
+        long end = offset + length;
+        while (offset < end)
+        {
+            long blockEnd = Math.Min(end, (offset | (long)(BlockSize - 1)) + 1);
+            long fb = offset >> BlockShift;
+            bool hole;
+            lock (_lock) hole = FindRun(LiveChunk(li, fb / ChunkBlocks), fb, 1).IsHole;
+            if (!hole)
+            {
+                long pos = offset; int w = 0;
+                var e = WriteLocked(li, ref pos, new byte[blockEnd - offset], ref w);
+                if (e != 0) return e;
+            }
+            offset = blockEnd;
+        }
+        return 0;
     }
 
     public Errno Open(long ino)
