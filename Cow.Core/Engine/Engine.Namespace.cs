@@ -243,6 +243,7 @@ public sealed partial class Engine
             if (IsDir(li.Rec)) return Errno.EPERM;
             var dir = LiveDir(newParent, out e);
             if (dir == null) return e;
+            if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (DirOf(dir).ByName.ContainsKey(newName)) return Errno.EEXIST;
             if (li.Rec.Nlink >= 65000) return Errno.EMLINK;
             if (li.Rec.Nlink == 0) return Errno.ENOENT;
@@ -327,6 +328,7 @@ public sealed partial class Engine
             if (src == null) return e;
             var dst = LiveDir(newParent, out e);
             if (dst == null) return e;
+            if (dst.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (!DirOf(src).ByName.TryGetValue(name, out var from)) return Errno.ENOENT;
             DirOf(dst).ByName.TryGetValue(newName, out var to);
             var moving = Live(from.Child)!;
