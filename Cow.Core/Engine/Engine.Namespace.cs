@@ -515,9 +515,11 @@ public sealed partial class Engine
             lock (_lock)
             {
                 var r = MutableInode(li);
-                if ((mode & FallocateMode.KeepSize) == 0 && end > r.Size) r.Size = end;
-                if (punch || zero) r.MtimeNs = NowNs();
-                r.CtimeNs = NowNs();
+                long now = NowNs();
+                bool grows = (mode & FallocateMode.KeepSize) == 0 && end > r.Size;
+                if (grows) r.Size = end;
+                if (punch || zero || grows) r.MtimeNs = now; // like ext4: a size change is a modification
+                r.CtimeNs = now;
             }
             return 0;
         }
