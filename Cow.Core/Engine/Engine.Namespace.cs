@@ -497,7 +497,10 @@ public sealed partial class Engine
                 long zEnd = Math.Min(end, size);
                 if (offset < zEnd)
                 {
-                    long firstFull = (offset + BlockSize - 1) >> BlockShift, lastFull = zEnd >> BlockShift;
+                    // A range reaching the end of the file takes its last block whole (the bytes past the
+                    // end read as zeros already), as ext4 does: punching to EOF frees that block too.
+                    long firstFull = (offset + BlockSize - 1) >> BlockShift;
+                    long lastFull = (end >= size ? zEnd + BlockSize - 1 : zEnd) >> BlockShift;
                     if (firstFull < lastFull)
                     {
                         var e = ZeroBytes(li, offset, (firstFull << BlockShift) - offset);
