@@ -437,7 +437,8 @@ public sealed partial class Engine
         {
             if (append) lock (_lock) offset = li.Rec.Size;
             if (offset < 0) return Errno.EINVAL;
-            if (offset + data.Length > MaxFileSize) return Errno.EFBIG;
+            if (offset >= MaxFileSize) return Errno.EFBIG;
+            if (data.Length > MaxFileSize - offset) data = data[..(int)(MaxFileSize - offset)]; // short write, as Linux
             long pos = offset;
             var err = WriteLocked(li, ref pos, data, ref written);
             if (written > 0)

@@ -243,6 +243,7 @@ public sealed partial class Engine
             if (IsDir(li.Rec)) return Errno.EPERM;
             var dir = LiveDir(newParent, out e);
             if (dir == null) return e;
+            if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (DirOf(dir).ByName.ContainsKey(newName)) return Errno.EEXIST;
             if (li.Rec.Nlink >= 65000) return Errno.EMLINK;
             if (li.Rec.Nlink == 0) return Errno.ENOENT;
@@ -327,6 +328,7 @@ public sealed partial class Engine
             if (src == null) return e;
             var dst = LiveDir(newParent, out e);
             if (dst == null) return e;
+            if (dst.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (!DirOf(src).ByName.TryGetValue(name, out var from)) return Errno.ENOENT;
             DirOf(dst).ByName.TryGetValue(newName, out var to);
             var moving = Live(from.Child)!;
@@ -335,6 +337,7 @@ public sealed partial class Engine
             if ((flags & RenameFlags.Exchange) != 0)
             {
                 if (to == null) return Errno.ENOENT;
+                if (to.Child == from.Child) return 0; // one inode (or one entry): like vfs_rename, nothing to do
                 var other = Live(to.Child)!;
                 bool otherDir = IsDir(other.Rec);
                 if (movingDir && IsAncestor(moving.Ino, newParent)) return Errno.EINVAL;
@@ -457,9 +460,7 @@ public sealed partial class Engine
             {
                 // Rewrite the last block with zeros after the new end (out of place, like any write).
                 long blockEnd = Math.Min(oldSize, (size | (long)(BlockSize - 1)) + 1);
-                var zeros = new byte[blockEnd - size];
-                long pos = size; int w = 0;
-                var e = WriteLocked(li, ref pos, zeros, ref w);
+                var e = ZeroBytes(li, size, blockEnd - size);
                 if (e != 0) return e;
             }
             lock (_lock) PunchRange(li, (size + BlockSize - 1) >> BlockShift, (oldSize + BlockSize - 1) >> BlockShift);
@@ -496,7 +497,10 @@ public sealed partial class Engine
                 long zEnd = Math.Min(end, size);
                 if (offset < zEnd)
                 {
-                    long firstFull = (offset + BlockSize - 1) >> BlockShift, lastFull = zEnd >> BlockShift;
+                    // A range reaching the end of the file takes its last block whole (the bytes past the
+                    // end read as zeros already), as ext4 does: punching to EOF frees that block too.
+                    long firstFull = (offset + BlockSize - 1) >> BlockShift;
+                    long lastFull = (end >= size ? zEnd + BlockSize - 1 : zEnd) >> BlockShift;
                     if (firstFull < lastFull)
                     {
                         var e = ZeroBytes(li, offset, (firstFull << BlockShift) - offset);
@@ -514,20 +518,38 @@ public sealed partial class Engine
             lock (_lock)
             {
                 var r = MutableInode(li);
-                if ((mode & FallocateMode.KeepSize) == 0 && end > r.Size) r.Size = end;
-                if (punch || zero) r.MtimeNs = NowNs();
-                r.CtimeNs = NowNs();
+                long now = NowNs();
+                bool grows = (mode & FallocateMode.KeepSize) == 0 && end > r.Size;
+                if (grows) r.Size = end;
+                if (punch || zero || grows) r.MtimeNs = now; // like ext4: a size change is a modification
+                r.CtimeNs = now;
             }
             return 0;
         }
         finally { li.WriteGate.Release(); }
     }
 
+    /// <summary>Writes zeros over [offset, offset+length) of the file, block by block, skipping blocks that
+    /// are holes: they already read as zeros and must stay unallocated (ext4 zeroes a partial block only
+    /// when it is mapped). Meant for partial blocks. Caller holds the WriteGate.</summary>
     private Errno ZeroBytes(LiveInode li, long offset, long length)
     {
-        if (length <= 0) return 0;
-        long pos = offset; int w = 0;
-        return WriteLocked(li, ref pos, new byte[length], ref w);
+        long end = offset + length;
+        while (offset < end)
+        {
+            long blockEnd = Math.Min(end, (offset | (long)(BlockSize - 1)) + 1);
+            long fb = offset >> BlockShift;
+            bool hole;
+            lock (_lock) hole = FindRun(LiveChunk(li, fb / ChunkBlocks), fb, 1).IsHole;
+            if (!hole)
+            {
+                long pos = offset; int w = 0;
+                var e = WriteLocked(li, ref pos, new byte[blockEnd - offset], ref w);
+                if (e != 0) return e;
+            }
+            offset = blockEnd;
+        }
+        return 0;
     }
 
     public Errno Open(long ino)

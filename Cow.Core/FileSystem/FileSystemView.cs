@@ -54,7 +54,13 @@ public sealed class FileSystemView
     public Errno Mknod(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr)
     {
         InodeAttr a = default;
-        var e = Rw(() => (mode & 0xF000) is 0x4000 or 0xA000 ? Errno.EINVAL : _e.MakeNode(parent, name, mode, rdev, uid, gid, null, out a));
+        // mknod(2): a directory is EPERM (mkdir makes those), a symlink EINVAL (symlink makes those)
+        var e = Rw(() => (mode & 0xF000) switch
+        {
+            0x4000 => Errno.EPERM,
+            0xA000 => Errno.EINVAL,
+            _ => _e.MakeNode(parent, name, mode, rdev, uid, gid, null, out a),
+        });
         attr = a; return e;
     }
 
