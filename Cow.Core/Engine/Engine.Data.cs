@@ -446,7 +446,8 @@ public sealed partial class Engine
                 {
                     var rec = MutableInode(li);
                     rec.MtimeNs = rec.CtimeNs = NowNs();
-                    if ((rec.Mode & 0xC00) != 0 && rec.Uid != 0) rec.Mode &= ~0xC00u; // writes clear setuid/setgid
+                    // setuid/setgid are not cleared here: the engine does not know who writes. The kernel
+                    // clears them with a setattr (FUSE without HANDLE_KILLPRIV), as for any FUSE server.
                 }
             if (written == 0 && err != 0) return err;
         }

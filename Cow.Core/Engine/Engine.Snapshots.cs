@@ -26,7 +26,7 @@ public sealed partial class Engine
 
     internal SnapshotRecord? FindSnapshot(string name)
     {
-        lock (_lock) return _snapshots.FirstOrDefault(s => s.Name == name);
+        lock (_lock) return _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));
     }
 
     /// <summary>
@@ -44,7 +44,7 @@ public sealed partial class Engine
             lock (_lock)
             {
                 if (_failure != null) return Errno.EIO;
-                if (_snapshots.Any(s => s.Name == name)) return Errno.EEXIST;
+                if (_snapshots.Any(s => string.Equals(s.Name, name, StringComparison.Ordinal))) return Errno.EEXIST;
             }
             var snap = new SnapshotRecord { Name = name, CreatedNs = NowNs() };
             CommitLocked(batch =>
@@ -72,7 +72,7 @@ public sealed partial class Engine
         lock (_commitLock)
         lock (_lock)
         {
-            int i = _snapshots.FindIndex(s => s.Name == name);
+            int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
             if (i < 0) return Errno.ENOENT;
             if (_failure != null) return Errno.EIO;
             CommitLocked(null);
@@ -90,7 +90,7 @@ public sealed partial class Engine
             _snapshots.RemoveAt(i);
             _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
             _snapCache.Forget(snap.Gen);
-            CommitLocked(batch => batch.DeletedSnapshots.Add(name));
+            CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
             return 0;
         }
     }

@@ -9,7 +9,7 @@ public sealed class MetadataBatch
     public PoolRecord? Pool;
     public readonly List<BsonDocument> Inodes = new(), Dirents = new(), Chunks = new(), SpaceMaps = new(), Snapshots = new();
     public readonly List<long> DeletedInodes = new(), DeletedDirents = new(), DeletedChunks = new(), DeletedSpaceMaps = new();
-    public readonly List<string> DeletedSnapshots = new();
+    public readonly List<long> DeletedSnapshots = new();
     /// <summary>Versions that stop being live: (collection, rid, death).</summary>
     public readonly List<(string Collection, long Rid, long Death)> Retired = new();
 
@@ -63,7 +63,6 @@ public sealed class MetadataStore : IDisposable
         s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death"); s._inodes.EnsureIndex("nlink");
         s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
         s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
-        s._snapshots.EnsureIndex("gen");
         var batch = new MetadataBatch { Pool = pool };
         s._db.BeginTrans();
         foreach (var d in devices) s._devices.Upsert(d.ToBson());

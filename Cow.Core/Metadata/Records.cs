@@ -76,21 +76,22 @@ public sealed class DeviceRecord
     };
 }
 
-/// <summary>Collection <c>snapshots</c>, <c>_id</c> = snapshot name.</summary>
+/// <summary>Collection <c>snapshots</c>, <c>_id</c> = the snapshot's generation. (Not the name: LiteDB
+/// compares string keys without regard to case, and "A" and "a" are two snapshots.)</summary>
 public sealed class SnapshotRecord
 {
-    /// <summary><c>_id</c>: the snapshot's name.</summary>
+    /// <summary><c>name</c>: the snapshot's name, unique (compared ordinally, by the engine).</summary>
     public string Name = "";
-    /// <summary><c>gen</c>: the generation this snapshot sees (records with birth &lt;= gen &lt; death).</summary>
+    /// <summary><c>_id</c>: the generation this snapshot sees (records with birth &lt;= gen &lt; death).</summary>
     public long Gen;
     /// <summary><c>created_ns</c>: when it was taken.</summary>
     public long CreatedNs;
     /// <summary><c>commit_seq</c>: the metadata commit that made it durable.</summary>
     public long CommitSeq;
 
-    public BsonDocument ToBson() => new() { ["_id"] = Name, ["gen"] = Gen, ["created_ns"] = CreatedNs, ["commit_seq"] = CommitSeq };
+    public BsonDocument ToBson() => new() { ["_id"] = Gen, ["name"] = Name, ["created_ns"] = CreatedNs, ["commit_seq"] = CommitSeq };
     public static SnapshotRecord FromBson(BsonDocument d) => new()
-    { Name = d["_id"].AsString, Gen = d["gen"].AsInt64, CreatedNs = d["created_ns"].AsInt64, CommitSeq = d["commit_seq"].AsInt64 };
+    { Gen = d["_id"].AsInt64, Name = d["name"].AsString, CreatedNs = d["created_ns"].AsInt64, CommitSeq = d["commit_seq"].AsInt64 };
 }
 
 /// <summary>Fields shared by every versioned record (inodes, dirents, chunks).</summary>

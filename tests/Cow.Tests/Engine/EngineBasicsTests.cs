@@ -165,4 +165,22 @@ public class EngineBasicsTests
         Assert.Equal(Errno.ENOENT, p.Engine.DeleteSnapshot("old"));
         p.AssertClean();
     }
+
+    [Fact]
+    public void SnapshotNamesDifferingOnlyInCaseAreDistinct()
+    {
+        using var p = new MemoryPool();
+        long ino = CreateFile(p.Live, "/f");
+        WriteAt(p.Live, ino, 0, Pattern(4096, 1));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("A", out _));
+        WriteAt(p.Live, ino, 0, Pattern(4096, 2));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("a", out _));
+        p.Reopen();
+        Assert.Equal(new[] { "A", "a" }, p.Engine.ListSnapshots().Select(s => s.Name).ToArray());
+        var big = p.Pool.Snapshot("A")!;
+        Assert.Equal(Pattern(4096, 1), ReadAll(big, Ino(big, "/f")));
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("a"));
+        Assert.Single(p.Engine.ListSnapshots());
+        p.AssertClean();
+    }
 }
