@@ -66,6 +66,12 @@ public sealed partial class Engine : IDisposable
     private TimeSpan _commitInterval = TimeSpan.FromSeconds(5);
     private Timer? _commitTimer;
 
+    /// <summary>Upper bound on cached clean extent-map chunks (about 4–30 KiB each); trimmed after each commit.</summary>
+    public int ChunkCacheLimit { get; set; } = 16384;
+
+    /// <summary>Extent-map chunks cached for the live tree now (clean and dirty).</summary>
+    public long CachedChunks { get { lock (_lock) return _live.Values.Sum(li => (long)li.Chunks.Count); } }
+
     /// <summary>Upper bound on cached live inodes that are clean and closed (trimmed after each commit).</summary>
     public int InodeCacheLimit { get; set; } = 20000;
 
@@ -356,6 +362,22 @@ public sealed partial class Engine : IDisposable
         {
             if (!_live[ino].Deleted) { if (budget <= 0) continue; budget--; }
             _live.Remove(ino);
+        }
+        // Extent maps: drop clean chunks (dirty ones wait for their commit) until under half the limit.
+        long cached = 0;
+        foreach (var li in _live.Values) cached += li.Chunks.Count;
+        if (cached <= ChunkCacheLimit) return;
+        var drop = new List<long>();
+        foreach (var li in _live.Values)
+        {
+            if (cached <= ChunkCacheLimit / 2) break;
+            drop.Clear();
+            foreach (var (idx, c) in li.Chunks)
+                if (c == null || !_dirtyChunks.Contains(c)) drop.Add(idx);
+            if (drop.Count == 0) continue;
+            foreach (var idx in drop) li.Chunks.Remove(idx);
+            li.AllChunksLoaded = false;
+            cached -= drop.Count;
         }
     }
 

@@ -183,4 +183,22 @@ public class EngineBasicsTests
         Assert.Single(p.Engine.ListSnapshots());
         p.AssertClean();
     }
+
+    [Fact]
+    public void ExtentMapCacheIsBoundedAndEvictedChunksReloadCorrectly()
+    {
+        using var p = new MemoryPool(logSize: 512 << 20);
+        p.Engine.ChunkCacheLimit = 8;
+        long ino = CreateFile(p.Live, "/big");
+        var data = Pattern(40 << 20, 6); // 10 chunks of 4 MiB
+        WriteAt(p.Live, ino, 0, data);
+        Assert.Equal(0, (int)p.Live.Fsync(ino));
+        Assert.True(p.Engine.CachedChunks <= 8, $"{p.Engine.CachedChunks} chunks cached");
+        var patch = Pattern(10000, 7);
+        WriteAt(p.Live, ino, 33 << 20, patch);
+        patch.CopyTo(data, 33 << 20);
+        Assert.Equal(0, (int)p.Live.Fsync(ino));
+        Assert.Equal(data, ReadAll(p.Live, ino));
+        p.AssertClean();
+    }
 }
