@@ -18,11 +18,13 @@ public sealed class DurableFileStream : FileStream
 
     public override void Flush() => Flush(true);
 
+    /// <summary>Truncating the log ends a checkpoint: the data file must be durable first (LiteDB
+    /// flushes it just before, this makes it a guarantee). The truncation itself need not be durable:
+    /// replaying an already checkpointed log is harmless.</summary>
     public override void SetLength(long value)
     {
         FlushBeforeTruncate?.Flush(true);
         base.SetLength(value);
-        base.Flush(true);
     }
 }
 

@@ -184,8 +184,9 @@ public sealed class MetadataStore : IDisposable
             _db.Rollback();
             throw;
         }
+        // The commit's log pages were fsynced by LiteDB's flush (DurableFileStream); the checkpoint copies
+        // them into the data file, which is fsynced before the log is truncated.
         _db.Checkpoint();
-        _data.Flush();
         CommitCount++;
     }
 
