@@ -88,6 +88,8 @@ internal sealed class DeviceSpace
         for (long b = start; b < start + count; b++) if (_refs[b] == 0) SetBusy(b, false);
     }
 
+    public bool HasPendingFrees => _pendingFree.Count > 0;
+
     public List<(long Start, long Count)> TakePendingFrees()
     {
         var l = new List<(long, long)>(_pendingFree);

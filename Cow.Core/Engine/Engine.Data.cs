@@ -464,6 +464,12 @@ public sealed partial class Engine
         while (remaining > 0)
         {
             var e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out var pair);
+            if (e == Errno.ENOSPC && HasPendingFrees())
+            {
+                // Blocks freed since the last commit become allocatable once that commit is durable.
+                Commit();
+                e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out pair);
+            }
             if (e != 0) return e;
             var wm = pair.Write;
             long mapStart = wm.Offset, mapEnd = wm.Offset + wm.Length;

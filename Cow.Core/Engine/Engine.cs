@@ -97,6 +97,11 @@ public sealed partial class Engine : IDisposable
         _commitTimer = new Timer(_ => TimedCommit(), null, _commitInterval, _commitInterval);
     }
 
+    private bool HasPendingFrees()
+    {
+        lock (_lock) return _space.Values.Any(sp => sp.HasPendingFrees);
+    }
+
     private bool HasDirtyState()
     {
         lock (_lock)

@@ -201,4 +201,34 @@ public class EngineBasicsTests
         Assert.Equal(data, ReadAll(p.Live, ino));
         p.AssertClean();
     }
+
+    [Fact]
+    public void FullLogDeviceGivesEnospcLosesNothingAndDeletesFreeSpace()
+    {
+        using var p = new MemoryPool(logSize: 16 << 20); // 16 MiB log
+        long keep = CreateFile(p.Live, "/keep");
+        var kept = Pattern(4 << 20, 1);
+        WriteAt(p.Live, keep, 0, kept);
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("s", out _));
+        long fill = CreateFile(p.Live, "/fill");
+        var chunk = Pattern(1 << 20, 2);
+        Mono.Unix.Native.Errno e = 0;
+        long off = 0;
+        while (e == 0)
+        {
+            e = p.Live.Write(fill, off, chunk, out int n);
+            off += n;
+            Assert.True(off < 64 << 20, "the log never filled up");
+            if (e == 0 && n < chunk.Length) { e = p.Live.Write(fill, off, chunk, out n); off += n; }
+        }
+        Assert.Equal(Mono.Unix.Native.Errno.ENOSPC, e);
+        Assert.Equal(0, p.Live.StatFs().FreeBlocks);
+        Assert.Equal(kept, ReadAll(p.Live, keep));         // nothing lost
+        Assert.Equal(0, (int)p.Live.Fsync(fill));            // what was written is committed
+        p.AssertClean();
+        // Deleting needs no data space and makes room at once (the write commits the frees).
+        Assert.Equal(0, (int)p.Live.Unlink(1, "fill"));
+        WriteAt(p.Live, keep, 0, Pattern(1 << 20, 3));
+        p.AssertClean();
+    }
 }
