@@ -335,6 +335,9 @@ public sealed partial class Engine
             if ((flags & RenameFlags.Exchange) != 0)
             {
                 if (to == null) return Errno.ENOENT;
+                // One entry, or two names of one inode: nothing to exchange (Linux: source == target is a no-op).
+                // Going on would remove and re-add the same entry, leaving a stale readdir position behind.
+                if (to.Child == from.Child) return 0;
                 var other = Live(to.Child)!;
                 bool otherDir = IsDir(other.Rec);
                 if (movingDir && IsAncestor(moving.Ino, newParent)) return Errno.EINVAL;
