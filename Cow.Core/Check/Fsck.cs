@@ -107,10 +107,13 @@ public static class Fsck
                 {
                     r.Files++;
                     int n = names.GetValueOrDefault(i.Ino);
-                    // nlink 0 and no name: unlinked while open (live: deleted at the last close or next
-                    // open; in a snapshot: it was open when the snapshot was taken). Legitimate.
-                    if (n == 0 && i.Nlink == 0) continue;
-                    if (n == 0) r.Add("orphan", $"{vn}: inode {i.Ino} has no name but nlink {i.Nlink}", i.Ino);
+                    if (n == 0)
+                    {
+                        // Unlinked while open (nlink 0): the live tree deletes it at its last close (or at the
+                        // next open), a snapshot taken meanwhile keeps it as it was. Anything else is an orphan.
+                        if (i.Nlink != 0) r.Add("orphan", $"{vn}: inode {i.Ino} has no name but nlink {i.Nlink}", i.Ino);
+                        else if (g == pool.LiveGen && !engine.IsOpen(i.Ino)) r.Add("orphan", $"{vn}: inode {i.Ino} was unlinked and is not open", i.Ino);
+                    }
                     else if (i.Nlink != n) r.Add("nlink", $"{vn}: inode {i.Ino} has nlink {i.Nlink}, but {n} entries name it", i.Ino);
                 }
             }

@@ -157,6 +157,12 @@ public sealed partial class Engine
         }
     }
 
+    /// <summary>True while <paramref name="ino"/> has an open handle on the live tree (fsck: unlinked-but-open files).</summary>
+    internal bool IsOpen(long ino)
+    {
+        lock (_lock) return _live.TryGetValue(ino, out var li) && !li.Deleted && li.OpenCount > 0;
+    }
+
     internal IReadOnlyDictionary<uint, DeviceSpace> Space => _space;
     internal IReadOnlyDictionary<uint, Devices.IBlockDevice> Devices => _devices;
     internal PoolRecord PoolState => _pool;
