@@ -170,6 +170,7 @@ public static class Fsck
         foreach (var seg in store.LoadSpaceMaps())
             for (int i = 0; i < seg.Refs.Length; i++)
                 if (seg.Refs[i] != 0) persisted[(seg.Device, seg.Segment * FormatConstants.SegmentBlocks + i)] = seg.Refs[i];
+        var reserved = engine.ReservedBlocks();
         foreach (var (cookie, sp) in engine.Space)
             for (long b = 0; b < sp.Blocks; b++)
             {
@@ -181,6 +182,8 @@ public static class Fsck
                     r.Add(expect == 0 ? "leak" : "space-map", $"space map says {disk} references (in memory {mem}), the extent maps make {expect}", who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
                 }
                 if (expect > 0 && !sp.IsBusy(b)) r.Add("space-map", "referenced block is marked free", 0, -1, cookie, b);
+                if (expect == 0 && sp.IsBusy(b) && !DeviceSpace.IsReservedByFormat(b) && !reserved.Contains((cookie, b)))
+                    r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }
 
         // Log segment headers of segments holding referenced data.

@@ -119,6 +119,16 @@ public sealed partial class Engine
         NoteDeviceWrite(log.Cookie);
     }
 
+    /// <summary>Blocks handed out by iomap_begin and not yet committed or released (fsck; under _lock).</summary>
+    internal HashSet<(uint, long)> ReservedBlocks()
+    {
+        var set = new HashSet<(uint, long)>();
+        foreach (var list in _reservations.Values)
+            foreach (var r in list)
+                for (long i = 0; i < r.Blocks; i++) if (r.Pending[i]) set.Add((r.Device, r.Address + i));
+        return set;
+    }
+
     private Reservation? FindReservation(long ino, long fileBlock, long blocks)
     {
         if (!_reservations.TryGetValue(ino, out var list)) return null;
@@ -344,6 +354,7 @@ public sealed partial class Engine
                 BlockRun run;
                 lock (_lock)
                 {
+                    if (tree.Gone) return Errno.ESTALE;
                     var c = tree.Chunk(ino, fb / ChunkBlocks);
                     run = FindRun(c, fb, n);
                     if (!run.IsHole) c!.Sums.AsSpan((int)(fb % ChunkBlocks), (int)run.Blocks).CopyTo(sums);
@@ -430,7 +441,10 @@ public sealed partial class Engine
             if ((li.Rec.Mode & 0xF000) == 0x4000) return Errno.EISDIR;
             if ((li.Rec.Mode & 0xF000) != 0x8000) return Errno.EINVAL;
             if (_failure != null) return Errno.EIO;
+            li.Pins++;
         }
+        try
+        {
         if (data.Length == 0) return 0;
         li.WriteGate.Wait();
         try
@@ -452,6 +466,8 @@ public sealed partial class Engine
             if (written == 0 && err != 0) return err;
         }
         finally { li.WriteGate.Release(); }
+        }
+        finally { Unpin(li); }
         MaybeCommit();
         return 0;
     }

@@ -18,7 +18,15 @@ public sealed partial class Engine
         var e = MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr);
         if (e != 0) return e;
         LiveInode li;
-        lock (_lock) li = Live(attr.Ino)!;
+        lock (_lock) { li = Live(attr.Ino)!; li.Pins++; }
+        try { return ImportPinned(li, source, out attr); }
+        finally { Unpin(li); }
+    }
+
+    private Errno ImportPinned(LiveInode li, Stream source, out InodeAttr attr)
+    {
+        attr = default;
+        Errno e;
         li.WriteGate.Wait();
         try
         {

@@ -419,7 +419,15 @@ public sealed partial class Engine
                 if (sz < 0) return Errno.EINVAL;
                 if (sz > MaxFileSize) return Errno.EFBIG;
             }
+            li.Pins++;
         }
+        try { return SetAttrPinned(li, req, out attr); }
+        finally { Unpin(li); }
+    }
+
+    private Errno SetAttrPinned(LiveInode li, SetAttrRequest req, out InodeAttr attr)
+    {
+        attr = default;
         if (req.Size is long size)
         {
             li.WriteGate.Wait();
@@ -486,7 +494,14 @@ public sealed partial class Engine
             if (li == null) return Errno.ENOENT;
             if (IsDir(li.Rec)) return Errno.EISDIR;
             if ((li.Rec.Mode & S_IFMT) != S_IFREG) return Errno.ENODEV;
+            li.Pins++;
         }
+        try { return FallocatePinned(li, mode, offset, length, punch, zero); }
+        finally { Unpin(li); }
+    }
+
+    private Errno FallocatePinned(LiveInode li, FallocateMode mode, long offset, long length, bool punch, bool zero)
+    {
         li.WriteGate.Wait();
         try
         {

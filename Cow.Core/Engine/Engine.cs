@@ -359,7 +359,7 @@ public sealed partial class Engine : IDisposable
         bool over = _live.Count > InodeCacheLimit;
         foreach (var (ino, li) in _live)
         {
-            if (li.Touched >= committedSeq || li.Reservations != 0 || ino == 1) continue;
+            if (li.Touched >= committedSeq || li.Reservations != 0 || li.Pins != 0 || ino == 1) continue;
             if (li.Deleted || (over && li.OpenCount == 0 && li.WriteGate.CurrentCount == 1)) victims.Add(ino);
         }
         int budget = over ? _live.Count - InodeCacheLimit / 2 : 0;
@@ -384,6 +384,11 @@ public sealed partial class Engine : IDisposable
             li.AllChunksLoaded = false;
             cached -= drop.Count;
         }
+    }
+
+    private void Unpin(LiveInode li)
+    {
+        lock (_lock) li.Pins--;
     }
 
     /// <summary>Marks <paramref name="li"/> changed in the current commit group (it cannot be evicted before that commits).</summary>
@@ -426,6 +431,8 @@ internal sealed class LiveInode
     public bool Deleted;
     public int OpenCount;
     public int Reservations;
+    /// <summary>Operations between their lookup and their end: a pinned inode is never evicted.</summary>
+    public int Pins;
     public long Touched;
     public DirState? Dir;
     public readonly Dictionary<long, ChunkRecord?> Chunks = new();

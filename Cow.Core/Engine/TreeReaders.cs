@@ -8,6 +8,8 @@ internal interface ITreeReader
 {
     bool ReadOnly { get; }
     long Gen { get; }
+    /// <summary>The snapshot was deleted: every further access fails with ESTALE.</summary>
+    bool Gone { get; }
     InodeRecord? Inode(long ino);
     ChunkRecord? Chunk(long ino, long index);
     List<ChunkRecord> Chunks(long ino);
@@ -22,6 +24,7 @@ public sealed partial class Engine
     private sealed class LiveTreeReader(Engine e) : ITreeReader
     {
         public bool ReadOnly => false;
+        public bool Gone => false;
         public long Gen => e._pool.LiveGen;
         public InodeRecord? Inode(long ino) => e.Live(ino)?.Rec;
         public ChunkRecord? Chunk(long ino, long index) => e.Live(ino) is { } li ? e.LiveChunk(li, index) : null;
@@ -29,7 +32,10 @@ public sealed partial class Engine
         public DirState? Dir(long ino) => e.Live(ino) is { } li && (li.Rec.Mode & 0xF000) == 0x4000 ? e.DirOf(li) : null;
     }
 
-    internal ITreeReader SnapshotTree(long gen) => _snapCache.View(gen);
+    internal ITreeReader SnapshotTree(long gen)
+    {
+        lock (_lock) return _snapCache.View(gen);
+    }
 }
 
 /// <summary>Caches of snapshot trees, which never change: records are loaded by index and kept until
@@ -42,12 +48,18 @@ internal sealed class SnapshotCache(MetadataStore store)
 
     public ITreeReader View(long gen)
     {
-        if (_entries > MaxEntries) { _views.Clear(); _entries = 0; }
-        if (!_views.TryGetValue(gen, out var v)) _views[gen] = v = new SnapshotTree(this, store, gen);
+        if (_entries > MaxEntries) { foreach (var old in _views.Values) old.Clear(); _entries = 0; }
+        if (!_views.TryGetValue(gen, out var v)) _views[gen] = v = new SnapshotTree(this, store, gen) { Gone = _forgotten.Contains(gen) };
         return v;
     }
 
-    public void Forget(long gen) => _views.Remove(gen);
+    public void Forget(long gen)
+    {
+        if (_views.Remove(gen, out var v)) v.Gone = true;
+        _forgotten.Add(gen);
+    }
+
+    private readonly HashSet<long> _forgotten = new();
 
     private sealed class SnapshotTree(SnapshotCache owner, MetadataStore store, long gen) : ITreeReader
     {
@@ -57,21 +69,28 @@ internal sealed class SnapshotCache(MetadataStore store)
         private readonly Dictionary<long, DirState> _dirs = new();
         public bool ReadOnly => true;
         public long Gen => gen;
+        public bool Gone { get; set; }
+
+        /// <summary>Drops what is cached (the cache is over its budget); the view stays usable.</summary>
+        public void Clear() { _inodes.Clear(); _chunks.Clear(); _allChunks.Clear(); _dirs.Clear(); }
 
         public InodeRecord? Inode(long ino)
         {
+            if (Gone) return null;
             if (!_inodes.TryGetValue(ino, out var r)) { _inodes[ino] = r = store.LoadInode(ino, gen); owner._entries++; }
             return r;
         }
 
         public ChunkRecord? Chunk(long ino, long index)
         {
+            if (Gone) return null;
             if (!_chunks.TryGetValue((ino, index), out var c)) { _chunks[(ino, index)] = c = store.LoadChunk(ino, index, gen); owner._entries++; }
             return c;
         }
 
         public List<ChunkRecord> Chunks(long ino)
         {
+            if (Gone) return new();
             if (!_allChunks.TryGetValue(ino, out var l))
             {
                 _allChunks[ino] = l = store.LoadChunks(ino, gen);

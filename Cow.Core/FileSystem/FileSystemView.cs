@@ -31,12 +31,15 @@ public sealed class FileSystemView
         return e;
     }
 
+    /// <summary>True once this view's snapshot has been deleted: every call then fails with ESTALE.</summary>
+    public bool Stale => _tree.Gone;
+
     // read-only operations
-    public Errno GetAttr(long ino, out InodeAttr attr) => _e.GetAttr(_tree, ino, out attr);
-    public Errno Lookup(long parent, string name, out InodeAttr attr) => _e.Lookup(_tree, parent, name, out attr);
-    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into) => _e.ReadDir(_tree, ino, offset, max, into);
-    public Errno Readlink(long ino, out string target) => _e.Readlink(_tree, ino, out target);
-    public Errno Read(long ino, long offset, Span<byte> buffer, out int count) => _e.Read(_tree, ino, offset, buffer, out count);
+    public Errno GetAttr(long ino, out InodeAttr attr) { attr = default; return Stale ? Errno.ESTALE : _e.GetAttr(_tree, ino, out attr); }
+    public Errno Lookup(long parent, string name, out InodeAttr attr) { attr = default; return Stale ? Errno.ESTALE : _e.Lookup(_tree, parent, name, out attr); }
+    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into) => Stale ? Errno.ESTALE : _e.ReadDir(_tree, ino, offset, max, into);
+    public Errno Readlink(long ino, out string target) { target = ""; return Stale ? Errno.ESTALE : _e.Readlink(_tree, ino, out target); }
+    public Errno Read(long ino, long offset, Span<byte> buffer, out int count) { count = 0; return Stale ? Errno.ESTALE : _e.Read(_tree, ino, offset, buffer, out count); }
     public Errno GetXattr(long ino, string name, out byte[] value) => _e.GetXattr(_tree, ino, name, out value);
     public Errno ListXattr(long ino, out List<string> names) => _e.ListXattr(_tree, ino, out names);
     public Errno Seek(long ino, long offset, SeekWhence whence, out long result) => _e.Seek(_tree, ino, offset, whence, out result);

@@ -231,4 +231,32 @@ public class EngineBasicsTests
         WriteAt(p.Live, keep, 0, Pattern(1 << 20, 3));
         p.AssertClean();
     }
+
+    [Fact]
+    public void ViewOfADeletedSnapshotIsStale()
+    {
+        using var p = new MemoryPool();
+        long ino = CreateFile(p.Live, "/f");
+        WriteAt(p.Live, ino, 0, Pattern(8192, 1));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("s", out _));
+        var view = p.Pool.Snapshot("s")!;
+        Assert.Equal(0, (int)view.GetAttr(ino, out _));
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("s"));
+        Assert.True(view.Stale);
+        Assert.Equal(Errno.ESTALE, view.Read(ino, 0, new byte[10], out _));
+        Assert.Equal(Errno.ESTALE, view.Lookup(1, "f", out _));
+        Assert.Null(p.Pool.Snapshot("s"));
+        p.AssertClean();
+    }
+
+    [Fact]
+    public void FsckFindsABlockMarkedInUseThatNothingReferences()
+    {
+        using var p = new MemoryPool();
+        p.AssertClean();
+        long n = p.Engine.Space[FormatConstants.LogCookie].Allocate(3, out long start); // leaked on purpose
+        Assert.Equal(3, n);
+        var report = p.Pool.Fsck();
+        Assert.Equal(3, report.Problems.Count(x => x.Kind == "leak" && x.Device == FormatConstants.LogCookie && x.Block >= start && x.Block < start + 3));
+    }
 }
