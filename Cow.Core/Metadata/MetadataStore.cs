@@ -39,7 +39,9 @@ public sealed class MetadataStore : IDisposable
     private MetadataStore(Stream data, Stream log)
     {
         _data = data; _log = log;
-        _db = new LiteDatabase(data, new BsonMapper(), log);
+        // LiteDB writes the log on a background task that hangs every later checkpoint if a write there
+        // throws: the latch turns such a failure into one the next checkpoint reports (LogWriteLatchStream).
+        _db = new LiteDatabase(data, new BsonMapper(), new LogWriteLatchStream(log));
         _pool = _db.GetCollection(PoolName); _devices = _db.GetCollection(DevicesName); _snapshots = _db.GetCollection(SnapshotsName);
         _inodes = _db.GetCollection(InodesName); _dirents = _db.GetCollection(DirentsName); _chunks = _db.GetCollection(ChunksName);
         _spacemaps = _db.GetCollection(SpaceMapsName);
