@@ -194,6 +194,7 @@ public sealed class Pool : IDisposable
                     devs[rec.Cookie] = OpenDeviceChecked(path, rec, table, poolRec, writable: false);
                 }
             }
+            catch (PoolException) when (ForeignMetadata(folder, meta, table, poolRec) is { } problem) { throw new PoolException(problem); }
             finally { foreach (var d in devs.Values) d.Dispose(); }
             // Every check passed: open for real.
             devs.Clear();
@@ -268,6 +269,33 @@ public sealed class Pool : IDisposable
         try { CheckDevice(dev, rec, table, pool, what); }
         catch { dev.Dispose(); throw; }
         return dev;
+    }
+
+    /// <summary>When a device check failed: if every device of the table has a valid superblock and all
+    /// name one same pool other than the metadata's, it is the metadata file that belongs to another pool
+    /// (not each device): says so. Otherwise null, and the device's own problem stands. Reads only.</summary>
+    private static string? ForeignMetadata(string folder, string meta, List<DeviceRecord> table, PoolRecord pool)
+    {
+        var uuids = new HashSet<Guid>();
+        var paths = new List<string>();
+        var block = new byte[FormatConstants.SuperblockSize];
+        foreach (var rec in table)
+        {
+            var path = Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path);
+            try
+            {
+                using var dev = FileBlockDevice.Open(path, writable: false);
+                if (dev.Length < block.Length) return null;
+                dev.Read(0, block);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+            if (Superblock.TryRead(block, out _) is not { } sb) return null;
+            uuids.Add(sb.PoolUuid);
+            paths.Add(path);
+        }
+        if (uuids.Count != 1 || uuids.Contains(pool.PoolUuid)) return null;
+        return $"metadata file {meta} belongs to another pool: it describes pool {pool.PoolUuid}, but its devices ({string.Join(", ", paths)}) "
+            + $"all belong to pool {uuids.First()}. Put back this pool's {MetadataFile} (and its {Path.GetFileName(MetadataStore.LogPath(meta))}, if any)";
     }
 
     /// <summary>The device checks of format.md "Opening a pool", in order.</summary>
