@@ -69,6 +69,10 @@ public sealed class Pool : IDisposable
         Directory.CreateDirectory(folder);
         var meta = Path.Combine(folder, MetadataFile);
         if (File.Exists(meta)) throw new PoolException($"{folder} already holds a Cow pool ({MetadataFile} exists); refusing to overwrite it");
+        foreach (var (given, image) in new[] { (options.BaseDevice, BaseImage), (options.LogDevice, LogImage) })
+            if (given == null && File.Exists(Path.Combine(folder, image)))
+                throw new PoolException($"{folder} holds the pool device image {Path.Combine(folder, image)} but no metadata file {MetadataFile}: "
+                    + $"refusing to format over it. If it belongs to a pool whose {MetadataFile} was lost, put that file back; to make a new pool here, remove the images first");
         CheckBlockSize(options.BlockSize);
         var lockFile = TakeLock(folder);
         var created = new List<string>();
@@ -106,19 +110,14 @@ public sealed class Pool : IDisposable
 
     private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role)
     {
-        if (given == null)
+        var full = Path.GetFullPath(given ?? Path.Combine(folder, defaultName));
+        if (given == null || !File.Exists(full))
         {
-            var p = Path.Combine(folder, defaultName);
-            var d = FileBlockDevice.Create(p, size);
-            created.Add(p);
-            return (d, defaultName);
-        }
-        var full = Path.GetFullPath(given);
-        if (!File.Exists(full))
-        {
-            var d = FileBlockDevice.Create(full, size);
+            FileBlockDevice d;
+            try { d = FileBlockDevice.Create(full, size); }
+            catch (IOException e) { throw new PoolException($"{role} device {full} cannot be created: {e.Message}", e); }
             created.Add(full);
-            return (d, full);
+            return (d, given == null ? defaultName : full);
         }
         try { return (FileBlockDevice.Open(full, writable: true), full); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PoolException($"{role} device {full}: {e.Message}", e); }
