@@ -239,6 +239,7 @@ public sealed class Pool : IDisposable
     {
         try { return MetadataStore.Open(data, log); }
         catch (InvalidDataException e) { data.Dispose(); log.Dispose(); throw new PoolException($"metadata file {where} {e.Message}", e); }
+        catch (IOException e) { data.Dispose(); log.Dispose(); throw new PoolException($"metadata file {where} cannot be read: {e.Message}", e); }
     }
 
     private static void CheckPoolRecord(PoolRecord p, string where)

@@ -78,14 +78,18 @@ public sealed class MetadataStore : IDisposable
     /// not a Cow metadata file.</summary>
     public static MetadataStore Open(Stream data, Stream log)
     {
+        // On a file that is not a LiteDB database, LiteDB fails with whatever its parsing hits
+        // (LiteException, but also ArgumentOutOfRangeException and the like): all of them mean "not ours".
         MetadataStore s;
         try { s = new MetadataStore(data, log); }
-        catch (LiteException e) { throw new InvalidDataException($"is not a readable Cow metadata file ({e.Message})", e); }
+        catch (Exception e) when (e is not (IOException or InvalidDataException or OutOfMemoryException))
+        { throw new InvalidDataException($"is not a readable Cow metadata file ({e.Message})", e); }
         try
         {
             if (s._pool.FindById(1) is null) throw new InvalidDataException("holds no Cow pool record (not a Cow metadata file)");
         }
-        catch (LiteException e) { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
+        catch (Exception e) when (e is not (IOException or InvalidDataException or OutOfMemoryException))
+        { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
         catch { s.Dispose(); throw; }
         return s;
     }
