@@ -69,6 +69,10 @@ public sealed class Pool : IDisposable
         Directory.CreateDirectory(folder);
         var meta = Path.Combine(folder, MetadataFile);
         if (File.Exists(meta)) throw new PoolException($"{folder} already holds a Cow pool ({MetadataFile} exists); refusing to overwrite it");
+        foreach (var (given, image) in new[] { (options.BaseDevice, BaseImage), (options.LogDevice, LogImage) })
+            if (given == null && File.Exists(Path.Combine(folder, image)))
+                throw new PoolException($"{folder} holds the pool device image {Path.Combine(folder, image)} but no metadata file {MetadataFile}: "
+                    + $"refusing to format over it. If it belongs to a pool whose {MetadataFile} was lost, put that file back; to make a new pool here, remove the images first");
         CheckBlockSize(options.BlockSize);
         var lockFile = TakeLock(folder);
         var created = new List<string>();
@@ -106,19 +110,14 @@ public sealed class Pool : IDisposable
 
     private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role)
     {
-        if (given == null)
+        var full = Path.GetFullPath(given ?? Path.Combine(folder, defaultName));
+        if (given == null || !File.Exists(full))
         {
-            var p = Path.Combine(folder, defaultName);
-            var d = FileBlockDevice.Create(p, size);
-            created.Add(p);
-            return (d, defaultName);
-        }
-        var full = Path.GetFullPath(given);
-        if (!File.Exists(full))
-        {
-            var d = FileBlockDevice.Create(full, size);
+            FileBlockDevice d;
+            try { d = FileBlockDevice.Create(full, size); }
+            catch (IOException e) { throw new PoolException($"{role} device {full} cannot be created: {e.Message}", e); }
             created.Add(full);
-            return (d, full);
+            return (d, given == null ? defaultName : full);
         }
         try { return (FileBlockDevice.Open(full, writable: true), full); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PoolException($"{role} device {full}: {e.Message}", e); }
@@ -194,6 +193,7 @@ public sealed class Pool : IDisposable
                     devs[rec.Cookie] = OpenDeviceChecked(path, rec, table, poolRec, writable: false);
                 }
             }
+            catch (PoolException) when (ForeignMetadata(folder, meta, table, poolRec) is { } problem) { throw new PoolException(problem); }
             finally { foreach (var d in devs.Values) d.Dispose(); }
             // Every check passed: open for real.
             devs.Clear();
@@ -239,6 +239,7 @@ public sealed class Pool : IDisposable
     {
         try { return MetadataStore.Open(data, log); }
         catch (InvalidDataException e) { data.Dispose(); log.Dispose(); throw new PoolException($"metadata file {where} {e.Message}", e); }
+        catch (IOException e) { data.Dispose(); log.Dispose(); throw new PoolException($"metadata file {where} cannot be read: {e.Message}", e); }
     }
 
     private static void CheckPoolRecord(PoolRecord p, string where)
@@ -268,6 +269,33 @@ public sealed class Pool : IDisposable
         try { CheckDevice(dev, rec, table, pool, what); }
         catch { dev.Dispose(); throw; }
         return dev;
+    }
+
+    /// <summary>When a device check failed: if every device of the table has a valid superblock and all
+    /// name one same pool other than the metadata's, it is the metadata file that belongs to another pool
+    /// (not each device): says so. Otherwise null, and the device's own problem stands. Reads only.</summary>
+    private static string? ForeignMetadata(string folder, string meta, List<DeviceRecord> table, PoolRecord pool)
+    {
+        var uuids = new HashSet<Guid>();
+        var paths = new List<string>();
+        var block = new byte[FormatConstants.SuperblockSize];
+        foreach (var rec in table)
+        {
+            var path = Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path);
+            try
+            {
+                using var dev = FileBlockDevice.Open(path, writable: false);
+                if (dev.Length < block.Length) return null;
+                dev.Read(0, block);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+            if (Superblock.TryRead(block, out _) is not { } sb) return null;
+            uuids.Add(sb.PoolUuid);
+            paths.Add(path);
+        }
+        if (uuids.Count != 1 || uuids.Contains(pool.PoolUuid)) return null;
+        return $"metadata file {meta} belongs to another pool: it describes pool {pool.PoolUuid}, but its devices ({string.Join(", ", paths)}) "
+            + $"all belong to pool {uuids.First()}. Put back this pool's {MetadataFile} (and its {Path.GetFileName(MetadataStore.LogPath(meta))}, if any)";
     }
 
     /// <summary>The device checks of format.md "Opening a pool", in order.</summary>

@@ -18,7 +18,9 @@ namespace Cow.Core.Devices;
 /// device) reads as an empty stream.</para>
 /// <para>Durability: <see cref="SetLength"/> writes a new header at once; a <see cref="Write"/> that
 /// extends the stream only updates the in-memory length. <see cref="Flush"/> writes a new header if the
-/// length differs from the last header written, then calls <c>device.Flush()</c>. So after a power
+/// length differs from the last header written, then calls <c>device.Flush()</c>; when the length grew
+/// it flushes the device before writing that header too, so that even a device that persists unflushed
+/// writes in any order never shows a length covering bytes that are not durable. So after a power
 /// cut that drops unflushed writes, <see cref="Open"/> shows exactly the length and contents as of the
 /// last <see cref="Flush"/>. Bytes between the old end and a new end (growth by
 /// <see cref="SetLength"/> or by writing past the end) are zeroed on the device, so stale bytes from
@@ -291,7 +293,14 @@ public sealed class BlockDeviceStream : Stream
         {
             ThrowIfDisposed();
             if (_length != _persistedLength)
+            {
+                // A device may persist unflushed writes in any order: the bytes a longer length exposes
+                // must be durable before the header that exposes them, or stale bytes could appear.
+                if (_length > _persistedLength)
+                    _device.Flush();
                 WriteHeader();
+            }
+
             _device.Flush();
         }
     }

@@ -93,7 +93,11 @@ public sealed partial class Engine
             var log = _space[FormatConstants.LogCookie];
             long n = log.Allocate(run.Blocks, out long start);
             if (n == 0) return Errno.ENOSPC;
-            OpenSegmentIfNew(log, start);
+            if (!OpenSegmentIfNew(log, start))
+            {
+                log.Unreserve(start, n);
+                return Errno.EIO;
+            }
             run = run with { Blocks = n };
             var res = new Reservation { FileBlock = fb, Blocks = n, Device = log.Cookie, Address = start, Pending = new bool[n], PendingCount = (int)n };
             Array.Fill(res.Pending, true);
@@ -107,16 +111,23 @@ public sealed partial class Engine
         }
     }
 
-    /// <summary>Writes the header of a log segment the first time the allocator enters it (format.md, "Log device").</summary>
-    private void OpenSegmentIfNew(DeviceSpace log, long start)
+    /// <summary>Writes the header of a log segment the first time the allocator enters it (format.md, "Log device").
+    /// False if that write failed: the segment stays unopened (the next allocation in it tries again).</summary>
+    private bool OpenSegmentIfNew(DeviceSpace log, long start)
     {
         long seg = start / FormatConstants.SegmentBlocks;
-        if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return; }
-        log.OpenSegment = seg;
+        if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return true; }
         var block = new byte[BlockSize];
         new SegmentHeader(_pool.PoolUuid, (ulong)seg, (ulong)_pool.SegmentSeq++, _pool.LiveGen).Write(block);
-        _devices[log.Cookie].Write((seg * FormatConstants.SegmentBlocks) << BlockShift, block);
+        try { _devices[log.Cookie].Write((seg * FormatConstants.SegmentBlocks) << BlockShift, block); }
+        catch (IOException e)
+        {
+            Report($"write error: header of log segment {seg}: {e.Message}");
+            return false;
+        }
+        log.OpenSegment = seg;
         NoteDeviceWrite(log.Cookie);
+        return true;
     }
 
     /// <summary>Blocks handed out by iomap_begin and not yet committed or released (fsck; under _lock).</summary>

@@ -39,7 +39,9 @@ public sealed class MetadataStore : IDisposable
     private MetadataStore(Stream data, Stream log)
     {
         _data = data; _log = log;
-        _db = new LiteDatabase(data, new BsonMapper(), log);
+        // LiteDB writes the log on a background task that hangs every later checkpoint if a write there
+        // throws: the latch turns such a failure into one the next checkpoint reports (LogWriteLatchStream).
+        _db = new LiteDatabase(data, new BsonMapper(), new LogWriteLatchStream(log));
         _pool = _db.GetCollection(PoolName); _devices = _db.GetCollection(DevicesName); _snapshots = _db.GetCollection(SnapshotsName);
         _inodes = _db.GetCollection(InodesName); _dirents = _db.GetCollection(DirentsName); _chunks = _db.GetCollection(ChunksName);
         _spacemaps = _db.GetCollection(SpaceMapsName);
@@ -75,14 +77,18 @@ public sealed class MetadataStore : IDisposable
     /// not a Cow metadata file.</summary>
     public static MetadataStore Open(Stream data, Stream log)
     {
+        // On a file that is not a LiteDB database, LiteDB fails with whatever its parsing hits
+        // (LiteException, but also ArgumentOutOfRangeException and the like): all of them mean "not ours".
         MetadataStore s;
         try { s = new MetadataStore(data, log); }
-        catch (LiteException e) { throw new InvalidDataException($"is not a readable Cow metadata file ({e.Message})", e); }
+        catch (Exception e) when (e is not (IOException or InvalidDataException or OutOfMemoryException))
+        { throw new InvalidDataException($"is not a readable Cow metadata file ({e.Message})", e); }
         try
         {
             if (s._pool.FindById(1) is null) throw new InvalidDataException("holds no Cow pool record (not a Cow metadata file)");
         }
-        catch (LiteException e) { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
+        catch (Exception e) when (e is not (IOException or InvalidDataException or OutOfMemoryException))
+        { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
         catch { s.Dispose(); throw; }
         return s;
     }
