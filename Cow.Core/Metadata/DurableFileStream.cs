@@ -19,8 +19,9 @@ public sealed class DurableFileStream : FileStream
     public override void Flush() => Flush(true);
 
     /// <summary>Truncating the log ends a checkpoint: the data file must be durable first (LiteDB
-    /// flushes it just before, this makes it a guarantee). The truncation itself need not be durable:
-    /// replaying an already checkpointed log is harmless.</summary>
+    /// flushes it just before; this makes it a guarantee). The truncation itself is made durable by
+    /// <see cref="LogWriteLatchStream"/>, which flushes right after it: LiteDB numbers transactions
+    /// from 1 again after a checkpoint, so a stale log must never reappear beside new pages.</summary>
     public override void SetLength(long value)
     {
         FlushBeforeTruncate?.Flush(true);
