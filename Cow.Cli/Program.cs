@@ -59,7 +59,8 @@ public static class Program
         var logDev = new Option<string?>("--log-device") { Description = "block device or image file to use as the log device" };
         var label = new Option<string>("--label") { Description = "pool label", DefaultValueFactory = _ => "" };
         var import = new Option<string[]>("--import") { Description = "file or directory whose contents become the pool's first data, placed on the base device (repeatable)", AllowMultipleArgumentsPerToken = true };
-        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import };
+        var force = new Option<bool>("--force") { Description = "format given devices even if they hold another Cow pool (destroys it)" };
+        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import, force };
         cmd.SetAction(r => Guard(() =>
         {
             long bsz, lsz;
@@ -68,7 +69,7 @@ public static class Program
             using var pool = Pool.Create(r.GetValue(PoolArg)!, new PoolCreateOptions
             {
                 BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),
-                LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!,
+                LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
             });
             Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
             foreach (var src in r.GetValue(import) ?? Array.Empty<string>())

@@ -22,6 +22,8 @@ public sealed record PoolCreateOptions
     /// <summary>Owner of the root directory.</summary>
     public uint RootUid { get; init; }
     public uint RootGid { get; init; }
+    /// <summary>Format given devices even when they already hold a Cow superblock (destroys that pool).</summary>
+    public bool Force { get; init; }
 }
 
 /// <summary>A pool's devices and metadata streams, already open: how tests build pools on memory and
@@ -79,8 +81,8 @@ public sealed class Pool : IDisposable
         IBlockDevice? b = null, l = null;
         try
         {
-            (b, string basePath) = CreateOrOpenDevice(folder, options.BaseDevice, BaseImage, options.BaseSize, created, "base");
-            (l, string logPath) = CreateOrOpenDevice(folder, options.LogDevice, LogImage, options.LogSize, created, "log");
+            (b, string basePath) = CreateOrOpenDevice(folder, options.BaseDevice, BaseImage, options.BaseSize, created, "base", options.Force);
+            (l, string logPath) = CreateOrOpenDevice(folder, options.LogDevice, LogImage, options.LogSize, created, "log", options.Force);
             var (data, log) = MetadataStore.OpenFiles(meta, create: true);
             created.Add(meta); created.Add(MetadataStore.LogPath(meta));
             var engine = Format(new PoolMedia(b, l, data, log), options, basePath, logPath);
@@ -108,7 +110,7 @@ public sealed class Pool : IDisposable
             throw new PoolException($"block size {bs} is not a power of two between {FormatConstants.MinBlockSize} and {FormatConstants.MaxBlockSize}");
     }
 
-    private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role)
+    private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role, bool force)
     {
         var full = Path.GetFullPath(given ?? Path.Combine(folder, defaultName));
         if (given == null || !File.Exists(full))
@@ -119,8 +121,20 @@ public sealed class Pool : IDisposable
             created.Add(full);
             return (d, given == null ? defaultName : full);
         }
-        try { return (FileBlockDevice.Open(full, writable: true), full); }
+        IBlockDevice existing;
+        try { existing = FileBlockDevice.Open(full, writable: true); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PoolException($"{role} device {full}: {e.Message}", e); }
+        if (!force && existing.Length >= FormatConstants.SuperblockSize)
+        {
+            var sb = new byte[FormatConstants.SuperblockSize];
+            existing.Read(0, sb);
+            if (Superblock.TryRead(sb, out _) is { } old)
+            {
+                existing.Dispose();
+                throw new PoolException($"{role} device {full} already holds a Cow device of pool {old.PoolUuid} ({old.Role.ToString().ToLowerInvariant()}, made {DateTime.UnixEpoch.AddTicks(old.CreatedNs / 100):u}); refusing to format it without --force");
+            }
+        }
+        return (existing, full);
     }
 
     /// <summary>Writes superblocks (flushed), then the metadata with the root directory: the pool exists
@@ -343,9 +357,10 @@ public sealed class Pool : IDisposable
         }
     }
 
+    /// <summary>Commits and closes. The lock is released even when the final commit fails (which throws).</summary>
     public void Dispose()
     {
-        Engine.Dispose();
-        _lock?.Dispose();
+        try { Engine.Dispose(); }
+        finally { _lock?.Dispose(); }
     }
 }

@@ -19,7 +19,11 @@ namespace Cow.Core.Engine;
 /// → <c>_lock</c>; <c>_commitLock</c> → <c>_lock</c>; <c>_reuseGate</c> is taken with no other lock
 /// held except in <see cref="Commit"/> (after <c>_commitLock</c>, before <c>_lock</c>). Device data I/O
 /// runs outside <c>_lock</c>: writes go to reserved blocks nobody else can see, and reads hold
-/// <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them.</para>
+/// <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them. Two
+/// exceptions run under <c>_lock</c>: the segment header written when the allocator enters a new log
+/// segment (one block per 4 MiB of log), and the read-back that checksums a kernel ioend.
+/// An inode is pinned (<c>LiveInode.Pins</c>) from its lookup to the end of a data operation, and a
+/// pinned inode is never evicted from the cache.</para>
 /// </summary>
 public sealed partial class Engine : IDisposable
 {
@@ -90,7 +94,18 @@ public sealed partial class Engine : IDisposable
         foreach (var seg in store.LoadSpaceMaps())
             if (_space.TryGetValue(seg.Device, out var sp)) sp.Load(new SpaceMapRecordView(seg.Segment, seg.Refs));
             else throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
-        _space[FormatConstants.LogCookie].Cursor = pool.LogCursor;
+        var logSpace = _space[FormatConstants.LogCookie];
+        logSpace.Cursor = pool.LogCursor;
+        long cursorSeg = pool.LogCursor / FormatConstants.SegmentBlocks;
+        if (cursorSeg > 0 && (cursorSeg * FormatConstants.SegmentBlocks) < logSpace.Blocks)
+        {
+            // The segment the allocator resumes in keeps its header (rewriting a header of a segment that
+            // holds committed data would rely on that write landing whole).
+            var hdr = new byte[BlockSize];
+            devices[FormatConstants.LogCookie].Read((cursorSeg * FormatConstants.SegmentBlocks) << BlockShift, hdr);
+            if (SegmentHeader.TryRead(hdr) is { } h && h.PoolUuid == pool.PoolUuid && h.SegmentIndex == (ulong)cursorSeg)
+                logSpace.OpenSegment = cursorSeg;
+        }
         _snapshots = store.LoadSnapshots();
         _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
         _snapCache = new SnapshotCache(store);
@@ -121,6 +136,14 @@ public sealed partial class Engine : IDisposable
     internal long? DeviceBytes(uint cookie) => _devices.TryGetValue(cookie, out var d) ? _space[cookie].Blocks << BlockShift : null;
 
     private void Report(string message) => Problem?.Invoke(message);
+
+    private int _ioFailuresReported;
+
+    /// <summary>An I/O failure surfaced to a caller as EIO; the first few are reported with their message.</summary>
+    internal void ReportIoFailure(IOException e)
+    {
+        if (Interlocked.Increment(ref _ioFailuresReported) <= 10) Report($"I/O failure returned as EIO: {e.Message}");
+    }
 
     private void ThrowIfFailed()
     {
@@ -414,9 +437,12 @@ public sealed partial class Engine : IDisposable
         finally
         {
             _disposed = true;
-            Store.Dispose();
-            foreach (var d in _devices.Values) d.Dispose();
-            _reuseGate.Dispose();
+            try { Store.Dispose(); }
+            finally
+            {
+                foreach (var d in _devices.Values) d.Dispose();
+                _reuseGate.Dispose();
+            }
         }
     }
 }

@@ -23,10 +23,16 @@ public sealed class FileSystemView
         _e = engine; _tree = tree; SnapshotName = snapshotName;
     }
 
-    private Errno Rw(Func<Errno> change)
+    /// <summary>An I/O failure under the engine (a dead device, a failed commit) becomes EIO here and is
+    /// reported once through the engine's Problem event; the errno API never throws for I/O.</summary>
+    private Errno IoFailed(IOException e)
     {
-        if (_tree.ReadOnly) return Errno.EROFS;
-        var e = change();
+        _e.ReportIoFailure(e);
+        return Errno.EIO;
+    }
+
+    private Errno Changed(Errno e)
+    {
         if (e == 0) _e.MaybeCommit();
         return e;
     }
@@ -35,101 +41,179 @@ public sealed class FileSystemView
     public bool Stale => _tree.Gone;
 
     // read-only operations
-    public Errno GetAttr(long ino, out InodeAttr attr) { attr = default; return Stale ? Errno.ESTALE : _e.GetAttr(_tree, ino, out attr); }
-    public Errno Lookup(long parent, string name, out InodeAttr attr) { attr = default; return Stale ? Errno.ESTALE : _e.Lookup(_tree, parent, name, out attr); }
-    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into) => Stale ? Errno.ESTALE : _e.ReadDir(_tree, ino, offset, max, into);
-    public Errno Readlink(long ino, out string target) { target = ""; return Stale ? Errno.ESTALE : _e.Readlink(_tree, ino, out target); }
-    public Errno Read(long ino, long offset, Span<byte> buffer, out int count) { count = 0; return Stale ? Errno.ESTALE : _e.Read(_tree, ino, offset, buffer, out count); }
-    public Errno GetXattr(long ino, string name, out byte[] value) => _e.GetXattr(_tree, ino, name, out value);
-    public Errno ListXattr(long ino, out List<string> names) => _e.ListXattr(_tree, ino, out names);
-    public Errno Seek(long ino, long offset, SeekWhence whence, out long result) => _e.Seek(_tree, ino, offset, whence, out result);
-    public FsStats StatFs() => _e.StatFs();
-    public Errno IomapBegin(long ino, long pos, long count, IomapOp op, out IomapPair pair) => _e.IomapBegin(_tree, ino, pos, count, op, out pair);
+    public Errno GetAttr(long ino, out InodeAttr attr)
+    {
+        attr = default;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.GetAttr(_tree, ino, out attr); } catch (IOException e) { return IoFailed(e); }
+    }
 
-    // changes
+    public Errno Lookup(long parent, string name, out InodeAttr attr)
+    {
+        attr = default;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.Lookup(_tree, parent, name, out attr); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into)
+    {
+        if (Stale) return Errno.ESTALE;
+        try { return _e.ReadDir(_tree, ino, offset, max, into); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno Readlink(long ino, out string target)
+    {
+        target = "";
+        if (Stale) return Errno.ESTALE;
+        try { return _e.Readlink(_tree, ino, out target); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno Read(long ino, long offset, Span<byte> buffer, out int count)
+    {
+        count = 0;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.Read(_tree, ino, offset, buffer, out count); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno GetXattr(long ino, string name, out byte[] value)
+    {
+        value = Array.Empty<byte>();
+        if (Stale) return Errno.ESTALE;
+        try { return _e.GetXattr(_tree, ino, name, out value); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno ListXattr(long ino, out List<string> names)
+    {
+        names = new List<string>();
+        if (Stale) return Errno.ESTALE;
+        try { return _e.ListXattr(_tree, ino, out names); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno Seek(long ino, long offset, SeekWhence whence, out long result)
+    {
+        result = 0;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.Seek(_tree, ino, offset, whence, out result); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public FsStats StatFs() => _e.StatFs();
+
+    public Errno IomapBegin(long ino, long pos, long count, IomapOp op, out IomapPair pair)
+    {
+        pair = default;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.IomapBegin(_tree, ino, pos, count, op, out pair); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    // changes (EROFS on a snapshot)
     public Errno Create(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        var e = Rw(() => _e.MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out a));
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Mknod(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        // mknod(2): a directory is EPERM (mkdir makes those), a symlink EINVAL (symlink makes those)
-        var e = Rw(() => (mode & 0xF000) switch
-        {
-            0x4000 => Errno.EPERM,
-            0xA000 => Errno.EINVAL,
-            _ => _e.MakeNode(parent, name, mode, rdev, uid, gid, null, out a),
-        });
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        if ((mode & 0xF000) == 0x4000) return Errno.EPERM;   // mknod(2) does not make directories
+        if ((mode & 0xF000) == 0xA000) return Errno.EINVAL;  // nor symbolic links
+        try { return Changed(_e.MakeNode(parent, name, mode, rdev, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        var e = Rw(() => _e.MakeNode(parent, name, (mode & 0xFFF) | 0x4000, 0, uid, gid, null, out a));
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x4000, 0, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Symlink(long parent, string name, string target, uint uid, uint gid, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        var e = Rw(() => _e.MakeNode(parent, name, 0xA000 | 0x1FF, 0, uid, gid, target, out a));
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.MakeNode(parent, name, 0xA000 | 0x1FF, 0, uid, gid, target, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Link(long ino, long newParent, string newName, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        var e = Rw(() => _e.Link(ino, newParent, newName, out a));
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.Link(ino, newParent, newName, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Unlink(long parent, string name) => Rw(() => _e.Unlink(parent, name));
-    public Errno Rmdir(long parent, string name) => Rw(() => _e.Rmdir(parent, name));
+    public Errno Unlink(long parent, string name)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.Unlink(parent, name)); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    public Errno Rmdir(long parent, string name)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.Rmdir(parent, name)); } catch (IOException e) { return IoFailed(e); }
+    }
+
     public Errno Rename(long parent, string name, long newParent, string newName, RenameFlags flags = RenameFlags.None)
-        => Rw(() => _e.Rename(parent, name, newParent, newName, flags));
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.Rename(parent, name, newParent, newName, flags)); } catch (IOException e) { return IoFailed(e); }
+    }
 
     public Errno SetAttr(long ino, SetAttrRequest req, out InodeAttr attr)
     {
-        InodeAttr a = default;
-        var e = Rw(() => _e.SetAttr(ino, req, out a));
-        attr = a; return e;
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.SetAttr(ino, req, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
     /// <summary>open(2): <paramref name="writable"/> opens on a snapshot are EROFS. Pair with <see cref="Release"/>.</summary>
     public Errno Open(long ino, bool writable)
     {
-        if (_tree.ReadOnly) return writable ? Errno.EROFS : GetAttr(ino, out _);
-        return _e.Open(ino);
+        if (ReadOnly) return writable ? Errno.EROFS : GetAttr(ino, out _);
+        try { return _e.Open(ino); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Release(long ino) => _tree.ReadOnly ? 0 : _e.Release(ino);
+    public Errno Release(long ino)
+    {
+        if (ReadOnly) return 0;
+        try { return _e.Release(ino); } catch (IOException e) { return IoFailed(e); }
+    }
 
     public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, out int written, bool append = false)
     {
         written = 0;
-        if (_tree.ReadOnly) return Errno.EROFS;
-        return _e.Write(ino, offset, data, append, out written);
+        if (ReadOnly) return Errno.EROFS;
+        try { return _e.Write(ino, offset, data, append, out written); } catch (IOException e) { return IoFailed(e); }
     }
 
     /// <summary>fsync / fdatasync / syncfs: every change so far becomes durable (one group commit).</summary>
     public Errno Fsync(long ino)
     {
-        if (_tree.ReadOnly) return 0;
+        if (ReadOnly) return 0;
         try { _e.Commit(); return 0; }
-        catch (IOException) { return Errno.EIO; }
+        catch (IOException e) { return IoFailed(e); }
+        catch (ObjectDisposedException) { return Errno.EIO; }
     }
 
-    public Errno Fallocate(long ino, FallocateMode mode, long offset, long length) => Rw(() => _e.Fallocate(ino, mode, offset, length));
+    public Errno Fallocate(long ino, FallocateMode mode, long offset, long length)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.Fallocate(ino, mode, offset, length)); } catch (IOException e) { return IoFailed(e); }
+    }
 
     public Errno SetXattr(long ino, string name, byte[] value, XattrSetFlags flags = XattrSetFlags.None)
-        => Rw(() => _e.SetXattr(ino, name, value, flags));
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.SetXattr(ino, name, value, flags)); } catch (IOException e) { return IoFailed(e); }
+    }
 
-    public Errno RemoveXattr(long ino, string name) => Rw(() => _e.RemoveXattr(ino, name));
+    public Errno RemoveXattr(long ino, string name)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.RemoveXattr(ino, name)); } catch (IOException e) { return IoFailed(e); }
+    }
 
     // ------------------------------------------------------------------ path helpers (CLI, tests)
 
