@@ -46,6 +46,8 @@ public sealed partial class Engine : IDisposable
     private readonly HashSet<ChunkRecord> _dirtyChunks = new();
     private readonly MetadataBatch _pendingRemovals = new();
     private long _dirtyBlocksSinceCommit;
+    private long _cachedChunks;      // entries in every cached inode's Chunks (approximate upper bound)
+    private int _deletedSinceTrim;   // inodes deleted since the last cache trim
     private readonly SnapshotCache _snapCache;
 
     public int BlockSize { get; }
@@ -180,6 +182,7 @@ public sealed partial class Engine : IDisposable
         else _pendingRemovals.DeletedInodes.Add(li.Rec.Rid);
         _dirtyInodes.Remove(li);
         li.Deleted = true;
+        _deletedSinceTrim++;
         Touch(li);
     }
 
@@ -212,7 +215,7 @@ public sealed partial class Engine : IDisposable
         if (c == null)
         {
             c = new ChunkRecord { Rid = NewRid(), Birth = _pool.LiveGen, Ino = li.Ino, Index = index };
-            li.Chunks[index] = c;
+            CacheChunk(li, index, c);
         }
         else if (SharedWithSnapshot(c))
         {
@@ -270,8 +273,15 @@ public sealed partial class Engine : IDisposable
     {
         if (li.Chunks.TryGetValue(index, out var c)) return c;
         c = li.AllChunksLoaded ? null : Store.LoadChunk(li.Ino, index, _pool.LiveGen);
-        li.Chunks[index] = c;
+        CacheChunk(li, index, c);
         return c;
+    }
+
+    /// <summary>Caches a chunk (or a known hole, null) of <paramref name="li"/>, counting new entries.</summary>
+    private void CacheChunk(LiveInode li, long index, ChunkRecord? c)
+    {
+        if (li.Chunks.TryAdd(index, c)) _cachedChunks++;
+        else li.Chunks[index] = c;
     }
 
     /// <summary>Every live chunk of the file, in index order.</summary>
@@ -280,7 +290,7 @@ public sealed partial class Engine : IDisposable
         if (!li.AllChunksLoaded)
         {
             foreach (var c in Store.LoadChunks(li.Ino, _pool.LiveGen))
-                if (!li.Chunks.ContainsKey(c.Index)) li.Chunks[c.Index] = c;
+                if (!li.Chunks.ContainsKey(c.Index)) CacheChunk(li, c.Index, c);
             li.AllChunksLoaded = true;
         }
         var list = new List<ChunkRecord>();
@@ -378,23 +388,31 @@ public sealed partial class Engine : IDisposable
     /// cache is over its limit. An inode touched after the batch was gathered stays.</summary>
     private void TrimCaches(long committedSeq)
     {
-        var victims = new List<long>();
+        // Constant time unless there is something to do: a commit must not cost O(cached inodes).
         bool over = _live.Count > InodeCacheLimit;
-        foreach (var (ino, li) in _live)
+        if (over || _deletedSinceTrim > 0)
         {
-            if (li.Touched >= committedSeq || li.Reservations != 0 || li.Pins != 0 || ino == 1) continue;
-            if (li.Deleted || (over && li.OpenCount == 0 && li.WriteGate.CurrentCount == 1)) victims.Add(ino);
-        }
-        int budget = over ? _live.Count - InodeCacheLimit / 2 : 0;
-        foreach (var ino in victims)
-        {
-            if (!_live[ino].Deleted) { if (budget <= 0) continue; budget--; }
-            _live.Remove(ino);
+            var victims = new List<long>();
+            bool deletedLeft = false;
+            foreach (var (ino, li) in _live)
+            {
+                if (li.Touched >= committedSeq || li.Reservations != 0 || li.Pins != 0 || ino == 1) { deletedLeft |= li.Deleted; continue; }
+                if (li.Deleted || (over && li.OpenCount == 0 && li.WriteGate.CurrentCount == 1)) victims.Add(ino);
+            }
+            int budget = over ? _live.Count - InodeCacheLimit / 2 : 0;
+            foreach (var ino in victims)
+            {
+                var li = _live[ino];
+                if (!li.Deleted) { if (budget <= 0) continue; budget--; }
+                _cachedChunks -= li.Chunks.Count;
+                _live.Remove(ino);
+            }
+            _deletedSinceTrim = deletedLeft ? 1 : 0;
         }
         // Extent maps: drop clean chunks (dirty ones wait for their commit) until under half the limit.
+        if (_cachedChunks <= ChunkCacheLimit) return;
         long cached = 0;
         foreach (var li in _live.Values) cached += li.Chunks.Count;
-        if (cached <= ChunkCacheLimit) return;
         var drop = new List<long>();
         foreach (var li in _live.Values)
         {
@@ -407,6 +425,7 @@ public sealed partial class Engine : IDisposable
             li.AllChunksLoaded = false;
             cached -= drop.Count;
         }
+        _cachedChunks = cached;
     }
 
     private void Unpin(LiveInode li)
