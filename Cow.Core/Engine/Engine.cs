@@ -439,12 +439,27 @@ public sealed partial class Engine : IDisposable
     /// <summary>Commits if enough data was written since the last commit; called after writes, outside every lock.</summary>
     internal void MaybeCommit()
     {
-        bool due;
+        long blocks; int records;
         lock (_lock)
-            due = _dirtyBlocksSinceCommit >= CommitEveryBlocks
-                || _dirtyInodes.Count + _dirtyDirents.Count + _pendingRemovals.Count >= CommitEveryRecords;
-        if (due) Commit();
+        {
+            blocks = _dirtyBlocksSinceCommit;
+            records = _dirtyInodes.Count + _dirtyDirents.Count + _pendingRemovals.Count;
+        }
+        if (blocks < CommitEveryBlocks && records < CommitEveryRecords) return;
+        // Backpressure: far past the threshold, the writer itself waits for a commit.
+        if (blocks >= 4 * CommitEveryBlocks || records >= 4 * CommitEveryRecords) { Commit(); return; }
+        // Otherwise commit in the background, so that writers keep going while the devices flush.
+        if (Interlocked.CompareExchange(ref _backgroundCommit, 1, 0) != 0) return;
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            try { if (!_disposed && _failure == null) Commit(); }
+            catch (ObjectDisposedException) { }
+            catch (Exception e) { Report($"background commit failed: {e.Message}"); }
+            finally { Volatile.Write(ref _backgroundCommit, 0); }
+        }, null);
     }
+
+    private int _backgroundCommit;
 
     private volatile bool _disposed;
 
