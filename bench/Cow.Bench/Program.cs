@@ -5,16 +5,22 @@ using Cow.Core.FileSystem;
 
 // Cow engine benchmark: the engine's throughput beside raw pwrite to the same kind of image file, in
 // one run (one process, same disk), medians of --runs repetitions. Not a test: it prints figures.
-// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--dir DIR] [--seq-mib N] [--rand-ops N]
+// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--scale] [--dir DIR] [--seq-mib N] [--rand-ops N]
 //        [--rand-file-mib N] [--runs N] [--files N] [--snapshots N] [--prefault-mib N]
 
-var opt = Options.Parse(args);
+var opt = Options.Parse(args.Where(a => a != "--scale").ToArray());
+bool scaleOnly = args.Contains("--scale");
 Directory.CreateDirectory(opt.Dir);
 var work = Path.Combine(opt.Dir, $"cow-bench-{Environment.ProcessId}");
 Directory.CreateDirectory(work);
 Console.WriteLine($"# Cow engine benchmark  {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC  dir={work}  runs={opt.Runs} (medians)");
 Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Version}, seq {opt.SeqMiB} MiB, random {opt.RandOps} x 4 KiB over {opt.RandFileMiB} MiB");
 var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
+if (scaleOnly)
+{
+    try { ScaleSweep(work); } finally { Directory.Delete(work, true); }
+    return 0;
+}
 try
 {
     // 1. Sequential 1 MiB writes + final flush.
@@ -218,6 +224,53 @@ static double CowWriteSync(string work, int n)
         return r;
     }
     finally { Drop(pool); }
+}
+
+// --scale: snapshot create (durable) as one pool grows to 200,000 files, and as another piles up
+// 8,000 snapshots; median of 41 creates at each point, after the setup's writeback has settled.
+static void ScaleSweep(string work)
+{
+    double Median41(Pool pool, string prefix)
+    {
+        System.Diagnostics.Process.Start("sync")?.WaitForExit();
+        Thread.Sleep(1000);
+        var t = new List<double>();
+        for (int i = 0; i < 41; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            Ok(pool.Engine.CreateSnapshot($"{prefix}-{i}", out _), "snapshot");
+            t.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        return Median(t);
+    }
+    Console.WriteLine("\n| files in the pool | snapshot create (ms, median of 41) |\n|---:|---:|");
+    var pf = NewPool(work, 256L << 20);
+    try
+    {
+        Ok(pf.Live.Mkdir(1, "d", 0x1ED, 0, 0, out var d), "mkdir");
+        int made = 0;
+        foreach (int target in new[] { 1, 25_000, 50_000, 100_000, 200_000 })
+        {
+            while (made < target) Ok(pf.Live.Create(d.Ino, $"f{made++}", 0x1A4, 0, 0, out _), "create");
+            Ok(pf.Live.Fsync(1), "fsync");
+            Console.WriteLine($"| {made:N0} | {Median41(pf, $"f{made}"):F2} |");
+        }
+    }
+    finally { Drop(pf); }
+    Console.WriteLine("\n| snapshots already taken | snapshot create (ms, median of 41) |\n|---:|---:|");
+    var ps = NewPool(work, 256L << 20);
+    try
+    {
+        int taken = 0;
+        foreach (int target in new[] { 0, 1000, 2000, 4000, 8000 })
+        {
+            while (taken < target) Ok(ps.Engine.CreateSnapshot($"p{taken++}", out _), "snapshot");
+            double m = Median41(ps, $"m{target}");
+            Console.WriteLine($"| {taken:N0} | {m:F2} |");
+            taken += 41;
+        }
+    }
+    finally { Drop(ps); }
 }
 
 static (double One, double Many, double Piled) SnapshotTimes(string work, int files, int snapshots)
