@@ -1,1 +1,0 @@
-namespace Cow.Fuse; internal static class Placeholder { }
