@@ -48,10 +48,3 @@ public enum SeekWhence { Data = 3, Hole = 4 }
 
 /// <summary>Per-snapshot space report: bytes the snapshot sees, and bytes that only it holds (freed if deleted).</summary>
 public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);
-
-/// <summary>The errno helpers of Cow.Core: one place that says which errno each outcome is.</summary>
-public static class Err
-{
-    public const Errno Ok = 0;
-    public static bool Failed(this Errno e) => e != 0;
-}
