@@ -280,18 +280,24 @@ public static class Program
     /// snapshot, overwrite, read both versions back, check the pool.</summary>
     private static Command Demo()
     {
-        var dir = new Argument<string>("pool") { Description = "pool folder to create (must not exist)", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), $"cow-demo-{Environment.ProcessId}") };
-        var keep = new Option<bool>("--keep") { Description = "keep the pool folder afterwards" };
-        var cmd = new Command("demo", "make a pool, write a file, snapshot, overwrite, read both versions back, fsck") { dir, keep };
+        var dir = new Argument<string>("pool") { Description = "pool folder to create (default ./demo-pool; a previous demo pool there is replaced)", DefaultValueFactory = _ => "demo-pool" };
+        var remove = new Option<bool>("--remove") { Description = "remove the pool folder afterwards" };
+        var cmd = new Command("demo", "make a pool, write a file, snapshot, overwrite part of it, read both versions back, fsck") { dir, remove };
         cmd.SetAction(r => Guard(() =>
         {
-            var folder = r.GetValue(dir)!;
-            if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any()) return Fail($"{folder} exists and is not empty; give a new folder");
+            var folder = Path.GetFullPath(r.GetValue(dir)!);
+            const string marker = ".cow-demo";
+            if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any())
+            {
+                if (!File.Exists(Path.Combine(folder, marker))) return Fail($"{folder} exists, is not empty and is not a demo pool; give a new folder");
+                Directory.Delete(folder, recursive: true);
+            }
             try
             {
                 AnsiConsole.MarkupLine($"[bold]cow demo[/] in {Markup.Escape(folder)}");
                 using (var pool = Pool.Create(folder, new PoolCreateOptions { BaseSize = 256L << 20, LogSize = 1L << 30 }))
                     AnsiConsole.MarkupLine($"mkfs: base.img 256 MiB + log.img 1 GiB (sparse), pool uuid {pool.Engine.PoolUuid}");
+                File.WriteAllText(Path.Combine(folder, marker), "made by cow demo; cow demo replaces this folder\n");
                 using (var pool = Pool.Open(folder))
                 {
                     var v1 = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("version one of the file\n", 50_000)));
@@ -317,12 +323,14 @@ public static class Program
                     AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
                     var report = pool.Fsck();
                     AnsiConsole.MarkupLine($"fsck: {Markup.Escape(report.ToString())}");
+                    if (!r.GetValue(remove))
+                        AnsiConsole.MarkupLine($"the pool stays in {Markup.Escape(folder)}: try [bold]cow ls {Markup.Escape(folder)} /[/], [bold]cow cat {Markup.Escape(folder)} /data.txt --snapshot before[/], [bold]cow snapshot list {Markup.Escape(folder)}[/]");
                     return report.Clean ? 0 : 1;
                 }
             }
             finally
             {
-                if (!r.GetValue(keep)) try { Directory.Delete(folder, recursive: true); } catch (IOException) { }
+                if (r.GetValue(remove)) try { Directory.Delete(folder, recursive: true); } catch (IOException) { }
             }
         }));
         return cmd;
