@@ -1,0 +1,130 @@
+using System.Runtime.InteropServices;
+using Cow.Core.FileSystem;
+using Cow.Fuse.Protocol;
+using Mono.Unix.Native;
+
+namespace Cow.Fuse.Server;
+
+/// <summary>
+/// Transport-independent FUSE request dispatcher: one request buffer in, one reply written into a
+/// caller-provided buffer. No device I/O, no threads. Every malformed request gets an error reply (or, when
+/// no reply is possible or expected, none); nothing a request contains, and no handler failure, makes
+/// <see cref="Dispatch"/> throw. Thread-safety: the handlers only call the thread-safe
+/// <see cref="FileSystemView"/> and use per-thread scratch, so several channel threads may share one instance.
+/// </summary>
+public sealed class RequestDispatcher(FileSystemView view)
+{
+    /// <summary>NAME_MAX: longer names are ENAMETOOLONG.</summary>
+    public const int MaxNameLength = 255;
+    /// <summary>max_write granted with FUSE_MAX_PAGES (1 MiB).</summary>
+    public const uint MaxWrite = 1 << 20;
+    /// <summary>max_pages granted with FUSE_MAX_PAGES.</summary>
+    public const ushort MaxPages = 256;
+    /// <summary>max_write without FUSE_MAX_PAGES (the kernel's default of 32 pages).</summary>
+    public const uint DefaultMaxWrite = 128 << 10;
+    /// <summary>A request buffer that holds any request the negotiated limits allow (max_write plus headers).</summary>
+    public const int RequestBufferSize = (int)MaxWrite + 4096;
+    /// <summary>A reply buffer that holds any reply (a 1 MiB read plus fuse_out_header).</summary>
+    public const int ReplyBufferSize = (int)MaxWrite + 4096;
+    public const ulong EntryTimeoutSeconds = 1, AttrTimeoutSeconds = 1;
+
+    private volatile int _state; // 0 = waiting for INIT, 1 = initialised, 2 = destroyed
+    private long _handlerFailures;
+
+    public FileSystemView View { get; } = view;
+
+    /// <summary>Receives one line per dropped request and per handler exception. Called on the dispatching thread.</summary>
+    public Action<string>? Log { get; set; }
+
+    /// <summary>Exceptions thrown by handlers (each answered EIO).</summary>
+    public long HandlerFailures => Interlocked.Read(ref _handlerFailures);
+
+    public bool Initialized => _state != 0;
+    public bool Destroyed => _state == 2;
+    /// <summary>The protocol minor agreed at INIT.</summary>
+    public uint NegotiatedMinor { get; private set; }
+    /// <summary>The INIT flags granted.</summary>
+    public FuseInitFlags NegotiatedFlags { get; private set; }
+
+    internal void CompleteInit(uint minor, FuseInitFlags flags)
+    {
+        NegotiatedMinor = minor;
+        NegotiatedFlags = flags;
+        _state = 1;
+    }
+
+    internal void MarkDestroyed() => _state = 2;
+
+    /// <summary>
+    /// Handles one request and writes its reply at the start of <paramref name="reply"/>.
+    /// Returns the reply length (fuse_out_header.len), or 0 when no reply is to be sent.
+    /// </summary>
+    public int Dispatch(ReadOnlySpan<byte> request, Span<byte> reply)
+    {
+        if (reply.Length < FuseOutHeader.Size) { LogLine("reply buffer smaller than fuse_out_header; request dropped"); return 0; }
+        if (request.Length < 16) { LogLine($"request of {request.Length} bytes has no readable unique; dropped"); return 0; }
+        uint opcode = MemoryMarshal.Read<uint>(request[4..]);
+        ulong unique = MemoryMarshal.Read<ulong>(request[8..]);
+        var entry = OpcodeTable.Get(opcode);
+
+        if (!Wire.TryRead(request, out FuseInHeader h)) return Fail(entry, reply, unique, Errno.EINVAL, "truncated fuse_in_header");
+        if (h.Len != (uint)request.Length) return Fail(entry, reply, unique, Errno.EINVAL, "fuse_in_header.len differs from the request length");
+        int extBytes = h.TotalExtLen * 8;
+        if (extBytes > request.Length - FuseInHeader.Size) return Fail(entry, reply, unique, Errno.EINVAL, "total_extlen beyond the request");
+        // Extensions (security contexts, supplementary groups) trail the payload; nothing here uses them yet.
+        var payload = request[FuseInHeader.Size..(request.Length - extBytes)];
+
+        int state = _state;
+        if (state == 0 && opcode != (uint)FuseOpcode.Init) return Fail(entry, reply, unique, Errno.EIO, null);
+        if (state != 0 && opcode == (uint)FuseOpcode.Init) return Fail(entry, reply, unique, Errno.EIO, "second INIT");
+        if (entry.Handler is null) return Fail(entry, reply, unique, Errno.ENOSYS, null);
+        if (payload.Length < entry.MinPayload) return Fail(entry, reply, unique, Errno.EINVAL, "payload shorter than its struct");
+
+        var body = reply[FuseOutHeader.Size..];
+        Errno e;
+        int n;
+        try
+        {
+            e = entry.Handler(this, in h, payload, body, out n);
+        }
+        catch (Exception ex)
+        {
+            Interlocked.Increment(ref _handlerFailures);
+            LogLine($"opcode {opcode} (unique {unique}, node {h.NodeId}) failed: {ex}");
+            e = Errno.EIO;
+            n = 0;
+        }
+        if (!entry.Replies) return 0;
+        if (e != 0) n = 0;
+        else if ((uint)n > (uint)body.Length)
+        {
+            LogLine($"opcode {opcode} reported a {n}-byte reply; answered EIO");
+            e = Errno.EIO;
+            n = 0;
+        }
+        return WriteHeader(reply, unique, e, n);
+    }
+
+    private int Fail(in OpcodeEntry entry, Span<byte> reply, ulong unique, Errno e, string? why)
+    {
+        if (why != null) LogLine($"unique {unique}: {why} ({e})");
+        if (!entry.Replies) return 0;
+        return WriteHeader(reply, unique, e, 0);
+    }
+
+    private static int WriteHeader(Span<byte> reply, ulong unique, Errno e, int payloadLength)
+    {
+        if (unique == 0) return 0;   // a reply with unique 0 would read as a notification
+        int len = FuseOutHeader.Size + payloadLength;
+        var o = new FuseOutHeader { Len = (uint)len, Error = ErrnoMap.ToReplyError(e), Unique = unique };
+        MemoryMarshal.Write(reply, in o);
+        return len;
+    }
+
+    private void LogLine(string line)
+    {
+        var log = Log;
+        if (log == null) return;
+        try { log(line); } catch (Exception) { /* a failing logger must not break dispatch */ }
+    }
+}
