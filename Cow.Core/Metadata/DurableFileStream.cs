@@ -37,7 +37,6 @@ public sealed class DurableFileStream : FileStream
 public sealed class ScratchOverlayStream : Stream
 {
     private readonly FileStream? _file;
-    private readonly MemoryStream _overlay = new();
     private readonly SortedDictionary<long, byte[]> _pages = new();
     private const int Page = 4096;
     private long _length, _position;
@@ -104,7 +103,7 @@ public sealed class ScratchOverlayStream : Stream
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) { _file?.Dispose(); _overlay.Dispose(); }
+        if (disposing) _file?.Dispose();
         base.Dispose(disposing);
     }
 }
