@@ -77,7 +77,14 @@ internal sealed class DeviceSpace
         {
             if (_refs[b] == 0) throw new InvalidOperationException($"space map of device {Cookie}: block {b} released with no reference");
             _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
-            if (--_refs[b] == 0) _pendingFree.Add((b, 1));
+            if (--_refs[b] == 0)
+            {
+                // Runs of consecutive blocks are kept as one range (a freed extent is one entry, not one per block).
+                int last = _pendingFree.Count - 1;
+                if (last >= 0 && _pendingFree[last].Start + _pendingFree[last].Count == b)
+                    _pendingFree[last] = (_pendingFree[last].Start, _pendingFree[last].Count + 1);
+                else _pendingFree.Add((b, 1));
+            }
         }
     }
 
