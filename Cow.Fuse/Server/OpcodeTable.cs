@@ -40,15 +40,15 @@ public static class OpcodeTable
         Set(FuseOpcode.Init, Init, InitInMinSize);
         Set(FuseOpcode.Destroy, Destroy, 0);
         Set(FuseOpcode.Lookup, Lookup, 2);                       // at least one byte of name and its NUL
-        Set(FuseOpcode.Forget, Forget, FuseForgetIn.Size, replies: false);
-        Set(FuseOpcode.BatchForget, Forget, FuseBatchForgetIn.Size, replies: false);
+        Set(FuseOpcode.Forget, Nothing, FuseForgetIn.Size, replies: false);
+        Set(FuseOpcode.BatchForget, Nothing, FuseBatchForgetIn.Size, replies: false);
         Set(FuseOpcode.Getattr, Getattr, FuseGetattrIn.Size);
         Set(FuseOpcode.Statfs, Statfs, 0);
         Set(FuseOpcode.Readlink, Readlink, 0);
         Set(FuseOpcode.Open, Open, FuseOpenIn.Size);
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
-        Set(FuseOpcode.Releasedir, Releasedir, FuseReleaseIn.Size);
+        Set(FuseOpcode.Releasedir, Nothing, FuseReleaseIn.Size);
         Set(FuseOpcode.Read, Read, FuseReadIn.Size);
         Set(FuseOpcode.Readdir, Readdir, FuseReadIn.Size);
         Set(FuseOpcode.Readdirplus, Readdirplus, FuseReadIn.Size);
@@ -108,9 +108,9 @@ public static class OpcodeTable
         return 0;
     }
 
-    /// <summary>FORGET / BATCH_FORGET: node ids are inode numbers and the engine keeps no lookup counts, so
-    /// there is nothing to drop; no reply either way.</summary>
-    private static Errno Forget(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    /// <summary>FORGET / BATCH_FORGET (node ids are inode numbers and the engine keeps no lookup counts, so
+    /// there is nothing to drop; no reply) and RELEASEDIR (an open directory holds nothing): nothing to do.</summary>
+    private static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         return 0;
@@ -210,12 +210,6 @@ public static class OpcodeTable
         var i = MemoryMarshal.Read<FuseReleaseIn>(p);
         if (i.Fh != EngineOpenFh || !ToIno(h.NodeId, out long ino)) return 0;
         d.View.Release(ino);   // RELEASE cannot fail from the kernel's point of view
-        return 0;
-    }
-
-    private static Errno Releasedir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
         return 0;
     }
 
