@@ -9,7 +9,7 @@ namespace Cow.Cli;
 
 /// <summary>The <c>cow</c> command. Exit codes: 0 success, 1 the operation failed (the message says why),
 /// 2 bad usage.</summary>
-public static class Program
+public static partial class Program
 {
     public static int Main(string[] args)
     {
@@ -22,6 +22,8 @@ public static class Program
         root.Subcommands.Add(Snapshot());
         root.Subcommands.Add(Df());
         root.Subcommands.Add(FsckCommand());
+        root.Subcommands.Add(MountCommand());
+        root.Subcommands.Add(UmountCommand());
         return root.Parse(args).Invoke();
     }
 

@@ -1,0 +1,201 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Cow.Core;
+using Cow.Fuse.Mounting;
+using Mono.Unix.Native;
+
+namespace Cow.Cli;
+
+public static partial class Program
+{
+    /// <summary>Printed by a background server on its standard output once the mount is up.</summary>
+    private const string ReadyLine = "COW-MOUNT-READY";
+
+    private static Command MountCommand()
+    {
+        var mountPoint = new Argument<string>("mountpoint") { Description = "directory to mount the pool on" };
+        var foreground = new Option<bool>("--foreground", "-f") { Description = "stay in the foreground (logs to standard error) instead of running in the background" };
+        var snapshot = new Option<string?>("--snapshot") { Description = "mount this snapshot (read-only) instead of the live tree" };
+        var writeback = new Option<bool>("--writeback-cache") { Description = "let the kernel gather buffered writes in its page cache (faster small writes; fsync still makes them durable)" };
+        var showSnapshots = new Option<bool>("--show-snapshots") { Description = "list .snapshots in the root directory (it is always reachable by name)" };
+        var threads = new Option<int>("--threads") { Description = "FUSE worker threads", DefaultValueFactory = _ => MountSettings.DefaultThreads };
+        var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
+        var fusermount = new Option<bool>("--fusermount") { Description = "mount through fusermount3 even as root (the way non-root users mount)" };
+        var log = new Option<string?>("--log") { Description = "log file of a background server (default: mount.log in the pool folder)" };
+        var daemonChild = new Option<bool>("--background-child") { Hidden = true };
+        var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
+        {
+            PoolArg, mountPoint, foreground, snapshot, writeback, showSnapshots, threads, allowOther, fusermount, log, daemonChild,
+        };
+        cmd.SetAction(r => Guard(() =>
+        {
+            var folder = Path.GetFullPath(r.GetValue(PoolArg)!);
+            var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
+            int nThreads = r.GetValue(threads);
+            if (nThreads < 1 || nThreads > 64) return Fail("--threads must be between 1 and 64");
+            var settings = new MountSettings
+            {
+                MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
+                SnapshotDirVisible = r.GetValue(showSnapshots), Threads = nThreads, AllowOther = r.GetValue(allowOther),
+                UseFusermount = r.GetValue(fusermount),
+            };
+            bool child = r.GetValue(daemonChild);
+            if (!r.GetValue(foreground) && !child) return StartBackground(folder, mp);
+            return ServeMount(folder, settings, child, r.GetValue(log) ?? Path.Combine(folder, "mount.log"));
+        }));
+        return cmd;
+    }
+
+    /// <summary>Runs the mount in this process until it is unmounted or a SIGINT/SIGTERM/SIGHUP arrives.</summary>
+    private static int ServeMount(string folder, MountSettings settings, bool backgroundChild, string logPath)
+    {
+        if (backgroundChild) Syscall.setsid();   // leave the terminal's session: no SIGHUP when it closes
+        var logLock = new object();
+        // A background server logs to its log file (errors before the mount is up also reach the waiting
+        // parent through standard error); a foreground one to standard error.
+        TextWriter logWriter = Console.Error;
+        if (backgroundChild)
+        {
+            try { logWriter = new StreamWriter(new FileStream(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true }; }
+            catch (IOException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
+            catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
+        }
+        void Log(string line)
+        {
+            lock (logLock) logWriter.WriteLine($"{DateTime.Now:yyyy-MM-dd HH:mm:ss.fff} cow[{Environment.ProcessId}]: {line}");
+        }
+        settings = settings with { Log = Log };
+        try { Mounter.CheckMountPoint(settings.MountPoint); }
+        catch (MountException e) { return Fail(e.Message); }
+        Pool pool;
+        try { pool = Pool.Open(folder); }
+        catch (PoolException e) { return Fail(e.Message); }
+        MountedFileSystem? m = null;
+        try
+        {
+            if (settings.Snapshot != null && pool.Snapshot(settings.Snapshot) == null)
+                return Fail($"pool {folder} has no snapshot named '{settings.Snapshot}'");
+            pool.Engine.Problem += Log;
+            try { m = MountedFileSystem.Start(pool, settings); }
+            catch (MountException e) { return Fail(e.Message); }
+            using var stop = new ManualResetEventSlim(false);
+            string? why = null;
+            void OnSignal(PosixSignalContext ctx) { ctx.Cancel = true; why ??= ctx.Signal.ToString(); stop.Set(); }
+            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+            using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
+            Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {m.Session.Workers} worker threads");
+            if (backgroundChild) DetachFromParent();
+            WaitHandle.WaitAny(new[] { stop.WaitHandle, m.Ended });
+            Log(why != null ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
+            m.Unmount(lazyIfBusy: true);
+            m = null;
+            pool.Dispose();   // final commit
+            Log($"pool {folder} committed and closed");
+            return 0;
+        }
+        finally
+        {
+            try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }
+            pool.Dispose();
+        }
+    }
+
+    /// <summary>Background child: tells the waiting parent that the mount is up, then sends its own output to the log file.</summary>
+    private static void DetachFromParent()
+    {
+        Console.Out.WriteLine(ReadyLine);
+        Console.Out.Flush();
+        // .NET's Console streams hold duplicates of the standard descriptors, so replace the writers too:
+        // nothing may write into the parent's pipes once it has gone.
+        Console.SetOut(TextWriter.Null);
+        Console.SetError(TextWriter.Null);
+        int devnull = Syscall.open("/dev/null", OpenFlags.O_RDWR);
+        Syscall.dup2(devnull, 0);
+        Syscall.dup2(devnull, 1);
+        Syscall.dup2(devnull, 2);
+    }
+
+    /// <summary>Starts <c>cow mount --foreground</c> as a detached child and waits until it reports the mount up (or fails).</summary>
+    private static int StartBackground(string folder, string mp)
+    {
+        var exe = Environment.ProcessPath ?? throw new IOException("cannot find the path of this program to start the background server");
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        // Under 'dotnet cow.dll' the first argument is the assembly; under the apphost it is the program itself.
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (var a in Environment.GetCommandLineArgs().Skip(1)) psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add("--background-child");
+        using var p = Process.Start(psi) ?? throw new IOException($"cannot start {exe}");
+        var errTask = p.StandardError.ReadToEndAsync();
+        p.StandardInput.Close();
+        string? line;
+        while ((line = p.StandardOutput.ReadLine()) != null)
+        {
+            if (line == ReadyLine)
+            {
+                Console.WriteLine($"mounted {folder} on {mp} (server pid {p.Id}; 'cow umount {mp}' to unmount)");
+                return 0;
+            }
+            Console.WriteLine(line);
+        }
+        p.WaitForExit();
+        var err = errTask.Result.Trim();
+        Console.Error.WriteLine(err.Length > 0 ? err : $"cow: the mount server exited with code {p.ExitCode} before the mount was up");
+        return p.ExitCode == 0 ? 1 : p.ExitCode;
+    }
+
+    private static Command UmountCommand()
+    {
+        var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount" };
+        var lazy = new Option<bool>("--lazy", "-l") { Description = "detach even if busy: the mount disappears now and ends when its last open file is closed" };
+        var timeout = new Option<int>("--timeout") { Description = "seconds to wait for the server to commit and close the pool", DefaultValueFactory = _ => 60 };
+        var cmd = new Command("umount", "unmount a Cow mount; waits until its server has committed and closed the pool. Also clears a mount whose server died") { mountPoint, lazy, timeout };
+        cmd.SetAction(r => Guard(() =>
+        {
+            var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
+            var entry = MountTable.Find(mp);
+            if (entry == null) return Fail($"{mp} is not mounted");
+            if (!entry.IsCow) return Fail($"{mp} is a {entry.FsType} mount, not a Cow mount");
+            bool dead = Mounter.IsDisconnected(mp);
+            try { Mounter.Unmount(mp, r.GetValue(lazy), useFusermount: !Mounter.IsRoot); }
+            catch (MountException e) { return Fail(e.Message); }
+            if (dead)
+            {
+                Console.WriteLine($"cleared {mp}: its server had died (run 'cow fsck {entry.Source}' before mounting again)");
+                return 0;
+            }
+            // The server sees the connection end, commits and closes the pool: wait for its lock to go.
+            var lockPath = Path.Combine(entry.Source, Pool.LockFile);
+            var until = DateTime.UtcNow.AddSeconds(r.GetValue(timeout));
+            while (LockHolder(lockPath) is int pid)
+            {
+                if (DateTime.UtcNow > until) return Fail($"unmounted {mp}, but its server (pid {pid}) has not closed pool {entry.Source} after {r.GetValue(timeout)} s");
+                Thread.Sleep(20);
+            }
+            Console.WriteLine($"unmounted {mp}; pool {entry.Source} committed and closed");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it (or it cannot be told).</summary>
+    private static int? LockHolder(string lockPath)
+    {
+        if (!File.Exists(lockPath)) return null;
+        try
+        {
+            using var probe = new FileStream(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+            return null;   // we got the lock: nobody holds it (ours is released at once)
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { return null; }
+        try
+        {
+            using var read = new FileStream(lockPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var sr = new StreamReader(read);
+            return int.TryParse(sr.ReadLine(), out int pid) ? pid : -1;
+        }
+        catch (IOException) { return -1; }
+    }
+}

@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Cow.Fuse.Native;
+using Mono.Unix.Native;
+
+namespace Cow.Fuse.Mounting;
+
+/// <summary>What to mount where.</summary>
+public sealed record MountRequest
+{
+    /// <summary>Shown as the mount's source in the mount table (the pool folder).</summary>
+    public required string Source { get; init; }
+    public required string MountPoint { get; init; }
+    /// <summary>Let users other than the mounting one use the mount (FUSE's allow_other). Root mounts default to it.</summary>
+    public bool AllowOther { get; init; }
+    public bool ReadOnly { get; init; }
+    /// <summary>Mount through fusermount3 even as root (the path non-root users take).</summary>
+    public bool UseFusermount { get; init; }
+}
+
+/// <summary>A failure to mount or unmount, with a message an administrator can act on.</summary>
+public sealed class MountException(string message) : Exception(message);
+
+/// <summary>
+/// Mounts and unmounts FUSE file systems: as root with mount(2)/umount2(2) directly, otherwise through the
+/// setuid helper fusermount3 (which passes the /dev/fuse descriptor back over a socket with SCM_RIGHTS).
+/// No libfuse. Stateless and thread-safe.
+/// </summary>
+public static class Mounter
+{
+    /// <summary>The file system type in the mount table: "fuse." + subtype.</summary>
+    public const string FsType = "fuse.cow";
+    public const string Fusermount = "fusermount3";
+
+    public static bool IsRoot => Syscall.geteuid() == 0;
+
+    /// <summary>
+    /// Mounts and returns the /dev/fuse descriptor to serve. Checks first that the mount point is a directory
+    /// that is not already a live or dead Cow mount.
+    /// </summary>
+    public static int Mount(MountRequest r)
+    {
+        var mp = MountTable.Normalize(r.MountPoint);
+        CheckMountPoint(mp);
+        return IsRoot && !r.UseFusermount ? MountDirect(r, mp) : MountWithFusermount(r, mp);
+    }
+
+    /// <summary>Throws a <see cref="MountException"/> when <paramref name="mp"/> cannot take a new mount.</summary>
+    public static void CheckMountPoint(string mp)
+    {
+        if (Syscall.stat(mp, out var st) != 0)
+        {
+            var e = Stdlib.GetLastError();
+            if (e == Errno.ENOTCONN)
+                throw new MountException($"{mp} is a Cow mount whose server has died; run 'cow umount {mp}' to clear it");
+            throw new MountException($"mount point {mp}: {LibC.Describe(e)}");
+        }
+        if ((st.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFDIR) throw new MountException($"mount point {mp} is not a directory");
+        var existing = MountTable.Find(mp);
+        if (existing != null && existing.IsCow)
+            throw new MountException($"{mp} is already a Cow mount (of {existing.Source}); unmount it first with 'cow umount {mp}'");
+    }
+
+    private static string Options(MountRequest r, bool direct, int fd = -1)
+    {
+        var o = new List<string>();
+        if (direct)
+        {
+            o.Add($"fd={fd}");
+            o.Add("rootmode=40000");
+            o.Add($"user_id={Syscall.geteuid()}");
+            o.Add($"group_id={Syscall.getegid()}");
+        }
+        else
+        {
+            o.Add("fsname=" + FsName(r.Source));
+            o.Add("subtype=cow");
+        }
+        o.Add("default_permissions");
+        if (r.AllowOther) o.Add("allow_other");
+        if (r.ReadOnly && !direct) o.Add("ro");
+        return string.Join(',', o);
+    }
+
+    /// <summary>The mount source: the pool path, with characters that would break an option list replaced.</summary>
+    public static string FsName(string source) => new(source.Select(c => c is ',' or ' ' or '\t' or '\n' or '\\' ? '_' : c).ToArray());
+
+    private static int MountDirect(MountRequest r, string mp)
+    {
+        int fd = LibC.Open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+        if (fd < 0) throw new MountException($"cannot open /dev/fuse: {LibC.Describe(LibC.LastErrno)} (is the fuse module loaded? try 'modprobe fuse')");
+        ulong flags = LibC.MS_NOSUID | LibC.MS_NODEV | (r.ReadOnly ? LibC.MS_RDONLY : 0);
+        if (LibC.Mount(FsName(r.Source), mp, FsType, flags, Options(r, direct: true, fd)) != 0)
+        {
+            var e = LibC.LastErrno;
+            LibC.Close(fd);
+            throw new MountException($"mount of {r.Source} on {mp} failed: {LibC.Describe(e)}");
+        }
+        return fd;
+    }
+
+    private static unsafe int MountWithFusermount(MountRequest r, string mp)
+    {
+        int* sv = stackalloc int[2];
+        if (LibC.SocketPair(LibC.AF_UNIX, LibC.SOCK_STREAM, 0, sv) != 0)
+            throw new MountException($"socketpair failed: {LibC.Describe(LibC.LastErrno)}");
+        try
+        {
+            // Our end must not leak into the helper; the helper's end must be inherited by it.
+            LibC.Fcntl(sv[0], LibC.F_SETFD, LibC.FD_CLOEXEC);
+            var psi = new ProcessStartInfo(Fusermount) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+            psi.ArgumentList.Add("-o"); psi.ArgumentList.Add(Options(r, direct: false));
+            psi.ArgumentList.Add("--"); psi.ArgumentList.Add(mp);
+            psi.Environment["_FUSE_COMMFD"] = sv[1].ToString();
+            Process p;
+            try { p = Process.Start(psi) ?? throw new MountException($"cannot start {Fusermount}"); }
+            catch (System.ComponentModel.Win32Exception e) { throw new MountException($"cannot run {Fusermount} ({e.Message}); install the fuse3 package"); }
+            using (p)
+            {
+                LibC.Close(sv[1]); sv[1] = -1;
+                int fd = ReceiveFd(sv[0]);
+                string err = p.StandardError.ReadToEnd();
+                p.WaitForExit();
+                if (fd < 0 || p.ExitCode != 0)
+                {
+                    if (fd >= 0) LibC.Close(fd);
+                    throw new MountException($"{Fusermount} could not mount {r.Source} on {mp}: {err.Trim()} (exit {p.ExitCode})");
+                }
+                LibC.Fcntl(fd, LibC.F_SETFD, LibC.FD_CLOEXEC);
+                return fd;
+            }
+        }
+        finally
+        {
+            LibC.Close(sv[0]);
+            if (sv[1] >= 0) LibC.Close(sv[1]);
+        }
+    }
+
+    /// <summary>Receives one descriptor sent with SCM_RIGHTS; -1 when the peer closed without sending one.</summary>
+    private static unsafe int ReceiveFd(int socket)
+    {
+        byte data = 0;
+        var iov = new LibC.IoVec { Base = &data, Length = 1 };
+        const int controlSize = 32;   // CMSG_SPACE(sizeof(int)) = 24 on 64-bit
+        byte* control = stackalloc byte[controlSize];
+        new Span<byte>(control, controlSize).Clear();
+        var msg = new LibC.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = controlSize };
+        nint n;
+        do n = LibC.RecvMsg(socket, &msg, 0); while (n < 0 && LibC.LastErrno == Errno.EINTR);
+        if (n <= 0 || msg.ControlLen < (nuint)sizeof(LibC.CmsgHdr) + sizeof(int)) return -1;
+        var h = (LibC.CmsgHdr*)control;
+        if (h->Level != LibC.SOL_SOCKET || h->Type != LibC.SCM_RIGHTS) return -1;
+        return *(int*)(control + sizeof(LibC.CmsgHdr));
+    }
+
+    /// <summary>
+    /// Unmounts <paramref name="mountPoint"/>. <paramref name="lazy"/> detaches a busy mount (MNT_DETACH:
+    /// it disappears from the namespace now and goes away when its last user closes). Root uses umount2;
+    /// other users fusermount3 -u. Throws a <see cref="MountException"/> (EBUSY: "in use") on failure.
+    /// </summary>
+    public static void Unmount(string mountPoint, bool lazy = false, bool useFusermount = false)
+    {
+        var mp = MountTable.Normalize(mountPoint);
+        if (IsRoot && !useFusermount)
+        {
+            if (LibC.Umount2(mp, LibC.UMOUNT_NOFOLLOW | (lazy ? LibC.MNT_DETACH : 0)) == 0) return;
+            var e = LibC.LastErrno;
+            if (e == Errno.EBUSY) throw new MountException($"{mp} is in use (a process has a file open or its working directory there); close it or use --lazy");
+            if (e == Errno.EINVAL) throw new MountException($"{mp} is not a mount point");
+            throw new MountException($"unmount of {mp} failed: {LibC.Describe(e)}");
+        }
+        var psi = new ProcessStartInfo(Fusermount) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(lazy ? "-uz" : "-u"); psi.ArgumentList.Add("--"); psi.ArgumentList.Add(mp);
+        try
+        {
+            using var p = Process.Start(psi) ?? throw new MountException($"cannot start {Fusermount}");
+            string err = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            if (p.ExitCode != 0) throw new MountException($"{Fusermount} -u {mp} failed: {err.Trim()}");
+        }
+        catch (System.ComponentModel.Win32Exception e) { throw new MountException($"cannot run {Fusermount} ({e.Message}); install the fuse3 package"); }
+    }
+
+    /// <summary>True when <paramref name="mountPoint"/> is a FUSE mount whose server is gone (stat fails with ENOTCONN).</summary>
+    public static bool IsDisconnected(string mountPoint)
+        => Syscall.stat(MountTable.Normalize(mountPoint), out _) != 0 && Stdlib.GetLastError() == Errno.ENOTCONN;
+}

@@ -1,0 +1,185 @@
+using Cow.Fuse.Native;
+using Mono.Unix.Native;
+
+namespace Cow.Fuse.Server;
+
+/// <summary>
+/// Serves one FUSE connection: a set of worker threads, each with its own /dev/fuse descriptor (the first is
+/// the descriptor given to mount; the others are clones made with FUSE_DEV_IOC_CLONE, so the kernel hands
+/// requests to whichever worker is waiting and replies go back on the descriptor the request came from).
+/// Each worker owns one pinned request buffer and one pinned reply buffer for its whole life: the request
+/// path allocates nothing per request. A worker ends when the kernel reports the connection gone (ENODEV,
+/// after unmount or abort).
+/// Threading: <see cref="Start"/> once, then any thread may call <see cref="Close"/>, <see cref="WaitEnded"/>,
+/// <see cref="InFlight"/>. The workers only share the dispatcher (thread-safe) and the in-flight counter
+/// (interlocked). Lock order: <c>_gate</c> only, never held while dispatching.
+/// </summary>
+public sealed class FuseSession : IDisposable
+{
+    private readonly RequestDispatcher _dispatcher;
+    private readonly int _masterFd;
+    private readonly int _workers;
+    private readonly List<Thread> _threads = new();
+    private readonly List<int> _fds = new();
+    private readonly object _gate = new();
+    private readonly ManualResetEventSlim _ended = new(false);
+    private int _running, _inFlight;
+    private volatile bool _closing;
+    private int _disposed;
+
+    /// <summary>Requests seen (all workers).</summary>
+    public long Requests => Interlocked.Read(ref _requests);
+    private long _requests;
+
+    public Action<string>? Log { get; init; }
+
+    /// <param name="deviceFd">the /dev/fuse descriptor the mount was made with; the session closes it.</param>
+    public FuseSession(RequestDispatcher dispatcher, int deviceFd, int workers)
+    {
+        if (workers < 1 || workers > 64) throw new ArgumentOutOfRangeException(nameof(workers), "1 to 64 worker threads");
+        _dispatcher = dispatcher; _masterFd = deviceFd; _workers = workers;
+    }
+
+    /// <summary>True once every worker has ended (the connection is gone or the session was closed).</summary>
+    public bool Ended => _ended.IsSet;
+
+    /// <summary>Requests being dispatched right now.</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>Worker threads serving (known after <see cref="Start"/>).</summary>
+    public int Workers { get { lock (_gate) return _fds.Count; } }
+
+    /// <summary>Starts the workers. Extra descriptors that cannot be cloned (an old kernel) leave fewer workers.</summary>
+    public unsafe void Start()
+    {
+        lock (_gate)
+        {
+            if (_threads.Count > 0) throw new InvalidOperationException("session already started");
+            _fds.Add(_masterFd);
+            for (int i = 1; i < _workers; i++)
+            {
+                int fd = LibC.Open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
+                if (fd < 0) { LogLine($"cannot open /dev/fuse for worker {i}: {LibC.Describe(LibC.LastErrno)}; continuing with {i} workers"); break; }
+                uint master = (uint)_masterFd;
+                if (LibC.Ioctl(fd, LibC.FUSE_DEV_IOC_CLONE, &master) != 0)
+                {
+                    LogLine($"FUSE_DEV_IOC_CLONE failed: {LibC.Describe(LibC.LastErrno)}; continuing with {i} workers");
+                    LibC.Close(fd);
+                    break;
+                }
+                _fds.Add(fd);
+            }
+            _running = _fds.Count;
+            for (int i = 0; i < _fds.Count; i++)
+            {
+                int fd = _fds[i];
+                var t = new Thread(() => Serve(fd)) { IsBackground = true, Name = $"cow-fuse-{i}" };
+                _threads.Add(t);
+            }
+            foreach (var t in _threads) t.Start();
+        }
+    }
+
+    /// <summary>
+    /// Stops dispatching: requests read from now on are answered EIO without reaching the pool, so nothing
+    /// touches the pool after <see cref="Close"/> returned true. Waits (up to <paramref name="timeout"/>)
+    /// until no request is being dispatched. The workers themselves end when the connection goes away.
+    /// </summary>
+    public bool Close(TimeSpan timeout)
+    {
+        _closing = true;
+        var until = DateTime.UtcNow + timeout;
+        while (Volatile.Read(ref _inFlight) > 0)
+        {
+            if (DateTime.UtcNow > until) return false;
+            Thread.Sleep(2);
+        }
+        return true;
+    }
+
+    /// <summary>Waits until every worker has ended; false on timeout.</summary>
+    public bool WaitEnded(TimeSpan timeout) => _ended.Wait(timeout);
+
+    /// <summary>A handle that is set when every worker has ended.</summary>
+    public WaitHandle EndedHandle => _ended.WaitHandle;
+
+    private unsafe void Serve(int fd)
+    {
+        var request = GC.AllocateUninitializedArray<byte>(RequestDispatcher.RequestBufferSize, pinned: true);
+        var reply = GC.AllocateUninitializedArray<byte>(RequestDispatcher.ReplyBufferSize, pinned: true);
+        try
+        {
+            fixed (byte* req = request)
+            fixed (byte* rep = reply)
+            {
+                while (true)
+                {
+                    nint n = LibC.Read(fd, req, (nuint)request.Length);
+                    if (n < 0)
+                    {
+                        var e = LibC.LastErrno;
+                        // ENOENT: the request was interrupted before we read it; EINTR/EAGAIN: try again.
+                        if (e is Errno.EINTR or Errno.EAGAIN or Errno.ENOENT) continue;
+                        if (e != Errno.ENODEV) LogLine($"reading /dev/fuse failed: {LibC.Describe(e)}; worker ends");
+                        return;
+                    }
+                    Interlocked.Increment(ref _requests);
+                    int len;
+                    Interlocked.Increment(ref _inFlight);
+                    try
+                    {
+                        len = _closing
+                            ? ErrorReply(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length), Errno.EIO)
+                            : _dispatcher.Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length));
+                    }
+                    finally { Interlocked.Decrement(ref _inFlight); }
+                    if (len <= 0) continue;
+                    nint w = LibC.Write(fd, rep, (nuint)len);
+                    if (w < 0)
+                    {
+                        var e = LibC.LastErrno;
+                        // ENOENT: the request was interrupted/aborted meanwhile; the reply is simply dropped.
+                        if (e == Errno.ENOENT) continue;
+                        if (e == Errno.ENODEV) return;
+                        LogLine($"writing a reply to /dev/fuse failed: {LibC.Describe(e)}");
+                    }
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            LogLine($"FUSE worker failed: {ex}");
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _running) == 0) _ended.Set();
+        }
+    }
+
+    /// <summary>An error reply to <paramref name="request"/> (none for requests that get no reply).</summary>
+    private static int ErrorReply(ReadOnlySpan<byte> request, Span<byte> reply, Errno error)
+    {
+        if (request.Length < 16) return 0;
+        uint opcode = System.Runtime.InteropServices.MemoryMarshal.Read<uint>(request[4..]);
+        ulong unique = System.Runtime.InteropServices.MemoryMarshal.Read<ulong>(request[8..]);
+        if (unique == 0 || !OpcodeTable.Get(opcode).Replies) return 0;
+        var o = new Protocol.FuseOutHeader { Len = (uint)Protocol.FuseOutHeader.Size, Error = ErrnoMap.ToReplyError(error), Unique = unique };
+        System.Runtime.InteropServices.MemoryMarshal.Write(reply, in o);
+        return Protocol.FuseOutHeader.Size;
+    }
+
+    private void LogLine(string s)
+    {
+        try { Log?.Invoke(s); } catch (Exception) { /* logging must not stop a worker */ }
+    }
+
+    /// <summary>Closes the descriptors of ended workers. Call after the connection is gone (or the process exits).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _closing = true;
+        if (!_ended.IsSet && _threads.Count > 0) return;   // a worker still blocked in read(): leave its descriptor to the process exit
+        lock (_gate) foreach (var fd in _fds) LibC.Close(fd);
+        _ended.Dispose();
+    }
+}
