@@ -55,12 +55,6 @@ public static partial class Program
         // A background server logs to its log file (errors before the mount is up also reach the waiting
         // parent through standard error); a foreground one to standard error.
         TextWriter logWriter = Console.Error;
-        if (backgroundChild)
-        {
-            try { logWriter = new StreamWriter(new FileStream(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true }; }
-            catch (IOException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
-            catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
-        }
         void Log(string line)
         {
             lock (logLock) logWriter.WriteLine($"{DateTime.Now:yyyy-MM-dd HH:mm:ss.fff} cow[{Environment.ProcessId}]: {line}");
@@ -76,6 +70,12 @@ public static partial class Program
         {
             if (settings.Snapshot != null && pool.Snapshot(settings.Snapshot) == null)
                 return Fail($"pool {folder} has no snapshot named '{settings.Snapshot}'");
+            if (backgroundChild)
+            {
+                try { logWriter = new StreamWriter(new FileStream(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true }; }
+                catch (IOException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
+                catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
+            }
             pool.Engine.Problem += Log;
             try { m = MountedFileSystem.Start(pool, settings); }
             catch (MountException e) { return Fail(e.Message); }
@@ -179,7 +179,7 @@ public static partial class Program
         return cmd;
     }
 
-    /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it (or it cannot be told).</summary>
+    /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it.</summary>
     private static int? LockHolder(string lockPath)
     {
         if (!File.Exists(lockPath)) return null;
@@ -188,14 +188,7 @@ public static partial class Program
             using var probe = new FileStream(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
             return null;   // we got the lock: nobody holds it (ours is released at once)
         }
-        catch (IOException) { }
+        catch (IOException) { return Pool.LockHolderPid(lockPath) ?? -1; }
         catch (UnauthorizedAccessException) { return null; }
-        try
-        {
-            using var read = new FileStream(lockPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            using var sr = new StreamReader(read);
-            return int.TryParse(sr.ReadLine(), out int pid) ? pid : -1;
-        }
-        catch (IOException) { return -1; }
     }
 }

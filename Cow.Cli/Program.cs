@@ -199,11 +199,12 @@ public static partial class Program
     private static Command Snapshot()
     {
         var name = new Argument<string>("name") { Description = "snapshot name" };
-        var create = new Command("create", "take a snapshot of the live tree (constant time, durable when it returns)") { PoolArg, name };
+        var create = new Command("create", "take a snapshot of the live tree (constant time, durable when it returns); POOL may be a pool folder or the mount point of a mounted pool") { PoolArg, name };
         create.SetAction(r => Guard(() =>
         {
             var n = r.GetValue(name)!;
             if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Fail(problem);
+            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, n, create: true);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.CreateSnapshot(n, out var s);
             if (e == Errno.EEXIST) return Fail($"a snapshot named '{n}' already exists");
@@ -214,6 +215,7 @@ public static partial class Program
         var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
         delete.SetAction(r => Guard(() =>
         {
+            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
             return e == Errno.ENOENT ? Fail($"no snapshot named '{r.GetValue(name)}'") : e != 0 ? Fail(Describe(e)) : 0;
@@ -221,6 +223,7 @@ public static partial class Program
         var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
         list.SetAction(r => Guard(() =>
         {
+            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));
             return 0;

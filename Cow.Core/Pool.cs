@@ -353,8 +353,25 @@ public sealed class Pool : IDisposable
         }
         catch (IOException e)
         {
-            throw new PoolException($"pool {folder} is already open by another process (lock {path} is held); unmount it or stop that process first", e);
+            var holder = LockHolderPid(path) is int pid ? $"process {pid}" : "another process";
+            throw new PoolException($"pool {folder} is already open by {holder} (lock {path} is held, e.g. by a cow mount); unmount it or stop that process first", e);
         }
+    }
+
+    /// <summary>The pid recorded in a lock file (read without taking the lock), or null.</summary>
+    public static int? LockHolderPid(string lockPath)
+    {
+        int fd = Mono.Unix.Native.Syscall.open(lockPath, Mono.Unix.Native.OpenFlags.O_RDONLY);
+        if (fd < 0) return null;
+        try
+        {
+            var buf = new byte[32];
+            long n;
+            unsafe { fixed (byte* b = buf) n = Mono.Unix.Native.Syscall.read(fd, b, (ulong)buf.Length); }
+            if (n <= 0) return null;
+            return int.TryParse(System.Text.Encoding.ASCII.GetString(buf, 0, (int)n).Trim(), out int pid) ? pid : null;
+        }
+        finally { Mono.Unix.Native.Syscall.close(fd); }
     }
 
     /// <summary>Commits and closes. The lock is released even when the final commit fails (which throws).</summary>

@@ -1,0 +1,233 @@
+using System.Diagnostics;
+using Cow.Core;
+using Cow.Fuse.Mounting;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Cow.Tests.Mount;
+
+/// <summary>cow mount / cow umount as an administrator uses them: the real program, real mounts, signals,
+/// dead servers, double mounts, and a server killed with SIGKILL in the middle of writes.</summary>
+public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "cow-lc-" + Guid.NewGuid().ToString("N")[..12]);
+    private readonly List<string> _mounts = new();
+    private readonly List<Process> _servers = new();
+
+    private string PoolDir => Path.Combine(_root, "pool");
+
+    private string NewMountPoint()
+    {
+        var mp = Path.Combine(_root, "mnt" + _mounts.Count);
+        Directory.CreateDirectory(mp);
+        _mounts.Add(mp);
+        return mp;
+    }
+
+    private void MakePool()
+    {
+        MountedPool.RequireRootAndFuse();
+        var (code, _, err) = CowProgram.Run("mkfs", PoolDir, "--base-size", "64M", "--log-size", "1G");
+        Assert.True(code == 0, err);
+    }
+
+    private (int Code, string Out, string Err) Cow(params string[] args)
+    {
+        var r = CowProgram.Run(args);
+        output.WriteLine($"cow {string.Join(' ', args)} -> {r.Code}\n{r.Out}{r.Err}");
+        return r;
+    }
+
+    /// <summary>Starts a foreground server and waits until its mount is up.</summary>
+    private Process StartForeground(string mp, params string[] extra)
+    {
+        var p = Process.Start(CowProgram.StartInfo(["mount", "--foreground", PoolDir, mp, .. extra]))!;
+        _servers.Add(p);
+        p.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (output) output.WriteLine("server: " + e.Data); };
+        p.BeginErrorReadLine();
+        var until = DateTime.UtcNow.AddSeconds(30);
+        while (MountTable.Find(mp) is not { IsCow: true })
+        {
+            Assert.False(p.HasExited, $"server exited with {(p.HasExited ? p.ExitCode : 0)} before mounting");
+            Assert.True(DateTime.UtcNow < until, "mount did not appear within 30 s");
+            Thread.Sleep(20);
+        }
+        return p;
+    }
+
+    [Fact]
+    public void Background_mount_serves_files_and_umount_waits_for_the_commit()
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        var r = Cow("mount", PoolDir, mp);
+        Assert.Equal(0, r.Code);
+        Assert.Contains("mounted", r.Out);
+        var entry = MountTable.Find(mp);
+        Assert.NotNull(entry);
+        Assert.Equal("fuse.cow", entry!.FsType);
+        var data = new byte[300_000];
+        new Random(7).NextBytes(data);
+        File.WriteAllBytes(Path.Combine(mp, "f.bin"), data);   // no fsync: the unmount must commit it
+        Assert.Equal(0, Cow("umount", mp).Code);
+        Assert.Null(MountTable.Find(mp));
+        // The server has closed the pool: it can be opened at once, and holds the data.
+        using var pool = Pool.Open(PoolDir);
+        Assert.Equal(0, (int)pool.Live.Resolve("/f.bin", out var a));
+        var back = new byte[a.Size];
+        Assert.Equal(0, (int)pool.Live.Read(a.Ino, 0, back, out int n));
+        Assert.Equal(data, back[..n]);
+        Assert.True(pool.Fsck().Clean);
+    }
+
+    [Fact]
+    public void A_pool_is_mounted_once_and_a_mount_point_takes_one_mount()
+    {
+        MakePool();
+        var mp1 = NewMountPoint();
+        var mp2 = NewMountPoint();
+        Assert.Equal(0, Cow("mount", PoolDir, mp1).Code);
+        var again = Cow("mount", PoolDir, mp2);
+        Assert.Equal(1, again.Code);
+        Assert.Matches("already open by process [0-9]+", again.Err);
+        Assert.Null(MountTable.Find(mp2));
+        var same = Cow("mount", PoolDir, mp1);
+        Assert.Equal(1, same.Code);
+        Assert.Contains("already a Cow mount", same.Err);
+        Assert.Equal(0, Cow("umount", mp1).Code);
+        var notMounted = Cow("umount", mp1);
+        Assert.Equal(1, notMounted.Code);
+        Assert.Contains("not mounted", notMounted.Err);
+        var missing = Cow("mount", PoolDir, Path.Combine(_root, "nowhere"));
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("No such file", missing.Err);
+        var noPool = Cow("mount", Path.Combine(_root, "nopool"), mp1);
+        Assert.Equal(1, noPool.Code);
+        Assert.Contains("does not exist", noPool.Err);
+    }
+
+    [Theory]
+    [InlineData("SIGTERM")]
+    [InlineData("SIGINT")]
+    public void A_signal_commits_and_unmounts(string signal)
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        var p = StartForeground(mp);
+        File.WriteAllText(Path.Combine(mp, "note.txt"), "written before the signal");
+        Assert.Equal(0, Mono.Unix.Native.Syscall.kill(p.Id, signal == "SIGTERM" ? Mono.Unix.Native.Signum.SIGTERM : Mono.Unix.Native.Signum.SIGINT));
+        Assert.True(p.WaitForExit(30_000), "server did not exit within 30 s of the signal");
+        Assert.Equal(0, p.ExitCode);
+        Assert.Null(MountTable.Find(mp));
+        using var pool = Pool.Open(PoolDir);
+        Assert.Equal(0, (int)pool.Live.Resolve("/note.txt", out var a));
+        Assert.Equal(25, a.Size);
+    }
+
+    [Fact]
+    public void A_dead_server_is_reported_and_cleared_by_umount()
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        var p = StartForeground(mp);
+        p.Kill();
+        p.WaitForExit();
+        Assert.True(Mounter.IsDisconnected(mp));
+        var again = Cow("mount", PoolDir, mp);
+        Assert.Equal(1, again.Code);
+        Assert.Contains("server has died", again.Err);
+        var r = Cow("umount", mp);
+        Assert.Equal(0, r.Code);
+        Assert.Contains("server had died", r.Out);
+        Assert.Null(MountTable.Find(mp));
+        Assert.Equal(0, Cow("mount", PoolDir, mp).Code);
+        Assert.Equal(0, Cow("umount", mp).Code);
+    }
+
+    [Fact]
+    public void Fusermount_path_mounts_and_unmounts()
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        Assert.Equal(0, Cow("mount", "--fusermount", PoolDir, mp).Code);
+        Assert.Equal("fuse.cow", MountTable.Find(mp)!.FsType);
+        File.WriteAllText(Path.Combine(mp, "x"), "via fusermount3");
+        Assert.Equal("via fusermount3", File.ReadAllText(Path.Combine(mp, "x")));
+        Assert.Equal(0, Cow("umount", mp).Code);
+        Assert.Null(MountTable.Find(mp));
+    }
+
+    /// <summary>
+    /// SIGKILL while writers run: every file whose fsync returned before the kill must read back intact after
+    /// the dead mount is cleared and the pool reopened, and fsck must be clean. Writers keep going without
+    /// fsync on a big file too, so the kill lands in the middle of writes.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Sigkill_mid_write_keeps_fsynced_data_and_a_clean_pool(int seed)
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        var p = StartForeground(mp);
+        var durable = new System.Collections.Concurrent.ConcurrentDictionary<string, byte[]>();
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 3).Select(w => new Thread(() =>
+        {
+            var rnd = new Random(seed * 100 + w);
+            int i = 0;
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    var name = $"w{w}-{i++}.bin";
+                    var data = new byte[rnd.Next(1, 300_000)];
+                    rnd.NextBytes(data);
+                    using (var f = new FileStream(Path.Combine(mp, name), FileMode.CreateNew, FileAccess.Write))
+                    {
+                        f.Write(data);
+                        f.Flush(flushToDisk: true);
+                    }
+                    durable[name] = data;
+                    // and some unsynced overwrites of a shared big file
+                    using var big = new FileStream(Path.Combine(mp, $"big{w}"), FileMode.OpenOrCreate, FileAccess.Write);
+                    big.Position = rnd.Next(0, 8 << 20);
+                    big.Write(data, 0, Math.Min(data.Length, 200_000));
+                }
+            }
+            catch (IOException) { /* the server died under us: expected */ }
+        })).ToArray();
+        foreach (var t in writers) t.Start();
+        var delay = new Random(seed).Next(300, 1500);
+        Thread.Sleep(delay);
+        p.Kill();
+        p.WaitForExit();
+        stop.Cancel();
+        foreach (var t in writers) Assert.True(t.Join(60_000), "a writer hung after the server died");
+        output.WriteLine($"killed after {delay} ms with {durable.Count} files fsync'd");
+        Assert.True(durable.Count > 0, "no file was fsync'd before the kill: the test proved nothing");
+        Assert.Equal(0, Cow("umount", mp).Code);
+        using var pool = Pool.Open(PoolDir);
+        foreach (var (name, data) in durable)
+        {
+            Assert.True(pool.Live.Resolve("/" + name, out var a) == 0, $"{name} was fsync'd but is gone");
+            var back = new byte[a.Size];
+            pool.Live.Read(a.Ino, 0, back, out int n);
+            Assert.True(data.AsSpan().SequenceEqual(back.AsSpan(0, n)), $"{name} was fsync'd but reads back different ({n} of {data.Length} bytes)");
+        }
+        var report = pool.Fsck();
+        Assert.True(report.Clean, report.ToString());
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _servers)
+        {
+            try { if (!p.HasExited) { p.Kill(); p.WaitForExit(10_000); } } catch (Exception) { }
+            p.Dispose();
+        }
+        foreach (var mp in _mounts) MountedPool.ForceUnmount(mp);
+        try { Directory.Delete(_root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
