@@ -544,9 +544,14 @@ public sealed partial class Engine
                     return Errno.EIO;
                 }
                 int nb = bufLen >> BlockShift;
-                var sums = new uint[nb];
-                for (int i = 0; i < nb; i++) sums[i] = Crc32C.Compute(blocks.Slice(i << BlockShift, BlockSize));
-                e = IoEnd(ino, pos, chunk, 0, wm.Device, wm.Address, sums, out _);
+                // IoEnd copies the checksums into the chunk: a pooled array (longer than nb) is enough.
+                var sums = ArrayPool<uint>.Shared.Rent(nb);
+                try
+                {
+                    for (int i = 0; i < nb; i++) sums[i] = Crc32C.Compute(blocks.Slice(i << BlockShift, BlockSize));
+                    e = IoEnd(ino, pos, chunk, 0, wm.Device, wm.Address, sums, out _);
+                }
+                finally { ArrayPool<uint>.Shared.Return(sums); }
                 IomapEnd(ino, pos, remaining, chunk, IomapOp.Write, wm);
                 if (e != 0) return e;
             }
