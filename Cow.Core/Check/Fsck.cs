@@ -31,8 +31,10 @@ public sealed class FsckReport
 /// Checks every invariant of format.md ("Invariants") on a committed pool: record versions, each view's
 /// namespace (one version per key, entries name existing inodes of the right type, link counts, no
 /// orphans), extent maps (sorted, inside their device's data area, block counts), the space maps against
-/// reference counts recomputed from every chunk version, no block owned by two file blocks, segment
-/// headers, superblocks and (optionally) every referenced block's checksum.
+/// reference counts recomputed from every chunk version's mappings (a block shared by a range clone has
+/// one reference per mapping, whichever file and generation it is in), every mapping of one block
+/// recording the same checksum, no referenced block reserved for a write in flight, segment headers,
+/// superblocks and (optionally) every referenced block's checksum.
 /// Threading: runs with the engine exclusively locked.
 /// </summary>
 public static class Fsck
@@ -134,7 +136,9 @@ public static class Fsck
                 if (i.Blocks != blocks.GetValueOrDefault(i.Ino)) r.Add("blocks", $"{vn}: inode {i.Ino} records {i.Blocks} blocks, its extents map {blocks.GetValueOrDefault(i.Ino)}", i.Ino);
         }
 
-        // Extents: shape, bounds, reference counts, single ownership, checksums.
+        // Extents: shape, bounds, reference counts, one content per block, checksums. A block may be
+        // mapped at several (inode, file block) places (range clones share blocks); each mapping is one
+        // reference, and all of them must describe the same data.
         var refs = new Dictionary<(uint, long), uint>();
         var owner = new Dictionary<(uint, long), (long Ino, long FileBlock, uint Sum)>();
         foreach (var c in chunks)
@@ -158,8 +162,8 @@ public static class Fsck
                     uint sum = c.Sums[e.First + k];
                     if (owner.TryGetValue(key, out var o))
                     {
-                        if (o.Ino != c.Ino || o.FileBlock != fb) r.Add("owned-twice", $"block is mapped by inode {o.Ino} block {o.FileBlock} and by inode {c.Ino} block {fb}", c.Ino, fb << shift, e.Device, b);
-                        else if (o.Sum != sum) r.Add("checksum", "two versions of the same block record different checksums", c.Ino, fb << shift, e.Device, b);
+                        if (o.Sum != sum)
+                            r.Add("owned-twice", $"block is mapped by inode {o.Ino} block {o.FileBlock} and by inode {c.Ino} block {fb} with different checksums (written over while referenced)", c.Ino, fb << shift, e.Device, b);
                     }
                     else owner[key] = (c.Ino, fb, sum);
                 }
@@ -182,6 +186,7 @@ public static class Fsck
                     r.Add(expect == 0 ? "leak" : "space-map", $"space map says {disk} references (in memory {mem}), the extent maps make {expect}", who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
                 }
                 if (expect > 0 && !sp.IsBusy(b)) r.Add("space-map", "referenced block is marked free", 0, -1, cookie, b);
+                if (expect > 0 && reserved.Contains((cookie, b))) r.Add("owned-twice", "referenced block is also reserved for a write in flight", 0, -1, cookie, b);
                 if (expect == 0 && sp.IsBusy(b) && !DeviceSpace.IsReservedByFormat(b) && !reserved.Contains((cookie, b)))
                     r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }

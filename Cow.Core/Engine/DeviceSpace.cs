@@ -3,8 +3,9 @@ using Cow.Core.Format;
 namespace Cow.Core.Engine;
 
 /// <summary>
-/// Space map of one device: a reference count per block (how many chunk records of any generation
-/// reference it; persisted per segment in <c>spacemaps</c>) and a busy bit per block (referenced,
+/// Space map of one device: a reference count per block (<c>refs</c> of format.md's <c>spacemaps</c>,
+/// persisted per segment: how many mappings of it there are, one per chunk version and chunk block that
+/// maps it, of any file and any generation; a block shared by a range clone counts each file's mapping) and a busy bit per block (referenced,
 /// reserved by an iomap_begin not yet ended, freed but not yet durable as freed, or reserved by the
 /// format: block 0 of each segment). Only non-busy blocks are handed out, so a block is never reused
 /// before the commit that stops referencing it is durable.
@@ -64,6 +65,7 @@ internal sealed class DeviceSpace
         CheckRange(start, count);
         for (long b = start; b < start + count; b++)
         {
+            if (_refs[b] == uint.MaxValue) throw new InvalidOperationException($"space map of device {Cookie}: block {b} has 2^32-1 references");
             if (_refs[b]++ == 0) SetBusy(b, true);
             _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
         }

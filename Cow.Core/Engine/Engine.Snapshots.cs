@@ -96,8 +96,14 @@ public sealed partial class Engine
     }
 
     /// <summary>
-    /// Space per snapshot (and for the live tree, named "") : bytes it references and bytes only it holds
+    /// Space per snapshot (and for the live tree, named "") : bytes of the distinct device blocks it
+    /// references (a block two files share through a range clone counts once) and bytes only it holds
     /// (what deleting it would free). Reads every extent map: O(mapped blocks), a report, not a hot path.
+    /// <para>Per block, the generations of every chunk version mapping it (of any file) form one interval
+    /// [least birth, greatest death) with no view inside a gap: a block is only ever newly mapped while a
+    /// live version maps it (a write's new block, a chunk's copy-on-write, a clone from a live file), and
+    /// the versions a purge removes were seen by no view. So a view sees the block exactly when its
+    /// generation is in that interval.</para>
     /// </summary>
     public List<SnapshotSpace> SpaceReport()
     {
@@ -107,16 +113,12 @@ public sealed partial class Engine
             List<SnapshotRecord> snaps; long liveGen;
             lock (_lock) { snaps = _snapshots.ToList(); liveGen = _pool.LiveGen; }
             var views = snaps.Select(s => s.Gen).Append(liveGen).ToArray(); // ascending
-            var referenced = new long[views.Length];
             var interval = new Dictionary<(uint, long), (long Min, long Max)>();
             lock (_lock)
             {
                 foreach (var c in Store.AllChunks())
                 {
                     long death = Math.Min(c.Death, liveGen + 1);
-                    for (int v = 0; v < views.Length; v++)
-                        if (c.Birth <= views[v] && views[v] < death)
-                            referenced[v] += c.Extents.Sum(e => (long)e.Count);
                     foreach (var e in c.Extents)
                         for (long b = e.Address; b < e.Address + e.Count; b++)
                         {
@@ -125,14 +127,18 @@ public sealed partial class Engine
                         }
                 }
             }
+            var referenced = new long[views.Length + 1]; // difference array: views [first, last) see the block
             var exclusive = new long[views.Length];
             foreach (var (min, max) in interval.Values)
             {
                 int first = Array.FindIndex(views, g => g >= min);
                 if (first < 0 || views[first] >= max) continue;
-                if (first + 1 < views.Length && views[first + 1] < max) continue; // seen by two views
-                exclusive[first]++;
+                int last = first + 1;
+                while (last < views.Length && views[last] < max) last++;
+                referenced[first]++; referenced[last]--;
+                if (last == first + 1) exclusive[first]++;
             }
+            for (int v = 1; v < views.Length; v++) referenced[v] += referenced[v - 1];
             var result = new List<SnapshotSpace>();
             for (int v = 0; v < views.Length; v++)
             {

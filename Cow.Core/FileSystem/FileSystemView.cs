@@ -203,6 +203,15 @@ public sealed class FileSystemView
         try { return Changed(_e.Fallocate(ino, mode, offset, length)); } catch (IOException e) { return IoFailed(e); }
     }
 
+    /// <summary>copy_file_range(2) within this view (EROFS on a snapshot): see <see cref="Engine.Engine.CloneRange"/>.
+    /// Mutually block-aligned whole blocks are shared with the source (reflink), the rest is copied.</summary>
+    public Errno CopyFileRange(long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
+    {
+        copied = 0;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.CloneRange(srcIno, srcOffset, dstIno, dstOffset, length, out copied)); } catch (IOException e) { return IoFailed(e); }
+    }
+
     public Errno SetXattr(long ino, string name, byte[] value, XattrSetFlags flags = XattrSetFlags.None)
     {
         if (ReadOnly) return Errno.EROFS;

@@ -149,7 +149,7 @@ public class RandomOperationTests(ITestOutputHelper output)
         private readonly Dictionary<string, int> _counts = new();
         /// <summary>Open handles (a file may be open several times); an unlinked file lives on while open.</summary>
         private readonly List<MFile> _open = new();
-        private int _op, _snapCounter, _checkpoints;
+        private int _op, _snapCounter, _checkpoints, _sharingClones;
         private string _current = "";
 
         public Run(int seed, Config config)
@@ -174,7 +174,7 @@ public class RandomOperationTests(ITestOutputHelper output)
         public void Dispose() => _p.Dispose();
 
         public string Summary() =>
-            $"log allocator wrapped {_wraps} times, {_checkpoints} checkpoints ({_checkpointTime.ElapsedMilliseconds} ms, fsck {_fsckTime.ElapsedMilliseconds} ms), {_p.Engine.CommitCount} commits since last open; ops: " +
+            $"log allocator wrapped {_wraps} times, {_sharingClones} clones sharing blocks, {_checkpoints} checkpoints ({_checkpointTime.ElapsedMilliseconds} ms, fsck {_fsckTime.ElapsedMilliseconds} ms), {_p.Engine.CommitCount} commits since last open; ops: " +
             string.Join(", ", _counts.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value} ({_kindTime.GetValueOrDefault(kv.Key):F0} ms)"));
 
         public void Execute(int operations)
@@ -287,6 +287,7 @@ public class RandomOperationTests(ITestOutputHelper output)
             else if (r < 906) DoReopen();
             else if (r < 926) DoOpen();
             else if (r < 946) DoClose();
+            else if (r < 986) DoClone();
             else DoWrite();
         }
 
@@ -331,6 +332,71 @@ public class RandomOperationTests(ITestOutputHelper output)
             Check(n == len, $"write wrote {n} of {len} bytes");
             f.Write(off, data);
             if (_rnd.Next(4) == 0) CompareRange(Live, f, "live", Math.Max(0, off - 100), len + 200);
+        }
+
+        /// <summary>copy_file_range: mostly mutually block-aligned offsets (whole blocks shared), sometimes
+        /// within one file, sometimes reaching both files' ends (a partial last block shared), sometimes
+        /// unaligned (copied), and now and then an error.</summary>
+        private void DoClone()
+        {
+            var f = PickFile();
+            if (f == null) { DoCreate(); return; }
+            var g = _rnd.Next(5) == 0 ? f : PickFile()!;
+            if (_rnd.Next(40) == 0)
+            {
+                var d = PickDir();
+                bool dirIsSource = _rnd.Next(2) == 0;
+                Log($"clone with directory {PathOf(d)} (ino {d.Ino}) as {(dirIsSource ? "source" : "destination")}");
+                Count("clone");
+                var err = dirIsSource ? Live.CopyFileRange(d.Ino, 0, g.Ino, 0, 4096, out _) : Live.CopyFileRange(f.Ino, 0, d.Ino, 0, 4096, out _);
+                Expect(Errno.EISDIR, err, "clone with a directory");
+                return;
+            }
+            long srcOff, dstOff, length;
+            bool unaligned = false;
+            switch (_rnd.Next(8))
+            {
+                case 0 or 1 or 2: // both block-aligned
+                    srcOff = 4096L * _rnd.NextInt64(0, f.Size / 4096 + 2);
+                    dstOff = 4096L * _rnd.NextInt64(0, MaxOffset / 4096);
+                    length = _rnd.Next(3) == 0 ? 1L << 40 : 4096L * _rnd.Next(1, 1200) + (_rnd.Next(2) == 0 ? 0 : _rnd.Next(1, 4096));
+                    break;
+                case 3 or 4: // mutually aligned, same remainder
+                    int rem = _rnd.Next(1, 4096);
+                    srcOff = 4096L * _rnd.NextInt64(0, f.Size / 4096 + 1) + rem;
+                    dstOff = 4096L * _rnd.NextInt64(0, MaxOffset / 4096) + rem;
+                    length = _rnd.Next(2) == 0 ? 1L << 40 : _rnd.Next(1, 3 << 20);
+                    break;
+                case 5: // the whole source onto the destination's last block: both ranges end at end of file
+                    srcOff = 0;
+                    dstOff = 4096L * (Math.Min(g.Size, MaxOffset) / 4096);
+                    length = 1L << 40;
+                    break;
+                default: // anything (copied through read and write when not mutually aligned)
+                    srcOff = _rnd.NextInt64(0, f.Size + 5000);
+                    dstOff = Offset(g);
+                    length = _rnd.Next(1, 200_000);
+                    unaligned = true;
+                    break;
+            }
+            // Keep files small, and byte copies within what one write could allocate.
+            long limit = (unaligned || ((srcOff ^ dstOff) & 4095) != 0 ? 200_000 : MaxOffset + 200_000 - dstOff);
+            length = Math.Max(1, Math.Min(length, limit));
+            if (_rnd.Next(60) == 0) { srcOff = -1; }
+            long len = srcOff < 0 || srcOff >= f.Size ? 0 : Math.Min(length, f.Size - srcOff);
+            Errno expected = srcOff < 0 ? Errno.EINVAL
+                : f == g && len > 0 && srcOff < dstOff + len && dstOff < srcOff + len ? Errno.EINVAL : 0;
+            Log($"clone {PathOf(f)} (ino {f.Ino}, size {f.Size}) at {srcOff} to {PathOf(g)} (ino {g.Ino}, size {g.Size}) at {dstOff} length {length}");
+            Count("clone");
+            var e = Live.CopyFileRange(f.Ino, srcOff, g.Ino, dstOff, length, out long copied);
+            Expect(expected, e, "clone");
+            if (e != 0) return;
+            Check(copied == len, $"clone copied {copied} bytes, the model has {len}");
+            if (len == 0) return;
+            if (((srcOff ^ dstOff) & 4095) == 0 && len >= 4096 + ((4096 - (srcOff & 4095)) & 4095)) _sharingClones++;
+            var bytes = f.Data.AsSpan((int)srcOff, (int)len).ToArray();
+            g.Write(dstOff, bytes);
+            if (_rnd.Next(3) == 0) CompareRange(Live, g, "live", Math.Max(0, dstOff - 5000), (int)Math.Min(len + 10_000, 1 << 20));
         }
 
         private void DoRead()

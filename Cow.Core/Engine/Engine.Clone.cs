@@ -1,0 +1,203 @@
+using System.Buffers;
+using Cow.Core.Metadata;
+using Mono.Unix.Native;
+
+namespace Cow.Core.Engine;
+
+/// <summary>
+/// Range clone (reflink), the engine side of copy_file_range(2): whole blocks are shared, not copied.
+/// <para>Sharing: where source and destination offsets are mutually block-aligned, the destination's
+/// chunk records get extents pointing at the source's device blocks (holes stay holes, per-block
+/// checksums copied) and each such block gains one reference (format.md, "spacemaps": a block's count is
+/// the number of chunk-version mappings of it, of any file and any generation). Nothing else changes:
+/// writes always go out of place, and every path that stops mapping a block (overwrite, punch, truncate,
+/// unlink, chunk copy-on-write, snapshot purge) drops exactly the mapping's own reference, so a shared
+/// block is freed only when its last mapping, live or in a snapshot, is gone.</para>
+/// <para>Threading: <see cref="CloneRange"/> takes the WriteGates of both files, the lower inode number
+/// first (one gate when source and destination are the same file), then <c>_lock</c> for each step;
+/// every other operation takes at most one WriteGate, so the order cannot deadlock.</para>
+/// </summary>
+public sealed partial class Engine
+{
+    /// <summary>Largest piece the byte-copy path (unaligned head, tail, or mutually unaligned offsets) moves at once.</summary>
+    private const int CloneCopyBuffer = 1 << 20;
+
+    /// <summary>
+    /// copy_file_range(2) on the live tree: copies min(<paramref name="length"/>, source size −
+    /// <paramref name="srcOffset"/>) bytes (0 at or after the source's end) from file
+    /// <paramref name="srcIno"/> to file <paramref name="dstIno"/>, growing the destination if needed.
+    /// Whole blocks at mutually block-aligned offsets are shared with the source (no data is written, no
+    /// space is used); a partial last block ending at the source's end is shared too when the destination
+    /// range also ends at or past the destination's end (as btrfs does). Everything else is copied
+    /// through the read and write paths. <paramref name="copied"/> is the bytes done: a later failure
+    /// after some progress returns success with a short count, as write(2) does.
+    /// Errors: ENOENT, EISDIR (either is a directory), EINVAL (not regular files, a negative offset or
+    /// length, or overlapping ranges of one file), EFBIG (the destination would pass
+    /// <see cref="MaxFileSize"/>), ENOSPC/EIO from the copy path.
+    /// </summary>
+    public Errno CloneRange(long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
+    {
+        copied = 0;
+        if (srcOffset < 0 || dstOffset < 0 || length < 0) return Errno.EINVAL;
+        LiveInode? src, dst;
+        lock (_lock)
+        {
+            if (_failure != null) return Errno.EIO;
+            src = Live(srcIno);
+            dst = Live(dstIno);
+            if (src == null || dst == null) return Errno.ENOENT;
+            if (IsDir(src.Rec) || IsDir(dst.Rec)) return Errno.EISDIR;
+            if ((src.Rec.Mode & S_IFMT) != S_IFREG || (dst.Rec.Mode & S_IFMT) != S_IFREG) return Errno.EINVAL;
+            src.Pins++;
+            if (dst != src) dst.Pins++;
+        }
+        try
+        {
+            var first = src.Ino <= dst.Ino ? src : dst;
+            var second = first == src ? dst : src;
+            first.WriteGate.Wait();
+            try
+            {
+                if (second != first) second.WriteGate.Wait();
+                try { return CloneGated(src, srcOffset, dst, dstOffset, length, out copied); }
+                finally { if (second != first) second.WriteGate.Release(); }
+            }
+            finally { first.WriteGate.Release(); }
+        }
+        finally
+        {
+            Unpin(src);
+            if (dst != src) Unpin(dst);
+        }
+    }
+
+    /// <summary>The body of <see cref="CloneRange"/>; the caller holds both files' WriteGates.</summary>
+    private Errno CloneGated(LiveInode src, long srcOff, LiveInode dst, long dstOff, long length, out long copied)
+    {
+        copied = 0;
+        long srcSize;
+        lock (_lock)
+        {
+            if (src.Deleted || dst.Deleted) return Errno.ENOENT;
+            srcSize = src.Rec.Size;
+        }
+        long len = srcOff >= srcSize ? 0 : Math.Min(length, srcSize - srcOff);
+        if (len == 0) return 0;
+        if (dstOff >= MaxFileSize || len > MaxFileSize - dstOff) return Errno.EFBIG;
+        if (src == dst && srcOff < dstOff + len && dstOff < srcOff + len) return Errno.EINVAL;
+
+        long mask = BlockSize - 1;
+        Errno err;
+        if (((srcOff ^ dstOff) & mask) != 0)
+            err = CopyBytes(src, srcOff, dst, dstOff, len, ref copied);
+        else
+        {
+            // Head up to the first block boundary, whole blocks shared, then the tail.
+            long head = Math.Min(len, (BlockSize - (srcOff & mask)) & mask);
+            err = head > 0 ? CopyBytes(src, srcOff, dst, dstOff, head, ref copied) : 0;
+            if (err == 0)
+            {
+                long rest = len - head;
+                long nb = rest >> BlockShift, tail = rest & mask;
+                lock (_lock)
+                {
+                    if (src.Deleted || dst.Deleted) err = Errno.ENOENT;
+                    else
+                    {
+                        // A partial last block ending at the source's end (its bytes past the end are zero)
+                        // may become the destination's last block whole.
+                        bool shareTail = tail > 0 && src != dst && srcOff + len == src.Rec.Size && dstOff + len >= dst.Rec.Size;
+                        long shared = shareTail ? nb + 1 : nb;
+                        if (shared > 0)
+                        {
+                            ShareBlocks(src, (srcOff + head) >> BlockShift, dst, (dstOff + head) >> BlockShift, shared);
+                            long end = shareTail ? dstOff + len : dstOff + head + (nb << BlockShift);
+                            var rec = MutableInode(dst);
+                            if (end > rec.Size) rec.Size = end;
+                            copied += shareTail ? rest : nb << BlockShift;
+                        }
+                        if (shareTail) tail = 0;
+                    }
+                }
+                if (err == 0 && tail > 0)
+                    err = CopyBytes(src, srcOff + len - tail, dst, dstOff + len - tail, tail, ref copied);
+            }
+        }
+        if (copied > 0)
+            lock (_lock)
+            {
+                var rec = MutableInode(dst);
+                rec.MtimeNs = rec.CtimeNs = NowNs();
+            }
+        return copied > 0 ? 0 : err;
+    }
+
+    /// <summary>
+    /// Makes file blocks [dFb, dFb+n) of <paramref name="dst"/> map what [sFb, sFb+n) of
+    /// <paramref name="src"/> maps: the destination range is punched first (its old blocks lose this
+    /// file's reference exactly as an overwrite would release them, respecting snapshots), then every
+    /// mapped run of the source is mapped there with its checksums, each block gaining one reference.
+    /// Source holes stay holes. Under <c>_lock</c>, with both WriteGates held; when the files are one,
+    /// the ranges do not overlap. The destination's size is the caller's business.
+    /// </summary>
+    private void ShareBlocks(LiveInode src, long sFb, LiveInode dst, long dFb, long n)
+    {
+        PunchRange(dst, dFb, dFb + n);
+        long firstChunk = sFb / ChunkBlocks, lastChunk = (sFb + n - 1) / ChunkBlocks;
+        IEnumerable<long> indexes = lastChunk - firstChunk < 64
+            ? Enumerable.Range(0, (int)(lastChunk - firstChunk + 1)).Select(i => firstChunk + i)
+            : LiveChunks(src).Where(c => c.Index >= firstChunk && c.Index <= lastChunk).Select(c => c.Index).ToList();
+        var sums = ArrayPool<uint>.Shared.Rent(ChunkBlocks);
+        var pieces = new List<Extent>();
+        try
+        {
+            foreach (long idx in indexes)
+            {
+                // Copy what the source chunk maps in the range before changing anything: with one file,
+                // the destination's chunk may be this very chunk (made private or re-created below).
+                var c = LiveChunk(src, idx);
+                if (c == null) continue;
+                long cStart = idx * ChunkBlocks;
+                uint a = (uint)Math.Max(0, sFb - cStart), b = (uint)Math.Min(ChunkBlocks, sFb + n - cStart);
+                pieces.Clear();
+                foreach (var e in c.Extents)
+                {
+                    if (e.End <= a) continue;
+                    if (e.First >= b) break;
+                    uint from = Math.Max(a, e.First), to = Math.Min(b, e.End);
+                    pieces.Add(new Extent(from, to - from, e.Device, e.Address + (from - e.First)));
+                }
+                c.Sums.AsSpan((int)a, (int)(b - a)).CopyTo(sums.AsSpan((int)a));
+                foreach (var p in pieces)
+                    RemapRange(dst, cStart + p.First - sFb + dFb, p.Count, p.Device, p.Address, sums.AsSpan((int)p.First, (int)p.Count));
+            }
+        }
+        finally { ArrayPool<uint>.Shared.Return(sums); }
+    }
+
+    /// <summary>Copies bytes [srcOff, srcOff+n) of <paramref name="src"/> to <paramref name="dstOff"/> of
+    /// <paramref name="dst"/> through the read and write paths (holes are read as zeros and written).
+    /// Adds what it wrote to <paramref name="copied"/>. The caller holds both WriteGates.</summary>
+    private Errno CopyBytes(LiveInode src, long srcOff, LiveInode dst, long dstOff, long n, ref long copied)
+    {
+        var buf = ArrayPool<byte>.Shared.Rent((int)Math.Min(n, CloneCopyBuffer));
+        try
+        {
+            while (n > 0)
+            {
+                int want = (int)Math.Min(n, CloneCopyBuffer);
+                var e = Read(LiveTree, src.Ino, srcOff, buf.AsSpan(0, want), out int got);
+                if (e != 0) return e;
+                if (got == 0) throw new InvalidOperationException($"clone: inode {src.Ino} shrank under its WriteGate"); // a bug, not an I/O error
+                long pos = dstOff;
+                int written = 0;
+                e = WriteLocked(dst, ref pos, buf.AsSpan(0, got), ref written);
+                copied += written;
+                if (e != 0) return e;
+                srcOff += got; dstOff += got; n -= got;
+            }
+            return 0;
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+}
