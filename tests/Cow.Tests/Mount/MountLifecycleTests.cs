@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Cow.Core;
 using Cow.Fuse.Mounting;
+using Mono.Unix.Native;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -184,16 +185,12 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
                     var name = $"w{w}-{i++}.bin";
                     var data = new byte[rnd.Next(1, 300_000)];
                     rnd.NextBytes(data);
-                    using (var f = new FileStream(Path.Combine(mp, name), FileMode.CreateNew, FileAccess.Write))
-                    {
-                        f.Write(data);
-                        f.Flush(flushToDisk: true);
-                    }
+                    // Raw syscalls: .NET's FileStream.Flush(true) ignores some fsync errors (it reported
+                    // success for an fsync the kernel failed with ECONNABORTED when the server died).
+                    if (!WriteAll(Path.Combine(mp, name), data, data.Length, 0, OpenFlags.O_CREAT | OpenFlags.O_EXCL, fsync: true)) break;
                     durable[name] = data;
                     // and some unsynced overwrites of a shared big file
-                    using var big = new FileStream(Path.Combine(mp, $"big{w}"), FileMode.OpenOrCreate, FileAccess.Write);
-                    big.Position = rnd.Next(0, 8 << 20);
-                    big.Write(data, 0, Math.Min(data.Length, 200_000));
+                    if (!WriteAll(Path.Combine(mp, $"big{w}"), data, Math.Min(data.Length, 200_000), rnd.Next(0, 8 << 20), OpenFlags.O_CREAT, fsync: false)) break;
                 }
             }
             catch (IOException) { /* the server died under us: expected */ }
@@ -209,6 +206,8 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         Assert.True(durable.Count > 0, "no file was fsync'd before the kill: the test proved nothing");
         Assert.Equal(0, Cow("umount", mp).Code);
         using var pool = Pool.Open(PoolDir);
+        var missing = durable.Keys.Where(k => pool.Live.Resolve("/" + k, out _) != 0).Order().ToList();
+        Assert.True(missing.Count == 0, $"{missing.Count} of {durable.Count} fsync'd files are gone: {string.Join(", ", missing.Take(20))}");
         foreach (var (name, data) in durable)
         {
             Assert.True(pool.Live.Resolve("/" + name, out var a) == 0, $"{name} was fsync'd but is gone");
@@ -218,6 +217,25 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         }
         var report = pool.Fsck();
         Assert.True(report.Clean, report.ToString());
+    }
+
+    /// <summary>open, pwrite everything, optionally fsync, close: false on any error (the server died).</summary>
+    private static unsafe bool WriteAll(string path, byte[] data, int length, long offset, OpenFlags flags, bool fsync)
+    {
+        int fd = Syscall.open(path, OpenFlags.O_WRONLY | flags, FilePermissions.S_IRUSR | FilePermissions.S_IWUSR);
+        if (fd < 0) return false;
+        try
+        {
+            fixed (byte* b = data)
+                for (int done = 0; done < length;)
+                {
+                    long n = Syscall.pwrite(fd, b + done, (ulong)(length - done), offset + done);
+                    if (n <= 0) return false;
+                    done += (int)n;
+                }
+            return !fsync || Syscall.fsync(fd) == 0;
+        }
+        finally { Syscall.close(fd); }
     }
 
     public void Dispose()
