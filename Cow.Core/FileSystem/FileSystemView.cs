@@ -215,6 +215,52 @@ public sealed class FileSystemView
         try { return Changed(_e.RemoveXattr(ino, name)); } catch (IOException e) { return IoFailed(e); }
     }
 
+    /// <summary>
+    /// copy_file_range(2) within this tree: copies up to <paramref name="length"/> bytes from
+    /// <paramref name="srcIno"/> at <paramref name="srcOffset"/> to <paramref name="dstIno"/> at
+    /// <paramref name="dstOffset"/>; <paramref name="copied"/> is short at the source's end of file (0 when
+    /// <paramref name="srcOffset"/> is at or past it). Errors as copy_file_range(2): EINVAL for negative
+    /// offsets or lengths, non-regular files or overlapping ranges of one file; EISDIR for directories;
+    /// EOVERFLOW when a range end does not fit in a long; EROFS on a snapshot. A failure after some bytes
+    /// were copied is a short copy, not an error.
+    /// TEMPORARY implementation (copies through <see cref="Read"/> and <see cref="Write"/> in 1 MiB chunks):
+    /// the engine's own CopyFileRange, with the same signature, replaces it at merge time.
+    /// </summary>
+    public Errno CopyFileRange(long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
+    {
+        copied = 0;
+        if (Stale) return Errno.ESTALE;
+        if (srcOffset < 0 || dstOffset < 0 || length < 0) return Errno.EINVAL;
+        var e = GetAttr(srcIno, out var src);
+        if (e != 0) return e;
+        e = GetAttr(dstIno, out var dst);
+        if (e != 0) return e;
+        if (src.IsDirectory || dst.IsDirectory) return Errno.EISDIR;
+        if (!src.IsRegular || !dst.IsRegular) return Errno.EINVAL;
+        if (ReadOnly) return Errno.EROFS;
+        if (srcOffset > long.MaxValue - length || dstOffset > long.MaxValue - length) return Errno.EOVERFLOW;
+        if (srcIno == dstIno && srcOffset < dstOffset + length && dstOffset < srcOffset + length) return Errno.EINVAL;
+        if (length == 0 || srcOffset >= src.Size) return 0;
+        length = Math.Min(length, src.Size - srcOffset);
+        const int Chunk = 1 << 20;
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(Chunk);
+        try
+        {
+            while (copied < length)
+            {
+                int want = (int)Math.Min(Chunk, length - copied);
+                e = Read(srcIno, srcOffset + copied, buffer.AsSpan(0, want), out int got);
+                if (e != 0 || got <= 0) break;
+                e = Write(dstIno, dstOffset + copied, buffer.AsSpan(0, got), out int written);
+                if (e != 0) break;
+                copied += written;
+                if (written < got) break;
+            }
+        }
+        finally { System.Buffers.ArrayPool<byte>.Shared.Return(buffer); }
+        return copied > 0 ? 0 : e;
+    }
+
     // ------------------------------------------------------------------ path helpers (CLI, tests)
 
     /// <summary>Resolves an absolute path ("/a/b") without following a final symlink.</summary>
