@@ -221,7 +221,8 @@ public sealed class FileSystemView
     /// <paramref name="dstOffset"/>; <paramref name="copied"/> is short at the source's end of file (0 when
     /// <paramref name="srcOffset"/> is at or past it). Errors as copy_file_range(2): EINVAL for negative
     /// offsets or lengths, non-regular files or overlapping ranges of one file; EISDIR for directories;
-    /// EOVERFLOW when a range end does not fit in a long; EROFS on a snapshot. A failure after some bytes
+    /// EFBIG at or past the largest file size; EROFS on a snapshot. The length is first shortened to the
+    /// source's end of file, so any length (long.MaxValue included) is accepted. A failure after some bytes
     /// were copied is a short copy, not an error.
     /// TEMPORARY implementation (copies through <see cref="Read"/> and <see cref="Write"/> in 1 MiB chunks):
     /// the engine's own CopyFileRange, with the same signature, replaces it at merge time.
@@ -238,10 +239,12 @@ public sealed class FileSystemView
         if (src.IsDirectory || dst.IsDirectory) return Errno.EISDIR;
         if (!src.IsRegular || !dst.IsRegular) return Errno.EINVAL;
         if (ReadOnly) return Errno.EROFS;
-        if (srcOffset > long.MaxValue - length || dstOffset > long.MaxValue - length) return Errno.EOVERFLOW;
+        // As generic_copy_file_checks: shorten to the source's end of file and the size limit, then check.
+        length = srcOffset >= src.Size ? 0 : Math.Min(length, src.Size - srcOffset);
+        if (dstOffset >= Engine.Engine.MaxFileSize && length > 0) return Errno.EFBIG;
+        length = Math.Min(length, Math.Max(0, Engine.Engine.MaxFileSize - dstOffset));
         if (srcIno == dstIno && srcOffset < dstOffset + length && dstOffset < srcOffset + length) return Errno.EINVAL;
-        if (length == 0 || srcOffset >= src.Size) return 0;
-        length = Math.Min(length, src.Size - srcOffset);
+        if (length == 0) return 0;
         const int Chunk = 1 << 20;
         var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(Chunk);
         try

@@ -1,4 +1,4 @@
-// FUSE kernel protocol 7.45: READ/WRITE/FSYNC/LSEEK/FALLOCATE/COPY_FILE_RANGE.
+// FUSE kernel protocol 7.45: READ/WRITE/FSYNC/SYNCFS/LSEEK/FALLOCATE/COPY_FILE_RANGE.
 using System.Runtime.InteropServices;
 
 namespace Cow.Fuse.Protocol;
@@ -59,6 +59,14 @@ public struct FuseFsyncIn
     public uint Padding;
 
     public const uint FsyncFdatasync = 1u << 0;
+}
+
+/// <summary>Kernel <c>struct fuse_syncfs_in</c> (8 bytes), for SYNCFS.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct FuseSyncfsIn
+{
+    public const int Size = 8;
+    public ulong Padding;
 }
 
 /// <summary>Kernel <c>struct fuse_lseek_in</c> (24 bytes).</summary>

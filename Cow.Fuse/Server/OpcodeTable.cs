@@ -17,11 +17,12 @@ public readonly record struct OpcodeEntry(OpHandler? Handler, int MinPayload, bo
 
 /// <summary>
 /// THE opcode table: opcode → (handler, minimum payload size in bytes after fuse_in_header and extensions,
-/// whether a reply is sent). FORGET and BATCH_FORGET send no reply. Every opcode not in the table (unknown,
-/// or not implemented yet) is answered ENOSYS by <see cref="RequestDispatcher"/>. The handlers below serve the
-/// read side against a <see cref="FileSystemView"/>; FUSE node ids are Cow inode numbers (root 1 = root 1).
+/// whether a reply is sent). FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY send no reply. Every opcode
+/// not in the table is answered ENOSYS by <see cref="RequestDispatcher"/>; the ones of the kernel's fuse.h
+/// left so on purpose are listed in <see cref="Build"/> with the reason. Node ids are resolved through
+/// <see cref="NodeTable"/>. The handlers live in the partial files OpcodeTable.*.cs.
 /// </summary>
-public static class OpcodeTable
+public static partial class OpcodeTable
 {
     private const int TableSize = 64;
     // NotImplemented first: static initialisers run in textual order and Build() reads it.
@@ -42,18 +43,54 @@ public static class OpcodeTable
         Set(FuseOpcode.Lookup, Lookup, 2);                       // at least one byte of name and its NUL
         Set(FuseOpcode.Forget, Nothing, FuseForgetIn.Size, replies: false);
         Set(FuseOpcode.BatchForget, Nothing, FuseBatchForgetIn.Size, replies: false);
+        Set(FuseOpcode.Interrupt, Nothing, FuseInterruptIn.Size, replies: false);
+        Set(FuseOpcode.NotifyReply, Nothing, 0, replies: false);
         Set(FuseOpcode.Getattr, Getattr, FuseGetattrIn.Size);
+        Set(FuseOpcode.Setattr, Setattr, FuseSetattrIn.Size);
+        Set(FuseOpcode.Statx, Statx, FuseStatxIn.Size);
+        Set(FuseOpcode.Access, Access, FuseAccessIn.Size);
         Set(FuseOpcode.Statfs, Statfs, 0);
         Set(FuseOpcode.Readlink, Readlink, 0);
+        Set(FuseOpcode.Mknod, Mknod, FuseConstants.CompatMknodInSize + 2);
+        Set(FuseOpcode.Mkdir, Mkdir, FuseMkdirIn.Size + 2);
+        Set(FuseOpcode.Symlink, Symlink, 4);                     // name, NUL, target, NUL
+        Set(FuseOpcode.Link, Link, FuseLinkIn.Size + 2);
+        Set(FuseOpcode.Unlink, Unlink, 2);
+        Set(FuseOpcode.Rmdir, Rmdir, 2);
+        Set(FuseOpcode.Rename, Rename, FuseRenameIn.Size + 4);
+        Set(FuseOpcode.Rename2, Rename2, FuseRename2In.Size + 4);
         Set(FuseOpcode.Open, Open, FuseOpenIn.Size);
+        Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2);      // fuse_create_in is 8 bytes before 7.12
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
         Set(FuseOpcode.Releasedir, Nothing, FuseReleaseIn.Size);
+        Set(FuseOpcode.Flush, Nothing, FuseFlushIn.Size);        // nothing is buffered per handle
         Set(FuseOpcode.Read, Read, FuseReadIn.Size);
+        Set(FuseOpcode.Write, WriteData, FuseWriteIn.Size);
+        Set(FuseOpcode.Fsync, Fsync, FuseFsyncIn.Size);
+        Set(FuseOpcode.Fsyncdir, Fsync, FuseFsyncIn.Size);
+        Set(FuseOpcode.Syncfs, Syncfs, FuseSyncfsIn.Size);
+        Set(FuseOpcode.Fallocate, Fallocate, FuseFallocateIn.Size);
+        Set(FuseOpcode.Lseek, Lseek, FuseLseekIn.Size);
+        Set(FuseOpcode.CopyFileRange, CopyFileRange, FuseCopyFileRangeIn.Size);
+        Set(FuseOpcode.CopyFileRange64, CopyFileRange, FuseCopyFileRangeIn.Size);
         Set(FuseOpcode.Readdir, Readdir, FuseReadIn.Size);
         Set(FuseOpcode.Readdirplus, Readdirplus, FuseReadIn.Size);
+        Set(FuseOpcode.Setxattr, Setxattr, FuseConstants.CompatSetxattrInSize + 2);
         Set(FuseOpcode.Getxattr, Getxattr, FuseGetxattrIn.Size + 2);
         Set(FuseOpcode.Listxattr, Listxattr, FuseGetxattrIn.Size);
+        Set(FuseOpcode.Removexattr, Removexattr, 2);
+
+        // Deliberately ENOSYS (left as NotImplemented):
+        //  GETLK, SETLK, SETLKW: FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS are not granted, so the kernel keeps
+        //    locks itself and never sends these.
+        //  BMAP: only for fuseblk mounts (a block device behind the mount); Cow is not one.
+        //  IOCTL: Cow has no ioctls (the kernel answers ENOTTY). POLL: files are always ready; ENOSYS makes
+        //    the kernel use its default poll mask.
+        //  SETUPMAPPING, REMOVEMAPPING: DAX (virtiofs) only.
+        //  TMPFILE: O_TMPFILE needs an unnamed inode that linkat can name later; the engine cannot link an
+        //    inode whose link count went to 0, so the kernel's EOPNOTSUPP (from ENOSYS) is the honest answer.
+        //  CUSE_INIT and the experimental fuse-iomap opcodes: not this protocol.
         return t;
     }
 
@@ -63,9 +100,15 @@ public static class OpcodeTable
     public const int InitInMinSize = 16;
     /// <summary>The oldest kernel minor served: 7.9 is where fuse_attr_out, fuse_entry_out and fuse_read_in took their present sizes.</summary>
     public const uint OldestMinor = 9;
-    /// <summary>INIT flags granted when (and only when) the kernel offers them.</summary>
+    /// <summary>INIT flags granted when (and only when) the kernel offers them. Not asked for: POSIX_LOCKS and
+    /// FLOCK_LOCKS (the kernel locks locally), DONT_MASK (the kernel applies the umask), HANDLE_KILLPRIV(_V2)
+    /// (the kernel clears setuid/setgid with a SETATTR), EXPORT_SUPPORT (no lookups of "." and ".."),
+    /// POSIX_ACL, passthrough, DAX and the rest.</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
-        | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages;
+        | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
+        | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks;
+    /// <summary>init_out.max_background and congestion_threshold.</summary>
+    public const ushort MaxBackground = 64, CongestionThreshold = 48;
 
     private static Errno Init(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
@@ -83,10 +126,15 @@ public static class OpcodeTable
         if (minor < OldestMinor) return Errno.EPROTO;
         if ((offered & (ulong)FuseInitFlags.InitExt) != 0 && p.Length >= 20) offered |= (ulong)MemoryMarshal.Read<uint>(p[16..]) << 32;
 
-        var granted = (FuseInitFlags)offered & Wanted;
+        var wanted = Wanted;
+        // Write-back caching of a read-only tree would only buffer writes that fail.
+        if (d.Options.WritebackCache && !d.Root.ReadOnly) wanted |= FuseInitFlags.WritebackCache;
+        var granted = (FuseInitFlags)offered & wanted;
         o.Minor = Math.Min(minor, FuseConstants.KernelMinorVersion);
         o.MaxReadahead = maxReadahead;
         o.TimeGran = 1;
+        o.MaxBackground = MaxBackground;
+        o.CongestionThreshold = CongestionThreshold;
         if ((granted & FuseInitFlags.MaxPages) != 0) { o.MaxWrite = RequestDispatcher.MaxWrite; o.MaxPages = RequestDispatcher.MaxPages; }
         else o.MaxWrite = RequestDispatcher.DefaultMaxWrite;
         if (((ulong)granted >> 32) != 0) granted |= FuseInitFlags.InitExt;   // flags >= 32 travel in flags2
@@ -108,221 +156,13 @@ public static class OpcodeTable
         return 0;
     }
 
-    /// <summary>FORGET / BATCH_FORGET (node ids are inode numbers and the engine keeps no lookup counts, so
-    /// there is nothing to drop; no reply) and RELEASEDIR (an open directory holds nothing): nothing to do.</summary>
+    /// <summary>Nothing to do: FORGET / BATCH_FORGET (node ids are never reused and the engine keeps no lookup
+    /// counts; no reply), INTERRUPT (requests are handled synchronously, nothing is left to interrupt; no
+    /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply), RELEASEDIR (an open directory holds
+    /// nothing) and FLUSH (nothing is buffered per handle).</summary>
     private static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
-        return 0;
-    }
-
-    // ------------------------------------------------------------------ attributes and names
-
-    private static Errno Lookup(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        var e = ReadName(p, Errno.ENOENT, out string name);   // a name that is not UTF-8 cannot exist in Cow
-        if (e != 0) return e;
-        if (!ToIno(h.NodeId, out long parent)) return Errno.ENOENT;
-        e = d.View.Lookup(parent, name, out var attr);
-        if (e != 0) return e;
-        var entry = Entry(in attr);
-        return Write(reply, in entry, out n);
-    }
-
-    private static Errno Getattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var e = d.View.GetAttr(ino, out var attr);
-        if (e != 0) return e;
-        var o = new FuseAttrOut { AttrValid = RequestDispatcher.AttrTimeoutSeconds, Attr = Attr(in attr) };
-        return Write(reply, in o, out n);
-    }
-
-    private static Errno Statfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        var s = d.View.StatFs();
-        var o = new FuseStatfsOut
-        {
-            St = new FuseKstatfs
-            {
-                Blocks = (ulong)Math.Max(0, s.Blocks), Bfree = (ulong)Math.Max(0, s.FreeBlocks), Bavail = (ulong)Math.Max(0, s.AvailableBlocks),
-                Files = (ulong)Math.Max(0, s.Files), Ffree = (ulong)Math.Max(0, s.FreeFiles),
-                Bsize = (uint)s.BlockSize, Frsize = (uint)s.BlockSize, NameLen = (uint)s.NameMax,
-            },
-        };
-        return Write(reply, in o, out n);
-    }
-
-    private static Errno Readlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var e = d.View.Readlink(ino, out string target);
-        if (e != 0) return e;
-        if (!Encoding.UTF8.TryGetBytes(target, reply, out n)) { n = 0; return Errno.ENAMETOOLONG; }
-        return 0;
-    }
-
-    // ------------------------------------------------------------------ open / release / read
-
-    private const uint O_ACCMODE = 3, O_TRUNC = 0x200;
-    /// <summary>fuse_open_out.fh of a file the engine has counted open (RELEASE pairs only those).</summary>
-    private const ulong EngineOpenFh = 1;
-
-    private static Errno Open(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var i = MemoryMarshal.Read<FuseOpenIn>(p);
-        bool writable = (i.Flags & O_ACCMODE) != 0;
-        var e = d.View.GetAttr(ino, out var attr);
-        if (e != 0) return e;
-        if (attr.IsDirectory) return Errno.EISDIR;
-        e = d.View.Open(ino, writable);
-        if (e != 0) return e;
-        ulong fh = d.View.ReadOnly ? 0 : EngineOpenFh;
-        // With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us.
-        if (writable && (i.Flags & O_TRUNC) != 0 && attr.Size != 0)
-        {
-            e = d.View.SetAttr(ino, new SetAttrRequest { Size = 0 }, out _);
-            if (e != 0) { if (fh == EngineOpenFh) d.View.Release(ino); return e; }
-        }
-        var o = new FuseOpenOut { Fh = fh };
-        return Write(reply, in o, out n);
-    }
-
-    private static Errno Opendir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var e = d.View.GetAttr(ino, out var attr);
-        if (e != 0) return e;
-        if (!attr.IsDirectory) return Errno.ENOTDIR;
-        var o = new FuseOpenOut();
-        return Write(reply, in o, out n);
-    }
-
-    private static Errno Release(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        var i = MemoryMarshal.Read<FuseReleaseIn>(p);
-        if (i.Fh != EngineOpenFh || !ToIno(h.NodeId, out long ino)) return 0;
-        d.View.Release(ino);   // RELEASE cannot fail from the kernel's point of view
-        return 0;
-    }
-
-    private static Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var i = MemoryMarshal.Read<FuseReadIn>(p);
-        if (i.Offset > long.MaxValue) return Errno.EINVAL;
-        int size = (int)Math.Min(i.Size_, (uint)reply.Length);
-        var e = d.View.Read(ino, (long)i.Offset, reply[..size], out int count);
-        if (e != 0) return e;
-        n = Math.Clamp(count, 0, size);
-        return 0;
-    }
-
-    // ------------------------------------------------------------------ directories
-
-    [ThreadStatic] private static List<DirEntryInfo>? t_entries;
-
-    private static Errno Readdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: false, out n);
-
-    private static Errno Readdirplus(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: true, out n);
-
-    private static Errno ReadDirectory(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, bool plus, out int n)
-    {
-        n = 0;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var i = MemoryMarshal.Read<FuseReadIn>(p);
-        if (i.Offset > long.MaxValue) return Errno.EINVAL;
-        int limit = (int)Math.Min(i.Size_, (uint)reply.Length);
-        int smallest = plus ? FuseDirentLayout.DirentplusRecordSize(1) : FuseDirentLayout.DirentSize(1);
-        int max = Math.Max(1, limit / smallest);
-        var list = t_entries ??= new List<DirEntryInfo>(256);
-        list.Clear();
-        try
-        {
-            var e = d.View.ReadDir(ino, (long)i.Offset, max, list);
-            if (e != 0) return e;
-            Span<byte> name = stackalloc byte[1024];
-            var dst = reply[..limit];
-            foreach (var ent in list)
-            {
-                if (!Encoding.UTF8.TryGetBytes(ent.Name, name, out int len) || len == 0) continue;
-                var nm = name[..len];
-                bool ok;
-                int written;
-                if (plus)
-                {
-                    FuseEntryOut entry = default;
-                    entry.Attr.Ino = (ulong)ent.Ino;
-                    bool dot = nm.Length <= 2 && nm[0] == (byte)'.' && (nm.Length == 1 || nm[1] == (byte)'.');
-                    // The kernel skips "." and ".." and entries with node id 0: no lookup count is taken for them.
-                    if (!dot && d.View.GetAttr(ent.Ino, out var a) == 0) entry = Entry(in a);
-                    ok = FuseDirentLayout.TryWriteDirentplus(dst[n..], in entry, (ulong)ent.NextOffset, ent.Type, nm, out written);
-                }
-                else ok = FuseDirentLayout.TryWriteDirent(dst[n..], (ulong)ent.Ino, (ulong)ent.NextOffset, ent.Type, nm, out written);
-                if (!ok) break;
-                n += written;
-            }
-            return 0;
-        }
-        finally { list.Clear(); }
-    }
-
-    // ------------------------------------------------------------------ xattrs
-
-    private static Errno Getxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        var i = MemoryMarshal.Read<FuseGetxattrIn>(p);
-        var e = ReadName(p[FuseGetxattrIn.Size..], Errno.ENODATA, out string name);
-        if (e != 0) return e;
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        e = d.View.GetXattr(ino, name, out byte[] value);
-        if (e != 0) return e;
-        e = SizedReply(i.Size_, value.Length, reply, out n);
-        if (e != 0 || i.Size_ == 0) return e;
-        value.CopyTo(reply);
-        n = value.Length;
-        return 0;
-    }
-
-    private static Errno Listxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
-    {
-        n = 0;
-        var i = MemoryMarshal.Read<FuseGetxattrIn>(p);
-        if (!ToIno(h.NodeId, out long ino)) return Errno.ENOENT;
-        var e = d.View.ListXattr(ino, out var names);
-        if (e != 0) return e;
-        int total = 0;
-        foreach (var name in names) total += Encoding.UTF8.GetByteCount(name) + 1;
-        e = SizedReply(i.Size_, total, reply, out n);
-        if (e != 0 || i.Size_ == 0) return e;
-        foreach (var name in names)
-        {
-            n += Encoding.UTF8.GetBytes(name, reply[n..]);
-            reply[n++] = 0;
-        }
-        return 0;
-    }
-
-    /// <summary>The GETXATTR/LISTXATTR size rules: size 0 asks for the length (fuse_getxattr_out); a buffer
-    /// smaller than the value is ERANGE. On success with size != 0 the caller writes the value.</summary>
-    private static Errno SizedReply(uint requested, int actual, Span<byte> reply, out int n)
-    {
-        n = 0;
-        if (requested == 0)
-        {
-            var o = new FuseGetxattrOut { Size_ = (uint)actual };
-            return Write(reply, in o, out n);
-        }
-        if ((uint)actual > requested || actual > reply.Length) return Errno.ERANGE;
         return 0;
     }
 
@@ -331,23 +171,33 @@ public static class OpcodeTable
     /// <summary>Reads the NUL-terminated name at the start of <paramref name="p"/>: EINVAL when it has no NUL
     /// inside the payload or is empty, ENAMETOOLONG beyond 255 bytes, <paramref name="notUtf8"/> when it is
     /// not UTF-8 (Cow keeps names as strings).</summary>
-    public static Errno ReadName(ReadOnlySpan<byte> p, Errno notUtf8, out string name)
+    public static Errno ReadName(ReadOnlySpan<byte> p, Errno notUtf8, out string name) => ReadName(p, notUtf8, out name, out _);
+
+    /// <summary><see cref="ReadName(ReadOnlySpan{byte}, Errno, out string)"/>; <paramref name="consumed"/> counts the NUL.</summary>
+    public static Errno ReadName(ReadOnlySpan<byte> p, Errno notUtf8, out string name, out int consumed)
     {
         name = "";
+        consumed = 0;
         int nul = p.IndexOf((byte)0);
         if (nul < 0) return Errno.EINVAL;
         if (nul > RequestDispatcher.MaxNameLength) return Errno.ENAMETOOLONG;
-        if (!Wire.TryReadName(p, out var bytes, out _)) return Errno.EINVAL;
+        if (!Wire.TryReadName(p, out var bytes, out int used)) return Errno.EINVAL;
         if (!Utf8.IsValid(bytes)) return notUtf8;
         name = Encoding.UTF8.GetString(bytes);
+        consumed = used;
         return 0;
     }
 
-    private static bool ToIno(ulong nodeId, out long ino)
-    {
-        ino = (long)nodeId;
-        return nodeId != 0 && nodeId <= long.MaxValue;
-    }
+    /// <summary>A name that a directory operation creates (or renames to): <see cref="ReadName(ReadOnlySpan{byte}, Errno, out string, out int)"/>
+    /// with EILSEQ for names that are not UTF-8 (Cow cannot store them).</summary>
+    private static Errno ReadNewName(ReadOnlySpan<byte> p, out string name, out int consumed) => ReadName(p, Errno.EILSEQ, out name, out consumed);
+
+    private static bool IsDotName(string name) => name is "." or "..";
+
+    /// <summary>True when <paramref name="name"/> in <paramref name="parent"/> is <c>.snapshots</c> in the root of a live mount.</summary>
+    private static bool IsSnapshotDirEntry(RequestDispatcher d, in FuseNode parent, string name) =>
+        parent.Slot == NodeTable.RootSlot && parent.Ino == Core.Engine.Engine.RootIno && d.Nodes.HasSnapshotDir
+        && string.Equals(name, NodeTable.SnapshotDirName, StringComparison.Ordinal);
 
     private static Errno Write<T>(Span<byte> reply, in T value, out int n) where T : unmanaged
     {
@@ -357,22 +207,37 @@ public static class OpcodeTable
         return 0;
     }
 
-    /// <summary>fuse_entry_out for <paramref name="a"/>: node id = inode number, generation 0, 1 s timeouts.</summary>
-    public static FuseEntryOut Entry(in InodeAttr a) => new()
+    /// <summary>Writes fuse_entry_out for inode <paramref name="a"/> of the tree in <paramref name="slot"/>.</summary>
+    private static Errno EntryReply(RequestDispatcher d, int slot, in InodeAttr a, Span<byte> reply, out int n)
     {
-        NodeId = (ulong)a.Ino,
+        n = 0;
+        if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
+        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino));
+        return Write(reply, in entry, out n);
+    }
+
+    /// <summary>fuse_entry_out for <paramref name="a"/> with node id = inode number (the mounted tree), generation 0, 1 s timeouts.</summary>
+    public static FuseEntryOut Entry(in InodeAttr a) => Entry(in a, (ulong)a.Ino, (ulong)a.Ino);
+
+    /// <summary>fuse_entry_out for <paramref name="a"/>: generation 0 (node ids are never reused), 1 s timeouts.</summary>
+    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno) => new()
+    {
+        NodeId = nodeId,
         EntryValid = RequestDispatcher.EntryTimeoutSeconds,
         AttrValid = RequestDispatcher.AttrTimeoutSeconds,
-        Attr = Attr(in a),
+        Attr = Attr(in a, stIno),
     };
+
+    /// <summary>fuse_attr from <paramref name="a"/> with st_ino = its inode number.</summary>
+    public static FuseAttr Attr(in InodeAttr a) => Attr(in a, (ulong)a.Ino);
 
     /// <summary>fuse_attr from <paramref name="a"/>: times split into seconds and nanoseconds (floor, so that
     /// times before 1970 keep 0 ≤ nsec &lt; 10⁹), rdev re-encoded for the kernel's new_decode_dev.</summary>
-    public static FuseAttr Attr(in InodeAttr a)
+    public static FuseAttr Attr(in InodeAttr a, ulong stIno)
     {
         var r = new FuseAttr
         {
-            Ino = (ulong)a.Ino, Size_ = (ulong)a.Size, Blocks = (ulong)a.Blocks512,
+            Ino = stIno, Size_ = (ulong)a.Size, Blocks = (ulong)a.Blocks512,
             Mode = a.Mode, Nlink = a.Nlink, Uid = a.Uid, Gid = a.Gid, Rdev = EncodeDev(a.Rdev), Blksize = (uint)a.BlockSize,
         };
         (r.Atime, r.Atimensec) = SplitNs(a.AtimeNs);
@@ -386,6 +251,14 @@ public static class OpcodeTable
         long sec = Math.DivRem(ns, 1_000_000_000L, out long rem);
         if (rem < 0) { sec--; rem += 1_000_000_000L; }
         return ((ulong)sec, (uint)rem);
+    }
+
+    /// <summary>The kernel's 32-bit new_encode_dev layout (what MKNOD sends) → glibc dev_t (gnu_dev_makedev).</summary>
+    public static ulong DecodeDev(uint dev)
+    {
+        ulong major = (dev & 0xFFF00u) >> 8;
+        ulong minor = (dev & 0xFFu) | ((dev >> 12) & 0xFFF00u);
+        return ((major & 0xFFFFF000UL) << 32) | ((major & 0xFFFUL) << 8) | ((minor & 0xFFFFFF00UL) << 12) | (minor & 0xFFUL);
     }
 
     /// <summary>glibc dev_t (gnu_dev_makedev layout) → the kernel's 32-bit new_encode_dev layout.</summary>

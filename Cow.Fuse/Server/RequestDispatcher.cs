@@ -1,19 +1,48 @@
 using System.Runtime.InteropServices;
+using Cow.Core;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
 
 namespace Cow.Fuse.Server;
 
+/// <summary>How a pool is mounted (<c>cow mount</c> options).</summary>
+public sealed record FuseMountOptions
+{
+    /// <summary>Serve this snapshot, read-only, as the root (<c>cow mount --snapshot NAME</c>); null: the live tree.</summary>
+    public string? Snapshot { get; init; }
+    /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only).</summary>
+    public bool WritebackCache { get; init; }
+    /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>
+    public bool SnapshotDirVisible { get; init; }
+}
+
 /// <summary>
 /// Transport-independent FUSE request dispatcher: one request buffer in, one reply written into a
 /// caller-provided buffer. No device I/O, no threads. Every malformed request gets an error reply (or, when
 /// no reply is possible or expected, none); nothing a request contains, and no handler failure, makes
-/// <see cref="Dispatch"/> throw. Thread-safety: the handlers only call the thread-safe
-/// <see cref="FileSystemView"/> and use per-thread scratch, so several channel threads may share one instance.
+/// <see cref="Dispatch"/> throw. Node ids are resolved through <see cref="Nodes"/> (the mounted tree, the
+/// snapshots browsed under <c>.snapshots</c>, and that virtual directory).
+/// Thread-safety: <see cref="Dispatch"/> may be called by many threads at once. The handlers only call the
+/// thread-safe <see cref="FileSystemView"/>, <see cref="Core.Engine.Engine"/> snapshot calls and
+/// <see cref="NodeTable"/>, and use per-thread scratch; INIT state is published through a volatile field.
 /// </summary>
-public sealed class RequestDispatcher(FileSystemView view)
+public sealed class RequestDispatcher
 {
+    /// <summary>Serves <paramref name="pool"/>: its live tree, or with <see cref="FuseMountOptions.Snapshot"/> that snapshot.</summary>
+    /// <exception cref="ArgumentException"><see cref="FuseMountOptions.Snapshot"/> names no snapshot of the pool.</exception>
+    public RequestDispatcher(Pool pool, FuseMountOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        Pool = pool;
+        Options = options ?? new FuseMountOptions();
+        FileSystemView root = pool.Live;
+        if (Options.Snapshot is { } name)
+            root = pool.Snapshot(name) ?? throw new ArgumentException($"The pool has no snapshot named '{name}' (cow snapshot list shows them).", nameof(options));
+        Nodes = new NodeTable(pool, root);
+        MountTimeNs = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
+    }
+
     /// <summary>NAME_MAX: longer names are ENAMETOOLONG.</summary>
     public const int MaxNameLength = 255;
     /// <summary>max_write granted with FUSE_MAX_PAGES (1 MiB).</summary>
@@ -31,7 +60,14 @@ public sealed class RequestDispatcher(FileSystemView view)
     private volatile int _state; // 0 = waiting for INIT, 1 = initialised, 2 = destroyed
     private long _handlerFailures;
 
-    public FileSystemView View { get; } = view;
+    public Pool Pool { get; }
+    public FuseMountOptions Options { get; }
+    /// <summary>Node ids ↔ (tree, inode).</summary>
+    public NodeTable Nodes { get; }
+    /// <summary>The mounted tree (node id 1 is its root).</summary>
+    public FileSystemView Root => Nodes.Root;
+    /// <summary>When this dispatcher was made (ns since the epoch): the times of <c>.snapshots</c> while the pool has no snapshot.</summary>
+    public long MountTimeNs { get; }
 
     /// <summary>Receives one line per dropped request and per handler exception. Called on the dispatching thread.</summary>
     public Action<string>? Log { get; set; }
@@ -45,6 +81,9 @@ public sealed class RequestDispatcher(FileSystemView view)
     public uint NegotiatedMinor { get; private set; }
     /// <summary>The INIT flags granted.</summary>
     public FuseInitFlags NegotiatedFlags { get; private set; }
+
+    /// <summary>FUSE_WRITEBACK_CACHE was granted: the kernel keeps file sizes and O_APPEND itself.</summary>
+    public bool WritebackCacheGranted => (NegotiatedFlags & FuseInitFlags.WritebackCache) != 0;
 
     internal void CompleteInit(uint minor, FuseInitFlags flags)
     {
@@ -121,7 +160,7 @@ public sealed class RequestDispatcher(FileSystemView view)
         return len;
     }
 
-    private void LogLine(string line)
+    internal void LogLine(string line)
     {
         var log = Log;
         if (log == null) return;

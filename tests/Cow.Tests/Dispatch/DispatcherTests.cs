@@ -7,78 +7,8 @@ using Xunit;
 
 namespace Cow.Tests.Dispatch;
 
-public sealed class DispatcherTests : IDisposable
+public sealed class DispatcherTests : DispatchTestBase
 {
-    private const int ENOENT = 2, EIO = 5, EINVAL = 22, ENOSYS = 38, ERANGE = 34, EPROTO = 71, ENAMETOOLONG = 36;
-    private readonly MemoryPool _pool = new();
-    private readonly RequestDispatcher _d;
-    private readonly byte[] _reply = new byte[RequestDispatcher.ReplyBufferSize];
-    private ulong _unique = 100;
-
-    public DispatcherTests() => _d = new RequestDispatcher(_pool.Live);
-
-    public void Dispose() => _pool.Dispose();
-
-    // ------------------------------------------------------------------ request building
-
-    private static byte[] Bytes<T>(T value) where T : unmanaged => MemoryMarshal.AsBytes(MemoryMarshal.CreateReadOnlySpan(ref value, 1)).ToArray();
-
-    private static byte[] Name(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
-
-    private static byte[] Request(uint opcode, ulong unique, ulong node, byte[] payload, byte[]? extensions = null)
-    {
-        extensions ??= [];
-        var h = new FuseInHeader
-        {
-            Len = (uint)(FuseInHeader.Size + payload.Length + extensions.Length), Opcode = opcode, Unique = unique,
-            NodeId = node, TotalExtLen = (ushort)(extensions.Length / 8),
-        };
-        return [.. Bytes(h), .. payload, .. extensions];
-    }
-
-    private (FuseOutHeader Header, byte[] Body) Call(FuseOpcode op, ulong node, params byte[][] parts)
-    {
-        ulong unique = ++_unique;
-        var req = Request((uint)op, unique, node, parts.SelectMany(p => p).ToArray());
-        int n = _d.Dispatch(req, _reply);
-        Assert.True(n >= FuseOutHeader.Size, $"{op}: no reply");
-        var h = MemoryMarshal.Read<FuseOutHeader>(_reply);
-        Assert.Equal((uint)n, h.Len);
-        Assert.Equal(unique, h.Unique);
-        return (h, _reply[FuseOutHeader.Size..n]);
-    }
-
-    private static FuseInitIn InitIn(uint major, uint minor, FuseInitFlags flags)
-    {
-        var i = new FuseInitIn { Major = major, Minor = minor, MaxReadahead = 128 << 10 };
-        i.Flags = (uint)((ulong)flags & 0xFFFF_FFFF);
-        i.Flags2 = (uint)((ulong)flags >> 32);
-        return i;
-    }
-
-    private FuseInitOut Init(uint minor = 45, FuseInitFlags flags = FuseInitFlags.AsyncRead | FuseInitFlags.MaxPages | FuseInitFlags.InitExt)
-    {
-        var (h, body) = Call(FuseOpcode.Init, 0, Bytes(InitIn(7, minor, flags)));
-        Assert.Equal(0, h.Error);
-        return MemoryMarshal.Read<FuseInitOut>(body);
-    }
-
-    private static byte[] ReadIn(ulong offset, uint size) => Bytes(new FuseReadIn { Offset = offset, Size_ = size });
-
-    private static List<(string Name, ulong Ino, ulong Off)> ParseDirents(byte[] body)
-    {
-        var list = new List<(string, ulong, ulong)>();
-        int pos = 0;
-        while (pos < body.Length)
-        {
-            var d = MemoryMarshal.Read<FuseDirent>(body.AsSpan(pos));
-            list.Add((Encoding.UTF8.GetString(body, pos + FuseDirent.Size, (int)d.NameLen), d.Ino, d.Off));
-            pos += FuseDirentLayout.DirentSize((int)d.NameLen);
-        }
-        Assert.Equal(body.Length, pos);
-        return list;
-    }
-
     // ------------------------------------------------------------------ INIT
 
     [Fact]
@@ -296,7 +226,11 @@ public sealed class DispatcherTests : IDisposable
         Init();
         Assert.Equal(-ENOSYS, Call((FuseOpcode)99, 1).Header.Error);
         Assert.Equal(-ENOSYS, Call((FuseOpcode)4095, 1).Header.Error);
-        Assert.Equal(-ENOSYS, Call(FuseOpcode.Write, 1, new byte[FuseWriteIn.Size]).Header.Error);
+        Assert.Equal(-ENOSYS, Call(FuseOpcode.Getlk, 1, new byte[FuseLkIn.Size]).Header.Error);
+        Assert.Equal(-ENOSYS, Call(FuseOpcode.Tmpfile, 1, Bytes(new FuseCreateIn()), Name("t")).Header.Error);
+        Assert.Equal(-ENOSYS, Call(FuseOpcode.Bmap, 1, new byte[16]).Header.Error);
+        Assert.Equal(-ENOSYS, Call(FuseOpcode.Ioctl, 1, new byte[32]).Header.Error);
+        Assert.Equal(-ENOSYS, Call(FuseOpcode.Poll, 1, new byte[24]).Header.Error);
     }
 
     [Fact]
@@ -357,15 +291,23 @@ public sealed class DispatcherTests : IDisposable
         MemoryPool.WriteAt(_pool.Live, file, 0, MemoryPool.Pattern(10_000, seed));
         Assert.Equal(0, (int)_pool.Live.Mkdir(1, "dir", 0x1ED, 0, 0, out var dir));
         Assert.Equal(0, (int)_pool.Live.SetXattr(file, "user.k", [1, 2, 3]));
-        ulong[] nodes = [0, 1, (ulong)file, (ulong)dir.Ino, 999_999, ulong.MaxValue, (ulong)long.MaxValue + 1];
-        uint[] valid = [1, 2, 3, 5, 14, 15, 17, 18, 22, 23, 26, 27, 28, 29, 38, 42, 44];
+        Assert.Equal(0, (int)_pool.Engine.CreateSnapshot("s0", out _));
+        var d = new RequestDispatcher(_pool.Pool, new FuseMountOptions { SnapshotDirVisible = rng.Next(2) == 0, WritebackCache = rng.Next(2) == 0 }) { Log = _ => { } };
+        ulong snapRoot = (1UL << 48) | 1, snapFile = (1UL << 48) | (ulong)file, snapDir = NodeTable.SnapshotDirNodeId;
+        ulong[] nodes = [0, 1, 1, (ulong)file, (ulong)file, (ulong)dir.Ino, 999_999, ulong.MaxValue, (ulong)long.MaxValue + 1,
+            snapRoot, snapFile, snapDir, snapDir, (5UL << 48) | 1, (0xFFFFUL << 48) | 2];
+        uint[] valid = [.. Enumerable.Range(1, 53).Select(i => (uint)i).Where(i => i is not 7 and not 19)];
         var reply = new byte[rng.Next(4) == 0 ? 300 : 70_000];
-        var d = new RequestDispatcher(_pool.Live) { Log = _ => { } };
         int succeeded = 0, failed = 0, dropped = 0;
 
         for (int i = 0; i < count; i++)
         {
-            if (i == 50) Init_(d, rng);
+            if (i == 50)
+            {
+                Init_(d, rng);
+                // Give the snapshot its slot 1 (snapRoot, snapFile) through the dispatcher.
+                d.Dispatch(Request((uint)FuseOpcode.Lookup, 2, snapDir, Name("s0")), reply.Length >= 200 ? reply : new byte[200]);
+            }
             uint opcode = rng.Next(10) switch
             {
                 < 7 => valid[rng.Next(valid.Length)],
@@ -374,10 +316,10 @@ public sealed class DispatcherTests : IDisposable
                 _ => (uint)rng.NextInt64(0, 1L << 32),
             };
             ulong unique = rng.Next(20) == 0 ? 0 : (ulong)rng.NextInt64();
-            byte[] payload = RandomPayload(rng, opcode);
+            byte[] payload = RandomPayload(rng, opcode, nodes);
             byte[] ext = rng.Next(8) == 0 ? new byte[8 * rng.Next(0, 4)] : [];
             rng.NextBytes(ext);
-            var req = Request(opcode, unique, nodes[rng.Next(nodes.Length)], payload, ext);
+            var req = Request(opcode, unique, nodes[rng.Next(nodes.Length)], payload, ext, uid: (uint)rng.Next(3) * 1000, gid: (uint)rng.Next(3) * 1000);
             switch (rng.Next(12))
             {
                 case 0: BitConverter.GetBytes((uint)rng.Next(0, req.Length * 2)).CopyTo(req, 0); break;     // lying len
@@ -386,6 +328,9 @@ public sealed class DispatcherTests : IDisposable
                 case 3: rng.NextBytes(req); break;                                                             // garbage
                 case 4: if (req.Length > 40) req[40 + rng.Next(req.Length - 40)] ^= (byte)rng.Next(1, 256); break;
             }
+            // Keep copies small: a fuzzed setattr may have made a file of a petabyte (sparse).
+            if (req.Length >= 40 + 48 + 8 && MemoryMarshal.Read<uint>(req.AsSpan(4)) is (uint)FuseOpcode.CopyFileRange or (uint)FuseOpcode.CopyFileRange64)
+                BitConverter.GetBytes((ulong)rng.Next(0, 70_000)).CopyTo(req, 40 + 40);
             if (rng.Next(200) == 0) reply = new byte[rng.Next(16, 100_000)];
 
             int n = d.Dispatch(req, reply);
@@ -398,6 +343,9 @@ public sealed class DispatcherTests : IDisposable
             Assert.True(req.Length >= 16, $"request {i}: replied to a request without a unique");
             Assert.Equal(MemoryMarshal.Read<ulong>(req.AsSpan(8)), h.Unique);
             Assert.NotEqual(0ul, h.Unique);
+            uint op = MemoryMarshal.Read<uint>(req.AsSpan(4));
+            Assert.False(op is (uint)FuseOpcode.Forget or (uint)FuseOpcode.BatchForget or (uint)FuseOpcode.Interrupt or (uint)FuseOpcode.NotifyReply,
+                $"request {i}: opcode {op} must not be answered");
             if (h.Error == 0) succeeded++; else failed++;
         }
         // The mix reaches the handlers, not only the validation in front of them.
@@ -411,10 +359,11 @@ public sealed class DispatcherTests : IDisposable
         d.Dispatch(req, _reply);
     }
 
-    private static byte[] RandomPayload(Random rng, uint opcode)
+    private static byte[] RandomPayload(Random rng, uint opcode, ulong[] nodes)
     {
-        string[] names = ["f", "dir", ".", "..", "missing", "user.k", "", new string('n', 255), new string('n', 256), new string('é', 200)];
-        byte[] Name_() => rng.Next(6) switch
+        string[] names = ["f", "dir", ".", "..", "missing", "user.k", "", ".snapshots", "s0", "s1", "new", "a/b",
+            new string('n', 255), new string('n', 256), new string('é', 200)];
+        byte[] Name_() => rng.Next(8) switch
         {
             0 => Encoding.UTF8.GetBytes(names[rng.Next(names.Length)]),          // missing NUL
             1 => [0xFF, 0xFE, 0],                                                  // not UTF-8
@@ -422,19 +371,49 @@ public sealed class DispatcherTests : IDisposable
             _ => Name(names[rng.Next(names.Length)]),
         };
         byte[] Struct(int size) { var b = new byte[rng.Next(3) == 0 ? rng.Next(0, size + 1) : size]; rng.NextBytes(b); return b; }
+        ulong Offset() => rng.Next(3) == 0 ? (ulong)rng.NextInt64() : (ulong)rng.Next(0, 20_000);
+        ulong Node() => nodes[rng.Next(nodes.Length)];
+        uint Mode() => (uint)rng.Next(0, 1 << 16);
         byte[] ReadStruct()
         {
-            var r = new FuseReadIn { Offset = rng.Next(3) == 0 ? (ulong)rng.NextInt64() : (ulong)rng.Next(0, 20_000), Size_ = (uint)(rng.Next(3) == 0 ? rng.NextInt64(0, 1L << 32) : rng.Next(0, 140_000)) };
+            var r = new FuseReadIn { Offset = Offset(), Size_ = (uint)(rng.Next(3) == 0 ? rng.NextInt64(0, 1L << 32) : rng.Next(0, 140_000)) };
             return Bytes(r);
         }
         byte[] XattrIn() => Bytes(new FuseGetxattrIn { Size_ = (uint)rng.Next(0, 8) == 0 ? 0 : (uint)rng.Next(0, 100) });
+        byte[] Data() => new byte[rng.Next(4) == 0 ? rng.Next(0, 70_000) : rng.Next(0, 600)];
         return (FuseOpcode)opcode switch
         {
-            FuseOpcode.Lookup => Name_(),
+            FuseOpcode.Lookup or FuseOpcode.Unlink or FuseOpcode.Rmdir or FuseOpcode.Removexattr => Name_(),
             FuseOpcode.Getxattr => [.. XattrIn(), .. Name_()],
             FuseOpcode.Listxattr => XattrIn(),
+            FuseOpcode.Setxattr => [.. Bytes(new FuseSetxattrIn { Size_ = (uint)rng.Next(0, 12), Flags = (uint)rng.Next(0, 5) })
+                .Take(rng.Next(2) == 0 ? 8 : 16), .. Name_(), .. Struct(8)],
             FuseOpcode.Read or FuseOpcode.Readdir or FuseOpcode.Readdirplus => ReadStruct(),
+            FuseOpcode.Write => [.. Bytes(new FuseWriteIn { Offset = Offset(), Size_ = (uint)rng.Next(0, 700), Flags = rng.Next(3) == 0 ? 0x400u : 0,
+                WriteFlags = (uint)rng.Next(0, 8) }), .. Data()],
             FuseOpcode.Open or FuseOpcode.Opendir => Bytes(new FuseOpenIn { Flags = (uint)rng.Next(0, 4) | (rng.Next(2) == 0 ? 0x200u : 0) }),
+            FuseOpcode.Create => [.. Bytes(new FuseCreateIn { Flags = (uint)rng.Next(0, 4) | (rng.Next(2) == 0 ? 0x200u : 0) | (rng.Next(2) == 0 ? 0x80u : 0), Mode = 0x8000 | (uint)rng.Next(0, 0x1000) }), .. Name_()],
+            FuseOpcode.Mknod => [.. Bytes(new FuseMknodIn { Mode = Mode(), Rdev = (uint)rng.Next() }), .. Name_()],
+            FuseOpcode.Mkdir => [.. Bytes(new FuseMkdirIn { Mode = (uint)rng.Next(0, 0x1000) }), .. Name_()],
+            FuseOpcode.Symlink => [.. Name_(), .. Name_()],
+            FuseOpcode.Link => [.. Bytes(new FuseLinkIn { OldNodeId = Node() }), .. Name_()],
+            FuseOpcode.Rename => [.. Bytes(new FuseRenameIn { NewDir = Node() }), .. Name_(), .. Name_()],
+            FuseOpcode.Rename2 => [.. Bytes(new FuseRename2In { NewDir = Node(), Flags = (uint)rng.Next(0, 8) }), .. Name_(), .. Name_()],
+            FuseOpcode.Setattr => Bytes(new FuseSetattrIn
+            {
+                Valid = (uint)rng.Next(0, 1 << 12), Size_ = rng.Next(4) == 0 ? (ulong)rng.NextInt64() : (ulong)rng.Next(0, 30_000), Mode = Mode(),
+                Uid = (uint)rng.Next(-1, 3), Gid = (uint)rng.Next(-1, 3), Atime = (ulong)rng.NextInt64(), Atimensec = (uint)rng.Next(0, 1_100_000_000),
+                Mtime = (ulong)rng.Next(), Mtimensec = (uint)rng.Next(0, 1_000_000_000),
+            }),
+            FuseOpcode.Fallocate => Bytes(new FuseFallocateIn { Offset = Offset(), Length = rng.Next(5) == 0 ? (ulong)rng.NextInt64() : (ulong)rng.Next(0, 30_000), Mode = (uint)rng.Next(0, 0x80) }),
+            FuseOpcode.Lseek => Bytes(new FuseLseekIn { Offset = Offset(), Whence = (uint)rng.Next(0, 6) }),
+            FuseOpcode.CopyFileRange or FuseOpcode.CopyFileRange64 => Bytes(new FuseCopyFileRangeIn
+            {
+                OffIn = Offset(), NodeIdOut = Node(), OffOut = Offset(), Len = (ulong)rng.Next(0, 70_000), Flags = rng.Next(10) == 0 ? 1u : 0,
+            }),
+            FuseOpcode.Access => Bytes(new FuseAccessIn { Mask = (uint)rng.Next(0, 8) }),
+            FuseOpcode.Statx => Bytes(new FuseStatxIn { SxMask = (uint)rng.Next() }),
+            FuseOpcode.Fsync or FuseOpcode.Fsyncdir => Bytes(new FuseFsyncIn { FsyncFlags = (uint)rng.Next(0, 2) }),
             FuseOpcode.Init => Bytes(InitIn((uint)rng.Next(5, 10), (uint)rng.Next(0, 60), (FuseInitFlags)(ulong)rng.NextInt64())),
             FuseOpcode.BatchForget => [.. Bytes(new FuseBatchForgetIn { Count = (uint)rng.Next(0, 1000) }), .. Struct(32)],
             _ => Struct(rng.Next(0, 128)),

@@ -48,6 +48,7 @@ public class WireStructTests
         Pin<FuseFsyncIn>(16, FuseFsyncIn.Size);
         Pin<FuseLseekIn>(24, FuseLseekIn.Size);
         Pin<FuseLseekOut>(8, FuseLseekOut.Size);
+        Pin<FuseSyncfsIn>(8, FuseSyncfsIn.Size);
         Pin<FuseFallocateIn>(32, FuseFallocateIn.Size);
         Pin<FuseCopyFileRangeIn>(56, FuseCopyFileRangeIn.Size);
         Pin<FuseCopyFileRangeOut>(8, FuseCopyFileRangeOut.Size);

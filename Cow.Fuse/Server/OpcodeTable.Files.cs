@@ -1,0 +1,228 @@
+using System.Runtime.InteropServices;
+using Cow.Core.FileSystem;
+using Cow.Fuse.Protocol;
+using Mono.Unix.Native;
+
+namespace Cow.Fuse.Server;
+
+// OPEN, OPENDIR, RELEASE, READ, WRITE, FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, LSEEK, COPY_FILE_RANGE(_64).
+public static partial class OpcodeTable
+{
+    private const uint O_ACCMODE = 3, O_TRUNC = 0x200;
+    /// <summary>fuse_open_out.fh of a file the engine has counted open (RELEASE pairs only those).</summary>
+    private const ulong EngineOpenFh = 1;
+
+    /// <summary>
+    /// OPEN. Snapshot files never change, so their pages stay cached across opens (FOPEN_KEEP_CACHE); live
+    /// files get no open flags (the kernel drops its cache on open, which is right when the pool also
+    /// changes through the inode API). With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us.
+    /// </summary>
+    private static Errno Open(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        if (node.IsSnapshotDir) return Errno.EISDIR;
+        var i = MemoryMarshal.Read<FuseOpenIn>(p);
+        var view = node.View!;
+        e = view.GetAttr(node.Ino, out var attr);
+        if (e != 0) return e;
+        if (attr.IsDirectory) return Errno.EISDIR;
+        e = OpenNode(view, node.Ino, i.Flags, ref attr, out ulong fh);
+        if (e != 0) return e;
+        var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : 0 };
+        return Write(reply, in o, out n);
+    }
+
+    /// <summary>Opens a non-directory (EROFS for writing in a read-only tree), truncating on O_TRUNC for
+    /// writing; <paramref name="attr"/> is refreshed after a truncation. <paramref name="fh"/> is
+    /// <see cref="EngineOpenFh"/> when the engine counted the open (live tree).</summary>
+    private static Errno OpenNode(FileSystemView view, long ino, uint flags, ref InodeAttr attr, out ulong fh)
+    {
+        fh = 0;
+        bool writable = (flags & O_ACCMODE) != 0;
+        var e = view.Open(ino, writable);
+        if (e != 0) return e;
+        fh = view.ReadOnly ? 0 : EngineOpenFh;
+        if (writable && (flags & O_TRUNC) != 0 && attr.IsRegular && attr.Size != 0)
+        {
+            e = view.SetAttr(ino, new SetAttrRequest { Size = 0 }, out attr);
+            if (e != 0)
+            {
+                if (fh == EngineOpenFh) view.Release(ino);
+                fh = 0;
+                return e;
+            }
+        }
+        return 0;
+    }
+
+    /// <summary>OPENDIR: snapshot directories never change, so the kernel may cache their listings
+    /// (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE).</summary>
+    private static Errno Opendir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        var o = new FuseOpenOut();
+        if (!node.IsSnapshotDir)
+        {
+            e = node.View!.GetAttr(node.Ino, out var attr);
+            if (e != 0) return e;
+            if (!attr.IsDirectory) return Errno.ENOTDIR;
+            if (node.View.ReadOnly) o.OpenFlags = (uint)(FuseOpenOutFlags.CacheDir | FuseOpenOutFlags.KeepCache);
+        }
+        return Write(reply, in o, out n);
+    }
+
+    private static Errno Release(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var i = MemoryMarshal.Read<FuseReleaseIn>(p);
+        if (i.Fh != EngineOpenFh || d.Nodes.Resolve(h.NodeId, out var node) != 0 || node.IsSnapshotDir) return 0;
+        node.View!.Release(node.Ino);   // RELEASE cannot fail from the kernel's point of view
+        return 0;
+    }
+
+    private static Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        if (node.IsSnapshotDir) return Errno.EISDIR;
+        var i = MemoryMarshal.Read<FuseReadIn>(p);
+        if (i.Offset > long.MaxValue) return Errno.EINVAL;
+        int size = (int)Math.Min(i.Size_, (uint)reply.Length);
+        e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out int count);
+        if (e != 0) return e;
+        n = Math.Clamp(count, 0, size);
+        return 0;
+    }
+
+    /// <summary>
+    /// WRITE: the data follows fuse_write_in. O_APPEND in the file's flags appends at the engine's end of
+    /// file — except with the write-back cache (and for page-cache write-back, FUSE_WRITE_CACHE), where the
+    /// kernel has already placed the data and its offsets, possibly past our end of file, are the truth.
+    /// FUSE_WRITE_KILL_SUIDGID clears setuid/setgid after the write.
+    /// </summary>
+    private static Errno WriteData(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        if (node.IsSnapshotDir) return Errno.EISDIR;
+        var i = MemoryMarshal.Read<FuseWriteIn>(p);
+        var data = p[FuseWriteIn.Size..];
+        if (i.Size_ > (uint)data.Length) return Errno.EINVAL;
+        if (i.Offset > long.MaxValue) return Errno.EFBIG;
+        bool append = (i.Flags & O_APPEND) != 0 && (i.WriteFlags & FuseWriteIn.WriteCache) == 0 && !d.WritebackCacheGranted;
+        e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append);
+        if (e != 0) return e;
+        if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0) KillSuidgid(node.View, node.Ino);
+        var o = new FuseWriteOut { Size_ = (uint)written };
+        return Write(reply, in o, out n);
+    }
+
+    /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.</summary>
+    private static void KillSuidgid(FileSystemView view, long ino)
+    {
+        if (view.GetAttr(ino, out var a) != 0) return;
+        uint kill = S_ISUID | ((a.Mode & S_IXGRP) != 0 ? S_ISGID : 0);
+        if ((a.Mode & kill) != 0) view.SetAttr(ino, new SetAttrRequest { Mode = a.Mode & 0xFFF & ~kill }, out _);
+    }
+
+    /// <summary>FSYNC / FSYNCDIR: every change so far becomes durable (one group commit; fdatasync alike).</summary>
+    private static Errno Fsync(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        return node.IsSnapshotDir ? 0 : node.View!.Fsync(node.Ino);
+    }
+
+    /// <summary>SYNCFS: one group commit of the pool.</summary>
+    private static Errno Syncfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        return d.Pool.Live.Fsync(d.Root.RootIno);
+    }
+
+    /// <summary>FALLOCATE: allocate (a no-op beyond growing the size: Cow allocates on write), keep-size,
+    /// punch-hole and zero-range; other modes EOPNOTSUPP (the engine's answer).</summary>
+    private static Errno Fallocate(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        if (node.IsSnapshotDir) return Errno.EISDIR;
+        var i = MemoryMarshal.Read<FuseFallocateIn>(p);
+        if (i.Offset > long.MaxValue || i.Length > long.MaxValue) return Errno.EINVAL;   // negative as loff_t
+        return node.View!.Fallocate(node.Ino, (FallocateMode)(int)i.Mode, (long)i.Offset, (long)i.Length);
+    }
+
+    /// <summary>LSEEK: SEEK_DATA and SEEK_HOLE through the engine. The kernel answers SEEK_SET/CUR/END
+    /// itself; if asked anyway, SEEK_SET and SEEK_END are answered, SEEK_CUR (whose position only the
+    /// kernel knows) is EINVAL.</summary>
+    private static Errno Lseek(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        const uint SeekSet = 0, SeekEnd = 2, SeekData = 3, SeekHole = 4;
+        var e = d.Nodes.Resolve(h.NodeId, out var node);
+        if (e != 0) return e;
+        if (node.IsSnapshotDir) return Errno.EINVAL;
+        var i = MemoryMarshal.Read<FuseLseekIn>(p);
+        long offset = (long)i.Offset, result;
+        switch (i.Whence)
+        {
+            case SeekSet:
+                if (offset < 0) return Errno.EINVAL;
+                e = node.View!.GetAttr(node.Ino, out _);
+                result = offset;
+                break;
+            case SeekEnd:
+                e = node.View!.GetAttr(node.Ino, out var a);
+                if (e != 0) return e;
+                if (offset > long.MaxValue - a.Size) return Errno.EOVERFLOW;
+                result = a.Size + offset;
+                if (result < 0) return Errno.EINVAL;
+                break;
+            case SeekData:
+            case SeekHole:
+                e = node.View!.Seek(node.Ino, offset, (SeekWhence)i.Whence, out result);
+                break;
+            default:
+                return Errno.EINVAL;
+        }
+        if (e != 0) return e;
+        var o = new FuseLseekOut { Offset = (ulong)result };
+        return Write(reply, in o, out n);
+    }
+
+    /// <summary>COPY_FILE_RANGE (reply fuse_write_out, so at most 4 GiB − 4 KiB per call) and
+    /// COPY_FILE_RANGE_64 (reply fuse_copy_file_range_out). Both files must be in one tree, else EXDEV (the
+    /// kernel then copies through splice itself).</summary>
+    private static Errno CopyFileRange(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var i = MemoryMarshal.Read<FuseCopyFileRangeIn>(p);
+        var e = d.Nodes.Resolve(h.NodeId, out var src);
+        if (e != 0) return e;
+        e = d.Nodes.Resolve(i.NodeIdOut, out var dst);
+        if (e != 0) return e;
+        if (src.IsSnapshotDir || dst.IsSnapshotDir) return Errno.EISDIR;
+        if (i.Flags != 0) return Errno.EINVAL;
+        if (src.View != dst.View) return Errno.EXDEV;
+        if (i.OffIn > long.MaxValue || i.OffOut > long.MaxValue) return Errno.EINVAL;
+        bool wide = h.Opcode == (uint)FuseOpcode.CopyFileRange64;
+        ulong len = Math.Min(i.Len, wide ? (ulong)long.MaxValue : (ulong)(uint.MaxValue & ~0xFFFu));
+        e = src.View!.CopyFileRange(src.Ino, (long)i.OffIn, dst.Ino, (long)i.OffOut, (long)len, out long copied);
+        if (e != 0) return e;
+        if (wide)
+        {
+            var o = new FuseCopyFileRangeOut { BytesCopied = (ulong)copied };
+            return Write(reply, in o, out n);
+        }
+        var w = new FuseWriteOut { Size_ = (uint)copied };
+        return Write(reply, in w, out n);
+    }
+}
