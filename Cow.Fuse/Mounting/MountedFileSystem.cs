@@ -52,7 +52,10 @@ public sealed class MountedFileSystem : IDisposable
     public static MountedFileSystem Start(Pool pool, MountSettings s)
     {
         var mp = MountTable.Normalize(s.MountPoint);
-        var d = new RequestDispatcher(pool.Live)
+        var d = new RequestDispatcher(pool, new FuseMountOptions
+        {
+            Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible,
+        })
         {
             Log = s.Log,
         };
