@@ -22,16 +22,17 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
         var env = Environment.GetEnvironmentVariable("COW_SEED");
         if (!string.IsNullOrWhiteSpace(env))
         {
-            yield return new object[] { int.Parse(env) };
+            yield return new object[] { int.Parse(env), false };
+            yield return new object[] { int.Parse(env), true };
             yield break;
         }
-        yield return new object[] { 1 };
-        yield return new object[] { 4242 };
-        yield return new object[] { 900_001 };
-        yield return new object[] { 0 }; // 0: a fresh random seed, printed
+        yield return new object[] { 1, false };
+        yield return new object[] { 4242, false };
+        yield return new object[] { 900_001, true }; // with the kernel's writeback cache
+        yield return new object[] { 0, false };      // 0: a fresh random seed, printed
     }
 
-    private static int OpsPerSeed => int.TryParse(Environment.GetEnvironmentVariable("COW_OPS"), out int n) && n > 0 ? n : 1000;
+    private static int OpsPerSeed => int.TryParse(Environment.GetEnvironmentVariable("COW_OPS"), out int n) && n > 0 ? n : 2000;
 
     /// <summary>A tree: file contents (never mutated in place, so snapshots share them) and directories.</summary>
     private sealed class Model
@@ -50,21 +51,21 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public void RandomOperationsMatchTheModel(int seed)
+    public void RandomOperationsMatchTheModel(int seed, bool writebackCache)
     {
         if (seed == 0) seed = Random.Shared.Next(1, int.MaxValue);
-        output.WriteLine($"COW_SEED={seed}");
-        var run = new Run(seed, OpsPerSeed);
+        output.WriteLine($"COW_SEED={seed} (writeback cache {(writebackCache ? "on" : "off")})");
+        var run = new Run(seed, OpsPerSeed, writebackCache);
         try { run.Go(); }
         catch (Exception ex)
         {
-            throw new Xunit.Sdk.XunitException($"COW_SEED={seed}: op #{run.OpIndex} ({run.Current}) failed: {ex.Message}\n" +
+            throw new Xunit.Sdk.XunitException($"COW_SEED={seed}{(writebackCache ? " (writeback cache)" : "")}: op #{run.OpIndex} ({run.Current}) failed: {ex.Message}\n" +
                 $"last operations:\n  {string.Join("\n  ", run.History)}\n{ex}");
         }
         output.WriteLine(run.Summary());
     }
 
-    private sealed class Run(int seed, int ops)
+    private sealed class Run(int seed, int ops, bool writebackCache)
     {
         private readonly Random _r = new(seed);
         private readonly Model _live = new();
@@ -90,7 +91,7 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
 
         public void Go()
         {
-            using var m = new MountedPool();
+            using var m = new MountedPool(writebackCache: writebackCache);
             _m = m;
             for (OpIndex = 0; OpIndex < ops; OpIndex++)
             {
