@@ -1030,6 +1030,18 @@ public class PosixMountTests
         Assert.Equal(live.st_size, snap.st_size);
         Assert.Equal(new HashSet<string> { "s1", "s2" }, Ls(m.P(".snapshots")));
 
+        // A file open for writing when the snapshot is taken: the snapshot has what was written before.
+        using (var fd = Fd.Open(m.P("open"), O_RDWR | O_CREAT))
+        {
+            fd.WriteAt(0, "before "u8);
+            MakeSnapshot(m, "s3");
+            fd.WriteAt(7, "after"u8);
+            Assert.Equal("before "u8.ToArray(), File.ReadAllBytes(m.P(".snapshots/s3/open")));
+            Assert.Equal("before after"u8.ToArray(), fd.ReadAt(0, 100));
+        }
+        Assert.Equal("before "u8.ToArray(), File.ReadAllBytes(m.P(".snapshots/s3/open")));
+        Ok(Syscall.rmdir(m.P(".snapshots/s3")), "rmdir .snapshots/s3");
+
         // Snapshots survive a remount.
         m.Remount();
         Assert.Equal("old content", File.ReadAllText(m.P(".snapshots/s1/f")));
