@@ -40,11 +40,14 @@ public static partial class OpcodeTable
     private static Errno OpenNode(FileSystemView view, long ino, uint flags, ref InodeAttr attr, out ulong fh)
     {
         fh = 0;
-        bool writable = (flags & O_ACCMODE) != 0;
+        // O_TRUNC truncates whatever the access mode (Linux does it for O_RDONLY|O_TRUNC too; with
+        // atomic_o_trunc the kernel leaves it to OPEN), so it needs a writable tree: EROFS in a snapshot.
+        bool truncate = (flags & O_TRUNC) != 0;
+        bool writable = (flags & O_ACCMODE) != 0 || truncate;
         var e = view.Open(ino, writable);
         if (e != 0) return e;
         fh = view.ReadOnly ? 0 : EngineOpenFh;
-        if (writable && (flags & O_TRUNC) != 0 && attr.IsRegular && attr.Size != 0)
+        if (truncate && attr.IsRegular && attr.Size != 0)
         {
             e = view.SetAttr(ino, new SetAttrRequest { Size = 0 }, out attr);
             if (e != 0)
