@@ -441,7 +441,7 @@ public sealed partial class Engine
     /// mappings, read partial blocks from the read mapping, write whole blocks to the write mapping,
     /// ioend, iomap_end. With <paramref name="append"/> the write goes to the end of the file.
     /// </summary>
-    public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, bool append, out int written)
+    public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, bool append, out int written, bool touchTimes = true)
     {
         written = 0;
         LiveInode? li;
@@ -470,7 +470,7 @@ public sealed partial class Engine
                 lock (_lock)
                 {
                     var rec = MutableInode(li);
-                    rec.MtimeNs = rec.CtimeNs = NowNs();
+                    if (touchTimes) rec.MtimeNs = rec.CtimeNs = NowNs();
                     // setuid/setgid are not cleared here: the engine does not know who writes. The kernel
                     // clears them with a setattr (FUSE without HANDLE_KILLPRIV), as for any FUSE server.
                 }

@@ -449,7 +449,7 @@ public sealed partial class Engine
             if (req.AtimeNow) r.AtimeNs = now; else if (req.AtimeNs is long a) r.AtimeNs = a;
             if (req.MtimeNow) r.MtimeNs = now; else if (req.MtimeNs is long mt) r.MtimeNs = mt;
             if (req.Size != null && req.MtimeNs == null && !req.MtimeNow) r.MtimeNs = now;
-            r.CtimeNs = now;
+            r.CtimeNs = req.CtimeNs ?? now;
             attr = Attr(r);
             return 0;
         }

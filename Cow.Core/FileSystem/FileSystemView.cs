@@ -181,11 +181,13 @@ public sealed class FileSystemView
         try { return _e.Release(ino); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, out int written, bool append = false)
+    /// <summary>write(2). <paramref name="touchTimes"/> false leaves mtime/ctime alone: a FUSE kernel with its
+    /// writeback cache keeps the times of the files it writes and sends them with a setattr.</summary>
+    public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, out int written, bool append = false, bool touchTimes = true)
     {
         written = 0;
         if (ReadOnly) return Errno.EROFS;
-        try { return _e.Write(ino, offset, data, append, out written); } catch (IOException e) { return IoFailed(e); }
+        try { return _e.Write(ino, offset, data, append, out written, touchTimes); } catch (IOException e) { return IoFailed(e); }
     }
 
     /// <summary>fsync / fdatasync / syncfs: every change so far becomes durable (one group commit).</summary>

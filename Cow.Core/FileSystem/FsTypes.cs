@@ -24,6 +24,8 @@ public sealed record SetAttrRequest
     public long? Size { get; init; }
     public long? AtimeNs { get; init; }
     public long? MtimeNs { get; init; }
+    /// <summary>An explicit change time (the kernel's own, which it sends with its writeback cache); null = now.</summary>
+    public long? CtimeNs { get; init; }
     public bool AtimeNow { get; init; }
     public bool MtimeNow { get; init; }
 }

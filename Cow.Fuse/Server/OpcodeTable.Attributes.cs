@@ -57,7 +57,8 @@ public static partial class OpcodeTable
 
     /// <summary>
     /// SETATTR: mode, uid, gid, size, atime and mtime (FATTR_ATIME_NOW / FATTR_MTIME_NOW: the current time).
-    /// FATTR_CTIME is ignored (every change sets ctime to now), FATTR_FH and FATTR_LOCKOWNER carry nothing
+    /// FATTR_CTIME sets the change time the kernel sends (with its writeback cache the kernel keeps the
+    /// times of a file it writes and flushes them here; otherwise every change sets ctime to now), FATTR_FH and FATTR_LOCKOWNER carry nothing
     /// Cow needs, FATTR_KILL_SUIDGID clears setuid, and setgid of a group-executable file, as the kernel
     /// would. A request that changes nothing answers the current attributes.
     /// </summary>
@@ -97,18 +98,32 @@ public static partial class OpcodeTable
             if (!TimeNs(i.Mtime, i.Mtimensec, out long m)) return Errno.EINVAL;
             mtime = m;
         }
+        long? ctime = null;
+        if ((v & FuseSetattrValid.Ctime) != 0)
+        {
+            if (!TimeNs(i.Ctime, i.Ctimensec, out long c)) return Errno.EINVAL;
+            ctime = c;
+        }
         uint? uid = (v & FuseSetattrValid.Uid) != 0 ? i.Uid : null;
         uint? gid = (v & FuseSetattrValid.Gid) != 0 ? i.Gid : null;
         if (uid == FuseConstants.InvalidUidGid || gid == FuseConstants.InvalidUidGid) return Errno.EINVAL;
 
         InodeAttr attr;
-        if (mode == null && uid == null && gid == null && size == null && atime == null && mtime == null && !atimeNow && !mtimeNow)
+        if (mode == null && uid == null && gid == null && size == null && atime == null && mtime == null && ctime == null && !atimeNow && !mtimeNow)
             e = view.GetAttr(node.Ino, out attr);
         else
             e = view.SetAttr(node.Ino, new SetAttrRequest
             {
-                Mode = mode, Uid = uid, Gid = gid, Size = size, AtimeNs = atime, MtimeNs = mtime, AtimeNow = atimeNow, MtimeNow = mtimeNow,
+                Mode = mode, Uid = uid, Gid = gid, Size = size, AtimeNs = atime, MtimeNs = mtime, CtimeNs = ctime, AtimeNow = atimeNow, MtimeNow = mtimeNow,
             }, out attr);
+        if (e == Errno.ENOENT && mode == null && uid == null && gid == null && size == null && d.WritebackCacheGranted)
+        {
+            // With the writeback cache the kernel flushes the times of an inode it still caches after the
+            // file was unlinked and closed (syncfs, writeback); the inode is gone here, so there is nothing
+            // to keep. Failing would fail the caller's syncfs. The kernel ignores this reply's attributes.
+            var none = new FuseAttrOut();
+            return Write(reply, in none, out n);
+        }
         if (e != 0) return e;
         return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), reply, out n);
     }

@@ -119,7 +119,9 @@ public static partial class OpcodeTable
         if (i.Size_ > (uint)data.Length) return Errno.EINVAL;
         if (i.Offset > long.MaxValue) return Errno.EFBIG;
         bool append = (i.Flags & O_APPEND) != 0 && (i.WriteFlags & FuseWriteIn.WriteCache) == 0 && !d.WritebackCacheGranted;
-        e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append);
+        // With the writeback cache the kernel owns mtime/ctime of written files (it sends them with SETATTR,
+        // possibly before writes it had queued): a write must not overwrite them with the server's clock.
+        e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append, touchTimes: !d.WritebackCacheGranted);
         if (e != 0) return e;
         if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0) KillSuidgid(node.View, node.Ino);
         var o = new FuseWriteOut { Size_ = (uint)written };
@@ -173,6 +175,10 @@ public static partial class OpcodeTable
         var e = d.Nodes.Resolve(h.NodeId, out var node);
         if (e != 0) return e;
         if (node.IsSnapshotDir) return Errno.EINVAL;
+        // With the writeback cache the kernel holds dirty pages the engine has not seen and does not flush
+        // them before LSEEK: an answer from the extent map could call fresh data a hole. ENOSYS makes the
+        // kernel use its generic lseek (all data up to the size, the hole at EOF), which is always true.
+        if (d.WritebackCacheGranted) return Errno.ENOSYS;
         var i = MemoryMarshal.Read<FuseLseekIn>(p);
         long offset = (long)i.Offset, result;
         switch (i.Whence)

@@ -26,6 +26,9 @@ internal static unsafe partial class Native
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int open_(string path, int flags, uint mode);
+    [LibraryImport("libc", EntryPoint = "syncfs", SetLastError = true)]
+    internal static partial int Syncfs(int fd);
+
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int close_(int fd);
     [LibraryImport("libc", EntryPoint = "pread", SetLastError = true)]
