@@ -18,6 +18,7 @@ internal sealed class Reservation
 {
     public long FileBlock, Blocks, Address;
     public uint Device;
+    /// <summary>Per block of [FileBlock, FileBlock+Blocks): still pending. May be longer than Blocks (reused).</summary>
     public bool[] Pending = Array.Empty<bool>();
     public int PendingCount;
 }
@@ -99,9 +100,11 @@ public sealed partial class Engine
                 return Errno.EIO;
             }
             run = run with { Blocks = n };
-            var res = new Reservation { FileBlock = fb, Blocks = n, Device = log.Cookie, Address = start, Pending = new bool[n], PendingCount = (int)n };
-            Array.Fill(res.Pending, true);
-            if (!_reservations.TryGetValue(ino, out var list)) _reservations[ino] = list = new List<Reservation>();
+            var res = NewReservation(n);
+            res.FileBlock = fb; res.Blocks = n; res.Device = log.Cookie; res.Address = start; res.PendingCount = (int)n;
+            Array.Fill(res.Pending, true, 0, (int)n);
+            if (!_reservations.TryGetValue(ino, out var list))
+                _reservations[ino] = list = _spareReservationLists.Count > 0 ? _spareReservationLists.Pop() : new List<Reservation>();
             list.Add(res);
             li.Reservations++;
             var readMap = ToMapping(run);
@@ -165,9 +168,28 @@ public sealed partial class Engine
         if (r.PendingCount > 0) return;
         if (_reservations.TryGetValue(ino, out var list) && list.Remove(r))
         {
-            if (list.Count == 0) _reservations.Remove(ino);
+            if (list.Count == 0)
+            {
+                _reservations.Remove(ino);
+                if (_spareReservationLists.Count < SpareReservations) _spareReservationLists.Push(list);
+            }
             if (_live.TryGetValue(ino, out var li)) li.Reservations--;
+            // Nothing refers to a dropped reservation any more (lookups go through _reservations): reuse it,
+            // so that the write path allocates no bookkeeping per request.
+            if (_spareReservations.Count < SpareReservations && r.Pending.Length <= ChunkBlocks) _spareReservations.Push(r);
         }
+    }
+
+    private const int SpareReservations = 256;
+    // Guarded by _lock: dropped reservations and per-inode lists, reused by iomap_begin.
+    private readonly Stack<Reservation> _spareReservations = new();
+    private readonly Stack<List<Reservation>> _spareReservationLists = new();
+
+    /// <summary>A reservation whose Pending holds at least <paramref name="blocks"/> entries (caller holds _lock).</summary>
+    private Reservation NewReservation(long blocks)
+    {
+        if (_spareReservations.Count > 0 && _spareReservations.Peek().Pending.Length >= blocks) return _spareReservations.Pop();
+        return new Reservation { Pending = new bool[Math.Max(blocks, Math.Min(256, ChunkBlocks))] };
     }
 
     /// <summary>

@@ -34,6 +34,9 @@ public sealed class AllocationTests(ITestOutputHelper output) : DispatchTestBase
         output.WriteLine($"bytes per request: getattr {getattr}, getattr(snapshot) {getattrSnap}, read {read}, write {write}, lookup {lookup}");
         Assert.Equal(0, getattr);
         Assert.Equal(0, getattrSnap);
+        Assert.Equal(0, read);
+        // WRITE through the engine: write reservations and checksum arrays are reused, not allocated.
+        Assert.Equal(0, write);
         // LOOKUP allocates the name string the engine API takes (a 4-character string is 32 bytes).
         Assert.InRange(lookup, 0, 64);
     }
