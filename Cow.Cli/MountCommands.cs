@@ -18,6 +18,7 @@ public static partial class Program
         var foreground = new Option<bool>("--foreground", "-f") { Description = "stay in the foreground (logs to standard error) instead of running in the background" };
         var snapshot = new Option<string?>("--snapshot") { Description = "mount this snapshot (read-only) instead of the live tree" };
         var writeback = new Option<bool>("--writeback-cache") { Description = "let the kernel gather buffered writes in its page cache (faster small writes; fsync still makes them durable)" };
+        var pageCache = new Option<bool>("--page-cache") { Description = "cache live files in the FUSE page cache too (by default they bypass it: the pool's devices are cached by the kernel already)" };
         var showSnapshots = new Option<bool>("--show-snapshots") { Description = "list .snapshots in the root directory (it is always reachable by name)" };
         var threads = new Option<int>("--threads") { Description = "FUSE worker threads", DefaultValueFactory = _ => MountSettings.DefaultThreads };
         var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
@@ -26,7 +27,7 @@ public static partial class Program
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, showSnapshots, threads, allowOther, fusermount, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, showSnapshots, threads, allowOther, fusermount, log, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -37,7 +38,7 @@ public static partial class Program
             var settings = new MountSettings
             {
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
-                SnapshotDirVisible = r.GetValue(showSnapshots), Threads = nThreads, AllowOther = r.GetValue(allowOther),
+                SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = !r.GetValue(pageCache), Threads = nThreads, AllowOther = r.GetValue(allowOther),
                 UseFusermount = r.GetValue(fusermount),
             };
             bool child = r.GetValue(daemonChild);

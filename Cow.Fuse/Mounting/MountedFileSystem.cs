@@ -11,6 +11,8 @@ public sealed record MountSettings
     public string? Snapshot { get; init; }
     /// <summary>Ask the kernel for its writeback cache (buffered writes are gathered in the page cache).</summary>
     public bool WritebackCache { get; init; }
+    /// <summary>Keep live files out of the FUSE page cache (see <see cref="FuseMountOptions.DirectIo"/>).</summary>
+    public bool DirectIo { get; init; } = true;
     /// <summary>List .snapshots in the root directory (it can always be looked up by name).</summary>
     public bool SnapshotDirVisible { get; init; }
     /// <summary>FUSE worker threads.</summary>
@@ -52,7 +54,7 @@ public sealed class MountedFileSystem : IDisposable
     public static MountedFileSystem Start(Pool pool, MountSettings s)
     {
         var mp = MountTable.Normalize(s.MountPoint);
-        var d = new RequestDispatcher(pool, new FuseMountOptions { Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible })
+        var d = new RequestDispatcher(pool, new FuseMountOptions { Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible, DirectIo = s.DirectIo })
         {
             Log = s.Log,
         };

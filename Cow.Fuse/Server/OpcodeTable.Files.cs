@@ -30,7 +30,7 @@ public static partial class OpcodeTable
         if (attr.IsDirectory) return Errno.EISDIR;
         e = OpenNode(view, node.Ino, i.Flags, ref attr, out ulong fh);
         if (e != 0) return e;
-        var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : 0 };
+        var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : d.LiveFileOpenFlags };
         return Write(reply, in o, out n);
     }
 

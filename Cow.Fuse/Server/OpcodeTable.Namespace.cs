@@ -141,7 +141,7 @@ public static partial class OpcodeTable
     {
         var e = EntryReply(d, slot, in attr, reply, out n);
         if (e != 0) return e;
-        var o = new FuseOpenOut { Fh = fh };
+        var o = new FuseOpenOut { Fh = fh, OpenFlags = d.LiveFileOpenFlags };
         e = Write(reply[n..], in o, out int m);
         n += m;
         return e;

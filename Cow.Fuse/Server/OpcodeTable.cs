@@ -106,7 +106,7 @@ public static partial class OpcodeTable
     /// POSIX_ACL, passthrough, DAX and the rest.</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
         | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
-        | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks;
+        | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.DirectIoAllowMmap;
     /// <summary>init_out.max_background and congestion_threshold.</summary>
     public const ushort MaxBackground = 64, CongestionThreshold = 48;
 

@@ -15,6 +15,14 @@ public sealed record FuseMountOptions
     public bool WritebackCache { get; init; }
     /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>
     public bool SnapshotDirVisible { get; init; }
+    /// <summary>
+    /// Keep live files out of the FUSE page cache (FOPEN_DIRECT_IO, with parallel direct writes), when the
+    /// kernel still allows mmap of such files (FUSE_DIRECT_IO_ALLOW_MMAP). The engine's devices are image
+    /// files or block devices the kernel caches already: a second copy in the FUSE page cache would double
+    /// the memory and the copying. Ignored with <see cref="WritebackCache"/> (which needs the page cache).
+    /// Snapshot files are immutable and always cached (FOPEN_KEEP_CACHE).
+    /// </summary>
+    public bool DirectIo { get; init; } = true;
 }
 
 /// <summary>
@@ -84,6 +92,11 @@ public sealed class RequestDispatcher
 
     /// <summary>FUSE_WRITEBACK_CACHE was granted: the kernel keeps file sizes and O_APPEND itself.</summary>
     public bool WritebackCacheGranted => (NegotiatedFlags & FuseInitFlags.WritebackCache) != 0;
+
+    /// <summary>fuse_open_out.open_flags for a file of a writable tree: direct I/O (see
+    /// <see cref="FuseMountOptions.DirectIo"/>) when the kernel granted mmap of direct-I/O files.</summary>
+    public uint LiveFileOpenFlags => Options.DirectIo && !WritebackCacheGranted && (NegotiatedFlags & FuseInitFlags.DirectIoAllowMmap) != 0
+        ? (uint)(FuseOpenOutFlags.DirectIo | FuseOpenOutFlags.ParallelDirectWrites) : 0;
 
     internal void CompleteInit(uint minor, FuseInitFlags flags)
     {

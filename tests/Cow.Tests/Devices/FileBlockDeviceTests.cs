@@ -159,17 +159,20 @@ public sealed class FileBlockDeviceTests : IDisposable
     {
         using var device = FileBlockDevice.Create(PathOf("alloc.img"), 1 << 20);
         byte[] buffer = Pattern(4096, 4);
-        device.Write(0, buffer);
-        device.Read(0, buffer);
-
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 1000; i++)
+        // Warm up past tiered compilation, then take the least of three measurements: the runtime itself
+        // (JIT, a timer callback run on this thread) may allocate now and then, the device may never.
+        long least = long.MaxValue;
+        for (int round = 0; round < 4; round++)
         {
-            device.Write((i % 200) * 4096L, buffer);
-            device.Read((i % 250) * 4096L, buffer);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 1000; i++)
+            {
+                device.Write((i % 200) * 4096L, buffer);
+                device.Read((i % 250) * 4096L, buffer);
+            }
+            if (round > 0) least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
         }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(0, least);
     }
 
     [Fact]
