@@ -19,8 +19,7 @@ public static partial class Program
         try { mounts = MountTable.Read(); } catch (IOException) { return null; }
         var at = mounts.LastOrDefault(m => m.MountPoint == path);
         if (at != null && at.IsCow) return path;
-        var source = Mounter.FsName(path);
-        return mounts.LastOrDefault(m => m.IsCow && m.Source == source && m.Options.Split(',').Contains("rw"))?.MountPoint;
+        return mounts.LastOrDefault(m => m.IsCow && m.Source == path && m.Options.Split(',').Contains("rw"))?.MountPoint;
     }
 
     [DllImport("libc", SetLastError = true)]

@@ -73,7 +73,7 @@ public static class Mounter
         }
         else
         {
-            o.Add("fsname=" + FsName(r.Source));
+            o.Add("fsname=" + EscapeOption(r.Source));
             o.Add("subtype=cow");
         }
         o.Add("default_permissions");
@@ -82,15 +82,16 @@ public static class Mounter
         return string.Join(',', o);
     }
 
-    /// <summary>The mount source: the pool path, with characters that would break an option list replaced.</summary>
-    public static string FsName(string source) => new(source.Select(c => c is ',' or ' ' or '\t' or '\n' or '\\' ? '_' : c).ToArray());
+    /// <summary>An option value for fusermount3's -o list: ',' and '\\' escaped with '\\' (as libfuse does), so
+    /// that the mount table shows the pool path exactly.</summary>
+    public static string EscapeOption(string value) => value.Replace("\\", "\\\\").Replace(",", "\\,");
 
     private static int MountDirect(MountRequest r, string mp)
     {
         int fd = LibC.Open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
         if (fd < 0) throw new MountException($"cannot open /dev/fuse: {LibC.Describe(LibC.LastErrno)} (is the fuse module loaded? try 'modprobe fuse')");
         ulong flags = LibC.MS_NOSUID | LibC.MS_NODEV | (r.ReadOnly ? LibC.MS_RDONLY : 0);
-        if (LibC.Mount(FsName(r.Source), mp, FsType, flags, Options(r, direct: true, fd)) != 0)
+        if (LibC.Mount(r.Source, mp, FsType, flags, Options(r, direct: true, fd)) != 0)
         {
             var e = LibC.LastErrno;
             LibC.Close(fd);
