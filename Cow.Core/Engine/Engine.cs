@@ -468,15 +468,22 @@ public sealed partial class Engine : IDisposable
     {
         _commitTimer?.Dispose();
         _commitTimer = null;
-        try { if (_failure == null && !_disposed) Commit(); }
-        finally
+        // Under _commitLock: a background or timed commit that started before this must not run its
+        // metadata transaction while the store is being closed (it would race LiteDB's own checkpoint at
+        // dispose); one that starts after sees _disposed and gives up.
+        lock (_commitLock)
         {
-            _disposed = true;
-            try { Store.Dispose(); }
+            if (_disposed) return;
+            try { if (_failure == null) CommitLocked(null); }
             finally
             {
-                foreach (var d in _devices.Values) d.Dispose();
-                _reuseGate.Dispose();
+                _disposed = true;
+                try { Store.Dispose(); }
+                finally
+                {
+                    foreach (var d in _devices.Values) d.Dispose();
+                    _reuseGate.Dispose();
+                }
             }
         }
     }
