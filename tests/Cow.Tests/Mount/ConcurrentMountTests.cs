@@ -10,12 +10,14 @@ public sealed class ConcurrentMountTests
 {
     private const int Block = 4096, Writers = 4, RegionBlocks = 64, Rounds = 60, ODirect = 0x4000;
 
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Readers_and_writers_of_one_file_see_whole_blocks(bool writebackCache)
+    /// <remarks>Default mount only: there every open of a live file is direct I/O, so every read and write
+    /// reaches the server, which applies a write to whole blocks at once. With the writeback cache the
+    /// writers' pages live in the kernel and reach the server later, so nothing here would test Cow
+    /// (and Linux promises no atomicity between page-cache writes and O_DIRECT reads).</remarks>
+    [Fact]
+    public void Readers_and_writers_of_one_file_see_whole_blocks()
     {
-        using var m = new MountedPool(writebackCache: writebackCache);
+        using var m = new MountedPool();
         var path = m.P("shared.bin");
         File.WriteAllBytes(path, new byte[Writers * RegionBlocks * Block]);
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
