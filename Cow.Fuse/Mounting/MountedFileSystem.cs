@@ -92,10 +92,10 @@ public sealed class MountedFileSystem : IDisposable
             }
         }
         if (Interlocked.Exchange(ref _unmounted, 1) != 0) return;
-        // A clean unmount ends the connection at once; a lazy one when the last open file is closed.
-        if (!_session.WaitEnded(TimeSpan.FromSeconds(2)))
-            _session.Close(TimeSpan.FromSeconds(30));
-        else _session.Close(TimeSpan.FromSeconds(30));
+        // A clean unmount ends the connection at once; a lazy one only when the last open file is closed,
+        // so wait briefly, then stop dispatching either way: no request may reach the pool after this.
+        _session.WaitEnded(TimeSpan.FromSeconds(2));
+        _session.Close(TimeSpan.FromSeconds(30));
         _session.Dispose();
     }
 

@@ -129,7 +129,7 @@ public sealed class FuseSession : IDisposable
                     try
                     {
                         len = _closing
-                            ? ErrorReply(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length), Errno.EIO)
+                            ? RequestDispatcher.ErrorReply(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length), Errno.EIO)
                             : _dispatcher.Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length));
                     }
                     finally { Interlocked.Decrement(ref _inFlight); }
@@ -154,18 +154,6 @@ public sealed class FuseSession : IDisposable
         {
             if (Interlocked.Decrement(ref _running) == 0) _ended.Set();
         }
-    }
-
-    /// <summary>An error reply to <paramref name="request"/> (none for requests that get no reply).</summary>
-    private static int ErrorReply(ReadOnlySpan<byte> request, Span<byte> reply, Errno error)
-    {
-        if (request.Length < 16) return 0;
-        uint opcode = System.Runtime.InteropServices.MemoryMarshal.Read<uint>(request[4..]);
-        ulong unique = System.Runtime.InteropServices.MemoryMarshal.Read<ulong>(request[8..]);
-        if (unique == 0 || !OpcodeTable.Get(opcode).Replies) return 0;
-        var o = new Protocol.FuseOutHeader { Len = (uint)Protocol.FuseOutHeader.Size, Error = ErrnoMap.ToReplyError(error), Unique = unique };
-        System.Runtime.InteropServices.MemoryMarshal.Write(reply, in o);
-        return Protocol.FuseOutHeader.Size;
     }
 
     private void LogLine(string s)

@@ -157,6 +157,18 @@ public sealed class RequestDispatcher
         return WriteHeader(reply, unique, e, n);
     }
 
+    /// <summary>
+    /// An error reply to <paramref name="request"/> without dispatching it (a closing session answers this
+    /// way so that nothing reaches the pool); 0 when the request gets no reply (FORGET, unique 0, too short).
+    /// </summary>
+    public static int ErrorReply(ReadOnlySpan<byte> request, Span<byte> reply, Errno error)
+    {
+        if (request.Length < 16 || reply.Length < FuseOutHeader.Size) return 0;
+        uint opcode = MemoryMarshal.Read<uint>(request[4..]);
+        ulong unique = MemoryMarshal.Read<ulong>(request[8..]);
+        return OpcodeTable.Get(opcode).Replies ? WriteHeader(reply, unique, error, 0) : 0;
+    }
+
     private int Fail(in OpcodeEntry entry, Span<byte> reply, ulong unique, Errno e, string? why)
     {
         if (why != null) LogLine($"unique {unique}: {why} ({e})");
