@@ -20,6 +20,8 @@ internal sealed class DeviceSpace
     private readonly HashSet<long> _dirtySegments = new();
     private readonly List<(long Start, long Count)> _pendingFree = new();
     private long _busyCount;
+    /// <summary>Free (not busy) blocks per segment: the allocator's choice of the next segment.</summary>
+    private readonly int[] _segmentFree;
     /// <summary>Next block the next-fit allocator looks at.</summary>
     public long Cursor;
     /// <summary>Segment the cursor last opened (its header was written), or -1.</summary>
@@ -30,6 +32,8 @@ internal sealed class DeviceSpace
         Cookie = cookie; Blocks = blocks;
         _refs = new uint[blocks];
         _busy = new ulong[(blocks + 63) / 64];
+        _segmentFree = new int[(blocks + FormatConstants.SegmentBlocks - 1) / FormatConstants.SegmentBlocks];
+        for (int s = 0; s < _segmentFree.Length; s++) _segmentFree[s] = SegmentCapacity(s) + 1;
         for (long b = 0; b < blocks; b += FormatConstants.SegmentBlocks) SetBusy(b, true);
         // Bits past the end of the device are busy so the allocator never returns them.
         for (long b = blocks; b < _busy.Length * 64L; b++) _busy[b >> 6] |= 1UL << (int)(b & 63);
@@ -47,7 +51,8 @@ internal sealed class DeviceSpace
         ulong bit = 1UL << (int)(block & 63);
         bool was = (w & bit) != 0;
         if (was == busy) return;
-        if (busy) { w |= bit; _busyCount++; } else { w &= ~bit; _busyCount--; }
+        if (busy) { w |= bit; _busyCount++; _segmentFree[block / FormatConstants.SegmentBlocks]--; }
+        else { w &= ~bit; _busyCount--; _segmentFree[block / FormatConstants.SegmentBlocks]++; }
     }
 
     public void Load(SpaceMapRecordView seg)
@@ -113,16 +118,26 @@ internal sealed class DeviceSpace
             for (long b = s; b < s + c; b++) if (_refs[b] == 0) SetBusy(b, false);
     }
 
-    /// <summary>Next-fit: the first run of free blocks at or after the cursor (wrapping), at most
-    /// <paramref name="want"/> long, never crossing a segment boundary. Marks it busy.
-    /// Returns 0 when the device is full.</summary>
+    /// <summary>
+    /// Allocates at most <paramref name="want"/> blocks, never crossing a segment boundary, and marks them
+    /// busy. Within a segment the allocator is next-fit from the cursor; when the cursor's segment has no
+    /// free block left after the cursor, it moves to the next completely free segment (searching forward,
+    /// wrapping), or, when no segment is free, to the one with the most free blocks. So writes go to the log
+    /// as long sequential runs while free segments last, and blocks freed here and there by overwrites are
+    /// reused only when they have to be. Returns 0 when the device is full.
+    /// </summary>
     public long Allocate(long want, out long start)
     {
         start = -1;
         if (want <= 0 || _busyCount >= Blocks) return 0;
-        long b = FindFree(Cursor);
-        if (b < 0) b = FindFree(0);
-        if (b < 0) return 0;
+        long b = FindFreeInSegment(Cursor);
+        if (b < 0)
+        {
+            int seg = ChooseSegment((int)(Cursor / FormatConstants.SegmentBlocks));
+            if (seg < 0) return 0;
+            b = FindFreeInSegment((long)seg * FormatConstants.SegmentBlocks);
+            if (b < 0) return 0;
+        }
         long segEnd = Math.Min(Blocks, (b / FormatConstants.SegmentBlocks + 1) * FormatConstants.SegmentBlocks);
         long n = 0;
         while (n < want && b + n < segEnd && !IsBusy(b + n)) { SetBusy(b + n, true); n++; }
@@ -131,13 +146,39 @@ internal sealed class DeviceSpace
         return n;
     }
 
-    private long FindFree(long from)
+    /// <summary>Data blocks of segment <paramref name="s"/> (its first block is the segment header or, in
+    /// segment 0, the superblock).</summary>
+    private int SegmentCapacity(int s) => (int)(Math.Min(Blocks, (s + 1L) * FormatConstants.SegmentBlocks) - (long)s * FormatConstants.SegmentBlocks) - 1;
+
+    /// <summary>The next segment after <paramref name="current"/> (wrapping, <paramref name="current"/> itself
+    /// last) that is completely free, else the one with the most free blocks; -1 when none has any.</summary>
+    private int ChooseSegment(int current)
     {
-        for (long w = from >> 6; w < _busy.Length; w++)
+        int n = _segmentFree.Length, best = -1, bestFree = 0;
+        for (int i = 1; i <= n; i++)
+        {
+            int s = (current + i) % n, free = _segmentFree[s];
+            if (free <= 0) continue;
+            if (free == SegmentCapacity(s)) return s;
+            if (free > bestFree) { best = s; bestFree = free; }
+        }
+        return best;
+    }
+
+    /// <summary>The first free block at or after <paramref name="from"/> in the segment of <paramref name="from"/>, or -1.</summary>
+    private long FindFreeInSegment(long from)
+    {
+        if (from >= Blocks) return -1;
+        int seg = (int)(from / FormatConstants.SegmentBlocks);
+        if (_segmentFree[seg] <= 0) return -1;
+        long end = Math.Min(Blocks, (seg + 1L) * FormatConstants.SegmentBlocks);
+        for (long w = from >> 6; (w << 6) < end; w++)
         {
             ulong bits = _busy[w];
             if (w == from >> 6) bits |= (1UL << (int)(from & 63)) - 1; // ignore blocks before 'from'
-            if (bits != ulong.MaxValue) return (w << 6) + System.Numerics.BitOperations.TrailingZeroCount(~bits);
+            if (bits == ulong.MaxValue) continue;
+            long b = (w << 6) + System.Numerics.BitOperations.TrailingZeroCount(~bits);
+            return b < end ? b : -1;
         }
         return -1;
     }

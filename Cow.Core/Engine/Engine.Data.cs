@@ -68,7 +68,14 @@ public sealed partial class Engine
     /// </summary>
     public Errno IomapBegin(long ino, long pos, long count, IomapOp op, out IomapPair pair) => IomapBegin(LiveTree, ino, pos, count, op, out pair);
 
-    internal Errno IomapBegin(ITreeReader tree, long ino, long pos, long count, IomapOp op, out IomapPair pair)
+    /// <param name="callerMerges">
+    /// Userspace write path only (<see cref="WriteLocked"/>): the caller reads partial blocks through the tree
+    /// itself and overwrites every block of the write mapping, so the write mapping may span several old
+    /// extents (up to the end of the chunk) instead of stopping where the read mapping ends. A fragmented
+    /// file is then rewritten in one allocation, one device write and one remap per request, not one per old
+    /// extent. The returned read mapping covers only the first old run and must not be used beyond it.
+    /// </param>
+    internal Errno IomapBegin(ITreeReader tree, long ino, long pos, long count, IomapOp op, out IomapPair pair, bool callerMerges = false)
     {
         pair = default;
         if (pos < 0 || count <= 0 || pos >= MaxFileSize) return Errno.EINVAL;
@@ -92,13 +99,15 @@ public sealed partial class Engine
             }
             var li = Live(ino)!;
             var log = _space[FormatConstants.LogCookie];
-            long n = log.Allocate(run.Blocks, out long start);
+            long want = callerMerges ? Math.Min(endBlock - fb, ChunkBlocks - fb % ChunkBlocks) : run.Blocks;
+            long n = log.Allocate(want, out long start);
             if (n == 0) return Errno.ENOSPC;
             if (!OpenSegmentIfNew(log, start))
             {
                 log.Unreserve(start, n);
                 return Errno.EIO;
             }
+            var readRun = run with { Blocks = Math.Min(run.Blocks, n) };
             run = run with { Blocks = n };
             var res = NewReservation(n);
             res.FileBlock = fb; res.Blocks = n; res.Device = log.Cookie; res.Address = start; res.PendingCount = (int)n;
@@ -107,9 +116,9 @@ public sealed partial class Engine
                 _reservations[ino] = list = _spareReservationLists.Count > 0 ? _spareReservationLists.Pop() : new List<Reservation>();
             list.Add(res);
             li.Reservations++;
-            var readMap = ToMapping(run);
-            var flags = MappingFlags.Shared | (run.IsHole ? MappingFlags.New : MappingFlags.None);
-            pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, readMap.Length, (ulong)start << BlockShift, MappingType.Mapped, flags, log.Cookie));
+            var readMap = ToMapping(readRun);
+            var flags = MappingFlags.Shared | (run.IsHole && readRun.Blocks == n ? MappingFlags.New : MappingFlags.None);
+            pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, n << BlockShift, (ulong)start << BlockShift, MappingType.Mapped, flags, log.Cookie));
             return 0;
         }
     }
@@ -512,12 +521,12 @@ public sealed partial class Engine
         int remaining = data.Length;
         while (remaining > 0)
         {
-            var e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out var pair);
+            var e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out var pair, callerMerges: true);
             if (e == Errno.ENOSPC && HasPendingFrees())
             {
                 // Blocks freed since the last commit become allocatable once that commit is durable.
                 Commit();
-                e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out pair);
+                e = IomapBegin(LiveTree, ino, pos, remaining, IomapOp.Write, out pair, callerMerges: true);
             }
             if (e != 0) return e;
             var wm = pair.Write;

@@ -258,6 +258,7 @@ public class CrashTests(ITestOutputHelper output)
         Fsync(),
         DeleteSnapshot("s3"),                          // frees the old tail of /huge
         Create("/c"), Write("/c", 0, 30_000, 13),
+        Write("/c", 8192, 5000, 15),                   // partial blocks over an extent written in the same group
         Fsync(),
     };
 
