@@ -14,8 +14,9 @@ public static partial class OpcodeTable
 
     /// <summary>
     /// OPEN. Snapshot files never change, so their pages stay cached across opens (FOPEN_KEEP_CACHE); live
-    /// files get no open flags (the kernel drops its cache on open, which is right when the pool also
-    /// changes through the inode API). With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us.
+    /// files opened read-only use the page cache without FOPEN_KEEP_CACHE (the kernel drops its cache on
+    /// open), live files opened for writing bypass it (see <see cref="RequestDispatcher.LiveFileOpenFlagsFor"/>).
+    /// With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us.
     /// </summary>
     private static Errno Open(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
@@ -30,9 +31,20 @@ public static partial class OpcodeTable
         if (attr.IsDirectory) return Errno.EISDIR;
         e = OpenNode(view, node.Ino, i.Flags, ref attr, out ulong fh);
         if (e != 0) return e;
-        var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : d.LiveFileOpenFlags };
+        var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : LiveOpenFlags(d, i.Flags) };
         return Write(reply, in o, out n);
     }
+
+    /// <summary>
+    /// fuse_open_out.open_flags for a live file opened with <paramref name="flags"/>: read-only opens go
+    /// through the FUSE page cache (the kernel reads ahead with several READs in flight and serves re-reads
+    /// without a round trip); opens for writing get <see cref="RequestDispatcher.LiveFileOpenFlags"/>
+    /// (direct I/O by default). The two stay coherent: with FUSE_DIRECT_IO_ALLOW_MMAP the kernel writes back
+    /// and invalidates the cached pages of the range of every direct write, and an open without
+    /// FOPEN_KEEP_CACHE drops the inode's cached pages.
+    /// </summary>
+    private static uint LiveOpenFlags(RequestDispatcher d, uint flags) =>
+        (flags & O_ACCMODE) == 0 && (flags & O_TRUNC) == 0 ? 0 : d.LiveFileOpenFlags;
 
     /// <summary>Opens a non-directory (EROFS for writing in a read-only tree), truncating on O_TRUNC for
     /// writing; <paramref name="attr"/> is refreshed after a truncation. <paramref name="fh"/> is

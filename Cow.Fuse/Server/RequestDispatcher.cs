@@ -93,10 +93,11 @@ public sealed class RequestDispatcher
     /// <summary>FUSE_WRITEBACK_CACHE was granted: the kernel keeps file sizes and O_APPEND itself.</summary>
     public bool WritebackCacheGranted => (NegotiatedFlags & FuseInitFlags.WritebackCache) != 0;
 
-    /// <summary>fuse_open_out.open_flags for a file of a writable tree: direct I/O (see
+    /// <summary>fuse_open_out.open_flags for a file of a writable tree opened for writing: direct I/O (see
     /// <see cref="FuseMountOptions.DirectIo"/>) when the kernel granted mmap of direct-I/O files.</summary>
     public uint LiveFileOpenFlags => Options.DirectIo && !WritebackCacheGranted && (NegotiatedFlags & FuseInitFlags.DirectIoAllowMmap) != 0
         ? (uint)(FuseOpenOutFlags.DirectIo | FuseOpenOutFlags.ParallelDirectWrites) : 0;
+
 
     internal void CompleteInit(uint minor, FuseInitFlags flags)
     {

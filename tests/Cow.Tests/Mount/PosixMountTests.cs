@@ -111,6 +111,35 @@ public class PosixMountTests
         OpenFails(Errno.ENOTDIR, m.P("f/x"), O_RDWR | O_CREAT, "create under a file");
     }
 
+    /// <summary>Read-only opens are served through the page cache, opens for writing bypass it: a reader
+    /// that cached the file sees every later write of a writer, at once, on the same open descriptor.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void CachedReaderSeesWritesOfADirectWriter(bool writebackCache)
+    {
+        using var m = new MountedPool(writebackCache: writebackCache);
+        var data = Bytes(1 << 20, 11);
+        File.WriteAllBytes(m.P("f"), data);
+        using var reader = Fd.Open(m.P("f"), O_RDONLY);
+        Assert.Equal(data, reader.ReadAt(0, data.Length));          // now in the page cache
+        using var writer = Fd.Open(m.P("f"), O_RDWR);
+        for (int round = 0; round < 3; round++)
+        {
+            var patch = Bytes(5000 + round, 20 + round);
+            long at = 4096L * 37 * (round + 1) - 100;
+            writer.WriteAt(at, patch);
+            patch.CopyTo(data, at);
+            Assert.Equal(data, reader.ReadAt(0, data.Length));
+        }
+        // Growth through the writer is visible to the reader (size and bytes).
+        var tail = Bytes(70_000, 30);
+        writer.WriteAt(data.Length, tail);
+        var all = reader.ReadAt(0, data.Length + tail.Length + 10);
+        Assert.Equal(data.Length + tail.Length, all.Length);
+        Assert.Equal(tail, all[data.Length..]);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
