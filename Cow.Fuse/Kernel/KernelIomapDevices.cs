@@ -137,16 +137,17 @@ public sealed class KernelIomapDevices : IIomapDeviceRegistrar
     {
         var map = new FuseBackingMap { Fd = h.Block!.Fd, Flags = ExperimentalConstants.BackingTypeIomap, Padding = 0 };
         int id = LibC.Ioctl(fuseFd, FuseDevIoctl.BackingOpen, &map);
-        string dev = h.Loop != null ? $"{h.Block.Path} (loop device of image {h.Device.Path})" : h.Block.Path;
+        string dev = $"pool device {h.Device.Path} (engine cookie {h.Device.EngineCookie}): the kernel refused to register "
+            + (h.Loop != null ? $"{h.Block.Path} (the image's loop device)" : h.Block.Path);
         if (id < 0)
         {
             var e = LibC.LastErrno;
-            throw new IomapDeviceException($"the kernel refused to register {dev} for fuse-iomap (FUSE_DEV_IOC_BACKING_OPEN, flags FUSE_BACKING_TYPE_IOMAP): {LibC.Describe(e)}{BackingOpenHint(e)}");
+            throw new IomapDeviceException($"{dev} for fuse-iomap (FUSE_DEV_IOC_BACKING_OPEN, flags FUSE_BACKING_TYPE_IOMAP): {LibC.Describe(e)}{BackingOpenHint(e)}");
         }
         if (id == ExperimentalConstants.IomapNoDevice)
         {
             h.KernelCookie = 0;   // registered all the same: Undo tries to close it
-            throw new IomapDeviceException($"the kernel registered {dev} as device 0, which fuse-iomap reserves for \"no device\"");
+            throw new IomapDeviceException($"pool device {h.Device.Path}: the kernel registered {h.Block.Path} as device 0, which fuse-iomap reserves for \"no device\"");
         }
         return (uint)id;
     }
