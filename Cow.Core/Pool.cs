@@ -32,7 +32,7 @@ public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream Metad
 
 /// <summary>One device of an open pool: its engine cookie (1 = base, 2 = log), role, where it lives (an
 /// absolute image-file or block-device path; for pools on given media, that device's name) and the bytes the
-/// pool uses on it (a whole number of blocks, at most the device's length).</summary>
+/// pool uses on it (a whole number of blocks, at most the device's length). Immutable.</summary>
 public sealed record PoolDevice(uint Cookie, DeviceRole Role, string Path, long SizeBytes);
 
 /// <summary>Opening or creating a pool failed; <see cref="Exception.Message"/> says what and where, for an administrator.</summary>

@@ -4,7 +4,8 @@ using Mono.Unix.Native;
 
 namespace Cow.Fuse.Kernel;
 
-/// <summary>What asking the kernel for fuse-iomap on a /dev/fuse descriptor gave: granted, or why not.</summary>
+/// <summary>What asking the kernel for fuse-iomap on a /dev/fuse descriptor gave: granted, or why not
+/// (<see cref="Reason"/> for people, <see cref="Errno"/> for code; 0 when the kernel was not asked). Immutable.</summary>
 public readonly record struct IomapRequestResult(bool Granted, string? Reason, Errno Errno)
 {
     public static IomapRequestResult Yes => new(true, null, 0);
