@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Cow.Core;
 using Cow.Fuse.Mounting;
+using Cow.Fuse.Server;
 using Mono.Unix.Native;
 
 namespace Cow.Cli;
@@ -11,6 +12,9 @@ public static partial class Program
 {
     /// <summary>Printed by a background server on its standard output once the mount is up.</summary>
     private const string ReadyLine = "COW-MOUNT-READY";
+
+    /// <summary>Exit code of <c>cow mount --iomap on</c> when the kernel does not grant fuse-iomap (nothing is mounted).</summary>
+    public const int ExitIomapUnavailable = 3;
 
     private static Command MountCommand()
     {
@@ -24,10 +28,18 @@ public static partial class Program
         var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
         var fusermount = new Option<bool>("--fusermount") { Description = "mount through fusermount3 even as root (the way non-root users mount)" };
         var log = new Option<string?>("--log") { Description = "log file of a background server (default: mount.log in the pool folder)" };
+        var iomap = new Option<string>("--iomap")
+        {
+            Description = "kernel fuse-iomap (the kernel does file I/O straight to the pool's block devices; experimental kernels only, needs CAP_SYS_RAWIO): "
+                + "'auto' uses it when the kernel grants it and otherwise serves I/O in userspace (logged once); 'on' requires it and otherwise refuses the mount "
+                + $"with exit code {ExitIomapUnavailable}; 'off' never asks",
+            DefaultValueFactory = _ => "auto",
+        };
+        iomap.AcceptOnlyFromAmong("auto", "on", "off");
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, showSnapshots, threads, allowOther, fusermount, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -40,6 +52,7 @@ public static partial class Program
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
                 SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = !r.GetValue(pageCache), Threads = nThreads, AllowOther = r.GetValue(allowOther),
                 UseFusermount = r.GetValue(fusermount),
+                Iomap = r.GetValue(iomap) switch { "on" => IomapMode.On, "off" => IomapMode.Off, _ => IomapMode.Auto },
             };
             bool child = r.GetValue(daemonChild);
             if (!r.GetValue(foreground) && !child) return StartBackground(folder, mp);
@@ -79,6 +92,7 @@ public static partial class Program
             }
             pool.Engine.Problem += Log;
             try { m = MountedFileSystem.Start(pool, settings); }
+            catch (MountException e) when (e.IomapUnavailable) { Fail(e.Message); return ExitIomapUnavailable; }
             catch (MountException e) { return Fail(e.Message); }
             using var stop = new ManualResetEventSlim(false);
             string? why = null;

@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace Cow.Cli;
 
 /// <summary>The <c>cow</c> command. Exit codes: 0 success, 1 the operation failed (the message says why),
-/// 2 bad usage.</summary>
+/// 2 bad usage, 3 <c>cow mount --iomap on</c> refused because the kernel does not grant fuse-iomap.</summary>
 public static partial class Program
 {
     public static int Main(string[] args)

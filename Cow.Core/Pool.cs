@@ -30,6 +30,11 @@ public sealed record PoolCreateOptions
 /// fault-injecting devices. The pool takes ownership.</summary>
 public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream MetadataData, Stream MetadataLog);
 
+/// <summary>One device of an open pool: its engine cookie (1 = base, 2 = log), role, where it lives (an
+/// absolute image-file or block-device path; for pools on given media, that device's name) and the bytes the
+/// pool uses on it (a whole number of blocks, at most the device's length). Immutable.</summary>
+public sealed record PoolDevice(uint Cookie, DeviceRole Role, string Path, long SizeBytes);
+
 /// <summary>Opening or creating a pool failed; <see cref="Exception.Message"/> says what and where, for an administrator.</summary>
 public sealed class PoolException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -45,13 +50,20 @@ public sealed class Pool : IDisposable
     public Engine.Engine Engine { get; }
     public FileSystemView Live { get; }
     public string? Folder { get; }
+    /// <summary>The pool's devices, by cookie (immutable; what a kernel-side user such as fuse-iomap needs to
+    /// open them itself).</summary>
+    public IReadOnlyList<PoolDevice> Devices { get; }
     private readonly FileStream? _lock;
 
-    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile)
+    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile, IEnumerable<(uint Cookie, DeviceRole Role, string Path)> devices)
     {
         Engine = engine; Folder = folder; _lock = lockFile;
         Live = new FileSystemView(engine, engine.LiveTree, null);
+        Devices = devices.OrderBy(d => d.Cookie).Select(d => new PoolDevice(d.Cookie, d.Role, d.Path, engine.DeviceBytes(d.Cookie) ?? 0)).ToArray();
     }
+
+    private static (uint, DeviceRole, string)[] MediaDevices(PoolMedia m) =>
+        [(FormatConstants.BaseCookie, DeviceRole.Base, m.Base.Name), (FormatConstants.LogCookie, DeviceRole.Log, m.Log.Name)];
 
     /// <summary>Opens a read-only view of a snapshot; null if there is none by that name.</summary>
     public FileSystemView? Snapshot(string name)
@@ -86,7 +98,7 @@ public sealed class Pool : IDisposable
             var (data, log) = MetadataStore.OpenFiles(meta, create: true);
             created.Add(meta); created.Add(MetadataStore.LogPath(meta));
             var engine = Format(new PoolMedia(b, l, data, log), options, basePath, logPath);
-            return new Pool(engine, folder, lockFile);
+            return new Pool(engine, folder, lockFile, [(FormatConstants.BaseCookie, DeviceRole.Base, Path.GetFullPath(basePath, folder)), (FormatConstants.LogCookie, DeviceRole.Log, Path.GetFullPath(logPath, folder))]);
         }
         catch
         {
@@ -101,7 +113,7 @@ public sealed class Pool : IDisposable
     public static Pool Create(PoolMedia media, PoolCreateOptions options)
     {
         CheckBlockSize(options.BlockSize);
-        return new Pool(Format(media, options, media.Base.Name, media.Log.Name), null, null);
+        return new Pool(Format(media, options, media.Base.Name, media.Log.Name), null, null, MediaDevices(media));
     }
 
     private static void CheckBlockSize(int bs)
@@ -217,7 +229,7 @@ public sealed class Pool : IDisposable
                     devs[rec.Cookie] = FileBlockDevice.Open(Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path), writable: true);
                 var (data, log) = MetadataStore.OpenFiles(meta, create: false);
                 var store = OpenStore(meta, data, log);
-                return new Pool(BuildEngine(store, devs), folder, lockFile);
+                return new Pool(BuildEngine(store, devs), folder, lockFile, table.Select(rec => (rec.Cookie, rec.Role, Path.GetFullPath(rec.Path, folder))));
             }
             catch { foreach (var d in devs.Values) d.Dispose(); throw; }
         }
@@ -244,7 +256,7 @@ public sealed class Pool : IDisposable
                     throw new PoolException($"{rec.Role.ToString().ToLowerInvariant()} device (cookie {rec.Cookie}, uuid {rec.DeviceUuid}) is missing");
                 CheckDevice(dev, rec, table, poolRec);
             }
-            return new Pool(BuildEngine(store, given), null, null);
+            return new Pool(BuildEngine(store, given), null, null, MediaDevices(media));
         }
         catch { store.Dispose(); throw; }
     }

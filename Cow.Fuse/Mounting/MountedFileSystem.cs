@@ -1,4 +1,6 @@
 using Cow.Core;
+using Cow.Fuse.Kernel;
+using Cow.Fuse.Native;
 using Cow.Fuse.Server;
 
 namespace Cow.Fuse.Mounting;
@@ -21,6 +23,12 @@ public sealed record MountSettings
     public bool? AllowOther { get; init; }
     /// <summary>Mount through fusermount3 even as root.</summary>
     public bool UseFusermount { get; init; }
+    /// <summary>fuse-iomap (<c>cow mount --iomap</c>): Auto asks the kernel and falls back to userspace I/O
+    /// (logged once) when it refuses; On refuses the mount instead; Off never asks.</summary>
+    public IomapMode Iomap { get; init; } = IomapMode.Auto;
+    /// <summary>The CAP_SYS_RAWIO check of the iomap negotiation and device registration (default: the
+    /// calling thread's effective set); tests inject their own.</summary>
+    public Func<bool>? HasSysRawio { get; init; }
     public Action<string>? Log { get; init; }
 
     public static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
@@ -36,6 +44,7 @@ public sealed class MountedFileSystem : IDisposable
 {
     private readonly FuseSession _session;
     private readonly MountSettings _settings;
+    private readonly IIomapDeviceRegistrar? _iomapDevices;
     private int _unmounted;
 
     public string MountPoint { get; }
@@ -43,21 +52,36 @@ public sealed class MountedFileSystem : IDisposable
     public FuseSession Session => _session;
     /// <summary>Set when the kernel connection has ended (unmounted from outside, e.g. umount(8)).</summary>
     public WaitHandle Ended => _session.EndedHandle;
+    /// <summary>What the kernel answered to FUSE_DEV_IOC_ADD_IOMAP (not granted, with the reason, when it
+    /// refused or <see cref="IomapMode.Off"/> did not ask).</summary>
+    public IomapRequestResult IomapRequest { get; }
+    /// <summary>The connection's primary /dev/fuse descriptor (valid while mounted; tests).</summary>
+    internal int DeviceFd { get; }
 
-    private MountedFileSystem(string mountPoint, RequestDispatcher d, FuseSession s, MountSettings settings)
+    private MountedFileSystem(string mountPoint, RequestDispatcher d, FuseSession s, MountSettings settings, IIomapDeviceRegistrar? iomapDevices, IomapRequestResult iomap, int fd)
     {
-        MountPoint = mountPoint; Dispatcher = d; _session = s; _settings = settings;
+        MountPoint = mountPoint; Dispatcher = d; _session = s; _settings = settings; _iomapDevices = iomapDevices; IomapRequest = iomap; DeviceFd = fd;
     }
+
+    /// <summary>The pool's devices as the iomap registrar names them.</summary>
+    public static IReadOnlyList<PoolDeviceInfo> IomapDeviceInfos(Pool pool)
+        => pool.Devices.Select(d => new PoolDeviceInfo(d.Cookie, d.Path, d.SizeBytes)).ToArray();
 
     /// <summary>Mounts <paramref name="pool"/> and starts serving. Throws <see cref="MountException"/> or
     /// <see cref="ArgumentException"/> (no such snapshot) with a message naming the problem.</summary>
+    /// <remarks>fuse-iomap: with <see cref="MountSettings.Iomap"/> Auto or On the kernel is asked
+    /// (FUSE_DEV_IOC_ADD_IOMAP) before mount(2). Refused under Auto: one log line "fuse-iomap not available
+    /// (reason): serving I/O in userspace", and the dispatcher gets <see cref="IomapMode.Off"/>. Refused under
+    /// On: <see cref="MountException"/> (<see cref="MountException.IomapUnavailable"/>), nothing mounted.
+    /// Accepted: the dispatcher gets the mode and a <see cref="KernelIomapDevices"/> for the pool's devices,
+    /// which <see cref="Unmount"/> disposes after the session ended.</remarks>
     public static MountedFileSystem Start(Pool pool, MountSettings s)
     {
         var mp = MountTable.Normalize(s.MountPoint);
-        var d = new RequestDispatcher(pool, new FuseMountOptions { Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible, DirectIo = s.DirectIo })
-        {
-            Log = s.Log,
-        };
+        // The dispatcher is made after the mount (it must know whether the kernel took ADD_IOMAP); check what
+        // its constructor would refuse first, so that a bad snapshot name never leaves a mount behind.
+        if (s.Snapshot != null && pool.Snapshot(s.Snapshot) == null)
+            throw new ArgumentException($"The pool has no snapshot named '{s.Snapshot}' (cow snapshot list shows them).", nameof(s));
         int fd = Mounter.Mount(new MountRequest
         {
             Source = pool.Folder ?? "cow",
@@ -65,10 +89,37 @@ public sealed class MountedFileSystem : IDisposable
             AllowOther = s.AllowOther ?? Mounter.IsRoot,
             ReadOnly = s.Snapshot != null,
             UseFusermount = s.UseFusermount,
-        });
-        var session = new FuseSession(d, fd, s.Threads) { Log = s.Log };
-        session.Start();
-        return new MountedFileSystem(mp, d, session, s);
+            Iomap = s.Iomap,
+            HasSysRawio = s.HasSysRawio,
+        }, out var iomap);
+        KernelIomapDevices? devices = null;
+        try
+        {
+            var mode = iomap.Granted ? s.Iomap : IomapMode.Off;
+            if (s.Iomap == IomapMode.Auto && !iomap.Granted)
+                s.Log?.Invoke($"fuse-iomap not available ({iomap.Reason}): serving I/O in userspace");
+            if (iomap.Granted)
+                devices = new KernelIomapDevices(pool.Engine.BlockSize, s.HasSysRawio, s.Log);
+            var d = new RequestDispatcher(pool, new FuseMountOptions
+            {
+                Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible, DirectIo = s.DirectIo,
+                Iomap = mode, IomapDevices = devices,
+            })
+            {
+                Log = s.Log,
+            };
+            var session = new FuseSession(d, fd, s.Threads) { Log = s.Log };
+            session.Start();
+            return new MountedFileSystem(mp, d, session, s, devices, iomap, fd);
+        }
+        catch
+        {
+            // Nothing serves the mount: end the connection, then take the mount away.
+            devices?.Dispose();
+            LibC.Close(fd);
+            try { Mounter.Unmount(mp, lazy: true, s.UseFusermount); } catch (MountException) { }
+            throw;
+        }
     }
 
     /// <summary>
@@ -97,6 +148,8 @@ public sealed class MountedFileSystem : IDisposable
         _session.WaitEnded(TimeSpan.FromSeconds(2));
         _session.Close(TimeSpan.FromSeconds(30));
         _session.Dispose();
+        // Only now: the kernel dropped the connection's references to the registered devices when it ended.
+        _iomapDevices?.Dispose();
     }
 
     public void Dispose() => Unmount();

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Cow.Fuse.Kernel;
 using Cow.Fuse.Native;
+using Cow.Fuse.Server;
 using Mono.Unix.Native;
 
 namespace Cow.Fuse.Mounting;
@@ -16,10 +18,22 @@ public sealed record MountRequest
     public bool ReadOnly { get; init; }
     /// <summary>Mount through fusermount3 even as root (the path non-root users take).</summary>
     public bool UseFusermount { get; init; }
+    /// <summary>Ask the kernel for fuse-iomap on the /dev/fuse descriptor (FUSE_DEV_IOC_ADD_IOMAP) — before
+    /// mount(2) on the direct path, right after fusermount3 handed the descriptor over (before INIT is
+    /// answered) on the other. <see cref="IomapMode.On"/>: a refusal fails the mount and leaves nothing
+    /// mounted. Default: <see cref="IomapMode.Off"/> (do not ask).</summary>
+    public IomapMode Iomap { get; init; } = IomapMode.Off;
+    /// <summary>The capability check before ADD_IOMAP (default: CAP_SYS_RAWIO in the effective set); tests inject their own.</summary>
+    public Func<bool>? HasSysRawio { get; init; }
 }
 
 /// <summary>A failure to mount or unmount, with a message an administrator can act on.</summary>
-public sealed class MountException(string message) : Exception(message);
+public sealed class MountException(string message) : Exception(message)
+{
+    /// <summary>True when the mount was refused because <c>--iomap on</c> asked for fuse-iomap and the kernel
+    /// did not grant it (<c>cow mount</c> exits with its own code for it).</summary>
+    public bool IomapUnavailable { get; init; }
+}
 
 /// <summary>
 /// Mounts and unmounts FUSE file systems: as root with mount(2)/umount2(2) directly, otherwise through the
@@ -38,11 +52,41 @@ public static class Mounter
     /// Mounts and returns the /dev/fuse descriptor to serve. Checks first that the mount point is a directory
     /// that is not already a live or dead Cow mount.
     /// </summary>
-    public static int Mount(MountRequest r)
+    public static int Mount(MountRequest r) => Mount(r, out _);
+
+    /// <summary>
+    /// <see cref="Mount(MountRequest)"/>, and asks the kernel for fuse-iomap as <see cref="MountRequest.Iomap"/>
+    /// says; <paramref name="iomap"/> tells whether the kernel accepted FUSE_DEV_IOC_ADD_IOMAP and if not,
+    /// why (with <see cref="IomapMode.Off"/>: not granted, not asked). With <see cref="IomapMode.On"/> a
+    /// refusal throws a <see cref="MountException"/> with <see cref="MountException.IomapUnavailable"/> set,
+    /// and nothing stays mounted.
+    /// </summary>
+    public static int Mount(MountRequest r, out IomapRequestResult iomap)
     {
         var mp = MountTable.Normalize(r.MountPoint);
         CheckMountPoint(mp);
-        return IsRoot && !r.UseFusermount ? MountDirect(r, mp) : MountWithFusermount(r, mp);
+        if (IsRoot && !r.UseFusermount) return MountDirect(r, mp, out iomap);
+        int fd = MountWithFusermount(r, mp);
+        try { iomap = AskIomap(fd, r); }
+        catch (MountException)
+        {
+            // The mount exists already but nothing has answered INIT: end the connection, then unmount.
+            LibC.Close(fd);
+            try { Unmount(mp, lazy: true, useFusermount: true); } catch (MountException) { }
+            throw;
+        }
+        return fd;
+    }
+
+    /// <summary>FUSE_DEV_IOC_ADD_IOMAP as <see cref="MountRequest.Iomap"/> says; throws for a refusal under On.</summary>
+    private static IomapRequestResult AskIomap(int fd, MountRequest r)
+    {
+        if (r.Iomap == IomapMode.Off) return new IomapRequestResult(false, "not asked for (--iomap off)", 0);
+        var result = IomapNegotiation.RequestIomap(fd, r.HasSysRawio);
+        if (!result.Granted && r.Iomap == IomapMode.On)
+            throw new MountException($"fuse-iomap is not available: {result.Reason}. The mount of {r.Source} on {MountTable.Normalize(r.MountPoint)} was refused because of --iomap on; mount with --iomap auto (or off) to serve I/O in userspace")
+            { IomapUnavailable = true };
+        return result;
     }
 
     /// <summary>Throws a <see cref="MountException"/> when <paramref name="mp"/> cannot take a new mount.</summary>
@@ -86,10 +130,13 @@ public static class Mounter
     /// that the mount table shows the pool path exactly.</summary>
     public static string EscapeOption(string value) => value.Replace("\\", "\\\\").Replace(",", "\\,");
 
-    private static int MountDirect(MountRequest r, string mp)
+    private static int MountDirect(MountRequest r, string mp, out IomapRequestResult iomap)
     {
         int fd = LibC.Open("/dev/fuse", LibC.O_RDWR | LibC.O_CLOEXEC);
         if (fd < 0) throw new MountException($"cannot open /dev/fuse: {LibC.Describe(LibC.LastErrno)} (is the fuse module loaded? try 'modprobe fuse')");
+        // Before mount(2): the kernel remembers the grant on the descriptor and offers FUSE_IOMAP at INIT.
+        try { iomap = AskIomap(fd, r); }
+        catch { LibC.Close(fd); throw; }
         ulong flags = LibC.MS_NOSUID | LibC.MS_NODEV | (r.ReadOnly ? LibC.MS_RDONLY : 0);
         if (LibC.Mount(r.Source, mp, FsType, flags, Options(r, direct: true, fd)) != 0)
         {

@@ -13,7 +13,7 @@ internal static unsafe partial class LibC
 {
     private const string Lib = "libc";
 
-    public const int O_RDWR = 2, O_CLOEXEC = 0x80000;
+    public const int O_RDWR = 2, O_EXCL = 0x80, O_CLOEXEC = 0x80000;
     public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_RDONLY = 1, MS_NOATIME = 1024;
     public const int MNT_FORCE = 1, MNT_DETACH = 2, UMOUNT_NOFOLLOW = 8;
     /// <summary>FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t) from include/uapi/linux/fuse.h.</summary>
@@ -51,6 +51,20 @@ internal static unsafe partial class LibC
     public static partial int Fcntl(int fd, int cmd, int arg);
 
     public const int F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1;
+
+    [LibraryImport(Lib, EntryPoint = "capget", SetLastError = true)]
+    public static partial int CapGet(CapUserHeader* header, CapUserData* data);
+
+    /// <summary>_LINUX_CAPABILITY_VERSION_3 (linux/capability.h): two <see cref="CapUserData"/> words, 64 capabilities.</summary>
+    public const uint LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+    /// <summary>struct __user_cap_header_struct: version, pid (0 = the calling thread).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CapUserHeader { public uint Version; public int Pid; }
+
+    /// <summary>struct __user_cap_data_struct: one 32-capability word of each set.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CapUserData { public uint Effective; public uint Permitted; public uint Inheritable; }
 
     [StructLayout(LayoutKind.Sequential)]
     public struct IoVec { public void* Base; public nuint Length; }

@@ -23,6 +23,13 @@ public sealed record FuseMountOptions
     /// Snapshot files are immutable and always cached (FOPEN_KEEP_CACHE).
     /// </summary>
     public bool DirectIo { get; init; } = true;
+    /// <summary>Whether to negotiate fuse-iomap at INIT (<c>cow mount --iomap</c>). The mount side has already
+    /// asked the kernel (FUSE_DEV_IOC_ADD_IOMAP) and passes <see cref="IomapMode.Off"/> when that was refused
+    /// under <see cref="IomapMode.Auto"/>.</summary>
+    public IomapMode Iomap { get; init; }
+    /// <summary>Registers the pool's devices with the connection on the first IOMAP_CONFIG after iomap was
+    /// granted; null when iomap is off. Owned by the mount (disposed after the session ended).</summary>
+    public IIomapDeviceRegistrar? IomapDevices { get; init; }
 }
 
 /// <summary>

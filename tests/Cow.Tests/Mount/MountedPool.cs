@@ -18,7 +18,8 @@ public sealed class MountedPool : IDisposable
     public List<string> Log { get; } = new();
     private readonly MountSettings _settings;
 
-    public MountedPool(string? snapshot = null, bool writebackCache = false, bool showSnapshots = false, long baseSize = 64L << 20, long logSize = 2L << 30, int threads = 4)
+    public MountedPool(string? snapshot = null, bool writebackCache = false, bool showSnapshots = false, long baseSize = 64L << 20, long logSize = 2L << 30, int threads = 4,
+        Func<MountSettings, MountSettings>? adjust = null)
     {
         RequireRootAndFuse();
         var root = Path.Combine(Path.GetTempPath(), "cow-mt-" + Guid.NewGuid().ToString("N")[..12]);
@@ -30,6 +31,7 @@ public sealed class MountedPool : IDisposable
             MountPoint = MountPoint, Snapshot = snapshot, WritebackCache = writebackCache, SnapshotDirVisible = showSnapshots, Threads = threads,
             Log = line => { lock (Log) Log.Add(line); },
         };
+        if (adjust != null) _settings = adjust(_settings);
         try
         {
             Pool.Create(PoolDir, new PoolCreateOptions { BaseSize = baseSize, LogSize = logSize }).Dispose();
