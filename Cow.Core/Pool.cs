@@ -82,6 +82,9 @@ public sealed class Pool : IDisposable
         folder = Path.GetFullPath(folder);
         Directory.CreateDirectory(folder);
         var meta = Path.Combine(folder, MetadataFile);
+        // The images and the metadata hold every file's bytes and attributes: only the owner (the service)
+        // may read them, whatever the umask; the mount enforces permissions for everyone else.
+        if (!File.Exists(meta) && !OperatingSystem.IsWindows()) File.SetUnixFileMode(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         if (File.Exists(meta)) throw new PoolException($"{folder} already holds a Cow pool ({MetadataFile} exists); refusing to overwrite it");
         foreach (var (given, image) in new[] { (options.BaseDevice, BaseImage), (options.LogDevice, LogImage) })
             if (given == null && File.Exists(Path.Combine(folder, image)))
@@ -97,6 +100,9 @@ public sealed class Pool : IDisposable
             (l, string logPath) = CreateOrOpenDevice(folder, options.LogDevice, LogImage, options.LogSize, created, "log", options.Force);
             var (data, log) = MetadataStore.OpenFiles(meta, create: true);
             created.Add(meta); created.Add(MetadataStore.LogPath(meta));
+            if (!OperatingSystem.IsWindows())
+                foreach (var f in created.Append(Path.Combine(folder, LockFile)).Where(File.Exists))
+                    File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             var engine = Format(new PoolMedia(b, l, data, log), options, basePath, logPath);
             return new Pool(engine, folder, lockFile, [(FormatConstants.BaseCookie, DeviceRole.Base, Path.GetFullPath(basePath, folder)), (FormatConstants.LogCookie, DeviceRole.Log, Path.GetFullPath(logPath, folder))]);
         }

@@ -25,4 +25,25 @@ public class MkfsTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    /// <summary>The images and metadata hold every file's bytes: only the pool's owner may read them.</summary>
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public void MkfsMakesThePoolPrivateToItsOwner()
+    {
+        var dir = Directory.CreateTempSubdirectory("cow-mkfs-").FullName;
+        try
+        {
+            var folder = Path.Combine(dir, "pool");
+            using (Pool.Create(folder, new PoolCreateOptions { BaseSize = 16 << 20, LogSize = 16 << 20 })) { }
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(folder));
+            var files = Directory.GetFiles(folder);
+            Assert.Contains(Path.Combine(folder, Pool.BaseImage), files);
+            Assert.Contains(Path.Combine(folder, Pool.MetadataFile), files);
+            foreach (var f in files)
+                Assert.True((File.GetUnixFileMode(f) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) == 0,
+                    $"{f} is {File.GetUnixFileMode(f)}");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
