@@ -24,7 +24,10 @@ public static partial class Program
         root.Subcommands.Add(FsckCommand());
         root.Subcommands.Add(MountCommand());
         root.Subcommands.Add(UmountCommand());
-        return root.Parse(args).Invoke();
+        var parsed = root.Parse(args);
+        int rc = parsed.Invoke();
+        // System.CommandLine reports usage errors (with help) and returns 1; scripts get 2 for bad usage.
+        return parsed.Errors.Count > 0 ? 2 : rc;
     }
 
     private static readonly Argument<string> PoolArg = new("pool") { Description = "pool folder" };

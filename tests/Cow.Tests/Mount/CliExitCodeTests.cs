@@ -1,0 +1,29 @@
+using Xunit;
+
+namespace Cow.Tests.Mount;
+
+/// <summary>Exit codes scripts rely on (README): 0 success, 1 the operation failed, 2 bad usage.</summary>
+public class CliExitCodeTests
+{
+    [Theory]
+    [InlineData("mount")]                          // missing arguments
+    [InlineData("snapshot", "create")]
+    [InlineData("no-such-command")]
+    [InlineData("fsck", "/tmp", "--no-such-option")]
+    public void BadUsageExitsWithTwo(params string[] args)
+    {
+        var (code, _, err) = CowProgram.Run(args);
+        Assert.True(code == 2, $"cow {string.Join(' ', args)}: exit {code}, expected 2; stderr: {err}");
+    }
+
+    [Fact]
+    public void HelpExitsWithZeroAndAFailedOperationWithOne()
+    {
+        Assert.Equal(0, CowProgram.Run("--help").Code);
+        Assert.Equal(0, CowProgram.Run("snapshot", "--help").Code);
+        var missing = Path.Combine(Path.GetTempPath(), "cow-no-such-pool-" + Guid.NewGuid().ToString("N"));
+        var (code, _, err) = CowProgram.Run("fsck", missing);
+        Assert.Equal(1, code);
+        Assert.Contains(missing, err);
+    }
+}
