@@ -30,6 +30,11 @@ public sealed record PoolCreateOptions
 /// fault-injecting devices. The pool takes ownership.</summary>
 public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream MetadataData, Stream MetadataLog);
 
+/// <summary>One device of a pool: its cookie (the <c>dev</c> a mapping names), role, where it lives (the
+/// absolute path of its image file or block device; for a pool on open media, the device's name) and its
+/// formatted size in bytes (no mapping reaches past it).</summary>
+public sealed record PoolDevice(uint Cookie, DeviceRole Role, string Path, long SizeBytes);
+
 /// <summary>Opening or creating a pool failed; <see cref="Exception.Message"/> says what and where, for an administrator.</summary>
 public sealed class PoolException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -51,7 +56,14 @@ public sealed class Pool : IDisposable
     {
         Engine = engine; Folder = folder; _lock = lockFile;
         Live = new FileSystemView(engine, engine.LiveTree, null);
+        Devices = engine.Store.LoadDevices()
+            .Select(d => new PoolDevice(d.Cookie, d.Role, folder != null && !System.IO.Path.IsPathRooted(d.Path) ? System.IO.Path.Combine(folder, d.Path) : d.Path, d.DeviceSize))
+            .ToList();
     }
+
+    /// <summary>The pool's devices (the device table), by cookie: where each lives and its formatted size —
+    /// what a kernel doing iomap must be given to read and write the data itself.</summary>
+    public IReadOnlyList<PoolDevice> Devices { get; }
 
     /// <summary>Opens a read-only view of a snapshot; null if there is none by that name.</summary>
     public FileSystemView? Snapshot(string name)
