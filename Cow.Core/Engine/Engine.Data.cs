@@ -233,7 +233,7 @@ public sealed partial class Engine
     public Errno IoEnd(long ino, long pos, long written, int error, uint device, ulong address, out long newSize)
     {
         var e = IoEnd(ino, pos, written, error, device, address, null, out newSize);
-        DeliverMappingInvalidations();
+        MaybeCommit();   // delivers the mapping changes, commits once enough was written
         return e;
     }
 
