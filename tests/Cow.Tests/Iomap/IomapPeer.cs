@@ -490,6 +490,8 @@ internal sealed class IomapPeer : IDisposable
     {
         Assert.True(pos % BlockSize == 0 && data.Length % BlockSize == 0, "direct writes here are block-aligned");
         long end = pos + data.Length, stop = stopAfter >= 0 ? pos + stopAfter : end;
+        long old = DiskSize(node);
+        if (pos > old && old % BlockSize != 0) Zero(node, attrIno, old, Math.Min(pos, (old | (long)(BlockSize - 1)) + 1) - old, eof: old);   // fuse_iomap_write_zero_eof
         long p = pos;
         while (p < stop)
         {
