@@ -154,12 +154,16 @@ public sealed partial class Engine
 
 public sealed partial class Engine
 {
-    /// <summary>Commits, then runs <paramref name="action"/> with every change blocked (fsck).</summary>
+    /// <summary>Commits, then runs <paramref name="action"/> with every change blocked (fsck). A frozen engine
+    /// is not committed: <paramref name="action"/> sees the state of the freeze, and changes made since
+    /// (which fsck would take for leaks) make it throw.</summary>
     internal T Exclusive<T>(Func<T> action)
     {
         lock (_commitLock)
         lock (_lock)
         {
+            if (_frozen && HasDirtyState())
+                throw new InvalidOperationException("the pool is frozen with changes made since the freeze; thaw it before checking it");
             if (_failure == null && !_frozen) CommitLocked(null);
             return action();
         }

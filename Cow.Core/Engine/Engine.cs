@@ -25,6 +25,10 @@ namespace Cow.Core.Engine;
 /// segment (one block per 4 MiB of log), and the read-back that checksums a kernel ioend.
 /// An inode is pinned (<c>LiveInode.Pins</c>) from its lookup to the end of a data operation, and a
 /// pinned inode is never evicted from the cache.</para>
+/// <para>Extent-map changes of live files are recorded under <c>_lock</c> and handed to the
+/// <see cref="IMappingInvalidationListener"/>s outside it (Engine.Invalidation.cs); a commit delivers what is
+/// recorded and spins until every delivery in flight has finished before it lets the blocks it freed be
+/// allocated again. <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>.</para>
 /// </summary>
 public sealed partial class Engine : IDisposable
 {
