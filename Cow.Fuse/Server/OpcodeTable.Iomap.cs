@@ -13,20 +13,22 @@ namespace Cow.Fuse.Server;
 public static partial class OpcodeTable
 {
     // The rows of opcodes ExperimentalConstants.OpFreezeFs .. OpIomapEnd, in that order (see Get). Built
-    // without NotImplemented: static initialisers of partial files run in an unspecified order.
+    // without NotImplemented: static initialisers of partial files run in an unspecified order. Their minimum
+    // payload is 0: without iomap every one of them is ENOSYS whatever it carries, so each handler checks its
+    // (exact) size itself, after the grant.
     private static readonly OpcodeEntry[] IomapRows = BuildIomapRows();
 
     private static OpcodeEntry[] BuildIomapRows()
     {
         var t = new OpcodeEntry[ExperimentalConstants.OpIomapEnd - ExperimentalConstants.OpFreezeFs + 1];
-        void Set(uint op, OpHandler h, int size) => t[op - ExperimentalConstants.OpFreezeFs] = new OpcodeEntry(h, size, Replies: true);
-        Set(ExperimentalConstants.OpFreezeFs, FreezeFs, FuseFreezeFsIn.Size);
-        Set(ExperimentalConstants.OpUnfreezeFs, UnfreezeFs, 0);
-        Set(ExperimentalConstants.OpShutdownFs, ShutdownFs, FuseShutdownFsIn.Size);
-        Set(ExperimentalConstants.OpIomapConfig, IomapConfig, FuseIomapConfigIn.Size);
-        Set(ExperimentalConstants.OpIomapIoend, IomapIoend, FuseIomapIoendIn.Size);
-        Set(ExperimentalConstants.OpIomapBegin, IomapBegin, FuseIomapBeginIn.Size);
-        Set(ExperimentalConstants.OpIomapEnd, IomapEnd, FuseIomapEndIn.Size);
+        void Set(uint op, OpHandler h) => t[op - ExperimentalConstants.OpFreezeFs] = new OpcodeEntry(h, 0, Replies: true);
+        Set(ExperimentalConstants.OpFreezeFs, FreezeFs);          // fuse_freezefs_in
+        Set(ExperimentalConstants.OpUnfreezeFs, UnfreezeFs);      // no payload
+        Set(ExperimentalConstants.OpShutdownFs, ShutdownFs);      // fuse_shutdownfs_in
+        Set(ExperimentalConstants.OpIomapConfig, IomapConfig);    // fuse_iomap_config_in
+        Set(ExperimentalConstants.OpIomapIoend, IomapIoend);      // fuse_iomap_ioend_in
+        Set(ExperimentalConstants.OpIomapBegin, IomapBegin);      // fuse_iomap_begin_in
+        Set(ExperimentalConstants.OpIomapEnd, IomapEnd);          // fuse_iomap_end_in
         return t;
     }
 
