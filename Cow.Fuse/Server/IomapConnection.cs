@@ -26,7 +26,14 @@ internal sealed class IomapConnection : IMappingInvalidationListener
     private volatile bool _attached;
     private int _notifyFailuresLogged;
 
-    public IomapConnection(RequestDispatcher d) => _d = d;
+    public IomapConnection(RequestDispatcher d)
+    {
+        _d = d;
+        DeviceSizes = KernelDeviceSize;
+    }
+
+    /// <summary><see cref="KernelDeviceSize"/> as a delegate made once (reply validation allocates nothing).</summary>
+    public Func<uint, long?> DeviceSizes { get; }
 
     /// <summary>Why the device registration failed (null before IOMAP_CONFIG and after a success).</summary>
     public string? RegistrationError => _registrationError;

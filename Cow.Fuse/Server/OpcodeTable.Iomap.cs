@@ -146,7 +146,7 @@ public static partial class OpcodeTable
 
         // Translate to kernel cookies and check every rule the kernel checks.
         bool known = ToKernel(io, read, out var kr) & ToKernel(io, wm, out var kw);
-        string? problem = known ? new IomapPair(kr, kw).Validate(pos, bs, io.KernelDeviceSize)
+        string? problem = known ? new IomapPair(kr, kw).Validate(pos, bs, io.DeviceSizes)
             : "a mapping names a device that is not registered (IOMAP_CONFIG not done or failed)";
         if (problem != null)
         {
