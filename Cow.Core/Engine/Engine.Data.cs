@@ -226,8 +226,9 @@ public sealed partial class Engine
     /// every block of the range must be pending in an allocation of this file; otherwise the answer is
     /// EINVAL and nothing changes (an address the engine did not hand out is never committed). Where two
     /// pending allocations cover one block, the latest one that fits wins.</para>
-    /// <para><paramref name="error"/> ≠ 0 or nothing written releases every pending block of the file in the
-    /// range (none is not an error: the kernel reports failed buffered writes that never had an allocation).
+    /// <para><paramref name="error"/> ≠ 0 or nothing written releases the allocation: without an address every
+    /// pending block of the file in the range, with one only the blocks that sit there (none is not an
+    /// error: the kernel reports failed buffered writes that never had an allocation).
     /// The data's checksums are read back from the device.</para>
     /// </summary>
     public Errno IoEnd(long ino, long pos, long written, int error, uint device, ulong address, out long newSize)
@@ -252,7 +253,8 @@ public sealed partial class Engine
             var li = Live(ino);
             if (error != 0 || nb == 0 || li == null)
             {
-                ReleasePendingRange(ino, fb, Math.Max(nb, 1));
+                if (address == FormatConstants.NoAddress) ReleasePendingRange(ino, fb, Math.Max(nb, 1));
+                else if ((address & (ulong)(BlockSize - 1)) == 0) ReleasePendingChain(ino, fb, Math.Max(nb, 1), device, (long)(address >> BlockShift));
                 newSize = li?.Rec.Size ?? 0;
                 return 0;
             }
@@ -322,6 +324,22 @@ public sealed partial class Engine
             return r;
         }
         return null;
+    }
+
+    /// <summary>Releases the pending blocks of file blocks [<paramref name="fileBlock"/>, +<paramref name="blocks"/>)
+    /// that sit where an ioend with an address says the range went: from <paramref name="addressBlock"/> of
+    /// <paramref name="device"/> on, allocation after contiguous allocation, as far as they go (a failed write
+    /// of the userspace path; other allocations of the range, e.g. the kernel's, stay). Under _lock.</summary>
+    private void ReleasePendingChain(long ino, long fileBlock, long blocks, uint device, long addressBlock)
+    {
+        long b = fileBlock, end = fileBlock + blocks;
+        while (b < end && FindPendingReservation(ino, b, device, addressBlock) is { } r)
+        {
+            long first = b - r.FileBlock, n = 1, max = Math.Min(end - b, r.Blocks - first);
+            while (n < max && r.Pending[first + n]) n++;
+            ReleaseReservationBlocks(ino, r, first, first + n);
+            b += n; addressBlock += n;
+        }
     }
 
     /// <summary>Releases every pending block of <paramref name="ino"/>'s allocations in file blocks

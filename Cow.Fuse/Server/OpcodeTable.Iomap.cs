@@ -220,7 +220,8 @@ public static partial class OpcodeTable
     /// must name where the engine put the range: in bytes (the documented ABI) or, failing that, in 512-byte
     /// sectors (what the v7 kernel fills in from ioend->io_sector for writeback) — either only when it is
     /// exactly what was handed out. An unknown cookie, an address without a device, or a range nothing was
-    /// handed out for is EINVAL, and nothing changes. An error releases the allocation. SWAPOFF: nothing to do.
+    /// handed out for is EINVAL, and nothing changes. An error releases every allocation of the range.
+    /// SWAPOFF: nothing to do.
     /// </summary>
     private static Errno IomapIoend(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
@@ -247,8 +248,9 @@ public static partial class OpcodeTable
         else
         {
             if (view.ReadOnly) return Errno.EROFS;
-            ulong addr = i.Dev == ExperimentalConstants.IomapNoDevice ? FormatConstants.NoAddress : i.NewAddr;
             int error = i.Error == 0 ? 0 : i.Error == int.MinValue ? int.MaxValue : Math.Abs(i.Error);
+            // A failed write gives back every allocation of its range, wherever the kernel says it went.
+            ulong addr = i.Dev == ExperimentalConstants.IomapNoDevice || error != 0 ? FormatConstants.NoAddress : i.NewAddr;
             e = engine.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, error, dev, addr, out newSize);
             if (e == Errno.EINVAL && error == 0 && addr != FormatConstants.NoAddress && addr <= ulong.MaxValue >> 9)
                 e = engine.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, 0, dev, addr << 9, out newSize);

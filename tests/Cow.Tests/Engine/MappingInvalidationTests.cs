@@ -152,6 +152,31 @@ public sealed class MappingInvalidationTests
     }
 
     [Fact]
+    public void A_failed_ioend_with_an_address_releases_only_that_allocation()
+    {
+        using var p = new MemoryPool();
+        long f = CreateFile(p.Live, "/f");
+        long free = p.Live.StatFs().FreeBlocks;
+        // Two allocations for one range (a kernel writeback in flight, and another write of the range).
+        Assert.Equal(0, (int)p.Engine.IomapBegin(f, 0, 8192, IomapOp.Writeback, out var a));
+        Assert.Equal(0, (int)p.Engine.IomapBegin(f, 0, 8192, IomapOp.Write | IomapOp.Direct, out var b));
+        Assert.Equal(free - 4, p.Live.StatFs().FreeBlocks);
+        Assert.Equal(0, (int)p.Engine.IoEnd(f, 0, 8192, (int)Errno.EIO, b.Write.Device, b.Write.Address, out _));
+        Assert.Equal(free - 2, p.Live.StatFs().FreeBlocks);   // b given back, a still pending
+        var data = Pattern(8192, 1);
+        p.Engine.Device(a.Write.Device).Write((long)a.Write.Address, data);
+        Assert.Equal(0, (int)p.Engine.IoEnd(f, 0, 8192, 0, a.Write.Device, a.Write.Address, out long size));
+        Assert.Equal(8192, size);
+        Assert.Equal(data, ReadAll(p.Live, f));
+        // Without an address, a failure gives back every allocation of the range.
+        Assert.Equal(0, (int)p.Engine.IomapBegin(f, 0, 8192, IomapOp.Writeback, out _));
+        Assert.Equal(0, (int)p.Engine.IomapBegin(f, 0, 8192, IomapOp.Write | IomapOp.Direct, out _));
+        Assert.Equal(0, (int)p.Engine.IoEnd(f, 0, 8192, (int)Errno.EIO, 0, FormatConstants.NoAddress, out _));
+        Assert.Equal(0, p.Engine.Exclusive(() => p.Engine.ReservedBlocks().Count));
+        p.AssertClean();
+    }
+
+    [Fact]
     public void A_frozen_engine_commits_nothing_until_thawed()
     {
         using var p = new MemoryPool();
