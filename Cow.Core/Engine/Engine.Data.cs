@@ -224,54 +224,144 @@ public sealed partial class Engine
     }
 
     /// <summary>
-    /// ioend: the bytes [pos, pos+written) landed at the write mapping. Commits the remap atomically
-    /// (the file range now points at the new blocks; the old blocks lose this file's reference) and
-    /// returns the file size, grown for appends. <paramref name="error"/> ≠ 0 or nothing written
-    /// releases the allocation. <paramref name="address"/> may be <see cref="FormatConstants.NoAddress"/>
-    /// (direct I/O): the engine uses what it handed out, and refuses any address it did not.
-    /// The data's checksums are read back from the device.
+    /// ioend: the bytes [pos, pos+written) landed at the write mappings iomap_begin handed out for that
+    /// range. Commits the remap atomically (the file range now points at the new blocks; the old blocks
+    /// lose this file's reference) and returns the file size, grown for appends.
+    /// <para>One ioend may cover several iomap_begin allocations: a direct write's completion covers the
+    /// whole write, and the kernel merges writeback ioends that are contiguous in the file and on the
+    /// device. <paramref name="address"/> (bytes on <paramref name="device"/>) is where the kernel says the
+    /// bytes went: then the allocations must continue each other on that device from there. It may be
+    /// <see cref="FormatConstants.NoAddress"/> (direct I/O): the engine uses what it handed out. Either way
+    /// every block of the range must be pending in an allocation of this file; otherwise the answer is
+    /// EINVAL and nothing changes (an address the engine did not hand out is never committed). Where two
+    /// pending allocations cover one block, the latest one that fits wins.</para>
+    /// <para><paramref name="error"/> ≠ 0 or nothing written releases the allocation: without an address every
+    /// pending block of the file in the range, with one only the blocks that sit there (none is not an
+    /// error: the kernel reports failed buffered writes that never had an allocation).
+    /// The data's checksums are read back from the device.</para>
     /// </summary>
     public Errno IoEnd(long ino, long pos, long written, int error, uint device, ulong address, out long newSize)
-        => IoEnd(ino, pos, written, error, device, address, null, out newSize);
+    {
+        var e = IoEnd(ino, pos, written, error, device, address, null, out newSize);
+        MaybeCommit();   // delivers the mapping changes, commits once enough was written
+        return e;
+    }
+
+    // Scratch of IoEnd (under _lock): the pieces of the range, one per allocation.
+    private readonly List<(Reservation R, long First, long Count)> _ioEndPieces = new();
+    private byte[]? _ioEndBlock;
 
     internal Errno IoEnd(long ino, long pos, long written, int error, uint device, ulong address, uint[]? sums, out long newSize)
     {
         newSize = 0;
-        if (pos < 0 || written < 0 || pos + written > MaxFileSize) return Errno.EINVAL;
+        if (pos < 0 || written < 0 || pos > MaxFileSize || written > MaxFileSize - pos) return Errno.EINVAL;
         long fb = pos >> BlockShift;
         long nb = written == 0 ? 0 : ((pos + written + BlockSize - 1) >> BlockShift) - fb;
         lock (_lock)
         {
-            var r = FindReservation(ino, fb, Math.Max(nb, 1));
-            if (r == null) return Errno.EINVAL;
-            long first = fb - r.FileBlock;
-            long expect = r.Address + first;
-            if (address != FormatConstants.NoAddress && (device != r.Device || address != (ulong)expect << BlockShift)) return Errno.EINVAL;
-            for (long i = first; i < first + nb; i++) if (!r.Pending[i]) return Errno.EINVAL;
-            _live.TryGetValue(ino, out var li);
-            if (error != 0 || nb == 0 || li == null || li.Deleted)
+            var li = Live(ino);
+            if (error != 0 || nb == 0 || li == null)
             {
-                ReleaseReservationBlocks(ino, r, first, first + Math.Max(nb, 1));
+                if (address == FormatConstants.NoAddress) ReleasePendingRange(ino, fb, Math.Max(nb, 1));
+                else if ((address & (ulong)(BlockSize - 1)) == 0) ReleasePendingChain(ino, fb, Math.Max(nb, 1), device, (long)(address >> BlockShift));
                 newSize = li?.Rec.Size ?? 0;
                 return 0;
             }
-            if (sums == null)
+            var pieces = _ioEndPieces;
+            pieces.Clear();
+            try
             {
-                sums = new uint[nb];
-                var buf = new byte[BlockSize];
-                for (long i = 0; i < nb; i++)
+                // The range, allocation by allocation; with an address, each piece must start where the last ended.
+                long b = fb, end = fb + nb;
+                uint dev = device;
+                long expect = address == FormatConstants.NoAddress ? -1 : (long)(address >> BlockShift);
+                if (expect >= 0 && (address & (ulong)(BlockSize - 1)) != 0) return Errno.EINVAL;
+                while (b < end)
                 {
-                    _devices[r.Device].Read((expect + i) << BlockShift, buf);
-                    sums[i] = Crc32C.Compute(buf);
+                    var r = FindPendingReservation(ino, b, dev, expect);
+                    if (r == null) return Errno.EINVAL;
+                    long first = b - r.FileBlock;
+                    long n = 1, max = Math.Min(end - b, r.Blocks - first);
+                    while (n < max && r.Pending[first + n]) n++;
+                    pieces.Add((r, first, n));
+                    b += n;
+                    if (expect >= 0) { dev = r.Device; expect = r.Address + first + n; }
                 }
+                if (sums != null && sums.Length < nb) throw new ArgumentException($"{sums.Length} checksums for {nb} blocks", nameof(sums));
+                int si = 0;
+                foreach (var (r, first, n) in pieces)
+                {
+                    ReadOnlySpan<uint> pieceSums;
+                    if (sums != null) pieceSums = sums.AsSpan(si, (int)n);
+                    else
+                    {
+                        var computed = new uint[n];
+                        var buf = _ioEndBlock ??= new byte[BlockSize];
+                        for (long i = 0; i < n; i++)
+                        {
+                            _devices[r.Device].Read((r.Address + first + i) << BlockShift, buf);
+                            computed[i] = Crc32C.Compute(buf);
+                        }
+                        pieceSums = computed;
+                    }
+                    RemapRange(li, r.FileBlock + first, n, r.Device, r.Address + first, pieceSums);
+                    for (long i = first; i < first + n; i++) { r.Pending[i] = false; r.PendingCount--; }
+                    DropReservationIfDone(ino, r);
+                    si += (int)n;
+                }
+                if (pos + written > li.Rec.Size) MutableInode(li).Size = pos + written;
+                newSize = li.Rec.Size;
+                _dirtyBlocksSinceCommit += nb;
+                return 0;
             }
-            RemapRange(li, fb, nb, r.Device, expect, sums);
-            for (long i = first; i < first + nb; i++) { r.Pending[i] = false; r.PendingCount--; }
-            DropReservationIfDone(ino, r);
-            if (pos + written > li.Rec.Size) MutableInode(li).Size = pos + written;
-            newSize = li.Rec.Size;
-            _dirtyBlocksSinceCommit += nb;
-            return 0;
+            finally { pieces.Clear(); }
+        }
+    }
+
+    /// <summary>The newest allocation of <paramref name="ino"/> in which file block <paramref name="fileBlock"/>
+    /// is pending; with <paramref name="expectBlock"/> ≥ 0, only one that puts it at that block of
+    /// <paramref name="device"/>. Under _lock.</summary>
+    private Reservation? FindPendingReservation(long ino, long fileBlock, uint device, long expectBlock)
+    {
+        if (!_reservations.TryGetValue(ino, out var list)) return null;
+        for (int k = list.Count - 1; k >= 0; k--)
+        {
+            var r = list[k];
+            long i = fileBlock - r.FileBlock;
+            if (i < 0 || i >= r.Blocks || !r.Pending[i]) continue;
+            if (expectBlock >= 0 && (r.Device != device || r.Address + i != expectBlock)) continue;
+            return r;
+        }
+        return null;
+    }
+
+    /// <summary>Releases the pending blocks of file blocks [<paramref name="fileBlock"/>, +<paramref name="blocks"/>)
+    /// that sit where an ioend with an address says the range went: from <paramref name="addressBlock"/> of
+    /// <paramref name="device"/> on, allocation after contiguous allocation, as far as they go (a failed write
+    /// of the userspace path; other allocations of the range, e.g. the kernel's, stay). Under _lock.</summary>
+    private void ReleasePendingChain(long ino, long fileBlock, long blocks, uint device, long addressBlock)
+    {
+        long b = fileBlock, end = fileBlock + blocks;
+        while (b < end && FindPendingReservation(ino, b, device, addressBlock) is { } r)
+        {
+            long first = b - r.FileBlock, n = 1, max = Math.Min(end - b, r.Blocks - first);
+            while (n < max && r.Pending[first + n]) n++;
+            ReleaseReservationBlocks(ino, r, first, first + n);
+            b += n; addressBlock += n;
+        }
+    }
+
+    /// <summary>Releases every pending block of <paramref name="ino"/>'s allocations in file blocks
+    /// [<paramref name="fileBlock"/>, +<paramref name="blocks"/>) (a failed or empty ioend). Under _lock.</summary>
+    private void ReleasePendingRange(long ino, long fileBlock, long blocks)
+    {
+        if (!_reservations.TryGetValue(ino, out var list)) return;
+        for (int k = list.Count - 1; k >= 0; k--)
+        {
+            if (k >= list.Count) continue;   // a release emptied the list
+            var r = list[k];
+            long from = Math.Max(fileBlock, r.FileBlock) - r.FileBlock, to = Math.Min(fileBlock + blocks, r.FileBlock + r.Blocks) - r.FileBlock;
+            if (from < to) ReleaseReservationBlocks(ino, r, from, to);
         }
     }
 
@@ -307,6 +397,7 @@ public sealed partial class Engine
     /// </summary>
     private long SpliceChunk(ChunkRecord c, uint a, uint b, Extent? insert)
     {
+        RecordMappingChange(c.Ino, c.Index * ChunkBlocks + a, b - a);
         var ext = c.Extents;
         // First extent ending after a.
         int lo = 0, hi = ext.Count;

@@ -586,8 +586,9 @@ public sealed partial class Engine
             if (!_live.TryGetValue(ino, out var li) || li.OpenCount == 0) return Errno.EBADF;
             li.OpenCount--;
             if (li.OpenCount == 0 && li.Rec.Nlink == 0 && !li.Deleted) DeleteInode(li);
-            return 0;
         }
+        DeliverMappingInvalidations();
+        return 0;
     }
 
     public Errno SetXattr(long ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags)

@@ -44,6 +44,7 @@ public sealed partial class Engine
             lock (_lock)
             {
                 if (_failure != null) return Errno.EIO;
+                if (_frozen) return Errno.EBUSY;
                 if (_snapshots.Any(s => string.Equals(s.Name, name, StringComparison.Ordinal))) return Errno.EEXIST;
             }
             var snap = new SnapshotRecord { Name = name, CreatedNs = NowNs() };
@@ -75,6 +76,7 @@ public sealed partial class Engine
             int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
             if (i < 0) return Errno.ENOENT;
             if (_failure != null) return Errno.EIO;
+            if (_frozen) return Errno.EBUSY;
             CommitLocked(null);
             var snap = _snapshots[i];
             long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
@@ -109,7 +111,7 @@ public sealed partial class Engine
     {
         lock (_commitLock)
         {
-            CommitLocked(null);
+            if (!_frozen) CommitLocked(null);
             List<SnapshotRecord> snaps; long liveGen;
             lock (_lock) { snaps = _snapshots.ToList(); liveGen = _pool.LiveGen; }
             var views = snaps.Select(s => s.Gen).Append(liveGen).ToArray(); // ascending
@@ -152,13 +154,17 @@ public sealed partial class Engine
 
 public sealed partial class Engine
 {
-    /// <summary>Commits, then runs <paramref name="action"/> with every change blocked (fsck).</summary>
+    /// <summary>Commits, then runs <paramref name="action"/> with every change blocked (fsck). A frozen engine
+    /// is not committed: <paramref name="action"/> sees the state of the freeze, and changes made since
+    /// (which fsck would take for leaks) make it throw.</summary>
     internal T Exclusive<T>(Func<T> action)
     {
         lock (_commitLock)
         lock (_lock)
         {
-            if (_failure == null) CommitLocked(null);
+            if (_frozen && HasDirtyState())
+                throw new InvalidOperationException("the pool is frozen with changes made since the freeze; thaw it before checking it");
+            if (_failure == null && !_frozen) CommitLocked(null);
             return action();
         }
     }

@@ -25,6 +25,10 @@ namespace Cow.Core.Engine;
 /// segment (one block per 4 MiB of log), and the read-back that checksums a kernel ioend.
 /// An inode is pinned (<c>LiveInode.Pins</c>) from its lookup to the end of a data operation, and a
 /// pinned inode is never evicted from the cache.</para>
+/// <para>Extent-map changes of live files are recorded under <c>_lock</c> and handed to the
+/// <see cref="IMappingInvalidationListener"/>s outside it (Engine.Invalidation.cs); a commit delivers what is
+/// recorded and spins until every delivery in flight has finished before it lets the blocks it freed be
+/// allocated again. <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>.</para>
 /// </summary>
 public sealed partial class Engine : IDisposable
 {
@@ -128,7 +132,7 @@ public sealed partial class Engine : IDisposable
 
     private void TimedCommit()
     {
-        if (_failure != null || _disposed || !HasDirtyState()) return;
+        if (_failure != null || _disposed || _frozen || !HasDirtyState()) return;
         try { Commit(); }
         catch (ObjectDisposedException) { }
         catch (Exception e) { Report($"background commit failed: {e.Message}"); }
@@ -235,6 +239,7 @@ public sealed partial class Engine : IDisposable
     /// <summary>Removes a live chunk from the live tree (a shared one is retired and keeps its references).</summary>
     private void DropChunk(LiveInode li, ChunkRecord c)
     {
+        RecordMappingChange(li.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
         if (SharedWithSnapshot(c)) Retire(MetadataStore.ChunksName, c);
         else
         {
@@ -309,7 +314,43 @@ public sealed partial class Engine : IDisposable
     /// </summary>
     public void Commit()
     {
-        lock (_commitLock) CommitLocked(null);
+        lock (_commitLock)
+        {
+            // Frozen: everything was durable at the freeze, and the on-disk state must not move until the thaw.
+            if (_frozen) return;
+            CommitLocked(null);
+        }
+    }
+
+    private volatile bool _frozen;
+
+    /// <summary>True between <see cref="Freeze"/> and <see cref="Thaw"/>.</summary>
+    public bool Frozen => _frozen;
+
+    /// <summary>
+    /// fsfreeze: makes every completed change durable, then keeps the devices and the metadata file as they
+    /// are until <see cref="Thaw"/> — no commit runs (timed, background, fsync: <see cref="Commit"/> returns
+    /// at once), snapshots cannot be taken or deleted (EBUSY). Changes made meanwhile stay in memory and are
+    /// committed after the thaw; whoever freezes also stops the writers (the kernel does, before it sends
+    /// FUSE_FREEZE_FS). EIO when the commit fails or the pool already failed.
+    /// </summary>
+    public Mono.Unix.Native.Errno Freeze()
+    {
+        lock (_commitLock)
+        {
+            if (_frozen) return 0;
+            if (_failure != null) return Mono.Unix.Native.Errno.EIO;
+            try { CommitLocked(null); }
+            catch (IOException) { return Mono.Unix.Native.Errno.EIO; }
+            _frozen = true;
+            return 0;
+        }
+    }
+
+    /// <summary>Ends a <see cref="Freeze"/>: commits resume (what changed meanwhile goes with the next one).</summary>
+    public void Thaw()
+    {
+        lock (_commitLock) _frozen = false;
     }
 
     /// <summary>One group commit; <paramref name="inside"/> runs under <c>_lock</c> after the dirty state is
@@ -341,6 +382,9 @@ public sealed partial class Engine : IDisposable
             Report($"commit {batch.Pool.CommitSeq} failed, the pool is now read-only until reopened: {e.Message}");
             throw new IOException($"metadata commit failed: {e.Message}", e);
         }
+        // Whoever caches mappings of live files hears of every change this commit freed blocks for
+        // before those blocks can be allocated again.
+        DeliverMappingInvalidationsAndWait();
         _reuseGate.EnterWriteLock();
         try
         {
@@ -440,6 +484,7 @@ public sealed partial class Engine : IDisposable
     /// <summary>Commits if enough data was written since the last commit; called after writes, outside every lock.</summary>
     internal void MaybeCommit()
     {
+        DeliverMappingInvalidations();
         long blocks; int records;
         lock (_lock)
         {

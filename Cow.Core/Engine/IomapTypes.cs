@@ -44,24 +44,34 @@ public readonly record struct IomapMapping(long Offset, long Length, ulong Addre
 {
     public static IomapMapping Hole(long offset, long length) => new(offset, length, FormatConstants.NoAddress, MappingType.Hole, MappingFlags.None, 0);
 
+    /// <summary>Flags a mapping may carry in an iomap_begin reply (NEW … WANT_IOMAP_END); SIZE_CHANGED and
+    /// STALE only travel to iomap_end.</summary>
+    public const MappingFlags ReplyFlags = (MappingFlags)0xFF;
+
     /// <summary>The kernel's validation rules for a reply (violations are -EFSCORRUPTED in the kernel);
-    /// returns null when the mapping is valid for <paramref name="blockSize"/>, else what is wrong.</summary>
+    /// returns null when the mapping is valid for <paramref name="blockSize"/>, else what is wrong.
+    /// <paramref name="deviceSize"/> gives the bytes of a device cookie, null when it is not registered.</summary>
     public string? Validate(int blockSize, Func<uint, long?> deviceSize)
     {
         if (Length <= 0) return "length is zero or negative";
+        if (Offset < 0) return $"offset {Offset} is negative";
         if (Offset % blockSize != 0 || Length % blockSize != 0) return $"offset {Offset} or length {Length} is not aligned to {blockSize}";
+        if (Offset > long.MaxValue - Length) return $"range {Offset}+{Length} overflows";
+        if ((Flags & ~ReplyFlags) != 0) return $"flags 0x{(ushort)Flags:x} include bits only iomap_end may carry";
         switch (Type)
         {
             case MappingType.Mapped or MappingType.Unwritten:
                 if (Device == 0 || deviceSize(Device) is not long size) return $"device cookie {Device} is not registered";
                 if (Address == FormatConstants.NoAddress) return "a mapped extent has no address";
                 if (Address % (ulong)blockSize != 0) return $"address {Address} is not block aligned";
-                if (Address + (ulong)Length > (ulong)size) return $"address range {Address}+{Length} runs past the end of device {Device} ({size} bytes)";
+                if (Address > ulong.MaxValue - (ulong)Length || Address + (ulong)Length > (ulong)size) return $"address range {Address}+{Length} runs past the end of device {Device} ({size} bytes)";
                 return null;
             case MappingType.Hole or MappingType.Delalloc or MappingType.Inline:
                 return Device == 0 && Address == FormatConstants.NoAddress ? null : $"a {Type} mapping carries device {Device} / address {Address}";
             case MappingType.PureOverwrite:
-                return null;
+                // "use the read mapping": it names no space and carries no state.
+                return Device == 0 && Address == FormatConstants.NoAddress && Flags == MappingFlags.None
+                    ? null : $"a pure-overwrite mapping carries device {Device} / address {Address} / flags 0x{(ushort)Flags:x}";
             default:
                 return $"unknown mapping type {(ushort)Type}";
         }
@@ -70,4 +80,19 @@ public readonly record struct IomapMapping(long Offset, long Length, ulong Addre
 
 /// <summary>The reply to iomap_begin: where the bytes are now (<see cref="Read"/>, the kernel's srcmap)
 /// and where new bytes must go (<see cref="Write"/>, the kernel's iomap). Both cover the same range.</summary>
-public readonly record struct IomapPair(IomapMapping Read, IomapMapping Write);
+public readonly record struct IomapPair(IomapMapping Read, IomapMapping Write)
+{
+    /// <summary>The kernel's rules for a whole iomap_begin reply at <paramref name="pos"/>: each mapping
+    /// valid (<see cref="IomapMapping.Validate"/>), the read mapping not a pure overwrite, both covering one
+    /// range that contains <paramref name="pos"/>. Null when valid, else what is wrong.</summary>
+    public string? Validate(long pos, int blockSize, Func<uint, long?> deviceSize)
+    {
+        if (Read.Type == MappingType.PureOverwrite) return "the read mapping is a pure overwrite (write mappings only)";
+        if (Read.Validate(blockSize, deviceSize) is { } r) return $"read mapping: {r}";
+        if (Write.Validate(blockSize, deviceSize) is { } w) return $"write mapping: {w}";
+        if (Read.Offset != Write.Offset || Read.Length != Write.Length)
+            return $"read mapping {Read.Offset}+{Read.Length} and write mapping {Write.Offset}+{Write.Length} cover different ranges";
+        if (pos < Read.Offset || pos - Read.Offset >= Read.Length) return $"the mappings {Read.Offset}+{Read.Length} do not cover position {pos}";
+        return null;
+    }
+}

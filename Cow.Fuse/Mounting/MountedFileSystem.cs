@@ -98,6 +98,8 @@ public sealed class MountedFileSystem : IDisposable
             var mode = iomap.Granted ? s.Iomap : IomapMode.Off;
             if (s.Iomap == IomapMode.Auto && !iomap.Granted)
                 s.Log?.Invoke($"fuse-iomap not available ({iomap.Reason}): serving I/O in userspace");
+            else if (s.Iomap == IomapMode.Off)
+                s.Log?.Invoke("serving I/O in userspace (--iomap off)");
             if (iomap.Granted)
                 devices = new KernelIomapDevices(pool.Engine.BlockSize, s.HasSysRawio, s.Log);
             var d = new RequestDispatcher(pool, new FuseMountOptions

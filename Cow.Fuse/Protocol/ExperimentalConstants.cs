@@ -58,6 +58,9 @@ public static class ExperimentalConstants
     public const ulong IomapNullAddr = ulong.MaxValue;
     /// <summary>dev = 0 means "no device". Source: reference.</summary>
     public const uint IomapNoDevice = 0;
+    /// <summary>FUSE_IOMAP_INVAL_TO_EOF = ~0ULL: a fuse_range length meaning "to the end of the file".
+    /// Source: fuse-iomap v7 libfuse, include/fuse_common.h and include/fuse_iomap_bpf.h.</summary>
+    public const ulong IomapInvalToEof = ulong.MaxValue;
 }
 
 /// <summary>fuse_iomap_io.type (experimental). Source: reference "mapping type" row.</summary>
@@ -139,4 +142,6 @@ public enum FuseIomapConfigFlags : ulong
     MaxLinks = 1UL << 3,
     Time = 1UL << 4,
     Maxbytes = 1UL << 5,
+    /// <summary>FUSE_IOMAP_CONFIG_CACHE_MAXBYTES (v7: the kernel's mapping cache size; Cow caches no mappings in the kernel).</summary>
+    CacheMaxbytes = 1UL << 6,
 }

@@ -143,3 +143,52 @@ public struct FuseBackingMap
     public uint Flags;
     public ulong Padding;
 }
+
+/// <summary>Kernel (experimental) <c>struct fuse_range</c> (16 bytes): a byte range of a file or device.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct FuseRange
+{
+    public const int Size = 16;
+    public ulong Offset;
+    /// <summary>length; 0 = "ignore this range", <see cref="ExperimentalConstants.IomapInvalToEof"/> = to end of file.</summary>
+    public ulong Length;
+}
+
+/// <summary>Kernel (experimental) <c>struct fuse_iomap_inval_mappings_out</c> (48 bytes): payload of
+/// FUSE_NOTIFY_IOMAP_INVAL_MAPPINGS (<see cref="ExperimentalConstants.NotifyIomapInvalMappings"/>), which drops
+/// cached read and write mappings of one inode. Layout from the fuse-iomap v7 posting (Darrick J. Wong,
+/// 2026-02-23: "libfuse: enable iomap cache management for lowlevel fuse", include/fuse_kernel.h, and the
+/// kernel's fs/fuse/fuse_iomap.c): u64 nodeid; u64 attr_ino (must equal the fuse_attr.ino the kernel knows,
+/// else -EINVAL); struct fuse_range read, write. The kernel answers -ESTALE for a node id it does not hold,
+/// and -EFSCORRUPTED for a range whose offset is not block-aligned or past s_maxbytes, or whose length is
+/// neither block-aligned nor ~0.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct FuseIomapInvalMappingsOut
+{
+    public const int Size = 48;
+    public ulong NodeId;
+    public ulong AttrIno;
+    /// <summary>Range of read mappings to drop.</summary>
+    public FuseRange Read;
+    /// <summary>Range of write mappings to drop.</summary>
+    public FuseRange Write;
+}
+
+/// <summary>Kernel (experimental) <c>struct fuse_freezefs_in</c> (8 bytes): payload of FUSE_FREEZE_FS (sent on the
+/// root node). Source: fuse-iomap v7, "fuse: implement freeze and shutdown requests".</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct FuseFreezeFsIn
+{
+    public const int Size = 8;
+    /// <summary>unlinked: inodes unlinked but still open (sb->s_remove_count), informational.</summary>
+    public ulong Unlinked;
+}
+
+/// <summary>Kernel (experimental) <c>struct fuse_shutdownfs_in</c> (8 bytes): payload of FUSE_SHUTDOWN_FS (sent on
+/// the root node; the kernel ignores the reply). Source: fuse-iomap v7.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct FuseShutdownFsIn
+{
+    public const int Size = 8;
+    public ulong Flags;
+}

@@ -9,10 +9,13 @@ namespace Cow.Fuse.Server;
 /// requests to whichever worker is waiting and replies go back on the descriptor the request came from).
 /// Each worker owns one pinned request buffer and one pinned reply buffer for its whole life: the request
 /// path allocates nothing per request. A worker ends when the kernel reports the connection gone (ENODEV,
-/// after unmount or abort).
+/// after unmount or abort; or end of file, when the descriptor is a socket standing in for /dev/fuse in tests).
+/// The session also carries the dispatcher's notifications (<see cref="SendNotification"/>) on the first
+/// descriptor, and tells the dispatcher when the connection is gone.
 /// Threading: <see cref="Start"/> once, then any thread may call <see cref="Close"/>, <see cref="WaitEnded"/>,
-/// <see cref="InFlight"/>. The workers only share the dispatcher (thread-safe) and the in-flight counter
-/// (interlocked). Lock order: <c>_gate</c> only, never held while dispatching.
+/// <see cref="InFlight"/>, <see cref="SendNotification"/>. The workers only share the dispatcher
+/// (thread-safe) and the in-flight counter (interlocked). Lock order: <c>_gate</c> only, never held while
+/// dispatching; <c>_notifyGate</c> only around a notification write and the closing of the descriptors.
 /// </summary>
 public sealed class FuseSession : IDisposable
 {
@@ -26,6 +29,8 @@ public sealed class FuseSession : IDisposable
     private int _running, _inFlight;
     private volatile bool _closing;
     private int _disposed;
+    private readonly object _notifyGate = new();
+    private bool _fdsClosed;   // under _notifyGate
 
     /// <summary>Requests seen (all workers).</summary>
     public long Requests => Interlocked.Read(ref _requests);
@@ -38,6 +43,24 @@ public sealed class FuseSession : IDisposable
     {
         if (workers < 1 || workers > 64) throw new ArgumentOutOfRangeException(nameof(workers), "1 to 64 worker threads");
         _dispatcher = dispatcher; _masterFd = deviceFd; _workers = workers;
+        dispatcher.AttachConnection(deviceFd, SendNotification);
+    }
+
+    /// <summary>Writes one notification (fuse_out_header with unique 0 and its payload) to the connection in
+    /// one write(2). Returns 0, or the errno the kernel answered (ENOENT/ESTALE: it does not hold the node),
+    /// or ENOTCONN after the descriptors were closed.</summary>
+    public unsafe Errno SendNotification(ReadOnlySpan<byte> message)
+    {
+        lock (_notifyGate)
+        {
+            if (_fdsClosed) return Errno.ENOTCONN;
+            fixed (byte* m = message)
+            {
+                nint w = LibC.Write(_masterFd, m, (nuint)message.Length);
+                if (w < 0) return LibC.LastErrno;
+                return w == message.Length ? 0 : Errno.EIO;
+            }
+        }
     }
 
     /// <summary>True once every worker has ended (the connection is gone or the session was closed).</summary>
@@ -115,6 +138,7 @@ public sealed class FuseSession : IDisposable
                 while (true)
                 {
                     nint n = LibC.Read(fd, req, (nuint)request.Length);
+                    if (n == 0) return;   // end of file: /dev/fuse never returns it; a socket peer closed its end
                     if (n < 0)
                     {
                         var e = LibC.LastErrno;
@@ -152,7 +176,11 @@ public sealed class FuseSession : IDisposable
         }
         finally
         {
-            if (Interlocked.Decrement(ref _running) == 0) _ended.Set();
+            if (Interlocked.Decrement(ref _running) == 0)
+            {
+                _dispatcher.ConnectionEnded();
+                _ended.Set();
+            }
         }
     }
 
@@ -167,7 +195,12 @@ public sealed class FuseSession : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _closing = true;
         if (!_ended.IsSet && _threads.Count > 0) return;   // a worker still blocked in read(): leave its descriptor to the process exit
-        lock (_gate) foreach (var fd in _fds) LibC.Close(fd);
+        lock (_notifyGate)
+        lock (_gate)
+        {
+            _fdsClosed = true;
+            foreach (var fd in _fds) LibC.Close(fd);
+        }
         _ended.Dispose();
     }
 }

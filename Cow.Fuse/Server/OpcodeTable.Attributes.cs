@@ -39,9 +39,9 @@ public static partial class OpcodeTable
         return node.View!.GetAttr(node.Ino, out attr);
     }
 
-    private static Errno AttrReply(in InodeAttr attr, ulong stIno, Span<byte> reply, out int n)
+    private static Errno AttrReply(in InodeAttr attr, ulong stIno, uint attrFlags, Span<byte> reply, out int n)
     {
-        var o = new FuseAttrOut { AttrValid = RequestDispatcher.AttrTimeoutSeconds, Attr = Attr(in attr, stIno) };
+        var o = new FuseAttrOut { AttrValid = RequestDispatcher.AttrTimeoutSeconds, Attr = Attr(in attr, stIno, attrFlags) };
         return Write(reply, in o, out n);
     }
 
@@ -52,7 +52,7 @@ public static partial class OpcodeTable
         if (e != 0) return e;
         e = NodeAttr(d, in node, out var attr, out ulong stIno);
         if (e != 0) return e;
-        return AttrReply(in attr, stIno, reply, out n);
+        return AttrReply(in attr, stIno, node.IsSnapshotDir ? 0 : d.AttrFlags(node.Slot), reply, out n);
     }
 
     /// <summary>
@@ -125,7 +125,7 @@ public static partial class OpcodeTable
             return Write(reply, in none, out n);
         }
         if (e != 0) return e;
-        return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), reply, out n);
+        return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), d.AttrFlags(node.Slot), reply, out n);
     }
 
     /// <summary>Seconds (two's complement in a u64) and nanoseconds → ns since the epoch; false when out of range.</summary>

@@ -63,7 +63,7 @@ public static partial class OpcodeTable
                     FuseEntryOut entry = default;
                     entry.Attr.Ino = stIno;
                     if (!dot && view.GetAttr(ent.Ino, out var a) == 0 && NodeTable.TryNodeId(node.Slot, a.Ino, out ulong id))
-                        entry = Entry(in a, id, stIno);
+                        entry = Entry(in a, id, stIno, d.AttrFlags(node.Slot));
                     ok = FuseDirentLayout.TryWriteDirentplus(dst[n..], in entry, (ulong)ent.NextOffset, ent.Type, nm, out written);
                 }
                 else ok = FuseDirentLayout.TryWriteDirent(dst[n..], stIno, (ulong)ent.NextOffset, ent.Type, nm, out written);

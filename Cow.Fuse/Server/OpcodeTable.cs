@@ -12,15 +12,18 @@ namespace Cow.Fuse.Server;
 /// <paramref name="replyLength"/> to the bytes it wrote there; on an error the dispatcher ignores them.</summary>
 public delegate Errno OpHandler(RequestDispatcher d, in FuseInHeader header, ReadOnlySpan<byte> payload, Span<byte> reply, out int replyLength);
 
-/// <summary>One row of <see cref="OpcodeTable"/>. A null <see cref="Handler"/> means "answer ENOSYS".</summary>
-public readonly record struct OpcodeEntry(OpHandler? Handler, int MinPayload, bool Replies);
+/// <summary>One row of <see cref="OpcodeTable"/>. A null <see cref="Handler"/> means "answer ENOSYS".
+/// <see cref="Changes"/>: the request changes the pool (refused with EBUSY while the filesystem is frozen).</summary>
+public readonly record struct OpcodeEntry(OpHandler? Handler, int MinPayload, bool Replies, bool Changes = false);
 
 /// <summary>
 /// THE opcode table: opcode → (handler, minimum payload size in bytes after fuse_in_header and extensions,
 /// whether a reply is sent). FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY send no reply. Every opcode
 /// not in the table is answered ENOSYS by <see cref="RequestDispatcher"/>; the ones of the kernel's fuse.h
 /// left so on purpose are listed in <see cref="Build"/> with the reason. Node ids are resolved through
-/// <see cref="NodeTable"/>. The handlers live in the partial files OpcodeTable.*.cs.
+/// <see cref="NodeTable"/>. The handlers live in the partial files OpcodeTable.*.cs. The experimental
+/// fuse-iomap opcodes (4089..4095, numbers in <see cref="ExperimentalConstants"/>) have their rows in
+/// OpcodeTable.Iomap.cs.
 /// </summary>
 public static partial class OpcodeTable
 {
@@ -30,13 +33,18 @@ public static partial class OpcodeTable
     private static readonly OpcodeEntry[] Table = Build();
 
     /// <summary>The entry of <paramref name="opcode"/>; a null handler (ENOSYS, with a reply) when not implemented.</summary>
-    public static OpcodeEntry Get(uint opcode) => opcode < TableSize ? Table[opcode] : NotImplemented;
+    public static OpcodeEntry Get(uint opcode)
+    {
+        if (opcode < TableSize) return Table[opcode];
+        uint x = opcode - ExperimentalConstants.OpFreezeFs;
+        return x < (uint)IomapRows.Length ? IomapRows[x] : NotImplemented;
+    }
 
     private static OpcodeEntry[] Build()
     {
         var t = new OpcodeEntry[TableSize];
         for (int i = 0; i < t.Length; i++) t[i] = NotImplemented;
-        void Set(FuseOpcode op, OpHandler h, int min, bool replies = true) => t[(int)op] = new OpcodeEntry(h, min, replies);
+        void Set(FuseOpcode op, OpHandler h, int min, bool replies = true, bool changes = false) => t[(int)op] = new OpcodeEntry(h, min, replies, changes);
 
         Set(FuseOpcode.Init, Init, InitInMinSize);
         Set(FuseOpcode.Destroy, Destroy, 0);
@@ -46,40 +54,40 @@ public static partial class OpcodeTable
         Set(FuseOpcode.Interrupt, Nothing, FuseInterruptIn.Size, replies: false);
         Set(FuseOpcode.NotifyReply, Nothing, 0, replies: false);
         Set(FuseOpcode.Getattr, Getattr, FuseGetattrIn.Size);
-        Set(FuseOpcode.Setattr, Setattr, FuseSetattrIn.Size);
+        Set(FuseOpcode.Setattr, Setattr, FuseSetattrIn.Size, changes: true);
         Set(FuseOpcode.Statx, Statx, FuseStatxIn.Size);
         Set(FuseOpcode.Access, Access, FuseAccessIn.Size);
         Set(FuseOpcode.Statfs, Statfs, 0);
         Set(FuseOpcode.Readlink, Readlink, 0);
-        Set(FuseOpcode.Mknod, Mknod, FuseConstants.CompatMknodInSize + 2);
-        Set(FuseOpcode.Mkdir, Mkdir, FuseMkdirIn.Size + 2);
-        Set(FuseOpcode.Symlink, Symlink, 4);                     // name, NUL, target, NUL
-        Set(FuseOpcode.Link, Link, FuseLinkIn.Size + 2);
-        Set(FuseOpcode.Unlink, Unlink, 2);
-        Set(FuseOpcode.Rmdir, Rmdir, 2);
-        Set(FuseOpcode.Rename, Rename, FuseRenameIn.Size + 4);
-        Set(FuseOpcode.Rename2, Rename2, FuseRename2In.Size + 4);
+        Set(FuseOpcode.Mknod, Mknod, FuseConstants.CompatMknodInSize + 2, changes: true);
+        Set(FuseOpcode.Mkdir, Mkdir, FuseMkdirIn.Size + 2, changes: true);
+        Set(FuseOpcode.Symlink, Symlink, 4, changes: true);      // name, NUL, target, NUL
+        Set(FuseOpcode.Link, Link, FuseLinkIn.Size + 2, changes: true);
+        Set(FuseOpcode.Unlink, Unlink, 2, changes: true);
+        Set(FuseOpcode.Rmdir, Rmdir, 2, changes: true);
+        Set(FuseOpcode.Rename, Rename, FuseRenameIn.Size + 4, changes: true);
+        Set(FuseOpcode.Rename2, Rename2, FuseRename2In.Size + 4, changes: true);
         Set(FuseOpcode.Open, Open, FuseOpenIn.Size);
-        Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2);      // fuse_create_in is 8 bytes before 7.12
+        Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2, changes: true);   // fuse_create_in is 8 bytes before 7.12
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
         Set(FuseOpcode.Releasedir, Nothing, FuseReleaseIn.Size);
         Set(FuseOpcode.Flush, Nothing, FuseFlushIn.Size);        // nothing is buffered per handle
         Set(FuseOpcode.Read, Read, FuseReadIn.Size);
-        Set(FuseOpcode.Write, WriteData, FuseWriteIn.Size);
+        Set(FuseOpcode.Write, WriteData, FuseWriteIn.Size, changes: true);
         Set(FuseOpcode.Fsync, Fsync, FuseFsyncIn.Size);
         Set(FuseOpcode.Fsyncdir, Fsync, FuseFsyncIn.Size);
         Set(FuseOpcode.Syncfs, Syncfs, FuseSyncfsIn.Size);
-        Set(FuseOpcode.Fallocate, Fallocate, FuseFallocateIn.Size);
+        Set(FuseOpcode.Fallocate, Fallocate, FuseFallocateIn.Size, changes: true);
         Set(FuseOpcode.Lseek, Lseek, FuseLseekIn.Size);
-        Set(FuseOpcode.CopyFileRange, CopyFileRange, FuseCopyFileRangeIn.Size);
-        Set(FuseOpcode.CopyFileRange64, CopyFileRange, FuseCopyFileRangeIn.Size);
+        Set(FuseOpcode.CopyFileRange, CopyFileRange, FuseCopyFileRangeIn.Size, changes: true);
+        Set(FuseOpcode.CopyFileRange64, CopyFileRange, FuseCopyFileRangeIn.Size, changes: true);
         Set(FuseOpcode.Readdir, Readdir, FuseReadIn.Size);
         Set(FuseOpcode.Readdirplus, Readdirplus, FuseReadIn.Size);
-        Set(FuseOpcode.Setxattr, Setxattr, FuseConstants.CompatSetxattrInSize + 2);
+        Set(FuseOpcode.Setxattr, Setxattr, FuseConstants.CompatSetxattrInSize + 2, changes: true);
         Set(FuseOpcode.Getxattr, Getxattr, FuseGetxattrIn.Size + 2);
         Set(FuseOpcode.Listxattr, Listxattr, FuseGetxattrIn.Size);
-        Set(FuseOpcode.Removexattr, Removexattr, 2);
+        Set(FuseOpcode.Removexattr, Removexattr, 2, changes: true);
 
         // Deliberately ENOSYS (left as NotImplemented):
         //  GETLK, SETLK, SETLKW: FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS are not granted, so the kernel keeps
@@ -90,7 +98,7 @@ public static partial class OpcodeTable
         //  SETUPMAPPING, REMOVEMAPPING: DAX (virtiofs) only.
         //  TMPFILE: O_TMPFILE needs an unnamed inode that linkat can name later; the engine cannot link an
         //    inode whose link count went to 0, so the kernel's EOPNOTSUPP (from ENOSYS) is the honest answer.
-        //  CUSE_INIT and the experimental fuse-iomap opcodes: not this protocol.
+        //  CUSE_INIT: not this protocol.
         return t;
     }
 
@@ -129,8 +137,27 @@ public static partial class OpcodeTable
         var wanted = Wanted;
         // Write-back caching of a read-only tree would only buffer writes that fail.
         if (d.Options.WritebackCache && !d.Root.ReadOnly) wanted |= FuseInitFlags.WritebackCache;
+        // fuse-iomap (experimental): echoed only when the kernel offered it, it is not switched off, and
+        // there is a way to register the devices. Required but impossible: INIT fails (EPROTO).
+        bool iomapOffered = (offered & ExperimentalConstants.InitIomap) != 0;
+        var mode = d.Options.Iomap;
+        bool iomap = iomapOffered && mode != IomapMode.Off && d.Options.IomapDevices != null;
+        if (!iomap && mode == IomapMode.On)
+        {
+            d.RefuseIomap(iomapOffered
+                ? "fuse-iomap required (--iomap on) but no device registrar is configured; refusing INIT"
+                : $"fuse-iomap required (--iomap on) but the kernel did not offer it (protocol 7.{minor}, FUSE_IOMAP not in flags2: "
+                  + "it needs a kernel with the fuse-iomap patches, fuse.enable_iomap=Y and CAP_SYS_RAWIO); refusing INIT");
+            return Errno.EPROTO;
+        }
+        if (iomap) wanted |= FuseInitFlags.Iomap;
+        // Off: the mount side decided (--iomap off, or ADD_IOMAP refused under auto) and logged why.
+        else if (mode == IomapMode.Off) { }
+        else if (iomapOffered) d.LogLine("userspace I/O: the kernel offered fuse-iomap but no device registrar is configured");
+        else d.LogLine("userspace I/O: kernel did not offer fuse-iomap");
         var granted = (FuseInitFlags)offered & wanted;
-        o.Minor = Math.Min(minor, FuseConstants.KernelMinorVersion);
+        // An iomap kernel speaks minor 99 (the experimental structs and opcodes); without iomap, the mainline minor.
+        o.Minor = Math.Min(minor, iomap ? ExperimentalConstants.IomapMinorVersion : FuseConstants.KernelMinorVersion);
         o.MaxReadahead = maxReadahead;
         o.TimeGran = 1;
         o.MaxBackground = MaxBackground;
@@ -212,33 +239,36 @@ public static partial class OpcodeTable
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
-        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino));
+        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot));
         return Write(reply, in entry, out n);
     }
 
     /// <summary>fuse_entry_out for <paramref name="a"/> with node id = inode number (the mounted tree), generation 0, 1 s timeouts.</summary>
     public static FuseEntryOut Entry(in InodeAttr a) => Entry(in a, (ulong)a.Ino, (ulong)a.Ino);
 
-    /// <summary>fuse_entry_out for <paramref name="a"/>: generation 0 (node ids are never reused), 1 s timeouts.</summary>
-    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno) => new()
+    /// <summary>fuse_entry_out for <paramref name="a"/>: generation 0 (node ids are never reused), 1 s timeouts;
+    /// <paramref name="attrFlags"/> is fuse_attr.flags (<see cref="RequestDispatcher.AttrFlags"/>).</summary>
+    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno, uint attrFlags = 0) => new()
     {
         NodeId = nodeId,
         EntryValid = RequestDispatcher.EntryTimeoutSeconds,
         AttrValid = RequestDispatcher.AttrTimeoutSeconds,
-        Attr = Attr(in a, stIno),
+        Attr = Attr(in a, stIno, attrFlags),
     };
 
     /// <summary>fuse_attr from <paramref name="a"/> with st_ino = its inode number.</summary>
     public static FuseAttr Attr(in InodeAttr a) => Attr(in a, (ulong)a.Ino);
 
     /// <summary>fuse_attr from <paramref name="a"/>: times split into seconds and nanoseconds (floor, so that
-    /// times before 1970 keep 0 ≤ nsec &lt; 10⁹), rdev re-encoded for the kernel's new_decode_dev.</summary>
-    public static FuseAttr Attr(in InodeAttr a, ulong stIno)
+    /// times before 1970 keep 0 ≤ nsec &lt; 10⁹), rdev re-encoded for the kernel's new_decode_dev;
+    /// <paramref name="attrFlags"/> is fuse_attr.flags.</summary>
+    public static FuseAttr Attr(in InodeAttr a, ulong stIno, uint attrFlags = 0)
     {
         var r = new FuseAttr
         {
             Ino = stIno, Size_ = (ulong)a.Size, Blocks = (ulong)a.Blocks512,
             Mode = a.Mode, Nlink = a.Nlink, Uid = a.Uid, Gid = a.Gid, Rdev = EncodeDev(a.Rdev), Blksize = (uint)a.BlockSize,
+            Flags = attrFlags,
         };
         (r.Atime, r.Atimensec) = SplitNs(a.AtimeNs);
         (r.Mtime, r.Mtimensec) = SplitNs(a.MtimeNs);

@@ -23,14 +23,23 @@ public sealed record FuseMountOptions
     /// Snapshot files are immutable and always cached (FOPEN_KEEP_CACHE).
     /// </summary>
     public bool DirectIo { get; init; } = true;
-    /// <summary>Whether to negotiate fuse-iomap at INIT (<c>cow mount --iomap</c>). The mount side has already
-    /// asked the kernel (FUSE_DEV_IOC_ADD_IOMAP) and passes <see cref="IomapMode.Off"/> when that was refused
-    /// under <see cref="IomapMode.Auto"/>.</summary>
-    public IomapMode Iomap { get; init; }
-    /// <summary>Registers the pool's devices with the connection on the first IOMAP_CONFIG after iomap was
-    /// granted; null when iomap is off. Owned by the mount (disposed after the session ended).</summary>
+    /// <summary>
+    /// Whether to ask for fuse-iomap (the kernel then reads and writes file data on the pool's devices itself,
+    /// asking the engine only where: docs/iomap.md). Granted at INIT when the kernel offers FUSE_IOMAP, this
+    /// is not <see cref="IomapMode.Off"/> and <see cref="IomapDevices"/> is set; <see cref="IomapMode.On"/>
+    /// fails INIT otherwise. The mount side has already asked the kernel (FUSE_DEV_IOC_ADD_IOMAP) and passes
+    /// <see cref="IomapMode.Off"/> when that was refused under <see cref="IomapMode.Auto"/>.
+    /// </summary>
+    public IomapMode Iomap { get; init; } = IomapMode.Auto;
+    /// <summary>Registers the pool's devices with the connection on the kernel's first IOMAP_CONFIG. The
+    /// dispatcher calls <see cref="IIomapDeviceRegistrar.Register"/> at most once and never disposes it: the
+    /// mount does, after the session ended.</summary>
     public IIomapDeviceRegistrar? IomapDevices { get; init; }
 }
+
+/// <summary>Writes one whole notification (fuse_out_header with unique 0, then its payload) to the
+/// connection; returns 0 or the errno of the write. Must be thread-safe.</summary>
+public delegate Errno NotifySender(ReadOnlySpan<byte> message);
 
 /// <summary>
 /// Transport-independent FUSE request dispatcher: one request buffer in, one reply written into a
@@ -39,8 +48,10 @@ public sealed record FuseMountOptions
 /// <see cref="Dispatch"/> throw. Node ids are resolved through <see cref="Nodes"/> (the mounted tree, the
 /// snapshots browsed under <c>.snapshots</c>, and that virtual directory).
 /// Thread-safety: <see cref="Dispatch"/> may be called by many threads at once. The handlers only call the
-/// thread-safe <see cref="FileSystemView"/>, <see cref="Core.Engine.Engine"/> snapshot calls and
-/// <see cref="NodeTable"/>, and use per-thread scratch; INIT state is published through a volatile field.
+/// thread-safe <see cref="FileSystemView"/>, <see cref="Core.Engine.Engine"/> and <see cref="NodeTable"/>,
+/// and use per-thread scratch; INIT state (including the fuse-iomap state, <see cref="IomapConnection"/>)
+/// is published through a volatile field; freeze and shutdown through another (<c>_hold</c>).
+/// <see cref="AttachConnection"/> and <see cref="ConnectionEnded"/> are called by the session.
 /// </summary>
 public sealed class RequestDispatcher
 {
@@ -73,7 +84,13 @@ public sealed class RequestDispatcher
     public const ulong EntryTimeoutSeconds = 1, AttrTimeoutSeconds = 1;
 
     private volatile int _state; // 0 = waiting for INIT, 1 = initialised, 2 = destroyed
+    private volatile int _hold;  // 0 = serving, HoldFrozen, HoldShutDown
+    private const int HoldFrozen = 1, HoldShutDown = 2;
     private long _handlerFailures;
+    private IomapConnection? _iomap;       // set at INIT (before _state), never changed after
+    private volatile uint _liveAttrFlags;  // fuse_attr.flags of live inodes, set at INIT
+    private volatile int _fuseFd = -1;
+    private volatile NotifySender? _notify;
 
     public Pool Pool { get; }
     public FuseMountOptions Options { get; }
@@ -101,19 +118,92 @@ public sealed class RequestDispatcher
     public bool WritebackCacheGranted => (NegotiatedFlags & FuseInitFlags.WritebackCache) != 0;
 
     /// <summary>fuse_open_out.open_flags for a file of a writable tree opened for writing: direct I/O (see
-    /// <see cref="FuseMountOptions.DirectIo"/>) when the kernel granted mmap of direct-I/O files.</summary>
-    public uint LiveFileOpenFlags => Options.DirectIo && !WritebackCacheGranted && (NegotiatedFlags & FuseInitFlags.DirectIoAllowMmap) != 0
+    /// <see cref="FuseMountOptions.DirectIo"/>) when the kernel granted mmap of direct-I/O files.
+    /// With fuse-iomap, never: the kernel would have to fall back from iomap direct I/O to buffered I/O for
+    /// writes that are not block-aligned, which FOPEN_DIRECT_IO forbids (EIO).</summary>
+    public uint LiveFileOpenFlags => Options.DirectIo && !WritebackCacheGranted && !IomapGranted && (NegotiatedFlags & FuseInitFlags.DirectIoAllowMmap) != 0
         ? (uint)(FuseOpenOutFlags.DirectIo | FuseOpenOutFlags.ParallelDirectWrites) : 0;
 
+    /// <summary>fuse-iomap was granted at INIT: the kernel does the data I/O of live files itself
+    /// (FUSE_READ and FUSE_WRITE are still served, for files and paths iomap does not cover).</summary>
+    public bool IomapGranted => _iomap != null;
+
+    /// <summary>Why fuse-iomap is not running although it was asked for: INIT refused with
+    /// <see cref="IomapMode.On"/> and a kernel that did not offer it, or the device registration failed at
+    /// IOMAP_CONFIG. Null otherwise. For the mount layer to report.</summary>
+    public string? IomapFailure => _iomapFailure ?? _iomap?.RegistrationError;
+    private volatile string? _iomapFailure;
+
+    /// <summary>The devices registered with the kernel at IOMAP_CONFIG (empty before, and without iomap).</summary>
+    public IReadOnlyList<RegisteredIomapDevice> IomapDevices => _iomap?.Devices ?? [];
+
+    /// <summary>The fuse-iomap state of this connection (null unless granted).</summary>
+    internal IomapConnection? Iomap => _iomap;
+
+    /// <summary>FREEZE_FS was answered and UNFREEZE_FS not yet: requests that change the pool get EBUSY.</summary>
+    public bool Frozen => _hold == HoldFrozen;
+
+    /// <summary>SHUTDOWN_FS was answered: every request gets EIO from now on.</summary>
+    public bool ShutDown => _hold == HoldShutDown;
+
+    /// <summary>fuse_attr.flags for an inode of the tree in <paramref name="slot"/>: FUSE_ATTR_IOMAP |
+    /// FUSE_ATTR_EXCLUSIVE for every inode of a live mounted tree when iomap was granted, else 0.</summary>
+    public uint AttrFlags(int slot) => slot == NodeTable.RootSlot ? _liveAttrFlags : 0;
+
+    /// <summary>Called by the session that serves this dispatcher: the connection's /dev/fuse descriptor
+    /// (handed to <see cref="IIomapDeviceRegistrar.Register"/>) and how to send notifications on it.</summary>
+    public void AttachConnection(int fuseFd, NotifySender? send)
+    {
+        _fuseFd = fuseFd;
+        _notify = send;
+    }
+
+    /// <summary>Called by the session when the connection is gone: no notification is sent any more and the
+    /// engine stops reporting mapping changes to this connection.</summary>
+    public void ConnectionEnded()
+    {
+        _notify = null;
+        _iomap?.Detach();
+    }
+
+    internal int FuseFd => _fuseFd;
+
+    /// <summary>Sends a notification on the attached connection; ENOTCONN when none is attached.</summary>
+    internal Errno SendNotification(ReadOnlySpan<byte> message) => _notify is { } send ? send(message) : Errno.ENOTCONN;
 
     internal void CompleteInit(uint minor, FuseInitFlags flags)
     {
         NegotiatedMinor = minor;
         NegotiatedFlags = flags;
+        if ((flags & FuseInitFlags.Iomap) != 0)
+        {
+            var io = new IomapConnection(this);
+            _iomap = io;
+            if (!Root.ReadOnly)
+            {
+                _liveAttrFlags = ExperimentalConstants.AttrIomap | ExperimentalConstants.AttrExclusive;
+                io.Attach();
+            }
+            LogLine($"fuse-iomap granted: the kernel does data I/O on {Pool.Devices.Count} devices (protocol 7.{minor})");
+        }
         _state = 1;
     }
 
-    internal void MarkDestroyed() => _state = 2;
+    /// <summary>INIT refused because <see cref="IomapMode.On"/> could not be honoured.</summary>
+    internal void RefuseIomap(string why)
+    {
+        _iomapFailure = why;
+        LogLine(why);
+    }
+
+    internal void MarkDestroyed()
+    {
+        _state = 2;
+        _iomap?.Detach();
+    }
+
+    internal void Freeze(bool frozen) => _hold = frozen ? HoldFrozen : 0;
+    internal void MarkShutDown() => _hold = HoldShutDown;
 
     /// <summary>
     /// Handles one request and writes its reply at the start of <paramref name="reply"/>.
@@ -137,6 +227,15 @@ public sealed class RequestDispatcher
         int state = _state;
         if (state == 0 && opcode != (uint)FuseOpcode.Init) return Fail(entry, reply, unique, Errno.EIO, null);
         if (state != 0 && opcode == (uint)FuseOpcode.Init) return Fail(entry, reply, unique, Errno.EIO, "second INIT");
+        int hold = _hold;
+        if (hold != 0)
+        {
+            // Shut down: nothing reaches the pool any more. Frozen: the kernel stops its writers before it
+            // freezes us, so a change arriving now is refused rather than held (a worker blocked here
+            // could keep UNFREEZE_FS from being read).
+            if (hold == HoldShutDown) return Fail(entry, reply, unique, Errno.EIO, null);
+            if (entry.Changes) return Fail(entry, reply, unique, Errno.EBUSY, null);
+        }
         if (entry.Handler is null) return Fail(entry, reply, unique, Errno.ENOSYS, null);
         if (payload.Length < entry.MinPayload) return Fail(entry, reply, unique, Errno.EINVAL, "payload shorter than its struct");
 

@@ -101,6 +101,10 @@ public class WireStructTests
         Pin<FuseIomapConfigIn>(64, FuseIomapConfigIn.Size);
         Pin<FuseIomapConfigOut>(104, FuseIomapConfigOut.Size);
         Pin<FuseBackingMap>(16, FuseBackingMap.Size);
+        Pin<FuseRange>(16, FuseRange.Size);
+        Pin<FuseIomapInvalMappingsOut>(48, FuseIomapInvalMappingsOut.Size);
+        Pin<FuseFreezeFsIn>(8, FuseFreezeFsIn.Size);
+        Pin<FuseShutdownFsIn>(8, FuseShutdownFsIn.Size);
     }
 
     [Fact]
@@ -122,6 +126,8 @@ public class WireStructTests
         Assert.Equal(96, (int)Marshal.OffsetOf<FuseIomapConfigOut>(nameof(FuseIomapConfigOut.CacheMaxBytes)));
         Assert.Equal(40, (int)Marshal.OffsetOf<FuseIomapEndIn>(nameof(FuseIomapEndIn.Map)));
         Assert.Equal(40, (int)Marshal.OffsetOf<FuseIomapIoendIn>(nameof(FuseIomapIoendIn.Dev)));
+        Assert.Equal(16, (int)Marshal.OffsetOf<FuseIomapInvalMappingsOut>(nameof(FuseIomapInvalMappingsOut.Read)));
+        Assert.Equal(32, (int)Marshal.OffsetOf<FuseIomapInvalMappingsOut>(nameof(FuseIomapInvalMappingsOut.Write)));
     }
 
     [Fact]
