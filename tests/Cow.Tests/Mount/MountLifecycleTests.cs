@@ -222,7 +222,8 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
     /// <summary>open, pwrite everything, optionally fsync, close: false on any error (the server died).</summary>
     private static unsafe bool WriteAll(string path, byte[] data, int length, long offset, OpenFlags flags, bool fsync)
     {
-        int fd = Syscall.open(path, OpenFlags.O_WRONLY | flags, FilePermissions.S_IRUSR | FilePermissions.S_IWUSR);
+        // O_CLOEXEC: a process another test starts meanwhile must not inherit it (it would keep the dead mount busy).
+        int fd = Syscall.open(path, OpenFlags.O_WRONLY | OpenFlags.O_CLOEXEC | flags, FilePermissions.S_IRUSR | FilePermissions.S_IWUSR);
         if (fd < 0) return false;
         try
         {

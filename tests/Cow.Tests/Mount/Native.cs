@@ -77,7 +77,10 @@ internal static unsafe partial class Native
         return result;
     }
 
-    public static int Open(string path, int flags, uint mode = 0x1A4) => open_(path, flags, mode);
+    /// <summary>open(2), always with O_CLOEXEC: tests run in parallel and start processes (cow, fusermount3,
+    /// setpriv); a descriptor inherited by such a child would keep a mount busy after the test closed it.</summary>
+    public static int Open(string path, int flags, uint mode = 0x1A4) => open_(path, flags | O_CLOEXEC, mode);
+    private const int O_CLOEXEC = 0x80000;
     public static int Close(int fd) => close_(fd);
     public static long Lseek(int fd, long offset, int whence) => lseek_(fd, offset, whence);
     public static int Fallocate(int fd, int mode, long offset, long len) => fallocate_(fd, mode, offset, len);

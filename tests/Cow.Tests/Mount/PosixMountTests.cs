@@ -66,7 +66,7 @@ public class PosixMountTests
     /// writeback cache, where the kernel holds written pages and times the server has not seen yet.</summary>
     private static void MakeSnapshot(MountedPool m, string name)
     {
-        int fd = Syscall.open(m.MountPoint, OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY);
+        int fd = Syscall.open(m.MountPoint, OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY | OpenFlags.O_CLOEXEC);
         Assert.True(fd >= 0, "open the mount root");
         try { Assert.True(Native.Syncfs(fd) == 0, $"syncfs: {(Errno)System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}"); } finally { Syscall.close(fd); }
         Ok(Syscall.mkdir(m.P(".snapshots/" + name), (FilePermissions)0x1ED), $"mkdir .snapshots/{name}");
