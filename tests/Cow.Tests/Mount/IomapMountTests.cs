@@ -17,25 +17,11 @@ namespace Cow.Tests.Mount;
 /// </summary>
 public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "cow-iomap-" + Guid.NewGuid().ToString("N")[..12]);
-    private readonly List<string> _mounts = new();
-
-    private string PoolDir => Path.Combine(_root, "pool");
-
-    private string NewMountPoint()
-    {
-        var mp = Path.Combine(_root, "mnt" + _mounts.Count);
-        Directory.CreateDirectory(mp);
-        _mounts.Add(mp);
-        return mp;
-    }
-
-    private void MakePool()
-    {
-        MountedPool.RequireRootAndFuse();
-        var (code, _, err) = CowProgram.Run("mkfs", PoolDir, "--base-size", "64M", "--log-size", "256M");
-        Assert.True(code == 0, err);
-    }
+    private readonly MountScratch _scratch = new("cow-iomap-");
+    private string Root => _scratch.Root;
+    private string PoolDir => _scratch.PoolDir;
+    private string NewMountPoint() => _scratch.NewMountPoint();
+    private void MakePool() => _scratch.MakePool("256M");
 
     private (int Code, string Out, string Err) Run(string file, params string[] args)
     {
@@ -48,20 +34,14 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
     private void AssertNothingLeft(string mp)
     {
         Assert.Null(MountTable.Find(mp));
-        Assert.Empty(KernelScratch.LoopsUnder(_root));
+        Assert.Empty(KernelScratch.LoopsUnder(Root));
         using var pool = Pool.Open(PoolDir);
     }
 
-    public void Dispose()
+    public void Dispose() => _scratch.Dispose(() =>
     {
-        foreach (var mp in _mounts)
-        {
-            if (MountTable.Find(mp) is { IsCow: true }) CowProgram.Run("umount", "--lazy", mp);
-            MountedPool.ForceUnmount(mp);
-        }
-        foreach (var n in KernelScratch.LoopsUnder(_root).Keys) KernelScratch.Run("losetup", "-d", $"/dev/loop{n}");
-        try { Directory.Delete(_root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-    }
+        foreach (var n in KernelScratch.LoopsUnder(Root).Keys) KernelScratch.Run("losetup", "-d", $"/dev/loop{n}");
+    });
 
     [Fact]
     public void This_kernel_refuses_ADD_IOMAP()

@@ -11,26 +11,11 @@ namespace Cow.Tests.Mount;
 /// dead servers, double mounts, and a server killed with SIGKILL in the middle of writes.</summary>
 public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "cow-lc-" + Guid.NewGuid().ToString("N")[..12]);
-    private readonly List<string> _mounts = new();
+    private readonly MountScratch _scratch = new("cow-lc-");
     private readonly List<Process> _servers = new();
-
-    private string PoolDir => Path.Combine(_root, "pool");
-
-    private string NewMountPoint()
-    {
-        var mp = Path.Combine(_root, "mnt" + _mounts.Count);
-        Directory.CreateDirectory(mp);
-        _mounts.Add(mp);
-        return mp;
-    }
-
-    private void MakePool()
-    {
-        MountedPool.RequireRootAndFuse();
-        var (code, _, err) = CowProgram.Run("mkfs", PoolDir, "--base-size", "64M", "--log-size", "1G");
-        Assert.True(code == 0, err);
-    }
+    private string PoolDir => _scratch.PoolDir;
+    private string NewMountPoint() => _scratch.NewMountPoint();
+    private void MakePool() => _scratch.MakePool("1G");
 
     private (int Code, string Out, string Err) Cow(params string[] args)
     {
@@ -99,10 +84,10 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         var notMounted = Cow("umount", mp1);
         Assert.Equal(1, notMounted.Code);
         Assert.Contains("not mounted", notMounted.Err);
-        var missing = Cow("mount", PoolDir, Path.Combine(_root, "nowhere"));
+        var missing = Cow("mount", PoolDir, Path.Combine(_scratch.Root, "nowhere"));
         Assert.Equal(1, missing.Code);
         Assert.Contains("No such file", missing.Err);
-        var noPool = Cow("mount", Path.Combine(_root, "nopool"), mp1);
+        var noPool = Cow("mount", Path.Combine(_scratch.Root, "nopool"), mp1);
         Assert.Equal(1, noPool.Code);
         Assert.Contains("does not exist", noPool.Err);
     }
@@ -246,7 +231,6 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
             try { if (!p.HasExited) { p.Kill(); p.WaitForExit(10_000); } } catch (Exception) { }
             p.Dispose();
         }
-        foreach (var mp in _mounts) MountedPool.ForceUnmount(mp);
-        try { Directory.Delete(_root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        _scratch.Dispose();
     }
 }

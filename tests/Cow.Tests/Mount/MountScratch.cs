@@ -1,0 +1,49 @@
+using Xunit;
+
+namespace Cow.Tests.Mount;
+
+/// <summary>
+/// A scratch folder for tests that run the real <c>cow</c> program: a pool folder (<see cref="PoolDir"/>,
+/// made by <see cref="MakePool"/> with <c>cow mkfs</c>) and mount points (<see cref="NewMountPoint"/>).
+/// <see cref="Dispose"/> unmounts every mount point still mounted (<c>cow umount --lazy</c>, then by force) and deletes the
+/// folder, also when the test failed. Not thread-safe: one per test.
+/// </summary>
+public sealed class MountScratch(string prefix) : IDisposable
+{
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString("N")[..12]);
+    private readonly List<string> _mounts = new();
+
+    public string PoolDir => Path.Combine(Root, "pool");
+    public IReadOnlyList<string> MountPoints => _mounts;
+
+    public string NewMountPoint()
+    {
+        var mp = Path.Combine(Root, "mnt" + _mounts.Count);
+        Directory.CreateDirectory(mp);
+        _mounts.Add(mp);
+        return mp;
+    }
+
+    /// <summary><c>cow mkfs PoolDir</c> with a 64 MiB base and a <paramref name="logSize"/> log (root and /dev/fuse required).</summary>
+    public void MakePool(string logSize)
+    {
+        MountedPool.RequireRootAndFuse();
+        var (code, _, err) = CowProgram.Run("mkfs", PoolDir, "--base-size", "64M", "--log-size", logSize);
+        Assert.True(code == 0, err);
+    }
+
+    /// <summary>Unmounts what is still mounted; <paramref name="beforeDelete"/> runs before the folder goes.</summary>
+    public void Dispose() => Dispose(null);
+
+    public void Dispose(Action? beforeDelete)
+    {
+        foreach (var mp in _mounts)
+        {
+            // A live server commits and closes the pool on umount; a dead one's mount is cleared.
+            if (Cow.Fuse.Mounting.MountTable.Find(mp) is { IsCow: true }) CowProgram.Run("umount", "--lazy", mp);
+            MountedPool.ForceUnmount(mp);
+        }
+        beforeDelete?.Invoke();
+        try { Directory.Delete(Root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
