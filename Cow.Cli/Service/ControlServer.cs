@@ -1,0 +1,237 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Mono.Unix.Native;
+
+namespace Cow.Cli.Service;
+
+/// <summary>The control socket cannot be set up (path in use by a running service, directory missing, ...).</summary>
+public sealed class ControlSocketException(string message) : Exception(message);
+
+/// <summary>
+/// The service's control socket: a Unix stream socket (path, group and mode from <c>[control]</c>; owner
+/// root) speaking line-delimited JSON, one request object per line, one response object per line (see
+/// <see cref="ControlProtocol"/>). Every request is checked against the caller's SO_PEERCRED: root and
+/// members of the configured group (primary or supplementary group of the calling process, read from
+/// /proc/PID/status at connect time) only; anyone else gets an EACCES response and nothing is done.
+/// Malformed requests get an error response and the connection stays open.
+/// Threading: one accept thread; each connection is served on its own task; requests go to
+/// <see cref="PoolMounts"/>, which is thread-safe. Snapshot operations of one pool may run concurrently
+/// (the kernel and the engine order them).
+/// </summary>
+public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger<ControlServer> log) : IHostedService, IDisposable
+{
+    private Socket? _listener;
+    private Thread? _acceptThread;
+    private uint _gid;
+    private string _groupName = "root";
+    private volatile bool _stopping;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        var path = config.Control.Socket;
+        (_gid, _groupName) = ResolveGroup(config.Control.Group);
+        var dir = Path.GetDirectoryName(path)!;
+        try { if (!Directory.Exists(dir)) { Directory.CreateDirectory(dir); Syscall.chmod(dir, (FilePermissions)Convert.ToInt32("755", 8)); } }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ControlSocketException($"cannot make the folder {dir} of the control socket: {e.Message}"); }
+        if (File.Exists(path) || Syscall.lstat(path, out _) == 0)
+        {
+            using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            {
+                try { probe.Connect(new UnixDomainSocketEndPoint(path)); throw new ControlSocketException($"the control socket {path} is in use: another cow serve runs (stop it, or set [control] socket to another path)"); }
+                catch (SocketException) { /* stale: nobody listens */ }
+            }
+            File.Delete(path);
+        }
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            s.Bind(new UnixDomainSocketEndPoint(path));
+            if (Syscall.chown(path, 0, _gid) != 0 || Syscall.chmod(path, (FilePermissions)config.Control.Mode) != 0)
+                throw new ControlSocketException($"cannot set owner root:{_groupName} and mode {Convert.ToString(config.Control.Mode, 8)} on {path}: {Stdlib.GetLastError()}");
+            s.Listen(16);
+        }
+        catch (SocketException e) { s.Dispose(); throw new ControlSocketException($"cannot listen on {path}: {e.Message}"); }
+        catch { s.Dispose(); throw; }
+        _listener = s;
+        _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "cow-control" };
+        _acceptThread.Start();
+        log.LogInformation("control socket {Path} (root:{Group}, mode {Mode})", path, _groupName, Convert.ToString(config.Control.Mode, 8).PadLeft(4, '0'));
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The configured group, else cow-admin when it exists, else root.</summary>
+    private static (uint Gid, string Name) ResolveGroup(string? configured)
+    {
+        var g = Syscall.getgrnam(configured ?? ControlConfig.DefaultGroup);
+        if (g != null) return (g.gr_gid, g.gr_name);
+        if (configured != null) throw new ControlSocketException($"group '{configured}' of [control] does not exist");
+        return (0, "root");
+    }
+
+    private void AcceptLoop()
+    {
+        while (!_stopping)
+        {
+            Socket c;
+            try { c = _listener!.Accept(); }
+            catch (SocketException) { if (_stopping) return; continue; }
+            catch (ObjectDisposedException) { return; }
+            _ = Task.Run(() => Serve(c));
+        }
+    }
+
+    /// <summary>SO_PEERCRED of a connected Unix socket: pid, uid, gid.</summary>
+    private static (int Pid, uint Uid, uint Gid) PeerCred(Socket c)
+    {
+        Span<byte> cred = stackalloc byte[12];
+        int n = c.GetRawSocketOption(1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, cred);
+        if (n != 12) throw new SocketException((int)SocketError.InvalidArgument);
+        return (BitConverter.ToInt32(cred), BitConverter.ToUInt32(cred[4..]), BitConverter.ToUInt32(cred[8..]));
+    }
+
+    private bool Allowed(int pid, uint uid, uint gid)
+    {
+        if (uid == 0 || (gid == _gid && _gid != 0)) return true;
+        if (_gid == 0) return false;
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("Groups:", StringComparison.Ordinal))
+                    return line[7..].Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Any(x => uint.TryParse(x, out var g) && g == _gid);
+        }
+        catch (IOException) { }
+        return false;
+    }
+
+    private void Serve(Socket c)
+    {
+        using var _ = c;
+        (int pid, uint uid, uint gid) cred;
+        try { cred = PeerCred(c); } catch (SocketException) { return; }
+        bool allowed = Allowed(cred.pid, cred.uid, cred.gid);
+        using var stream = new NetworkStream(c, ownsSocket: false);
+        using var reader = new StreamReader(stream, new UTF8Encoding(false));
+        using var writer = new StreamWriter(stream, new UTF8Encoding(false)) { AutoFlush = true, NewLine = "\n" };
+        try
+        {
+            string? line;
+            while ((line = reader.ReadLine()) != null)
+            {
+                if (line.Length > ControlProtocol.MaxRequestBytes) { writer.WriteLine(ControlProtocol.Error("EINVAL", $"request longer than {ControlProtocol.MaxRequestBytes} bytes").ToJsonString()); return; }
+                if (line.Trim().Length == 0) continue;
+                JsonObject response;
+                if (!allowed)
+                {
+                    log.LogWarning("control socket: refused a request of uid {Uid} (pid {Pid}): not root nor in group {Group}", cred.uid, cred.pid, _groupName);
+                    response = ControlProtocol.Error("EACCES", $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket");
+                }
+                else response = Handle(line, cred.uid);
+                writer.WriteLine(response.ToJsonString());
+            }
+        }
+        catch (IOException) { /* the client went away */ }
+    }
+
+    /// <summary>Answers one request line (already permission-checked).</summary>
+    internal JsonObject Handle(string line, uint uid)
+    {
+        JsonObject req;
+        try
+        {
+            var node = JsonNode.Parse(line);
+            if (node is not JsonObject o) return ControlProtocol.Error("EINVAL", "a request must be a JSON object such as {\"verb\":\"status\"}");
+            req = o;
+        }
+        catch (JsonException e) { return ControlProtocol.Error("EINVAL", $"malformed JSON request: {e.Message}"); }
+        string? verb = Str(req, "verb", out var bad);
+        if (bad != null) return bad;
+        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete)");
+        switch (verb)
+        {
+            case "status": return Status();
+            case "snapshot-create":
+            case "snapshot-delete":
+            case "snapshot-list":
+            {
+                var poolName = Str(req, "pool", out bad);
+                if (bad != null) return bad;
+                if (poolName == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"pool\" (a pool name, pool folder or mount point)");
+                var p = mounts.Find(poolName);
+                if (p == null || !p.Mounted) return ControlProtocol.Error("ENOENT", $"this service serves no mounted pool '{poolName}' (the status request lists them)");
+                if (verb == "snapshot-list")
+                {
+                    var (err, names) = Program.ListSnapshotsOnMount(p.Config.MountPoint);
+                    if (err != null) return ControlProtocol.Error("EIO", err);
+                    return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names!.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()) };
+                }
+                var name = Str(req, "name", out bad);
+                if (bad != null) return bad;
+                if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
+                if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+                var (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
+                if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
+                log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
+                return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
+            }
+            default:
+                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete)");
+        }
+    }
+
+    private static string? Str(JsonObject req, string key, out JsonObject? bad)
+    {
+        bad = null;
+        if (!req.TryGetPropertyValue(key, out var v) || v == null) return null;
+        if (v is JsonValue jv && jv.TryGetValue<string>(out var s)) return s;
+        bad = ControlProtocol.Error("EINVAL", $"\"{key}\" must be a string");
+        return null;
+    }
+
+    private JsonObject Status()
+    {
+        var pools = new JsonArray();
+        foreach (var p in mounts.Status())
+            pools.Add(new JsonObject
+            {
+                ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
+                ["writebackCache"] = p.Config.WritebackCache, ["pageCache"] = p.Config.PageCache, ["showSnapshots"] = p.Config.ShowSnapshots,
+                ["threads"] = p.Config.Threads, ["allowOther"] = p.Config.AllowOther, ["iomap"] = p.IomapMode ?? p.Config.Iomap.ToString().ToLowerInvariant(),
+            });
+        return new JsonObject
+        {
+            ["ok"] = true, ["pid"] = Environment.ProcessId, ["uptimeSeconds"] = (long)(DateTime.UtcNow - mounts.StartedUtc).TotalSeconds,
+            ["socket"] = config.Control.Socket, ["pools"] = pools,
+        };
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        Dispose();
+        return Task.CompletedTask;
+    }
+
+    public void Dispose()
+    {
+        if (_stopping) return;
+        _stopping = true;
+        if (_listener == null) return;
+        _listener.Dispose();
+        try { File.Delete(config.Control.Socket); } catch (IOException) { }
+    }
+}
+
+/// <summary>The control socket's wire format: UTF-8 JSON objects, one per line. Requests
+/// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c>,
+/// <c>{"verb":"snapshot-list","pool":P}</c> (P: pool name, pool folder or mount point). Responses have
+/// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
+/// <c>"message"</c>. Stateless: thread-safe.</summary>
+public static class ControlProtocol
+{
+    public const int MaxRequestBytes = 64 * 1024;
+
+    public static JsonObject Error(string errno, string message) => new() { ["ok"] = false, ["error"] = errno, ["message"] = message };
+}
