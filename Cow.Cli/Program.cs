@@ -26,6 +26,7 @@ public static partial class Program
         root.Subcommands.Add(UmountCommand());
         root.Subcommands.Add(Service.ServeCommand.Create());
         root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(ControlRequestCommand());
         var parsed = root.Parse(args);
         int rc = parsed.Invoke();
         // System.CommandLine reports usage errors (with help) and returns 1; scripts get 2 for bad usage.

@@ -44,6 +44,29 @@ public static partial class Program
             return 0;
         }));
 
+    /// <summary><c>cow control-request JSON...</c>: sends each argument as one raw request line to the service's
+    /// control socket and prints each response line (scripts, debugging, tests). Exit 0 when every response
+    /// has "ok":true, 1 otherwise.</summary>
+    private static Command ControlRequestCommand()
+    {
+        var lines = new Argument<string[]>("request") { Description = "JSON request objects, e.g. '{\"verb\":\"status\"}'", Arity = ArgumentArity.OneOrMore };
+        var cmd = new Command("control-request", "send raw JSON requests to the Cow service's control socket ($COW_SOCKET or /run/cow/cow.sock) and print the responses") { lines };
+        cmd.SetAction(r => Guard(() =>
+        {
+            using var c = ControlClient.TryConnect(ControlClient.SocketPath, out var why);
+            if (c == null) return Fail(why!);
+            bool allOk = true;
+            foreach (var line in r.GetValue(lines)!)
+            {
+                var resp = c.Raw(line);
+                allOk &= resp["ok"]?.GetValue<bool>() == true;
+                Console.WriteLine(resp.ToJsonString());
+            }
+            return allOk ? 0 : 1;
+        }));
+        return cmd;
+    }
+
     private static Command StatusCommand()
     {
         var cmd = new Command("status", "show the running Cow service (pools, mount points, mount options, pid, uptime) through its control socket ($COW_SOCKET or /run/cow/cow.sock); without a service, the Cow mounts of this machine");

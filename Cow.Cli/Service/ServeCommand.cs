@@ -1,5 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -42,6 +44,9 @@ public static class ServeCommand
         }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, Args = [] });
         builder.Services.AddSystemd();
+        // AddSystemd registers the notifier only under systemd (or with NOTIFY_SOCKET); the watchdog asks for one
+        // anyway (SystemdNotifier does nothing without NOTIFY_SOCKET).
+        builder.Services.TryAddSingleton<ISystemdNotifier, SystemdNotifier>();
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);

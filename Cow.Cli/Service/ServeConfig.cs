@@ -144,13 +144,13 @@ public sealed class ServeConfig
                 else current = new Section("ignored", null, ln, 0);   // keys of a bad section are not reported again
                 continue;
             }
+            if (current?.Kind == "ignored") continue;   // lines of a bad section are not reported again
             int eq = line.IndexOf('=');
             if (eq < 0) { Err(ln, indent + 1, $"expected 'key = value' or a [section], found '{line}'"); continue; }
             var key = line[..eq].Trim();
             var value = line[(eq + 1)..].Trim();
             int valueCol = indent + eq + 2 + (line[(eq + 1)..].Length - line[(eq + 1)..].TrimStart().Length);
             if (current == null) { Err(ln, indent + 1, $"'{key}' is outside any section (put it under [control], [pool NAME] or [retention NAME])"); continue; }
-            if (current.Kind == "ignored") continue;
             var allowed = current.Kind switch { "pool" => PoolKeys, "retention" => RetentionKeys, _ => ControlKeys };
             string where = current.Name == null ? $"[{current.Kind}]" : $"[{current.Kind} {current.Name}]";
             if (!allowed.Contains(key)) { Err(ln, indent + 1, $"unknown key '{key}' in {where} (known keys: {string.Join(", ", allowed)})"); continue; }

@@ -1,0 +1,180 @@
+using System.Text.Json.Nodes;
+using Cow.Cli.Service;
+using Cow.Tests.Mount;
+using Xunit;
+
+namespace Cow.Tests.Service;
+
+/// <summary>The control socket of a real <c>cow serve</c>: status, snapshots while a writer runs, the
+/// SO_PEERCRED check, malformed requests, and the CLI going through it.</summary>
+[Collection("serve")]
+public class ControlSocketTests
+{
+    private static readonly string[] Nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"];
+
+    private static ServedPools Started()
+    {
+        var s = new ServedPools();
+        try { s.Start(); s.WaitFor("READY=1"); return s; }
+        catch { s.Dispose(); throw; }
+    }
+
+    private static ControlClient Connect(ServedPools s)
+        => ControlClient.TryConnect(s.SocketPath, out var why) ?? throw new Xunit.Sdk.XunitException(why);
+
+    private static JsonObject Ok(JsonObject r)
+    {
+        Assert.True(r["ok"]?.GetValue<bool>() == true, r.ToJsonString());
+        return r;
+    }
+
+    [Fact]
+    public void StatusReportsPoolsMountOptionsPidAndUptime()
+    {
+        using var s = Started();
+        using var c = Connect(s);
+        var r = Ok(c.Request(new JsonObject { ["verb"] = "status" }));
+        Assert.Equal(s.Process!.Id, (int)r["pid"]!);
+        Assert.True((long)r["uptimeSeconds"]! >= 0);
+        var p = (JsonObject)Assert.Single((JsonArray)r["pools"]!)!;
+        Assert.Equal("p0", (string?)p["name"]);
+        Assert.Equal(s.PoolDir(0), (string?)p["path"]);
+        Assert.Equal(s.MountPoint(0), (string?)p["mountpoint"]);
+        Assert.True((bool)p["mounted"]!);
+        Assert.Equal(2, (int)p["threads"]!);
+        Assert.False((bool)p["writebackCache"]!);
+        // The CLI's status goes through the socket.
+        var (code, output, err) = s.Cli(null, "status");
+        Assert.True(code == 0, err);
+        Assert.Contains($"Cow service pid {s.Process.Id}", output);
+        Assert.Contains("p0", output);   // (the table wraps long paths at 80 columns)
+    }
+
+    [Fact]
+    public void SnapshotCreateWhileAWriterRunsHoldsEverythingFsyncedBeforeTheRequest()
+    {
+        using var s = Started();
+        const int block = 4096;
+        var file = Path.Combine(s.MountPoint(0), "log.bin");
+        long durable = 0;
+        using var stop = new CancellationTokenSource();
+        Exception? writerError = null;
+        var writer = new Thread(() =>
+        {
+            try
+            {
+                using var f = new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1, FileOptions.None);
+                var buf = new byte[block];
+                for (long i = 0; !stop.IsCancellationRequested && i < 20_000; i++)
+                {
+                    BitConverter.TryWriteBytes(buf, i);
+                    buf.AsSpan(8).Fill((byte)i);
+                    f.Write(buf);
+                    f.Flush(flushToDisk: true);
+                    Volatile.Write(ref durable, i + 1);
+                }
+            }
+            catch (Exception e) { writerError = e; }
+        });
+        writer.Start();
+        try
+        {
+            while (Volatile.Read(ref durable) < 50) Thread.Sleep(5);
+            using var c = Connect(s);
+            long before = Volatile.Read(ref durable);
+            Ok(c.Request(new JsonObject { ["verb"] = "snapshot-create", ["pool"] = s.MountPoint(0), ["name"] = "during" }));
+            long after = Volatile.Read(ref durable);
+            stop.Cancel();
+            writer.Join();
+            Assert.Null(writerError);
+            var snap = File.ReadAllBytes(Path.Combine(s.MountPoint(0), ".snapshots", "during", "log.bin"));
+            long blocks = snap.Length / block;
+            Assert.True(blocks >= before, $"the snapshot holds {blocks} blocks; {before} were fsync'd before the request");
+            Assert.True(blocks <= after + 1, $"the snapshot holds {blocks} blocks; only {after} were written when it returned");
+            for (long i = 0; i < blocks; i++)
+            {
+                Assert.Equal(i, BitConverter.ToInt64(snap, (int)(i * block)));
+                Assert.Equal((byte)i, snap[i * block + block - 1]);
+            }
+            // List and delete, by pool folder and by configured name.
+            var list = Ok(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = s.PoolDir(0) }));
+            Assert.Equal(["during"], ((JsonArray)list["snapshots"]!).Select(n => (string)n!));
+            Ok(c.Request(new JsonObject { ["verb"] = "snapshot-delete", ["pool"] = "p0", ["name"] = "during" }));
+            list = Ok(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = "p0" }));
+            Assert.Empty((JsonArray)list["snapshots"]!);
+            var gone = c.Request(new JsonObject { ["verb"] = "snapshot-delete", ["pool"] = "p0", ["name"] = "during" });
+            Assert.Equal("ENOENT", (string?)gone["error"]);
+            Assert.Contains("no snapshot named 'during'", (string?)gone["message"]);
+        }
+        finally { stop.Cancel(); writer.Join(); }
+    }
+
+    [Fact]
+    public void SnapshotCommandsOfTheCliGoThroughTheService()
+    {
+        using var s = Started();
+        File.WriteAllText(Path.Combine(s.MountPoint(0), "a.txt"), "one");
+        var (code, output, err) = s.Cli(null, "snapshot", "create", s.PoolDir(0), "cli1");
+        Assert.True(code == 0, err);
+        Assert.Contains("through the Cow service", output);
+        Assert.Equal("one", File.ReadAllText(Path.Combine(s.MountPoint(0), ".snapshots", "cli1", "a.txt")));
+        (code, output, err) = s.Cli(null, "snapshot", "list", s.MountPoint(0));
+        Assert.True(code == 0, err);
+        Assert.Contains("cli1", output);
+        Assert.Contains("served by the Cow service", output);
+        (code, _, err) = s.Cli(null, "snapshot", "create", s.MountPoint(0), "cli1");
+        Assert.Equal(1, code);
+        Assert.Contains("a snapshot named 'cli1' already exists", err);
+        (code, _, err) = s.Cli(null, "snapshot", "delete", s.MountPoint(0), "cli1");
+        Assert.True(code == 0, err);
+        Assert.False(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "cli1")));
+    }
+
+    [Fact]
+    public void ACallerNotRootNorInTheGroupGetsEaccesAndNothingIsDone()
+    {
+        using var s = Started();
+        var (code, output, err) = s.Cli(Nobody, "control-request",
+            $$"""{"verb":"snapshot-create","pool":"p0","name":"intruder"}""", """{"verb":"status"}""");
+        Assert.True(code == 1, $"exit {code}; out: {output}; err: {err}");
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        foreach (var l in lines)
+        {
+            var r = (JsonObject)JsonNode.Parse(l)!;
+            Assert.False((bool)r["ok"]!);
+            Assert.Equal("EACCES", (string?)r["error"]);
+            Assert.Contains("only root and members of group", (string?)r["message"]);
+        }
+        Assert.False(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "intruder")));
+        using var c = Connect(s);
+        Assert.Empty((JsonArray)Ok(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = "p0" }))["snapshots"]!);
+    }
+
+    [Fact]
+    public void MalformedRequestsGetAnErrorAndTheConnectionStaysUsable()
+    {
+        using var s = Started();
+        using var c = Connect(s);
+        (string Line, string Expect)[] bad =
+        [
+            ("this is not json", "malformed JSON request"),
+            ("[1,2]", "must be a JSON object"),
+            ("{}", "has no \"verb\""),
+            ("""{"verb":5}""", "\"verb\" must be a string"),
+            ("""{"verb":"reboot"}""", "unknown verb 'reboot'"),
+            ("""{"verb":"snapshot-create","pool":"p0"}""", "needs \"name\""),
+            ("""{"verb":"snapshot-create","name":"x"}""", "needs \"pool\""),
+            ("""{"verb":"snapshot-list","pool":"/no/such/pool"}""", "serves no mounted pool '/no/such/pool'"),
+            ("""{"verb":"snapshot-create","pool":"p0","name":"a/b"}""", ""),
+        ];
+        foreach (var (line, expect) in bad)
+        {
+            var r = c.Raw(line);
+            Assert.False((bool)r["ok"]!, $"{line}: {r.ToJsonString()}");
+            Assert.Contains(expect, (string?)r["message"]);
+        }
+        Assert.Equal(s.Process!.Id, (int)Ok(c.Request(new JsonObject { ["verb"] = "status" }))["pid"]!);
+        Assert.Empty(Directory.GetDirectories(Path.Combine(s.MountPoint(0), ".snapshots")));
+    }
+}
