@@ -60,7 +60,7 @@ public static partial class Program
             {
                 var resp = c.Raw(line);
                 allOk &= resp["ok"]?.GetValue<bool>() == true;
-                Console.WriteLine(resp.ToJsonString());
+                Console.WriteLine(resp.ToJsonString(ControlProtocol.Json));
             }
             return allOk ? 0 : 1;
         }));

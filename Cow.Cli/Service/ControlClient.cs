@@ -37,7 +37,7 @@ public sealed class ControlClient : IDisposable
     }
 
     /// <summary>Sends one request and reads its response.</summary>
-    public JsonObject Request(JsonObject request) => Raw(request.ToJsonString());
+    public JsonObject Request(JsonObject request) => Raw(request.ToJsonString(ControlProtocol.Json));
 
     /// <summary>Sends one raw line (tests send malformed ones) and reads the response line.</summary>
     public JsonObject Raw(string line)

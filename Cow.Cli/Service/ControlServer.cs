@@ -37,8 +37,10 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         var dir = Path.GetDirectoryName(path)!;
         try { if (!Directory.Exists(dir)) { Directory.CreateDirectory(dir); Syscall.chmod(dir, (FilePermissions)Convert.ToInt32("755", 8)); } }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ControlSocketException($"cannot make the folder {dir} of the control socket: {e.Message}"); }
-        if (File.Exists(path) || Syscall.lstat(path, out _) == 0)
+        if (Syscall.lstat(path, out var st) == 0)
         {
+            if ((st.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFSOCK)
+                throw new ControlSocketException($"{path} exists and is not a socket: remove it or set [control] socket to another path");
             using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
                 try { probe.Connect(new UnixDomainSocketEndPoint(path)); throw new ControlSocketException($"the control socket {path} is in use: another cow serve runs (stop it, or set [control] socket to another path)"); }
@@ -121,7 +123,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
             string? line;
             while ((line = reader.ReadLine()) != null)
             {
-                if (line.Length > ControlProtocol.MaxRequestBytes) { writer.WriteLine(ControlProtocol.Error("EINVAL", $"request longer than {ControlProtocol.MaxRequestBytes} bytes").ToJsonString()); return; }
+                if (line.Length > ControlProtocol.MaxRequestBytes) { writer.WriteLine(ControlProtocol.Error("EINVAL", $"request longer than {ControlProtocol.MaxRequestBytes} bytes").ToJsonString(ControlProtocol.Json)); return; }
                 if (line.Trim().Length == 0) continue;
                 JsonObject response;
                 if (!allowed)
@@ -130,7 +132,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                     response = ControlProtocol.Error("EACCES", $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket");
                 }
                 else response = Handle(line, cred.uid);
-                writer.WriteLine(response.ToJsonString());
+                writer.WriteLine(response.ToJsonString(ControlProtocol.Json));
             }
         }
         catch (IOException) { /* the client went away */ }
@@ -232,6 +234,9 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
 public static class ControlProtocol
 {
     public const int MaxRequestBytes = 64 * 1024;
+
+    /// <summary>Serializer options of every line: readable text (quotes in messages stay quotes).</summary>
+    public static readonly System.Text.Json.JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static JsonObject Error(string errno, string message) => new() { ["ok"] = false, ["error"] = errno, ["message"] = message };
 }

@@ -178,3 +178,62 @@ public class ControlSocketTests
         Assert.Empty(Directory.GetDirectories(Path.Combine(s.MountPoint(0), ".snapshots")));
     }
 }
+
+/// <summary>Who may use the control socket, and a service that cannot get its socket.</summary>
+[Collection("serve")]
+public class ControlSocketAccessTests
+{
+    private static string GroupConfig(ServedPools sv) => sv.DefaultConfig().Replace("mode = 0666", "mode = 0666\ngroup = nogroup");
+
+    [Theory]
+    [InlineData(false)]   // nogroup as the primary group
+    [InlineData(true)]    // nogroup as a supplementary group (primary: daemon, gid 1)
+    public void MembersOfTheConfiguredGroupAreServed(bool supplementary)
+    {
+        uint gid = Mono.Unix.Native.Syscall.getgrnam("nogroup")!.gr_gid;
+        string[] groups = supplementary ? ["--regid=1", $"--groups={gid}"] : [$"--regid={gid}", "--clear-groups"];
+        using var s = new ServedPools(config: GroupConfig);
+        s.Start();
+        s.WaitFor("READY=1");
+        var (code, output, err) = s.Cli(["--reuid=nobody", .. groups], "control-request",
+            """{"verb":"snapshot-create","pool":"p0","name":"by-group"}""");
+        Assert.True(code == 0, $"exit {code}; out: {output}; err: {err}");
+        Assert.True(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "by-group")));
+        // The same user without the group is refused.
+        (code, output, err) = s.Cli(["--reuid=nobody", "--regid=1", "--clear-groups"], "control-request",
+            """{"verb":"snapshot-create","pool":"p0","name":"not-a-member"}""");
+        Assert.Equal(1, code);
+        Assert.Contains("\"EACCES\"", output);
+        Assert.Contains("group 'nogroup'", output);
+        Assert.False(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "not-a-member")));
+    }
+
+    [Fact]
+    public void ASecondServiceOnTheSameSocketFailsAndMountsNothing()
+    {
+        using var first = new ServedPools();
+        first.Start();
+        first.WaitFor("READY=1");
+        // A second configuration: another pool, the first one's socket.
+        using var second = new ServedPools(config: sv => sv.DefaultConfig().Replace(sv.SocketPath, first.SocketPath));
+        second.Start();
+        Assert.Equal(1, second.WaitExit());
+        Assert.Contains("is in use: another cow serve runs", second.Log);
+        Assert.False(ServedPools.IsMounted(second.MountPoint(0)));
+        Assert.True(File.Exists(first.SocketPath), "the failed service removed the running one's socket");
+        using var c = ControlClient.TryConnect(first.SocketPath, out var why) ?? throw new Xunit.Sdk.XunitException(why);
+        Assert.True((bool)c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "status" })["ok"]!);
+    }
+
+    [Fact]
+    public void ASocketPathThatIsAFileIsRefusedAndKept()
+    {
+        using var s = new ServedPools();
+        File.WriteAllText(s.SocketPath, "precious");
+        s.Start();
+        Assert.Equal(1, s.WaitExit());
+        Assert.Contains("exists and is not a socket", s.Log);
+        Assert.Equal("precious", File.ReadAllText(s.SocketPath));
+        Assert.False(ServedPools.IsMounted(s.MountPoint(0)));
+    }
+}

@@ -94,3 +94,29 @@ public class ServeTests
 
 [CollectionDefinition("serve", DisableParallelization = true)]
 public class ServeCollection { }
+
+/// <summary>A pool of the service unmounted from outside.</summary>
+[Collection("serve")]
+public class ServeUnmountedFromOutsideTests
+{
+    [Fact]
+    public void APoolUnmountedFromOutsideIsClosedAndTheWatchdogStopsPinging()
+    {
+        using var s = new ServedPools();
+        s.Start(watchdogUsec: 300_000);
+        s.WaitFor("READY=1");
+        s.WaitFor("WATCHDOG=1", seconds: 5);
+        var (code, _, err) = CowProgram.Run("umount", s.MountPoint(0));
+        Assert.True(code == 0, err);   // cow umount waits until the service closed the pool
+        Pool.Open(s.PoolDir(0)).Dispose();
+        // At most a ping already under way; then none.
+        Thread.Sleep(400);
+        while (s.Next(TimeSpan.Zero) != null) { }
+        Assert.Null(s.Next(TimeSpan.FromSeconds(1)));
+        Assert.Contains("was unmounted from outside", s.Log);
+        Assert.Contains("not pinging", s.Log);
+        s.Terminate();
+        s.WaitFor("STOPPING=1");
+        Assert.Equal(0, s.WaitExit());
+    }
+}
