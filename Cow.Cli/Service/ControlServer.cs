@@ -115,16 +115,28 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         (int pid, uint uid, uint gid) cred;
         try { cred = PeerCred(c); } catch (SocketException) { return; }
         bool allowed = Allowed(cred.pid, cred.uid, cred.gid);
-        using var stream = new NetworkStream(c, ownsSocket: false);
-        using var reader = new StreamReader(stream, new UTF8Encoding(false));
-        using var writer = new StreamWriter(stream, new UTF8Encoding(false)) { AutoFlush = true, NewLine = "\n" };
+        using var net = new NetworkStream(c, ownsSocket: false);
+        // Reads through a buffer, writes straight to the socket (a BufferedStream cannot write while it holds
+        // read-ahead of a stream that cannot seek).
+        using var stream = new BufferedStream(net);
         try
         {
-            string? line;
-            while ((line = reader.ReadLine()) != null)
+            while (ReadLine(stream, out var line) is var more && (more || line.Length > 0))
             {
-                if (line.Length > ControlProtocol.MaxRequestBytes) { writer.WriteLine(ControlProtocol.Error("EINVAL", $"request longer than {ControlProtocol.MaxRequestBytes} bytes").ToJsonString(ControlProtocol.Json)); return; }
-                if (line.Trim().Length == 0) continue;
+                if (line.Length > ControlProtocol.MaxRequestBytes)
+                {
+                    // The rest of this line cannot be told from the next request: answer and hang up.
+                    Write(net, ControlProtocol.Error("E2BIG", $"request longer than {ControlProtocol.MaxRequestBytes} bytes; the connection is closed"));
+                    // Closing with unread input would reset the connection and could lose the answer: end our
+                    // side, then drain what the client still sends (bounded in time) before closing.
+                    c.Shutdown(SocketShutdown.Send);
+                    c.ReceiveTimeout = 2000;
+                    var sink = new byte[8192];
+                    var until = DateTime.UtcNow.AddSeconds(2);
+                    try { while (DateTime.UtcNow < until && stream.Read(sink) > 0) { } } catch (IOException) { }
+                    return;
+                }
+                if (line.Trim().Length == 0) { if (!more) break; continue; }
                 JsonObject response;
                 if (!allowed)
                 {
@@ -132,10 +144,38 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                     response = ControlProtocol.Error("EACCES", $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket");
                 }
                 else response = Handle(line, cred.uid);
-                writer.WriteLine(response.ToJsonString(ControlProtocol.Json));
+                Write(net, response);
+                if (!more) break;
             }
         }
         catch (IOException) { /* the client went away */ }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug: log it with its stack; the connection ends, the service goes on.
+            log.LogError(e, "control socket: request of uid {Uid} (pid {Pid}) failed", cred.uid, cred.pid);
+        }
+    }
+
+    private static void Write(Stream s, JsonObject response)
+    {
+        s.Write(Encoding.UTF8.GetBytes(response.ToJsonString(ControlProtocol.Json) + "\n"));
+        s.Flush();
+    }
+
+    /// <summary>Reads one line (without its newline), keeping at most <see cref="ControlProtocol.MaxRequestBytes"/>
+    /// + 1 bytes of it: a longer line comes back longer than the limit and the reading stops there. False at the
+    /// end of the stream (<paramref name="line"/> then holds what came before it).</summary>
+    private static bool ReadLine(Stream s, out string line)
+    {
+        var buf = new MemoryStream();
+        int b;
+        while ((b = s.ReadByte()) >= 0 && b != '\n')
+        {
+            buf.WriteByte((byte)b);
+            if (buf.Length > ControlProtocol.MaxRequestBytes) break;
+        }
+        line = Encoding.UTF8.GetString(buf.GetBuffer(), 0, (int)buf.Length).TrimEnd('\r');
+        return b >= 0;
     }
 
     /// <summary>Answers one request line (already permission-checked).</summary>

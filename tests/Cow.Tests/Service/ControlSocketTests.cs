@@ -176,6 +176,25 @@ public class ControlSocketTests
         }
         Assert.Equal(s.Process!.Id, (int)Ok(c.Request(new JsonObject { ["verb"] = "status" }))["pid"]!);
         Assert.Empty(Directory.GetDirectories(Path.Combine(s.MountPoint(0), ".snapshots")));
+        // Requests sent together (one write, CRLF or LF) get their answers in order.
+        using (var raw = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+        {
+            raw.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(s.SocketPath));
+            raw.Send(System.Text.Encoding.UTF8.GetBytes("{\"verb\":\"status\"}\r\n\n{\"verb\":\"nope\"}\n{\"verb\":\"snapshot-list\",\"pool\":\"p0\"}"));
+            using var reader = new StreamReader(new System.Net.Sockets.NetworkStream(raw));
+            raw.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+            var answers = reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => (JsonObject)JsonNode.Parse(l)!).ToArray();
+            Assert.Equal(3, answers.Length);
+            Assert.True((bool)answers[0]["ok"]!);
+            Assert.Contains("unknown verb 'nope'", (string?)answers[1]["message"]);
+            Assert.True((bool)answers[2]["ok"]!);   // the last line needs no newline before the end
+        }
+        // An oversized request is answered, then the connection is closed (its rest cannot be parsed).
+        var big = c.Raw("{\"verb\":\"" + new string('x', 70_000) + "\"}");
+        Assert.Equal("E2BIG", (string?)big["error"]);
+        Assert.Throws<IOException>(() => c.Raw("""{"verb":"status"}"""));
+        using var again = Connect(s);
+        Ok(again.Request(new JsonObject { ["verb"] = "status" }));
     }
 }
 
