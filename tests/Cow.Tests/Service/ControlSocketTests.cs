@@ -12,9 +12,9 @@ public class ControlSocketTests
 {
     private static readonly string[] Nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"];
 
-    private static ServedPools Started()
+    private static ServedPools Started(bool writebackCache = false)
     {
-        var s = new ServedPools();
+        var s = new ServedPools(config: writebackCache ? sv => sv.DefaultConfig().Replace("threads = 2", "threads = 2\nwriteback-cache = yes") : null);
         try { s.Start(); s.WaitFor("READY=1"); return s; }
         catch { s.Dispose(); throw; }
     }
@@ -50,10 +50,12 @@ public class ControlSocketTests
         Assert.Contains("p0", output);   // (the table wraps long paths at 80 columns)
     }
 
-    [Fact]
-    public void SnapshotCreateWhileAWriterRunsHoldsEverythingFsyncedBeforeTheRequest()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // kernel writeback cache: the service's syncfs flushes it before the snapshot
+    public void SnapshotCreateWhileAWriterRunsHoldsEverythingFsyncedBeforeTheRequest(bool writebackCache)
     {
-        using var s = Started();
+        using var s = Started(writebackCache);
         const int block = 4096;
         var file = Path.Combine(s.MountPoint(0), "log.bin");
         long durable = 0;
@@ -107,6 +109,20 @@ public class ControlSocketTests
             Assert.Contains("no snapshot named 'during'", (string?)gone["message"]);
         }
         finally { stop.Cancel(); writer.Join(); }
+    }
+
+    [Fact]
+    public void StatusWithoutAServiceSaysSoAndListsTheCowMounts()
+    {
+        using var m = new MountedPool();
+        var psi = CowProgram.StartInfo("status");
+        psi.Environment["COW_SOCKET"] = Path.Combine(Path.GetTempPath(), "cow-no-such-" + Guid.NewGuid().ToString("N") + ".sock");
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.Equal(0, p.ExitCode);
+        Assert.Contains("no Cow service (no control socket at", output);
+        Assert.Contains("pool", output);
     }
 
     [Fact]
