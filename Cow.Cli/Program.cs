@@ -24,6 +24,9 @@ public static partial class Program
         root.Subcommands.Add(FsckCommand());
         root.Subcommands.Add(MountCommand());
         root.Subcommands.Add(UmountCommand());
+        root.Subcommands.Add(Service.ServeCommand.Create());
+        root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(ControlRequestCommand());
         var parsed = root.Parse(args);
         int rc = parsed.Invoke();
         // System.CommandLine reports usage errors (with help) and returns 1; scripts get 2 for bad usage.
@@ -207,6 +210,7 @@ public static partial class Program
         {
             var n = r.GetValue(name)!;
             if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Fail(problem);
+            if (SnapshotViaService(r.GetValue(PoolArg)!, n, create: true) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, n, create: true);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.CreateSnapshot(n, out var s);
@@ -218,6 +222,7 @@ public static partial class Program
         var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
         delete.SetAction(r => Guard(() =>
         {
+            if (SnapshotViaService(r.GetValue(PoolArg)!, r.GetValue(name)!, create: false) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
@@ -226,6 +231,7 @@ public static partial class Program
         var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
         list.SetAction(r => Guard(() =>
         {
+            if (ListViaService(r.GetValue(PoolArg)!) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));

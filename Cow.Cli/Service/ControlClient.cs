@@ -1,0 +1,66 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace Cow.Cli.Service;
+
+/// <summary>
+/// A connection to a running <c>cow serve</c>'s control socket (<see cref="ControlProtocol"/>). The socket
+/// path is <c>$COW_SOCKET</c> when set, else <see cref="ControlConfig.DefaultSocket"/>. Threading: one
+/// request at a time per instance (not thread-safe).
+/// </summary>
+public sealed class ControlClient : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly StreamReader _reader;
+    private readonly StreamWriter _writer;
+
+    public static string SocketPath => Environment.GetEnvironmentVariable("COW_SOCKET") is { Length: > 0 } s ? s : ControlConfig.DefaultSocket;
+
+    private ControlClient(Socket s)
+    {
+        _socket = s;
+        var stream = new NetworkStream(s, ownsSocket: false);
+        _reader = new StreamReader(stream, new UTF8Encoding(false));
+        _writer = new StreamWriter(stream, new UTF8Encoding(false)) { AutoFlush = true, NewLine = "\n" };
+    }
+
+    /// <summary>Connects, or returns null when no service listens at <paramref name="path"/> (no socket file,
+    /// nobody listening, or no permission to connect: <paramref name="why"/> says which).</summary>
+    public static ControlClient? TryConnect(string path, out string? why)
+    {
+        why = null;
+        if (!File.Exists(path)) { why = $"no control socket at {path}"; return null; }
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try { s.Connect(new UnixDomainSocketEndPoint(path)); s.ReceiveTimeout = 120_000; return new ControlClient(s); }
+        catch (SocketException e) { s.Dispose(); why = $"cannot connect to {path}: {e.Message}"; return null; }
+    }
+
+    /// <summary>Sends one request and reads its response.</summary>
+    public JsonObject Request(JsonObject request) => Raw(request.ToJsonString(ControlProtocol.Json));
+
+    /// <summary>Sends one raw line (tests send malformed ones) and reads the response line.</summary>
+    public JsonObject Raw(string line)
+    {
+        _writer.WriteLine(line);
+        var resp = _reader.ReadLine() ?? throw new IOException("the Cow service closed the control connection without answering");
+        return JsonNode.Parse(resp) as JsonObject ?? throw new IOException($"the Cow service answered with something that is not a JSON object: {resp}");
+    }
+
+    /// <summary>The configured pool (name, path, mount point) that a running service mounts for
+    /// <paramref name="poolOrMountPoint"/> (pool folder or mount point), or null.</summary>
+    public static JsonObject? FindServedPool(JsonObject status, string poolOrMountPoint)
+    {
+        var norm = Cow.Fuse.Mounting.MountTable.Normalize(poolOrMountPoint);
+        if (status["pools"] is not JsonArray pools) return null;
+        return pools.OfType<JsonObject>().FirstOrDefault(p => p["mounted"]?.GetValue<bool>() == true
+            && ((string?)p["path"] == norm || (string?)p["mountpoint"] == norm));
+    }
+
+    public void Dispose()
+    {
+        _reader.Dispose();
+        _writer.Dispose();
+        _socket.Dispose();
+    }
+}

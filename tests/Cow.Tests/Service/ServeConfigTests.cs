@@ -1,0 +1,176 @@
+using Cow.Cli.Service;
+using Cow.Fuse.Server;
+using Cow.Tests.Mount;
+using Xunit;
+
+namespace Cow.Tests.Service;
+
+/// <summary>The configuration file of <c>cow serve</c>: values, and every error with its line and column.</summary>
+public class ServeConfigTests
+{
+    private const string Valid = """
+        # Cow service
+        [control]
+        socket = /run/cow/test.sock
+        group = root
+        mode = 0640
+
+        [pool data]
+        path = /srv/pools/data/
+        mountpoint = /srv/data
+        writeback-cache = yes
+        page-cache = no
+        threads = 8
+        allow-other = no
+        iomap = off
+
+        [pool home]
+        path = /srv/pools/home
+        mountpoint = /home
+
+        [retention data]
+        hourly = 24
+        daily = 7
+        weekly = 4
+        monthly = 12
+        yearly = 1
+        max-snapshots = 100
+        min-free-percent = 10
+        """;
+
+    [Fact]
+    public void AValidFileGivesEveryValueAndDefaults()
+    {
+        var c = ServeConfig.Parse(Valid, "cow.conf", out var errors);
+        Assert.Empty(errors);
+        Assert.NotNull(c);
+        Assert.Equal("/run/cow/test.sock", c!.Control.Socket);
+        Assert.Equal("root", c.Control.Group);
+        Assert.Equal(Convert.ToInt32("640", 8), c.Control.Mode);
+        Assert.Equal(2, c.Pools.Count);
+        var d = c.Pools[0];
+        Assert.Equal(("data", "/srv/pools/data", "/srv/data"), (d.Name, d.Path, d.MountPoint));
+        Assert.True(d.WritebackCache);
+        Assert.False(d.PageCache);
+        Assert.Equal(8, d.Threads);
+        Assert.False(d.AllowOther);
+        Assert.Equal(IomapMode.Off, d.Iomap);
+        Assert.Equal(new RetentionConfig { Hourly = 24, Daily = 7, Weekly = 4, Monthly = 12, Yearly = 1, MaxSnapshots = 100, MinFreePercent = 10 }, d.Retention);
+        var h = c.Pools[1];
+        Assert.Null(h.Retention);
+        Assert.Null(h.AllowOther);
+        Assert.Equal(IomapMode.Auto, h.Iomap);
+        Assert.Equal(Cow.Fuse.Mounting.MountSettings.DefaultThreads, h.Threads);
+        var m = d.ToMountSettings(_ => { });
+        Assert.True(m.DirectIo);
+        Assert.True(m.WritebackCache);
+    }
+
+    [Fact]
+    public void ControlSectionDefaults()
+    {
+        var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n", "f", out var errors);
+        Assert.Empty(errors);
+        Assert.Equal("/run/cow/cow.sock", c!.Control.Socket);
+        Assert.Null(c.Control.Group);
+        Assert.Equal(Convert.ToInt32("660", 8), c.Control.Mode);
+    }
+
+    [Fact]
+    public void EveryErrorIsReportedWithItsLineAndColumnAtOnce()
+    {
+        var text = string.Join('\n',
+            "[control]",                      // 1
+            "socket = run/cow.sock",          // 2  relative path
+            "mode = 0999",                    // 3  bad octal
+            "colour = blue",                  // 4  unknown key
+            "[pool data]",                    // 5  missing path
+            "mountpoint = /srv/data",         // 6
+            "threads = many",                 // 7  not a number
+            "iomap = sometimes",              // 8  unknown mode
+            "threads = 3",                    // 9  set twice
+            "[pool other]",                   // 10
+            "path = /srv/pools/o",            // 11
+            "mountpoint = /srv/data/",        // 12 duplicate mount point
+            "writeback-cache = perhaps",      // 13 bad boolean
+            "[pool third]",                   // 14 missing mount point
+            "  path = /srv/pools/o",          // 15 duplicate pool
+            "[retention ghost]",              // 16 no such pool
+            "daily = -1",                     // 17 bad count
+            "[snapshots]",                    // 18 unknown section
+            "garbage line",                   // 19 ignored: its section is unknown (reported once)
+            "[retention other]",              // 20
+            "min-free-percent = 150",         // 21 out of range
+            "");
+        var c = ServeConfig.Parse(text, "/etc/cow/cow.conf", out var errors);
+        Assert.Null(c);
+        var at = errors.Select(e => (e.Line, e.Column)).ToList();
+        string all = string.Join("\n", errors);
+        Assert.Contains((2, 10), at);
+        Assert.Contains((3, 8), at);
+        Assert.Contains((4, 1), at);
+        Assert.Contains((5, 7), at);
+        Assert.Contains((7, 11), at);
+        Assert.Contains((8, 9), at);
+        Assert.Contains((9, 1), at);
+        Assert.Contains((12, 14), at);
+        Assert.Contains((13, 19), at);
+        Assert.Contains((14, 7), at);
+        Assert.Contains((15, 10), at);
+        Assert.Contains((16, 12), at);
+        Assert.Contains((17, 9), at);
+        Assert.Contains((18, 2), at);
+        Assert.Contains((21, 20), at);
+        Assert.DoesNotContain(errors, e => e.Line == 19);
+        Assert.Equal(15, errors.Count);
+        Assert.Contains("/etc/cow/cow.conf:4:1: unknown key 'colour' in [control]", all);
+        Assert.Contains("[pool data] has no 'path'", all);
+        Assert.Contains("[pool third] has no 'mountpoint'", all);
+        Assert.Contains("threads must be a number from 1 to 64, not 'many'", all);
+        Assert.Contains("iomap must be auto, on or off, not 'sometimes'", all);
+        Assert.Contains("mount point /srv/data is already used by [pool data] (line 5)", all);
+        Assert.Contains("pool /srv/pools/o is already configured as [pool other] (line 10)", all);
+        Assert.Contains("[retention ghost] names no pool", all);
+        Assert.Contains("unknown section '[snapshots]'", all);
+        // Sorted by position.
+        Assert.Equal(at.OrderBy(p => p.Line).ThenBy(p => p.Column), at);
+    }
+
+    [Fact]
+    public void KeysOutsideSectionsMissingGroupAndEmptyFilesAreErrors()
+    {
+        ServeConfig.Parse("path = /x\n[control]\ngroup = no-such-group-cow\n[pool a]\npath=/a\nmountpoint=/b\nthreads =\n", "f", out var errors);
+        Assert.Collection(errors,
+            e => Assert.Equal((1, 1), (e.Line, e.Column)),
+            e => { Assert.Equal((3, 9), (e.Line, e.Column)); Assert.Contains("group 'no-such-group-cow' does not exist", e.Message); },
+            e => { Assert.Equal(7, e.Line); Assert.Contains("'threads' has no value", e.Message); });
+        ServeConfig.Parse("# nothing\n", "f", out errors);
+        Assert.Contains("no [pool NAME] section", Assert.Single(errors).Message);
+    }
+
+    [Fact]
+    public void CheckCommandPrintsTheErrorsAndExitsWithTwoOrZero()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "cow-conf-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var bad = Path.Combine(dir, "bad.conf");
+            File.WriteAllText(bad, "[pool a]\nthreads = x\n[pool b]\npath = /b\nmountpoint = /mb\nbogus = 1\n");
+            var (code, _, err) = CowProgram.Run("serve", "--check", "--config", bad);
+            Assert.Equal(2, code);
+            Assert.Contains($"{bad}:1:7: [pool a] has no 'path'", err);
+            Assert.Contains($"{bad}:2:11: threads must be a number", err);
+            Assert.Contains($"{bad}:6:1: unknown key 'bogus' in [pool b]", err);
+            var good = Path.Combine(dir, "good.conf");
+            File.WriteAllText(good, Valid);
+            (code, var output, err) = CowProgram.Run("serve", "--check", "--config", good);
+            Assert.True(code == 0, err);
+            Assert.Contains("valid (2 pool(s)", output);
+            (code, _, err) = CowProgram.Run("serve", "--check", "--config", Path.Combine(dir, "missing.conf"));
+            Assert.Equal(2, code);
+            Assert.Contains("cannot read the configuration file", err);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
