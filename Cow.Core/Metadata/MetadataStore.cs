@@ -65,6 +65,7 @@ public sealed class MetadataStore : IDisposable
         s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death"); s._inodes.EnsureIndex("nlink");
         s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
         s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
+        s.EnsureBirthIndexes();
         var batch = new MetadataBatch { Pool = pool };
         s._db.BeginTrans();
         foreach (var d in devices) s._devices.Upsert(d.ToBson());
@@ -91,6 +92,33 @@ public sealed class MetadataStore : IDisposable
         { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
         catch { s.Dispose(); throw; }
         return s;
+    }
+
+    /// <summary>The <c>birth</c> indexes of inodes, dirents and chunks (rollback finds the live tree's records
+    /// younger than a snapshot by them). Pools made before rollback get them at their first writable open;
+    /// LiteDB does nothing when an index exists.</summary>
+    public void EnsureBirthIndexes()
+    {
+        _inodes.EnsureIndex("birth"); _dirents.EnsureIndex("birth"); _chunks.EnsureIndex("birth");
+    }
+
+    /// <summary>Live records (death = forever) born after generation <paramref name="gen"/> (by the birth index).</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindLiveBornAfter(long gen)
+    {
+        var q = Query.GT("birth", gen);
+        return (_inodes.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(InodeRecord.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(DirentRecord.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(ChunkRecord.FromBson).ToList());
+    }
+
+    /// <summary>Records generation <paramref name="gen"/> sees that died at or before <paramref name="deathUpTo"/>
+    /// (by the death index): birth &lt;= gen &lt; death &lt;= deathUpTo.</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindSeenAtDiedBy(long gen, long deathUpTo)
+    {
+        var q = Query.And(Query.GT("death", gen), Query.LTE("death", deathUpTo));
+        return (_inodes.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(InodeRecord.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(DirentRecord.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(ChunkRecord.FromBson).ToList());
     }
 
     public PoolRecord LoadPool() => PoolRecord.FromBson(_pool.FindById(1));
