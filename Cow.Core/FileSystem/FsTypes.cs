@@ -68,5 +68,5 @@ public enum ChangeKind
     TypeChanged,
 }
 
-/// <summary>One change of a diff. <see cref="OldPath"/> is set for <see cref="ChangeKind.Renamed"/>.</summary>
+/// <summary>One change of a diff. <see cref="OldPath"/> is set for <see cref="ChangeKind.Renamed"/>. Immutable.</summary>
 public readonly record struct SnapshotChange(string Path, ChangeKind Kind, long Ino, string? OldPath = null);
