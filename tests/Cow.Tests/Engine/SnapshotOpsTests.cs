@@ -77,6 +77,41 @@ public class SnapshotOpsTests
         p.AssertClean();
     }
 
+    [Fact]
+    public void APoolFromBeforeHoldsAndBirthIndexesOpensAndRollsBack()
+    {
+        using var p = new MemoryPool();
+        long f = CreateFile(p.Live, "/f");
+        WriteAt(p.Live, f, 0, Pattern(9000, 1));
+        Ok(p.Engine.CreateSnapshot("old", out _), "snapshot");
+        WriteAt(p.Live, f, 0, Pattern(9000, 2));
+        p.Pool.Dispose();
+        // What the previous build left: no birth indexes, snapshot documents without holds or props.
+        using (var db = new LiteDB.LiteDatabase(Core.Devices.BlockDeviceStream.Open(p.MetaMem), logStream: Core.Devices.BlockDeviceStream.Open(p.MetaLogMem)))
+        {
+            foreach (var c in new[] { "inodes", "dirents", "chunks" }) Assert.True(db.GetCollection(c).DropIndex("birth"));
+            var snap = db.GetCollection("snapshots").FindAll().Single();
+            Assert.False(snap.ContainsKey("holds") || snap.ContainsKey("props"));
+            db.Checkpoint();
+        }
+        p.Reopen();
+        var s = p.Engine.ListSnapshots().Single();
+        Assert.Empty(s.Holds);
+        Assert.Empty(s.Properties);
+        p.AssertClean();
+        Ok(p.Engine.RollbackToSnapshot("old"), "rollback");
+        Assert.Equal(Pattern(9000, 1), ReadAll(p.Live, f));
+        p.AssertClean();
+        p.Pool.Dispose();
+        using (var db = new LiteDB.LiteDatabase(Core.Devices.BlockDeviceStream.Open(p.MetaMem), logStream: Core.Devices.BlockDeviceStream.Open(p.MetaLogMem)))
+        {
+            var indexes = db.GetCollection("$indexes").FindAll().Select(d => $"{d["collection"].AsString}.{d["name"].AsString}").ToList();
+            foreach (var c in new[] { "inodes", "dirents", "chunks" }) Assert.Contains($"{c}.birth", indexes);
+        }
+        p.Reopen();
+        p.AssertClean();
+    }
+
     // ---------------------------------------------------------------- properties
 
     [Fact]
