@@ -101,6 +101,7 @@ public static partial class Program
             var parts = d.Split('/', StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length == 0) return Usage($"destination '{d}' names the root; give a new path such as /restored");
             if (parts.Any(x => x is "." or "..")) return Usage($"destination '{d}' contains '.' or '..'; give a plain path");
+            if (parts is [".snapshots"]) return Usage("the name .snapshots is reserved in the root directory (mounts show the snapshots there); choose another destination");
             return WithUnmountedPool(pool, p => p.Engine.CloneSnapshot(name, d, src) switch
             {
                 0 => Ok($"snapshot '{name}'{(src is "/" or "" ? "" : ":" + src)} cloned to {d}"),

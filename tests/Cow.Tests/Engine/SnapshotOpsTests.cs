@@ -223,6 +223,25 @@ public class SnapshotOpsTests
     }
 
     [Fact]
+    public void RollbackAndCloneAreDurableWhenTheyReturn()
+    {
+        using var p = new MemoryPool(faulty: true);
+        p.Engine.CommitInterval = TimeSpan.Zero;
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "s");
+        var s = Dump(p.Pool.Snapshot("s")!);
+        ChangeTree(p.Live, 1);
+        Ok(p.Engine.RollbackToSnapshot("s"), "rollback");
+        p.PowerCutAndReboot();
+        Assert.Equal(s, Dump(p.Live));
+        p.AssertClean();
+        Ok(p.Engine.CloneSnapshot("s", "/c"), "clone");
+        p.PowerCutAndReboot();
+        Assert.Equal(ReadAll(p.Live, Ino(p.Live, "/g")), ReadAll(p.Live, Ino(p.Live, "/c/g")));
+        p.AssertClean();
+    }
+
+    [Fact]
     public void RollbackIsRefusedWhileALiveFileIsOpenAndChangesNothing()
     {
         using var p = new MemoryPool();

@@ -78,6 +78,7 @@ public class SnapshotOpsCliTests
             Assert.Contains("/restored already exists", err);
             Assert.Equal(1, Cow("snapshot", "clone", pool, "s1", "/missing/x").Code);
             Assert.Equal(2, Cow("snapshot", "clone", pool, "s1", "/").Code);
+            Assert.Equal(2, Cow("snapshot", "clone", pool, "s1", "/.snapshots").Code);
             using (var p = Pool.Open(pool))
                 Assert.Equal("version one", Encoding.UTF8.GetString(MemoryPool.ReadAll(p.Live, MemoryPool.Ino(p.Live, "/restored/a"))));
 
