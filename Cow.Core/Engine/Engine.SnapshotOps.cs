@@ -312,15 +312,145 @@ public sealed partial class Engine
 
     /// <summary>
     /// What changed from snapshot <paramref name="fromName"/> to snapshot <paramref name="toName"/> (null: the
-    /// live tree), sorted by path (ordinal), then kind. Both trees' directories are walked, but records are
-    /// compared by identity first: a record both trees share is the same record (same <c>_id</c>) and is not
-    /// looked at further, and file data is never read (extent maps are compared, by record, then by extents
-    /// and checksums). An inode under the same number in both trees whose only names changed is
-    /// <see cref="ChangeKind.Renamed"/> (its descendants are not, unless they moved themselves); a path naming
-    /// inodes of different types is <see cref="ChangeKind.TypeChanged"/>. A directory whose entries changed is
-    /// not reported as modified for its times alone (its entries are). ENOENT when a snapshot does not exist.
+    /// live tree, committed first), sorted by path (ordinal), then kind. Cost: the records that differ, not the
+    /// tree: the versions born or dead between the two generations (birth and death indexes) name the inodes
+    /// and entries to look at; unchanged subtrees are never visited; a changed inode's names come from the
+    /// <c>child</c> index and its directories' <c>parent</c> chain. Records both trees share are the same record
+    /// (same <c>_id</c>) and are not compared further; file data is never read (extent maps are compared by
+    /// record, then by extents and checksums).
+    /// <para>An inode under the same number in both trees whose only names changed is <see cref="ChangeKind.Renamed"/>
+    /// (its descendants are not, unless they moved themselves); a path naming inodes of different types is
+    /// <see cref="ChangeKind.TypeChanged"/>; a directory whose entries changed is not reported for its times alone
+    /// (its entries are); inodes without a name (unlinked while open) are not listed.</para>
+    /// ENOENT when a snapshot does not exist; EBUSY when the live tree is asked for while the pool is frozen with
+    /// uncommitted changes.
     /// </summary>
     public Errno DiffSnapshots(string fromName, string? toName, out List<SnapshotChange> changes)
+    {
+        changes = new List<SnapshotChange>();
+        lock (_commitLock)
+        lock (_lock)
+        {
+            var from = FindSnapshot(fromName);
+            if (from == null) return Errno.ENOENT;
+            long ga = from.Gen, gb;
+            if (toName == null)
+            {
+                if (_failure != null) return Errno.EIO;
+                if (_frozen) { if (HasDirtyState()) return Errno.EBUSY; }
+                else CommitLocked(null);
+                gb = _pool.LiveGen;
+            }
+            else if (FindSnapshot(toName) is { } to) gb = to.Gen;
+            else return Errno.ENOENT;
+            var (inos, dirents) = Store.FindChangedBetween(Math.Min(ga, gb), Math.Max(ga, gb));
+            foreach (var d in dirents) { inos.Add(d.Child); }
+            var dirsWithChangedEntries = dirents.Where(d => d.VisibleAt(ga) != d.VisibleAt(gb)).Select(d => d.Dir).ToHashSet();
+            var pathsA = new Dictionary<long, string?>();
+            var pathsB = new Dictionary<long, string?>();
+            var result = new List<SnapshotChange>();
+            var modeA = new Dictionary<long, uint>();
+            var modeB = new Dictionary<long, uint>();
+            foreach (long ino in inos.Order())
+            {
+                var ra = Store.LoadInode(ino, ga);
+                var rb = Store.LoadInode(ino, gb);
+                var la = ra == null ? new List<TreeLink>() : LinksOf(ino, ga, pathsA);
+                var lb = rb == null ? new List<TreeLink>() : LinksOf(ino, gb, pathsB);
+                if (la.Count > 0) modeA[ino] = ra!.Mode;
+                if (lb.Count > 0) modeB[ino] = rb!.Mode;
+                Classify(result, ino, la.Count > 0 ? ra : null, lb.Count > 0 ? rb : null, la, lb,
+                    () => SortedChunks(ino, ga), () => SortedChunks(ino, gb), () => dirsWithChangedEntries.Contains(ino));
+            }
+            changes = FinishDiff(result, modeA, modeB);
+            return 0;
+        }
+    }
+
+    private List<ChunkRecord> SortedChunks(long ino, long gen)
+    {
+        var l = Store.LoadChunks(ino, gen);
+        l.Sort((x, y) => x.Index.CompareTo(y.Index));
+        return l;
+    }
+
+    /// <summary>The names of <paramref name="ino"/> in generation <paramref name="gen"/> with their paths (the root:
+    /// "/"); names inside a directory that is itself unreachable are left out.</summary>
+    private List<TreeLink> LinksOf(long ino, long gen, Dictionary<long, string?> dirPaths)
+    {
+        if (ino == RootIno) return new List<TreeLink> { new(0, "", "/") };
+        var list = new List<TreeLink>();
+        foreach (var d in Store.LoadLinks(ino, gen))
+            if (DirPath(d.Dir, gen, dirPaths) is { } dp) list.Add(new TreeLink(d.Dir, d.Name, dp + "/" + d.Name));
+        return list;
+    }
+
+    /// <summary>Path of directory <paramref name="dir"/> in generation <paramref name="gen"/> ("" for the root),
+    /// null when no name reaches it; memoized.</summary>
+    private string? DirPath(long dir, long gen, Dictionary<long, string?> memo)
+    {
+        if (dir == RootIno) return "";
+        if (memo.TryGetValue(dir, out var p)) return p;
+        memo[dir] = null; // a cycle (corruption) ends as unreachable
+        var links = Store.LoadLinks(dir, gen);
+        p = links.Count == 1 && DirPath(links[0].Dir, gen, memo) is { } parent ? parent + "/" + links[0].Name : null;
+        memo[dir] = p;
+        return p;
+    }
+
+    /// <summary>The changes of one inode, present in the old tree (<paramref name="ra"/> non-null, named by
+    /// <paramref name="la"/>), the new one, or both.</summary>
+    private static void Classify(List<SnapshotChange> result, long ino, InodeRecord? ra, InodeRecord? rb, List<TreeLink> la, List<TreeLink> lb,
+        Func<List<ChunkRecord>> chunksA, Func<List<ChunkRecord>> chunksB, Func<bool> entriesChanged)
+    {
+        if (ra == null && rb == null) return;
+        if (rb == null) { foreach (var l in la) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino)); return; }
+        if (ra == null) { foreach (var l in lb) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino)); return; }
+        var onlyA = la.Where(x => !lb.Any(y => y.Dir == x.Dir && y.Name == x.Name)).ToList();
+        var onlyB = lb.Where(y => !la.Any(x => y.Dir == x.Dir && y.Name == x.Name)).ToList();
+        if (onlyA.Count == 1 && onlyB.Count == 1) result.Add(new SnapshotChange(onlyB[0].Path, ChangeKind.Renamed, ino, onlyA[0].Path));
+        else
+        {
+            foreach (var l in onlyA) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino));
+            foreach (var l in onlyB) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino));
+        }
+        if (ra.Rid == rb.Rid) return;
+        // A file with several names is reported under the first by path of those it has in both trees (else of its new ones).
+        var kept = lb.Where(y => !onlyB.Contains(y)).ToList();
+        string path = (kept.Count > 0 ? kept : lb).Select(l => l.Path).Min(StringComparer.Ordinal)!;
+        bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(chunksA(), chunksB()) : ra.Target != rb.Target;
+        bool entries = IsDir(ra) && entriesChanged();
+        bool meta = ra.Mode != rb.Mode || ra.Uid != rb.Uid || ra.Gid != rb.Gid || ra.Rdev != rb.Rdev || !SameXattrs(ra.Xattrs, rb.Xattrs)
+            || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || ra.AtimeNs != rb.AtimeNs || ra.BtimeNs != rb.BtimeNs));
+        if (data) result.Add(new SnapshotChange(path, ChangeKind.ModifiedData, ino));
+        if (meta) result.Add(new SnapshotChange(path, ChangeKind.ModifiedMetadata, ino));
+    }
+
+    /// <summary>Merges a removal and an addition at one path with different file types into
+    /// <see cref="ChangeKind.TypeChanged"/>, then sorts by path and kind.</summary>
+    private static List<SnapshotChange> FinishDiff(List<SnapshotChange> result, Dictionary<long, uint> modeA, Dictionary<long, uint> modeB)
+    {
+        var removed = result.Where(c => c.Kind == ChangeKind.Removed).GroupBy(c => c.Path).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var merged = new List<SnapshotChange>();
+        var drop = new HashSet<SnapshotChange>();
+        foreach (var c in result.Where(c => c.Kind == ChangeKind.Added))
+            if (removed.TryGetValue(c.Path, out var r) && (modeA[r.Ino] & S_IFMT) != (modeB[c.Ino] & S_IFMT))
+            {
+                drop.Add(c); drop.Add(r);
+                merged.Add(new SnapshotChange(c.Path, ChangeKind.TypeChanged, c.Ino));
+            }
+        result.RemoveAll(drop.Contains);
+        result.AddRange(merged);
+        result.Sort((x, y) =>
+        {
+            int k = string.CompareOrdinal(x.Path, y.Path);
+            return k != 0 ? k : x.Kind.CompareTo(y.Kind);
+        });
+        return result;
+    }
+
+    /// <summary>The same diff by walking both trees whole (the test oracle for <see cref="DiffSnapshots"/>).</summary>
+    internal Errno DiffSnapshotsByWalk(string fromName, string? toName, out List<SnapshotChange> changes)
     {
         changes = new List<SnapshotChange>();
         lock (_lock)
@@ -335,53 +465,14 @@ public sealed partial class Engine
             var ta = WalkTree(a);
             var tb = WalkTree(b);
             var result = new List<SnapshotChange>();
-            foreach (var (ino, ra) in ta.Inodes)
+            foreach (var ino in ta.Inodes.Keys.Union(tb.Inodes.Keys).Order())
             {
-                var la = ta.Links[ino];
-                if (!tb.Inodes.TryGetValue(ino, out var rb))
-                {
-                    foreach (var l in la) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino));
-                    continue;
-                }
-                var lb = tb.Links[ino];
-                var onlyA = la.Where(x => !lb.Any(y => y.Dir == x.Dir && y.Name == x.Name)).ToList();
-                var onlyB = lb.Where(y => !la.Any(x => y.Dir == x.Dir && y.Name == x.Name)).ToList();
-                if (onlyA.Count == 1 && onlyB.Count == 1) result.Add(new SnapshotChange(onlyB[0].Path, ChangeKind.Renamed, ino, onlyA[0].Path));
-                else
-                {
-                    foreach (var l in onlyA) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino));
-                    foreach (var l in onlyB) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino));
-                }
-                if (ra.Rid == rb.Rid || lb.Count == 0) continue;
-                string path = lb[0].Path;
-                bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(a.Chunks(ino), b.Chunks(ino)) : ra.Target != rb.Target;
-                bool entriesChanged = IsDir(ra) && !SameEntries(a.Dir(ino)!, b.Dir(ino)!);
-                bool meta = ra.Mode != rb.Mode || ra.Uid != rb.Uid || ra.Gid != rb.Gid || ra.Rdev != rb.Rdev || !SameXattrs(ra.Xattrs, rb.Xattrs)
-                    || (!data && !entriesChanged && (ra.MtimeNs != rb.MtimeNs || ra.AtimeNs != rb.AtimeNs || ra.BtimeNs != rb.BtimeNs));
-                if (data) result.Add(new SnapshotChange(path, ChangeKind.ModifiedData, ino));
-                if (meta) result.Add(new SnapshotChange(path, ChangeKind.ModifiedMetadata, ino));
+                var ra = ta.Inodes.GetValueOrDefault(ino);
+                var rb = tb.Inodes.GetValueOrDefault(ino);
+                Classify(result, ino, ra, rb, ta.Links.GetValueOrDefault(ino) ?? new(), tb.Links.GetValueOrDefault(ino) ?? new(),
+                    () => a.Chunks(ino), () => b.Chunks(ino), () => !SameEntries(a.Dir(ino)!, b.Dir(ino)!));
             }
-            foreach (var (ino, _) in tb.Inodes)
-                if (!ta.Inodes.ContainsKey(ino))
-                    foreach (var l in tb.Links[ino]) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino));
-            // A path removed and added with another file type changed type.
-            var removed = result.Where(c => c.Kind == ChangeKind.Removed).GroupBy(c => c.Path).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
-            var merged = new List<SnapshotChange>();
-            var drop = new HashSet<SnapshotChange>();
-            foreach (var c in result.Where(c => c.Kind == ChangeKind.Added))
-                if (removed.TryGetValue(c.Path, out var r) && (ta.Inodes[r.Ino].Mode & S_IFMT) != (tb.Inodes[c.Ino].Mode & S_IFMT))
-                {
-                    drop.Add(c); drop.Add(r);
-                    merged.Add(new SnapshotChange(c.Path, ChangeKind.TypeChanged, c.Ino));
-                }
-            result.RemoveAll(drop.Contains);
-            result.AddRange(merged);
-            result.Sort((x, y) =>
-            {
-                int k = string.CompareOrdinal(x.Path, y.Path);
-                return k != 0 ? k : x.Kind.CompareTo(y.Kind);
-            });
-            changes = result;
+            changes = FinishDiff(result, ta.Inodes.ToDictionary(kv => kv.Key, kv => kv.Value.Mode), tb.Inodes.ToDictionary(kv => kv.Key, kv => kv.Value.Mode));
             return 0;
         }
     }
@@ -433,11 +524,12 @@ public sealed partial class Engine
         return true;
     }
 
+    /// <summary>Same entry records (by record id): an entry removed and made again counts as a change.</summary>
     private static bool SameEntries(DirState a, DirState b)
     {
         if (a.Count != b.Count) return false;
         foreach (var (name, d) in a.ByName)
-            if (!b.ByName.TryGetValue(name, out var e) || (e.Rid != d.Rid && e.Child != d.Child)) return false;
+            if (!b.ByName.TryGetValue(name, out var e) || e.Rid != d.Rid) return false;
         return true;
     }
 

@@ -65,7 +65,7 @@ public sealed class MetadataStore : IDisposable
         s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death"); s._inodes.EnsureIndex("nlink");
         s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
         s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
-        s.EnsureBirthIndexes();
+        s.EnsureLaterIndexes();
         var batch = new MetadataBatch { Pool = pool };
         s._db.BeginTrans();
         foreach (var d in devices) s._devices.Upsert(d.ToBson());
@@ -94,12 +94,44 @@ public sealed class MetadataStore : IDisposable
         return s;
     }
 
-    /// <summary>The <c>birth</c> indexes of inodes, dirents and chunks (rollback finds the live tree's records
-    /// younger than a snapshot by them). Pools made before rollback get them at their first writable open;
-    /// LiteDB does nothing when an index exists.</summary>
-    public void EnsureBirthIndexes()
+    /// <summary>The <c>birth</c> indexes of inodes, dirents and chunks (rollback and diff find records by
+    /// them) and the <c>child</c> index of dirents (diff finds the names of a changed inode by it). Pools made
+    /// before them get them at their first writable open; LiteDB does nothing when an index exists.</summary>
+    public void EnsureLaterIndexes()
     {
         _inodes.EnsureIndex("birth"); _dirents.EnsureIndex("birth"); _chunks.EnsureIndex("birth");
+        _dirents.EnsureIndex("child");
+    }
+
+    /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
+    public List<DirentRecord> LoadLinks(long child, long gen)
+    {
+        var list = new List<DirentRecord>();
+        foreach (var d in _dirents.Find(Query.EQ("child", child)))
+        {
+            var r = DirentRecord.FromBson(d);
+            if (r.VisibleAt(gen)) list.Add(r);
+        }
+        return list;
+    }
+
+    /// <summary>What differs between generations <paramref name="lo"/> &lt; <paramref name="hi"/>: the inode numbers
+    /// of inode and chunk versions, and the entry versions, born or dead in (lo, hi] (by the birth and death
+    /// indexes): every record one of the two generations sees and the other does not is among them.</summary>
+    public (HashSet<long> Inos, List<DirentRecord> Dirents) FindChangedBetween(long lo, long hi)
+    {
+        var born = Query.And(Query.GT("birth", lo), Query.LTE("birth", hi));
+        var died = Query.And(Query.GT("death", lo), Query.LTE("death", hi));
+        var inos = new HashSet<long>();
+        foreach (var q in new[] { born, died })
+        {
+            foreach (var d in _inodes.Find(q)) inos.Add(d["ino"].AsInt64);
+            foreach (var d in _chunks.Find(q)) inos.Add(d["ino"].AsInt64);
+        }
+        var dirents = new Dictionary<long, DirentRecord>();
+        foreach (var q in new[] { born, died })
+            foreach (var d in _dirents.Find(q)) dirents.TryAdd(d["_id"].AsInt64, DirentRecord.FromBson(d));
+        return (inos, dirents.Values.ToList());
     }
 
     /// <summary>Live records (death = forever) born after generation <paramref name="gen"/> (by the birth index).</summary>

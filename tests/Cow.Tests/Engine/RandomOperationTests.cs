@@ -878,6 +878,15 @@ public class RandomOperationTests(ITestOutputHelper output)
                 _current = $"checkpoint after op {_op}: snapshot {name}";
                 CompareTree(_p.Pool.Snapshot(name) ?? throw new ModelMismatch($"snapshot {name} does not open"), model, $"snapshot {name}");
             }
+            _current = $"checkpoint after op {_op}: diff";
+            var names = _snaps.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
+            foreach (var a in names)
+                foreach (var b in names.Where(b => b != a).Append(null).Take(3))
+                {
+                    Expect(0, _p.Engine.DiffSnapshots(a, b, out var byIndex), $"diff {a} {b ?? "live"}");
+                    Expect(0, _p.Engine.DiffSnapshotsByWalk(a, b, out var byWalk), $"diff by walk {a} {b ?? "live"}");
+                    Check(byIndex.SequenceEqual(byWalk), $"diff {a} -> {b ?? "live"} by the indexes [{string.Join("; ", byIndex)}] differs from the diff by walking both trees [{string.Join("; ", byWalk)}]");
+                }
             _current = $"checkpoint after op {_op}: fsck";
             _fsckTime.Start();
             try { _p.AssertClean(); } finally { _fsckTime.Stop(); }

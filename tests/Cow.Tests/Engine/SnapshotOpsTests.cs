@@ -90,6 +90,7 @@ public class SnapshotOpsTests
         using (var db = new LiteDB.LiteDatabase(Core.Devices.BlockDeviceStream.Open(p.MetaMem), logStream: Core.Devices.BlockDeviceStream.Open(p.MetaLogMem)))
         {
             foreach (var c in new[] { "inodes", "dirents", "chunks" }) Assert.True(db.GetCollection(c).DropIndex("birth"));
+            Assert.True(db.GetCollection("dirents").DropIndex("child"));
             var snap = db.GetCollection("snapshots").FindAll().Single();
             Assert.False(snap.ContainsKey("holds") || snap.ContainsKey("props"));
             db.Checkpoint();
@@ -99,6 +100,8 @@ public class SnapshotOpsTests
         Assert.Empty(s.Holds);
         Assert.Empty(s.Properties);
         p.AssertClean();
+        Ok(p.Engine.DiffSnapshots("old", null, out var diff), "diff");
+        Assert.Equal(new SnapshotChange("/f", ChangeKind.ModifiedData, f), diff.Single());
         Ok(p.Engine.RollbackToSnapshot("old"), "rollback");
         Assert.Equal(Pattern(9000, 1), ReadAll(p.Live, f));
         p.AssertClean();
@@ -107,6 +110,7 @@ public class SnapshotOpsTests
         {
             var indexes = db.GetCollection("$indexes").FindAll().Select(d => $"{d["collection"].AsString}.{d["name"].AsString}").ToList();
             foreach (var c in new[] { "inodes", "dirents", "chunks" }) Assert.Contains($"{c}.birth", indexes);
+            Assert.Contains("dirents.child", indexes);
         }
         p.Reopen();
         p.AssertClean();
