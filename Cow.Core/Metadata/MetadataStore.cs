@@ -99,8 +99,10 @@ public sealed class MetadataStore : IDisposable
     /// before them get them at their first writable open; LiteDB does nothing when an index exists.</summary>
     public void EnsureLaterIndexes()
     {
-        _inodes.EnsureIndex("birth"); _dirents.EnsureIndex("birth"); _chunks.EnsureIndex("birth");
-        _dirents.EnsureIndex("child");
+        bool created = _inodes.EnsureIndex("birth") | _dirents.EnsureIndex("birth") | _chunks.EnsureIndex("birth")
+            | _dirents.EnsureIndex("child");
+        // As after every commit: into the data file (fsynced), log truncated.
+        if (created) _db.Checkpoint();
     }
 
     /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
