@@ -379,6 +379,65 @@ public class SnapshotOpsTests
         p.AssertClean();
     }
 
+    // ---------------------------------------------------------------- concurrency
+
+    [Fact]
+    public async Task SnapshotOperationsRunWhileWritersWrite()
+    {
+        using var p = new MemoryPool(logSize: 512 << 20);
+        p.Engine.CommitEveryBlocks = 256;
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "s");
+        var snap = Dump(p.Pool.Snapshot("s")!);
+        const int writers = 3;
+        var files = Enumerable.Range(0, writers).Select(i => CreateFile(p.Live, $"/w{i}")).ToArray();
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var deadline = DateTime.UtcNow.AddSeconds(3);
+        var tasks = new List<Task>();
+        for (int w = 0; w < writers; w++)
+        {
+            int id = w;
+            tasks.Add(Task.Run(() =>
+            {
+                var rnd = new Random(id);
+                while (DateTime.UtcNow < deadline)
+                {
+                    var data = new byte[rnd.Next(1, 30000)]; rnd.NextBytes(data);
+                    var e = p.Live.Write(files[id], rnd.Next(1 << 20), data, out _);
+                    // A rollback removes the file (it is not in the snapshot): ENOENT from then on is expected.
+                    if (e == Mono.Unix.Native.Errno.ENOENT) return;
+                    if (e != 0) { errors.Enqueue($"writer {id}: {e}"); return; }
+                }
+            }));
+        }
+        tasks.Add(Task.Run(() =>
+        {
+            int n = 0;
+            while (DateTime.UtcNow < deadline)
+            {
+                n++;
+                var e = p.Engine.CloneSnapshot("s", $"/clone{n}");
+                if (e != 0) errors.Enqueue($"clone {n}: {e}");
+                if (p.Engine.HoldSnapshot("s", $"t{n}") != 0 || p.Engine.ReleaseSnapshot("s", $"t{n}") != 0) errors.Enqueue($"hold/release {n}");
+                if (p.Engine.DiffSnapshots("s", null, out var d) != 0 || !d.Any(c => c.Path == $"/clone{n}" && c.Kind == ChangeKind.Added))
+                    errors.Enqueue($"diff {n} does not list /clone{n}");
+                if (n == 5)
+                {
+                    // Writers are busy: refused (EBUSY) or done between two writes; both leave a consistent pool.
+                    e = p.Engine.RollbackToSnapshot("s");
+                    if (e is not (0 or Mono.Unix.Native.Errno.EBUSY)) errors.Enqueue($"rollback: {e}");
+                }
+            }
+        }));
+        await Task.WhenAll(tasks);
+        Assert.Empty(errors);
+        p.AssertClean();
+        Assert.Equal(snap, Dump(p.Pool.Snapshot("s")!));
+        Ok(p.Engine.RollbackToSnapshot("s"), "final rollback");
+        Assert.Equal(snap, Dump(p.Live));
+        p.AssertClean();
+    }
+
     private static List<string> Diff(MemoryPool p, string from, string? to)
     {
         Ok(p.Engine.DiffSnapshots(from, to, out var changes), "diff");
