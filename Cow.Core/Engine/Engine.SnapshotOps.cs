@@ -6,9 +6,10 @@ using Mono.Unix.Native;
 
 namespace Cow.Core.Engine;
 
-/// <summary>Snapshot holds, properties, rollback and clone (issue 5). Every public method here is thread-safe:
-/// it runs under <c>_commitLock</c> then <c>_lock</c>, like <see cref="DeleteSnapshot"/>, and is durable
-/// when it returns 0.</summary>
+/// <summary>Snapshot holds, properties, rollback, clone and diff (issue 5). Threading: every public method here
+/// is thread-safe: it runs under <c>_commitLock</c> then <c>_lock</c> (the engine's lock order), like
+/// <see cref="DeleteSnapshot"/>, so it sees and leaves a committed state; those that change the pool are
+/// durable when they return 0 (one metadata commit).</summary>
 public sealed partial class Engine
 {
     /// <summary>Most properties one snapshot carries.</summary>
