@@ -237,7 +237,13 @@ public static partial class Program
             AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));
             return 0;
         }));
-        return new Command("snapshot", "create, list and delete snapshots") { create, list, delete };
+        return new Command("snapshot", "create, list and delete snapshots") { create, list, delete,
+            SnapshotHoldCommand(),
+            SnapshotReleaseCommand(),
+            SnapshotRollbackCommand(),
+            SnapshotCloneCommand(),
+            SnapshotDiffCommand(),
+        };
     }
 
     private static Table SpaceTable(Pool pool, bool snapshotsOnly)

@@ -284,6 +284,7 @@ public sealed class Pool : IDisposable
 
     private static Engine.Engine BuildEngine(MetadataStore store, Dictionary<uint, IBlockDevice> devs)
     {
+        store.EnsureLaterIndexes();
         var pool = store.LoadPool();
         var blocks = store.LoadDevices().ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize);
         var engine = new Engine.Engine(store, pool, devs, blocks);

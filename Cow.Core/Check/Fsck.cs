@@ -55,6 +55,17 @@ public static class Fsck
         CheckSuperblocks(engine, r);
         if (snaps.Select(s => s.Gen).Distinct().Count() != snaps.Count) r.Add("snapshots", "two snapshots share a generation");
         if (snaps.Any(s => s.Gen >= pool.LiveGen)) r.Add("snapshots", "a snapshot's generation is not below the live generation");
+        foreach (var s in snaps)
+        {
+            if (Engine.Engine.SnapshotNameProblem(s.Name) is { } np) r.Add("snapshots", $"snapshot {s.Gen}: {np}");
+            if (s.Holds.Distinct(StringComparer.Ordinal).Count() != s.Holds.Count) r.Add("snapshots", $"snapshot '{s.Name}' lists a hold twice");
+            foreach (var h in s.Holds)
+                if (Engine.Engine.HoldTagProblem(h) is { } hp) r.Add("snapshots", $"snapshot '{s.Name}': {hp}");
+            if (s.Properties.Count > Engine.Engine.MaxSnapshotProperties) r.Add("snapshots", $"snapshot '{s.Name}' has {s.Properties.Count} properties, more than {Engine.Engine.MaxSnapshotProperties}");
+            foreach (var (k, v) in s.Properties)
+                if (Engine.Engine.SnapshotPropertyProblem(k, v) is { } pp) r.Add("snapshots", $"snapshot '{s.Name}': {pp}");
+        }
+        if (snaps.Select(s => s.Name).Distinct(StringComparer.Ordinal).Count() != snaps.Count) r.Add("snapshots", "two snapshots have the same name");
 
         var inodes = store.AllInodes().ToList();
         var dirents = store.AllDirents().ToList();

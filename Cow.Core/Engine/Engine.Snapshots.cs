@@ -21,7 +21,7 @@ public sealed partial class Engine
 
     public IReadOnlyList<SnapshotRecord> ListSnapshots()
     {
-        lock (_lock) return _snapshots.Select(s => new SnapshotRecord { Name = s.Name, Gen = s.Gen, CreatedNs = s.CreatedNs, CommitSeq = s.CommitSeq }).ToList();
+        lock (_lock) return _snapshots.Select(s => s.Copy()).ToList();
     }
 
     internal SnapshotRecord? FindSnapshot(string name)
@@ -35,7 +35,9 @@ public sealed partial class Engine
     /// copied; from now on records the snapshot shares are copied on their next change instead.
     /// Durable when it returns.
     /// </summary>
-    public Errno CreateSnapshot(string name, out SnapshotRecord snapshot)
+    public Errno CreateSnapshot(string name, out SnapshotRecord snapshot) => CreateSnapshotCore(name, null, out snapshot);
+
+    private Errno CreateSnapshotCore(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
     {
         snapshot = new SnapshotRecord();
         if (SnapshotNameProblem(name) != null) return Errno.EINVAL;
@@ -48,6 +50,7 @@ public sealed partial class Engine
                 if (_snapshots.Any(s => string.Equals(s.Name, name, StringComparison.Ordinal))) return Errno.EEXIST;
             }
             var snap = new SnapshotRecord { Name = name, CreatedNs = NowNs() };
+            if (properties != null) foreach (var (k, v) in properties) snap.Properties[k] = v;
             CommitLocked(batch =>
             {
                 snap.Gen = _pool.LiveGen;
@@ -64,7 +67,8 @@ public sealed partial class Engine
 
     /// <summary>
     /// Deletes a snapshot and every record that no remaining view (live tree or snapshot) sees any more;
-    /// blocks whose last reference goes are free once this returns.
+    /// blocks whose last reference goes are free once this returns. EBUSY when the snapshot is held
+    /// (<see cref="SnapshotHolds"/> names the holds) or the pool is frozen.
     /// </summary>
     public Errno DeleteSnapshot(string name)
     {
@@ -76,7 +80,7 @@ public sealed partial class Engine
             int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
             if (i < 0) return Errno.ENOENT;
             if (_failure != null) return Errno.EIO;
-            if (_frozen) return Errno.EBUSY;
+            if (_frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
             CommitLocked(null);
             var snap = _snapshots[i];
             long prev = i > 0 ? _snapshots[i - 1].Gen : 0;

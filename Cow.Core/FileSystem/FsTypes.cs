@@ -50,3 +50,23 @@ public enum SeekWhence { Data = 3, Hole = 4 }
 
 /// <summary>Per-snapshot space report: bytes the snapshot sees, and bytes that only it holds (freed if deleted).</summary>
 public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);
+
+/// <summary>What changed at a path between two trees (<see cref="Engine.Engine.DiffSnapshots"/>).</summary>
+public enum ChangeKind
+{
+    /// <summary>The path exists only in the newer tree.</summary>
+    Added,
+    /// <summary>The path exists only in the older tree.</summary>
+    Removed,
+    /// <summary>The same inode, renamed or moved: <see cref="SnapshotChange.OldPath"/> is where it was.</summary>
+    Renamed,
+    /// <summary>The same inode with other data (size, extents, symlink target).</summary>
+    ModifiedData,
+    /// <summary>The same inode with other mode, owner, times, device number or xattrs (and the same data).</summary>
+    ModifiedMetadata,
+    /// <summary>The path names a different inode of another file type.</summary>
+    TypeChanged,
+}
+
+/// <summary>One change of a diff. <see cref="OldPath"/> is set for <see cref="ChangeKind.Renamed"/>. Immutable.</summary>
+public readonly record struct SnapshotChange(string Path, ChangeKind Kind, long Ino, string? OldPath = null);

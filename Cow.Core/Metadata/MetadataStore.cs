@@ -65,6 +65,7 @@ public sealed class MetadataStore : IDisposable
         s._inodes.EnsureIndex("ino"); s._inodes.EnsureIndex("death"); s._inodes.EnsureIndex("nlink");
         s._dirents.EnsureIndex("dir"); s._dirents.EnsureIndex("death");
         s._chunks.EnsureIndex("key"); s._chunks.EnsureIndex("death");
+        s.EnsureLaterIndexes();
         var batch = new MetadataBatch { Pool = pool };
         s._db.BeginTrans();
         foreach (var d in devices) s._devices.Upsert(d.ToBson());
@@ -91,6 +92,67 @@ public sealed class MetadataStore : IDisposable
         { s.Dispose(); throw new InvalidDataException($"is corrupt ({e.Message})", e); }
         catch { s.Dispose(); throw; }
         return s;
+    }
+
+    /// <summary>The <c>birth</c> indexes of inodes, dirents and chunks (rollback and diff find records by
+    /// them) and the <c>child</c> index of dirents (diff finds the names of a changed inode by it). Pools made
+    /// before them get them at their first writable open; LiteDB does nothing when an index exists.</summary>
+    public void EnsureLaterIndexes()
+    {
+        bool created = _inodes.EnsureIndex("birth") | _dirents.EnsureIndex("birth") | _chunks.EnsureIndex("birth")
+            | _dirents.EnsureIndex("child");
+        // As after every commit: into the data file (fsynced), log truncated.
+        if (created) _db.Checkpoint();
+    }
+
+    /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
+    public List<DirentRecord> LoadLinks(long child, long gen)
+    {
+        var list = new List<DirentRecord>();
+        foreach (var d in _dirents.Find(Query.EQ("child", child)))
+        {
+            var r = DirentRecord.FromBson(d);
+            if (r.VisibleAt(gen)) list.Add(r);
+        }
+        return list;
+    }
+
+    /// <summary>What differs between generations <paramref name="lo"/> &lt; <paramref name="hi"/>: the inode numbers
+    /// of inode and chunk versions, and the entry versions, born or dead in (lo, hi] (by the birth and death
+    /// indexes): every record one of the two generations sees and the other does not is among them.</summary>
+    public (HashSet<long> Inos, List<DirentRecord> Dirents) FindChangedBetween(long lo, long hi)
+    {
+        var born = Query.And(Query.GT("birth", lo), Query.LTE("birth", hi));
+        var died = Query.And(Query.GT("death", lo), Query.LTE("death", hi));
+        var inos = new HashSet<long>();
+        foreach (var q in new[] { born, died })
+        {
+            foreach (var d in _inodes.Find(q)) inos.Add(d["ino"].AsInt64);
+            foreach (var d in _chunks.Find(q)) inos.Add(d["ino"].AsInt64);
+        }
+        var dirents = new Dictionary<long, DirentRecord>();
+        foreach (var q in new[] { born, died })
+            foreach (var d in _dirents.Find(q)) dirents.TryAdd(d["_id"].AsInt64, DirentRecord.FromBson(d));
+        return (inos, dirents.Values.ToList());
+    }
+
+    /// <summary>Live records (death = forever) born after generation <paramref name="gen"/> (by the birth index).</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindLiveBornAfter(long gen)
+    {
+        var q = Query.GT("birth", gen);
+        return (_inodes.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(InodeRecord.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(DirentRecord.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(ChunkRecord.FromBson).ToList());
+    }
+
+    /// <summary>Records generation <paramref name="gen"/> sees that died at or before <paramref name="deathUpTo"/>
+    /// (by the death index): birth &lt;= gen &lt; death &lt;= deathUpTo.</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindSeenAtDiedBy(long gen, long deathUpTo)
+    {
+        var q = Query.And(Query.GT("death", gen), Query.LTE("death", deathUpTo));
+        return (_inodes.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(InodeRecord.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(DirentRecord.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(ChunkRecord.FromBson).ToList());
     }
 
     public PoolRecord LoadPool() => PoolRecord.FromBson(_pool.FindById(1));

@@ -88,10 +88,42 @@ public sealed class SnapshotRecord
     public long CreatedNs;
     /// <summary><c>commit_seq</c>: the metadata commit that made it durable.</summary>
     public long CommitSeq;
+    /// <summary><c>holds</c>: hold tags, each keeping the snapshot from being deleted (absent or empty: none;
+    /// absent in pools made before holds). Kept sorted ordinally.</summary>
+    public List<string> Holds = new();
+    /// <summary><c>props</c>: user properties, name → value, stored as an array of <c>{k, v}</c> documents
+    /// (absent or empty: none; absent in pools made before properties).</summary>
+    public SortedDictionary<string, string> Properties = new(StringComparer.Ordinal);
 
-    public BsonDocument ToBson() => new() { ["_id"] = Gen, ["name"] = Name, ["created_ns"] = CreatedNs, ["commit_seq"] = CommitSeq };
-    public static SnapshotRecord FromBson(BsonDocument d) => new()
-    { Gen = d["_id"].AsInt64, Name = d["name"].AsString, CreatedNs = d["created_ns"].AsInt64, CommitSeq = d["commit_seq"].AsInt64 };
+    /// <summary>A deep copy (callers outside the engine get copies, never the engine's records).</summary>
+    public SnapshotRecord Copy() => new()
+    {
+        Name = Name, Gen = Gen, CreatedNs = CreatedNs, CommitSeq = CommitSeq, Holds = new List<string>(Holds),
+        Properties = new SortedDictionary<string, string>(Properties, StringComparer.Ordinal),
+    };
+
+    public BsonDocument ToBson()
+    {
+        var d = new BsonDocument { ["_id"] = Gen, ["name"] = Name, ["created_ns"] = CreatedNs, ["commit_seq"] = CommitSeq };
+        if (Holds.Count > 0) d["holds"] = new BsonArray(Holds.Select(h => new BsonValue(h)));
+        if (Properties.Count > 0)
+        {
+            // An array of {k, v} pairs, not a document: LiteDB compares document keys without regard to case.
+            d["props"] = new BsonArray(Properties.Select(kv => (BsonValue)new BsonDocument { ["k"] = kv.Key, ["v"] = kv.Value }));
+        }
+        return d;
+    }
+
+    public static SnapshotRecord FromBson(BsonDocument d)
+    {
+        var r = new SnapshotRecord { Gen = d["_id"].AsInt64, Name = d["name"].AsString, CreatedNs = d["created_ns"].AsInt64, CommitSeq = d["commit_seq"].AsInt64 };
+        if (d.TryGetValue("holds", out var h) && h.IsArray)
+            foreach (var t in h.AsArray) r.Holds.Add(t.AsString);
+        r.Holds.Sort(StringComparer.Ordinal);
+        if (d.TryGetValue("props", out var p) && p.IsArray)
+            foreach (var kv in p.AsArray) r.Properties[kv["k"].AsString] = kv["v"].AsString;
+        return r;
+    }
 }
 
 /// <summary>Fields shared by every versioned record (inodes, dirents, chunks).</summary>

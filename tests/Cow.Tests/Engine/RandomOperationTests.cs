@@ -143,7 +143,7 @@ public class RandomOperationTests(ITestOutputHelper output)
         private readonly Config _config;
         private readonly Random _rnd;
         private readonly MemoryPool _p;
-        private readonly MDir _root = new() { Ino = 1 };
+        private MDir _root = new() { Ino = 1 };
         private readonly Dictionary<string, MDir> _snaps = new(StringComparer.Ordinal);
         private readonly Queue<string> _history = new();
         private readonly Dictionary<string, int> _counts = new();
@@ -288,7 +288,8 @@ public class RandomOperationTests(ITestOutputHelper output)
             else if (r < 926) DoOpen();
             else if (r < 946) DoClose();
             else if (r < 986) DoClone();
-            else DoWrite();
+            else if (r < 993) DoRollback();
+            else DoSnapshotClone();
         }
 
         private MFile? PickFile()
@@ -657,6 +658,15 @@ public class RandomOperationTests(ITestOutputHelper output)
                 return;
             }
             var name = Pick(_snaps.Keys.ToList());
+            if (_rnd.Next(6) == 0)
+            {
+                Log($"snapshot hold {name}, delete refused, release");
+                Count("snapshot-hold");
+                Expect(0, _p.Engine.HoldSnapshot(name, "keep"), "hold");
+                Expect(Errno.EBUSY, _p.Engine.DeleteSnapshot(name), "delete of a held snapshot");
+                Check(_p.Engine.SnapshotHolds(name)!.SequenceEqual(new[] { "keep" }), "holds listed");
+                Expect(0, _p.Engine.ReleaseSnapshot(name, "keep"), "release");
+            }
             Log($"snapshot delete {name}");
             Count("snapshot-delete");
             Expect(0, _p.Engine.DeleteSnapshot(name), "snapshot delete");
@@ -681,6 +691,88 @@ public class RandomOperationTests(ITestOutputHelper output)
             Count("snapshot-read");
             CompareRange(view, f, $"snapshot {name}", off, len);
             Expect(Errno.EROFS, view.Write(f.Ino, 0, new byte[1], out _), $"write to snapshot {name}");
+        }
+
+        /// <summary>Rollback to a snapshot: refused while a handle is open; else the live model becomes the snapshot's.</summary>
+        private void DoRollback()
+        {
+            if (_snaps.Count == 0) { DoSnapshotCreate(); return; }
+            var name = Pick(_snaps.Keys.ToList());
+            if (_open.Count > 0)
+            {
+                if (_rnd.Next(2) == 0)
+                {
+                    Log($"rollback {name} with {_open.Count} handles open (refused)");
+                    Count("rollback-busy");
+                    Expect(Errno.EBUSY, _p.Engine.RollbackToSnapshot(name), "rollback with open files");
+                    return;
+                }
+                foreach (var f in _open.ToList()) { Log($"close ino {f.Ino} before rollback"); Expect(0, Live.Release(f.Ino), "release"); }
+                _open.Clear();
+            }
+            Log($"rollback {name}");
+            Count("rollback");
+            Expect(0, _p.Engine.RollbackToSnapshot(name), "rollback");
+            _root = DeepCopy(_snaps[name], new Dictionary<MFile, MFile>());
+            Expect(0, _p.Engine.DiffSnapshots(name, null, out var diff), "diff after rollback");
+            Check(diff.Count == 0, $"diff of {name} against the rolled-back live tree: {string.Join("; ", diff.Take(5))}");
+        }
+
+        /// <summary>Clone of a snapshot's tree (or of one of its entries) to a new live name; inode numbers are
+        /// learned from the live tree afterwards.</summary>
+        private void DoSnapshotClone()
+        {
+            if (_snaps.Count == 0) { DoSnapshotCreate(); return; }
+            var name = Pick(_snaps.Keys.ToList());
+            var model = _snaps[name];
+            var sources = new List<(string Path, MNode Node)> { ("/", model) };
+            void Walk(MDir d, string prefix) { foreach (var (n, c) in d.Children) { sources.Add((prefix + "/" + n, c)); if (c is MDir s) Walk(s, prefix + "/" + n); } }
+            Walk(model, "");
+            var (srcPath, src) = Pick(sources);
+            int dirs = 0, files = 0;
+            void CountNodes(MNode n) { if (n is MDir d) { dirs++; foreach (var c in d.Children.Values) CountNodes(c); } else files++; }
+            CountNodes(src);
+            var parent = Pick(Dirs());
+            string newName = PickName();
+            string parentPath = FullPath(parent);
+            Count("snapshot-clone");
+            if (parent.Children.ContainsKey(newName))
+            {
+                Log($"clone snapshot {name}:{srcPath} to existing {PathOf(parent)}/{Short(newName)}");
+                Expect(Errno.EEXIST, _p.Engine.CloneSnapshot(name, parentPath + "/" + newName, srcPath), "clone onto an existing name");
+                return;
+            }
+            if (Dirs().Count + dirs > MaxDirs || Files().Count + files > MaxFiles)
+            {
+                Log($"clone snapshot {name}:{srcPath} under a missing parent");
+                Expect(Errno.ENOENT, _p.Engine.CloneSnapshot(name, parentPath + "/nosuch/" + newName, srcPath), "clone under a missing parent");
+                return;
+            }
+            Log($"clone snapshot {name}:{srcPath} to {PathOf(parent)}/{Short(newName)} ({dirs} dirs, {files} files)");
+            Expect(0, _p.Engine.CloneSnapshot(name, parentPath + "/" + newName, srcPath), "clone of a snapshot");
+            var files2 = new Dictionary<MFile, MFile>();
+            MNode copy = src is MDir sd ? DeepCopy(sd, files2) : ((MFile)src).Copy();
+            parent.Children[newName] = copy;
+            // The copy has new inode numbers: learn them by name.
+            void Learn(MNode n, long parentIno, string entry)
+            {
+                Expect(0, Live.Lookup(parentIno, entry, out var a), $"lookup of cloned {Short(entry)}");
+                n.Ino = a.Ino;
+                if (n is MDir d) foreach (var (cn, c) in d.Children) Learn(c, a.Ino, cn);
+            }
+            Learn(copy, parent.Ino, newName);
+        }
+
+        private string FullPath(MDir target)
+        {
+            string? Find(MDir d, string prefix)
+            {
+                if (d == target) return prefix;
+                foreach (var (name, n) in d.Children)
+                    if (n is MDir s && Find(s, prefix + "/" + name) is { } r) return r;
+                return null;
+            }
+            return Find(_root, "") ?? throw new ModelMismatch("directory not in the live model");
         }
 
         private void DoFsync()
@@ -786,6 +878,15 @@ public class RandomOperationTests(ITestOutputHelper output)
                 _current = $"checkpoint after op {_op}: snapshot {name}";
                 CompareTree(_p.Pool.Snapshot(name) ?? throw new ModelMismatch($"snapshot {name} does not open"), model, $"snapshot {name}");
             }
+            _current = $"checkpoint after op {_op}: diff";
+            var names = _snaps.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
+            foreach (var a in names)
+                foreach (var b in names.Where(b => b != a).Append(null).Take(3))
+                {
+                    Expect(0, _p.Engine.DiffSnapshots(a, b, out var byIndex), $"diff {a} {b ?? "live"}");
+                    Expect(0, _p.Engine.DiffSnapshotsByWalk(a, b, out var byWalk), $"diff by walk {a} {b ?? "live"}");
+                    Check(byIndex.SequenceEqual(byWalk), $"diff {a} -> {b ?? "live"} by the indexes [{string.Join("; ", byIndex)}] differs from the diff by walking both trees [{string.Join("; ", byWalk)}]");
+                }
             _current = $"checkpoint after op {_op}: fsck";
             _fsckTime.Start();
             try { _p.AssertClean(); } finally { _fsckTime.Stop(); }
