@@ -226,7 +226,13 @@ public static partial class Program
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
-            return e == Errno.ENOENT ? Fail($"no snapshot named '{r.GetValue(name)}'") : e != 0 ? Fail(Describe(e)) : 0;
+            return e switch
+            {
+                0 => 0,
+                Errno.ENOENT => Fail($"no snapshot named '{r.GetValue(name)}'"),
+                Errno.EBUSY => Fail(HeldMessage(pool, r.GetValue(name)!)),
+                _ => Fail(Describe(e)),
+            };
         }));
         var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
         list.SetAction(r => Guard(() =>

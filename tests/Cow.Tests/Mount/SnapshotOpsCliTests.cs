@@ -42,7 +42,9 @@ public class SnapshotOpsCliTests
             (code, _, err) = Cow("snapshot", "hold", pool, "nope", "t");
             Assert.Equal(1, code);
             Assert.Contains("no snapshot named 'nope'", err);
-            Assert.Equal(1, Cow("snapshot", "delete", pool, "s1").Code);
+            (code, _, err) = Cow("snapshot", "delete", pool, "s1");
+            Assert.Equal(1, code);
+            Assert.Contains("snapshot 's1' is held by 'backup'; release it first", err);
             using (var p = Pool.Open(pool))
             {
                 Assert.Equal(new[] { "backup" }, p.Engine.ListSnapshots().Single().Holds);
