@@ -134,10 +134,8 @@ public sealed partial class Engine
         lock (_commitLock)
         lock (_lock)
         {
-            var snap = _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));
-            if (snap == null) return Errno.ENOENT;
-            if (_failure != null) return Errno.EIO;
-            if (_frozen) return Errno.EBUSY;
+            var e0 = SnapshotForChange(name, out var snap);
+            if (e0 != 0) return e0;
             foreach (var li in _live.Values)
                 if (!li.Deleted && (li.OpenCount > 0 || li.Pins > 0 || li.Reservations > 0 || li.WriteGate.CurrentCount == 0))
                     return Errno.EBUSY;
@@ -236,10 +234,8 @@ public sealed partial class Engine
         lock (_commitLock)
         lock (_lock)
         {
-            var snap = _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));
-            if (snap == null) return Errno.ENOENT;
-            if (_failure != null) return Errno.EIO;
-            if (_frozen) return Errno.EBUSY;
+            var e0 = SnapshotForChange(name, out var snap);
+            if (e0 != 0) return e0;
             var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
             if (e != 0) return e;
             var parent = LiveDir(parentIno, out e);
@@ -541,5 +537,15 @@ public sealed partial class Engine
         if (na == 0) return true;
         foreach (var (k, v) in a!) if (!b!.TryGetValue(k, out var w) || !v.AsSpan().SequenceEqual(w)) return false;
         return true;
+    }
+
+    /// <summary>The snapshot named <paramref name="name"/> for an operation that changes the pool: ENOENT when
+    /// there is none, EIO when the pool failed, EBUSY while frozen. Caller holds _lock.</summary>
+    private Errno SnapshotForChange(string name, out SnapshotRecord snap)
+    {
+        snap = _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal))!;
+        if (snap == null) return Errno.ENOENT;
+        if (_failure != null) return Errno.EIO;
+        return _frozen ? Errno.EBUSY : 0;
     }
 }

@@ -106,10 +106,13 @@ public sealed class MetadataStore : IDisposable
     }
 
     /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
-    public List<DirentRecord> LoadLinks(long child, long gen)
+    public List<DirentRecord> LoadLinks(long child, long gen) => LoadDirents("child", child, gen);
+
+    /// <summary>Directory entries whose indexed <paramref name="field"/> is <paramref name="value"/>, seen by generation <paramref name="gen"/>.</summary>
+    private List<DirentRecord> LoadDirents(string field, long value, long gen)
     {
         var list = new List<DirentRecord>();
-        foreach (var d in _dirents.Find(Query.EQ("child", child)))
+        foreach (var d in _dirents.Find(Query.EQ(field, value)))
         {
             var r = DirentRecord.FromBson(d);
             if (r.VisibleAt(gen)) list.Add(r);
@@ -170,16 +173,7 @@ public sealed class MetadataStore : IDisposable
         return null;
     }
 
-    public List<DirentRecord> LoadDirectory(long dir, long gen)
-    {
-        var list = new List<DirentRecord>();
-        foreach (var d in _dirents.Find(Query.EQ("dir", dir)))
-        {
-            var r = DirentRecord.FromBson(d);
-            if (r.VisibleAt(gen)) list.Add(r);
-        }
-        return list;
-    }
+    public List<DirentRecord> LoadDirectory(long dir, long gen) => LoadDirents("dir", dir, gen);
 
     public ChunkRecord? LoadChunk(long ino, long index, long gen)
     {
