@@ -137,7 +137,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     }
 
     /// <inheritdoc/>
-    public bool Use(string poolName, Action<Pool, string> action)
+    public bool Use(string poolName, Action<Pool, string?> action)
     {
         Served? s;
         lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == poolName);

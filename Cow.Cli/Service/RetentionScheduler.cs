@@ -12,8 +12,8 @@ namespace Cow.Cli.Service;
 public interface IServedPools
 {
     /// <summary>Runs <paramref name="action"/> with the open pool named <paramref name="poolName"/> and its mount
-    /// point; the pool is not closed while it runs. False (nothing run) when that pool is not mounted.</summary>
-    bool Use(string poolName, Action<Pool, string> action);
+    /// point (null: not mounted through FUSE, nothing to syncfs); the pool is not closed while it runs. False (nothing run) when that pool is not mounted.</summary>
+    bool Use(string poolName, Action<Pool, string?> action);
 }
 
 /// <summary>
@@ -30,6 +30,10 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
 {
     /// <summary>Raised after each tick (tests wait on it).</summary>
     public event Action<DateTime>? Ticked;
+    /// <summary>Raised once the wait for the next boundary (its argument) is armed (tests advance the clock then).</summary>
+    public event Action<DateTime>? Waiting;
+    /// <summary>Raised just before each deletion (tests race a hold against the cleanup here).</summary>
+    internal event Action<Pool, RetentionDeletion>? Deleting;
 
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
@@ -40,7 +44,9 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
         {
             now = clock.GetUtcNow().UtcDateTime;
             var next = new DateTime(now.Year, now.Month, now.Day, now.Hour, 0, 0, DateTimeKind.Utc).AddHours(1);
-            try { await Task.Delay(next - now, clock, stop); }
+            var delay = Task.Delay(next - now, clock, stop);
+            Waiting?.Invoke(next);
+            try { await delay; }
             catch (OperationCanceledException) { return; }
             // The boundary we waited for names the snapshot (a late wake-up does not shift the name).
             Tick(next, takeTimeline: true);
@@ -63,7 +69,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
         Ticked?.Invoke(nowUtc);
     }
 
-    private void TakeTimeline(PoolConfig pc, Pool pool, string mountPoint, DateTime nowUtc)
+    private void TakeTimeline(PoolConfig pc, Pool pool, string? mountPoint, DateTime nowUtc)
     {
         var baseName = "timeline-" + nowUtc.ToString("yyyyMMdd-HHmm", CultureInfo.InvariantCulture);
         var props = new Dictionary<string, string> { [RetentionPolicy.KindProperty] = RetentionPolicy.Timeline };
@@ -95,6 +101,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
             foreach (var d in plan)
             {
                 if (d.Rule == RetentionRule.MinFree && spaceDeleted) break;
+                Deleting?.Invoke(pool, d);
                 var e = pool.Engine.DeleteSnapshot(d.Name);
                 if (e == 0)
                 {
