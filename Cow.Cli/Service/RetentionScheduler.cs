@@ -61,8 +61,16 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
         {
             bool used = pools.Use(pc.Name, (pool, mountPoint) =>
             {
-                if (takeTimeline && pc.Retention!.Timeline) TakeTimeline(pc, pool, mountPoint, nowUtc);
-                Cleanup(pc, pool, nowUtc);
+                try
+                {
+                    if (takeTimeline && pc.Retention!.Timeline) TakeTimeline(pc, pool, mountPoint, nowUtc);
+                    Cleanup(pc, pool, nowUtc);
+                }
+                catch (Exception e) when (e is IOException or PoolException)
+                {
+                    // The engine throws only for a damaged pool: log it; the other pools and the next hour go on.
+                    log.LogError("retention of pool {Name} stopped at {Time:u}: {Reason}", pc.Name, nowUtc, e.Message);
+                }
             });
             if (!used) log.LogWarning("retention of pool {Name}: the pool is not mounted; nothing done at {Time:u}", pc.Name, nowUtc);
         }

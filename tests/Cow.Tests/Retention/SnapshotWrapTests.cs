@@ -166,3 +166,39 @@ public class SnapshotWrapTests
         Assert.Equal("after\n", Read(snaps[1].Name));
     }
 }
+
+/// <summary>The scheduler inside the real <c>cow serve</c>: its start cleanup applies max-snapshots to the
+/// managed snapshots and leaves the hand-made and held ones.</summary>
+[Collection("serve")]
+public class ServeRetentionTests
+{
+    [Fact]
+    public void CowServeAppliesRetentionAtStart()
+    {
+        using var s = new ServedPools(config: sv => sv.DefaultConfig() + "\n[retention p0]\nmax-snapshots = 2\n");
+        using (var pool = Pool.Open(s.PoolDir(0)))
+        {
+            var pre = new Dictionary<string, string> { ["kind"] = "pre" };
+            Assert.Equal(0, (int)pool.Engine.CreateSnapshot("hand", out _));
+            for (int i = 0; i < 4; i++) Assert.Equal(0, (int)pool.Engine.CreateSnapshot($"w{i}", pre, out _));
+            Assert.Equal(0, (int)pool.Engine.HoldSnapshot("w0", "keep"));
+        }
+        s.Start();
+        s.WaitFor("READY=1");
+        string[] names = [];
+        var until = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < until)
+        {
+            var (code, output, err) = s.Cli(null, "control-request", "{\"verb\":\"snapshot-list\",\"pool\":\"p0\"}");
+            Assert.True(code == 0, err + output);
+            names = ((System.Text.Json.Nodes.JsonArray)System.Text.Json.Nodes.JsonNode.Parse(output)!["snapshots"]!).Select(n => (string)n!).Order().ToArray();
+            if (names.Length == 3) break;
+            Thread.Sleep(200);
+        }
+        // Four managed, max two: w1 and w2 go (w0 is held and counts), w3 stays; "hand" is not managed.
+        Assert.True(names.SequenceEqual(["hand", "w0", "w3"]), $"snapshots: {string.Join(", ", names)}; log:\n{s.Log}");
+        Assert.Contains("retention of pool p0: deleted snapshot w1", s.Log);
+        s.Terminate();
+        Assert.Equal(0, s.WaitExit());
+    }
+}
