@@ -8,7 +8,8 @@ using Mono.Unix.Native;
 
 namespace Cow.Cli.Service;
 
-/// <summary>The open pools of the service, for work done in-process on a mounted pool.</summary>
+/// <summary>The open pools of the service, for work done in-process on a mounted pool. Implementations are
+/// thread-safe: <see cref="Use"/> may be called from any thread (the scheduler, control connections).</summary>
 public interface IServedPools
 {
     /// <summary>Runs <paramref name="action"/> with the open pool named <paramref name="poolName"/> and its mount

@@ -3,14 +3,14 @@ using System.Globalization;
 namespace Cow.Core.Retention;
 
 /// <summary>One snapshot as the retention policy sees it. <paramref name="ExclusiveBytes"/>: what deleting it
-/// alone would free (0 when unknown: only the space rule uses it).</summary>
+/// alone would free (0 when unknown: only the space rule uses it). Immutable.</summary>
 public sealed record RetentionSnapshot(string Name, DateTime CreatedUtc, bool Held, IReadOnlyDictionary<string, string> Properties, long ExclusiveBytes = 0)
 {
     /// <summary>The <c>kind</c> property, or null (a snapshot made by hand).</summary>
     public string? Kind => Properties.TryGetValue(RetentionPolicy.KindProperty, out var k) ? k : null;
 }
 
-/// <summary>The rules of one pool (the <c>[retention NAME]</c> counts). Null = not set.</summary>
+/// <summary>The rules of one pool (the <c>[retention NAME]</c> counts). Null = not set. Immutable.</summary>
 public sealed record RetentionRules
 {
     public int? Hourly { get; init; }
