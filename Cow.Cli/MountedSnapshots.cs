@@ -36,12 +36,7 @@ public static partial class Program
         var path = Path.Combine(mountPoint, ".snapshots", name);
         if (create)
         {
-            int fd = Syscall.open(mountPoint, OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY | OpenFlags.O_CLOEXEC);
-            if (fd < 0) { var oe = Stdlib.GetLastError(); return (oe, $"snapshot create {name}: cannot open {mountPoint}: {Describe(oe)}"); }
-            int rc = syncfs(fd);
-            Errno se = rc != 0 ? Stdlib.GetLastError() : 0;
-            Syscall.close(fd);
-            if (rc != 0) return (se, $"snapshot create {name}: syncfs of {mountPoint} failed ({Describe(se)}): writes not yet on the pool would be missing from the snapshot, so none was taken");
+            if (SyncMount(mountPoint, name) is { } fail) return fail;
             if (Syscall.mkdir(path, FilePermissions.ACCESSPERMS) != 0)
             {
                 var e = Stdlib.GetLastError();
@@ -55,6 +50,19 @@ public static partial class Program
             return (e, e == Errno.ENOENT ? $"no snapshot named '{name}'" : $"snapshot delete {name} on {mountPoint}: {Describe(e)}");
         }
         return (0, null);
+    }
+
+    /// <summary>syncfs of a mount before snapshot <paramref name="name"/> is taken; null when done, else the errno
+    /// and a message. Thread-safe.</summary>
+    internal static (Errno Code, string Message)? SyncMount(string mountPoint, string name)
+    {
+        int fd = Syscall.open(mountPoint, OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY | OpenFlags.O_CLOEXEC);
+        if (fd < 0) { var oe = Stdlib.GetLastError(); return (oe, $"snapshot create {name}: cannot open {mountPoint}: {Describe(oe)}"); }
+        int rc = syncfs(fd);
+        Errno se = rc != 0 ? Stdlib.GetLastError() : 0;
+        Syscall.close(fd);
+        if (rc != 0) return (se, $"snapshot create {name}: syncfs of {mountPoint} failed ({Describe(se)}): writes not yet on the pool would be missing from the snapshot, so none was taken");
+        return null;
     }
 
     private static int SnapshotThroughMount(string mountPoint, string name, bool create)

@@ -249,6 +249,7 @@ public static partial class Program
             SnapshotRollbackCommand(),
             SnapshotCloneCommand(),
             SnapshotDiffCommand(),
+            SnapshotWrapCommand(),
         };
     }
 

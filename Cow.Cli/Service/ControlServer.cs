@@ -214,6 +214,8 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 if (bad != null) return bad;
                 if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
                 if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+                if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
+                    return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
                 var (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
                 if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
                 log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
@@ -267,7 +269,8 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
 }
 
 /// <summary>The control socket's wire format: UTF-8 JSON objects, one per line. Requests
-/// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c>,
+/// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
+/// may add <c>"properties":{K:V,...}</c>, string values, recorded in the snapshot),
 /// <c>{"verb":"snapshot-list","pool":P}</c> (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>

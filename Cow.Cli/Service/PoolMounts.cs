@@ -20,13 +20,16 @@ public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMo
 /// configuration (systemd sees the start fail; Restart=on-failure tries again). A mount that is unmounted
 /// from outside (umount(8), cow umount) is committed and closed, logged, and reported as not mounted.
 /// Threading: Start and Stop are called by the host one at a time; <see cref="Snapshot"/>, <see cref="Find"/>
-/// and the mount-ended watcher may run on any thread concurrently with them (one lock guards the list).
+/// the mount-ended watcher and <see cref="Use"/> may run on any thread concurrently with them (one lock guards the list;
+/// a per-pool lock keeps a pool open while <see cref="Use"/> runs, taken after the list lock, never before it).
 /// </summary>
-public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IHostedService
+public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IHostedService, IServedPools
 {
     private sealed class Served(PoolConfig config)
     {
         public readonly PoolConfig Config = config;
+        /// <summary>Taken by <see cref="Use"/> and by <see cref="Close"/>: the pool is not closed under a user.</summary>
+        public readonly object Use = new();
         public Pool? Pool;
         public MountedFileSystem? Mount;
         public RegisteredWaitHandle? EndWatch;
@@ -84,6 +87,11 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
 
     private void Close(Served s)
     {
+        lock (s.Use) CloseLocked(s);
+    }
+
+    private void CloseLocked(Served s)
+    {
         var sw = Stopwatch.StartNew();
         try { s.Mount?.Unmount(lazyIfBusy: true); }
         catch (MountException e) { log.LogError("pool {Name}: unmount of {MountPoint} failed: {Reason}", s.Config.Name, s.Config.MountPoint, e.Message); }
@@ -126,5 +134,19 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     {
         var norm = poolOrMountPoint.StartsWith('/') ? MountTable.Normalize(poolOrMountPoint) : poolOrMountPoint;
         return Status().FirstOrDefault(p => p.Config.Name == poolOrMountPoint || p.Config.Path == norm || p.Config.MountPoint == norm);
+    }
+
+    /// <inheritdoc/>
+    public bool Use(string poolName, Action<Pool, string?> action)
+    {
+        Served? s;
+        lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == poolName);
+        if (s == null) return false;
+        lock (s.Use)
+        {
+            if (s.Pool == null || s.Mount == null) return false;
+            action(s.Pool, s.Config.MountPoint);
+            return true;
+        }
     }
 }

@@ -11,10 +11,12 @@ public sealed record ConfigError(string File, int Line, int Column, string Messa
     public override string ToString() => $"{File}:{Line}:{Column}: {Message}";
 }
 
-/// <summary>Retention schedule of one pool (<c>[retention NAME]</c>). Parsed and validated now; applied by a
-/// later version (issue 5, point 4). Null counts are "not set".</summary>
+/// <summary>Retention schedule of one pool (<c>[retention NAME]</c>), applied by <see cref="RetentionScheduler"/>
+/// with the rules of <see cref="Core.Retention.RetentionPolicy"/>. Null counts are "not set".</summary>
 public sealed record RetentionConfig
 {
+    /// <summary>Take a <c>kind=timeline</c> snapshot at every hour boundary (<c>timeline</c>, default no).</summary>
+    public bool Timeline { get; init; }
     public int? Hourly { get; init; }
     public int? Daily { get; init; }
     public int? Weekly { get; init; }
@@ -24,6 +26,11 @@ public sealed record RetentionConfig
     public int? MaxSnapshots { get; init; }
     /// <summary>Delete the oldest scheduled snapshots while the pool has less free space than this (percent).</summary>
     public int? MinFreePercent { get; init; }
+
+    public Core.Retention.RetentionRules ToRules() => new()
+    {
+        Hourly = Hourly, Daily = Daily, Weekly = Weekly, Monthly = Monthly, Yearly = Yearly, MaxSnapshots = MaxSnapshots, MinFreePercent = MinFreePercent,
+    };
 }
 
 /// <summary>One <c>[pool NAME]</c> section: a pool folder and how it is mounted.</summary>
@@ -74,7 +81,7 @@ public sealed class ServeConfig
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
     private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap"];
-    private static readonly string[] RetentionKeys = ["hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
+    private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
     private sealed record Entry(string Key, string Value, int Line, int KeyCol, int ValueCol);
@@ -178,7 +185,7 @@ public sealed class ServeConfig
                 case "retention":
                     retentions[s.Name!] = new RetentionConfig
                     {
-                        Hourly = Count(s, "hourly", Err), Daily = Count(s, "daily", Err), Weekly = Count(s, "weekly", Err),
+                        Timeline = Bool(s, "timeline", Err) ?? false, Hourly = Count(s, "hourly", Err), Daily = Count(s, "daily", Err), Weekly = Count(s, "weekly", Err),
                         Monthly = Count(s, "monthly", Err), Yearly = Count(s, "yearly", Err), MaxSnapshots = Count(s, "max-snapshots", Err),
                         MinFreePercent = Count(s, "min-free-percent", Err, max: 100),
                     };

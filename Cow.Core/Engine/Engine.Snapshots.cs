@@ -19,6 +19,10 @@ public sealed partial class Engine
         return null;
     }
 
+    /// <summary>Tests only: the UTC time recorded as a new snapshot's <c>created_ns</c> (null: the system clock), so a
+    /// simulated clock can date snapshots across days and months. Set before the engine is shared.</summary>
+    internal Func<DateTime>? SnapshotClock { get; set; }
+
     public IReadOnlyList<SnapshotRecord> ListSnapshots()
     {
         lock (_lock) return _snapshots.Select(s => s.Copy()).ToList();
@@ -49,7 +53,7 @@ public sealed partial class Engine
                 if (_frozen) return Errno.EBUSY;
                 if (_snapshots.Any(s => string.Equals(s.Name, name, StringComparison.Ordinal))) return Errno.EEXIST;
             }
-            var snap = new SnapshotRecord { Name = name, CreatedNs = NowNs() };
+            var snap = new SnapshotRecord { Name = name, CreatedNs = SnapshotClock is { } clock ? (clock().Ticks - DateTime.UnixEpoch.Ticks) * 100 : NowNs() };
             if (properties != null) foreach (var (k, v) in properties) snap.Properties[k] = v;
             CommitLocked(batch =>
             {

@@ -29,6 +29,7 @@ public class ServeConfigTests
         mountpoint = /home
 
         [retention data]
+        timeline = yes
         hourly = 24
         daily = 7
         weekly = 4
@@ -55,7 +56,7 @@ public class ServeConfigTests
         Assert.Equal(8, d.Threads);
         Assert.False(d.AllowOther);
         Assert.Equal(IomapMode.Off, d.Iomap);
-        Assert.Equal(new RetentionConfig { Hourly = 24, Daily = 7, Weekly = 4, Monthly = 12, Yearly = 1, MaxSnapshots = 100, MinFreePercent = 10 }, d.Retention);
+        Assert.Equal(new RetentionConfig { Timeline = true, Hourly = 24, Daily = 7, Weekly = 4, Monthly = 12, Yearly = 1, MaxSnapshots = 100, MinFreePercent = 10 }, d.Retention);
         var h = c.Pools[1];
         Assert.Null(h.Retention);
         Assert.Null(h.AllowOther);
@@ -64,6 +65,16 @@ public class ServeConfigTests
         var m = d.ToMountSettings(_ => { });
         Assert.True(m.DirectIo);
         Assert.True(m.WritebackCache);
+    }
+
+    [Fact]
+    public void RetentionTimelineIsABooleanThatDefaultsToNo()
+    {
+        var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n[retention a]\nhourly = 2\n", "cow.conf", out var errors);
+        Assert.Empty(errors);
+        Assert.False(c!.Pools[0].Retention!.Timeline);
+        Assert.Null(ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n[retention a]\ntimeline = hourly\n", "cow.conf", out errors));
+        Assert.Equal("cow.conf:5:12: timeline must be yes or no, not 'hourly'", Assert.Single(errors).ToString());
     }
 
     [Fact]
