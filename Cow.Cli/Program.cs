@@ -179,7 +179,8 @@ public static partial class Program
     private static Command Ls()
     {
         var path = new Argument<string>("path") { Description = "directory inside the pool", DefaultValueFactory = _ => "/" };
-        var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt };
+        var json = new Option<bool>("--json") { Description = "one JSON array of {name, ino, mode, size} (mode in octal text)" };
+        var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt, json };
         cmd.SetAction(r => Guard(() =>
         {
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
@@ -190,6 +191,17 @@ public static partial class Program
             var entries = new List<DirEntryInfo>();
             e = fs.ReadDir(dir.Ino, 2, int.MaxValue, entries);
             if (e != 0) return Fail($"ls {r.GetValue(path)}: {Describe(e)}");
+            if (r.GetValue(json))
+            {
+                var rows = new System.Text.Json.Nodes.JsonArray();
+                foreach (var d in entries)
+                {
+                    fs.GetAttr(d.Ino, out var a);
+                    rows.Add(new System.Text.Json.Nodes.JsonObject { ["name"] = d.Name, ["ino"] = a.Ino, ["mode"] = Convert.ToString(a.Mode, 8), ["size"] = a.Size });
+                }
+                Console.WriteLine(rows.ToJsonString(JsonOut));
+                return 0;
+            }
             var table = new Table().AddColumn("inode").AddColumn("mode").AddColumn(new TableColumn("size").RightAligned()).AddColumn("name");
             foreach (var d in entries)
             {
@@ -234,13 +246,15 @@ public static partial class Program
                 _ => Fail(Describe(e)),
             };
         }));
-        var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
+        var listJson = new Option<bool>("--json") { Description = "one JSON array of {name, generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}" };
+        var list = new Command("list", "list snapshots with the bytes each references and holds alone, their holds and properties") { PoolArg, listJson };
         list.SetAction(r => Guard(() =>
         {
-            if (ListViaService(r.GetValue(PoolArg)!) is int viaService) return viaService;
-            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp);
+            bool j = r.GetValue(listJson);
+            if (ListViaService(r.GetValue(PoolArg)!, j) is int viaService) return viaService;
+            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp, j);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));
+            PrintSnapshotRows(SnapshotOpsCore.SnapshotRows(pool, includeLive: false), j);
             return 0;
         }));
         return new Command("snapshot", "create, list and delete snapshots") { create, list, delete,
@@ -250,6 +264,25 @@ public static partial class Program
             SnapshotCloneCommand(),
             SnapshotDiffCommand(),
         };
+    }
+
+    /// <summary>Snapshot rows (<see cref="SnapshotOpsCore.SnapshotRows"/>) as a table or one JSON array.</summary>
+    private static void PrintSnapshotRows(System.Text.Json.Nodes.JsonArray rows, bool json)
+    {
+        if (json) { Console.WriteLine(rows.ToJsonString(JsonOut)); return; }
+        var t = new Table().AddColumn("snapshot").AddColumn("generation").AddColumn("created (UTC)")
+            .AddColumn(new TableColumn("referenced").RightAligned()).AddColumn(new TableColumn("exclusive").RightAligned())
+            .AddColumn("holds").AddColumn("properties");
+        foreach (var s in rows.OfType<System.Text.Json.Nodes.JsonObject>())
+        {
+            var name = (string)s["name"]!;
+            var holds = string.Join(", ", ((System.Text.Json.Nodes.JsonArray)s["holds"]!).Select(h => (string)h!));
+            var props = string.Join(", ", ((System.Text.Json.Nodes.JsonObject)s["properties"]!).Select(kv => $"{kv.Key}={(string)kv.Value!}"));
+            t.AddRow(name == "" ? "(live)" : Markup.Escape(name), ((long)s["generation"]!).ToString(),
+                ((string?)s["created_utc"])?.Replace('T', ' ')[..19] ?? "",
+                Bytes((long)s["referenced_bytes"]!), Bytes((long)s["exclusive_bytes"]!), Markup.Escape(holds), Markup.Escape(props));
+        }
+        AnsiConsole.Write(t);
     }
 
     private static Table SpaceTable(Pool pool, bool snapshotsOnly)
@@ -276,14 +309,28 @@ public static partial class Program
 
     private static Command Df()
     {
-        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes") { PoolArg };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
+        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
+            int Print(System.Text.Json.Nodes.JsonObject doc)
+            {
+                if (r.GetValue(json))
+                {
+                    foreach (var k in new[] { "ok", "pool", "mountpoint" }) doc.Remove(k);
+                    Console.WriteLine(doc.ToJsonString(JsonOut));
+                    return 0;
+                }
+                long bs = (long)doc["block_size"]!, free = (long)doc["free_blocks"]!;
+                Console.WriteLine($"blocks of {bs} bytes: {(long)doc["blocks"]!:N0} data blocks, {free:N0} free for new writes ({Bytes(free * bs)})");
+                PrintSnapshotRows((System.Text.Json.Nodes.JsonArray)doc["views"]!, json: false);
+                return 0;
+            }
+            var viaService = ViaService(r.GetValue(PoolArg)!, (c, p) =>
+                ServiceResult(c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "df", ["pool"] = (string?)p["name"] }), Print));
+            if (viaService is int rc) return rc;
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            var st = pool.Live.StatFs();
-            Console.WriteLine($"blocks of {st.BlockSize} bytes: {st.Blocks:N0} data blocks, {st.FreeBlocks:N0} free for new writes ({Bytes(st.FreeBlocks * st.BlockSize)})");
-            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
-            return 0;
+            return Print(SnapshotOpsCore.DfDocument(pool));
         }));
         return cmd;
     }
