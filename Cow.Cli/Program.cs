@@ -221,7 +221,7 @@ public static partial class Program
         create.SetAction(r => Guard(() =>
         {
             var n = r.GetValue(name)!;
-            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Fail(problem);
+            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Usage(problem);
             if (SnapshotViaService(r.GetValue(PoolArg)!, n, create: true) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, n, create: true);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);

@@ -217,6 +217,8 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
                 if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
                 var (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
+                if (code == Mono.Unix.Native.Errno.EBUSY && verb == "snapshot-delete")
+                    message = mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
                 if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
                 log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
                 return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
