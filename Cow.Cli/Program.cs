@@ -44,6 +44,9 @@ public static partial class Program
         catch (UnauthorizedAccessException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
     }
 
+    /// <summary>Progress displays only when stdout is a terminal that Spectre can draw on.</summary>
+    private static bool Interactive => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
     private static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
 
     private static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
@@ -80,18 +83,26 @@ public static partial class Program
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
             });
             Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
-            foreach (var src in r.GetValue(import) ?? Array.Empty<string>())
+            var sources = r.GetValue(import) ?? Array.Empty<string>();
+            int ImportAll(Action<string> status)
             {
-                var e = Import(pool, pool.Live.RootIno, src);
-                if (e != 0) return Fail($"import {src}: {Describe(e)}");
+                foreach (var src in sources)
+                {
+                    var e = Import(pool, pool.Live.RootIno, src, status);
+                    if (e != 0) return Fail($"import {src}: {Describe(e)}");
+                }
+                return 0;
             }
-            return 0;
+            // On a terminal a spinner names the file being copied; redirected output gets the plain lines only.
+            if (sources.Length > 0 && Interactive)
+                return AnsiConsole.Status().Start("importing", ctx => ImportAll(what => ctx.Status(Markup.Escape($"importing {what}"))));
+            return ImportAll(_ => { });
         }));
         return cmd;
     }
 
     /// <summary>Copies a file or a directory tree from the host into the pool, data on the base device.</summary>
-    private static Errno Import(Pool pool, long parent, string source)
+    private static Errno Import(Pool pool, long parent, string source, Action<string> status)
     {
         var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(source));
         if (Directory.Exists(source))
@@ -99,10 +110,11 @@ public static partial class Program
             var e = pool.Live.Mkdir(parent, name, 0x1ED, 0, 0, out var dir);
             if (e != 0) return e;
             foreach (var child in Directory.EnumerateFileSystemEntries(source).Order(StringComparer.Ordinal))
-                if ((e = Import(pool, dir.Ino, child)) != 0) return e;
+                if ((e = Import(pool, dir.Ino, child, status)) != 0) return e;
             return 0;
         }
         if (!File.Exists(source)) throw new IOException($"{source}: no such file or directory");
+        status(source);
         using var f = File.OpenRead(source);
         var err = pool.Engine.ImportFile(parent, name, f, 0x1A4, 0, 0, out var a);
         if (err == 0) Console.WriteLine($"imported {source} as {name} ({a.Size:N0} bytes, base device)");
@@ -342,7 +354,17 @@ public static partial class Program
         cmd.SetAction(r => Guard(() =>
         {
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            var report = pool.Fsck(verifyData: !r.GetValue(noData));
+            bool verify = !r.GetValue(noData);
+            Core.Check.FsckReport report = null!;
+            if (verify && Interactive)
+                // A bar while the data blocks are read (only on a terminal: redirected output stays plain).
+                AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+                {
+                    var task = ctx.AddTask("fsck: verifying data blocks", maxValue: 1);
+                    report = pool.Fsck(true, (done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; });
+                    task.Value = task.MaxValue;
+                });
+            else report = pool.Fsck(verifyData: verify);
             Console.WriteLine(report.ToString());
             return report.Clean ? 0 : 1;
         }));
