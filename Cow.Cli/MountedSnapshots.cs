@@ -80,10 +80,17 @@ public static partial class Program
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ($"cannot list {mountPoint}/.snapshots: {e.Message}", null); }
     }
 
-    private static int ListThroughMount(string mountPoint)
+    private static int ListThroughMount(string mountPoint, bool json)
     {
         var (err, names) = ListSnapshotsOnMount(mountPoint);
         if (err != null) return Fail(err);
+        if (json)
+        {
+            // Only the names are known through a mount: the other fields of the row are absent.
+            var rows = new System.Text.Json.Nodes.JsonArray(names!.Select(n => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject { ["name"] = n }).ToArray());
+            Console.WriteLine(rows.ToJsonString(JsonOut));
+            return 0;
+        }
         PrintSnapshotNames(names!);
         Console.WriteLine($"(pool mounted on {mountPoint}; space per snapshot is shown by 'cow snapshot list' on an unmounted pool)");
         return 0;

@@ -44,6 +44,9 @@ public static partial class Program
         catch (UnauthorizedAccessException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
     }
 
+    /// <summary>Progress displays only when stdout is a terminal that Spectre can draw on.</summary>
+    private static bool Interactive => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
     private static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
 
     private static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
@@ -80,18 +83,26 @@ public static partial class Program
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
             });
             Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
-            foreach (var src in r.GetValue(import) ?? Array.Empty<string>())
+            var sources = r.GetValue(import) ?? Array.Empty<string>();
+            int ImportAll(Action<string> status)
             {
-                var e = Import(pool, pool.Live.RootIno, src);
-                if (e != 0) return Fail($"import {src}: {Describe(e)}");
+                foreach (var src in sources)
+                {
+                    var e = Import(pool, pool.Live.RootIno, src, status);
+                    if (e != 0) return Fail($"import {src}: {Describe(e)}");
+                }
+                return 0;
             }
-            return 0;
+            // On a terminal a spinner names the file being copied; redirected output gets the plain lines only.
+            if (sources.Length > 0 && Interactive)
+                return AnsiConsole.Status().Start("importing", ctx => ImportAll(what => ctx.Status(Markup.Escape($"importing {what}"))));
+            return ImportAll(_ => { });
         }));
         return cmd;
     }
 
     /// <summary>Copies a file or a directory tree from the host into the pool, data on the base device.</summary>
-    private static Errno Import(Pool pool, long parent, string source)
+    private static Errno Import(Pool pool, long parent, string source, Action<string> status)
     {
         var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(source));
         if (Directory.Exists(source))
@@ -99,10 +110,11 @@ public static partial class Program
             var e = pool.Live.Mkdir(parent, name, 0x1ED, 0, 0, out var dir);
             if (e != 0) return e;
             foreach (var child in Directory.EnumerateFileSystemEntries(source).Order(StringComparer.Ordinal))
-                if ((e = Import(pool, dir.Ino, child)) != 0) return e;
+                if ((e = Import(pool, dir.Ino, child, status)) != 0) return e;
             return 0;
         }
         if (!File.Exists(source)) throw new IOException($"{source}: no such file or directory");
+        status(source);
         using var f = File.OpenRead(source);
         var err = pool.Engine.ImportFile(parent, name, f, 0x1A4, 0, 0, out var a);
         if (err == 0) Console.WriteLine($"imported {source} as {name} ({a.Size:N0} bytes, base device)");
@@ -179,7 +191,8 @@ public static partial class Program
     private static Command Ls()
     {
         var path = new Argument<string>("path") { Description = "directory inside the pool", DefaultValueFactory = _ => "/" };
-        var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt };
+        var json = new Option<bool>("--json") { Description = "one JSON array of {name, ino, mode, size} (mode in octal text)" };
+        var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt, json };
         cmd.SetAction(r => Guard(() =>
         {
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
@@ -190,6 +203,17 @@ public static partial class Program
             var entries = new List<DirEntryInfo>();
             e = fs.ReadDir(dir.Ino, 2, int.MaxValue, entries);
             if (e != 0) return Fail($"ls {r.GetValue(path)}: {Describe(e)}");
+            if (r.GetValue(json))
+            {
+                var rows = new System.Text.Json.Nodes.JsonArray();
+                foreach (var d in entries)
+                {
+                    fs.GetAttr(d.Ino, out var a);
+                    rows.Add(new System.Text.Json.Nodes.JsonObject { ["name"] = d.Name, ["ino"] = a.Ino, ["mode"] = Convert.ToString(a.Mode, 8), ["size"] = a.Size });
+                }
+                Console.WriteLine(rows.ToJsonString(JsonOut));
+                return 0;
+            }
             var table = new Table().AddColumn("inode").AddColumn("mode").AddColumn(new TableColumn("size").RightAligned()).AddColumn("name");
             foreach (var d in entries)
             {
@@ -209,7 +233,7 @@ public static partial class Program
         create.SetAction(r => Guard(() =>
         {
             var n = r.GetValue(name)!;
-            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Fail(problem);
+            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Usage(problem);
             if (SnapshotViaService(r.GetValue(PoolArg)!, n, create: true) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, n, create: true);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
@@ -234,13 +258,15 @@ public static partial class Program
                 _ => Fail(Describe(e)),
             };
         }));
-        var list = new Command("list", "list snapshots with the bytes each references and holds alone") { PoolArg };
+        var listJson = new Option<bool>("--json") { Description = "one JSON array of {name, generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}" };
+        var list = new Command("list", "list snapshots with the bytes each references and holds alone, their holds and properties") { PoolArg, listJson };
         list.SetAction(r => Guard(() =>
         {
-            if (ListViaService(r.GetValue(PoolArg)!) is int viaService) return viaService;
-            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp);
+            bool j = r.GetValue(listJson);
+            if (ListViaService(r.GetValue(PoolArg)!, j) is int viaService) return viaService;
+            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp, j);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: true));
+            PrintSnapshotRows(SnapshotOpsCore.SnapshotRows(pool, includeLive: false), j);
             return 0;
         }));
         return new Command("snapshot", "create, list and delete snapshots") { create, list, delete,
@@ -251,6 +277,25 @@ public static partial class Program
             SnapshotDiffCommand(),
             SnapshotWrapCommand(),
         };
+    }
+
+    /// <summary>Snapshot rows (<see cref="SnapshotOpsCore.SnapshotRows"/>) as a table or one JSON array.</summary>
+    private static void PrintSnapshotRows(System.Text.Json.Nodes.JsonArray rows, bool json)
+    {
+        if (json) { Console.WriteLine(rows.ToJsonString(JsonOut)); return; }
+        var t = new Table().AddColumn("snapshot").AddColumn("generation").AddColumn("created (UTC)")
+            .AddColumn(new TableColumn("referenced").RightAligned()).AddColumn(new TableColumn("exclusive").RightAligned())
+            .AddColumn("holds").AddColumn("properties");
+        foreach (var s in rows.OfType<System.Text.Json.Nodes.JsonObject>())
+        {
+            var name = (string)s["name"]!;
+            var holds = string.Join(", ", ((System.Text.Json.Nodes.JsonArray)s["holds"]!).Select(h => (string)h!));
+            var props = string.Join(", ", ((System.Text.Json.Nodes.JsonObject)s["properties"]!).Select(kv => $"{kv.Key}={(string)kv.Value!}"));
+            t.AddRow(name == "" ? "(live)" : Markup.Escape(name), ((long)s["generation"]!).ToString(),
+                ((string?)s["created_utc"])?.Replace('T', ' ')[..19] ?? "",
+                Bytes((long)s["referenced_bytes"]!), Bytes((long)s["exclusive_bytes"]!), Markup.Escape(holds), Markup.Escape(props));
+        }
+        AnsiConsole.Write(t);
     }
 
     private static Table SpaceTable(Pool pool, bool snapshotsOnly)
@@ -277,14 +322,28 @@ public static partial class Program
 
     private static Command Df()
     {
-        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes") { PoolArg };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
+        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
+            int Print(System.Text.Json.Nodes.JsonObject doc)
+            {
+                if (r.GetValue(json))
+                {
+                    foreach (var k in new[] { "ok", "pool", "mountpoint" }) doc.Remove(k);
+                    Console.WriteLine(doc.ToJsonString(JsonOut));
+                    return 0;
+                }
+                long bs = (long)doc["block_size"]!, free = (long)doc["free_blocks"]!;
+                Console.WriteLine($"blocks of {bs} bytes: {(long)doc["blocks"]!:N0} data blocks, {free:N0} free for new writes ({Bytes(free * bs)})");
+                PrintSnapshotRows((System.Text.Json.Nodes.JsonArray)doc["views"]!, json: false);
+                return 0;
+            }
+            var viaService = ViaService(r.GetValue(PoolArg)!, (c, p) =>
+                ServiceResult(c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "df", ["pool"] = (string?)p["name"] }), Print));
+            if (viaService is int rc) return rc;
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            var st = pool.Live.StatFs();
-            Console.WriteLine($"blocks of {st.BlockSize} bytes: {st.Blocks:N0} data blocks, {st.FreeBlocks:N0} free for new writes ({Bytes(st.FreeBlocks * st.BlockSize)})");
-            AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
-            return 0;
+            return Print(SnapshotOpsCore.DfDocument(pool));
         }));
         return cmd;
     }
@@ -296,7 +355,17 @@ public static partial class Program
         cmd.SetAction(r => Guard(() =>
         {
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            var report = pool.Fsck(verifyData: !r.GetValue(noData));
+            bool verify = !r.GetValue(noData);
+            Core.Check.FsckReport report = null!;
+            if (verify && Interactive)
+                // A bar while the data blocks are read (only on a terminal: redirected output stays plain).
+                AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+                {
+                    var task = ctx.AddTask("fsck: verifying data blocks", maxValue: 1);
+                    report = pool.Fsck(true, (done, total) => { task.MaxValue = Math.Max(1, total); task.Value = done; });
+                    task.Value = task.MaxValue;
+                });
+            else report = pool.Fsck(verifyData: verify);
             Console.WriteLine(report.ToString());
             return report.Clean ? 0 : 1;
         }));

@@ -36,10 +36,11 @@ public static partial class Program
             return 0;
         }));
 
-    private static int? ListViaService(string poolOrMountPoint) => ViaService(poolOrMountPoint, (c, p) =>
+    private static int? ListViaService(string poolOrMountPoint, bool json) => ViaService(poolOrMountPoint, (c, p) =>
         ServiceResult(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = (string?)p["name"] }), r =>
         {
-            PrintSnapshotNames(((JsonArray)r["snapshots"]!).Select(n => (string)n!));
+            PrintSnapshotRows((JsonArray)r["details"]!.DeepClone(), json);
+            if (json) return 0;
             Console.WriteLine($"(pool {(string?)p["name"]} served by the Cow service on {(string?)r["mountpoint"]})");
             return 0;
         }));
@@ -69,10 +70,18 @@ public static partial class Program
 
     private static Command StatusCommand()
     {
-        var cmd = new Command("status", "show the running Cow service (pools, mount points, mount options, pid, uptime) through its control socket ($COW_SOCKET or /run/cow/cow.sock); without a service, the Cow mounts of this machine");
-        cmd.SetAction(_ => Guard(() =>
+        var json = new Option<bool>("--json") { Description = "one JSON object: {service: true, pid, uptimeSeconds, socket, pools: [...]} or {service: false, reason, mounts: [{pool, mountpoint}]}" };
+        var cmd = new Command("status", "show the running Cow service (pools, mount points, mount options, pid, uptime) through its control socket ($COW_SOCKET or /run/cow/cow.sock); without a service, the Cow mounts of this machine") { json };
+        cmd.SetAction(pr => Guard(() =>
         {
+            bool j = pr.GetValue(json);
             using var c = ControlClient.TryConnect(ControlClient.SocketPath, out var why);
+            if (c == null && j)
+            {
+                var mounts = new JsonArray(MountTable.Read().Where(m => m.IsCow).Select(m => (JsonNode)new JsonObject { ["pool"] = m.Source, ["mountpoint"] = m.MountPoint }).ToArray());
+                Console.WriteLine(new JsonObject { ["service"] = false, ["reason"] = why, ["mounts"] = mounts }.ToJsonString(JsonOut));
+                return 0;
+            }
             if (c == null)
             {
                 Console.WriteLine($"no Cow service ({why})");
@@ -83,6 +92,13 @@ public static partial class Program
             }
             return ServiceResult(c.Request(new JsonObject { ["verb"] = "status" }), r =>
             {
+                if (j)
+                {
+                    var doc = new JsonObject { ["service"] = true };
+                    foreach (var (k, v) in r.ToList()) if (k != "ok") { r.Remove(k); doc[k] = v; }
+                    Console.WriteLine(doc.ToJsonString(JsonOut));
+                    return 0;
+                }
                 Console.WriteLine($"Cow service pid {(int?)r["pid"]}, up {TimeSpan.FromSeconds((long?)r["uptimeSeconds"] ?? 0)}, control socket {(string?)r["socket"]}");
                 var t = new Table().AddColumn("pool").AddColumn("path").AddColumn("mount point").AddColumn("mounted").AddColumn("options");
                 foreach (var p in ((JsonArray)r["pools"]!).OfType<JsonObject>())

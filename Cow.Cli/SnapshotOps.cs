@@ -1,13 +1,15 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Cow.Core;
 using Cow.Core.FileSystem;
 using Mono.Unix.Native;
 
 namespace Cow.Cli;
 
-/// <summary><c>cow snapshot hold|release|rollback|clone|diff</c>: on an unmounted pool only (they open the pool
-/// folder directly). Exit codes: 0 done, 1 the operation failed (the message says why; nothing changed),
+/// <summary><c>cow snapshot hold|release|rollback|clone|diff</c>: through the control socket when a running
+/// <c>cow serve</c> mounts the pool (by pool folder or mount point), else on the unmounted pool folder (a pool
+/// mounted by <c>cow mount</c> is refused). Exit codes: 0 done, 1 the operation failed (the message says why; nothing changed),
 /// 2 bad usage (including a malformed tag or path).</summary>
 public static partial class Program
 {
@@ -24,32 +26,49 @@ public static partial class Program
 
     private static int Usage(string message) { Console.Error.WriteLine($"cow: {message}"); return 2; }
 
-    private static string HoldList(Pool p, string name) =>
-        p.Engine.SnapshotHolds(name) is { Count: > 0 } h ? string.Join(", ", h.Select(x => $"'{x}'")) : "none";
-
     /// <summary>What to say when deleting a snapshot failed with EBUSY: held (naming the holds), or frozen.</summary>
     public static string HeldMessage(Pool p, string name) =>
         p.Engine.SnapshotHolds(name) is { Count: > 0 } h
             ? $"snapshot '{name}' is held by {string.Join(", ", h.Select(x => $"'{x}'"))}; release it first (cow snapshot release POOL {name} TAG)"
             : $"snapshot '{name}' cannot be deleted now: the pool is frozen";
 
-    private static int NoSnapshot(string pool, string name) => Fail($"pool {pool} has no snapshot named '{name}' (see cow snapshot list {pool})");
+
+    /// <summary>Prints an <see cref="OpResult"/> and returns its exit code.</summary>
+    private static int Report(OpResult r)
+    {
+        if (r.Code != 0) { Console.Error.WriteLine($"cow: {r.Message}"); return r.Code; }
+        if (r.Message.Length > 0) Console.WriteLine(r.Message);
+        return 0;
+    }
+
+    /// <summary>Sends a snapshot verb to the service when it serves <paramref name="pool"/>; null otherwise.
+    /// A refused request exits 2 for EINVAL (bad usage), 1 otherwise, as the local operation would.</summary>
+    private static int? OpViaService(string pool, string verb, string name, JsonObject extra, Func<JsonObject, int>? ok = null) => ViaService(pool, (c, p) =>
+    {
+        var req = new JsonObject { ["verb"] = verb, ["pool"] = (string?)p["name"], ["name"] = name };
+        foreach (var (k, v) in extra.ToList()) { extra.Remove(k); req[k] = v; }
+        var r = c.Request(req);
+        if (r["ok"]?.GetValue<bool>() != true)
+        {
+            Console.Error.WriteLine($"cow: {(string?)r["message"]} ({(string?)r["error"]})");
+            return (string?)r["error"] == "EINVAL" ? 2 : 1;
+        }
+        if (ok != null) return ok(r);
+        if ((string?)r["message"] is { Length: > 0 } m) Console.WriteLine($"{m} (through the Cow service)");
+        return 0;
+    });
 
     internal static Command SnapshotHoldCommand()
     {
         var tag = new Argument<string>("tag") { Description = "hold tag (like a snapshot name); a held snapshot cannot be deleted" };
-        var c = new Command("hold", "keep a snapshot from being deleted until the tag is released (unmounted pool)") { PoolArg, OpsSnapshotArg, tag };
+        var c = new Command("hold", "keep a snapshot from being deleted until the tag is released (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, tag };
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
             if (Core.Engine.Engine.HoldTagProblem(t) is { } problem) return Usage(problem);
-            return WithUnmountedPool(pool, p => p.Engine.HoldSnapshot(name, t) switch
-            {
-                0 => 0,
-                Errno.ENOENT => NoSnapshot(pool, name),
-                Errno.EEXIST => Fail($"snapshot '{name}' is already held by '{t}'"),
-                var e => Fail($"snapshot hold {name} {t}: {Describe(e)}"),
-            });
+            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            return OpViaService(pool, "snapshot-hold", name, new JsonObject { ["tag"] = t })
+                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Hold(p, pool, name, t)));
         }));
         return c;
     }
@@ -57,35 +76,26 @@ public static partial class Program
     internal static Command SnapshotReleaseCommand()
     {
         var tag = new Argument<string>("tag") { Description = "the hold tag to remove" };
-        var c = new Command("release", "remove a hold from a snapshot (unmounted pool)") { PoolArg, OpsSnapshotArg, tag };
+        var c = new Command("release", "remove a hold from a snapshot (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, tag };
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
-            return WithUnmountedPool(pool, p => p.Engine.ReleaseSnapshot(name, t) switch
-            {
-                0 => 0,
-                Errno.ENOENT => NoSnapshot(pool, name),
-                Errno.ESRCH => Fail($"snapshot '{name}' has no hold '{t}' (holds: {HoldList(p, name)})"),
-                var e => Fail($"snapshot release {name} {t}: {Describe(e)}"),
-            });
+            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            return OpViaService(pool, "snapshot-release", name, new JsonObject { ["tag"] = t })
+                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Release(p, pool, name, t)));
         }));
         return c;
     }
 
     internal static Command SnapshotRollbackCommand()
     {
-        var c = new Command("rollback", "make the live tree exactly the snapshot's tree; every snapshot is kept (unmounted pool)") { PoolArg, OpsSnapshotArg };
+        var c = new Command("rollback", "make the live tree exactly the snapshot's tree; every snapshot is kept (through the Cow service when it serves the pool: it unmounts the pool for the time of the rollback, refusing while files are open there)") { PoolArg, OpsSnapshotArg };
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
-            return WithUnmountedPool(pool, p =>
-            {
-                var e = p.Engine.RollbackToSnapshot(name);
-                if (e == Errno.ENOENT) return NoSnapshot(pool, name);
-                if (e != 0) return Fail($"snapshot rollback {name}: {Describe(e)}");
-                Console.WriteLine($"live tree rolled back to snapshot '{name}'");
-                return 0;
-            });
+            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            return OpViaService(pool, "snapshot-rollback", name, new JsonObject())
+                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Rollback(p, pool, name)));
         }));
         return c;
     }
@@ -94,24 +104,14 @@ public static partial class Program
     {
         var dest = new Argument<string>("destination") { Description = "new path in the live tree, e.g. /restored" };
         var from = new Option<string>("--from") { Description = "path inside the snapshot to copy (default: its whole tree)", DefaultValueFactory = _ => "/" };
-        var c = new Command("clone", "copy a snapshot's tree (or --from a path of it) to a new live directory, sharing every data block (unmounted pool)") { PoolArg, OpsSnapshotArg, dest, from };
+        var c = new Command("clone", "copy a snapshot's tree (or --from a path of it) to a new live directory, sharing every data block (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, dest, from };
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, d = r.GetValue(dest)!, src = r.GetValue(from)!;
-            var parts = d.Split('/', StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length == 0) return Usage($"destination '{d}' names the root; give a new path such as /restored");
-            if (parts.Any(x => x is "." or "..")) return Usage($"destination '{d}' contains '.' or '..'; give a plain path");
-            if (parts is [".snapshots"]) return Usage("the name .snapshots is reserved in the root directory (mounts show the snapshots there); choose another destination");
-            return WithUnmountedPool(pool, p => p.Engine.CloneSnapshot(name, d, src) switch
-            {
-                0 => Ok($"snapshot '{name}'{(src is "/" or "" ? "" : ":" + src)} cloned to {d}"),
-                Errno.EEXIST => Fail($"{d} already exists in the live tree; choose a new path"),
-                Errno.ENOENT when p.Engine.SnapshotHolds(name) == null => NoSnapshot(pool, name),
-                Errno.ENOENT => Fail($"{src} does not exist in snapshot '{name}', or the parent directory of {d} does not exist in the live tree"),
-                Errno.ENOTDIR => Fail($"a component of {src} (in snapshot '{name}') or of {d} (live) is not a directory"),
-                Errno.EINVAL or Errno.ENAMETOOLONG => Usage($"'{parts[^1]}' is not a valid file name"),
-                var e => Fail($"snapshot clone {name} {d}: {Describe(e)}"),
-            });
+            if (SnapshotOpsCore.CloneDestinationProblem(d) is { } problem) return Usage(problem);
+            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
+                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Clone(p, pool, name, d, src)));
         }));
         return c;
     }
@@ -122,46 +122,45 @@ public static partial class Program
     {
         var to = new Argument<string?>("to") { Description = "newer snapshot (default: the live tree)", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "one JSON array of {path, kind, ino, old_path}" };
-        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (unmounted pool)") { PoolArg, OpsSnapshotArg, to, json };
+        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, to, json };
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
             string? t = r.GetValue(to);
-            return WithUnmountedPool(pool, p =>
+            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (t != null && Core.Engine.Engine.SnapshotNameProblem(t) is { } np2) return Usage(np2);
+            int Print(JsonArray rows)
             {
-                var e = p.Engine.DiffSnapshots(name, t, out var changes);
-                if (e == Errno.ENOENT) return NoSnapshot(pool, p.Engine.SnapshotHolds(name) == null ? name : t!);
-                if (e != 0) return Fail($"snapshot diff: {Describe(e)}");
-                if (r.GetValue(json))
+                if (r.GetValue(json)) { Console.WriteLine(rows.ToJsonString(JsonOut)); return 0; }
+                foreach (var x in rows.OfType<JsonObject>())
                 {
-                    var rows = changes.Select(x => new Dictionary<string, object?>
+                    string path = Printable((string)x["path"]!);
+                    Console.WriteLine((string?)x["kind"] switch
                     {
-                        ["path"] = x.Path, ["kind"] = KindName(x.Kind), ["ino"] = x.Ino, ["old_path"] = x.OldPath,
+                        "added" => $"+\t{path}",
+                        "removed" => $"-\t{path}",
+                        "renamed" => $"R\t{Printable((string)x["old_path"]!)} -> {path}",
+                        "modified_data" => $"M\t{path}\t(data)",
+                        "modified_metadata" => $"M\t{path}\t(metadata)",
+                        _ => $"T\t{path}",
                     });
-                    Console.WriteLine(JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
-                    return 0;
                 }
-                foreach (var x in changes)
-                    Console.WriteLine(x.Kind switch
-                    {
-                        ChangeKind.Added => $"+\t{Printable(x.Path)}",
-                        ChangeKind.Removed => $"-\t{Printable(x.Path)}",
-                        ChangeKind.Renamed => $"R\t{Printable(x.OldPath!)} -> {Printable(x.Path)}",
-                        ChangeKind.ModifiedData => $"M\t{Printable(x.Path)}\t(data)",
-                        ChangeKind.ModifiedMetadata => $"M\t{Printable(x.Path)}\t(metadata)",
-                        _ => $"T\t{Printable(x.Path)}",
-                    });
                 return 0;
-            });
+            }
+            var extra = new JsonObject();
+            if (t != null) extra["to"] = t;
+            return OpViaService(pool, "snapshot-diff", name, extra, resp => Print((JsonArray)resp["changes"]!))
+                ?? WithUnmountedPool(pool, p =>
+                {
+                    var res = SnapshotOpsCore.Diff(p, pool, name, t);
+                    return res.Code != 0 ? Report(res) : Print((JsonArray)res.Data!);
+                });
         }));
         return c;
     }
 
-    private static string KindName(ChangeKind k) => k switch
-    {
-        ChangeKind.Added => "added", ChangeKind.Removed => "removed", ChangeKind.Renamed => "renamed",
-        ChangeKind.ModifiedData => "modified_data", ChangeKind.ModifiedMetadata => "modified_metadata", _ => "type_changed",
-    };
+    /// <summary>How every --json document is written: indented, readable text, one document.</summary>
+    internal static readonly JsonSerializerOptions JsonOut = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>A path on one line: control characters (a newline in a name) as \xNN, backslash doubled.</summary>
     private static string Printable(string path)

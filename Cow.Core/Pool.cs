@@ -72,7 +72,8 @@ public sealed class Pool : IDisposable
         return s == null ? null : new FileSystemView(Engine, Engine.SnapshotTree(s.Gen), s.Name);
     }
 
-    public Check.FsckReport Fsck(bool verifyData = true) => Check.Fsck.Run(Engine, verifyData);
+    /// <summary>Checks the pool (<see cref="Check.Fsck"/>); <paramref name="progress"/> hears (data blocks verified, to verify).</summary>
+    public Check.FsckReport Fsck(bool verifyData = true, Action<long, long>? progress = null) => Check.Fsck.Run(Engine, verifyData, progress);
 
     // ------------------------------------------------------------------ mkfs
 

@@ -191,7 +191,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         catch (JsonException e) { return ControlProtocol.Error("EINVAL", $"malformed JSON request: {e.Message}"); }
         string? verb = Str(req, "verb", out var bad);
         if (bad != null) return bad;
-        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete)");
+        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
         switch (verb)
         {
             case "status": return Status();
@@ -208,7 +208,9 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 {
                     var (err, names) = Program.ListSnapshotsOnMount(p.Config.MountPoint);
                     if (err != null) return ControlProtocol.Error("EIO", err);
-                    return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names!.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()) };
+                    var rows = mounts.WithPool(p.Config.Name, pool => SnapshotOpsCore.SnapshotRows(pool, includeLive: false));
+                    if (rows == null) return NotServed(poolName);
+                    return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names!.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()), ["details"] = rows };
                 }
                 var name = Str(req, "name", out bad);
                 if (bad != null) return bad;
@@ -217,13 +219,89 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
                     return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
                 var (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
+                if (code == Mono.Unix.Native.Errno.EBUSY && verb == "snapshot-delete")
+                    message = mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
                 if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
                 log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
                 return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
             }
+            case "snapshot-hold":
+            case "snapshot-release":
+            case "snapshot-diff":
+            case "snapshot-clone":
+            case "snapshot-rollback":
+                return SnapshotOp(verb, req, uid);
+            case "df":
+            {
+                var poolName = Str(req, "pool", out bad);
+                if (bad != null) return bad;
+                if (poolName == null) return ControlProtocol.Error("EINVAL", "df needs \"pool\" (a pool name, pool folder or mount point)");
+                var p = mounts.Find(poolName);
+                var doc = p == null ? null : mounts.WithPool(p.Config.Name, SnapshotOpsCore.DfDocument);
+                if (doc == null) return NotServed(poolName);
+                doc["ok"] = true; doc["pool"] = p!.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
+                return doc;
+            }
             default:
-                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete)");
+                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
         }
+    }
+
+    private static JsonObject NotServed(string poolName) =>
+        ControlProtocol.Error("ENOENT", $"this service serves no mounted pool '{poolName}' (the status request lists them)");
+
+    /// <summary>hold/release/diff/clone on the mounted pool's engine; rollback with the pool unmounted for the
+    /// time of it (<see cref="PoolMounts.WithPoolUnmounted{T}"/>).</summary>
+    private JsonObject SnapshotOp(string verb, JsonObject req, uint uid)
+    {
+        string? Need(string key, out JsonObject? err)
+        {
+            var v = Str(req, key, out err);
+            if (err == null && v == null) err = ControlProtocol.Error("EINVAL", $"{verb} needs \"{key}\"");
+            return v;
+        }
+        var poolName = Need("pool", out var bad); if (bad != null) return bad;
+        var name = Need("name", out bad); if (bad != null) return bad;
+        if (Core.Engine.Engine.SnapshotNameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+        var p = mounts.Find(poolName!);
+        if (p == null || !p.Mounted) return NotServed(poolName!);
+        var label = p.Config.Name;
+        OpResult? r;
+        switch (verb)
+        {
+            case "snapshot-hold":
+            case "snapshot-release":
+            {
+                var tag = Need("tag", out bad); if (bad != null) return bad;
+                r = mounts.WithPool(label, pool => verb == "snapshot-hold" ? SnapshotOpsCore.Hold(pool, label, name!, tag!) : SnapshotOpsCore.Release(pool, label, name!, tag!));
+                break;
+            }
+            case "snapshot-diff":
+            {
+                var to = Str(req, "to", out bad); if (bad != null) return bad;
+                r = mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
+                break;
+            }
+            case "snapshot-clone":
+            {
+                var dest = Need("destination", out bad); if (bad != null) return bad;
+                var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
+                if (SnapshotOpsCore.CloneDestinationProblem(dest!) is { } dp) return ControlProtocol.Error("EINVAL", dp);
+                r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
+                break;
+            }
+            default:
+                r = mounts.WithPoolUnmounted(label, pool => SnapshotOpsCore.Rollback(pool, label, name!),
+                    busy => OpResult.Failed(Mono.Unix.Native.Errno.EBUSY, $"snapshot rollback {name} refused: {busy}"),
+                    (done, why) => OpResult.Failed(Mono.Unix.Native.Errno.EIO, (done.Code == 0 ? "rolled back, but " : done.Message + "; ") + why));
+                break;
+        }
+        if (r == null) return NotServed(poolName!);
+        if (r.Code != 0) return ControlProtocol.Error(r.Errno.ToString(), r.Message);
+        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, label, uid);
+        var resp = new JsonObject { ["ok"] = true, ["pool"] = label, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name, ["message"] = r.Message };
+        if (r.Data != null) resp["changes"] = r.Data;
+        return resp;
     }
 
     private static string? Str(JsonObject req, string key, out JsonObject? bad)
@@ -271,7 +349,13 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
 /// <summary>The control socket's wire format: UTF-8 JSON objects, one per line. Requests
 /// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
 /// may add <c>"properties":{K:V,...}</c>, string values, recorded in the snapshot),
-/// <c>{"verb":"snapshot-list","pool":P}</c> (P: pool name, pool folder or mount point). Responses have
+/// <c>{"verb":"snapshot-list","pool":P}</c> (names in "snapshots", rows with space, holds and properties in
+/// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,
+/// <c>{"verb":"snapshot-diff","pool":P,"name":N,"to":M?}</c> (rows in "changes"),
+/// <c>{"verb":"snapshot-clone","pool":P,"name":N,"destination":D,"from":F?}</c>,
+/// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;
+/// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c>
+/// (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>
 public static class ControlProtocol

@@ -19,9 +19,12 @@ public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMo
 /// <see cref="ServeStartException"/> names the pool and the reason, so the service never runs half of its
 /// configuration (systemd sees the start fail; Restart=on-failure tries again). A mount that is unmounted
 /// from outside (umount(8), cow umount) is committed and closed, logged, and reported as not mounted.
-/// Threading: Start and Stop are called by the host one at a time; <see cref="Snapshot"/>, <see cref="Find"/>
-/// the mount-ended watcher and <see cref="Use"/> may run on any thread concurrently with them (one lock guards the list;
-/// a per-pool lock keeps a pool open while <see cref="Use"/> runs, taken after the list lock, never before it).
+/// Threading: Start and Stop are called by the host one at a time; <see cref="Status"/>, <see cref="Find"/>,
+/// <see cref="WithPool{T}"/>, <see cref="WithPoolUnmounted{T}"/>, <see cref="Use"/> and the mount-ended watcher
+/// may run on any thread concurrently with them. <c>_lock</c> guards the list and each entry's Mount/Pool/EndWatch
+/// fields; each pool's <c>Served.Use</c> lock is held while an operation uses the pool (Use, WithPool,
+/// WithPoolUnmounted, Close), so a pool is never closed or remounted under a user. Lock order: <c>_lock</c>
+/// before <c>Served.Use</c>, never the reverse (Use reads the list under <c>_lock</c> and releases it first).
 /// </summary>
 public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IHostedService, IServedPools
 {
@@ -52,8 +55,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
                 StopAll();
                 throw new ServeStartException($"pool {pc.Name} ({pc.Path}) cannot be mounted on {pc.MountPoint}: {e.Message}");
             }
-            lock (_lock) _served.Add(s);
-            s.EndWatch = ThreadPool.RegisterWaitForSingleObject(s.Mount!.Ended, (_, _) => OnEnded(s), null, Timeout.Infinite, executeOnlyOnce: true);
+            lock (_lock) { _served.Add(s); Watch(s); }
         }
         log.LogInformation("serving {Count} pool(s); pid {Pid}", config.Pools.Count, Environment.ProcessId);
         return Task.CompletedTask;
@@ -75,11 +77,11 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     }
 
     /// <summary>A mount ended without our asking (unmounted from outside): commit and close its pool.</summary>
-    private void OnEnded(Served s)
+    private void OnEnded(Served s, MountedFileSystem mount)
     {
         lock (_lock)
         {
-            if (s.Mount == null) return;   // we are stopping it
+            if (s.Mount != mount) return;   // we are stopping it, or it was mounted again since
             log.LogWarning("pool {Name}: {MountPoint} was unmounted from outside; committing and closing the pool", s.Config.Name, s.Config.MountPoint);
             Close(s);
         }
@@ -127,6 +129,68 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         lock (_lock)
             return _served.Select(s => new ServedPool(s.Config, s.Mount != null,
                 s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off")).ToArray();
+    }
+
+    /// <summary>Runs <paramref name="op"/> on the engine of the mounted pool <paramref name="name"/> (configured
+    /// name) while it stays mounted; null when it is not mounted.</summary>
+    public T? WithPool<T>(string name, Func<Pool, T> op) where T : class
+    {
+        T? result = null;
+        Use(name, (pool, _) => result = op(pool));
+        return result;
+    }
+
+    /// <summary>
+    /// Unmounts the pool <paramref name="name"/> (never lazily: a busy mount point gets <paramref name="busy"/>
+    /// with the reason and stays mounted), runs <paramref name="op"/> on its engine, and mounts it again with
+    /// the same settings. Between the two, the mount point shows the folder under it: the pool is briefly
+    /// unavailable. When the remount fails, the pool is committed, closed and reported as not mounted, and
+    /// <paramref name="remountFailed"/> says why. Null when the pool is not mounted.
+    /// </summary>
+    public T? WithPoolUnmounted<T>(string name, Func<Pool, T> op, Func<string, T> busy, Func<T, string, T> remountFailed) where T : class
+    {
+        lock (_lock)
+        {
+            var s = _served.FirstOrDefault(x => x.Config.Name == name);
+            if (s == null) return null;
+            lock (s.Use) return UnmountedLocked(s, op, busy, remountFailed);
+        }
+    }
+
+    private T? UnmountedLocked<T>(Served s, Func<Pool, T> op, Func<string, T> busy, Func<T, string, T> remountFailed) where T : class
+    {
+        if (s.Mount == null || s.Pool == null) return null;
+        s.EndWatch?.Unregister(null);
+        s.EndWatch = null;
+        try { s.Mount.Unmount(lazyIfBusy: false); }
+        catch (MountException e)
+        {
+            Watch(s);
+            return busy($"{s.Config.MountPoint} is busy ({e.Message}): files are open or a process works in it (fuser -vm {s.Config.MountPoint} lists them); close them and try again");
+        }
+        s.Mount = null;
+        log.LogInformation("pool {Name}: unmounted {MountPoint} for a rollback", s.Config.Name, s.Config.MountPoint);
+        var result = op(s.Pool);
+        try
+        {
+            Mounter.CheckMountPoint(s.Config.MountPoint);
+            s.Mount = MountedFileSystem.Start(s.Pool, s.Config.ToMountSettings(line => log.LogInformation("pool {Name}: {Line}", s.Config.Name, line)));
+            log.LogInformation("pool {Name}: mounted again on {MountPoint}", s.Config.Name, s.Config.MountPoint);
+            Watch(s);
+            return result;
+        }
+        catch (Exception e) when (e is MountException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            log.LogCritical("pool {Name}: cannot mount {MountPoint} again: {Reason}; the pool is closed", s.Config.Name, s.Config.MountPoint, e.Message);
+            CloseLocked(s);
+            return remountFailed(result, $"the pool could not be mounted again on {s.Config.MountPoint} ({e.Message}); it is closed: restart the service (systemctl restart cow)");
+        }
+    }
+
+    private void Watch(Served s)
+    {
+        var m = s.Mount!;
+        s.EndWatch = ThreadPool.RegisterWaitForSingleObject(m.Ended, (_, _) => OnEnded(s, m), null, Timeout.Infinite, executeOnlyOnce: true);
     }
 
     /// <summary>The mounted pool whose configured name, pool folder or mount point is <paramref name="poolOrMountPoint"/>.</summary>

@@ -39,9 +39,12 @@ public sealed class FsckReport
 /// </summary>
 public static class Fsck
 {
-    public static FsckReport Run(Engine.Engine engine, bool verifyData) => engine.Exclusive(() => RunLocked(engine, verifyData));
+    /// <param name="progress">Called from the checking thread with (data blocks verified, data blocks to verify),
+    /// about every 4096 blocks and once at the end of the data pass; null: not told.</param>
+    public static FsckReport Run(Engine.Engine engine, bool verifyData, Action<long, long>? progress = null)
+        => engine.Exclusive(() => RunLocked(engine, verifyData, progress));
 
-    private static FsckReport RunLocked(Engine.Engine engine, bool verifyData)
+    private static FsckReport RunLocked(Engine.Engine engine, bool verifyData, Action<long, long>? progress)
     {
         var r = new FsckReport();
         var store = engine.Store;
@@ -218,12 +221,14 @@ public static class Fsck
         if (verifyData)
         {
             var buf = new byte[bs];
+            long total = owner.Count;
             foreach (var ((dev, b), o) in owner)
             {
                 engine.Devices[dev].Read(b << shift, buf);
                 if (Crc32C.Compute(buf) != o.Sum) r.Add("checksum", "data block does not match its checksum", o.Ino, o.FileBlock << shift, dev, b);
-                r.VerifiedBlocks++;
+                if (++r.VerifiedBlocks % 4096 == 0) progress?.Invoke(r.VerifiedBlocks, total);
             }
+            progress?.Invoke(r.VerifiedBlocks, total);
         }
         return r;
     }
