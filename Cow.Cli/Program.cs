@@ -322,8 +322,8 @@ public static partial class Program
 
     private static Command Df()
     {
-        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
-        var cmd = new Command("df", "space of the pool: free log space, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
+        var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
             int Print(System.Text.Json.Nodes.JsonObject doc)
@@ -336,6 +336,13 @@ public static partial class Program
                 }
                 long bs = (long)doc["block_size"]!, free = (long)doc["free_blocks"]!;
                 Console.WriteLine($"blocks of {bs} bytes: {(long)doc["blocks"]!:N0} data blocks, {free:N0} free for new writes ({Bytes(free * bs)})");
+                var devices = new Table().AddColumn("device").AddColumn("role").AddColumn("path")
+                    .AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("used").RightAligned())
+                    .AddColumn(new TableColumn("free").RightAligned()).AddColumn("new writes");
+                foreach (var d in ((System.Text.Json.Nodes.JsonArray?)doc["devices"] ?? []).OfType<System.Text.Json.Nodes.JsonObject>())
+                    devices.AddRow(((long)d["cookie"]!).ToString(), Markup.Escape((string?)d["role"] ?? ""), Markup.Escape((string?)d["path"] ?? ""),
+                        Bytes((long)d["size_bytes"]!), Bytes((long)d["used_bytes"]!), Bytes((long)d["free_bytes"]!), (bool)d["takes_writes"]! ? "yes" : "no");
+                AnsiConsole.Write(devices);
                 PrintSnapshotRows((System.Text.Json.Nodes.JsonArray)doc["views"]!, json: false);
                 return 0;
             }

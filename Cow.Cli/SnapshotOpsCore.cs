@@ -126,14 +126,29 @@ public static class SnapshotOpsCore
         return rows;
     }
 
-    /// <summary>cow df's document: {block_size, blocks, free_blocks, free_bytes, views: SnapshotRows(live first)}.</summary>
+    /// <summary>cow df's document: {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path,
+    /// size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: SnapshotRows(live first)}.
+    /// Every number is a JSON integer (long).</summary>
     public static JsonObject DfDocument(Pool p)
     {
         var st = p.Live.StatFs();
+        long bs = st.BlockSize;
+        var usage = p.Engine.DeviceUsage().ToDictionary(u => u.Cookie);
+        var devices = new JsonArray();
+        foreach (var d in p.Devices)
+        {
+            var u = usage.GetValueOrDefault(d.Cookie);
+            devices.Add(new JsonObject
+            {
+                ["cookie"] = (long)d.Cookie, ["role"] = d.Role.ToString().ToLowerInvariant(), ["path"] = d.Path,
+                ["size_bytes"] = d.SizeBytes, ["data_bytes"] = u.DataBlocks * bs, ["used_bytes"] = u.UsedBlocks * bs,
+                ["free_bytes"] = u.FreeBlocks * bs, ["takes_writes"] = d.Cookie == Core.Format.FormatConstants.LogCookie,
+            });
+        }
         return new JsonObject
         {
-            ["block_size"] = st.BlockSize, ["blocks"] = st.Blocks, ["free_blocks"] = st.FreeBlocks,
-            ["free_bytes"] = st.FreeBlocks * st.BlockSize, ["views"] = SnapshotRows(p, includeLive: true),
+            ["block_size"] = bs, ["blocks"] = st.Blocks, ["free_blocks"] = st.FreeBlocks,
+            ["free_bytes"] = st.FreeBlocks * bs, ["devices"] = devices, ["views"] = SnapshotRows(p, includeLive: true),
         };
     }
 }

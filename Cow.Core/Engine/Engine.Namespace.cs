@@ -180,6 +180,14 @@ public sealed partial class Engine
         }
     }
 
+    /// <summary>Space of every device, by cookie (cow df).</summary>
+    public IReadOnlyList<DeviceUsage> DeviceUsage()
+    {
+        lock (_lock)
+            return _space.Values.OrderBy(s => s.Cookie)
+                .Select(s => new DeviceUsage(s.Cookie, s.DataBlocks, s.DataBlocks - s.FreeBlocks, s.FreeBlocks)).ToArray();
+    }
+
     // ---------------------------------------------------------------- changes (live tree only)
 
     private LiveInode? LiveDir(long ino, out Errno e)

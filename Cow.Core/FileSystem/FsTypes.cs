@@ -49,6 +49,12 @@ public enum XattrSetFlags : int { None = 0, Create = 1, Replace = 2 }
 public enum SeekWhence { Data = 3, Hole = 4 }
 
 /// <summary>Per-snapshot space report: bytes the snapshot sees, and bytes that only it holds (freed if deleted).</summary>
+/// <summary>Space of one pool device in blocks of the pool's block size (cow df): <paramref name="DataBlocks"/>
+/// excludes the segment headers; <paramref name="UsedBlocks"/> are referenced by some view, reserved by a write in
+/// flight, or freed by a commit not yet durable; <paramref name="FreeBlocks"/> = DataBlocks − UsedBlocks. Only the
+/// log device's free blocks take new writes (format.md §4).</summary>
+public readonly record struct DeviceUsage(uint Cookie, long DataBlocks, long UsedBlocks, long FreeBlocks);
+
 public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);
 
 /// <summary>What changed at a path between two trees (<see cref="Engine.Engine.DiffSnapshots"/>).</summary>

@@ -100,6 +100,8 @@ public class ServedSnapshotOpsTests
 
         // clone into the live tree: readable through the mount at once, no new data blocks.
         var before = JsonObjectOf(s.Cli(null, "df", mnt, "--json"));
+        Assert.Equal(["base", "log"], ((JsonArray)before["devices"]!).OfType<JsonObject>().Select(d => (string)d["role"]!));
+        Ok(s.Cli(null, "df", mnt), "new writes");   // the table, through the service
         Assert.False(Directory.Exists(Path.Combine(mnt, "restored")));   // a lookup the kernel could remember
         Ok(s.Cli(null, "snapshot", "clone", mnt, "s1", "/restored"), "cloned to /restored");
         Assert.Equal("hello", File.ReadAllText(Path.Combine(mnt, "restored", "keep.txt")));
