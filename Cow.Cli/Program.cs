@@ -47,6 +47,18 @@ public static partial class Program
     /// <summary>Progress displays only when stdout is a terminal that Spectre can draw on.</summary>
     private static bool Interactive => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
 
+    /// <summary>Opens a pool folder for a command that works on an unmounted pool. When POOL is a Cow mount point
+    /// or the folder of a pool mounted by <c>cow mount</c>, says so and what to do instead of the generic
+    /// "not a Cow pool" / "already open" messages (<paramref name="instead"/>: where else the answer is).</summary>
+    private static Pool OpenUnmounted(string poolArg, string verb, string instead, bool viaService = false)
+    {
+        if (MountedAt(poolArg) is { } mp)
+            throw new PoolException($"the pool is mounted at {mp} and {verb} opens the pool folder itself: {instead.Replace("MP", mp)}, "
+                                    + $"or unmount it first ('cow umount {mp}')"
+                                    + (viaService ? $"; under the Cow service (cow serve) {verb} works on a mounted pool" : ""));
+        return Pool.Open(poolArg);
+    }
+
     private static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
 
     private static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
@@ -127,7 +139,7 @@ public static partial class Program
         var cmd = new Command("put", "write standard input to a file in the pool (created or replaced), then fsync") { PoolArg, path };
         cmd.SetAction(r => Guard(() =>
         {
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow put", "write the file under MP instead");
             using var stdin = Console.OpenStandardInput();
             var e = WriteFile(pool.Live, r.GetValue(path)!, stdin);
             return e == 0 ? 0 : Fail($"put {r.GetValue(path)}: {Describe(e)}");
@@ -164,7 +176,7 @@ public static partial class Program
         var cmd = new Command("cat", "write a file of the pool (or of a snapshot) to standard output") { PoolArg, path, SnapOpt };
         cmd.SetAction(r => Guard(() =>
         {
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow cat", "read it under MP (snapshots under MP/.snapshots/NAME)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
             var e = ReadFile(fs, r.GetValue(path)!, out var bytes);
@@ -195,7 +207,7 @@ public static partial class Program
         var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt, json };
         cmd.SetAction(r => Guard(() =>
         {
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow ls", "list MP itself (snapshots under MP/.snapshots)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
             var e = fs.Resolve(r.GetValue(path)!, out var dir);
@@ -250,6 +262,7 @@ public static partial class Program
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
             var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
+            if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
             return e switch
             {
                 0 => 0,
@@ -349,7 +362,7 @@ public static partial class Program
             var viaService = ViaService(r.GetValue(PoolArg)!, (c, p) =>
                 ServiceResult(c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "df", ["pool"] = (string?)p["name"] }), Print));
             if (viaService is int rc) return rc;
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow df", "df(1) on MP shows its free space", viaService: true);
             return Print(SnapshotOpsCore.DfDocument(pool));
         }));
         return cmd;
@@ -361,7 +374,7 @@ public static partial class Program
         var cmd = new Command("fsck", "check every invariant of the pool; exit 0 if clean, 1 if not") { PoolArg, noData };
         cmd.SetAction(r => Guard(() =>
         {
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow fsck", "a mounted pool changes under a check");
             bool verify = !r.GetValue(noData);
             Core.Check.FsckReport report = null!;
             if (verify && Interactive)

@@ -16,11 +16,9 @@ public static partial class Program
     private static readonly Argument<string> OpsSnapshotArg = new("snapshot") { Description = "snapshot name" };
 
     /// <summary>Opens the pool folder for a snapshot operation, or explains why not (mounted pool).</summary>
-    private static int WithUnmountedPool(string poolDir, Func<Pool, int> body)
+    private static int WithUnmountedPool(string poolDir, string verb, Func<Pool, int> body)
     {
-        if (MountedAt(poolDir) is { } mp)
-            return Fail($"pool is mounted at {mp}: stop the mount (or use the cow service) first");
-        using var pool = Pool.Open(poolDir);
+        using var pool = OpenUnmounted(poolDir, $"cow snapshot {verb}", "it needs the pool to itself", viaService: true);
         return body(pool);
     }
 
@@ -68,7 +66,7 @@ public static partial class Program
             if (Core.Engine.Engine.HoldTagProblem(t) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-hold", name, new JsonObject { ["tag"] = t })
-                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Hold(p, pool, name, t)));
+                ?? WithUnmountedPool(pool, "hold", p => Report(SnapshotOpsCore.Hold(p, pool, name, t)));
         }));
         return c;
     }
@@ -82,7 +80,7 @@ public static partial class Program
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-release", name, new JsonObject { ["tag"] = t })
-                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Release(p, pool, name, t)));
+                ?? WithUnmountedPool(pool, "release", p => Report(SnapshotOpsCore.Release(p, pool, name, t)));
         }));
         return c;
     }
@@ -95,7 +93,7 @@ public static partial class Program
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-rollback", name, new JsonObject())
-                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Rollback(p, pool, name)));
+                ?? WithUnmountedPool(pool, "rollback", p => Report(SnapshotOpsCore.Rollback(p, pool, name)));
         }));
         return c;
     }
@@ -111,7 +109,7 @@ public static partial class Program
             if (SnapshotOpsCore.CloneDestinationProblem(d) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
-                ?? WithUnmountedPool(pool, p => Report(SnapshotOpsCore.Clone(p, pool, name, d, src)));
+                ?? WithUnmountedPool(pool, "clone", p => Report(SnapshotOpsCore.Clone(p, pool, name, d, src)));
         }));
         return c;
     }
@@ -150,7 +148,7 @@ public static partial class Program
             var extra = new JsonObject();
             if (t != null) extra["to"] = t;
             return OpViaService(pool, "snapshot-diff", name, extra, resp => Print((JsonArray)resp["changes"]!))
-                ?? WithUnmountedPool(pool, p =>
+                ?? WithUnmountedPool(pool, "diff", p =>
                 {
                     var res = SnapshotOpsCore.Diff(p, pool, name, t);
                     return res.Code != 0 ? Report(res) : Print((JsonArray)res.Data!);

@@ -112,8 +112,17 @@ public class SnapshotOpsCliTests
         {
             var (code, _, err) = Cow(["snapshot", args[0], m.PoolDir, .. args[1..]]);
             Assert.Equal(1, code);
-            Assert.Contains($"pool is mounted at {m.MountPoint}: stop the mount (or use the cow service) first", err);
+            Assert.Contains($"the pool is mounted at {m.MountPoint} and cow snapshot {args[0]} opens", err);
+            Assert.Contains($"cow umount {m.MountPoint}", err);
         }
         Assert.Empty(m.Pool.Engine.ListSnapshots().Single().Holds);
+        // The pool-folder commands, given the pool folder or the mount point, say where it is mounted.
+        foreach (var args in new[] { new[] { "df", m.PoolDir }, ["df", m.MountPoint], ["ls", m.MountPoint, "/"], ["cat", m.PoolDir, "/f"], ["fsck", m.MountPoint], ["put", m.MountPoint, "/g"] })
+        {
+            var (code, _, err) = Cow(args);
+            Assert.True(code == 1, $"cow {string.Join(' ', args)}: exit {code}: {err}");
+            Assert.Contains($"the pool is mounted at {m.MountPoint} and cow {args[0]} opens", err);
+        }
+        Assert.False(File.Exists(m.P("g")));
     }
 }
