@@ -184,7 +184,11 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         JsonObject req;
         try
         {
-            var node = JsonNode.Parse(line);
+            // Duplicate names and strings that are not valid UTF-16 (escaped lone surrogates) are refused here:
+            // JsonObject and JsonValue would otherwise throw on first use, deep inside a verb.
+            if (LoneSurrogateString(line) is { } where)
+                return ControlProtocol.Error("EINVAL", $"malformed JSON request: the string at byte {where} is not valid Unicode (an escaped lone surrogate)");
+            var node = JsonNode.Parse(line, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
             if (node is not JsonObject o) return ControlProtocol.Error("EINVAL", "a request must be a JSON object such as {\"verb\":\"status\"}");
             req = o;
         }
@@ -302,6 +306,24 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         var resp = new JsonObject { ["ok"] = true, ["pool"] = label, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name, ["message"] = r.Message };
         if (r.Data != null) resp["changes"] = r.Data;
         return resp;
+    }
+
+    /// <summary>The byte offset of the first string or property name of <paramref name="line"/> that does not
+    /// decode (an escaped lone surrogate), or null. Syntax errors are left to the parser.</summary>
+    private static long? LoneSurrogateString(string line)
+    {
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(line), new JsonReaderOptions { MaxDepth = 64 });
+        try
+        {
+            while (reader.Read())
+                if (reader.TokenType is JsonTokenType.String or JsonTokenType.PropertyName)
+                {
+                    try { reader.GetString(); }
+                    catch (InvalidOperationException) { return reader.TokenStartIndex; }
+                }
+        }
+        catch (JsonException) { }
+        return null;
     }
 
     private static string? Str(JsonObject req, string key, out JsonObject? bad)

@@ -84,11 +84,17 @@ public sealed class ServeConfig
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
+    /// <summary>Characters a value may hold without question: everything but the C0/C1 controls and DEL (tab allowed).</summary>
+    private static readonly System.Buffers.SearchValues<char> PrintableOrTab = System.Buffers.SearchValues.Create(
+        Enumerable.Range(0, 0x10000).Select(c => (char)c).Where(c => c == '\t' || !char.IsControl(c)).ToArray());
+
     private sealed record Entry(string Key, string Value, int Line, int KeyCol, int ValueCol);
     private sealed class Section(string kind, string? name, int line, int nameCol)
     {
         public string Kind = kind; public string? Name = name; public int Line = line; public int NameCol = nameCol;
         public Dictionary<string, Entry> Entries = new(StringComparer.Ordinal);
+        /// <summary>Keys given with a value already reported as damaged: not reported again as missing.</summary>
+        public HashSet<string> Damaged = new(StringComparer.Ordinal);
     }
 
     /// <summary>Reads and checks <paramref name="file"/>. Returns null with <paramref name="errors"/> filled
@@ -163,6 +169,13 @@ public sealed class ServeConfig
             if (!allowed.Contains(key)) { Err(ln, indent + 1, $"unknown key '{key}' in {where} (known keys: {string.Join(", ", allowed)})"); continue; }
             if (current.Entries.TryGetValue(key, out var earlier)) { Err(ln, indent + 1, $"'{key}' is set twice in {where} (first at line {earlier.Line})"); continue; }
             if (value.Length == 0) { Err(ln, valueCol, $"'{key}' has no value"); continue; }
+            int bad = value.AsSpan().IndexOfAnyExcept(PrintableOrTab);
+            if (bad >= 0 && char.IsControl(value[bad]))
+            {
+                Err(ln, valueCol + bad, $"'{key}' contains the control character U+{(int)value[bad]:X4} (a damaged or binary file?)");
+                current.Damaged.Add(key);
+                continue;
+            }
             current.Entries[key] = new Entry(key, value, ln, indent + 1, valueCol);
         }
 
@@ -194,8 +207,8 @@ public sealed class ServeConfig
                 {
                     string? path = s.Entries.TryGetValue("path", out var p) ? AbsolutePath(p, Err) : null;
                     string? mp = s.Entries.TryGetValue("mountpoint", out var mpe) ? AbsolutePath(mpe, Err) : null;
-                    if (p == null) Err(s.Line, s.NameCol, $"[pool {s.Name}] has no 'path' (the pool folder, e.g. path = /srv/pools/{s.Name})");
-                    if (mpe == null) Err(s.Line, s.NameCol, $"[pool {s.Name}] has no 'mountpoint' (the directory to mount it on, e.g. mountpoint = /srv/{s.Name})");
+                    if (p == null && !s.Damaged.Contains("path")) Err(s.Line, s.NameCol, $"[pool {s.Name}] has no 'path' (the pool folder, e.g. path = /srv/pools/{s.Name})");
+                    if (mpe == null && !s.Damaged.Contains("mountpoint")) Err(s.Line, s.NameCol, $"[pool {s.Name}] has no 'mountpoint' (the directory to mount it on, e.g. mountpoint = /srv/{s.Name})");
                     int threads = MountSettings.DefaultThreads;
                     if (s.Entries.TryGetValue("threads", out var t))
                     {
