@@ -63,13 +63,18 @@ public static partial class Program
 
     private static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
 
-    private static long ParseSize(string s)
+    private static long ParseSize(string text)
     {
-        s = s.Trim();
+        var s = text.Trim();
         long mult = 1;
-        char last = char.ToUpperInvariant(s[^1]);
-        if ("KMGT".Contains(last)) { mult = last switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1L << 40 }; s = s[..^1]; }
-        if (!long.TryParse(s, out long v) || v <= 0) throw new FormatException($"'{s}' is not a size (use e.g. 512M, 4G)");
+        if (s.Length > 0 && "KMGT".Contains(char.ToUpperInvariant(s[^1])))
+        {
+            mult = char.ToUpperInvariant(s[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1L << 40 };
+            s = s[..^1];
+        }
+        if (!long.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long v) || v <= 0)
+            throw new FormatException($"'{text}' is not a size (use e.g. 512M, 4G)");
+        if (v > long.MaxValue / mult) throw new FormatException($"'{text}' is too large a size (at most {long.MaxValue / (1L << 40)}T)");
         return v * mult;
     }
 
@@ -88,7 +93,7 @@ public static partial class Program
         {
             long bsz, lsz;
             try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
-            catch (FormatException e) { return Fail(e.Message); }
+            catch (FormatException e) { return Usage(e.Message); }   // a malformed size is bad usage: exit 2
             using var pool = Pool.Create(r.GetValue(PoolArg)!, new PoolCreateOptions
             {
                 BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),

@@ -89,8 +89,9 @@ public sealed class FileBlockDevice : IBlockDevice
         {
             RandomAccess.SetLength(handle, length);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
         {
+            // ArgumentOutOfRangeException: EFBIG, a length beyond what the file system can hold.
             handle.Dispose();
             TryDelete(path);
             throw new IOException($"device {path}: cannot size the new image to {length} bytes: {e.Message}", e);

@@ -58,6 +58,17 @@ public sealed class FileBlockDeviceTests : IDisposable
     }
 
     [Fact]
+    public void CreateBeyondWhatTheFileSystemHoldsIsAnIOErrorAndLeavesNoFile()
+    {
+        // ext4 (this machine's /tmp) holds files up to 16 TiB: EFBIG, which .NET reports as an argument error.
+        var path = PathOf("huge.img");
+        var ex = Assert.Throws<IOException>(() => FileBlockDevice.Create(path, long.MaxValue & ~4095L));
+        Assert.Contains(path, ex.Message);
+        Assert.Contains("cannot size", ex.Message);
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
     public void CreateRefusesExistingFile()
     {
         string path = PathOf("exists.img");

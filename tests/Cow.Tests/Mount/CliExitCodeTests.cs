@@ -10,6 +10,10 @@ public class CliExitCodeTests
     [InlineData("snapshot", "create")]
     [InlineData("no-such-command")]
     [InlineData("fsck", "/tmp", "--no-such-option")]
+    [InlineData("mkfs", "/nonexistent/cow-bad-size", "--base-size", "")]           // sizes: empty, zero, unknown unit,
+    [InlineData("mkfs", "/nonexistent/cow-bad-size", "--base-size", "0")]          // beyond a long
+    [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "12Q")]
+    [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "99999999999T")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);
