@@ -94,13 +94,19 @@ public static partial class Program
             long bsz, lsz;
             try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
             catch (FormatException e) { return Usage(e.Message); }   // a malformed size is bad usage: exit 2
+            var sources = r.GetValue(import) ?? Array.Empty<string>();
+            // What can be known before the pool exists is checked first: a refused import makes no pool.
+            foreach (var src in sources)
+                if (!File.Exists(src) && !Directory.Exists(src))
+                    return Fail($"import source {src} does not exist (or cannot be reached); no pool was made");
+            if (sources.GroupBy(src => Path.GetFileName(Path.TrimEndingDirectorySeparator(src))).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                return Fail($"import sources {string.Join(" and ", twice)} would both become /{twice.Key}; no pool was made");
             using var pool = Pool.Create(r.GetValue(PoolArg)!, new PoolCreateOptions
             {
                 BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
             });
             Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
-            var sources = r.GetValue(import) ?? Array.Empty<string>();
             int ImportAll(Action<string> status)
             {
                 foreach (var src in sources)

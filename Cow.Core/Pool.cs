@@ -206,6 +206,7 @@ public sealed class Pool : IDisposable
     {
         folder = Path.GetFullPath(folder);
         var meta = Path.Combine(folder, MetadataFile);
+        if (File.Exists(folder)) throw new PoolException($"{folder} is a file, not a pool folder");
         if (!Directory.Exists(folder)) throw new PoolException($"pool folder {folder} does not exist");
         if (!File.Exists(meta)) throw new PoolException($"{folder} is not a Cow pool: metadata file {MetadataFile} not found");
         var lockFile = TakeLock(folder);
