@@ -13,6 +13,9 @@ public static partial class Program
 {
     public static int Main(string[] args)
     {
+        // Redirected output (logs, pipes, CI) has no width: Spectre would wrap every line and table at 80
+        // columns, splitting values such as UUIDs and paths. Lines and tables keep their natural width there.
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 1000;
         var root = new RootCommand("Cow: a copy-on-write snapshot filesystem. Pools are folders holding image files (or naming block devices) and a metadata file.");
         root.Subcommands.Add(Mkfs());
         root.Subcommands.Add(Demo());
