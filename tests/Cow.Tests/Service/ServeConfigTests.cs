@@ -8,7 +8,8 @@ namespace Cow.Tests.Service;
 /// <summary>The configuration file of <c>cow serve</c>: values, and every error with its line and column.</summary>
 public class ServeConfigTests
 {
-    private const string Valid = """
+    /// <summary>A configuration using every key (also the seed of the configuration fuzzer).</summary>
+    internal const string Valid = """
         # Cow service
         [control]
         socket = /run/cow/test.sock

@@ -17,36 +17,7 @@ namespace Cow.Tests.Service;
 /// </summary>
 public class ServiceParserFuzzTests(ITestOutputHelper output)
 {
-    private const string ValidConfig = """
-        # Cow service
-        [control]
-        socket = /run/cow/test.sock
-        group = root
-        mode = 0640
-
-        [pool data]
-        path = /srv/pools/data/
-        mountpoint = /srv/data
-        writeback-cache = yes
-        page-cache = no
-        threads = 8
-        allow-other = no
-        iomap = off
-
-        [pool home]
-        path = /srv/pools/home
-        mountpoint = /home
-
-        [retention data]
-        timeline = yes
-        hourly = 24
-        daily = 7
-        weekly = 4
-        monthly = 12
-        yearly = 1
-        max-snapshots = 100
-        min-free-percent = 10
-        """;
+    private const string ValidConfig = ServeConfigTests.Valid;
 
     private static int Seed() =>
         int.TryParse(Environment.GetEnvironmentVariable("COW_SEED"), out var s) ? s : Random.Shared.Next();
