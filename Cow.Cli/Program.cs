@@ -97,6 +97,7 @@ public static partial class Program
             long bsz, lsz;
             try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
             catch (FormatException e) { return Usage(e.Message); }   // a malformed size is bad usage: exit 2
+            if (Pool.BlockSizeProblem(r.GetValue(blockSize)) is { } badBlockSize) return Usage(badBlockSize);
             var sources = r.GetValue(import) ?? Array.Empty<string>();
             // What can be known before the pool exists is checked first: a refused import makes no pool.
             foreach (var src in sources)

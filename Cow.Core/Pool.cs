@@ -125,9 +125,14 @@ public sealed class Pool : IDisposable
 
     private static void CheckBlockSize(int bs)
     {
-        if (bs < FormatConstants.MinBlockSize || bs > FormatConstants.MaxBlockSize || (bs & (bs - 1)) != 0)
-            throw new PoolException($"block size {bs} is not a power of two between {FormatConstants.MinBlockSize} and {FormatConstants.MaxBlockSize}");
+        if (BlockSizeProblem(bs) is { } problem) throw new PoolException(problem);
     }
+
+    /// <summary>Why <paramref name="bs"/> cannot be a pool's block size, or null when it can.</summary>
+    public static string? BlockSizeProblem(int bs) =>
+        bs < FormatConstants.MinBlockSize || bs > FormatConstants.MaxBlockSize || (bs & (bs - 1)) != 0
+            ? $"block size {bs} is not a power of two between {FormatConstants.MinBlockSize} and {FormatConstants.MaxBlockSize}"
+            : null;
 
     private static (IBlockDevice, string) CreateOrOpenDevice(string folder, string? given, string defaultName, long size, List<string> created, string role, bool force)
     {

@@ -14,6 +14,7 @@ public class CliExitCodeTests
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--base-size", "0")]          // beyond a long
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "12Q")]
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "99999999999T")]
+    [InlineData("mkfs", "/nonexistent/cow-bad-size", "--block-size", "1000")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);
