@@ -109,7 +109,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
             bool spaceDeleted = false;
             foreach (var d in plan)
             {
-                if (d.Rule == RetentionRule.MinFree && spaceDeleted) break;
+                if (d.Rule == RetentionRule.MinFree && spaceDeleted && !d.WithPrevious) break;   // a pair's post goes with its pre
                 Deleting?.Invoke(pool, d);
                 var e = pool.Engine.DeleteSnapshot(d.Name);
                 if (e == 0)
@@ -120,7 +120,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
                 else log.LogError("retention of pool {Name}: cannot delete snapshot {Snapshot} ({Reason}): {Error}; going on with the others",
                     pc.Name, d.Name, d.Reason, e == Errno.EBUSY ? Program.HeldMessage(pool, d.Name) : $"{e} ({Syscall.strerror(e)})");
             }
-            // Only the space rule's first deletion was applied: measure again and ask again (each round
+            // Only the space rule's first deletion (with its post, for a pre) was applied: measure again and ask again (each round
             // deletes a snapshot, so this ends). A failing space deletion stops the rounds.
             if (!spaceDeleted) return;
         }

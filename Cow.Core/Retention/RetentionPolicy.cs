@@ -30,8 +30,9 @@ public readonly record struct PoolSpace(long TotalBytes, long FreeBytes);
 /// <summary>What the reason of a deletion is.</summary>
 public enum RetentionRule { Timeline, MaxSnapshots, MinFree }
 
-/// <summary>One snapshot to delete and why (for the log).</summary>
-public sealed record RetentionDeletion(string Name, RetentionRule Rule, string Reason);
+/// <summary>One snapshot to delete and why (for the log). <paramref name="WithPrevious"/>: the post of a
+/// pre/post pair, to be deleted together with the deletion before it (its pre), never apart from it.</summary>
+public sealed record RetentionDeletion(string Name, RetentionRule Rule, string Reason, bool WithPrevious = false);
 
 /// <summary>
 /// The retention policy: which snapshots to delete, in order, for a set of rules. Pure: no clock, no I/O
@@ -48,6 +49,10 @@ public sealed record RetentionDeletion(string Name, RetentionRule Rule, string R
 /// snapshot is deleted.</para>
 /// <para><b>Rule 2, max-snapshots</b>: when more than N managed snapshots remain (held ones count), the
 /// oldest unheld managed ones are deleted until N remain or none is deletable.</para>
+/// <para><b>Pre/post pairs</b> (<c>cow snapshot wrap</c>: the post names its pre in its <c>pre</c> property) go
+/// together under rules 2 and 3, as snapper's number cleanup does: deleting a pre deletes its post with it,
+/// and a pair whose pre or post is held is kept whole, so a post never outlives the pre it is compared with.
+/// Rule 2 may then leave one fewer than N.</para>
 /// <para><b>Rule 3, min-free-percent</b>: while the estimated free space is below the percentage of the
 /// pool, the oldest remaining unheld managed snapshot is deleted, whatever rule 1 kept; each deletion adds
 /// its exclusive bytes to the estimate. The estimate can only be low (deleting a snapshot may make blocks
@@ -67,7 +72,11 @@ public static class RetentionPolicy
         var all = snapshots.Where(s => s.CreatedUtc <= nowUtc).OrderBy(s => s.CreatedUtc).ThenBy(s => s.Name, StringComparer.Ordinal).ToList();
         var deletions = new List<RetentionDeletion>();
         var gone = new HashSet<string>(StringComparer.Ordinal);
-        void Delete(RetentionSnapshot s, RetentionRule rule, string reason) { deletions.Add(new RetentionDeletion(s.Name, rule, reason)); gone.Add(s.Name); }
+        void Delete(RetentionSnapshot s, RetentionRule rule, string reason, bool withPrevious = false)
+        {
+            deletions.Add(new RetentionDeletion(s.Name, rule, reason, withPrevious));
+            gone.Add(s.Name);
+        }
 
         if (rules.HasTimelineCounts)
         {
@@ -84,26 +93,50 @@ public static class RetentionPolicy
         }
 
         var managed = all.Where(s => IsManaged(s) && !gone.Contains(s.Name)).ToList();
+        // The post of each pre (by its "pre" property), for the pairs that rules 2 and 3 delete together.
+        var postOf = managed.Where(s => s.Kind == Post && s.Properties.TryGetValue(Pre, out _))
+            .GroupBy(s => s.Properties[Pre], StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last(), StringComparer.Ordinal);
+        var preNames = managed.Where(s => s.Kind == Pre).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
+        // The snapshots one deletion of s removes (s, and its post when s is a pre), or none when the unit is held
+        // or s is a post whose pre is still there (it goes with its pre).
+        List<RetentionSnapshot> Unit(RetentionSnapshot s)
+        {
+            if (s.Held || gone.Contains(s.Name)) return [];
+            if (s.Kind == Post && s.Properties.TryGetValue(Pre, out var pre) && preNames.Contains(pre) && !gone.Contains(pre)) return [];
+            if (s.Kind == Pre && postOf.TryGetValue(s.Name, out var post) && !gone.Contains(post.Name))
+                return post.Held ? [] : [s, post];
+            return [s];
+        }
+
         if (rules.MaxSnapshots is int max && managed.Count > max)
         {
             int remaining = managed.Count;
-            foreach (var s in managed.Where(s => !s.Held).ToList())
+            foreach (var s in managed)
             {
                 if (remaining <= max) break;
-                Delete(s, RetentionRule.MaxSnapshots, $"{remaining} managed snapshots (kind timeline, pre or post) is more than max-snapshots={max}");
-                remaining--;
+                var unit = Unit(s);
+                if (unit.Count == 0) continue;
+                string reason = $"{remaining} managed snapshots (kind timeline, pre or post) is more than max-snapshots={max}";
+                foreach (var u in unit) Delete(u, RetentionRule.MaxSnapshots, u == s ? reason : $"post snapshot of '{s.Name}', deleted with it", u != s);
+                remaining -= unit.Count;
             }
         }
 
         if (rules.MinFreePercent is int pct && space is { TotalBytes: > 0 } sp)
         {
             long free = sp.FreeBytes;
-            foreach (var s in all.Where(s => IsManaged(s) && !s.Held && !gone.Contains(s.Name)).ToList())
+            foreach (var s in all.Where(s => IsManaged(s) && !gone.Contains(s.Name)).ToList())
             {
                 if (free * 100 >= (long)pct * sp.TotalBytes) break;
-                Delete(s, RetentionRule.MinFree, string.Create(CultureInfo.InvariantCulture,
-                    $"free space {free * 100.0 / sp.TotalBytes:F1}% is below min-free-percent={pct}; oldest managed snapshot"));
-                free += s.ExclusiveBytes;
+                var unit = Unit(s);
+                if (unit.Count == 0) continue;
+                string reason = string.Create(CultureInfo.InvariantCulture,
+                    $"free space {free * 100.0 / sp.TotalBytes:F1}% is below min-free-percent={pct}; oldest managed snapshot");
+                foreach (var u in unit)
+                {
+                    Delete(u, RetentionRule.MinFree, u == s ? reason : $"post snapshot of '{s.Name}', deleted with it", u != s);
+                    free += u.ExclusiveBytes;
+                }
             }
         }
         return deletions;

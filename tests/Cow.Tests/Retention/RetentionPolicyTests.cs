@@ -151,6 +151,37 @@ public class RetentionPolicyTests
             plan.Select(d => (d.Name, d.Rule)));
     }
 
+    /// <summary>A pre/post pair as <c>cow snapshot wrap</c> makes it: the post names its pre.</summary>
+    private static (RetentionSnapshot Pre, RetentionSnapshot Post) Pair(string name, DateTime t, bool preHeld = false, bool postHeld = false, long excl = 0) =>
+        (new RetentionSnapshot($"{name}-pre", t, preHeld, new Dictionary<string, string> { ["kind"] = "pre", ["command"] = name }, excl),
+         new RetentionSnapshot($"{name}-post", t.AddMinutes(1), postHeld, new Dictionary<string, string> { ["kind"] = "post", ["pre"] = $"{name}-pre", ["command"] = name }, excl));
+
+    [Fact]
+    public void MaxSnapshotsDeletesAPreWithItsPostAndKeepsAPairWithAHeldHalfWhole()
+    {
+        var (a, b, c) = (Pair("a", U(2026, 3, 1, 1)), Pair("b", U(2026, 3, 1, 2), postHeld: true), Pair("c", U(2026, 3, 1, 3)));
+        var all = new List<RetentionSnapshot> { a.Pre, a.Post, b.Pre, b.Post, c.Pre, c.Post, T(U(2026, 3, 1, 4)) };
+        // Seven managed, max 4: pair a goes whole (5 left); pair b has a held post, so it stays whole; pair c goes
+        // (3 left: one fewer than 4, as a pair is never split).
+        var plan = RetentionPolicy.Plan(all, new RetentionRules { MaxSnapshots = 4 }, U(2026, 3, 2));
+        Assert.Equal(["a-pre", "a-post", "c-pre", "c-post"], plan.Select(d => d.Name));
+        Assert.Equal([false, true, false, true], plan.Select(d => d.WithPrevious));
+        Assert.Contains("deleted with it", plan[1].Reason);
+        // A post whose pre is gone already (deleted by hand) is an ordinary managed snapshot.
+        plan = RetentionPolicy.Plan([a.Post, T(U(2026, 3, 1, 4))], new RetentionRules { MaxSnapshots = 1 }, U(2026, 3, 2));
+        Assert.Equal(["a-post"], plan.Select(d => d.Name));
+    }
+
+    [Fact]
+    public void MinFreeDeletesPairsWholeAndCountsBothHalves()
+    {
+        var (a, b) = (Pair("a", U(2026, 3, 1, 1), excl: 100), Pair("b", U(2026, 3, 1, 2), excl: 100));
+        // Pool of 1000 bytes, 150 free, 25% wanted: pair a frees 200 (350 = 35%), so pair b stays.
+        var plan = RetentionPolicy.Plan([a.Pre, a.Post, b.Pre, b.Post], new RetentionRules { MinFreePercent = 25 }, U(2026, 3, 2), new PoolSpace(1000, 150));
+        Assert.Equal(["a-pre", "a-post"], plan.Select(d => d.Name));
+        Assert.All(plan, d => Assert.Equal(RetentionRule.MinFree, d.Rule));
+    }
+
     [Fact]
     public void SnapshotsDatedAfterNowAreLeftAlone()
     {

@@ -182,4 +182,35 @@ public class RetentionSchedulerTests
         Assert.Contains("below min-free-percent=", log.All);
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
+    [Fact]
+    public void TheSpaceRuleDeletesAPreWithItsPostBeforeMeasuringAgain()
+    {
+        using var mp = new MemoryPool(logSize: 64L << 20);
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        mp.Engine.SnapshotClock = () => clock.GetUtcNow().UtcDateTime;
+        var data = new byte[8 << 20];
+        int i = 0;
+        void Snap(string name, Dictionary<string, string> props)
+        {
+            new Random(i).NextBytes(data);
+            Assert.Equal((Errno)0, mp.Live.Create(mp.Live.RootIno, $"f{i}", 0x1A4, 0, 0, out var attr));
+            Assert.Equal((Errno)0, mp.Live.Write(attr.Ino, 0, data, out _));
+            Assert.Equal((Errno)0, mp.Engine.CreateSnapshot(name, props, out _));
+            Assert.Equal((Errno)0, mp.Live.Unlink(mp.Live.RootIno, $"f{i++}"));   // only the snapshot holds it now
+            clock.Advance(TimeSpan.FromMinutes(10));
+        }
+        foreach (var w in new[] { "a", "b" })
+        {
+            Snap($"{w}-pre", new() { ["kind"] = "pre", ["command"] = w });
+            Snap($"{w}-post", new() { ["kind"] = "post", ["pre"] = $"{w}-pre", ["command"] = w });
+        }
+        var st = mp.Live.StatFs();
+        // Deleting a-pre alone (8 MiB of ~64) would already reach 6 points more free space; its post goes with it.
+        int want = (int)(st.FreeBlocks * 100 / st.Blocks) + 6;
+        var log = new ListLogger();
+        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = want }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
+        Assert.Equal(new[] { "b-pre", "b-post" }, Names(mp));
+        Assert.Contains("post snapshot of 'a-pre', deleted with it", log.All);
+        Assert.Empty(mp.Pool.Fsck().Problems);
+    }
 }
