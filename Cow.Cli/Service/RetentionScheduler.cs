@@ -24,11 +24,30 @@ public interface IServedPools
 /// <see cref="RetentionPolicy"/> says. Snapshots are taken and deleted in-process through the pool's engine
 /// (after syncfs of the mount, as the control socket does), so they carry properties. A deletion that fails
 /// (held, I/O error) is logged and the cleanup goes on with the rest; a pool that is not mounted is skipped.
-/// Threading: one loop task; <see cref="Tick"/> is called by it alone (tests call it directly, one at a
-/// time); pools are used through <see cref="IServedPools.Use"/>, which orders it with unmounts.
+/// <see cref="Reconfigure"/> (a configuration reload) replaces the retention sections and applies them at once.
+/// Threading: the loop task and <see cref="Reconfigure"/> (the reload thread) may run ticks concurrently:
+/// <c>_tickGate</c> makes them one at a time; <c>_pools</c> is replaced whole (volatile), never changed.
+/// Pools are used through <see cref="IServedPools.Use"/>, which orders it with unmounts. Lock order:
+/// <c>_tickGate</c>, then the pool's lock inside <see cref="IServedPools.Use"/>.
 /// </summary>
 public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, TimeProvider clock, ILogger<RetentionScheduler> log) : BackgroundService
 {
+    private volatile IReadOnlyList<PoolConfig> _pools = config.Pools;
+    private readonly object _tickGate = new();
+
+    /// <summary>Takes the <c>[retention NAME]</c> sections of <paramref name="next"/> for the pools this service
+    /// serves (by name; a pool the new file no longer names keeps its rules until the restart that unmounts
+    /// it) and runs the cleanup at once with them (no timeline snapshot: that waits for the hour).</summary>
+    public void Reconfigure(ServeConfig next)
+    {
+        var byName = next.Pools.ToDictionary(p => p.Name, StringComparer.Ordinal);
+        _pools = _pools.Select(p => byName.TryGetValue(p.Name, out var n) ? p with { Retention = n.Retention } : p).ToArray();
+        Tick(clock.GetUtcNow().UtcDateTime, takeTimeline: false);
+    }
+
+    /// <summary>The retention section in force for each served pool (null: none).</summary>
+    public IReadOnlyDictionary<string, RetentionConfig?> RetentionInForce => _pools.ToDictionary(p => p.Name, p => p.Retention, StringComparer.Ordinal);
+
     /// <summary>Raised after each tick (tests wait on it).</summary>
     public event Action<DateTime>? Ticked;
     /// <summary>Raised once the wait for the next boundary (its argument) is armed (tests advance the clock then).</summary>
@@ -38,7 +57,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
 
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
-        if (!config.Pools.Any(p => p.Retention != null)) return;
+        // The loop runs even without retention sections: a reload may add some.
         var now = clock.GetUtcNow().UtcDateTime;
         Tick(now, takeTimeline: false);
         while (!stop.IsCancellationRequested)
@@ -58,7 +77,12 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
     /// configured), then the cleanup. <paramref name="nowUtc"/> names the snapshot and dates the policy.</summary>
     public void Tick(DateTime nowUtc, bool takeTimeline)
     {
-        foreach (var pc in config.Pools.Where(p => p.Retention != null))
+        lock (_tickGate) TickLocked(nowUtc, takeTimeline);
+    }
+
+    private void TickLocked(DateTime nowUtc, bool takeTimeline)
+    {
+        foreach (var pc in _pools.Where(p => p.Retention != null))
         {
             bool used = pools.Use(pc.Name, (pool, mountPoint) =>
             {

@@ -11,7 +11,7 @@ namespace Cow.Cli.Service;
 /// <c>cow serve --config FILE</c>: the systemd service. A Microsoft.Extensions.Hosting host with the systemd
 /// lifetime (Type=notify: READY=1 once every pool is mounted, STOPPING=1 on SIGTERM; active whenever
 /// NOTIFY_SOCKET is set), the <see cref="Watchdog"/>, the <see cref="ControlServer"/> and the
-/// <see cref="PoolMounts"/>, then the <see cref="RetentionScheduler"/>. Logs go to standard output in the systemd console format (journal priority
+/// <see cref="PoolMounts"/>, then the <see cref="RetentionScheduler"/> and the <see cref="ConfigReloader"/> (SIGHUP). Logs go to standard output in the systemd console format (journal priority
 /// prefixes <c>&lt;N&gt;</c>). Exit codes: 0 stopped cleanly, 1 a pool or the control socket could not be set
 /// up (nothing is left mounted), 2 the configuration has errors (printed with their lines; nothing mounted).
 /// </summary>
@@ -63,7 +63,10 @@ public static class ServeCommand
         builder.Services.AddHostedService<Watchdog>();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<IServedPools>(sp => sp.GetRequiredService<PoolMounts>());
-        builder.Services.AddHostedService<RetentionScheduler>();   // after the mounts: it snapshots mounted pools
+        builder.Services.AddSingleton<RetentionScheduler>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<RetentionScheduler>());   // after the mounts: it snapshots mounted pools
+        builder.Services.AddSingleton(new ServeConfigSource(configFile));
+        builder.Services.AddHostedService<ConfigReloader>();   // SIGHUP (systemctl reload): retention at once, the rest at restart
         using var host = builder.Build();
         var log = host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("cow.serve");
         try

@@ -185,4 +185,23 @@ public class ServeConfigTests
         }
         finally { Directory.Delete(dir, true); }
     }
+    [Fact]
+    public void AReloadNamesEveryChangeThatWaitsForARestartAndNoRetentionChange()
+    {
+        var running = ServeConfig.Parse(Valid, "cow.conf", out _)!;
+        // Only retention changed, and lines moved: nothing waits.
+        var retentionOnly = ServeConfig.Parse("# moved\n" + Valid.Replace("hourly = 24", "hourly = 48"), "cow.conf", out var e1)!;
+        Assert.Empty(e1);
+        Assert.Empty(ConfigReloader.ChangesNeedingARestart(running, retentionOnly));
+        var next = ServeConfig.Parse(Valid.Replace("mode = 0640", "mode = 0600").Replace("threads = 8", "threads = 4")
+            .Replace("[pool home]\npath = /srv/pools/home\nmountpoint = /home", "[pool vms]\npath = /srv/pools/vms\nmountpoint = /srv/vms"), "cow.conf", out var e2)!;
+        Assert.Empty(e2);
+        Assert.Equal(new[]
+        {
+            "the [control] section changed",
+            "pool data: its path, mount point or mount options changed",
+            "pool vms is new (it is mounted on /srv/vms at the next restart)",
+            "pool home is no longer in the file (it stays mounted on /home until the next restart)",
+        }, ConfigReloader.ChangesNeedingARestart(running, next));
+    }
 }
