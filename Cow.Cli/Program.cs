@@ -154,6 +154,7 @@ public static partial class Program
         var cmd = new Command("put", "write standard input to a file in the pool (created or replaced), then fsync") { PoolArg, path };
         cmd.SetAction(r => Guard(() =>
         {
+            if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
             using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow put", "write the file under MP instead");
             using var stdin = Console.OpenStandardInput();
             var e = WriteFile(pool.Live, r.GetValue(path)!, stdin);
@@ -191,6 +192,7 @@ public static partial class Program
         var cmd = new Command("cat", "write a file of the pool (or of a snapshot) to standard output") { PoolArg, path, SnapOpt };
         cmd.SetAction(r => Guard(() =>
         {
+            if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
             using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow cat", "read it under MP (snapshots under MP/.snapshots/NAME)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
@@ -222,6 +224,7 @@ public static partial class Program
         var cmd = new Command("ls", "list a directory of the pool (or of a snapshot)") { PoolArg, path, SnapOpt, json };
         cmd.SetAction(r => Guard(() =>
         {
+            if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
             using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow ls", "list MP itself (snapshots under MP/.snapshots)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");

@@ -106,7 +106,7 @@ public static partial class Program
         c.SetAction(r => Guard(() =>
         {
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, d = r.GetValue(dest)!, src = r.GetValue(from)!;
-            if (SnapshotOpsCore.CloneDestinationProblem(d) is { } problem) return Usage(problem);
+            if ((SnapshotOpsCore.CloneDestinationProblem(d) ?? SnapshotOpsCore.PoolPathProblem(src, "--from")) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
                 ?? WithUnmountedPool(pool, "clone", p => Report(SnapshotOpsCore.Clone(p, pool, name, d, src)));

@@ -58,9 +58,14 @@ public static class SnapshotOpsCore
         return OpResult.Done($"live tree rolled back to snapshot '{name}'");
     }
 
+    /// <summary>Paths inside a pool are absolute (from the pool's root): what is wrong with <paramref name="path"/>, or null.</summary>
+    public static string? PoolPathProblem(string path, string what) =>
+        path.StartsWith('/') ? null : $"{what} '{path}' is not a path inside the pool: start it with / (e.g. /{path.TrimStart('.', '/')})";
+
     /// <summary>What is wrong with a clone destination, or null.</summary>
     public static string? CloneDestinationProblem(string d)
     {
+        if (PoolPathProblem(d, "destination") is { } notAbsolute) return notAbsolute;
         var parts = d.Split('/', StringSplitOptions.RemoveEmptyEntries);
         if (parts.Length == 0) return $"destination '{d}' names the root; give a new path such as /restored";
         if (parts.Any(x => x is "." or "..")) return $"destination '{d}' contains '.' or '..'; give a plain path";

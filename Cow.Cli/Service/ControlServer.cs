@@ -290,7 +290,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
             {
                 var dest = Need("destination", out bad); if (bad != null) return bad;
                 var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
-                if (SnapshotOpsCore.CloneDestinationProblem(dest!) is { } dp) return ControlProtocol.Error("EINVAL", dp);
+                if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
                 r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
                 break;
             }

@@ -15,6 +15,11 @@ public class CliExitCodeTests
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "12Q")]
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--log-size", "99999999999T")]
     [InlineData("mkfs", "/nonexistent/cow-bad-size", "--block-size", "1000")]
+    [InlineData("cat", "/nonexistent/pool", "relative/path")]                      // paths inside a pool start with /
+    [InlineData("ls", "/nonexistent/pool", "etc")]
+    [InlineData("put", "/nonexistent/pool", "notes.txt")]
+    [InlineData("snapshot", "clone", "/nonexistent/pool", "s", "restored")]
+    [InlineData("snapshot", "clone", "/nonexistent/pool", "s", "/restored", "--from", "etc")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);
