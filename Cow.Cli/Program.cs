@@ -279,7 +279,7 @@ public static partial class Program
             if (SnapshotViaService(r.GetValue(PoolArg)!, r.GetValue(name)!, create: false) is int viaService) return viaService;
             if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(r.GetValue(PoolArg)!);
-            var e = pool.Engine.DeleteSnapshot(r.GetValue(name)!);
+            var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Engine.DeleteSnapshot(r.GetValue(name)!));
             if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
             return e switch
             {

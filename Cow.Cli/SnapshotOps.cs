@@ -22,6 +22,16 @@ public static partial class Program
         return body(pool);
     }
 
+    /// <summary>Runs <paramref name="work"/> under a spinner naming it when stdout is a terminal (long rollbacks,
+    /// clones, diffs and deletions of large trees); plain otherwise. Nothing may be printed inside it.</summary>
+    internal static T Busy<T>(string what, Func<T> work)
+    {
+        if (!Interactive) return work();
+        T result = default!;
+        Spectre.Console.AnsiConsole.Status().Start(Spectre.Console.Markup.Escape(what), _ => result = work());
+        return result;
+    }
+
     private static int Usage(string message) { Console.Error.WriteLine($"cow: {message}"); return 2; }
 
     /// <summary>What to say when deleting a snapshot failed with EBUSY: held (naming the holds), or frozen.</summary>
@@ -45,7 +55,7 @@ public static partial class Program
     {
         var req = new JsonObject { ["verb"] = verb, ["pool"] = (string?)p["name"], ["name"] = name };
         foreach (var (k, v) in extra.ToList()) { extra.Remove(k); req[k] = v; }
-        var r = c.Request(req);
+        var r = Busy($"{verb} through the Cow service", () => c.Request(req));
         if (r["ok"]?.GetValue<bool>() != true)
         {
             Console.Error.WriteLine($"cow: {(string?)r["message"]} ({(string?)r["error"]})");
@@ -93,7 +103,7 @@ public static partial class Program
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-rollback", name, new JsonObject())
-                ?? WithUnmountedPool(pool, "rollback", p => Report(SnapshotOpsCore.Rollback(p, pool, name)));
+                ?? WithUnmountedPool(pool, "rollback", p => Report(Busy($"rolling back to '{name}'", () => SnapshotOpsCore.Rollback(p, pool, name))));
         }));
         return c;
     }
@@ -109,7 +119,7 @@ public static partial class Program
             if ((SnapshotOpsCore.CloneDestinationProblem(d) ?? SnapshotOpsCore.PoolPathProblem(src, "--from")) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
-                ?? WithUnmountedPool(pool, "clone", p => Report(SnapshotOpsCore.Clone(p, pool, name, d, src)));
+                ?? WithUnmountedPool(pool, "clone", p => Report(Busy($"cloning '{name}' to {d}", () => SnapshotOpsCore.Clone(p, pool, name, d, src))));
         }));
         return c;
     }
@@ -150,7 +160,7 @@ public static partial class Program
             return OpViaService(pool, "snapshot-diff", name, extra, resp => Print((JsonArray)resp["changes"]!))
                 ?? WithUnmountedPool(pool, "diff", p =>
                 {
-                    var res = SnapshotOpsCore.Diff(p, pool, name, t);
+                    var res = Busy($"comparing '{name}' with {t ?? "the live tree"}", () => SnapshotOpsCore.Diff(p, pool, name, t));
                     return res.Code != 0 ? Report(res) : Print((JsonArray)res.Data!);
                 });
         }));
