@@ -113,7 +113,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
 
     private void Cleanup(PoolConfig pc, Pool pool, DateTime nowUtc)
     {
-        var rules = pc.Retention!.ToRules();
+        Core.Retention.RetentionRules rules = pc.Retention!;
         // Space deletions one at a time, measured again after each (the policy's estimate can only be low).
         for (int round = 0; round < 10_000; round++)
         {

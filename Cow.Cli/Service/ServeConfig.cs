@@ -11,26 +11,12 @@ public sealed record ConfigError(string File, int Line, int Column, string Messa
     public override string ToString() => $"{File}:{Line}:{Column}: {Message}";
 }
 
-/// <summary>Retention schedule of one pool (<c>[retention NAME]</c>), applied by <see cref="RetentionScheduler"/>
-/// with the rules of <see cref="Core.Retention.RetentionPolicy"/>. Null counts are "not set".</summary>
-public sealed record RetentionConfig
+/// <summary>Retention schedule of one pool (<c>[retention NAME]</c>), applied by <see cref="RetentionScheduler"/>:
+/// the counts of <see cref="Core.Retention.RetentionRules"/> (null: not set) and whether to take timeline snapshots.</summary>
+public sealed record RetentionConfig : Core.Retention.RetentionRules
 {
     /// <summary>Take a <c>kind=timeline</c> snapshot at every hour boundary (<c>timeline</c>, default no).</summary>
     public bool Timeline { get; init; }
-    public int? Hourly { get; init; }
-    public int? Daily { get; init; }
-    public int? Weekly { get; init; }
-    public int? Monthly { get; init; }
-    public int? Yearly { get; init; }
-    /// <summary>Never keep more than this many snapshots.</summary>
-    public int? MaxSnapshots { get; init; }
-    /// <summary>Delete the oldest scheduled snapshots while the pool has less free space than this (percent).</summary>
-    public int? MinFreePercent { get; init; }
-
-    public Core.Retention.RetentionRules ToRules() => new()
-    {
-        Hourly = Hourly, Daily = Daily, Weekly = Weekly, Monthly = Monthly, Yearly = Yearly, MaxSnapshots = MaxSnapshots, MinFreePercent = MinFreePercent,
-    };
 }
 
 /// <summary>One <c>[pool NAME]</c> section: a pool folder and how it is mounted.</summary>

@@ -10,15 +10,18 @@ public sealed record RetentionSnapshot(string Name, DateTime CreatedUtc, bool He
     public string? Kind => Properties.TryGetValue(RetentionPolicy.KindProperty, out var k) ? k : null;
 }
 
-/// <summary>The rules of one pool (the <c>[retention NAME]</c> counts). Null = not set. Immutable.</summary>
-public sealed record RetentionRules
+/// <summary>The rules of one pool (the <c>[retention NAME]</c> counts). Null = not set. Immutable. Not sealed:
+/// the service's configuration record extends it with its schedule.</summary>
+public record RetentionRules
 {
     public int? Hourly { get; init; }
     public int? Daily { get; init; }
     public int? Weekly { get; init; }
     public int? Monthly { get; init; }
     public int? Yearly { get; init; }
+    /// <summary>Never keep more than this many managed snapshots.</summary>
     public int? MaxSnapshots { get; init; }
+    /// <summary>Delete the oldest managed snapshots while the pool has less free space than this (percent).</summary>
     public int? MinFreePercent { get; init; }
     /// <summary>True when at least one timeline count is set: only then are timeline snapshots thinned out.</summary>
     public bool HasTimelineCounts => Hourly != null || Daily != null || Weekly != null || Monthly != null || Yearly != null;
