@@ -22,7 +22,9 @@ public static partial class Program
         var foreground = new Option<bool>("--foreground", "-f") { Description = "stay in the foreground (logs to standard error) instead of running in the background" };
         var snapshot = new Option<string?>("--snapshot") { Description = "mount this snapshot (read-only) instead of the live tree" };
         var writeback = new Option<bool>("--writeback-cache") { Description = "let the kernel gather buffered writes in its page cache (faster small writes; fsync still makes them durable)" };
-        var pageCache = new Option<bool>("--page-cache") { Description = "cache live files in the FUSE page cache too (by default they bypass it: the pool's devices are cached by the kernel already)" };
+        var pageCache = new Option<bool>("--page-cache") { Description = "live files go through the FUSE page cache (the default; kept for scripts that ask for it)" };
+        var directIo = new Option<bool>("--direct-io") { Description = "live files opened for writing bypass the FUSE page cache (direct I/O to the server): no second cached copy of written data, but writes arrive cut where the writer's buffer crosses a page, which costs a read-modify-write of one block per request" };
+        var readAhead = new Option<int>("--read-ahead") { Description = "read-ahead of the mount in KiB (the kernel's default for FUSE is 128); 0 leaves the kernel's setting", DefaultValueFactory = _ => MountSettings.DefaultReadAheadKib };
         var showSnapshots = new Option<bool>("--show-snapshots") { Description = "list .snapshots in the root directory (it is always reachable by name)" };
         var threads = new Option<int>("--threads") { Description = "FUSE worker threads", DefaultValueFactory = _ => MountSettings.DefaultThreads };
         var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
@@ -39,7 +41,7 @@ public static partial class Program
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -47,10 +49,13 @@ public static partial class Program
             var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
             int nThreads = r.GetValue(threads);
             if (nThreads < 1 || nThreads > 64) return Fail("--threads must be between 1 and 64");
+            if (r.GetValue(pageCache) && r.GetValue(directIo)) return Fail("--page-cache and --direct-io exclude each other");
+            int raKib = r.GetValue(readAhead);
+            if (raKib < 0 || raKib > MountSettings.MaxReadAheadKib) return Fail($"--read-ahead must be between 0 and {MountSettings.MaxReadAheadKib} KiB");
             var settings = new MountSettings
             {
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
-                SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = !r.GetValue(pageCache), Threads = nThreads, AllowOther = r.GetValue(allowOther),
+                SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = r.GetValue(directIo), ReadAheadKib = raKib, Threads = nThreads, AllowOther = r.GetValue(allowOther),
                 UseFusermount = r.GetValue(fusermount),
                 Iomap = r.GetValue(iomap) switch { "on" => IomapMode.On, "off" => IomapMode.Off, _ => IomapMode.Auto },
             };

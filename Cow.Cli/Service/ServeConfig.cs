@@ -26,7 +26,8 @@ public sealed record PoolConfig
     public required string Path { get; init; }
     public required string MountPoint { get; init; }
     public bool WritebackCache { get; init; }
-    public bool PageCache { get; init; }
+    public bool PageCache { get; init; } = true;
+    public int ReadAheadKib { get; init; } = MountSettings.DefaultReadAheadKib;
     public bool ShowSnapshots { get; init; }
     public int Threads { get; init; } = MountSettings.DefaultThreads;
     public bool? AllowOther { get; init; }
@@ -37,7 +38,7 @@ public sealed record PoolConfig
 
     public MountSettings ToMountSettings(Action<string> log) => new()
     {
-        MountPoint = MountPoint, WritebackCache = WritebackCache, DirectIo = !PageCache, SnapshotDirVisible = ShowSnapshots,
+        MountPoint = MountPoint, WritebackCache = WritebackCache, DirectIo = !PageCache, ReadAheadKib = ReadAheadKib, SnapshotDirVisible = ShowSnapshots,
         Threads = Threads, AllowOther = AllowOther, Iomap = Iomap, Log = log,
     };
 }
@@ -66,7 +67,7 @@ public sealed class ServeConfig
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
-    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap"];
+    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
@@ -201,6 +202,12 @@ public sealed class ServeConfig
                         if (!int.TryParse(t.Value, NumberStyles.None, CultureInfo.InvariantCulture, out threads) || threads < 1 || threads > 64)
                         { Err(t.Line, t.ValueCol, $"threads must be a number from 1 to 64, not '{t.Value}'"); threads = MountSettings.DefaultThreads; }
                     }
+                    int readAhead = MountSettings.DefaultReadAheadKib;
+                    if (s.Entries.TryGetValue("read-ahead", out var rat))
+                    {
+                        if (!int.TryParse(rat.Value, NumberStyles.None, CultureInfo.InvariantCulture, out readAhead) || readAhead > MountSettings.MaxReadAheadKib)
+                        { Err(rat.Line, rat.ValueCol, $"read-ahead must be a number of KiB from 0 to {MountSettings.MaxReadAheadKib}, not '{rat.Value}'"); readAhead = MountSettings.DefaultReadAheadKib; }
+                    }
                     var iomap = IomapMode.Auto;
                     if (s.Entries.TryGetValue("iomap", out var io))
                     {
@@ -210,7 +217,7 @@ public sealed class ServeConfig
                     pools.Add(new PoolConfig
                     {
                         Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap,
-                        WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? false,
+                        WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? true, ReadAheadKib = readAhead,
                         ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
                     });
                     break;

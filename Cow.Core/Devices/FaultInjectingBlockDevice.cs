@@ -266,6 +266,9 @@ public sealed class FaultInjectingBlockDevice : IBlockDevice
     }
 
     /// <inheritdoc />
+    /// <inheritdoc />
+    public void DropCached(long offset, long length) => _inner.DropCached(offset, length);
+
     public void Flush()
     {
         lock (_gate)

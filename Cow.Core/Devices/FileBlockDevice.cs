@@ -24,6 +24,7 @@ namespace Cow.Core.Devices;
 public sealed class FileBlockDevice : IBlockDevice
 {
     private readonly SafeFileHandle _handle;
+    private readonly DirectReadAhead? _readAhead;
 
     private FileBlockDevice(string name, SafeFileHandle handle, long length, bool isBlockDevice, bool writable)
     {
@@ -32,7 +33,15 @@ public sealed class FileBlockDevice : IBlockDevice
         Length = length;
         IsBlockDevice = isBlockDevice;
         IsWritable = writable;
+        _readAhead = Devices.DirectReadAhead.TryOpen(name, length);
     }
+
+    /// <summary>Whether sequential reads are read ahead with O_DIRECT (<see cref="DirectReadAhead"/>); false
+    /// where the file system refuses O_DIRECT, and then the kernel is asked to read ahead (posix_fadvise).</summary>
+    public bool ReadsAheadDirect => _readAhead != null;
+
+    /// <summary>Reads served from O_DIRECT read-ahead buffers so far.</summary>
+    public long ReadAheadHits => _readAhead?.Hits ?? 0;
 
     /// <summary>The path the device was opened with.</summary>
     public string Name { get; }
@@ -182,7 +191,11 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Read(long offset, Span<byte> buffer)
     {
         DeviceRange.Check(Name, Length, offset, buffer.Length);
-        ReadAhead(offset, buffer.Length);
+        if (_readAhead != null)
+        {
+            if (_readAhead.TryRead(offset, buffer)) return;
+        }
+        else ReadAhead(offset, buffer.Length);
         while (!buffer.IsEmpty)
         {
             int n;
@@ -214,7 +227,7 @@ public sealed class FileBlockDevice : IBlockDevice
     private long _lastReadEnd = -1, _readAheadEnd;
 
     /// <summary>
-    /// Device-level read-ahead: a read that continues the previous one (a file written sequentially lies
+    /// Device-level read-ahead where O_DIRECT is refused: a read that continues the previous one (a file written sequentially lies
     /// sequentially on the log device) asks the kernel to start reading the next <see cref="ReadAheadBytes"/>
     /// in the background, so a sequential reader through FUSE direct I/O (which has no kernel read-ahead
     /// of its own) finds its next blocks in the page cache. Never fails: it is only a hint.
@@ -254,6 +267,11 @@ public sealed class FileBlockDevice : IBlockDevice
         {
             throw WriteFailed(offset, data.Length, e);
         }
+        finally
+        {
+            // After the write (also a failed one, which may have written part): a chunk read ahead before it is stale.
+            _readAhead?.Invalidate(offset, data.Length);
+        }
     }
 
     /// <inheritdoc />
@@ -273,8 +291,15 @@ public sealed class FileBlockDevice : IBlockDevice
         }
     }
 
-    /// <summary>Closes the file descriptor. Does not flush.</summary>
-    public void Dispose() => _handle.Dispose();
+    /// <inheritdoc />
+    public void DropCached(long offset, long length) => _readAhead?.Invalidate(offset, length);
+
+    /// <summary>Closes the file descriptors. Does not flush.</summary>
+    public void Dispose()
+    {
+        _readAhead?.Dispose();
+        _handle.Dispose();
+    }
 
     /// <inheritdoc />
     public override string ToString() => IsBlockDevice ? $"block device {Name}" : $"image {Name}";

@@ -31,4 +31,9 @@ public interface IBlockDevice : IDisposable
 
     /// <summary>Makes every completed write durable (fdatasync / cache flush).</summary>
     void Flush();
+
+    /// <summary>Forgets whatever this object holds of [<paramref name="offset"/>, +<paramref name="length"/>)
+    /// (read-ahead buffers): those bytes were written by someone other than this object — the kernel, with
+    /// fuse-iomap. Writes through <see cref="Write"/> need no call. Default: nothing is held.</summary>
+    void DropCached(long offset, long length) { }
 }

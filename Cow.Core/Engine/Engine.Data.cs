@@ -297,6 +297,8 @@ public sealed partial class Engine
                     {
                         var computed = new uint[n];
                         var buf = _ioEndBlock ??= new byte[BlockSize];
+                        // The kernel wrote these blocks, past the device object: nothing it read ahead is current.
+                        _devices[r.Device].DropCached((r.Address + first) << BlockShift, n << BlockShift);
                         for (long i = 0; i < n; i++)
                         {
                             _devices[r.Device].Read((r.Address + first + i) << BlockShift, buf);

@@ -13,8 +13,11 @@ public sealed record MountSettings
     public string? Snapshot { get; init; }
     /// <summary>Ask the kernel for its writeback cache (buffered writes are gathered in the page cache).</summary>
     public bool WritebackCache { get; init; }
-    /// <summary>Keep live files out of the FUSE page cache (see <see cref="FuseMountOptions.DirectIo"/>).</summary>
-    public bool DirectIo { get; init; } = true;
+    /// <summary>Keep live files opened for writing out of the FUSE page cache (see <see cref="FuseMountOptions.DirectIo"/>).</summary>
+    public bool DirectIo { get; init; }
+    /// <summary>Read-ahead of the mount's backing device info in KiB, set after the mount (root only); 0 leaves
+    /// the kernel's default (128 KiB for FUSE).</summary>
+    public int ReadAheadKib { get; init; } = DefaultReadAheadKib;
     /// <summary>List .snapshots in the root directory (it can always be looked up by name).</summary>
     public bool SnapshotDirVisible { get; init; }
     /// <summary>FUSE worker threads.</summary>
@@ -29,9 +32,18 @@ public sealed record MountSettings
     /// <summary>The CAP_SYS_RAWIO check of the iomap negotiation and device registration (default: the
     /// calling thread's effective set); tests inject their own.</summary>
     public Func<bool>? HasSysRawio { get; init; }
+    /// <summary>Use FUSE over io_uring when the kernel offers it (<c>fuse.enable_uring=1</c>); false keeps
+    /// the connection on read/write of /dev/fuse (<c>cow mount --no-io-uring</c>).</summary>
+    public bool IoUring { get; init; } = true;
+    /// <summary>Ring entries (threads) per CPU queue with FUSE over io_uring.</summary>
+    public int UringEntriesPerQueue { get; init; } = 2;
     public Action<string>? Log { get; init; }
 
     public static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
+    /// <summary>1 MiB: sequential readers get READs of max_write (1 MiB) with several in flight, where the
+    /// kernel's 128 KiB gives one 256 KiB READ at a time (bench/README.md, "Sequential reads").</summary>
+    public const int DefaultReadAheadKib = 1024;
+    public const int MaxReadAheadKib = 1 << 20;
 }
 
 /// <summary>
@@ -102,16 +114,18 @@ public sealed class MountedFileSystem : IDisposable
                 s.Log?.Invoke("serving I/O in userspace (--iomap off)");
             if (iomap.Granted)
                 devices = new KernelIomapDevices(pool.Engine.BlockSize, s.HasSysRawio, s.Log);
+            bool uring = s.IoUring && UringUsable(s.Log);
             var d = new RequestDispatcher(pool, new FuseMountOptions
             {
                 Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible, DirectIo = s.DirectIo,
-                Iomap = mode, IomapDevices = devices,
+                Iomap = mode, IomapDevices = devices, OverIoUring = uring,
             })
             {
                 Log = s.Log,
             };
-            var session = new FuseSession(d, fd, s.Threads) { Log = s.Log };
+            var session = new FuseSession(d, fd, s.Threads, s.UringEntriesPerQueue) { Log = s.Log };
             session.Start();
+            if (s.ReadAheadKib > 0) SetReadAhead(mp, s.ReadAheadKib, s.Log);
             return new MountedFileSystem(mp, d, session, s, devices, iomap, fd);
         }
         catch
@@ -122,6 +136,47 @@ public sealed class MountedFileSystem : IDisposable
             try { Mounter.Unmount(mp, lazy: true, s.UseFusermount); } catch (MountException) { }
             throw;
         }
+    }
+
+    /// <summary>
+    /// Sets the read-ahead of the mount (<c>/sys/class/bdi/MAJOR:MINOR/read_ahead_kb</c> of the mount's device
+    /// number, as an administrator would): FUSE offers only the kernel's 128 KiB at INIT and lets a server lower
+    /// it, never raise it. Needs root; without it, or on any error, one log line and the mount keeps the kernel's
+    /// setting. The stat of the mount point is answered by the workers just started.
+    /// </summary>
+    private static void SetReadAhead(string mountPoint, int kib, Action<string>? log)
+    {
+        if (Mono.Unix.Native.Syscall.stat(mountPoint, out var st) != 0)
+        {
+            log?.Invoke($"read-ahead left at the kernel's default: cannot stat {mountPoint}: {Mono.Unix.Native.Stdlib.GetLastError()}");
+            return;
+        }
+        ulong dev = st.st_dev;
+        ulong major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfffUL);
+        ulong minor = (dev & 0xff) | ((dev >> 12) & ~0xffUL);
+        var path = $"/sys/class/bdi/{major}:{minor}/read_ahead_kb";
+        try { File.WriteAllText(path, kib.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            log?.Invoke($"read-ahead left at the kernel's default: cannot write {path}: {e.Message}");
+        }
+    }
+
+    /// <summary>The kernel parameter that makes the kernel offer FUSE over io_uring at INIT.</summary>
+    public const string EnableUringParameter = "/sys/module/fuse/parameters/enable_uring";
+
+    /// <summary>Whether the kernel will offer FUSE over io_uring (fuse.enable_uring is Y) and this process can
+    /// make the rings it needs; logs why not when the kernel would offer it but the rings cannot be made.</summary>
+    private static bool UringUsable(Action<string>? log)
+    {
+        string value;
+        try { value = File.ReadAllText(EnableUringParameter).Trim(); }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+        if (value is not ("Y" or "1")) return false;
+        if (FuseUringTransport.Available(out var why)) return true;
+        log?.Invoke($"fuse.enable_uring is on but {why}: serving requests with read/write of /dev/fuse");
+        return false;
     }
 
     /// <summary>

@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Cow.Fuse.Native;
+using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
 
 namespace Cow.Fuse.Server;
@@ -31,6 +33,8 @@ public sealed class FuseSession : IDisposable
     private int _disposed;
     private readonly object _notifyGate = new();
     private bool _fdsClosed;   // under _notifyGate
+    private readonly int _uringEntriesPerQueue;
+    private FuseUringTransport? _uring;   // set once, by the worker that answered INIT
 
     /// <summary>Requests seen (all workers).</summary>
     public long Requests => Interlocked.Read(ref _requests);
@@ -39,10 +43,12 @@ public sealed class FuseSession : IDisposable
     public Action<string>? Log { get; init; }
 
     /// <param name="deviceFd">the /dev/fuse descriptor the mount was made with; the session closes it.</param>
-    public FuseSession(RequestDispatcher dispatcher, int deviceFd, int workers)
+    /// <param name="uringEntriesPerQueue">with FUSE over io_uring (granted at INIT only when the dispatcher's
+    /// options allow it): ring entries, each with its own thread, per queue (CPU).</param>
+    public FuseSession(RequestDispatcher dispatcher, int deviceFd, int workers, int uringEntriesPerQueue = 2)
     {
         if (workers < 1 || workers > 64) throw new ArgumentOutOfRangeException(nameof(workers), "1 to 64 worker threads");
-        _dispatcher = dispatcher; _masterFd = deviceFd; _workers = workers;
+        _dispatcher = dispatcher; _masterFd = deviceFd; _workers = workers; _uringEntriesPerQueue = uringEntriesPerQueue;
         dispatcher.AttachConnection(deviceFd, SendNotification);
     }
 
@@ -71,6 +77,15 @@ public sealed class FuseSession : IDisposable
 
     /// <summary>Worker threads serving (known after <see cref="Start"/>).</summary>
     public int Workers { get { lock (_gate) return _fds.Count; } }
+
+    /// <summary>Ring entries the kernel accepted for FUSE over io_uring (0 when the connection stays on read/write of /dev/fuse).</summary>
+    public int UringEntries => _uring?.Registered ?? 0;
+
+    /// <summary>Requests answered through FUSE over io_uring ring entries.</summary>
+    public long UringRequests => _uring?.Requests ?? 0;
+
+    /// <summary>Ring entries that were asked for (queues × entries per queue; 0 without io_uring).</summary>
+    public int UringEntriesWanted => _uring is { } u ? u.Queues * u.EntriesPerQueue : 0;
 
     /// <summary>Starts the workers. Extra descriptors that cannot be cloned (an old kernel) leave fewer workers.</summary>
     public unsafe void Start()
@@ -147,16 +162,7 @@ public sealed class FuseSession : IDisposable
                         if (e != Errno.ENODEV) LogLine($"reading /dev/fuse failed: {LibC.Describe(e)}; worker ends");
                         return;
                     }
-                    Interlocked.Increment(ref _requests);
-                    int len;
-                    Interlocked.Increment(ref _inFlight);
-                    try
-                    {
-                        len = _closing
-                            ? RequestDispatcher.ErrorReply(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length), Errno.EIO)
-                            : _dispatcher.Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length));
-                    }
-                    finally { Interlocked.Decrement(ref _inFlight); }
+                    int len = Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length));
                     if (len <= 0) continue;
                     nint w = LibC.Write(fd, rep, (nuint)len);
                     if (w < 0)
@@ -167,6 +173,8 @@ public sealed class FuseSession : IDisposable
                         if (e == Errno.ENODEV) return;
                         LogLine($"writing a reply to /dev/fuse failed: {LibC.Describe(e)}");
                     }
+                    else if (n >= 8 && MemoryMarshal.Read<uint>(new ReadOnlySpan<byte>(req + 4, 4)) == (uint)FuseOpcode.Init)
+                        StartUringIfGranted(fd);
                 }
             }
         }
@@ -174,13 +182,43 @@ public sealed class FuseSession : IDisposable
         {
             LogLine($"FUSE worker failed: {ex}");
         }
-        finally
+        finally { WorkerEnded(); }
+    }
+
+    /// <summary>One request of either transport: counted, and answered EIO without reaching the pool once closing.</summary>
+    private int Dispatch(ReadOnlySpan<byte> request, Span<byte> reply)
+    {
+        Interlocked.Increment(ref _requests);
+        Interlocked.Increment(ref _inFlight);
+        try
         {
-            if (Interlocked.Decrement(ref _running) == 0)
-            {
-                _dispatcher.ConnectionEnded();
-                _ended.Set();
-            }
+            return _closing ? RequestDispatcher.ErrorReply(request, reply, Errno.EIO) : _dispatcher.Dispatch(request, reply);
+        }
+        finally { Interlocked.Decrement(ref _inFlight); }
+    }
+
+    /// <summary>After the INIT reply went out: when it granted FUSE_OVER_IO_URING, register the ring entries
+    /// (the kernel holds new requests until every queue has one, and falls back to /dev/fuse if one is refused).</summary>
+    private void StartUringIfGranted(int fd)
+    {
+        if ((_dispatcher.NegotiatedFlags & FuseInitFlags.OverIoUring) == 0) return;
+        lock (_gate)
+        {
+            if (_uring != null) return;
+            var t = new FuseUringTransport(fd, _uringEntriesPerQueue, Dispatch, LogLine, WorkerEnded);
+            Interlocked.Add(ref _running, t.Queues * t.EntriesPerQueue);
+            _uring = t;
+            t.Start();
+            LogLine($"FUSE over io_uring: {t.Queues} queues, {t.EntriesPerQueue} entries each");
+        }
+    }
+
+    private void WorkerEnded()
+    {
+        if (Interlocked.Decrement(ref _running) == 0)
+        {
+            _dispatcher.ConnectionEnded();
+            _ended.Set();
         }
     }
 

@@ -151,6 +151,7 @@ public static partial class OpcodeTable
             return Errno.EPROTO;
         }
         if (iomap) wanted |= FuseInitFlags.Iomap;
+        if (d.Options.OverIoUring) wanted |= FuseInitFlags.OverIoUring;
         // Off: the mount side decided (--iomap off, or ADD_IOMAP refused under auto) and logged why.
         else if (mode == IomapMode.Off) { }
         else if (iomapOffered) d.LogLine("userspace I/O: the kernel offered fuse-iomap but no device registrar is configured");

@@ -16,13 +16,15 @@ public sealed record FuseMountOptions
     /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>
     public bool SnapshotDirVisible { get; init; }
     /// <summary>
-    /// Keep live files out of the FUSE page cache (FOPEN_DIRECT_IO, with parallel direct writes), when the
-    /// kernel still allows mmap of such files (FUSE_DIRECT_IO_ALLOW_MMAP). The engine's devices are image
-    /// files or block devices the kernel caches already: a second copy in the FUSE page cache would double
-    /// the memory and the copying. Ignored with <see cref="WritebackCache"/> (which needs the page cache).
-    /// Snapshot files are immutable and always cached (FOPEN_KEEP_CACHE).
+    /// Keep live files opened for writing out of the FUSE page cache (FOPEN_DIRECT_IO, with parallel direct
+    /// writes), when the kernel still allows mmap of such files (FUSE_DIRECT_IO_ALLOW_MMAP): no second cached
+    /// copy of written data. Off by default: a direct write reaches the server cut at the page boundaries of
+    /// the writer's buffer (a 1 MiB write from a buffer that does not start on a page arrives as 1 MiB − 16
+    /// bytes and 16 bytes), and every cut costs Cow a read-modify-write of one block in a new place; through
+    /// the page cache, writes arrive page-aligned. Ignored with <see cref="WritebackCache"/> (which needs the
+    /// page cache). Snapshot files are immutable and always cached (FOPEN_KEEP_CACHE).
     /// </summary>
-    public bool DirectIo { get; init; } = true;
+    public bool DirectIo { get; init; }
     /// <summary>
     /// Whether to ask for fuse-iomap (the kernel then reads and writes file data on the pool's devices itself,
     /// asking the engine only where: docs/iomap.md). Granted at INIT when the kernel offers FUSE_IOMAP, this
@@ -35,6 +37,11 @@ public sealed record FuseMountOptions
     /// dispatcher calls <see cref="IIomapDeviceRegistrar.Register"/> at most once and never disposes it: the
     /// mount does, after the session ended.</summary>
     public IIomapDeviceRegistrar? IomapDevices { get; init; }
+    /// <summary>Grant FUSE_OVER_IO_URING when the kernel offers it (it does with <c>fuse.enable_uring=1</c>,
+    /// kernel 6.14+): the transport then takes requests from io_uring ring entries instead of read(2). Only a
+    /// transport that can register ring entries may set this: once granted, the kernel holds every new
+    /// request until each of its queues has an entry.</summary>
+    public bool OverIoUring { get; init; }
 }
 
 /// <summary>Writes one whole notification (fuse_out_header with unique 0, then its payload) to the

@@ -1,3 +1,4 @@
+using Cow.Fuse.Mounting;
 using Mono.Unix.Native;
 using Xunit;
 using Xunit.Abstractions;
@@ -32,6 +33,13 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
         yield return new object[] { 0, false };      // 0: a fresh random seed, printed
     }
 
+    /// <summary>Live files opened for writing bypass the FUSE page cache (<c>--direct-io</c>): writes arrive
+    /// cut at the page boundaries of the writer's buffers.</summary>
+    [Fact]
+    public void DirectIoWriters() => RunSeed(SeedOr(31_337), false, s => s with { DirectIo = true });
+
+    internal static int SeedOr(int seed) => int.TryParse(Environment.GetEnvironmentVariable("COW_SEED"), out int s) ? s : seed;
+
     private static int OpsPerSeed => int.TryParse(Environment.GetEnvironmentVariable("COW_OPS"), out int n) && n > 0 ? n : 2000;
 
     /// <summary>A tree: file contents (never mutated in place, so snapshots share them) and directories.</summary>
@@ -51,11 +59,13 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public void RandomOperationsMatchTheModel(int seed, bool writebackCache)
+    public void RandomOperationsMatchTheModel(int seed, bool writebackCache) => RunSeed(seed, writebackCache, null);
+
+    internal void RunSeed(int seed, bool writebackCache, Func<MountSettings, MountSettings>? adjust, Action<MountedPool>? atEnd = null)
     {
         if (seed == 0) seed = Random.Shared.Next(1, int.MaxValue);
         output.WriteLine($"COW_SEED={seed} (writeback cache {(writebackCache ? "on" : "off")})");
-        var run = new Run(seed, OpsPerSeed, writebackCache);
+        var run = new Run(seed, OpsPerSeed, writebackCache, adjust, atEnd);
         try { run.Go(); }
         catch (Exception ex)
         {
@@ -65,7 +75,7 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
         output.WriteLine(run.Summary());
     }
 
-    private sealed class Run(int seed, int ops, bool writebackCache)
+    private sealed class Run(int seed, int ops, bool writebackCache, Func<MountSettings, MountSettings>? adjust, Action<MountedPool>? atEnd)
     {
         private readonly Random _r = new(seed);
         private readonly Model _live = new();
@@ -91,7 +101,7 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
 
         public void Go()
         {
-            using var m = new MountedPool(writebackCache: writebackCache);
+            using var m = new MountedPool(writebackCache: writebackCache, adjust: adjust);
             _m = m;
             for (OpIndex = 0; OpIndex < ops; OpIndex++)
             {
@@ -106,6 +116,7 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
             OpIndex = ops;
             Note("final-verify");
             VerifyAll();
+            atEnd?.Invoke(m);
             Note("fsck");
             m.UnmountNow();
             using (var p = Cow.Core.Pool.Open(m.PoolDir))

@@ -21,6 +21,7 @@ public class ServeConfigTests
         mountpoint = /srv/data
         writeback-cache = yes
         page-cache = no
+        read-ahead = 4096
         threads = 8
         allow-other = no
         iomap = off
@@ -39,6 +40,17 @@ public class ServeConfigTests
         max-snapshots = 100
         min-free-percent = 10
         """;
+
+    [Fact]
+    public void ABadReadAheadIsNamedWithItsPlace()
+    {
+        foreach (var bad in new[] { "lots", "-1", "2000000" })
+        {
+            var c = ServeConfig.Parse($"[pool a]\npath = /p\nmountpoint = /m\nread-ahead = {bad}\n", "x.conf", out var errors);
+            Assert.Null(c);
+            Assert.Contains("x.conf:4:14: read-ahead must be a number of KiB from 0 to 1048576, not '" + bad + "'", string.Join("\n", errors));
+        }
+    }
 
     [Fact]
     public void AValidFileGivesEveryValueAndDefaults()
@@ -63,9 +75,15 @@ public class ServeConfigTests
         Assert.Null(h.AllowOther);
         Assert.Equal(IomapMode.Auto, h.Iomap);
         Assert.Equal(Cow.Fuse.Mounting.MountSettings.DefaultThreads, h.Threads);
+        Assert.True(h.PageCache);
+        Assert.Equal(Cow.Fuse.Mounting.MountSettings.DefaultReadAheadKib, h.ReadAheadKib);
         var m = d.ToMountSettings(_ => { });
         Assert.True(m.DirectIo);
         Assert.True(m.WritebackCache);
+        Assert.Equal(4096, m.ReadAheadKib);
+        var hm = h.ToMountSettings(_ => { });
+        Assert.False(hm.DirectIo);
+        Assert.Equal(1024, hm.ReadAheadKib);
     }
 
     [Fact]

@@ -105,6 +105,14 @@ public class WireStructTests
         Pin<FuseIomapInvalMappingsOut>(48, FuseIomapInvalMappingsOut.Size);
         Pin<FuseFreezeFsIn>(8, FuseFreezeFsIn.Size);
         Pin<FuseShutdownFsIn>(8, FuseShutdownFsIn.Size);
+        // Uring.cs (FUSE over io_uring)
+        Pin<FuseUringEntInOut>(32, FuseUringEntInOut.Size);
+        Pin<FuseUringCmdReq>(24, FuseUringCmdReq.Size);
+        Assert.Equal(288, FuseUringHeader.Size);
+        Assert.Equal(256, FuseUringHeader.EntInOutOffset);
+        Assert.Equal(8, (int)Marshal.OffsetOf<FuseUringEntInOut>(nameof(FuseUringEntInOut.CommitId)));
+        Assert.Equal(16, (int)Marshal.OffsetOf<FuseUringEntInOut>(nameof(FuseUringEntInOut.PayloadSz)));
+        Assert.Equal(16, (int)Marshal.OffsetOf<FuseUringCmdReq>(nameof(FuseUringCmdReq.Qid)));
     }
 
     [Fact]

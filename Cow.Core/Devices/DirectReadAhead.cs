@@ -1,0 +1,303 @@
+using System.Runtime.InteropServices;
+using Mono.Unix.Native;
+
+namespace Cow.Core.Devices;
+
+/// <summary>
+/// Sequential read-ahead of a <see cref="FileBlockDevice"/> with O_DIRECT reads of whole 1 MiB chunks, several
+/// in flight, into buffers of its own. A file written sequentially lies sequentially on the log device, so
+/// a sequential reader of the file reads the device sequentially; once two reads in a row continue the
+/// stream, the next <see cref="Window"/> chunks are read by <see cref="Loaders"/> threads in parallel and
+/// later reads are copied out of them. Why not the kernel's read-ahead: buffered reads of a block device go
+/// through its page cache in small pages, a single stream at a time (on the loop devices of the benchmark
+/// machines about 850 MB/s, against 1.6–2.5 GB/s for 1 MiB O_DIRECT reads four deep).
+/// <para>Coherency: O_DIRECT reads see every completed write (the kernel writes dirty cached pages of the
+/// range back first). A chunk read before a write to its range is dropped by <see cref="Invalidate"/>, which
+/// the owner calls after every write it makes, and the engine for device writes it did not make itself
+/// (fuse-iomap). A chunk being loaded while its range is written is marked stale and dropped when the read
+/// returns. Readers only read blocks that are mapped, and the engine never writes a mapped block, so a
+/// read never races with a write of its own bytes.</para>
+/// <para>Failures: a failed or short O_DIRECT read is not reported here: the reader falls back to the
+/// ordinary read, which reports the error with the device name and offset.</para>
+/// Threading: thread-safe. <c>_gate</c> guards every slot's state, offset and pin count, the queue and the
+/// stream position; slot buffers are read outside it only while pinned (a pinned slot is never reused) and
+/// written by a loader only while the slot is Loading (no reader copies from it then). No other lock is
+/// taken under <c>_gate</c>.
+/// </summary>
+internal sealed unsafe class DirectReadAhead : IDisposable
+{
+    /// <summary>Bytes per O_DIRECT read and per buffer.</summary>
+    public const int ChunkBytes = 1 << 20;
+    /// <summary>Chunks read ahead of the reader.</summary>
+    public const int Window = 8;
+    /// <summary>Buffers held: the window, the chunks being copied from, and room for readers a little behind.</summary>
+    public const int SlotCount = 2 * Window;
+    /// <summary>O_DIRECT reads in flight at most (threads).</summary>
+    public const int Loaders = 4;
+    /// <summary>How far (bytes) a read may start before or after the end of the last read and still continue
+    /// the stream: FUSE workers deliver one stream's reads a little out of order.</summary>
+    public const long StreamSlack = 4L << 20;
+    /// <summary>Bytes a stream must have read, covering at least half of its span, before read-ahead starts
+    /// (random reads and sparse walks never do).</summary>
+    public const long StartBytes = 2L << 20;
+    private const int MaxChunksPerRead = 8;
+
+    private enum SlotState { Empty, Queued, Loading, Ready, Failed }
+
+    private sealed class Slot
+    {
+        public long Chunk = -1;
+        public SlotState State;
+        public bool Stale;
+        public int Pins;
+        public int Length;
+        public byte* Buffer;
+    }
+
+    private readonly object _gate = new();
+    private readonly Slot[] _slots = new Slot[SlotCount];
+    private readonly Queue<Slot> _queue = new(SlotCount);
+    private readonly int _fd;
+    private readonly long _length;
+    private Thread[]? _loaders;
+    private long _streamStart, _streamEnd = -1, _streamBytes, _aheadTo;
+    private bool _disposed;
+
+    /// <summary>Reads served from read-ahead buffers (for tests and the benchmark notes).</summary>
+    public long Hits => Interlocked.Read(ref _hits);
+    private long _hits;
+
+    private DirectReadAhead(int fd, long length)
+    {
+        _fd = fd; _length = length;
+        for (int i = 0; i < SlotCount; i++) _slots[i] = new Slot();
+    }
+
+    /// <summary>Opens <paramref name="path"/> a second time with O_DIRECT; null where the file system refuses
+    /// O_DIRECT (tmpfs) or the device is too small to be worth it.</summary>
+    public static DirectReadAhead? TryOpen(string path, long length)
+    {
+        if (length < 2L * ChunkBytes) return null;
+        int fd = Syscall.open(path, OpenFlags.O_RDONLY | OpenFlags.O_DIRECT | OpenFlags.O_CLOEXEC);
+        return fd < 0 ? null : new DirectReadAhead(fd, length);
+    }
+
+    /// <summary>
+    /// Copies [<paramref name="offset"/>, +<paramref name="dest"/>.Length) from read-ahead buffers when the read
+    /// continues a sequential stream and its chunks are (or are being) read ahead; false when the caller must
+    /// read the device itself. Waits for chunks in flight.
+    /// </summary>
+    public bool TryRead(long offset, Span<byte> dest)
+    {
+        if (dest.IsEmpty) return false;
+        long end = offset + dest.Length;
+        long first = offset / ChunkBytes, last = (end - 1) / ChunkBytes;
+        if (last - first >= MaxChunksPerRead) return false;
+        Span<int> held = stackalloc int[MaxChunksPerRead];
+        int count = (int)(last - first + 1);
+        lock (_gate)
+        {
+            if (_disposed) return false;
+            bool continues = _streamEnd >= 0 && offset >= _streamEnd - StreamSlack && offset <= _streamEnd + StreamSlack;
+            if (!continues)
+            {
+                _streamStart = offset;
+                _streamEnd = end;
+                _streamBytes = dest.Length;
+                _aheadTo = 0;
+                return false;
+            }
+            _streamStart = Math.Min(_streamStart, offset);
+            _streamEnd = Math.Max(_streamEnd, end);
+            _streamBytes += dest.Length;
+            // A stream is sequential when it has read enough, densely: the read-modify-write of one block per
+            // megabyte by a writer (or a sparse walk) never starts read-ahead.
+            if (_streamBytes < StartBytes || _streamBytes * 2 < _streamEnd - _streamStart) return false;
+            Schedule(first);
+            for (int i = 0; i < count; i++)
+            {
+                int s = Find(first + i);
+                if (s < 0) { Unpin(held[..i]); return false; }
+                _slots[s].Pins++;
+                held[i] = s;
+            }
+            while (true)
+            {
+                bool waiting = false, usable = true;
+                for (int i = 0; i < count; i++)
+                {
+                    var slot = _slots[held[i]];
+                    if (slot.Chunk != first + i || slot.State is SlotState.Empty or SlotState.Failed) usable = false;
+                    else if (slot.State is SlotState.Queued or SlotState.Loading) waiting = true;
+                    else if ((long)slot.Chunk * ChunkBytes + slot.Length < Math.Min(end, (first + i + 1) * ChunkBytes)) usable = false;
+                }
+                if (!usable) { Unpin(held[..count]); return false; }
+                if (!waiting) break;
+                Monitor.Wait(_gate);
+                if (_disposed) { Unpin(held[..count]); return false; }
+            }
+        }
+        // Pinned and Ready: copy outside the lock.
+        for (int i = 0; i < count; i++)
+        {
+            var slot = _slots[held[i]];
+            long chunkStart = (first + i) * ChunkBytes;
+            long from = Math.Max(offset, chunkStart), to = Math.Min(end, chunkStart + ChunkBytes);
+            new ReadOnlySpan<byte>(slot.Buffer + (from - chunkStart), (int)(to - from)).CopyTo(dest[(int)(from - offset)..]);
+        }
+        lock (_gate) Unpin(held[..count]);
+        Interlocked.Increment(ref _hits);
+        return true;
+    }
+
+    /// <summary>Drops read-ahead of [<paramref name="offset"/>, +<paramref name="length"/>): call after the range was written.</summary>
+    public void Invalidate(long offset, long length)
+    {
+        if (length <= 0) return;
+        long first = offset / ChunkBytes, last = (offset + length - 1) / ChunkBytes;
+        lock (_gate)
+        {
+            bool changed = false;
+            foreach (var s in _slots)
+            {
+                if (s.Chunk < first || s.Chunk > last) continue;
+                switch (s.State)
+                {
+                    case SlotState.Loading: s.Stale = true; break;
+                    case SlotState.Empty: break;
+                    default: s.State = SlotState.Empty; s.Chunk = -1; break;   // Queued: its loader skips it
+                }
+                changed = true;
+            }
+            if (changed) Monitor.PulseAll(_gate);
+        }
+    }
+
+    // Under _gate: make sure chunks [from, from + Window) are held or on their way. Chunks below the frontier
+    // (_aheadTo) were scheduled once already: if they are gone (reused for chunks further ahead, or
+    // invalidated) the reader reads the device itself rather than load a whole chunk again for one read.
+    private void Schedule(long from)
+    {
+        long lastChunk = (_length - 1) / ChunkBytes;
+        bool queued = false;
+        long c = Math.Max(from, _aheadTo);
+        for (; c < from + Window && c <= lastChunk; c++)
+        {
+            if (Find(c) >= 0) continue;
+            int length = (int)(Math.Min(ChunkBytes, _length - c * ChunkBytes) & ~4095L);
+            if (length == 0) break;
+            int v = Victim(from);
+            if (v < 0) break;
+            var s = _slots[v];
+            if (s.Buffer == null) s.Buffer = (byte*)NativeMemory.AlignedAlloc((nuint)ChunkBytes, 4096);
+            s.Chunk = c; s.State = SlotState.Queued; s.Stale = false; s.Length = length;
+            _queue.Enqueue(s);
+            queued = true;
+        }
+        _aheadTo = Math.Max(_aheadTo, c);
+        if (queued)
+        {
+            StartLoaders();
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    private int Find(long chunk)
+    {
+        for (int i = 0; i < SlotCount; i++)
+            if (_slots[i].Chunk == chunk && _slots[i].State != SlotState.Empty) return i;
+        return -1;
+    }
+
+    // A slot to reuse: an empty one, else the unpinned finished chunk furthest behind the reader at
+    // chunk <paramref name="from"/> (keeping the one just before it, for readers a little behind); none when
+    // every other slot holds the window or is in use.
+    private int Victim(long from)
+    {
+        int best = -1;
+        for (int i = 0; i < SlotCount; i++)
+        {
+            var s = _slots[i];
+            if (s.Pins > 0 || s.State is SlotState.Queued or SlotState.Loading) continue;
+            if (s.State == SlotState.Empty) return i;
+            if (s.Chunk >= from - 1) continue;
+            if (best < 0 || s.Chunk < _slots[best].Chunk) best = i;
+        }
+        return best;
+    }
+
+    private void Unpin(ReadOnlySpan<int> held)
+    {
+        foreach (int i in held) _slots[i].Pins--;
+    }
+
+    private void StartLoaders()
+    {
+        if (_loaders != null) return;
+        _loaders = new Thread[Loaders];
+        for (int i = 0; i < Loaders; i++)
+        {
+            _loaders[i] = new Thread(Load) { IsBackground = true, Name = $"cow-readahead-{_fd}.{i}" };
+            _loaders[i].Start();
+        }
+    }
+
+    private void Load()
+    {
+        while (true)
+        {
+            Slot s;
+            long offset;
+            int length;
+            lock (_gate)
+            {
+                while (!_disposed && _queue.Count == 0) Monitor.Wait(_gate);
+                if (_disposed) return;
+                s = _queue.Dequeue();
+                if (s.State != SlotState.Queued) continue;   // invalidated or recycled meanwhile
+                s.State = SlotState.Loading;
+                s.Stale = false;
+                offset = s.Chunk * ChunkBytes;
+                length = s.Length;
+            }
+            bool ok = ReadFully(offset, s.Buffer, length);
+            lock (_gate)
+            {
+                if (s.Stale || !ok) { s.State = s.Stale ? SlotState.Empty : SlotState.Failed; if (s.Stale) s.Chunk = -1; }
+                else s.State = SlotState.Ready;
+                s.Stale = false;
+                Monitor.PulseAll(_gate);
+            }
+        }
+    }
+
+    private bool ReadFully(long offset, byte* buffer, int length)
+    {
+        int done = 0;
+        while (done < length)
+        {
+            long n = Syscall.pread(_fd, buffer + done, (ulong)(length - done), offset + done);
+            if (n < 0 && Stdlib.GetLastError() == Errno.EINTR) continue;
+            if (n <= 0) return false;
+            done += (int)n;
+        }
+        return true;
+    }
+
+    /// <summary>Stops the loaders (after their read in flight) and frees the buffers. No read may be in progress.</summary>
+    public void Dispose()
+    {
+        Thread[]? loaders;
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            loaders = _loaders;
+            Monitor.PulseAll(_gate);
+        }
+        if (loaders != null) foreach (var t in loaders) t.Join();
+        foreach (var s in _slots)
+            if (s.Buffer != null) { NativeMemory.AlignedFree(s.Buffer); s.Buffer = null; }
+        Syscall.close(_fd);
+    }
+}

@@ -1,0 +1,128 @@
+using Cow.Core.Devices;
+using Xunit;
+
+namespace Cow.Tests.Devices;
+
+/// <summary>
+/// The O_DIRECT read-ahead of <see cref="FileBlockDevice"/> (DirectReadAhead) on real image files: it serves
+/// sequential readers, never serves stale bytes after a write or after <see cref="IBlockDevice.DropCached"/>,
+/// and stays out of the way of random and sparse readers.
+/// </summary>
+public sealed class DirectReadAheadTests : IDisposable
+{
+    private const int MiB = 1 << 20;
+    private readonly string _dir = Path.Combine("/var/tmp", "cow-ra-tests-" + Guid.NewGuid().ToString("N"));
+
+    public DirectReadAheadTests() => Directory.CreateDirectory(_dir);
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>A 64 MiB image whose every byte is a function of its offset.</summary>
+    private FileBlockDevice Patterned(out byte[] expected)
+    {
+        var dev = FileBlockDevice.Create(Path.Combine(_dir, "d.img"), 64L * MiB);
+        expected = new byte[64 * MiB];
+        for (int i = 0; i < expected.Length; i += 4) BitConverter.TryWriteBytes(expected.AsSpan(i), i * 2654435761u);
+        dev.Write(0, expected);
+        dev.Flush();
+        return dev;
+    }
+
+    [Fact]
+    public void SequentialReadsAreServedAheadAndCorrect()
+    {
+        using var dev = Patterned(out var expected);
+        Assert.True(dev.ReadsAheadDirect, "O_DIRECT refused on /var/tmp: the read-ahead cannot be tested here");
+        var buf = new byte[256 << 10];
+        for (long off = 4096; off + buf.Length <= expected.Length; off += buf.Length)
+        {
+            dev.Read(off, buf);
+            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"bytes differ in the read at {off}");
+        }
+        Assert.True(dev.ReadAheadHits > 200, $"only {dev.ReadAheadHits} of 255 reads came from read-ahead");
+    }
+
+    [Fact]
+    public void ReadsOutOfOrderWithinTheStreamAreServed()
+    {
+        using var dev = Patterned(out var expected);
+        var buf = new byte[256 << 10];
+        // Four "workers" deliver each megabyte's quarters in a scrambled order.
+        int[] order = [2, 0, 3, 1];
+        for (long mb = 0; mb < 60; mb++)
+            foreach (int q in order)
+            {
+                long off = mb * MiB + q * buf.Length;
+                dev.Read(off, buf);
+                Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"bytes differ at {off}");
+            }
+        Assert.True(dev.ReadAheadHits > 150, $"only {dev.ReadAheadHits} reads came from read-ahead");
+    }
+
+    [Fact]
+    public void AWriteIsSeenByTheNextReadEvenWhenItsChunkWasReadAhead()
+    {
+        using var dev = Patterned(out var expected);
+        var buf = new byte[256 << 10];
+        for (long off = 0; off < 8L * MiB; off += buf.Length) dev.Read(off, buf);
+        Assert.True(dev.ReadAheadHits > 0);
+        // Chunks 8..15 are read ahead now; write into the middle of them, then read on through them.
+        var fresh = new byte[12288];
+        Array.Fill(fresh, (byte)0xA5);
+        dev.Write(10L * MiB + 4096, fresh);
+        fresh.CopyTo(expected, 10 * MiB + 4096);
+        for (long off = 8L * MiB; off < 16L * MiB; off += buf.Length)
+        {
+            dev.Read(off, buf);
+            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"stale bytes in the read at {off}");
+        }
+    }
+
+    [Fact]
+    public void DropCachedForgetsBytesWrittenPastTheDevice()
+    {
+        using var dev = Patterned(out var expected);
+        var buf = new byte[256 << 10];
+        for (long off = 0; off < 8L * MiB; off += buf.Length) dev.Read(off, buf);
+        // Another writer (the kernel, with fuse-iomap) changes bytes inside the read-ahead window.
+        var fresh = new byte[8192];
+        Array.Fill(fresh, (byte)0x5A);
+        using (var other = FileBlockDevice.Open(dev.Name, writable: true)) { other.Write(12L * MiB, fresh); other.Flush(); }
+        fresh.CopyTo(expected, 12 * MiB);
+        dev.DropCached(12L * MiB, fresh.Length);
+        for (long off = 8L * MiB; off < 16L * MiB; off += buf.Length)
+        {
+            dev.Read(off, buf);
+            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"stale bytes in the read at {off}");
+        }
+    }
+
+    [Fact]
+    public void RandomAndSparseReadsDoNotStartReadAhead()
+    {
+        using var dev = Patterned(out var expected);
+        var rng = new Random(7);
+        var block = new byte[4096];
+        for (int i = 0; i < 500; i++)
+        {
+            long off = rng.Next(0, 64 * 256) * 4096L;
+            dev.Read(off, block);
+            Assert.True(expected.AsSpan((int)off, 4096).SequenceEqual(block));
+        }
+        // A writer's read-modify-write: one block per megabyte, always ahead of the last.
+        for (long mb = 0; mb < 60; mb++) dev.Read(mb * (MiB + 4096), block);
+        Assert.Equal(0L, dev.ReadAheadHits);
+    }
+
+    [Fact]
+    public void TheLastChunkOfTheDeviceIsServedToTheEnd()
+    {
+        using var dev = Patterned(out var expected);
+        var buf = new byte[1 << 20];
+        for (long off = 48L * MiB; off < 64L * MiB; off += buf.Length)
+        {
+            dev.Read(off, buf);
+            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"bytes differ at {off}");
+        }
+        Assert.True(dev.ReadAheadHits > 0);
+    }
+}
