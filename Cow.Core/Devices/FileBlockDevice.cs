@@ -7,10 +7,13 @@ namespace Cow.Core.Devices;
 /// <summary>
 /// An <see cref="IBlockDevice"/> over a regular (usually sparse) image file or a block device node
 /// such as <c>/dev/loop0</c>. I/O is positional (pread/pwrite through <see cref="RandomAccess"/>);
-/// <see cref="Flush"/> is fdatasync.
+/// <see cref="Flush"/> is fdatasync. Sequential reads are served by an O_DIRECT read-ahead of whole 1 MiB
+/// chunks on a second descriptor (<see cref="DirectReadAhead"/>), which every <see cref="Write"/> and
+/// <see cref="DropCached"/> keeps current.
 /// </summary>
 /// <remarks>
-/// Threading: every member is thread-safe and lock-free. The only state is the immutable
+/// Threading: every member is thread-safe; the read-ahead has a lock of its own (taken by no other lock
+/// holder here). Apart from it, the only state is the immutable
 /// <see cref="Name"/>, <see cref="Length"/>, <see cref="IsBlockDevice"/>, <see cref="IsWritable"/> and the
 /// <see cref="SafeFileHandle"/>, whose reference count keeps the descriptor alive while a call uses it,
 /// so <see cref="Read"/>, <see cref="Write"/> and <see cref="Flush"/> may run concurrently with each other

@@ -142,19 +142,18 @@ public sealed class MountedFileSystem : IDisposable
     /// Sets the read-ahead of the mount (<c>/sys/class/bdi/MAJOR:MINOR/read_ahead_kb</c> of the mount's device
     /// number, as an administrator would): FUSE offers only the kernel's 128 KiB at INIT and lets a server lower
     /// it, never raise it. Needs root; without it, or on any error, one log line and the mount keeps the kernel's
-    /// setting. The stat of the mount point is answered by the workers just started.
+    /// setting. The device number comes from /proc/self/mountinfo, not from a stat of the mount point: a request
+    /// of the server to its own mount would leave this thread waiting for ever if the workers died meanwhile.
     /// </summary>
     private static void SetReadAhead(string mountPoint, int kib, Action<string>? log)
     {
-        if (Mono.Unix.Native.Syscall.stat(mountPoint, out var st) != 0)
+        var entry = MountTable.Find(mountPoint);
+        if (entry == null || !entry.IsCow)
         {
-            log?.Invoke($"read-ahead left at the kernel's default: cannot stat {mountPoint}: {Mono.Unix.Native.Stdlib.GetLastError()}");
+            log?.Invoke($"read-ahead left at the kernel's default: {mountPoint} is not in the mount table");
             return;
         }
-        ulong dev = st.st_dev;
-        ulong major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfffUL);
-        ulong minor = (dev & 0xff) | ((dev >> 12) & ~0xffUL);
-        var path = $"/sys/class/bdi/{major}:{minor}/read_ahead_kb";
+        var path = $"/sys/class/bdi/{entry.MajorMinor}/read_ahead_kb";
         try { File.WriteAllText(path, kib.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

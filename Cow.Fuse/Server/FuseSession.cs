@@ -13,11 +13,14 @@ namespace Cow.Fuse.Server;
 /// path allocates nothing per request. A worker ends when the kernel reports the connection gone (ENODEV,
 /// after unmount or abort; or end of file, when the descriptor is a socket standing in for /dev/fuse in tests).
 /// The session also carries the dispatcher's notifications (<see cref="SendNotification"/>) on the first
-/// descriptor, and tells the dispatcher when the connection is gone.
+/// descriptor, and tells the dispatcher when the connection is gone. When INIT granted FUSE_OVER_IO_URING,
+/// the worker that answered INIT starts a <see cref="FuseUringTransport"/> (ring entries with threads of
+/// their own); requests then come through it, while FORGET and INTERRUPT still come through the workers.
 /// Threading: <see cref="Start"/> once, then any thread may call <see cref="Close"/>, <see cref="WaitEnded"/>,
 /// <see cref="InFlight"/>, <see cref="SendNotification"/>. The workers only share the dispatcher
-/// (thread-safe) and the in-flight counter (interlocked). Lock order: <c>_gate</c> only, never held while
-/// dispatching; <c>_notifyGate</c> only around a notification write and the closing of the descriptors.
+/// (thread-safe) and the in-flight counter (interlocked); <c>_running</c> counts workers and ring threads
+/// (interlocked) and the last to end sets <see cref="Ended"/>. Lock order: <c>_gate</c> only (also guards
+/// <c>_uring</c>), never held while dispatching; <c>_notifyGate</c> only around a notification write and the closing of the descriptors.
 /// </summary>
 public sealed class FuseSession : IDisposable
 {
