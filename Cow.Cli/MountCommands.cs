@@ -48,10 +48,10 @@ public static partial class Program
             var folder = Path.GetFullPath(r.GetValue(PoolArg)!);
             var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
             int nThreads = r.GetValue(threads);
-            if (nThreads < 1 || nThreads > 64) return Fail("--threads must be between 1 and 64");
-            if (r.GetValue(pageCache) && r.GetValue(directIo)) return Fail("--page-cache and --direct-io exclude each other");
+            if (nThreads < 1 || nThreads > 64) return Usage("--threads must be between 1 and 64");
+            if (r.GetValue(pageCache) && r.GetValue(directIo)) return Usage("--page-cache and --direct-io exclude each other");
             int raKib = r.GetValue(readAhead);
-            if (raKib < 0 || raKib > MountSettings.MaxReadAheadKib) return Fail($"--read-ahead must be between 0 and {MountSettings.MaxReadAheadKib} KiB");
+            if (raKib < 0 || raKib > MountSettings.MaxReadAheadKib) return Usage($"--read-ahead must be between 0 and {MountSettings.MaxReadAheadKib} KiB");
             var settings = new MountSettings
             {
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),

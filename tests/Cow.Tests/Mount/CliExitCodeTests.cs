@@ -20,6 +20,10 @@ public class CliExitCodeTests
     [InlineData("put", "/nonexistent/pool", "notes.txt")]
     [InlineData("snapshot", "clone", "/nonexistent/pool", "s", "restored")]
     [InlineData("snapshot", "clone", "/nonexistent/pool", "s", "/restored", "--from", "etc")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--threads", "0")]                  // mount options
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--page-cache", "--direct-io")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--read-ahead", "-1")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--read-ahead", "9999999")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);
