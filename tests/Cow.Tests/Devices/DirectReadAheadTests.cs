@@ -27,17 +27,24 @@ public sealed class DirectReadAheadTests : IDisposable
         return dev;
     }
 
+    /// <summary>Reads [<paramref name="from"/>, <paramref name="to"/>) in pieces of <paramref name="piece"/> bytes and
+    /// compares every piece with <paramref name="expected"/>.</summary>
+    private static void ReadAndCompare(FileBlockDevice dev, byte[] expected, long from, long to, int piece, string what = "bytes differ")
+    {
+        var buf = new byte[piece];
+        for (long off = from; off + piece <= to; off += piece)
+        {
+            dev.Read(off, buf);
+            Assert.True(expected.AsSpan((int)off, piece).SequenceEqual(buf), $"{what} in the read at {off}");
+        }
+    }
+
     [Fact]
     public void SequentialReadsAreServedAheadAndCorrect()
     {
         using var dev = Patterned(out var expected);
         Assert.True(dev.ReadsAheadDirect, "O_DIRECT refused on /var/tmp: the read-ahead cannot be tested here");
-        var buf = new byte[256 << 10];
-        for (long off = 4096; off + buf.Length <= expected.Length; off += buf.Length)
-        {
-            dev.Read(off, buf);
-            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"bytes differ in the read at {off}");
-        }
+        ReadAndCompare(dev, expected, 4096, expected.Length, 256 << 10);
         Assert.True(dev.ReadAheadHits > 200, $"only {dev.ReadAheadHits} of 255 reads came from read-ahead");
     }
 
@@ -70,11 +77,7 @@ public sealed class DirectReadAheadTests : IDisposable
         Array.Fill(fresh, (byte)0xA5);
         dev.Write(10L * MiB + 4096, fresh);
         fresh.CopyTo(expected, 10 * MiB + 4096);
-        for (long off = 8L * MiB; off < 16L * MiB; off += buf.Length)
-        {
-            dev.Read(off, buf);
-            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"stale bytes in the read at {off}");
-        }
+        ReadAndCompare(dev, expected, 8L * MiB, 16L * MiB, buf.Length, "stale bytes");
     }
 
     [Fact]
@@ -89,11 +92,7 @@ public sealed class DirectReadAheadTests : IDisposable
         using (var other = FileBlockDevice.Open(dev.Name, writable: true)) { other.Write(12L * MiB, fresh); other.Flush(); }
         fresh.CopyTo(expected, 12 * MiB);
         dev.DropCached(12L * MiB, fresh.Length);
-        for (long off = 8L * MiB; off < 16L * MiB; off += buf.Length)
-        {
-            dev.Read(off, buf);
-            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"stale bytes in the read at {off}");
-        }
+        ReadAndCompare(dev, expected, 8L * MiB, 16L * MiB, buf.Length, "stale bytes");
     }
 
     [Fact]
@@ -117,12 +116,7 @@ public sealed class DirectReadAheadTests : IDisposable
     public void TheLastChunkOfTheDeviceIsServedToTheEnd()
     {
         using var dev = Patterned(out var expected);
-        var buf = new byte[1 << 20];
-        for (long off = 48L * MiB; off < 64L * MiB; off += buf.Length)
-        {
-            dev.Read(off, buf);
-            Assert.True(expected.AsSpan((int)off, buf.Length).SequenceEqual(buf), $"bytes differ at {off}");
-        }
+        ReadAndCompare(dev, expected, 48L * MiB, 64L * MiB, MiB);
         Assert.True(dev.ReadAheadHits > 0);
     }
 }
