@@ -123,9 +123,13 @@ public sealed class MountedFileSystem : IDisposable
             {
                 Log = s.Log,
             };
-            var session = new FuseSession(d, fd, s.Threads, s.UringEntriesPerQueue) { Log = s.Log };
+            var session = new FuseSession(d, fd, s.Threads, s.UringEntriesPerQueue)
+            {
+                Log = s.Log,
+                // After INIT: the kernel sets the read-ahead from the INIT reply (never above its 128 KiB).
+                InitAnswered = s.ReadAheadKib > 0 ? () => SetReadAhead(mp, s.ReadAheadKib, s.Log) : null,
+            };
             session.Start();
-            if (s.ReadAheadKib > 0) SetReadAhead(mp, s.ReadAheadKib, s.Log);
             return new MountedFileSystem(mp, d, session, s, devices, iomap, fd);
         }
         catch
@@ -142,8 +146,10 @@ public sealed class MountedFileSystem : IDisposable
     /// Sets the read-ahead of the mount (<c>/sys/class/bdi/MAJOR:MINOR/read_ahead_kb</c> of the mount's device
     /// number, as an administrator would): FUSE offers only the kernel's 128 KiB at INIT and lets a server lower
     /// it, never raise it. Needs root; without it, or on any error, one log line and the mount keeps the kernel's
-    /// setting. The device number comes from /proc/self/mountinfo, not from a stat of the mount point: a request
-    /// of the server to its own mount would leave this thread waiting for ever if the workers died meanwhile.
+    /// setting. Runs on the worker that answered INIT, right after the kernel applied the INIT reply (which
+    /// sets the read-ahead to at most 128 KiB: set before, the value would be overwritten). The device number
+    /// comes from /proc/self/mountinfo (mount(2) returned before the workers started), not from a stat of the
+    /// mount point: that would be a request to this very server, from one of its workers.
     /// </summary>
     private static void SetReadAhead(string mountPoint, int kib, Action<string>? log)
     {

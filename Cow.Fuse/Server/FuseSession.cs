@@ -45,6 +45,12 @@ public sealed class FuseSession : IDisposable
 
     public Action<string>? Log { get; init; }
 
+    /// <summary>Called once, on the worker that answered INIT, after the kernel took the reply (it applies
+    /// the INIT reply's limits, the read-ahead among them, within that write): the place to change what INIT
+    /// set. Exceptions are logged.</summary>
+    public Action? InitAnswered { get; init; }
+    private int _initAnswered;
+
     /// <param name="deviceFd">the /dev/fuse descriptor the mount was made with; the session closes it.</param>
     /// <param name="uringEntriesPerQueue">with FUSE over io_uring (granted at INIT only when the dispatcher's
     /// options allow it): ring entries, each with its own thread, per queue (CPU).</param>
@@ -176,8 +182,14 @@ public sealed class FuseSession : IDisposable
                         if (e == Errno.ENODEV) return;
                         LogLine($"writing a reply to /dev/fuse failed: {LibC.Describe(e)}");
                     }
-                    else if (n >= 8 && MemoryMarshal.Read<uint>(new ReadOnlySpan<byte>(req + 4, 4)) == (uint)FuseOpcode.Init)
+                    else if (n >= 8 && MemoryMarshal.Read<uint>(new ReadOnlySpan<byte>(req + 4, 4)) == (uint)FuseOpcode.Init && _dispatcher.Initialized)
+                    {
+                        if (Interlocked.Exchange(ref _initAnswered, 1) == 0)
+                        {
+                            try { InitAnswered?.Invoke(); } catch (Exception ex) { LogLine($"after INIT: {ex.Message}"); }
+                        }
                         StartUringIfGranted(fd);
+                    }
                 }
             }
         }
