@@ -33,7 +33,8 @@ public sealed record MountSettings
     /// calling thread's effective set); tests inject their own.</summary>
     public Func<bool>? HasSysRawio { get; init; }
     /// <summary>Use FUSE over io_uring when the kernel offers it (<c>fuse.enable_uring=1</c>); false keeps
-    /// the connection on read/write of /dev/fuse (<c>cow mount --no-io-uring</c>).</summary>
+    /// the connection on read/write of /dev/fuse. <c>cow mount</c> leaves it on: the kernel parameter,
+    /// which root sets, is the switch.</summary>
     public bool IoUring { get; init; } = true;
     /// <summary>Ring entries (threads) per CPU queue with FUSE over io_uring.</summary>
     public int UringEntriesPerQueue { get; init; } = 2;

@@ -29,13 +29,12 @@ internal sealed unsafe class FuseUringTransport
     private readonly Action<string> _log;
     private readonly Action _threadEnded;
     private readonly List<Thread> _threads = new();
-    private int _registered, _failed;
+    private int _registered;
 
     /// <summary>Ring entries (threads) per queue.</summary>
     public int EntriesPerQueue { get; }
     /// <summary>Queues the kernel made: one per possible CPU.</summary>
     public int Queues => _queues;
-    public int Threads => _threads.Count;
 
     /// <param name="dispatch">Handles one request (the message as /dev/fuse delivers it) and writes the reply
     /// (fuse_out_header and body) into the span; returns the reply length, 0 for none.</param>
@@ -91,13 +90,12 @@ internal sealed unsafe class FuseUringTransport
         return _threads.Count;
     }
 
-    /// <summary>Entries the kernel took (registered without an immediate refusal); refused entries (after a
-    /// refusal the kernel stays on /dev/fuse).</summary>
+    /// <summary>Entries the kernel took (registered without an immediate refusal; after a refusal the kernel
+    /// stays on /dev/fuse).</summary>
     public int Registered => Volatile.Read(ref _registered);
     /// <summary>Requests answered through the ring entries.</summary>
     public long Requests => Interlocked.Read(ref _requests);
     private long _requests;
-    public int Failed => Volatile.Read(ref _failed);
 
     private void Serve(ushort qid)
     {
@@ -115,7 +113,7 @@ internal sealed unsafe class FuseUringTransport
         try
         {
             var e = IoUringRing.TryCreate(2, out ring);
-            if (e != 0) { Interlocked.Increment(ref _failed); _log($"io_uring queue {qid}: {LibC.Describe(e)}"); return; }
+            if (e != 0) { _log($"io_uring queue {qid}: {LibC.Describe(e)}"); return; }
             iov[0] = new LibC.IoVec { Base = header, Length = FuseUringHeader.Size };
             iov[1] = new LibC.IoVec { Base = payload, Length = (nuint)payloadBytes };
             var cmd = new FuseUringCmdReq { Qid = qid };
@@ -138,7 +136,6 @@ internal sealed unsafe class FuseUringTransport
                             if (result == -(int)NativeConvert.FromErrno(Errno.EAGAIN)) { Thread.Sleep(1); continue; }
                             if (result < 0)
                             {
-                                Interlocked.Increment(ref _failed);
                                 _log($"io_uring queue {qid}: the kernel refused the ring entry: {LibC.Describe(NativeConvert.ToErrno(-result))}");
                                 return;
                             }
