@@ -8,22 +8,6 @@ namespace Cow.Tests.Dispatch;
 /// <summary>The hot paths allocate nothing per request in the dispatcher (engine allocations aside).</summary>
 public sealed class AllocationTests(ITestOutputHelper output) : DispatchTestBase
 {
-    private long AllocatedPerCall(byte[] request, int calls = 2000)
-    {
-        for (int i = 0; i < 200; i++) _d.Dispatch(request, _reply);   // warm up: JIT, thread-static scratch
-        // Steady state: the least of three rounds. A one-off allocation (a lock's wait event created the
-        // first time a background commit contends with the request, seen under a loaded CI machine) shows
-        // in one round only; an allocation per request shows in every round.
-        long least = long.MaxValue;
-        for (int round = 0; round < 3; round++)
-        {
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < calls; i++) _d.Dispatch(request, _reply);
-            least = Math.Min(least, (GC.GetAllocatedBytesForCurrentThread() - before) / calls);
-        }
-        return least;
-    }
-
     [Fact]
     public void Getattr_read_write_lookup_allocate_little()
     {

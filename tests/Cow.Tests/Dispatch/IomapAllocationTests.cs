@@ -12,15 +12,6 @@ namespace Cow.Tests.Dispatch;
 /// (which allocate no space: DELALLOC) allocate nothing: no delegate, no boxing, no list per request.</summary>
 public sealed class IomapAllocationTests(ITestOutputHelper output) : DispatchTestBase(new FuseMountOptions { IomapDevices = new TestRegistrar() })
 {
-    private long AllocatedPerCall(Func<byte[]> request, int calls = 2000)
-    {
-        for (int i = 0; i < 200; i++) _d.Dispatch(request(), _reply);
-        var requests = Enumerable.Range(0, calls).Select(_ => request()).ToArray();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        foreach (var r in requests) _d.Dispatch(r, _reply);
-        return (GC.GetAllocatedBytesForCurrentThread() - before) / calls;
-    }
-
     [Fact]
     public void Iomap_begin_for_reads_reports_and_buffered_writes_allocates_nothing()
     {
