@@ -209,19 +209,23 @@ internal sealed unsafe class DirectReadAhead : IDisposable
         return -1;
     }
 
-    // A slot to reuse: an empty one, else the unpinned finished chunk furthest behind the reader at
-    // chunk <paramref name="from"/> (keeping the one just before it, for readers a little behind); none when
-    // every other slot holds the window or is in use.
+    // A slot to reuse: an empty one, else the unpinned finished chunk furthest from the reader's window
+    // [from - 1, from + Window) (the chunk just before it is kept, for readers a little behind); none when
+    // every other slot holds the window or is in use. Chunks past the window are as dead as chunks behind
+    // it: they were read ahead for an earlier stream, for instance the previous file, when the log's cursor
+    // has since wrapped and the next file lies lower on the device.
     private int Victim(long from)
     {
         int best = -1;
+        long bestDistance = 0;
         for (int i = 0; i < SlotCount; i++)
         {
             var s = _slots[i];
             if (s.Pins > 0 || s.State is SlotState.Queued or SlotState.Loading) continue;
             if (s.State == SlotState.Empty) return i;
-            if (s.Chunk >= from - 1) continue;
-            if (best < 0 || s.Chunk < _slots[best].Chunk) best = i;
+            if (s.Chunk >= from - 1 && s.Chunk < from + Window) continue;
+            long distance = s.Chunk < from ? from - s.Chunk : s.Chunk - from;
+            if (distance > bestDistance) { best = i; bestDistance = distance; }
         }
         return best;
     }

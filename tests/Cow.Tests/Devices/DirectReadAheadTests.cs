@@ -49,6 +49,20 @@ public sealed class DirectReadAheadTests : IDisposable
     }
 
     [Fact]
+    public void ASecondStreamLowerOnTheDeviceIsServedToo()
+    {
+        // The log's cursor wraps: the next file read lies below the last one. The chunks read ahead for the
+        // first stream lie past the second stream's window and must be reused for it (they once were not, and
+        // read-ahead stayed off until the mount ended).
+        using var dev = Patterned(out var expected);
+        ReadAndCompare(dev, expected, 40L * MiB, 64L * MiB, 256 << 10);
+        long first = dev.ReadAheadHits;
+        Assert.True(first > 60, $"only {first} of 96 reads of the first stream came from read-ahead");
+        ReadAndCompare(dev, expected, 0, 32L * MiB, 256 << 10);
+        Assert.True(dev.ReadAheadHits - first > 100, $"only {dev.ReadAheadHits - first} of 128 reads of the second stream came from read-ahead");
+    }
+
+    [Fact]
     public void ReadsOutOfOrderWithinTheStreamAreServed()
     {
         using var dev = Patterned(out var expected);
