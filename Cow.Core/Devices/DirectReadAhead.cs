@@ -4,7 +4,7 @@ using Mono.Unix.Native;
 namespace Cow.Core.Devices;
 
 /// <summary>
-/// Sequential read-ahead of a <see cref="FileBlockDevice"/> with O_DIRECT reads of whole 1 MiB chunks, several
+/// Sequential read-ahead of a <see cref="FileBlockDevice"/> with O_DIRECT reads of whole 4 MiB chunks, several
 /// in flight, into buffers of its own. A file written sequentially lies sequentially on the log device, so
 /// a sequential reader of the file reads the device sequentially; once two reads in a row continue the
 /// stream, the next <see cref="Window"/> chunks are read by <see cref="Loaders"/> threads in parallel and
@@ -26,8 +26,11 @@ namespace Cow.Core.Devices;
 /// </summary>
 internal sealed unsafe class DirectReadAhead : IDisposable
 {
-    /// <summary>Bytes per O_DIRECT read and per buffer.</summary>
-    public const int ChunkBytes = 1 << 20;
+    /// <summary>Bytes per O_DIRECT read and per buffer. Measured on the benchmark machines (A/B runs of a 1 GiB
+    /// sequential read through the mount, 2026-11-25): 4 MiB chunks, 8 ahead (32 MiB), 4 in flight read at
+    /// 1,495–1,712 MB/s where 1 MiB chunks 8 ahead read at 1,263–1,487 and the C passthrough at 1,371–1,783
+    /// in the same rounds; more loaders (8) or a shorter reach (8 MiB in 2 MiB chunks) were slower still.</summary>
+    public const int ChunkBytes = 4 << 20;
     /// <summary>Chunks read ahead of the reader.</summary>
     public const int Window = 8;
     /// <summary>Buffers held: the window, the chunks being copied from, and room for readers a little behind.</summary>

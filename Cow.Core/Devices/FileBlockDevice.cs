@@ -7,7 +7,7 @@ namespace Cow.Core.Devices;
 /// <summary>
 /// An <see cref="IBlockDevice"/> over a regular (usually sparse) image file or a block device node
 /// such as <c>/dev/loop0</c>. I/O is positional (pread/pwrite through <see cref="RandomAccess"/>);
-/// <see cref="Flush"/> is fdatasync. Sequential reads are served by an O_DIRECT read-ahead of whole 1 MiB
+/// <see cref="Flush"/> is fdatasync. Sequential reads are served by an O_DIRECT read-ahead of whole 4 MiB
 /// chunks on a second descriptor (<see cref="DirectReadAhead"/>), which every <see cref="Write"/> and
 /// <see cref="DropCached"/> keeps current.
 /// </summary>

@@ -16,11 +16,11 @@ public sealed class DirectReadAheadTests : IDisposable
     public DirectReadAheadTests() => Directory.CreateDirectory(_dir);
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    /// <summary>A 64 MiB image whose every byte is a function of its offset.</summary>
-    private FileBlockDevice Patterned(out byte[] expected)
+    /// <summary>An image (64 MiB unless told) whose every byte is a function of its offset.</summary>
+    private FileBlockDevice Patterned(out byte[] expected, long size = 64L * MiB)
     {
-        var dev = FileBlockDevice.Create(Path.Combine(_dir, "d.img"), 64L * MiB);
-        expected = new byte[64 * MiB];
+        var dev = FileBlockDevice.Create(Path.Combine(_dir, "d.img"), size);
+        expected = new byte[size];
         for (int i = 0; i < expected.Length; i += 4) BitConverter.TryWriteBytes(expected.AsSpan(i), i * 2654435761u);
         dev.Write(0, expected);
         dev.Flush();
@@ -51,15 +51,19 @@ public sealed class DirectReadAheadTests : IDisposable
     [Fact]
     public void ASecondStreamLowerOnTheDeviceIsServedToo()
     {
-        // The log's cursor wraps: the next file read lies below the last one. The chunks read ahead for the
-        // first stream lie past the second stream's window and must be reused for it (they once were not, and
-        // read-ahead stayed off until the mount ended).
-        using var dev = Patterned(out var expected);
-        ReadAndCompare(dev, expected, 40L * MiB, 64L * MiB, 256 << 10);
-        long first = dev.ReadAheadHits;
-        Assert.True(first > 60, $"only {first} of 96 reads of the first stream came from read-ahead");
-        ReadAndCompare(dev, expected, 0, 32L * MiB, 256 << 10);
-        Assert.True(dev.ReadAheadHits - first > 100, $"only {dev.ReadAheadHits - first} of 128 reads of the second stream came from read-ahead");
+        // The log's cursor wraps: the next file read lies below the last one. Once the first stream has filled
+        // every buffer with chunks above the second stream's window, those chunks must be reused for it (they
+        // once were not, and read-ahead stayed off until the mount ended).
+        const int chunk = DirectReadAhead.ChunkBytes;
+        long size = 2L * DirectReadAhead.SlotCount * chunk;
+        using var dev = Patterned(out var expected, size);
+        ReadAndCompare(dev, expected, size - (DirectReadAhead.SlotCount + 2L) * chunk, size, 256 << 10);
+        long first = dev.ReadAheadHits, reads = (DirectReadAhead.SlotCount + 2L) * chunk / (256 << 10);
+        Assert.True(first > reads / 2, $"only {first} of {reads} reads of the first stream came from read-ahead");
+        long second = (long)DirectReadAhead.Window * chunk, secondReads = second / (256 << 10);
+        ReadAndCompare(dev, expected, 0, second, 256 << 10);
+        Assert.True(dev.ReadAheadHits - first > secondReads * 3 / 4,
+            $"only {dev.ReadAheadHits - first} of {secondReads} reads of the second stream came from read-ahead");
     }
 
     [Fact]
