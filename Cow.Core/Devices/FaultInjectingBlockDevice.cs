@@ -266,8 +266,10 @@ public sealed class FaultInjectingBlockDevice : IBlockDevice
     }
 
     /// <inheritdoc />
-    /// <inheritdoc />
     public void DropCached(long offset, long length) => _inner.DropCached(offset, length);
+
+    /// <inheritdoc />
+    public void Settle(long offset, long length) => _inner.Settle(offset, length);
 
     public void Flush()
     {

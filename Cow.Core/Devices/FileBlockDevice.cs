@@ -9,18 +9,22 @@ namespace Cow.Core.Devices;
 /// such as <c>/dev/loop0</c>. I/O is positional (pread/pwrite through <see cref="RandomAccess"/>);
 /// <see cref="Flush"/> is fdatasync. Sequential reads are served by an O_DIRECT read-ahead of whole 4 MiB
 /// chunks on a second descriptor (<see cref="DirectReadAhead"/>), which every <see cref="Write"/> and
-/// <see cref="DropCached"/> keeps current.
+/// <see cref="DropCached"/> keeps current. Block-aligned writes are written behind with O_DIRECT from buffers
+/// of this object's own on a third descriptor (<see cref="DirectWriteBehind"/>): <see cref="Write"/> returns once
+/// the bytes are copied, a <see cref="Read"/> of a range still being written waits for it, and <see cref="Flush"/>
+/// waits for every pending write (and reports the first that failed) before the fdatasync.
 /// </summary>
 /// <remarks>
-/// Threading: every member is thread-safe; the read-ahead has a lock of its own (taken by no other lock
-/// holder here). Apart from it, the only state is the immutable
+/// Threading: every member is thread-safe; the read-ahead and the write-behind have a lock each (neither is
+/// taken while holding the other; the write-behind calls into the read-ahead only outside its own lock). Apart from it, the only state is the immutable
 /// <see cref="Name"/>, <see cref="Length"/>, <see cref="IsBlockDevice"/>, <see cref="IsWritable"/> and the
 /// <see cref="SafeFileHandle"/>, whose reference count keeps the descriptor alive while a call uses it,
 /// so <see cref="Read"/>, <see cref="Write"/> and <see cref="Flush"/> may run concurrently with each other
 /// (pread/pwrite semantics: non-overlapping ranges are independent, overlapping writes have no defined
 /// winner). A call racing with <see cref="Dispose"/> either completes or throws
 /// <see cref="ObjectDisposedException"/>.
-/// Allocation: <see cref="Read"/> and <see cref="Write"/> do not allocate except when throwing.
+/// Allocation: <see cref="Read"/> and <see cref="Write"/> do not allocate except when throwing (the read-ahead and
+/// write-behind buffers are allocated once, on first use, and reused).
 /// Length is fixed at open: the file length for an image, lseek(SEEK_END) for a block device.
 /// The file is opened with FileShare.ReadWrite; nothing stops a second opener.
 /// </remarks>
@@ -28,6 +32,7 @@ public sealed class FileBlockDevice : IBlockDevice
 {
     private readonly SafeFileHandle _handle;
     private readonly DirectReadAhead? _readAhead;
+    private readonly DirectWriteBehind? _writeBehind;
 
     private FileBlockDevice(string name, SafeFileHandle handle, long length, bool isBlockDevice, bool writable)
     {
@@ -37,6 +42,8 @@ public sealed class FileBlockDevice : IBlockDevice
         IsBlockDevice = isBlockDevice;
         IsWritable = writable;
         _readAhead = Devices.DirectReadAhead.TryOpen(name, length);
+        if (writable)
+            _writeBehind = DirectWriteBehind.TryOpen(name, WriteBuffered, (o, l) => _readAhead?.Invalidate(o, l));
     }
 
     /// <summary>Whether sequential reads are read ahead with O_DIRECT (<see cref="DirectReadAhead"/>); false
@@ -45,6 +52,13 @@ public sealed class FileBlockDevice : IBlockDevice
 
     /// <summary>Reads served from O_DIRECT read-ahead buffers so far.</summary>
     public long ReadAheadHits => _readAhead?.Hits ?? 0;
+
+    /// <summary>Whether block-aligned writes are written behind with O_DIRECT (<see cref="DirectWriteBehind"/>);
+    /// false when read-only or where the file system refuses O_DIRECT (then writes go through the page cache).</summary>
+    public bool WritesBehindDirect => _writeBehind != null;
+
+    /// <summary>Writes (of at most <see cref="DirectWriteBehind.BufferBytes"/>) written behind so far.</summary>
+    public long WritesBehind => _writeBehind?.Queued ?? 0;
 
     /// <summary>The path the device was opened with.</summary>
     public string Name { get; }
@@ -194,6 +208,7 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Read(long offset, Span<byte> buffer)
     {
         DeviceRange.Check(Name, Length, offset, buffer.Length);
+        _writeBehind?.WaitForOverlapping(offset, buffer.Length);
         if (_readAhead != null)
         {
             if (_readAhead.TryRead(offset, buffer)) return;
@@ -262,6 +277,16 @@ public sealed class FileBlockDevice : IBlockDevice
             throw ReadOnly(offset);
         if (data.IsEmpty)
             return;
+        if (_writeBehind != null)
+        {
+            if (_writeBehind.TryWrite(offset, data)) return;   // read-ahead of the range is dropped once it landed
+            _writeBehind.WaitForOverlapping(offset, data.Length);
+        }
+        WriteBuffered(offset, data);
+    }
+
+    private void WriteBuffered(long offset, ReadOnlySpan<byte> data)
+    {
         try
         {
             RandomAccess.Write(_handle, data, offset);
@@ -280,6 +305,7 @@ public sealed class FileBlockDevice : IBlockDevice
     /// <inheritdoc />
     public void Flush()
     {
+        _writeBehind?.Drain();
         bool added = false;
         try
         {
@@ -297,9 +323,13 @@ public sealed class FileBlockDevice : IBlockDevice
     /// <inheritdoc />
     public void DropCached(long offset, long length) => _readAhead?.Invalidate(offset, length);
 
-    /// <summary>Closes the file descriptors. Does not flush.</summary>
+    /// <inheritdoc />
+    public void Settle(long offset, long length) => _writeBehind?.WaitForOverlapping(offset, length);
+
+    /// <summary>Writes what is written behind (without fdatasync) and closes the file descriptors.</summary>
     public void Dispose()
     {
+        _writeBehind?.Dispose();
         _readAhead?.Dispose();
         _handle.Dispose();
     }

@@ -36,4 +36,10 @@ public interface IBlockDevice : IDisposable
     /// (read-ahead buffers): those bytes were written by someone other than this object — the kernel, with
     /// fuse-iomap. Writes through <see cref="Write"/> need no call. Default: nothing is held.</summary>
     void DropCached(long offset, long length) { }
+
+    /// <summary>Waits until every write made through <see cref="Write"/> to [<paramref name="offset"/>,
+    /// +<paramref name="length"/>) is on the device, where another reader of it (the kernel, with fuse-iomap)
+    /// sees it: writes held back by this object (written behind) land first. Not a flush: nothing is made
+    /// durable. Default: writes are on the device when <see cref="Write"/> returns.</summary>
+    void Settle(long offset, long length) { }
 }

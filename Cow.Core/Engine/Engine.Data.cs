@@ -68,6 +68,14 @@ public sealed partial class Engine
     /// </summary>
     public Errno IomapBegin(long ino, long pos, long count, IomapOp op, out IomapPair pair) => IomapBegin(LiveTree, ino, pos, count, op, out pair);
 
+    /// <summary>Before a mapping goes to a caller that does the I/O itself (the kernel, with fuse-iomap): waits until
+    /// the engine's own writes to the mapped blocks are on the device (<see cref="IBlockDevice.Settle"/>).</summary>
+    internal void SettleForExternalIo(in IomapMapping read)
+    {
+        if (read.Type == MappingType.Mapped && _devices.TryGetValue(read.Device, out var dev))
+            dev.Settle((long)read.Address, read.Length);
+    }
+
     /// <param name="callerMerges">
     /// Userspace write path only (<see cref="WriteLocked"/>): the caller reads partial blocks through the tree
     /// itself and overwrites every block of the write mapping, so the write mapping may span several old
@@ -578,6 +586,7 @@ public sealed partial class Engine
             if (_failure != null) return Errno.EIO;
             li.Pins++;
         }
+        int epoch = BeginWriteInProgress();
         try
         {
         if (data.Length == 0) return 0;
@@ -602,9 +611,51 @@ public sealed partial class Engine
         }
         finally { li.WriteGate.Release(); }
         }
-        finally { Unpin(li); }
+        finally { Unpin(li); EndWriteInProgress(epoch); }
         MaybeCommit();
         return 0;
+    }
+
+    // Writes in progress (Write), counted by the parity of the barrier epoch they began in, so that a
+    // snapshot can wait for the writes that began before it without waiting for the ones that begin after.
+    // _writeBarrierGate guards the counts and the epoch; _writeBarrierSerial serialises the waiters (two
+    // overlapping waits would otherwise share a parity with new writes). Lock order: _writeBarrierSerial,
+    // then _writeBarrierGate; neither is held while taking another engine lock, nor taken under one.
+    private readonly object _writeBarrierGate = new(), _writeBarrierSerial = new();
+    private readonly int[] _writesInProgress = new int[2];
+    private int _writeEpoch;
+
+    private int BeginWriteInProgress()
+    {
+        lock (_writeBarrierGate)
+        {
+            int parity = _writeEpoch & 1;
+            _writesInProgress[parity]++;
+            return parity;
+        }
+    }
+
+    private void EndWriteInProgress(int parity)
+    {
+        lock (_writeBarrierGate)
+            if (--_writesInProgress[parity] == 0) Monitor.PulseAll(_writeBarrierGate);
+    }
+
+    /// <summary>
+    /// Waits until every <see cref="Write"/> that began before this call has ended (writes that begin meanwhile
+    /// are not waited for). A snapshot does this first: with the FUSE writeback cache, the kernel's syncfs
+    /// sends the dirty pages as WRITE requests but (Linux 6.18) returns without waiting for their replies, so
+    /// the snapshot request can overtake WRITEs that the server is still working on.
+    /// </summary>
+    internal void WaitForWritesInProgress()
+    {
+        lock (_writeBarrierSerial)
+        lock (_writeBarrierGate)
+        {
+            int before = _writeEpoch & 1;
+            _writeEpoch++;
+            while (_writesInProgress[before] > 0) Monitor.Wait(_writeBarrierGate);
+        }
     }
 
     /// <summary>The body of <see cref="Write"/>; the caller holds the file's WriteGate.</summary>

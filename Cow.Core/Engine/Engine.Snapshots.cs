@@ -45,6 +45,7 @@ public sealed partial class Engine
     {
         snapshot = new SnapshotRecord();
         if (SnapshotNameProblem(name) != null) return Errno.EINVAL;
+        WaitForWritesInProgress();   // before the commit lock: a write may need it (ENOSPC commits)
         lock (_commitLock)
         {
             lock (_lock)

@@ -102,7 +102,14 @@ public sealed class FileSystemView
     {
         pair = default;
         if (Stale) return Errno.ESTALE;
-        try { return _e.IomapBegin(_tree, ino, pos, count, op, out pair); } catch (IOException e) { return IoFailed(e); }
+        try
+        {
+            var e = _e.IomapBegin(_tree, ino, pos, count, op, out pair);
+            // The caller (the kernel) reads the read mapping's blocks itself: Cow's own writes to them must be on the device.
+            if (e == 0) _e.SettleForExternalIo(pair.Read);
+            return e;
+        }
+        catch (IOException e) { return IoFailed(e); }
     }
 
     // changes (EROFS on a snapshot)

@@ -147,6 +147,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         string path = PathOf("shrunk.img");
         using var device = FileBlockDevice.Create(path, 1 << 20);
         device.Write(0, Pattern(8192, 9));
+        device.Flush();   // the write has reached the file (it may be written behind until then)
 
         // Someone truncates the image behind our back: reads past the new end of file are zeros.
         using (var h = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))

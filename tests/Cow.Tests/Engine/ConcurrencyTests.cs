@@ -90,4 +90,59 @@ public class ConcurrencyTests
         Assert.True(sharedModel.AsSpan(sharedAfter.Length).IndexOfAnyExcept((byte)0) < 0, "bytes past the end of the reopened shared file were written");
         p.AssertClean();
     }
+
+    /// <summary>A log device whose next data write, once armed, waits until released.</summary>
+    private sealed class GatedDevice(Cow.Core.Devices.IBlockDevice inner) : Cow.Core.Devices.IBlockDevice
+    {
+        public readonly ManualResetEventSlim Entered = new(), Release = new();
+        public volatile bool Armed;
+        public string Name => inner.Name;
+        public long Length => inner.Length;
+        public void Read(long offset, Span<byte> buffer) => inner.Read(offset, buffer);
+        public void Write(long offset, ReadOnlySpan<byte> data)
+        {
+            if (Armed && data.Length >= 4096) { Armed = false; Entered.Set(); Release.Wait(); }
+            inner.Write(offset, data);
+        }
+        public void Flush() => inner.Flush();
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Fact]
+    public async Task ASnapshotWaitsForTheWritesInProgressWhenItIsTaken()
+    {
+        // With the FUSE writeback cache, syncfs hands the dirty pages to the server as WRITEs and returns
+        // without waiting for them (Linux 6.18): the snapshot request can arrive while they are still being
+        // written. The snapshot must contain them, as it contains every write that returned before it.
+        var log = new GatedDevice(new Cow.Core.Devices.MemoryBlockDevice("log", 64 << 20));
+        using var pool = Cow.Core.Pool.Create(new Cow.Core.PoolMedia(new Cow.Core.Devices.MemoryBlockDevice("base", 16 << 20), log,
+            new Cow.Core.Devices.BlockDeviceStream(new Cow.Core.Devices.MemoryBlockDevice("meta", 1L << 30)),
+            new Cow.Core.Devices.BlockDeviceStream(new Cow.Core.Devices.MemoryBlockDevice("meta-log", 1L << 30))), new Cow.Core.PoolCreateOptions());
+        long ino = CreateFile(pool.Live, "/f");
+        var data = Enumerable.Range(0, 8192).Select(i => (byte)(i * 7 + 1)).ToArray();
+        log.Armed = true;
+        var write = Task.Run(() => pool.Live.Write(ino, 0, data, out _));
+        Assert.True(log.Entered.Wait(TimeSpan.FromSeconds(10)), "the write never reached the device");
+        var snapshot = Task.Run(() => pool.Engine.CreateSnapshot("s", out _));
+        await Task.Delay(300);
+        Assert.False(snapshot.IsCompleted, "the snapshot was taken while a write that began before it was still in progress");
+        log.Release.Set();
+        Assert.Equal(0, (int)await write);
+        Assert.Equal(0, (int)await snapshot);
+        var snap = pool.Snapshot("s")!;
+        var back = new byte[data.Length];
+        Assert.Equal(0, (int)snap.Read(ino, 0, back, out int n));
+        Assert.Equal(data.Length, n);
+        Assert.Equal(data, back);
+        // A second snapshot waits as well (the barrier flips between two counts of writes in progress).
+        log.Release.Reset(); log.Entered.Reset(); log.Armed = true;
+        var later = Task.Run(() => pool.Live.Write(ino, 8192, data, out _));
+        Assert.True(log.Entered.Wait(TimeSpan.FromSeconds(10)));
+        var second = Task.Run(() => pool.Engine.CreateSnapshot("t", out _));
+        await Task.Delay(300);
+        Assert.False(second.IsCompleted, "the second snapshot did not wait for the write in progress");
+        log.Release.Set();
+        Assert.Equal(0, (int)await later);
+        Assert.Equal(0, (int)await second);
+    }
 }
