@@ -60,7 +60,7 @@ public sealed class DirectWriteBehindTests : IDisposable
                 Assert.True(model.AsSpan((int)from, len).SequenceEqual(back), $"seed {seed}: read at {from} (+{len}) after write at {off} differs");
             }
         });
-        Assert.True(dev.WritesBehind > 300, $"seed {seed}: only {dev.WritesBehind} writes were written behind");
+        Assert.True(dev.WritesBehind > 100, $"seed {seed}: only {dev.WritesBehind} writes were written behind");
         dev.Flush();
         Assert.True(model.AsSpan().SequenceEqual(FileBytes(dev)), $"seed {seed}: the file differs from what was written after the flush");
     }
@@ -137,11 +137,12 @@ public sealed class DirectWriteBehindTests : IDisposable
         Assert.True(fd >= 0);
         using var wb = DirectWriteBehind.OverDescriptor(fd, path,
             (o, d) => throw new IOException($"device {path}: write of {d.Length} bytes at offset {o} failed: injected"), (_, _) => { });
-        Assert.True(wb.TryWrite(8192, new byte[4096]));
+        Assert.True(wb.TryWrite(8192, new byte[DirectWriteBehind.MinBytes]));
         var e = Assert.Throws<IOException>(wb.Drain);
         Assert.Contains("at offset 8192", e.Message);
         wb.Drain();   // reported once, as the kernel reports a failed write-back at one fsync
-        Assert.False(wb.TryWrite(100, new byte[4096]), "an unaligned write must be left to the caller");
+        Assert.False(wb.TryWrite(100, new byte[DirectWriteBehind.MinBytes]), "an unaligned write must be left to the caller");
+        Assert.False(wb.TryWrite(0, new byte[DirectWriteBehind.MinBytes - 4096]), "a small write must be left to the caller");
     }
 
     [Fact]
@@ -157,11 +158,11 @@ public sealed class DirectWriteBehindTests : IDisposable
             (o, _) => { if (o == 0) first.Wait(); else later.Wait(); });
         try
         {
-            Assert.True(wb.TryWrite(0, new byte[4096]));
+            Assert.True(wb.TryWrite(0, new byte[DirectWriteBehind.MinBytes]));
             var drain = Task.Run(wb.Drain);
             await Task.Delay(200);
             Assert.False(drain.IsCompleted, "the drain returned before the first write landed");
-            Assert.True(wb.TryWrite(MiB, new byte[4096]));   // queued while the drain waits; held until the end
+            Assert.True(wb.TryWrite(MiB, new byte[DirectWriteBehind.MinBytes]));   // queued while the drain waits; held until the end
             first.Set();
             var done = await Task.WhenAny(drain, Task.Delay(TimeSpan.FromSeconds(10)));
             Assert.True(done == drain, "the drain waited for a write queued after it began");
