@@ -238,16 +238,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
         foreach (int i in held) _slots[i].Pins--;
     }
 
-    private void StartLoaders()
-    {
-        if (_loaders != null) return;
-        _loaders = new Thread[Loaders];
-        for (int i = 0; i < Loaders; i++)
-        {
-            _loaders[i] = new Thread(Load) { IsBackground = true, Name = $"cow-readahead-{_fd}.{i}" };
-            _loaders[i].Start();
-        }
-    }
+    private void StartLoaders() => _loaders ??= DirectIo.StartThreads(Loaders, $"cow-readahead-{_fd}", Load);
 
     private void Load()
     {
@@ -267,7 +258,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
                 offset = s.Chunk * ChunkBytes;
                 length = s.Length;
             }
-            bool ok = ReadFully(offset, s.Buffer, length);
+            bool ok = DirectIo.Transfer(_fd, write: false, offset, s.Buffer, length);
             lock (_gate)
             {
                 if (s.Stale || !ok) { s.State = s.Stale ? SlotState.Empty : SlotState.Failed; if (s.Stale) s.Chunk = -1; }
@@ -276,19 +267,6 @@ internal sealed unsafe class DirectReadAhead : IDisposable
                 Monitor.PulseAll(_gate);
             }
         }
-    }
-
-    private bool ReadFully(long offset, byte* buffer, int length)
-    {
-        int done = 0;
-        while (done < length)
-        {
-            long n = Syscall.pread(_fd, buffer + done, (ulong)(length - done), offset + done);
-            if (n < 0 && Stdlib.GetLastError() == Errno.EINTR) continue;
-            if (n <= 0) return false;
-            done += (int)n;
-        }
-        return true;
     }
 
     /// <summary>Stops the loaders (after their read in flight) and frees the buffers. No read may be in progress.</summary>

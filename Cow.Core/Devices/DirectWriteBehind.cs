@@ -181,16 +181,7 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
         return -1;
     }
 
-    private void StartWriters()
-    {
-        if (_writers != null) return;
-        _writers = new Thread[Writers];
-        for (int i = 0; i < Writers; i++)
-        {
-            _writers[i] = new Thread(WriteLoop) { IsBackground = true, Name = $"cow-writebehind-{_fd}.{i}" };
-            _writers[i].Start();
-        }
-    }
+    private void StartWriters() => _writers ??= DirectIo.StartThreads(Writers, $"cow-writebehind-{_fd}", WriteLoop);
 
     private void WriteLoop()
     {
@@ -208,7 +199,7 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
                 s.State = SlotState.Writing;
             }
             IOException? failure = null;
-            if (!WriteFully(s.Offset, s.Buffer, s.Length))
+            if (!DirectIo.Transfer(_fd, write: true, s.Offset, s.Buffer, s.Length))
             {
                 try { _fallbackWrite(s.Offset, new ReadOnlySpan<byte>(s.Buffer, s.Length)); }
                 catch (IOException e) { failure = e; }
@@ -223,19 +214,6 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
                 Monitor.PulseAll(_gate);
             }
         }
-    }
-
-    private bool WriteFully(long offset, byte* buffer, int length)
-    {
-        int done = 0;
-        while (done < length)
-        {
-            long n = Syscall.pwrite(_fd, buffer + done, (ulong)(length - done), offset + done);
-            if (n < 0 && Stdlib.GetLastError() == Errno.EINTR) continue;
-            if (n <= 0) return false;
-            done += (int)n;
-        }
-        return true;
     }
 
     /// <summary>Writes what is pending, stops the writers and frees the buffers. Pending failures are lost: call

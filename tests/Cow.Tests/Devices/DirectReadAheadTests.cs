@@ -8,18 +8,12 @@ namespace Cow.Tests.Devices;
 /// sequential readers, never serves stale bytes after a write or after <see cref="IBlockDevice.DropCached"/>,
 /// and stays out of the way of random and sparse readers.
 /// </summary>
-public sealed class DirectReadAheadTests : IDisposable
+public sealed class DirectReadAheadTests() : VarTmpImages("cow-ra-tests-")
 {
-    private const int MiB = 1 << 20;
-    private readonly string _dir = Path.Combine("/var/tmp", "cow-ra-tests-" + Guid.NewGuid().ToString("N"));
-
-    public DirectReadAheadTests() => Directory.CreateDirectory(_dir);
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     /// <summary>An image (64 MiB unless told) whose every byte is a function of its offset.</summary>
     private FileBlockDevice Patterned(out byte[] expected, long size = 64L * MiB)
     {
-        var dev = FileBlockDevice.Create(Path.Combine(_dir, "d.img"), size);
+        var dev = FileBlockDevice.Create(Path.Combine(Dir, "d.img"), size);
         expected = new byte[size];
         for (int i = 0; i < expected.Length; i += 4) BitConverter.TryWriteBytes(expected.AsSpan(i), i * 2654435761u);
         dev.Write(0, expected);

@@ -10,17 +10,11 @@ namespace Cow.Tests.Devices;
 /// aligned writes they overlap, a failed write is retried and otherwise reported by the next flush, and a flush
 /// does not wait for writes made after it began.
 /// </summary>
-public sealed class DirectWriteBehindTests : IDisposable
+public sealed class DirectWriteBehindTests() : VarTmpImages("cow-wb-tests-")
 {
-    private const int MiB = 1 << 20;
-    private readonly string _dir = Path.Combine("/var/tmp", "cow-wb-tests-" + Guid.NewGuid().ToString("N"));
-
-    public DirectWriteBehindTests() => Directory.CreateDirectory(_dir);
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     private FileBlockDevice NewDevice(long size = 64L * MiB)
     {
-        var dev = FileBlockDevice.Create(Path.Combine(_dir, "d.img"), size);
+        var dev = FileBlockDevice.Create(Path.Combine(Dir, "d.img"), size);
         Assert.True(dev.WritesBehindDirect, "O_DIRECT refused on /var/tmp: the write-behind cannot be tested here");
         return dev;
     }
@@ -114,7 +108,7 @@ public sealed class DirectWriteBehindTests : IDisposable
     [Fact]
     public void AFailedDirectWriteIsRetriedThroughTheFallback()
     {
-        string path = Path.Combine(_dir, "ro.img");
+        string path = Path.Combine(Dir, "ro.img");
         File.WriteAllBytes(path, new byte[4 * MiB]);
         int fd = Syscall.open(path, OpenFlags.O_RDONLY);   // every pwrite on it fails (EBADF)
         Assert.True(fd >= 0);
@@ -131,7 +125,7 @@ public sealed class DirectWriteBehindTests : IDisposable
     [Fact]
     public void AWriteThatFailsTwiceIsReportedByTheNextDrainOnly()
     {
-        string path = Path.Combine(_dir, "ro.img");
+        string path = Path.Combine(Dir, "ro.img");
         File.WriteAllBytes(path, new byte[4 * MiB]);
         int fd = Syscall.open(path, OpenFlags.O_RDONLY);
         Assert.True(fd >= 0);
@@ -148,7 +142,7 @@ public sealed class DirectWriteBehindTests : IDisposable
     [Fact]
     public async Task ADrainDoesNotWaitForWritesQueuedAfterItBegan()
     {
-        string path = Path.Combine(_dir, "d.img");
+        string path = Path.Combine(Dir, "d.img");
         File.WriteAllBytes(path, new byte[4 * MiB]);
         int fd = Syscall.open(path, OpenFlags.O_WRONLY | OpenFlags.O_DIRECT);
         Assert.True(fd >= 0);

@@ -120,29 +120,22 @@ public class ConcurrencyTests
             new Cow.Core.Devices.BlockDeviceStream(new Cow.Core.Devices.MemoryBlockDevice("meta-log", 1L << 30))), new Cow.Core.PoolCreateOptions());
         long ino = CreateFile(pool.Live, "/f");
         var data = Enumerable.Range(0, 8192).Select(i => (byte)(i * 7 + 1)).ToArray();
-        log.Armed = true;
-        var write = Task.Run(() => pool.Live.Write(ino, 0, data, out _));
-        Assert.True(log.Entered.Wait(TimeSpan.FromSeconds(10)), "the write never reached the device");
-        var snapshot = Task.Run(() => pool.Engine.CreateSnapshot("s", out _));
-        await Task.Delay(300);
-        Assert.False(snapshot.IsCompleted, "the snapshot was taken while a write that began before it was still in progress");
-        log.Release.Set();
-        Assert.Equal(0, (int)await write);
-        Assert.Equal(0, (int)await snapshot);
-        var snap = pool.Snapshot("s")!;
-        var back = new byte[data.Length];
-        Assert.Equal(0, (int)snap.Read(ino, 0, back, out int n));
-        Assert.Equal(data.Length, n);
-        Assert.Equal(data, back);
-        // A second snapshot waits as well (the barrier flips between two counts of writes in progress).
-        log.Release.Reset(); log.Entered.Reset(); log.Armed = true;
-        var later = Task.Run(() => pool.Live.Write(ino, 8192, data, out _));
-        Assert.True(log.Entered.Wait(TimeSpan.FromSeconds(10)));
-        var second = Task.Run(() => pool.Engine.CreateSnapshot("t", out _));
-        await Task.Delay(300);
-        Assert.False(second.IsCompleted, "the second snapshot did not wait for the write in progress");
-        log.Release.Set();
-        Assert.Equal(0, (int)await later);
-        Assert.Equal(0, (int)await second);
+        // Twice: a second snapshot must wait as well (the barrier flips between two counts of writes in progress).
+        foreach (var (name, at) in new[] { ("s", 0L), ("t", 8192L) })
+        {
+            log.Release.Reset(); log.Entered.Reset(); log.Armed = true;
+            var write = Task.Run(() => pool.Live.Write(ino, at, data, out _));
+            Assert.True(log.Entered.Wait(TimeSpan.FromSeconds(10)), "the write never reached the device");
+            var snapshot = Task.Run(() => pool.Engine.CreateSnapshot(name, out _));
+            await Task.Delay(300);
+            Assert.False(snapshot.IsCompleted, $"snapshot {name} was taken while a write that began before it was still in progress");
+            log.Release.Set();
+            Assert.Equal(0, (int)await write);
+            Assert.Equal(0, (int)await snapshot);
+            var back = new byte[data.Length];
+            Assert.Equal(0, (int)pool.Snapshot(name)!.Read(ino, at, back, out int n));
+            Assert.Equal(data.Length, n);
+            Assert.Equal(data, back);
+        }
     }
 }
