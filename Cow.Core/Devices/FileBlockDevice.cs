@@ -9,14 +9,16 @@ namespace Cow.Core.Devices;
 /// such as <c>/dev/loop0</c>. I/O is positional (pread/pwrite through <see cref="RandomAccess"/>);
 /// <see cref="Flush"/> is fdatasync. Sequential reads are served by an O_DIRECT read-ahead of whole 4 MiB
 /// chunks on a second descriptor (<see cref="DirectReadAhead"/>), which every <see cref="Write"/> and
-/// <see cref="DropCached"/> keeps current. Block-aligned writes are written behind with O_DIRECT from buffers
+/// <see cref="DropCached"/> keeps current. Block-aligned writes of <see cref="DirectWriteBehind.MinBytes"/> or more
+/// are written behind with O_DIRECT from buffers
 /// of this object's own on a third descriptor (<see cref="DirectWriteBehind"/>): <see cref="Write"/> returns once
 /// the bytes are copied, a <see cref="Read"/> of a range still being written waits for it, and <see cref="Flush"/>
-/// waits for every pending write (and reports the first that failed) before the fdatasync.
+/// waits for every write made before it (and reports the first that failed) before the fdatasync.
 /// </summary>
 /// <remarks>
 /// Threading: every member is thread-safe; the read-ahead and the write-behind have a lock each (neither is
-/// taken while holding the other; the write-behind calls into the read-ahead only outside its own lock). Apart from it, the only state is the immutable
+/// taken while holding the other; the write-behind calls into the read-ahead only outside its own lock). Apart
+/// from them, the only state is the immutable
 /// <see cref="Name"/>, <see cref="Length"/>, <see cref="IsBlockDevice"/>, <see cref="IsWritable"/> and the
 /// <see cref="SafeFileHandle"/>, whose reference count keeps the descriptor alive while a call uses it,
 /// so <see cref="Read"/>, <see cref="Write"/> and <see cref="Flush"/> may run concurrently with each other
@@ -53,7 +55,7 @@ public sealed class FileBlockDevice : IBlockDevice
     /// <summary>Reads served from O_DIRECT read-ahead buffers so far.</summary>
     public long ReadAheadHits => _readAhead?.Hits ?? 0;
 
-    /// <summary>Whether block-aligned writes are written behind with O_DIRECT (<see cref="DirectWriteBehind"/>);
+    /// <summary>Whether block-aligned writes of <see cref="DirectWriteBehind.MinBytes"/> or more are written behind with O_DIRECT (<see cref="DirectWriteBehind"/>);
     /// false when read-only or where the file system refuses O_DIRECT (then writes go through the page cache).</summary>
     public bool WritesBehindDirect => _writeBehind != null;
 
