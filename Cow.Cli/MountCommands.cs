@@ -25,6 +25,7 @@ public static partial class Program
         var pageCache = new Option<bool>("--page-cache") { Description = "live files go through the FUSE page cache (the default; kept for scripts that ask for it)" };
         var directIo = new Option<bool>("--direct-io") { Description = "live files opened for writing bypass the FUSE page cache (direct I/O to the server): no second cached copy of written data, but writes arrive cut where the writer's buffer crosses a page, which costs a read-modify-write of one block per request" };
         var readAhead = new Option<int>("--read-ahead") { Description = "read-ahead of the mount in KiB (the kernel's default for FUSE is 128); 0 leaves the kernel's setting", DefaultValueFactory = _ => MountSettings.DefaultReadAheadKib };
+        var maxRead = new Option<int>("--max-read") { Description = $"largest READ request in KiB (the kernel's max_read; default {MountSettings.DefaultMaxReadKib}): a read-ahead window arrives as several READs served in parallel; 0 allows READs of up to 1 MiB", DefaultValueFactory = _ => MountSettings.DefaultMaxReadKib };
         var showSnapshots = new Option<bool>("--show-snapshots") { Description = "list .snapshots in the root directory (it is always reachable by name)" };
         var threads = new Option<int>("--threads") { Description = "FUSE worker threads", DefaultValueFactory = _ => MountSettings.DefaultThreads };
         var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
@@ -41,7 +42,7 @@ public static partial class Program
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -52,10 +53,12 @@ public static partial class Program
             if (r.GetValue(pageCache) && r.GetValue(directIo)) return Usage("--page-cache and --direct-io exclude each other");
             int raKib = r.GetValue(readAhead);
             if (raKib < 0 || raKib > MountSettings.MaxReadAheadKib) return Usage($"--read-ahead must be between 0 and {MountSettings.MaxReadAheadKib} KiB");
+            int maxReadKib = r.GetValue(maxRead);
+            if (MountSettings.CheckMaxReadKib(maxReadKib) is string bad) return Usage($"--max-read {bad}");
             var settings = new MountSettings
             {
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
-                SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = r.GetValue(directIo), ReadAheadKib = raKib, Threads = nThreads, AllowOther = r.GetValue(allowOther),
+                SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = r.GetValue(directIo), ReadAheadKib = raKib, MaxReadKib = maxReadKib, Threads = nThreads, AllowOther = r.GetValue(allowOther),
                 UseFusermount = r.GetValue(fusermount),
                 Iomap = r.GetValue(iomap) switch { "on" => IomapMode.On, "off" => IomapMode.Off, _ => IomapMode.Auto },
             };

@@ -28,6 +28,7 @@ public sealed record PoolConfig
     public bool WritebackCache { get; init; }
     public bool PageCache { get; init; } = true;
     public int ReadAheadKib { get; init; } = MountSettings.DefaultReadAheadKib;
+    public int MaxReadKib { get; init; } = MountSettings.DefaultMaxReadKib;
     public bool ShowSnapshots { get; init; }
     public int Threads { get; init; } = MountSettings.DefaultThreads;
     public bool? AllowOther { get; init; }
@@ -38,7 +39,7 @@ public sealed record PoolConfig
 
     public MountSettings ToMountSettings(Action<string> log) => new()
     {
-        MountPoint = MountPoint, WritebackCache = WritebackCache, DirectIo = !PageCache, ReadAheadKib = ReadAheadKib, SnapshotDirVisible = ShowSnapshots,
+        MountPoint = MountPoint, WritebackCache = WritebackCache, DirectIo = !PageCache, ReadAheadKib = ReadAheadKib, MaxReadKib = MaxReadKib, SnapshotDirVisible = ShowSnapshots,
         Threads = Threads, AllowOther = AllowOther, Iomap = Iomap, Log = log,
     };
 }
@@ -67,7 +68,7 @@ public sealed class ServeConfig
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
-    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead"];
+    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
@@ -208,6 +209,13 @@ public sealed class ServeConfig
                         if (!int.TryParse(rat.Value, NumberStyles.None, CultureInfo.InvariantCulture, out readAhead) || readAhead > MountSettings.MaxReadAheadKib)
                         { Err(rat.Line, rat.ValueCol, $"read-ahead must be a number of KiB from 0 to {MountSettings.MaxReadAheadKib}, not '{rat.Value}'"); readAhead = MountSettings.DefaultReadAheadKib; }
                     }
+                    int maxRead = MountSettings.DefaultMaxReadKib;
+                    if (s.Entries.TryGetValue("max-read", out var mre))
+                    {
+                        string? bad = int.TryParse(mre.Value, NumberStyles.None, CultureInfo.InvariantCulture, out maxRead)
+                            ? MountSettings.CheckMaxReadKib(maxRead) : $"must be a number of KiB, not '{mre.Value}'";
+                        if (bad != null) { Err(mre.Line, mre.ValueCol, $"max-read {bad}"); maxRead = MountSettings.DefaultMaxReadKib; }
+                    }
                     var iomap = IomapMode.Auto;
                     if (s.Entries.TryGetValue("iomap", out var io))
                     {
@@ -218,7 +226,7 @@ public sealed class ServeConfig
                     {
                         Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap,
                         WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? true, ReadAheadKib = readAhead,
-                        ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
+                        MaxReadKib = maxRead, ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
                     });
                     break;
                 }

@@ -18,6 +18,9 @@ public sealed record MountSettings
     /// <summary>Read-ahead of the mount's backing device info in KiB, set after the mount (root only); 0 leaves
     /// the kernel's default (128 KiB for FUSE).</summary>
     public int ReadAheadKib { get; init; } = DefaultReadAheadKib;
+    /// <summary>Largest READ request in KiB (the kernel's <c>max_read</c> mount option): a read-ahead window
+    /// arrives as several READs that the worker threads serve in parallel. 0: READs of up to 1 MiB.</summary>
+    public int MaxReadKib { get; init; } = DefaultMaxReadKib;
     /// <summary>List .snapshots in the root directory (it can always be looked up by name).</summary>
     public bool SnapshotDirVisible { get; init; }
     /// <summary>FUSE worker threads.</summary>
@@ -45,6 +48,18 @@ public sealed record MountSettings
     /// kernel's 128 KiB gives one 256 KiB READ at a time (bench/README.md, "Sequential reads").</summary>
     public const int DefaultReadAheadKib = 1024;
     public const int MaxReadAheadKib = 1 << 20;
+    /// <summary>64 KiB: a 1 MiB read-ahead window arrives as 16 READs served by several workers at once, so
+    /// the copies of one window (out of the device buffers, into the page cache) run on every CPU instead
+    /// of one; 1 MiB READs left one CPU idle while a worker served the whole window (bench/README.md,
+    /// "READ size"). 32 KiB was slower again (per-request cost).</summary>
+    public const int DefaultMaxReadKib = 64;
+    /// <summary>Bounds of <see cref="MaxReadKib"/> (besides 0): a page, and max_pages (1 MiB).</summary>
+    public const int MinMaxReadKib = 4, MaxMaxReadKib = 1024;
+
+    /// <summary>Null when <paramref name="kib"/> is a valid <see cref="MaxReadKib"/>, else what is wrong with it.</summary>
+    public static string? CheckMaxReadKib(int kib) =>
+        kib == 0 || (kib >= MinMaxReadKib && kib <= MaxMaxReadKib && kib % 4 == 0) ? null
+        : $"must be 0 (READs of up to {MaxMaxReadKib} KiB) or a multiple of 4 KiB from {MinMaxReadKib} to {MaxMaxReadKib}, not {kib}";
 }
 
 /// <summary>
@@ -104,6 +119,7 @@ public sealed class MountedFileSystem : IDisposable
             UseFusermount = s.UseFusermount,
             Iomap = s.Iomap,
             HasSysRawio = s.HasSysRawio,
+            MaxReadBytes = s.MaxReadKib * 1024,
         }, out var iomap);
         KernelIomapDevices? devices = null;
         try

@@ -25,6 +25,9 @@ public sealed record MountRequest
     public IomapMode Iomap { get; init; } = IomapMode.Off;
     /// <summary>The capability check before ADD_IOMAP (default: CAP_SYS_RAWIO in the effective set); tests inject their own.</summary>
     public Func<bool>? HasSysRawio { get; init; }
+    /// <summary>The kernel's <c>max_read</c> mount option: the largest READ request in bytes (read-ahead and
+    /// direct reads are cut into READs of at most this size). 0: no limit beyond max_pages (1 MiB).</summary>
+    public int MaxReadBytes { get; init; }
 }
 
 /// <summary>A failure to mount or unmount, with a message an administrator can act on.</summary>
@@ -122,6 +125,7 @@ public static class Mounter
         }
         o.Add("default_permissions");
         if (r.AllowOther) o.Add("allow_other");
+        if (r.MaxReadBytes > 0) o.Add($"max_read={r.MaxReadBytes}");
         if (r.ReadOnly && !direct) o.Add("ro");
         return string.Join(',', o);
     }

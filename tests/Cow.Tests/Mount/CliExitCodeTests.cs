@@ -24,6 +24,8 @@ public class CliExitCodeTests
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--page-cache", "--direct-io")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--read-ahead", "-1")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--read-ahead", "9999999")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "6")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "2048")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);

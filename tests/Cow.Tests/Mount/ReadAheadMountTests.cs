@@ -4,7 +4,8 @@ using Xunit;
 namespace Cow.Tests.Mount;
 
 /// <summary><c>cow mount</c> sets the mount's read-ahead after the kernel applied INIT (which caps it at the
-/// kernel's 128 KiB), and leaves it alone with <see cref="MountSettings.ReadAheadKib"/> 0.</summary>
+/// kernel's 128 KiB), and leaves it alone with <see cref="MountSettings.ReadAheadKib"/> 0; it limits READ
+/// requests to <see cref="MountSettings.MaxReadKib"/> with the kernel's max_read mount option.</summary>
 public sealed class ReadAheadMountTests
 {
     private static string ReadAheadOf(MountedPool m)
@@ -46,4 +47,52 @@ public sealed class ReadAheadMountTests
         using var m = new MountedPool(adjust: s => s with { ReadAheadKib = 512 });
         Assert.Equal("512", Settled(m, "512"));
     }
+
+    /// <summary>The super-block options of the mount (the last field of its mountinfo line), where the kernel
+    /// shows max_read when it is limited.</summary>
+    private static string[] SuperOptionsOf(MountedPool m)
+    {
+        var entry = MountTable.Find(m.MountPoint);
+        Assert.NotNull(entry);
+        var line = File.ReadAllLines("/proc/self/mountinfo").Single(l => l.StartsWith(entry!.Id + " ", StringComparison.Ordinal));
+        return line.Split(' ')[^1].Split(',');
+    }
+
+    [Fact]
+    public void ReadsAreCutAt64KiBByDefaultAndReadBackWhole()
+    {
+        using var m = new MountedPool();
+        Assert.Contains("max_read=65536", SuperOptionsOf(m));
+        var data = new byte[(3 << 20) + 12345];
+        new Random(7).NextBytes(data);
+        File.WriteAllBytes(m.P("f"), data);
+        m.Remount();   // nothing of f in the page cache: the read goes through READs of 64 KiB
+        Assert.Contains("max_read=65536", SuperOptionsOf(m));
+        Assert.Equal(data, File.ReadAllBytes(m.P("f")));
+    }
+
+    [Fact]
+    public void MaxReadZeroLeavesReadsUncut()
+    {
+        using var m = new MountedPool(adjust: s => s with { MaxReadKib = 0 });
+        Assert.DoesNotContain(SuperOptionsOf(m), o => o.StartsWith("max_read=", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void MaxReadReachesTheKernelThroughFusermountToo()
+    {
+        using var m = new MountedPool(adjust: s => s with { MaxReadKib = 128, UseFusermount = true });
+        Assert.Contains("max_read=131072", SuperOptionsOf(m));
+    }
+
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(4, true)]
+    [InlineData(64, true)]
+    [InlineData(1024, true)]
+    [InlineData(2, false)]
+    [InlineData(6, false)]
+    [InlineData(1028, false)]
+    [InlineData(-4, false)]
+    public void MaxReadBounds(int kib, bool valid) => Assert.Equal(valid, MountSettings.CheckMaxReadKib(kib) == null);
 }

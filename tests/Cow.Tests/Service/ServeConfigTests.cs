@@ -22,6 +22,7 @@ public class ServeConfigTests
         writeback-cache = yes
         page-cache = no
         read-ahead = 4096
+        max-read = 128
         threads = 8
         allow-other = no
         iomap = off
@@ -53,6 +54,23 @@ public class ServeConfigTests
     }
 
     [Fact]
+    public void ABadMaxReadIsNamedWithItsPlace()
+    {
+        foreach (var (bad, why) in new[] { ("lots", "must be a number of KiB, not 'lots'"), ("-4", "must be a number of KiB, not '-4'"),
+                     ("2", "not 2"), ("6", "not 6"), ("2048", "not 2048") })
+        {
+            var c = ServeConfig.Parse($"[pool a]\npath = /p\nmountpoint = /m\nmax-read = {bad}\n", "x.conf", out var errors);
+            Assert.Null(c);
+            var all = string.Join("\n", errors);
+            Assert.Contains("x.conf:4:12: max-read ", all);
+            Assert.Contains(why, all);
+        }
+        var zero = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\nmax-read = 0\n", "x.conf", out var none);
+        Assert.Empty(none);
+        Assert.Equal(0, zero!.Pools[0].ToMountSettings(_ => { }).MaxReadKib);
+    }
+
+    [Fact]
     public void AValidFileGivesEveryValueAndDefaults()
     {
         var c = ServeConfig.Parse(Valid, "cow.conf", out var errors);
@@ -81,9 +99,11 @@ public class ServeConfigTests
         Assert.True(m.DirectIo);
         Assert.True(m.WritebackCache);
         Assert.Equal(4096, m.ReadAheadKib);
+        Assert.Equal(128, m.MaxReadKib);
         var hm = h.ToMountSettings(_ => { });
         Assert.False(hm.DirectIo);
         Assert.Equal(1024, hm.ReadAheadKib);
+        Assert.Equal(64, hm.MaxReadKib);
     }
 
     [Fact]
