@@ -44,15 +44,19 @@ public sealed record MountSettings
     public Action<string>? Log { get; init; }
 
     public static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
-    /// <summary>1 MiB: sequential readers get READs of max_write (1 MiB) with several in flight, where the
-    /// kernel's 128 KiB gives one 256 KiB READ at a time (bench/README.md, "Sequential reads").</summary>
-    public const int DefaultReadAheadKib = 1024;
+    /// <summary>8 MiB: a sequential reader has 32 READs of <see cref="DefaultMaxReadKib"/> in flight, which the
+    /// worker threads serve in parallel, where the kernel's 128 KiB gives one READ at a time. A larger
+    /// read-ahead also makes every page fault of a memory-mapped file read as much around it (btrfs uses
+    /// 4 MiB); 8 MiB read 10–60 % faster than 1 or 4 MiB, 16 and 32 MiB slower (bench/README.md, "READ size
+    /// and read-ahead").</summary>
+    public const int DefaultReadAheadKib = 8192;
     public const int MaxReadAheadKib = 1 << 20;
-    /// <summary>64 KiB: a 1 MiB read-ahead window arrives as 16 READs served by several workers at once, so
-    /// the copies of one window (out of the device buffers, into the page cache) run on every CPU instead
-    /// of one; 1 MiB READs left one CPU idle while a worker served the whole window (bench/README.md,
-    /// "READ size"). 32 KiB was slower again (per-request cost).</summary>
-    public const int DefaultMaxReadKib = 64;
+    /// <summary>256 KiB (the READ size of libfuse's passthrough): a read-ahead window arrives as several READs
+    /// served by the worker threads at once, so the copies of one window (out of the device buffers, into the
+    /// page cache) run on every CPU; 1 MiB READs left one CPU idle while one worker served a whole window.
+    /// 256 and 512 KiB did equally well, 32 KiB worse (per-request cost) (bench/README.md, "READ size and
+    /// read-ahead").</summary>
+    public const int DefaultMaxReadKib = 256;
     /// <summary>Bounds of <see cref="MaxReadKib"/> (besides 0): a page, and max_pages (1 MiB).</summary>
     public const int MinMaxReadKib = 4, MaxMaxReadKib = 1024;
 

@@ -64,8 +64,8 @@ public sealed class DispatcherOpsTests : DispatchTestBase
         var o = MemoryMarshal.Read<FuseInitOut>(Call(FuseOpcode.Init, 0, Bytes(InitIn(7, 45, offered))).Body);
         Assert.Equal(FuseInitFlags.AsyncRead | FuseInitFlags.AsyncDio | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.ParallelDirops
             | FuseInitFlags.AtomicOTrunc | FuseInitFlags.MaxPages, o.AllFlags);
-        Assert.Equal((ushort)64, o.MaxBackground);
-        Assert.Equal((ushort)48, o.CongestionThreshold);
+        Assert.Equal((ushort)256, o.MaxBackground);
+        Assert.Equal((ushort)192, o.CongestionThreshold);
         Assert.Equal(1u << 20, o.MaxWrite);
         Assert.False(_d.WritebackCacheGranted);
 

@@ -24,13 +24,13 @@ public sealed class ReadAheadMountTests
     }
 
     [Fact]
-    public void TheDefaultIsOneMebibyte()
+    public void TheDefaultIsEightMebibytes()
     {
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "x");   // a request answered: INIT is long done
-        Assert.Equal("1024", Settled(m, "1024"));
+        Assert.Equal("8192", Settled(m, "8192"));
         m.Remount();
-        Assert.Equal("1024", Settled(m, "1024"));
+        Assert.Equal("8192", Settled(m, "8192"));
     }
 
     [Fact]
@@ -59,15 +59,15 @@ public sealed class ReadAheadMountTests
     }
 
     [Fact]
-    public void ReadsAreCutAt64KiBByDefaultAndReadBackWhole()
+    public void ReadsAreCutAt256KiBByDefaultAndReadBackWhole()
     {
         using var m = new MountedPool();
-        Assert.Contains("max_read=65536", SuperOptionsOf(m));
+        Assert.Contains("max_read=262144", SuperOptionsOf(m));
         var data = new byte[(3 << 20) + 12345];
         new Random(7).NextBytes(data);
         File.WriteAllBytes(m.P("f"), data);
-        m.Remount();   // nothing of f in the page cache: the read goes through READs of 64 KiB
-        Assert.Contains("max_read=65536", SuperOptionsOf(m));
+        m.Remount();   // nothing of f in the page cache: the read goes through READs of 256 KiB
+        Assert.Contains("max_read=262144", SuperOptionsOf(m));
         Assert.Equal(data, File.ReadAllBytes(m.P("f")));
     }
 
