@@ -110,6 +110,6 @@ for row in "seqwrite 1M buffered" "seqread 1M buffered" "seqwrite 1M direct" "ra
   col=3; [[ $row == *" 4k "* ]] && col=4
   for label in peer-fuse btrfs cow cow-uring; do
     v=$(for f in "$OUT"/round-*.tsv; do awk -F'\t' -v l="$label" -v r="$row" -v c=$col '$1==l && $2==r {printf "%s ", $c}' "$f"; done)
-    [ -n "$v" ] && echo "  $row, $label: $v"
+    if [ -n "$v" ]; then echo "  $row, $label: $v"; fi
   done
 done
