@@ -39,7 +39,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
     public const int Loaders = 4;
     /// <summary>How far (bytes) a read may start before or after the end of the last read and still continue
     /// the stream: FUSE workers deliver one stream's reads out of order, by up to the kernel's read-ahead
-    /// window (8 MiB by default, in 32 READs). With 4 MiB the stream restarted 83–761 times per 3 GiB read
+    /// window (`cow mount --read-ahead`, up to 1 GiB). With 4 MiB the stream restarted 83–761 times per 3 GiB read
     /// through a mount with 8 MiB read-ahead, each restart costing 2 MiB of reads that bypass the read-ahead
     /// (<see cref="StartBytes"/>), and the mount read at 1,252–1,860 MB/s where 32 MiB gave 2,068–2,177 in
     /// the same rounds (9 restarts). A whole <see cref="Window"/>: a reader further off is another stream.</summary>

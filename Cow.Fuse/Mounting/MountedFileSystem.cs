@@ -18,8 +18,9 @@ public sealed record MountSettings
     /// <summary>Read-ahead of the mount's backing device info in KiB, set after the mount (root only); 0 leaves
     /// the kernel's default (128 KiB for FUSE).</summary>
     public int ReadAheadKib { get; init; } = DefaultReadAheadKib;
-    /// <summary>Largest READ request in KiB (the kernel's <c>max_read</c> mount option): a read-ahead window
-    /// arrives as several READs that the worker threads serve in parallel. 0: READs of up to 1 MiB.</summary>
+    /// <summary>Largest READ request in KiB (the kernel's <c>max_read</c> mount option): below 1 MiB a read-ahead
+    /// window arrives as several READs that the worker threads serve in parallel. 0 (the default): READs of up
+    /// to 1 MiB.</summary>
     public int MaxReadKib { get; init; } = DefaultMaxReadKib;
     /// <summary>List .snapshots in the root directory (it can always be looked up by name).</summary>
     public bool SnapshotDirVisible { get; init; }
@@ -44,19 +45,16 @@ public sealed record MountSettings
     public Action<string>? Log { get; init; }
 
     public static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
-    /// <summary>8 MiB: a sequential reader has 32 READs of <see cref="DefaultMaxReadKib"/> in flight, which the
-    /// worker threads serve in parallel, where the kernel's 128 KiB gives one READ at a time. A larger
-    /// read-ahead also makes every page fault of a memory-mapped file read as much around it (btrfs uses
-    /// 4 MiB); 8 MiB read 10–60 % faster than 1 or 4 MiB, 16 and 32 MiB slower (bench/README.md, "READ size
-    /// and read-ahead").</summary>
-    public const int DefaultReadAheadKib = 8192;
+    /// <summary>1 MiB: sequential readers get READs of max_write (1 MiB) with several in flight, where the
+    /// kernel's 128 KiB gives one 256 KiB READ at a time (bench/README.md, "Sequential reads"). 8 MiB with
+    /// 256 KiB READs read no faster on the same pool (bench/README.md, "READ size and read-ahead") and makes
+    /// every page fault of a memory-mapped file read 8 MiB around it.</summary>
+    public const int DefaultReadAheadKib = 1024;
     public const int MaxReadAheadKib = 1 << 20;
-    /// <summary>256 KiB (the READ size of libfuse's passthrough): a read-ahead window arrives as several READs
-    /// served by the worker threads at once, so the copies of one window (out of the device buffers, into the
-    /// page cache) run on every CPU; 1 MiB READs left one CPU idle while one worker served a whole window.
-    /// 256 and 512 KiB did equally well, 32 KiB worse (per-request cost) (bench/README.md, "READ size and
-    /// read-ahead").</summary>
-    public const int DefaultMaxReadKib = 256;
+    /// <summary>0: READs of up to max_pages (1 MiB). Smaller READs (64–512 KiB) spread a read-ahead window
+    /// over several workers, but on one pool, remounted in turn, they read no faster than 1 MiB READs
+    /// (bench/README.md, "READ size and read-ahead").</summary>
+    public const int DefaultMaxReadKib = 0;
     /// <summary>Bounds of <see cref="MaxReadKib"/> (besides 0): a page, and max_pages (1 MiB).</summary>
     public const int MinMaxReadKib = 4, MaxMaxReadKib = 1024;
 

@@ -24,13 +24,13 @@ public sealed class ReadAheadMountTests
     }
 
     [Fact]
-    public void TheDefaultIsEightMebibytes()
+    public void TheDefaultIsOneMebibyte()
     {
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "x");   // a request answered: INIT is long done
-        Assert.Equal("8192", Settled(m, "8192"));
+        Assert.Equal("1024", Settled(m, "1024"));
         m.Remount();
-        Assert.Equal("8192", Settled(m, "8192"));
+        Assert.Equal("1024", Settled(m, "1024"));
     }
 
     [Fact]
@@ -59,9 +59,9 @@ public sealed class ReadAheadMountTests
     }
 
     [Fact]
-    public void ReadsAreCutAt256KiBByDefaultAndReadBackWhole()
+    public void ReadsCutAt256KiBReadBackWhole()
     {
-        using var m = new MountedPool();
+        using var m = new MountedPool(adjust: s => s with { MaxReadKib = 256 });
         Assert.Contains("max_read=262144", SuperOptionsOf(m));
         var data = new byte[(3 << 20) + 12345];
         new Random(7).NextBytes(data);
@@ -72,9 +72,10 @@ public sealed class ReadAheadMountTests
     }
 
     [Fact]
-    public void MaxReadZeroLeavesReadsUncut()
+    public void ByDefaultReadsAreNotCut()
     {
-        using var m = new MountedPool(adjust: s => s with { MaxReadKib = 0 });
+        Assert.Equal(0, MountSettings.DefaultMaxReadKib);
+        using var m = new MountedPool();
         Assert.DoesNotContain(SuperOptionsOf(m), o => o.StartsWith("max_read=", StringComparison.Ordinal));
     }
 

@@ -102,8 +102,8 @@ public class ServeConfigTests
         Assert.Equal(128, m.MaxReadKib);
         var hm = h.ToMountSettings(_ => { });
         Assert.False(hm.DirectIo);
-        Assert.Equal(8192, hm.ReadAheadKib);
-        Assert.Equal(256, hm.MaxReadKib);
+        Assert.Equal(1024, hm.ReadAheadKib);
+        Assert.Equal(0, hm.MaxReadKib);
     }
 
     [Fact]
