@@ -68,7 +68,6 @@ bench_cow() {  # $1 label, $2 description, $3 round: one run of every job on the
     -S "$COW snapshot create $W/mnt s$3" -D "$COW snapshot delete $W/mnt s$3" "$W/mnt" > "$OUT/$1-$3.md"
 }
 peers() {  # $1 round
-  rm -rf "$OUT/peers-$1"
   "$SHARED/bench/peers.sh" -r 1 -t "$T" -s "$SIZE" -P "$PEERS" "$OUT/peers-$1" > "$OUT/peers-$1.md"
   cat "$OUT/peers-$1/summary.tsv" >> "$OUT/round-$1.tsv"
 }
@@ -80,7 +79,6 @@ for u in $variants; do
   mount_cow "$u"
   for r in $(seq "$RUNS"); do
     [ "$u" = 1 ] && { bench_cow "$label" "$descr" "u$r"; continue; }
-    rm -f "$OUT/round-$r.tsv"
     if [ $((r % 2)) = 0 ]; then bench_cow "$label" "$descr" "$r"; peers "$r"; else peers "$r"; bench_cow "$label" "$descr" "$r"; fi
   done
   $COW umount "$W/mnt"

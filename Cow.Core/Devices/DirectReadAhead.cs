@@ -39,10 +39,10 @@ internal sealed unsafe class DirectReadAhead : IDisposable
     public const int Loaders = 4;
     /// <summary>How far (bytes) a read may start before or after the end of the last read and still continue
     /// the stream: FUSE workers deliver one stream's reads out of order, by up to the kernel's read-ahead
-    /// window (`cow mount --read-ahead`, up to 1 GiB). With 4 MiB the stream restarted 83–761 times per 3 GiB read
-    /// through a mount with 8 MiB read-ahead, each restart costing 2 MiB of reads that bypass the read-ahead
-    /// (<see cref="StartBytes"/>), and the mount read at 1,252–1,860 MB/s where 32 MiB gave 2,068–2,177 in
-    /// the same rounds (9 restarts). A whole <see cref="Window"/>: a reader further off is another stream.</summary>
+    /// window (<c>cow mount --read-ahead</c>). With 4 MiB the stream restarted 83–761 times per 3 GiB read
+    /// through a mount with 8 MiB read-ahead (9 times with this slack), each restart costing 2 MiB of reads
+    /// that bypass the read-ahead (<see cref="StartBytes"/>). A whole <see cref="Window"/>: a reader further
+    /// off is another stream.</summary>
     public const long StreamSlack = Window * (long)ChunkBytes;
     /// <summary>Bytes a stream must have read, covering at least half of its span, before read-ahead starts
     /// (random reads and sparse walks never do).</summary>

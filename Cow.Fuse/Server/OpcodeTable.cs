@@ -115,12 +115,11 @@ public static partial class OpcodeTable
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
         | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
         | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.DirectIoAllowMmap;
-    /// <summary>init_out.max_background and congestion_threshold. The kernel's read-ahead skips an asynchronous
-    /// window outright once congestion_threshold background requests are queued, so they must hold two windows
-    /// of the mount's read-ahead in READs of max_read (2 × 8 MiB / 256 KiB = 64 with --read-ahead 8192
-    /// --max-read 256) with room to spare; with 64
-    /// and 48, a read-ahead of 2 MiB or more in small READs was skipped half the time and a larger read-ahead
-    /// read slower than a smaller one (bench/README.md, "READ size and read-ahead").</summary>
+    /// <summary>init_out.max_background and congestion_threshold. The kernel's FUSE read-ahead skips an
+    /// asynchronous window outright once congestion_threshold background requests are queued, so they must hold
+    /// two windows of the mount's read-ahead in READs of max_read with room to spare: 64 READs for
+    /// <c>--read-ahead 8192 --max-read 256</c>, which 64 / 48 did not (bench/README.md, "READ size and
+    /// read-ahead").</summary>
     public const ushort MaxBackground = 256, CongestionThreshold = 192;
 
     private static Errno Init(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
