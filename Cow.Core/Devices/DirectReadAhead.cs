@@ -196,7 +196,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
             int v = Victim(from);
             if (v < 0) break;
             var s = _slots[v];
-            if (s.Buffer == null) s.Buffer = (byte*)NativeMemory.AlignedAlloc((nuint)ChunkBytes, 4096);
+            if (s.Buffer == null) s.Buffer = DirectIo.AllocateBuffer(ChunkBytes);
             s.Chunk = c; s.State = SlotState.Queued; s.Stale = false; s.Length = length;
             _queue.Enqueue(s);
             queued = true;
@@ -286,7 +286,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
         }
         if (loaders != null) foreach (var t in loaders) t.Join();
         foreach (var s in _slots)
-            if (s.Buffer != null) { NativeMemory.AlignedFree(s.Buffer); s.Buffer = null; }
+            if (s.Buffer != null) { DirectIo.FreeBuffer(s.Buffer); s.Buffer = null; }
         Syscall.close(_fd);
     }
 }
