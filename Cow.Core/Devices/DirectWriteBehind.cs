@@ -55,6 +55,7 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
     private readonly object _gate = new();
     private readonly Slot[] _slots = new Slot[BufferCount];
     private readonly Queue<Slot> _queue = new(BufferCount);
+    private byte* _region;   // the buffers of all slots, allocated at the first write (under _gate)
     private readonly int _fd;
     private readonly Action<long, ReadOnlySpan<byte>> _fallbackWrite;
     private readonly Action<long, long> _landed;
@@ -117,7 +118,12 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
                 slot.State = SlotState.Filling;
                 slot.Offset = offset; slot.Length = n; slot.Ticket = ++_tickets;
                 _busy++;
-                if (slot.Buffer == null) slot.Buffer = (byte*)NativeMemory.AlignedAlloc(BufferBytes, Alignment);
+                if (slot.Buffer == null)
+                {
+                    // One region for all buffers, so that they lie in huge pages (DirectIo.AllocateBuffer).
+                    _region = _region != null ? _region : DirectIo.AllocateBuffer(BufferCount * BufferBytes);
+                    slot.Buffer = _region + Array.IndexOf(_slots, slot) * (long)BufferBytes;
+                }
             }
             data[..n].CopyTo(new Span<byte>(slot.Buffer, n));
             lock (_gate)
@@ -230,8 +236,8 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
             Monitor.PulseAll(_gate);
         }
         if (writers != null) foreach (var t in writers) t.Join();
-        foreach (var s in _slots)
-            if (s.Buffer != null) { NativeMemory.AlignedFree(s.Buffer); s.Buffer = null; }
+        foreach (var s in _slots) s.Buffer = null;
+        if (_region != null) { DirectIo.FreeBuffer(_region); _region = null; }
         Syscall.close(_fd);
     }
 }
