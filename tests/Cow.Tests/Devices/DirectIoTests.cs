@@ -1,0 +1,42 @@
+using Cow.Core.Devices;
+using Mono.Unix.Native;
+using Xunit;
+
+namespace Cow.Tests.Devices;
+
+/// <summary>The O_DIRECT buffers of the device read-ahead and write-behind (<see cref="DirectIo.AllocateBuffer"/>):
+/// aligned to a huge page, whole, and usable for O_DIRECT transfers on a real image file.</summary>
+public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
+{
+    [Theory]
+    [InlineData(4 << 20)]
+    [InlineData(8 << 20)]
+    [InlineData(1 << 20)]
+    public void BuffersAreHugePageAlignedAndCarryAnODirectRoundTrip(int bytes)
+    {
+        byte* a = DirectIo.AllocateBuffer(bytes), b = DirectIo.AllocateBuffer(bytes);
+        try
+        {
+            Assert.Equal(0, (long)a % DirectIo.HugePageBytes);
+            Assert.Equal(0, (long)b % DirectIo.HugePageBytes);
+            var src = new Span<byte>(a, bytes);
+            for (int i = 0; i < bytes; i += 4) BitConverter.TryWriteBytes(src[i..], i * 2654435761u);
+            string path = Path.Combine(Dir, "d.img");
+            File.WriteAllBytes(path, new byte[bytes + (1 << 20)]);
+            int fd = Syscall.open(path, OpenFlags.O_RDWR | OpenFlags.O_DIRECT | OpenFlags.O_CLOEXEC);
+            Assert.True(fd >= 0, $"O_DIRECT refused on {Dir}: {Stdlib.GetLastError()}");
+            try
+            {
+                Assert.True(DirectIo.Transfer(fd, write: true, 1 << 20, a, bytes), "O_DIRECT write from the buffer failed");
+                Assert.True(DirectIo.Transfer(fd, write: false, 1 << 20, b, bytes), "O_DIRECT read into the buffer failed");
+            }
+            finally { Syscall.close(fd); }
+            Assert.True(src.SequenceEqual(new ReadOnlySpan<byte>(b, bytes)), "the bytes read back differ");
+        }
+        finally
+        {
+            DirectIo.FreeBuffer(a);
+            DirectIo.FreeBuffer(b);
+        }
+    }
+}
