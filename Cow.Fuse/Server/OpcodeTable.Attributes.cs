@@ -59,8 +59,8 @@ public static partial class OpcodeTable
     /// SETATTR: mode, uid, gid, size, atime and mtime (FATTR_ATIME_NOW / FATTR_MTIME_NOW: the current time).
     /// FATTR_CTIME sets the change time the kernel sends (with its writeback cache the kernel keeps the
     /// times of a file it writes and flushes them here; otherwise every change sets ctime to now), FATTR_FH and FATTR_LOCKOWNER carry nothing
-    /// Cow needs, FATTR_KILL_SUIDGID clears setuid, and setgid of a group-executable file, as the kernel
-    /// would. A request that changes nothing answers the current attributes.
+    /// Cow needs, FATTR_KILL_SUIDGID, and a chown of a non-directory, clear setuid, and setgid of a group-executable
+    /// file, as the kernel would (with FUSE_HANDLE_KILLPRIV_V2 it leaves that to the server). A request that changes nothing answers the current attributes.
     /// </summary>
     private static Errno Setattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
@@ -73,12 +73,13 @@ public static partial class OpcodeTable
         var v = (FuseSetattrValid)i.Valid;
         uint? mode = null;
         if ((v & FuseSetattrValid.Mode) != 0) mode = i.Mode & 0xFFF;
-        else if ((v & FuseSetattrValid.KillSuidgid) != 0)
+        else if ((v & (FuseSetattrValid.KillSuidgid | FuseSetattrValid.Uid | FuseSetattrValid.Gid)) != 0)
         {
+            // FATTR_KILL_SUIDGID (a truncate by a caller without CAP_FSETID), or a chown of a non-directory,
+            // which clears them whoever calls (with FUSE_HANDLE_KILLPRIV_V2 the kernel leaves both to us).
             e = view.GetAttr(node.Ino, out var cur);
             if (e != 0) return e;
-            uint kill = S_ISUID | ((cur.Mode & S_IXGRP) != 0 ? S_ISGID : 0);
-            if ((cur.Mode & kill) != 0) mode = cur.Mode & 0xFFF & ~kill;
+            if ((v & FuseSetattrValid.KillSuidgid) != 0 || !cur.IsDirectory) mode = ModeWithoutSuidgid(cur.Mode);
         }
         long? size = null;
         if ((v & FuseSetattrValid.Size) != 0)

@@ -29,7 +29,7 @@ public static partial class OpcodeTable
         e = view.GetAttr(node.Ino, out var attr);
         if (e != 0) return e;
         if (attr.IsDirectory) return Errno.EISDIR;
-        e = OpenNode(view, node.Ino, i.Flags, ref attr, out ulong fh);
+        e = OpenNode(view, node.Ino, i.Flags, (i.OpenFlags & FuseOpenIn.OpenKillSuidgid) != 0, ref attr, out ulong fh);
         if (e != 0) return e;
         var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : LiveOpenFlags(d, i.Flags) };
         return Write(reply, in o, out n);
@@ -47,9 +47,11 @@ public static partial class OpcodeTable
         (flags & O_ACCMODE) == 0 && (flags & O_TRUNC) == 0 ? 0 : d.LiveFileOpenFlags;
 
     /// <summary>Opens a non-directory (EROFS for writing in a read-only tree), truncating on O_TRUNC for
-    /// writing; <paramref name="attr"/> is refreshed after a truncation. <paramref name="fh"/> is
+    /// writing; <paramref name="attr"/> is refreshed after a truncation. With <paramref name="killSuidgid"/>
+    /// (FUSE_OPEN_KILL_SUIDGID: the opener lacks CAP_FSETID) the truncation also clears setuid, and setgid of a
+    /// group-executable file, as truncate(2) does. <paramref name="fh"/> is
     /// <see cref="EngineOpenFh"/> when the engine counted the open (live tree).</summary>
-    private static Errno OpenNode(FileSystemView view, long ino, uint flags, ref InodeAttr attr, out ulong fh)
+    private static Errno OpenNode(FileSystemView view, long ino, uint flags, bool killSuidgid, ref InodeAttr attr, out ulong fh)
     {
         fh = 0;
         // O_TRUNC truncates whatever the access mode (Linux does it for O_RDONLY|O_TRUNC too; with
@@ -59,9 +61,10 @@ public static partial class OpcodeTable
         var e = view.Open(ino, writable);
         if (e != 0) return e;
         fh = view.ReadOnly ? 0 : EngineOpenFh;
-        if (truncate && attr.IsRegular && attr.Size != 0)
+        uint? mode = truncate && killSuidgid ? ModeWithoutSuidgid(attr.Mode) : null;
+        if (truncate && attr.IsRegular && (attr.Size != 0 || mode != null))
         {
-            e = view.SetAttr(ino, new SetAttrRequest { Size = 0 }, out attr);
+            e = view.SetAttr(ino, new SetAttrRequest { Size = attr.Size != 0 ? 0 : null, Mode = mode }, out attr);
             if (e != 0)
             {
                 if (fh == EngineOpenFh) view.Release(ino);
@@ -144,8 +147,17 @@ public static partial class OpcodeTable
     private static void KillSuidgid(FileSystemView view, long ino)
     {
         if (view.GetAttr(ino, out var a) != 0) return;
-        uint kill = S_ISUID | ((a.Mode & S_IXGRP) != 0 ? S_ISGID : 0);
-        if ((a.Mode & kill) != 0) view.SetAttr(ino, new SetAttrRequest { Mode = a.Mode & 0xFFF & ~kill }, out _);
+        if (ModeWithoutSuidgid(a.Mode) is uint m) view.SetAttr(ino, new SetAttrRequest { Mode = m }, out _);
+    }
+
+    /// <summary>The permission bits of <paramref name="mode"/> without S_ISUID, and without S_ISGID when the
+    /// file is group-executable (a setgid bit without group execute marks mandatory locking and stays), as
+    /// Linux clears them on a write, truncate or chown; null when there is nothing to clear. With
+    /// FUSE_HANDLE_KILLPRIV_V2 this is the server's job, not the kernel's.</summary>
+    internal static uint? ModeWithoutSuidgid(uint mode)
+    {
+        uint kill = S_ISUID | ((mode & S_IXGRP) != 0 ? S_ISGID : 0);
+        return (mode & kill) != 0 ? mode & 0xFFF & ~kill : null;
     }
 
     /// <summary>FSYNC / FSYNCDIR: every change so far becomes durable (one group commit; fdatasync alike).</summary>

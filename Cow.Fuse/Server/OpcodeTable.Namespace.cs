@@ -113,6 +113,7 @@ public static partial class OpcodeTable
         int size = d.NegotiatedMinor < 12 ? FuseOpenIn.Size : FuseCreateIn.Size;
         if (p.Length < size + 2) return Errno.EINVAL;
         uint flags = MemoryMarshal.Read<uint>(p), mode = MemoryMarshal.Read<uint>(p[4..]);
+        bool killSuidgid = size == FuseCreateIn.Size && (MemoryMarshal.Read<FuseCreateIn>(p).OpenFlags & FuseOpenIn.OpenKillSuidgid) != 0;
         var e = ReadNewName(p[size..], out string name, out _);
         if (e != 0) return e;
         e = PrepareNew(d, in h, h.NodeId, name, out var parent, out uint gid, out _);
@@ -127,7 +128,7 @@ public static partial class OpcodeTable
             e = view.Lookup(parent.Ino, name, out attr);
             if (e != 0) return e;
             if (attr.IsDirectory) return Errno.EISDIR;
-            e = OpenNode(view, attr.Ino, flags, ref attr, out ulong fh0);
+            e = OpenNode(view, attr.Ino, flags, killSuidgid, ref attr, out ulong fh0);
             if (e != 0) return e;
             return CreateReply(d, parent.Slot, in attr, fh0, reply, out n);
         }

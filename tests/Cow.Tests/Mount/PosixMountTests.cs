@@ -893,6 +893,63 @@ public class PosixMountTests
         Assert.Equal(65534u, st.st_gid);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SetuidSetgidAndCapabilitiesAreClearedAsLinuxClearsThem(bool writebackCache)
+    {
+        // Cow asks for FUSE_HANDLE_KILLPRIV_V2, so clearing the bits on a write, a truncate and a chown is the
+        // server's job (the kernel only says when: the caller lacks CAP_FSETID).
+        using var m = new MountedPool(writebackCache: writebackCache);
+        Ok(Syscall.chmod(Path.GetDirectoryName(m.MountPoint)!, (FilePermissions)0x1ED), "chmod the temp folder");
+        uint ModeOf(string name) => Perm(StatOf(m.P(name))) & 0xFFF;
+        void Make(string name, uint mode)
+        {
+            File.WriteAllText(m.P(name), "#!/bin/sh\n");
+            Ok(Syscall.chmod(m.P(name), (FilePermissions)mode), $"chmod {name} {Convert.ToString(mode, 8)}");
+            Assert.Equal(mode, ModeOf(name));
+        }
+        void AsNobodyOk(string what, string script)
+        {
+            var r = AsNobody("sh", "-c", script);
+            Assert.True(r.Code == 0, $"{what} as nobody: exit {r.Code}, {r.Err}");
+        }
+
+        Make("written", 0xDFF);                             // 06777
+        AsNobodyOk("append", $"echo more >> '{m.P("written")}'");
+        Assert.Equal(0x1FFu, ModeOf("written"));            // 0777: setuid gone, setgid (group-executable) gone
+        Make("locking", 0x5B6);                             // 02666: setgid without group execute marks locking
+        AsNobodyOk("append", $"echo more >> '{m.P("locking")}'");
+        Assert.Equal(0x5B6u, ModeOf("locking"));
+        Make("truncated", 0xDFF);
+        AsNobodyOk("truncate with O_TRUNC", $": > '{m.P("truncated")}'");
+        Assert.Equal(0x1FFu, ModeOf("truncated"));
+        Assert.Equal(0, StatOf(m.P("truncated")).st_size);
+        Make("shrunk", 0xDFF);
+        AsNobodyOk("truncate(1)", $"truncate -s 1 '{m.P("shrunk")}'");
+        Assert.Equal(0x1FFu, ModeOf("shrunk"));
+
+        // Root has CAP_FSETID: its writes keep the bits; a chown clears them whoever makes it.
+        Make("roots", 0xDED);                               // 06755
+        File.AppendAllText(m.P("roots"), "more");
+        Assert.Equal(0xDEDu, ModeOf("roots"));
+        Ok(Syscall.chown(m.P("roots"), 65534, 65534), "chown");
+        Assert.Equal(0x1EDu, ModeOf("roots"));
+        Directory.CreateDirectory(m.P("dir"));
+        Ok(Syscall.chmod(m.P("dir"), (FilePermissions)0xDED), "chmod dir 06755");
+        Ok(Syscall.chown(m.P("dir"), 65534, 65534), "chown dir");
+        Assert.Equal(0xDEDu, ModeOf("dir"));                // a directory keeps them
+
+        // security.capability goes with the next write, even root's (the kernel removes it).
+        Make("capable", 0x1ED);
+        byte[] caps = [0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];   // VFS_CAP_REVISION_2, CAP_NET_BIND_SERVICE
+        Ok(Syscall.setxattr(m.P("capable"), "security.capability", caps), "setxattr security.capability");
+        Assert.True(Syscall.getxattr(m.P("capable"), "security.capability", out byte[] back) >= 0 && back.Length == 20, "the capability was not stored");
+        File.AppendAllText(m.P("capable"), "more");
+        Assert.True(Syscall.getxattr(m.P("capable"), "security.capability", out _) < 0, "security.capability survived a write");
+        Assert.Equal(Errno.ENODATA, Stdlib.GetLastError());
+    }
+
     // ---------------------------------------------------------------- snapshots: EXDEV, EROFS
 
     [Fact]
