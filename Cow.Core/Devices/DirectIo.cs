@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Mono.Unix.Native;
 
 namespace Cow.Core.Devices;
@@ -11,7 +12,7 @@ internal static unsafe partial class DirectIo
     public const int HugePageBytes = 2 << 20;
     private const int MADV_HUGEPAGE = 14;
 
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "madvise")]
+    [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int MAdvise(void* address, nuint length, int advice);
 
     /// <summary>
@@ -25,13 +26,13 @@ internal static unsafe partial class DirectIo
     /// </summary>
     public static byte* AllocateBuffer(int bytes)
     {
-        var p = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)bytes, HugePageBytes);
+        var p = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, HugePageBytes);
         MAdvise(p, (nuint)bytes, MADV_HUGEPAGE);   // advice only: failure leaves ordinary pages
         return p;
     }
 
     /// <summary>Frees a buffer of <see cref="AllocateBuffer"/>.</summary>
-    public static void FreeBuffer(byte* buffer) => System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
+    public static void FreeBuffer(byte* buffer) => NativeMemory.AlignedFree(buffer);
 
     /// <summary>pread or pwrite of all <paramref name="length"/> bytes at <paramref name="offset"/>, retrying
     /// interrupted and short transfers; false on an error or end of file (the caller falls back to the ordinary

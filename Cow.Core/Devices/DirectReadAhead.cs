@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Mono.Unix.Native;
 
 namespace Cow.Core.Devices;

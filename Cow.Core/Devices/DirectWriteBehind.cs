@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Mono.Unix.Native;
 
 namespace Cow.Core.Devices;
@@ -118,11 +117,11 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
                 slot.State = SlotState.Filling;
                 slot.Offset = offset; slot.Length = n; slot.Ticket = ++_tickets;
                 _busy++;
-                if (slot.Buffer == null)
+                if (_region == null)
                 {
                     // One region for all buffers, so that they lie in huge pages (DirectIo.AllocateBuffer).
-                    _region = _region != null ? _region : DirectIo.AllocateBuffer(BufferCount * BufferBytes);
-                    slot.Buffer = _region + Array.IndexOf(_slots, slot) * (long)BufferBytes;
+                    _region = DirectIo.AllocateBuffer(BufferCount * BufferBytes);
+                    for (int i = 0; i < BufferCount; i++) _slots[i].Buffer = _region + i * (long)BufferBytes;
                 }
             }
             data[..n].CopyTo(new Span<byte>(slot.Buffer, n));
