@@ -14,7 +14,7 @@ public sealed class DurableFileStream : FileStream
     public DurableFileStream? FlushBeforeTruncate { get; set; }
 
     public DurableFileStream(string path, FileMode mode)
-        : base(path, mode, FileAccess.ReadWrite, FileShare.None, 4096) { }
+        : base(path, mode, FileAccess.ReadWrite, FileShare.None, bufferSize: 0) { }   // unbuffered: LiteDB writes whole pages
 
     public override void Flush() => Flush(true);
 
