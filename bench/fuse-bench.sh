@@ -16,7 +16,8 @@
 #   OUTDIR   where summary.tsv / summary.md / raw output go (default /tmp/cow-fuse-bench); round-N.tsv
 #            keeps each round's figures, summary.tsv their medians
 # Needs root. Installs fio, jq, hyperfine, btrfs-progs, libfuse3-dev with apt-get if missing (peers.sh)
-# and builds Cow (.ci/setup). Cow's pool lives on two 4 GiB loop devices (direct-io on), like the peers'.
+# and builds Cow (.ci/setup; then published with ReadyToRun, as the README installs it). Cow's pool
+# lives on two 4 GiB loop devices (direct-io on), like the peers'.
 # Cleans up everything it set up, also on failure.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +25,7 @@ REPO=$(cd "$HERE/.." && pwd)
 SHARED=${COW_SHARED:-$REPO/../shared}
 RUNS=5 T=10 SIZE=1G PEERS="raw ext4 peer-fuse peer-fuse-wb btrfs" COWOPTS="" URING=0
 while getopts "r:t:s:P:o:Uh" o; do
-  case $o in r) RUNS=$OPTARG ;; t) T=$OPTARG ;; s) SIZE=$OPTARG ;; P) PEERS=$OPTARG ;; o) COWOPTS=$OPTARG ;; U) URING=1 ;; *) sed -n '2,17p' "$0"; exit 2 ;; esac
+  case $o in r) RUNS=$OPTARG ;; t) T=$OPTARG ;; s) SIZE=$OPTARG ;; P) PEERS=$OPTARG ;; o) COWOPTS=$OPTARG ;; U) URING=1 ;; *) sed -n '2,21p' "$0"; exit 2 ;; esac
 done
 UPARAM=/sys/module/fuse/parameters/enable_uring
 [ "$URING" = 0 ] || [ -w "$UPARAM" ] || { echo "fuse-bench.sh: -U needs $UPARAM (Linux 6.14+ with CONFIG_FUSE_IO_URING)" >&2; exit 2; }
@@ -35,9 +36,9 @@ OUT=${1:-/tmp/cow-fuse-bench}
 [ -x "$SHARED/bench/bench.sh" ] || { echo "fuse-bench.sh: $SHARED/bench/bench.sh not found (set COW_SHARED)" >&2; exit 2; }
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); rm -rf "$OUT/summary.tsv" "$OUT"/round-*.tsv "$OUT"/peers-*
 bash "$REPO/.ci/setup" >/dev/null
-COW="dotnet $REPO/Cow.Cli/bin/Release/net10.0/cow.dll"
 
 W=$(mktemp -d /tmp/cow-fuse-bench.XXXXXX)
+COW="dotnet $W/cow/cow.dll"
 L0="" L1=""
 cleanup() {
   set +e
@@ -48,6 +49,11 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+# Cow as the README installs it: published precompiled (ReadyToRun), so that the first minutes of a mount are
+# not spent compiling the engine's and LiteDB's code beside the measured jobs.
+case $(uname -m) in aarch64) RID=linux-arm64 ;; *) RID=linux-x64 ;; esac
+dotnet publish "$REPO/Cow.Cli" -c Release -r "$RID" --self-contained false -p:PublishReadyToRun=true \
+  -o "$W/cow" --verbosity quiet -nologo >/dev/null
 mkdir -p "$W/mnt"
 truncate -s 4G "$W/base.img" "$W/log.img"
 L0=$(losetup --find --show --direct-io=on "$W/base.img")
