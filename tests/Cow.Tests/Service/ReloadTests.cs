@@ -15,7 +15,12 @@ public class ReloadTests
         var until = DateTime.UtcNow.AddSeconds(seconds);
         while (s.Log.Split(text).Length - 1 < times)
         {
-            if (DateTime.UtcNow > until) throw new Xunit.Sdk.XunitException($"no '{text}' in the log within {seconds} s:\n{s.Log}");
+            if (DateTime.UtcNow > until)
+            {
+                // Whether the service is still there tells a lost or unhandled signal from a hung reload.
+                string state = s.Process!.HasExited ? $"cow serve exited with {s.Process.ExitCode}" : "cow serve is still running";
+                throw new Xunit.Sdk.XunitException($"no '{text}' in the log within {seconds} s ({state}):\n{s.Log}");
+            }
             Thread.Sleep(50);
         }
     }
