@@ -4,9 +4,10 @@ using Mono.Unix.Native;
 namespace Cow.Core.Devices;
 
 /// <summary>What the O_DIRECT helpers of <see cref="FileBlockDevice"/> (<see cref="DirectReadAhead"/>,
-/// <see cref="DirectWriteBehind"/>) share: whole positional transfers and their worker threads. Stateless;
+/// <see cref="DirectWriteBehind"/>) share: whole positional transfers and their worker threads, and buffers
+/// in huge pages (public: the FUSE server's request and reply buffers are such buffers too). Stateless;
 /// thread-safe.</summary>
-internal static unsafe partial class DirectIo
+public static unsafe partial class DirectIo
 {
     /// <summary>Alignment of <see cref="AllocateBuffer"/>: one transparent huge page (x86-64, arm64 with 4 KiB pages).</summary>
     public const int HugePageBytes = 2 << 20;
@@ -22,12 +23,14 @@ internal static unsafe partial class DirectIo
     /// device); in scattered 4 KiB pages that caps a request at 512 KiB, so a 4 MiB read became eight requests,
     /// which a loop device serves one after another. In huge pages a request reaches max_sectors_kb (1280 KiB
     /// on a loop device), and pinning the pages for the transfer walks 2 MiB at a time. Without transparent
-    /// huge pages the advice is ignored and the buffer works as before. Free with <see cref="FreeBuffer"/>.
+    /// huge pages the advice is ignored and the buffer works as before. The allocation is rounded up to whole
+    /// huge pages (a range advised in part cannot hold one). Free with <see cref="FreeBuffer"/>.
     /// </summary>
     public static byte* AllocateBuffer(int bytes)
     {
-        var p = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, HugePageBytes);
-        MAdvise(p, (nuint)bytes, MADV_HUGEPAGE);   // advice only: failure leaves ordinary pages
+        nuint size = ((nuint)bytes + HugePageBytes - 1) & ~(nuint)(HugePageBytes - 1);
+        var p = (byte*)NativeMemory.AlignedAlloc(size, HugePageBytes);
+        MAdvise(p, size, MADV_HUGEPAGE);   // advice only: failure leaves ordinary pages
         return p;
     }
 
@@ -37,7 +40,7 @@ internal static unsafe partial class DirectIo
     /// <summary>pread or pwrite of all <paramref name="length"/> bytes at <paramref name="offset"/>, retrying
     /// interrupted and short transfers; false on an error or end of file (the caller falls back to the ordinary
     /// descriptor, which reports the error with the device name and offset).</summary>
-    public static bool Transfer(int fd, bool write, long offset, byte* buffer, int length)
+    internal static bool Transfer(int fd, bool write, long offset, byte* buffer, int length)
     {
         int done = 0;
         while (done < length)
@@ -53,7 +56,7 @@ internal static unsafe partial class DirectIo
     }
 
     /// <summary>Starts <paramref name="count"/> background threads named <c>NAME.i</c> running <paramref name="body"/>.</summary>
-    public static Thread[] StartThreads(int count, string name, ThreadStart body)
+    internal static Thread[] StartThreads(int count, string name, ThreadStart body)
     {
         var threads = new Thread[count];
         for (int i = 0; i < count; i++)

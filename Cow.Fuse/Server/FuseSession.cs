@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Cow.Core.Devices;
 using Cow.Fuse.Native;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
@@ -152,44 +153,45 @@ public sealed class FuseSession : IDisposable
 
     private unsafe void Serve(int fd)
     {
-        var request = GC.AllocateUninitializedArray<byte>(RequestDispatcher.RequestBufferSize, pinned: true);
-        var reply = GC.AllocateUninitializedArray<byte>(RequestDispatcher.ReplyBufferSize, pinned: true);
+        // Huge pages (2 MiB per buffer): the kernel copies a WRITE's payload into the request buffer and a READ's
+        // reply out of the reply buffer pinning one 4 KiB page at a time; in a huge page each pin is a shorter
+        // walk. One pool, against ordinary pinned arrays in turn, sequential 1 GiB reads through the mount
+        // (2026-12-04/05): 6 rounds of 3, median 3,011 -> 3,176 MB/s; this build against the one before it,
+        // 3 rounds of 3, 3,103 -> 3,365. Sequential writes level (1,017 / 1,018).
+        byte* req = DirectIo.AllocateBuffer(RequestDispatcher.RequestBufferSize);
+        byte* rep = DirectIo.AllocateBuffer(RequestDispatcher.ReplyBufferSize);
         try
         {
-            fixed (byte* req = request)
-            fixed (byte* rep = reply)
+            while (true)
             {
-                while (true)
+                nint n = LibC.Read(fd, req, (nuint)RequestDispatcher.RequestBufferSize);
+                if (n == 0) return;   // end of file: /dev/fuse never returns it; a socket peer closed its end
+                if (n < 0)
                 {
-                    nint n = LibC.Read(fd, req, (nuint)request.Length);
-                    if (n == 0) return;   // end of file: /dev/fuse never returns it; a socket peer closed its end
-                    if (n < 0)
+                    var e = LibC.LastErrno;
+                    // ENOENT: the request was interrupted before we read it; EINTR/EAGAIN: try again.
+                    if (e is Errno.EINTR or Errno.EAGAIN or Errno.ENOENT) continue;
+                    if (e != Errno.ENODEV) LogLine($"reading /dev/fuse failed: {LibC.Describe(e)}; worker ends");
+                    return;
+                }
+                int len = Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, RequestDispatcher.ReplyBufferSize));
+                if (len <= 0) continue;
+                nint w = LibC.Write(fd, rep, (nuint)len);
+                if (w < 0)
+                {
+                    var e = LibC.LastErrno;
+                    // ENOENT: the request was interrupted/aborted meanwhile; the reply is simply dropped.
+                    if (e == Errno.ENOENT) continue;
+                    if (e == Errno.ENODEV) return;
+                    LogLine($"writing a reply to /dev/fuse failed: {LibC.Describe(e)}");
+                }
+                else if (n >= 8 && MemoryMarshal.Read<uint>(new ReadOnlySpan<byte>(req + 4, 4)) == (uint)FuseOpcode.Init && _dispatcher.Initialized)
+                {
+                    if (Interlocked.Exchange(ref _initAnswered, 1) == 0)
                     {
-                        var e = LibC.LastErrno;
-                        // ENOENT: the request was interrupted before we read it; EINTR/EAGAIN: try again.
-                        if (e is Errno.EINTR or Errno.EAGAIN or Errno.ENOENT) continue;
-                        if (e != Errno.ENODEV) LogLine($"reading /dev/fuse failed: {LibC.Describe(e)}; worker ends");
-                        return;
+                        try { InitAnswered?.Invoke(); } catch (Exception ex) { LogLine($"after INIT: {ex.Message}"); }
                     }
-                    int len = Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, reply.Length));
-                    if (len <= 0) continue;
-                    nint w = LibC.Write(fd, rep, (nuint)len);
-                    if (w < 0)
-                    {
-                        var e = LibC.LastErrno;
-                        // ENOENT: the request was interrupted/aborted meanwhile; the reply is simply dropped.
-                        if (e == Errno.ENOENT) continue;
-                        if (e == Errno.ENODEV) return;
-                        LogLine($"writing a reply to /dev/fuse failed: {LibC.Describe(e)}");
-                    }
-                    else if (n >= 8 && MemoryMarshal.Read<uint>(new ReadOnlySpan<byte>(req + 4, 4)) == (uint)FuseOpcode.Init && _dispatcher.Initialized)
-                    {
-                        if (Interlocked.Exchange(ref _initAnswered, 1) == 0)
-                        {
-                            try { InitAnswered?.Invoke(); } catch (Exception ex) { LogLine($"after INIT: {ex.Message}"); }
-                        }
-                        StartUringIfGranted(fd);
-                    }
+                    StartUringIfGranted(fd);
                 }
             }
         }
@@ -197,7 +199,12 @@ public sealed class FuseSession : IDisposable
         {
             LogLine($"FUSE worker failed: {ex}");
         }
-        finally { WorkerEnded(); }
+        finally
+        {
+            DirectIo.FreeBuffer(req);
+            DirectIo.FreeBuffer(rep);
+            WorkerEnded();
+        }
     }
 
     /// <summary>One request of either transport: counted, and answered EIO without reaching the pool once closing.</summary>

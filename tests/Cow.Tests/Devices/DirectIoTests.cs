@@ -12,6 +12,7 @@ public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
     [InlineData(4 << 20)]
     [InlineData(8 << 20)]
     [InlineData(1 << 20)]
+    [InlineData((1 << 20) + 4096)]   // the FUSE server's request and reply buffers
     public void BuffersAreHugePageAlignedAndCarryAnODirectRoundTrip(int bytes)
     {
         byte* a = DirectIo.AllocateBuffer(bytes), b = DirectIo.AllocateBuffer(bytes);
@@ -38,5 +39,42 @@ public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
             DirectIo.FreeBuffer(a);
             DirectIo.FreeBuffer(b);
         }
+    }
+
+    /// <summary>The whole allocation is advised, rounded up to huge pages: an advice over part of a huge page
+    /// splits the mapping into a piece that cannot hold one (smaps says THPeligible 0 there). Checked where
+    /// transparent huge pages are on (madvise or always).</summary>
+    [Fact]
+    public void AnOddSizedBufferCanStillLieInHugePages()
+    {
+        string mode = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "";
+        bool on = mode.Contains("[madvise]") || mode.Contains("[always]");
+        byte* a = DirectIo.AllocateBuffer((1 << 20) + 4096);
+        try
+        {
+            if (!on) return;
+            new Span<byte>(a, (1 << 20) + 4096).Fill(1);
+            Assert.Equal("1", SmapsField((ulong)a, "THPeligible"));
+        }
+        finally { DirectIo.FreeBuffer(a); }
+    }
+
+    /// <summary>A field of the mapping that holds <paramref name="address"/> in /proc/self/smaps.</summary>
+    private static string? SmapsField(ulong address, string field)
+    {
+        bool inside = false;
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-');
+            int space = line.IndexOf(' ');
+            if (dash > 0 && space > dash && ulong.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out ulong from)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out ulong to))
+            {
+                inside = address >= from && address < to;
+                continue;
+            }
+            if (inside && line.StartsWith(field + ":")) return line[(field.Length + 1)..].Trim();
+        }
+        return null;
     }
 }
