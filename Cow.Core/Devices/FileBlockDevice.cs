@@ -207,15 +207,29 @@ public sealed class FileBlockDevice : IBlockDevice
     }
 
     /// <inheritdoc />
-    public void Read(long offset, Span<byte> buffer)
+    public void Read(long offset, Span<byte> buffer) => ReadOrLend(offset, buffer, default, null);
+
+    /// <inheritdoc />
+    public DeviceReadResult ReadOrLend(long offset, Span<byte> buffer, Span<uint> blockSums, ReadSegments? lend)
     {
         DeviceRange.Check(Name, Length, offset, buffer.Length);
         _writeBehind?.WaitForOverlapping(offset, buffer.Length);
         if (_readAhead != null)
         {
-            if (_readAhead.TryRead(offset, buffer)) return;
+            switch (_readAhead.TryRead(offset, buffer, blockSums, lend))
+            {
+                case DirectReadAhead.ReadAheadResult.Lent: return DeviceReadResult.Lent;
+                case DirectReadAhead.ReadAheadResult.CopiedWithSums: return DeviceReadResult.ReadWithSums;
+                case DirectReadAhead.ReadAheadResult.Copied: return DeviceReadResult.Read;
+            }
         }
         else ReadAhead(offset, buffer.Length);
+        ReadFromDevice(offset, buffer);
+        return DeviceReadResult.Read;
+    }
+
+    private void ReadFromDevice(long offset, Span<byte> buffer)
+    {
         while (!buffer.IsEmpty)
         {
             int n;

@@ -25,6 +25,18 @@ public interface IBlockDevice : IDisposable
     /// Bytes never written read as zero.</summary>
     void Read(long offset, Span<byte> buffer);
 
+    /// <summary>Reads like <see cref="Read"/>, but when this object holds the bytes in memory already (read-ahead
+    /// buffers) it may lend them in place through <paramref name="lend"/> instead of copying them into
+    /// <paramref name="buffer"/> (<see cref="DeviceReadResult.Lent"/>: the bytes are the segments just added to
+    /// <paramref name="lend"/>, held until its Release), and it gives the CRC-32C of each 4 KiB block in
+    /// <paramref name="blockSums"/> when it computed them as the bytes came off the device. Offset and length
+    /// whole 4 KiB blocks; <paramref name="blockSums"/> one entry per block. Default: <see cref="Read"/>.</summary>
+    DeviceReadResult ReadOrLend(long offset, Span<byte> buffer, Span<uint> blockSums, ReadSegments? lend)
+    {
+        Read(offset, buffer);
+        return DeviceReadResult.Read;
+    }
+
     /// <summary>Writes all of <paramref name="data"/> at <paramref name="offset"/>. Not durable until
     /// <see cref="Flush"/> returns.</summary>
     void Write(long offset, ReadOnlySpan<byte> data);
@@ -42,4 +54,15 @@ public interface IBlockDevice : IDisposable
     /// sees it: writes held back by this object (written behind) land first. Not a flush: nothing is made
     /// durable. Default: writes are on the device when <see cref="Write"/> returns.</summary>
     void Settle(long offset, long length) { }
+}
+
+/// <summary>How <see cref="IBlockDevice.ReadOrLend"/> delivered a read.</summary>
+public enum DeviceReadResult
+{
+    /// <summary>Read into the buffer; the caller computes the checksums.</summary>
+    Read,
+    /// <summary>Read into the buffer, and each block's CRC-32C is in the block sums.</summary>
+    ReadWithSums,
+    /// <summary>Lent in place through the <see cref="ReadSegments"/>, and each block's CRC-32C is in the block sums.</summary>
+    Lent,
 }

@@ -1,3 +1,4 @@
+using Cow.Core.Devices;
 using System.Buffers;
 using Cow.Core.Format;
 using Cow.Core.Metadata;
@@ -485,11 +486,15 @@ public sealed partial class Engine
 
     /// <summary>
     /// Reads whole file blocks [fb, fb+n) into <paramref name="dest"/> through the read mappings,
-    /// verifying every mapped block's checksum. Holes read as zeros.
+    /// verifying every mapped block's checksum. Holes read as zeros. With <paramref name="lend"/> (whose
+    /// scratch buffer <paramref name="dest"/> is, from its current length on) the devices may lend bytes they
+    /// hold in place instead of copying them into <paramref name="dest"/>; every piece, lent or not, is added
+    /// to <paramref name="lend"/> in order.
     /// </summary>
-    internal Errno ReadBlocks(ITreeReader tree, long ino, long fb, long n, Span<byte> dest)
+    internal Errno ReadBlocks(ITreeReader tree, long ino, long fb, long n, Span<byte> dest, ReadSegments? lend = null)
     {
         var sums = ArrayPool<uint>.Shared.Rent(ChunkBlocks);
+        var computed = ArrayPool<uint>.Shared.Rent(ChunkBlocks);
         try
         {
             while (n > 0)
@@ -503,36 +508,53 @@ public sealed partial class Engine
                     if (!run.IsHole) c!.Sums.AsSpan((int)(fb % ChunkBlocks), (int)run.Blocks).CopyTo(sums);
                 }
                 var part = dest.Slice(0, (int)(run.Blocks << BlockShift));
-                if (run.IsHole) part.Clear();
+                if (run.IsHole)
+                {
+                    part.Clear();
+                    lend?.AddScratch(part.Length);
+                }
                 else
                 {
+                    var blockSums = computed.AsSpan(0, (int)run.Blocks);
+                    DeviceReadResult how;
                     _reuseGate.EnterReadLock();
-                    try { _devices[run.Device].Read(run.Address << BlockShift, part); }
+                    try { how = _devices[run.Device].ReadOrLend(run.Address << BlockShift, part, blockSums, lend); }
                     catch (IOException e)
                     {
                         Report($"read error: inode {ino} offset {fb << BlockShift} device {run.Device} block {run.Address}: {e.Message}");
                         return Errno.EIO;
                     }
                     finally { _reuseGate.ExitReadLock(); }
+                    if (how == DeviceReadResult.Read)
+                        for (int i = 0; i < run.Blocks; i++) blockSums[i] = Crc32C.Compute(part.Slice(i << BlockShift, BlockSize));
                     for (int i = 0; i < run.Blocks; i++)
-                        if (Crc32C.Compute(part.Slice(i << BlockShift, BlockSize)) != sums[i])
+                        if (blockSums[i] != sums[i])
                         {
                             Report($"checksum mismatch: inode {ino} offset {(fb + i) << BlockShift} device {run.Device} block {run.Address + i}");
                             return Errno.EIO;
                         }
+                    if (how != DeviceReadResult.Lent) lend?.AddScratch(part.Length);
                 }
                 dest = dest[part.Length..];
                 fb += run.Blocks; n -= run.Blocks;
             }
             return 0;
         }
-        finally { ArrayPool<uint>.Shared.Return(sums); }
+        finally
+        {
+            ArrayPool<uint>.Shared.Return(sums);
+            ArrayPool<uint>.Shared.Return(computed);
+        }
     }
 
-    /// <summary>read(2) through the engine: clamps to the file size; returns bytes read in <paramref name="count"/>.</summary>
-    internal Errno Read(ITreeReader tree, long ino, long offset, Span<byte> buffer, out int count)
+    /// <summary>read(2) through the engine: clamps to the file size; returns bytes read in <paramref name="count"/>.
+    /// With <paramref name="lend"/> (reset here; <paramref name="buffer"/> must be its scratch buffer) the read
+    /// may be left partly in device buffers lent in place: the read is then <paramref name="lend"/>'s segments,
+    /// and the caller releases them (also after an error).</summary>
+    internal Errno Read(ITreeReader tree, long ino, long offset, Span<byte> buffer, out int count, ReadSegments? lend = null)
     {
         count = 0;
+        lend?.Reset();
         if (offset < 0) return Errno.EINVAL;
         long size;
         lock (_lock)
@@ -550,7 +572,7 @@ public sealed partial class Engine
         int head = (int)(offset & (BlockSize - 1));
         if (head == 0 && (len & (BlockSize - 1)) == 0)
         {
-            var e = ReadBlocks(tree, ino, fb, nb, buffer[..len]);
+            var e = ReadBlocks(tree, ino, fb, nb, buffer[..len], lend);
             if (e != 0) return e;
         }
         else
@@ -561,6 +583,7 @@ public sealed partial class Engine
                 var e = ReadBlocks(tree, ino, fb, nb, tmp.AsSpan(0, (int)(nb << BlockShift)));
                 if (e != 0) return e;
                 tmp.AsSpan(head, len).CopyTo(buffer);
+                lend?.AddScratch(len);
             }
             finally { ArrayPool<byte>.Shared.Return(tmp); }
         }

@@ -1,3 +1,4 @@
+using Cow.Core.Devices;
 using Cow.Core.Engine;
 using Mono.Unix.Native;
 
@@ -73,6 +74,21 @@ public sealed class FileSystemView
         count = 0;
         if (Stale) return Errno.ESTALE;
         try { return _e.Read(_tree, ino, offset, buffer, out count); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    /// <summary>
+    /// Reads up to <paramref name="size"/> bytes (at most <paramref name="into"/>'s capacity) into
+    /// <paramref name="into"/>, letting devices lend bytes they hold in memory instead of copying them into its
+    /// scratch buffer: the read is <paramref name="into"/>'s segments, <paramref name="count"/> bytes. Release
+    /// <paramref name="into"/> when done with them, whatever the result.
+    /// </summary>
+    public unsafe Errno ReadInto(long ino, long offset, int size, ReadSegments into, out int count)
+    {
+        count = 0;
+        into.Reset();
+        if (Stale) return Errno.ESTALE;
+        var scratch = new Span<byte>(into.Scratch, Math.Clamp(size, 0, into.Capacity));
+        try { return _e.Read(_tree, ino, offset, scratch, out count, into); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno GetXattr(long ino, string name, out byte[] value)

@@ -32,6 +32,9 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buf, nuint count);
 
+    [LibraryImport(Lib, EntryPoint = "writev", SetLastError = true)]
+    public static partial nint Writev(int fd, IoVec* iov, int iovcnt);
+
     [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, ulong request, void* arg);
 

@@ -160,6 +160,10 @@ public sealed class FuseSession : IDisposable
         // 3 rounds of 3, 3,103 -> 3,365. Sequential writes level (1,017 / 1,018).
         byte* req = DirectIo.AllocateBuffer(RequestDispatcher.RequestBufferSize);
         byte* rep = DirectIo.AllocateBuffer(RequestDispatcher.ReplyBufferSize);
+        // A READ's data may stay where the device read put it (read-ahead buffers); its reply is then gathered
+        // with writev from the header here and those pieces.
+        var segments = new ReadSegments(rep + FuseOutHeader.Size, RequestDispatcher.ReplyBufferSize - FuseOutHeader.Size);
+        var iov = (LibC.IoVec*)NativeMemory.Alloc((nuint)(ReadSegments.MaxSegments + 1), (nuint)sizeof(LibC.IoVec));
         try
         {
             while (true)
@@ -174,9 +178,16 @@ public sealed class FuseSession : IDisposable
                     if (e != Errno.ENODEV) LogLine($"reading /dev/fuse failed: {LibC.Describe(e)}; worker ends");
                     return;
                 }
-                int len = Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, RequestDispatcher.ReplyBufferSize));
-                if (len <= 0) continue;
-                nint w = LibC.Write(fd, rep, (nuint)len);
+                nint w;
+                try
+                {
+                    int len = Dispatch(new ReadOnlySpan<byte>(req, (int)n), new Span<byte>(rep, RequestDispatcher.ReplyBufferSize), segments);
+                    if (len <= 0) continue;
+                    w = segments.LentBytes > 0 && len == FuseOutHeader.Size + segments.Length
+                        ? WriteGathered(fd, rep, segments, iov)
+                        : LibC.Write(fd, rep, (nuint)len);
+                }
+                finally { segments.Release(); }
                 if (w < 0)
                 {
                     var e = LibC.LastErrno;
@@ -201,20 +212,35 @@ public sealed class FuseSession : IDisposable
         }
         finally
         {
+            segments.Release();
+            NativeMemory.Free(iov);
             DirectIo.FreeBuffer(req);
             DirectIo.FreeBuffer(rep);
             WorkerEnded();
         }
     }
 
-    /// <summary>One request of either transport: counted, and answered EIO without reaching the pool once closing.</summary>
-    private int Dispatch(ReadOnlySpan<byte> request, Span<byte> reply)
+    /// <summary>One reply, the fuse_out_header at <paramref name="header"/> and then the read's segments, in one
+    /// writev (the kernel takes a reply whole from a single write).</summary>
+    private static unsafe nint WriteGathered(int fd, byte* header, ReadSegments segments, LibC.IoVec* iov)
+    {
+        iov[0] = new LibC.IoVec { Base = header, Length = (nuint)FuseOutHeader.Size };
+        for (int i = 0; i < segments.Count; i++)
+            iov[i + 1] = new LibC.IoVec { Base = (void*)segments.Address(i), Length = (nuint)segments.SegmentLength(i) };
+        return LibC.Writev(fd, iov, segments.Count + 1);
+    }
+
+    /// <summary>One request of either transport: counted, and answered EIO without reaching the pool once closing.
+    /// With <paramref name="segments"/> (a /dev/fuse worker) a READ's reply may be gathered: see
+    /// <see cref="RequestDispatcher.Dispatch(ReadOnlySpan{byte}, Span{byte}, ReadSegments)"/>.</summary>
+    private int Dispatch(ReadOnlySpan<byte> request, Span<byte> reply, ReadSegments? segments = null)
     {
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref _inFlight);
         try
         {
-            return _closing ? RequestDispatcher.ErrorReply(request, reply, Errno.EIO) : _dispatcher.Dispatch(request, reply);
+            if (_closing) return RequestDispatcher.ErrorReply(request, reply, Errno.EIO);
+            return segments != null ? _dispatcher.Dispatch(request, reply, segments) : _dispatcher.Dispatch(request, reply);
         }
         finally { Interlocked.Decrement(ref _inFlight); }
     }
@@ -227,7 +253,7 @@ public sealed class FuseSession : IDisposable
         lock (_gate)
         {
             if (_uring != null) return;
-            var t = new FuseUringTransport(fd, _uringEntriesPerQueue, Dispatch, LogLine, WorkerEnded);
+            var t = new FuseUringTransport(fd, _uringEntriesPerQueue, (request, reply) => Dispatch(request, reply), LogLine, WorkerEnded);
             Interlocked.Add(ref _running, t.Queues * t.EntriesPerQueue);
             _uring = t;
             t.Start();

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
@@ -102,7 +103,12 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    /// <summary>
+    /// READ: with the worker's <see cref="ReadSegments"/> (a /dev/fuse worker) the data may stay in the read-ahead
+    /// buffers it came into from the device, and the reply is gathered from them (writev) instead of copied
+    /// together first; the buffers' checksums were computed as they were loaded.
+    /// </summary>
+    private static unsafe Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -111,7 +117,12 @@ public static partial class OpcodeTable
         var i = MemoryMarshal.Read<FuseReadIn>(p);
         if (i.Offset > long.MaxValue) return Errno.EINVAL;
         int size = (int)Math.Min(i.Size_, (uint)reply.Length);
-        e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out int count);
+        int count;
+        var segments = RequestDispatcher.ReadSegmentsOfThisWorker;
+        if (segments != null && segments.Scratch == (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(reply)) && size <= segments.Capacity)
+            e = node.View!.ReadInto(node.Ino, (long)i.Offset, size, segments, out count);
+        else
+            e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out count);
         if (e != 0) return e;
         n = Math.Clamp(count, 0, size);
         return 0;

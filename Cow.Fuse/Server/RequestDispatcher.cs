@@ -1,3 +1,4 @@
+using Cow.Core.Devices;
 using System.Runtime.InteropServices;
 using Cow.Core;
 using Cow.Core.FileSystem;
@@ -211,6 +212,27 @@ public sealed class RequestDispatcher
 
     internal void Freeze(bool frozen) => _hold = frozen ? HoldFrozen : 0;
     internal void MarkShutDown() => _hold = HoldShutDown;
+
+    /// <summary>The calling worker's <see cref="ReadSegments"/> while it dispatches with one (READ may then leave
+    /// its data in device buffers lent in place), else null.</summary>
+    [ThreadStatic] private static ReadSegments? t_readSegments;
+    internal static ReadSegments? ReadSegmentsOfThisWorker => t_readSegments;
+
+    /// <summary>
+    /// <see cref="Dispatch(ReadOnlySpan{byte}, Span{byte})"/> for a transport that can send a reply gathered from
+    /// several pieces: a READ may leave its data as <paramref name="readSegments"/>' segments (whose scratch
+    /// buffer must be <paramref name="reply"/> after the fuse_out_header). When a reply of the returned length
+    /// carries <paramref name="readSegments"/>' <see cref="ReadSegments.LentBytes"/> &gt; 0, it is the
+    /// fuse_out_header at the start of <paramref name="reply"/> followed by the segments; the caller sends it
+    /// and releases the segments in any case.
+    /// </summary>
+    public int Dispatch(ReadOnlySpan<byte> request, Span<byte> reply, ReadSegments readSegments)
+    {
+        readSegments.Reset();
+        t_readSegments = readSegments;
+        try { return Dispatch(request, reply); }
+        finally { t_readSegments = null; }
+    }
 
     /// <summary>
     /// Handles one request and writes its reply at the start of <paramref name="reply"/>.

@@ -1,4 +1,5 @@
 using Cow.Core.Devices;
+using Cow.Core.Format;
 using Xunit;
 
 namespace Cow.Tests.Devices;
@@ -130,5 +131,86 @@ public sealed class DirectReadAheadTests() : VarTmpImages("cow-ra-tests-")
         using var dev = Patterned(out var expected);
         ReadAndCompare(dev, expected, 48L * MiB, 64L * MiB, MiB);
         Assert.True(dev.ReadAheadHits > 0);
+    }
+
+    /// <summary>The bytes of <paramref name="segments"/>, gathered in order.</summary>
+    internal static unsafe byte[] Gather(ReadSegments segments)
+    {
+        var all = new byte[segments.Length];
+        int at = 0;
+        for (int i = 0; i < segments.Count; i++)
+        {
+            new ReadOnlySpan<byte>((void*)segments.Address(i), segments.SegmentLength(i)).CopyTo(all.AsSpan(at));
+            at += segments.SegmentLength(i);
+        }
+        return all;
+    }
+
+    [Fact]
+    public unsafe void LentReadsCarryTheBytesAndTheChecksumsOfTheirBlocks()
+    {
+        using var dev = Patterned(out var expected);
+        byte* scratch = DirectIo.AllocateBuffer(MiB);
+        try
+        {
+            var segments = new ReadSegments(scratch, MiB);
+            var sums = new uint[MiB / 4096];
+            int lent = 0, twoPieces = 0;
+            // 1 MiB reads, every fourth one straddling a 4 MiB chunk boundary.
+            for (long off = 0; off + MiB <= 60L * MiB; off += MiB - (off % (4 * MiB) == 2 * MiB ? MiB / 2 : 0))
+            {
+                segments.Reset();
+                var how = dev.ReadOrLend(off, new Span<byte>(scratch, MiB), sums, segments);
+                if (how == DeviceReadResult.Lent)
+                {
+                    lent++;
+                    if (segments.Count == 2) twoPieces++;
+                    Assert.Equal(MiB, segments.LentBytes);
+                    Assert.True(expected.AsSpan((int)off, MiB).SequenceEqual(Gather(segments)), $"lent bytes differ in the read at {off}");
+                }
+                else Assert.True(expected.AsSpan((int)off, MiB).SequenceEqual(new ReadOnlySpan<byte>(scratch, MiB)), $"bytes differ in the read at {off}");
+                if (how != DeviceReadResult.Read)
+                    for (int b = 0; b < sums.Length; b++)
+                        Assert.True(Crc32C.Compute(expected.AsSpan((int)off + b * 4096, 4096)) == sums[b], $"block sum {b} wrong in the read at {off} ({how})");
+                segments.Release();
+            }
+            Assert.True(lent > 40, $"only {lent} reads were lent");
+            Assert.True(twoPieces > 5, $"only {twoPieces} reads across a chunk boundary were lent in two pieces");
+        }
+        finally { DirectIo.FreeBuffer(scratch); }
+    }
+
+    [Fact]
+    public unsafe void ALentBufferKeepsItsBytesUntilItIsReturned()
+    {
+        var dev = Patterned(out var expected);
+        byte* scratch = DirectIo.AllocateBuffer(MiB);
+        try
+        {
+            var segments = new ReadSegments(scratch, MiB);
+            var sums = new uint[MiB / 4096];
+            var buf = new byte[MiB];
+            for (long off = 0; off < 4L * MiB; off += MiB) dev.Read(off, buf);
+            var how = dev.ReadOrLend(4L * MiB, new Span<byte>(scratch, MiB), sums, segments);
+            Assert.Equal(DeviceReadResult.Lent, how);
+            Assert.Throws<InvalidOperationException>(segments.Reset);   // still lent
+            // Overwrite the lent range and read on far past the window, so that every other buffer is reused.
+            dev.Write(4L * MiB, new byte[MiB]);
+            for (long off = 5L * MiB; off < 60L * MiB; off += MiB) dev.Read(off, buf);
+            Assert.True(expected.AsSpan(4 * MiB, MiB).SequenceEqual(Gather(segments)), "a lent buffer was reused before it was returned");
+            segments.Release();
+            segments.Release();   // idempotent
+            segments.Reset();
+            dev.Read(4L * MiB, buf);
+            Assert.True(buf.AsSpan().IndexOfAnyExcept((byte)0) < 0, "the write is not seen after the buffer came back");
+            var disposing = System.Diagnostics.Stopwatch.StartNew();
+            dev.Dispose();
+            Assert.True(disposing.Elapsed < TimeSpan.FromSeconds(5), $"Dispose took {disposing.Elapsed} with every buffer returned");
+        }
+        finally
+        {
+            dev.Dispose();
+            DirectIo.FreeBuffer(scratch);
+        }
     }
 }
