@@ -89,6 +89,9 @@ internal sealed unsafe class DirectReadAhead : IDisposable
     /// <summary>Reads served from read-ahead buffers (for tests and the benchmark notes).</summary>
     public long Hits => Interlocked.Read(ref _hits);
     private long _hits;
+    /// <summary>Of <see cref="Hits"/>, the reads lent in place rather than copied.</summary>
+    public long Lent => Interlocked.Read(ref _lent);
+    private long _lent;
 
     private DirectReadAhead(int fd, long length)
     {
@@ -180,7 +183,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
             else new ReadOnlySpan<byte>(slot.Buffer + (from - chunkStart), (int)(to - from)).CopyTo(dest[(int)(from - offset)..]);
         }
         Interlocked.Increment(ref _hits);
-        if (lending) return ReadAheadResult.Lent;
+        if (lending) { Interlocked.Increment(ref _lent); return ReadAheadResult.Lent; }
         lock (_gate) Unpin(held[..count]);
         return withSums ? ReadAheadResult.CopiedWithSums : ReadAheadResult.Copied;
     }

@@ -54,6 +54,8 @@ public sealed class FileBlockDevice : IBlockDevice
 
     /// <summary>Reads served from O_DIRECT read-ahead buffers so far.</summary>
     public long ReadAheadHits => _readAhead?.Hits ?? 0;
+    /// <summary>Of <see cref="ReadAheadHits"/>, the reads lent in place (<see cref="IBlockDevice.ReadOrLend"/>) rather than copied.</summary>
+    public long ReadAheadLent => _readAhead?.Lent ?? 0;
 
     /// <summary>Whether block-aligned writes of <see cref="DirectWriteBehind.MinBytes"/> or more are written behind with O_DIRECT (<see cref="DirectWriteBehind"/>);
     /// false when read-only or where the file system refuses O_DIRECT (then writes go through the page cache).</summary>

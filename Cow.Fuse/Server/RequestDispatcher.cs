@@ -1,6 +1,6 @@
-using Cow.Core.Devices;
 using System.Runtime.InteropServices;
 using Cow.Core;
+using Cow.Core.Devices;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;

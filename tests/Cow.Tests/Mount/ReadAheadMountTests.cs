@@ -1,3 +1,5 @@
+using Cow.Core.Devices;
+using Cow.Core.Format;
 using Cow.Fuse.Mounting;
 using Xunit;
 
@@ -84,6 +86,20 @@ public sealed class ReadAheadMountTests
     {
         using var m = new MountedPool(adjust: s => s with { MaxReadKib = 128, UseFusermount = true });
         Assert.Contains("max_read=131072", SuperOptionsOf(m));
+    }
+
+    [Fact]
+    public void ASequentialReadIsAnsweredFromLentReadAheadBuffers()
+    {
+        using var m = new MountedPool();
+        var data = new byte[(24 << 20) + 5000];
+        new Random(11).NextBytes(data);
+        File.WriteAllBytes(m.P("big"), data);
+        m.Remount();   // nothing of big in the page cache, a fresh device read-ahead
+        var log = (FileBlockDevice)m.Pool!.Engine.Device(FormatConstants.LogCookie);
+        Assert.True(log.ReadsAheadDirect, "O_DIRECT refused where the test pool lives: nothing is read ahead");
+        Assert.Equal(data, File.ReadAllBytes(m.P("big")));
+        Assert.True(log.ReadAheadLent > 8, $"only {log.ReadAheadLent} of {log.ReadAheadHits} reads from read-ahead were lent (24 READs of 1 MiB)");
     }
 
     [Theory]
