@@ -11,7 +11,9 @@ namespace Cow.Fuse.Server;
 /// the descriptor given to mount; the others are clones made with FUSE_DEV_IOC_CLONE, so the kernel hands
 /// requests to whichever worker is waiting and replies go back on the descriptor the request came from).
 /// Each worker owns one pinned request buffer and one pinned reply buffer for its whole life: the request
-/// path allocates nothing per request. A worker ends when the kernel reports the connection gone (ENODEV,
+/// path allocates nothing per request. A READ's data may stay in the device read-ahead's buffers, lent to
+/// the worker's <see cref="ReadSegments"/>: the reply is then one writev of the header and those pieces, and the
+/// pieces go back when it is written. A worker ends when the kernel reports the connection gone (ENODEV,
 /// after unmount or abort; or end of file, when the descriptor is a socket standing in for /dev/fuse in tests).
 /// The session also carries the dispatcher's notifications (<see cref="SendNotification"/>) on the first
 /// descriptor, and tells the dispatcher when the connection is gone. When INIT granted FUSE_OVER_IO_URING,
