@@ -62,8 +62,8 @@ internal sealed unsafe class DirectReadAhead : IDisposable
     /// (random reads and sparse walks never do).</summary>
     public const long StartBytes = 2L << 20;
     private const int MaxChunksPerRead = 8;
-    /// <summary>The block size of <see cref="TryRead"/>'s sums (the engine's checksummed block).</summary>
-    public const int BlockBytes = 4096;
+    /// <summary>The block size of <see cref="TryRead"/>'s sums.</summary>
+    public const int BlockBytes = IBlockDevice.ChecksumBlockBytes;
 
     private enum SlotState { Empty, Queued, Loading, Ready, Failed }
 

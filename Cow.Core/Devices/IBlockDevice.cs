@@ -25,12 +25,16 @@ public interface IBlockDevice : IDisposable
     /// Bytes never written read as zero.</summary>
     void Read(long offset, Span<byte> buffer);
 
+    /// <summary>The block size of <see cref="ReadOrLend"/>'s checksums.</summary>
+    public const int ChecksumBlockBytes = 4096;
+
     /// <summary>Reads like <see cref="Read"/>, but when this object holds the bytes in memory already (read-ahead
     /// buffers) it may lend them in place through <paramref name="lend"/> instead of copying them into
     /// <paramref name="buffer"/> (<see cref="DeviceReadResult.Lent"/>: the bytes are the segments just added to
     /// <paramref name="lend"/>, held until its Release), and it gives the CRC-32C of each 4 KiB block in
     /// <paramref name="blockSums"/> when it computed them as the bytes came off the device. Offset and length
-    /// whole 4 KiB blocks; <paramref name="blockSums"/> one entry per block. Default: <see cref="Read"/>.</summary>
+    /// whole 4 KiB blocks; <paramref name="blockSums"/> empty (no checksums wanted, nothing lent) or one entry per
+    /// 4 KiB block. Default: <see cref="Read"/>.</summary>
     DeviceReadResult ReadOrLend(long offset, Span<byte> buffer, Span<uint> blockSums, ReadSegments? lend)
     {
         Read(offset, buffer);

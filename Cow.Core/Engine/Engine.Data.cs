@@ -516,9 +516,17 @@ public sealed partial class Engine
                 else
                 {
                     var blockSums = computed.AsSpan(0, (int)run.Blocks);
+                    // The devices' own checksums are of 4 KiB blocks: a pool with larger blocks reads and computes
+                    // its checksums here, as before (and lends nothing, since a lent read is verified by them).
+                    bool deviceSums = BlockSize == IBlockDevice.ChecksumBlockBytes;
                     DeviceReadResult how;
                     _reuseGate.EnterReadLock();
-                    try { how = _devices[run.Device].ReadOrLend(run.Address << BlockShift, part, blockSums, lend); }
+                    try
+                    {
+                        how = deviceSums
+                            ? _devices[run.Device].ReadOrLend(run.Address << BlockShift, part, blockSums, lend)
+                            : _devices[run.Device].ReadOrLend(run.Address << BlockShift, part, default, null);
+                    }
                     catch (IOException e)
                     {
                         Report($"read error: inode {ino} offset {fb << BlockShift} device {run.Device} block {run.Address}: {e.Message}");
