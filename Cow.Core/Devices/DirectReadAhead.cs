@@ -8,7 +8,8 @@ namespace Cow.Core.Devices;
 /// a sequential reader of the file reads the device sequentially; once two reads in a row continue the
 /// stream, the next <see cref="Window"/> chunks are read by <see cref="Loaders"/> threads in parallel and
 /// later reads are copied out of them, or lent in place (<see cref="ReadSegments"/>: the FUSE READ reply is
-/// written straight from the buffer), with each 4 KiB block's CRC-32C, computed by the loader as the chunk landed. Why not the kernel's read-ahead: buffered reads of a block device go
+/// written straight from the buffer), with each 4 KiB block's CRC-32C, computed by the loader as the chunk
+/// landed. Why not the kernel's read-ahead: buffered reads of a block device go
 /// through its page cache in small pages, a single stream at a time (on the loop devices of the benchmark
 /// machines about 850 MB/s, against 1.6–2.5 GB/s for 1 MiB O_DIRECT reads four deep).
 /// <para>Coherency: O_DIRECT reads see every completed write (the kernel writes dirty cached pages of the
@@ -27,19 +28,6 @@ namespace Cow.Core.Devices;
 /// </summary>
 internal sealed unsafe class DirectReadAhead : IDisposable
 {
-    /// <summary>What <see cref="TryRead"/> did.</summary>
-    public enum ReadAheadResult
-    {
-        /// <summary>Not held: the caller reads the device.</summary>
-        NotHeld,
-        /// <summary>Copied into the destination.</summary>
-        Copied,
-        /// <summary>Copied, and the block sums filled in.</summary>
-        CopiedWithSums,
-        /// <summary>Lent through the <see cref="ReadSegments"/>, and the block sums filled in.</summary>
-        Lent,
-    }
-
     /// <summary>Bytes per O_DIRECT read and per buffer. Measured on the benchmark machines (A/B runs of a 1 GiB
     /// sequential read through the mount, 2026-11-25): 4 MiB chunks, 8 ahead (32 MiB), 4 in flight read at
     /// 1,495–1,712 MB/s where 1 MiB chunks 8 ahead read at 1,263–1,487 and the C passthrough at 1,371–1,783
@@ -113,17 +101,17 @@ internal sealed unsafe class DirectReadAhead : IDisposable
     /// <summary>
     /// Copies [<paramref name="offset"/>, +<paramref name="dest"/>.Length) from read-ahead buffers when the read
     /// continues a sequential stream and its chunks are (or are being) read ahead; false when the caller must
-    /// read the device itself. Waits for chunks in flight. With <paramref name="blockSums"/> (one entry per
+    /// read the device itself (null). Waits for chunks in flight. With <paramref name="blockSums"/> (one entry per
     /// 4 KiB block; offset and length whole blocks) it also gives the CRC-32C of each block, computed by the
     /// loader when the chunk came off the device. With <paramref name="lend"/>, and room in it, the bytes are
-    /// not copied but lent in place (<see cref="Lent"/>): the chunks stay pinned until the reader releases them.
+    /// not copied but lent in place (<see cref="DeviceReadResult.Lent"/>): the chunks stay pinned until the reader releases them.
     /// </summary>
-    public ReadAheadResult TryRead(long offset, Span<byte> dest, Span<uint> blockSums = default, ReadSegments? lend = null)
+    public DeviceReadResult? TryRead(long offset, Span<byte> dest, Span<uint> blockSums = default, ReadSegments? lend = null)
     {
-        if (dest.IsEmpty) return ReadAheadResult.NotHeld;
+        if (dest.IsEmpty) return null;
         long end = offset + dest.Length;
         long first = offset / ChunkBytes, last = (end - 1) / ChunkBytes;
-        if (last - first >= MaxChunksPerRead) return ReadAheadResult.NotHeld;
+        if (last - first >= MaxChunksPerRead) return null;
         bool withSums = !blockSums.IsEmpty;
         if (withSums && ((offset | (long)dest.Length) & (BlockBytes - 1)) != 0) throw new ArgumentException("block sums need whole 4 KiB blocks");
         if (withSums && blockSums.Length < dest.Length / BlockBytes) throw new ArgumentException("blockSums shorter than the read's blocks");
@@ -131,7 +119,7 @@ internal sealed unsafe class DirectReadAhead : IDisposable
         int count = (int)(last - first + 1);
         lock (_gate)
         {
-            if (_disposed) return ReadAheadResult.NotHeld;
+            if (_disposed) return null;
             bool continues = _streamEnd >= 0 && offset >= _streamEnd - StreamSlack && offset <= _streamEnd + StreamSlack;
             if (!continues)
             {
@@ -139,19 +127,19 @@ internal sealed unsafe class DirectReadAhead : IDisposable
                 _streamEnd = end;
                 _streamBytes = dest.Length;
                 _aheadTo = 0;
-                return ReadAheadResult.NotHeld;
+                return null;
             }
             _streamStart = Math.Min(_streamStart, offset);
             _streamEnd = Math.Max(_streamEnd, end);
             _streamBytes += dest.Length;
             // A stream is sequential when it has read enough, densely: the read-modify-write of one block per
             // megabyte by a writer (or a sparse walk) never starts read-ahead.
-            if (_streamBytes < StartBytes || _streamBytes * 2 < _streamEnd - _streamStart) return ReadAheadResult.NotHeld;
+            if (_streamBytes < StartBytes || _streamBytes * 2 < _streamEnd - _streamStart) return null;
             Schedule(first);
             for (int i = 0; i < count; i++)
             {
                 int s = Find(first + i);
-                if (s < 0) { Unpin(held[..i]); return ReadAheadResult.NotHeld; }
+                if (s < 0) { Unpin(held[..i]); return null; }
                 _slots[s].Pins++;
                 held[i] = s;
             }
@@ -165,10 +153,10 @@ internal sealed unsafe class DirectReadAhead : IDisposable
                     else if (slot.State is SlotState.Queued or SlotState.Loading) waiting = true;
                     else if ((long)slot.Chunk * ChunkBytes + slot.Length < Math.Min(end, (first + i + 1) * ChunkBytes)) usable = false;
                 }
-                if (!usable) { Unpin(held[..count]); return ReadAheadResult.NotHeld; }
+                if (!usable) { Unpin(held[..count]); return null; }
                 if (!waiting) break;
                 Monitor.Wait(_gate);
-                if (_disposed) { Unpin(held[..count]); return ReadAheadResult.NotHeld; }
+                if (_disposed) { Unpin(held[..count]); return null; }
             }
         }
         // Pinned and Ready: copy (or lend) outside the lock. A Ready slot's buffer and sums change only after it
@@ -185,9 +173,9 @@ internal sealed unsafe class DirectReadAhead : IDisposable
             else new ReadOnlySpan<byte>(slot.Buffer + (from - chunkStart), (int)(to - from)).CopyTo(dest[(int)(from - offset)..]);
         }
         Interlocked.Increment(ref _hits);
-        if (lending) { Interlocked.Increment(ref _lent); return ReadAheadResult.Lent; }
+        if (lending) { Interlocked.Increment(ref _lent); return DeviceReadResult.Lent; }
         lock (_gate) Unpin(held[..count]);
-        return withSums ? ReadAheadResult.CopiedWithSums : ReadAheadResult.Copied;
+        return withSums ? DeviceReadResult.ReadWithSums : DeviceReadResult.Read;
     }
 
     /// <summary>Takes back a slot lent through <see cref="ReadSegments"/>.</summary>

@@ -218,12 +218,7 @@ public sealed class FileBlockDevice : IBlockDevice
         _writeBehind?.WaitForOverlapping(offset, buffer.Length);
         if (_readAhead != null)
         {
-            switch (_readAhead.TryRead(offset, buffer, blockSums, lend))
-            {
-                case DirectReadAhead.ReadAheadResult.Lent: return DeviceReadResult.Lent;
-                case DirectReadAhead.ReadAheadResult.CopiedWithSums: return DeviceReadResult.ReadWithSums;
-                case DirectReadAhead.ReadAheadResult.Copied: return DeviceReadResult.Read;
-            }
+            if (_readAhead.TryRead(offset, buffer, blockSums, lend) is { } served) return served;
         }
         else ReadAhead(offset, buffer.Length);
         ReadFromDevice(offset, buffer);

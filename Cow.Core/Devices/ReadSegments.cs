@@ -16,8 +16,7 @@ public sealed unsafe class ReadSegments
 
     private readonly nint[] _addresses = new nint[MaxSegments];
     private readonly int[] _lengths = new int[MaxSegments];
-    private readonly bool[] _lent = new bool[MaxSegments];
-    private readonly DirectReadAhead?[] _lenders = new DirectReadAhead?[MaxSegments];
+    private readonly DirectReadAhead?[] _lenders = new DirectReadAhead?[MaxSegments];   // null: in the scratch buffer
     private readonly int[] _slots = new int[MaxSegments];
     private int _loans;
 
@@ -61,8 +60,8 @@ public sealed unsafe class ReadSegments
     {
         if (length <= 0) return;
         if (Length + length > Capacity) throw new ArgumentOutOfRangeException(nameof(length), "read beyond the scratch buffer");
-        if (Count > 0 && !_lent[Count - 1]) _lengths[Count - 1] += length;   // continues the scratch segment before it
-        else if (Count < MaxSegments) Append(Scratch + Length, length, false);
+        if (Count > 0 && _lenders[Count - 1] == null) _lengths[Count - 1] += length;   // continues the scratch segment before it
+        else if (Count < MaxSegments) Append(Scratch + Length, length, null, -1);
         else throw new InvalidOperationException("ReadSegments full");   // HasRoom is checked before lending, and a lent segment is always followed by room for one more
         Length += length;
     }
@@ -73,20 +72,18 @@ public sealed unsafe class ReadSegments
     {
         if (Count >= MaxSegments - 1) throw new InvalidOperationException("ReadSegments full");
         if (Length + length > Capacity) throw new ArgumentOutOfRangeException(nameof(length), "read beyond the scratch buffer");
-        _lenders[Count] = lender;
-        _slots[Count] = slot;
         _loans++;
-        Append(address, length, true);
+        Append(address, length, lender, slot);
         Length += length;
         LentBytes += length;
     }
 
-    private void Append(byte* address, int length, bool lent)
+    private void Append(byte* address, int length, DirectReadAhead? lender, int slot)
     {
         _addresses[Count] = (nint)address;
         _lengths[Count] = length;
-        _lent[Count] = lent;
-        if (!lent) _lenders[Count] = null;
+        _lenders[Count] = lender;
+        _slots[Count] = slot;
         Count++;
     }
 

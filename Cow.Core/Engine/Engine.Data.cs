@@ -1,5 +1,5 @@
-using Cow.Core.Devices;
 using System.Buffers;
+using Cow.Core.Devices;
 using Cow.Core.Format;
 using Cow.Core.Metadata;
 using Mono.Unix.Native;

@@ -85,8 +85,7 @@ public sealed class FileSystemView
     public unsafe Errno ReadInto(long ino, long offset, int size, ReadSegments into, out int count)
     {
         count = 0;
-        into.Reset();
-        if (Stale) return Errno.ESTALE;
+        if (Stale) { into.Reset(); return Errno.ESTALE; }
         var scratch = new Span<byte>(into.Scratch, Math.Clamp(size, 0, into.Capacity));
         try { return _e.Read(_tree, ino, offset, scratch, out count, into); } catch (IOException e) { return IoFailed(e); }
     }
