@@ -101,23 +101,12 @@ public sealed unsafe class LentReadTests() : VarTmpImages("cow-lent-tests-")
         using var pool = Pool.Open(dir);
         var problems = new List<string>();
         pool.Engine.Problem += problems.Add;
-        byte* scratch = DirectIo.AllocateBuffer(MiB);
-        try
+        ReadInMiBs(pool, ino, (off, e, count, segments) =>
         {
-            var segments = new ReadSegments(scratch, MiB);
-            for (long off = 0; off < FileBytes; off += MiB)
-            {
-                var e = pool.Live.ReadInto(ino, off, MiB, segments, out int count);
-                try
-                {
-                    Assert.True(e == 0, $"read at {off}: {e}; {string.Join("; ", problems)}");
-                    Assert.Equal(MiB, count);
-                    Assert.True(expected.AsSpan((int)off, MiB).SequenceEqual(DirectReadAheadTests.Gather(segments)), $"bytes differ in the read at {off}");
-                }
-                finally { segments.Release(); }
-            }
-        }
-        finally { DirectIo.FreeBuffer(scratch); }
+            Assert.True(e == 0, $"read at {off}: {e}; {string.Join("; ", problems)}");
+            Assert.Equal(MiB, count);
+            Assert.True(expected.AsSpan((int)off, MiB).SequenceEqual(DirectReadAheadTests.Gather(segments)), $"bytes differ in the read at {off}");
+        });
     }
 
     [Fact]
@@ -141,19 +130,29 @@ public sealed unsafe class LentReadTests() : VarTmpImages("cow-lent-tests-")
         using var pool = Pool.Open(dir);
         var problems = new List<string>();
         pool.Engine.Problem += problems.Add;
+        long victimOffset = victim * 4096L;
+        ReadInMiBs(pool, ino, (off, e, _, _) =>
+        {
+            bool holdsVictim = victimOffset >= off && victimOffset < off + MiB;
+            Assert.True(holdsVictim ? e == Errno.EIO : e == 0, $"read at {off}: {e}");
+        });
+        Assert.Contains(problems, p => p.Contains("checksum mismatch") && p.Contains($"offset {victimOffset}"));
+    }
+
+    /// <summary>Reads the file front to back in 1 MiB <see cref="Cow.Core.FileSystem.FileSystemView.ReadInto"/>
+    /// calls, hands each result to <paramref name="check"/> (offset, errno, count, segments) and releases it.</summary>
+    private static void ReadInMiBs(Pool pool, long ino, Action<long, Errno, int, ReadSegments> check)
+    {
         byte* scratch = DirectIo.AllocateBuffer(MiB);
         try
         {
             var segments = new ReadSegments(scratch, MiB);
-            long victimOffset = victim * 4096L;
             for (long off = 0; off < FileBytes; off += MiB)
             {
-                var e = pool.Live.ReadInto(ino, off, MiB, segments, out _);
-                segments.Release();
-                bool holdsVictim = victimOffset >= off && victimOffset < off + MiB;
-                Assert.True(holdsVictim ? e == Errno.EIO : e == 0, $"read at {off}: {e}");
+                var e = pool.Live.ReadInto(ino, off, MiB, segments, out int count);
+                try { check(off, e, count, segments); }
+                finally { segments.Release(); }
             }
-            Assert.Contains(problems, p => p.Contains("checksum mismatch") && p.Contains($"offset {victimOffset}"));
         }
         finally { DirectIo.FreeBuffer(scratch); }
     }
