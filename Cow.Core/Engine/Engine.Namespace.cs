@@ -197,8 +197,10 @@ public sealed partial class Engine
         return e == 0 ? d : null;
     }
 
-    /// <summary>Creates a regular file, directory, symlink, fifo, socket or device node.</summary>
-    public Errno MakeNode(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, string? symlinkTarget, out InodeAttr attr)
+    /// <summary>Creates a regular file, directory, symlink, fifo, socket or device node. Unless it is a symlink,
+    /// it inherits the parent's default ACL, which then limits <paramref name="mode"/>; without one
+    /// <paramref name="umask"/> clears bits of <paramref name="mode"/> (see <see cref="InheritAclsLocked"/>).</summary>
+    public Errno MakeNode(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, string? symlinkTarget, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         var e = CheckName(name);
@@ -215,6 +217,7 @@ public sealed partial class Engine
             if (dir == null) return e;
             if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (DirOf(dir).ByName.ContainsKey(name)) return Errno.EEXIST;
+            var xattrs = InheritAclsLocked(dir.Rec, ref mode, umask);
             long now = NowNs();
             var rec = new InodeRecord
             {
@@ -222,7 +225,7 @@ public sealed partial class Engine
                 Nlink = type == S_IFDIR ? 2u : 1u, Rdev = type is S_IFCHR or S_IFBLK ? rdev : 0,
                 AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now, Target = type == S_IFLNK ? symlinkTarget : null,
                 Size = type == S_IFLNK ? Encoding.UTF8.GetByteCount(symlinkTarget!) : 0,
-                NextPos = type == S_IFDIR ? 3 : 0, Parent = type == S_IFDIR ? parent : 0,
+                NextPos = type == S_IFDIR ? 3 : 0, Parent = type == S_IFDIR ? parent : 0, Xattrs = xattrs,
             };
             var li = new LiveInode(rec) { AllChunksLoaded = true };
             if (type == S_IFDIR) li.Dir = new DirState();
@@ -451,7 +454,7 @@ public sealed partial class Engine
             if (li.Deleted && li.OpenCount == 0) return Errno.ENOENT;
             long now = NowNs();
             var r = MutableInode(li);
-            if (req.Mode is uint m) r.Mode = (r.Mode & S_IFMT) | (m & 0xFFF);
+            if (req.Mode is uint m) { r.Mode = (r.Mode & S_IFMT) | (m & 0xFFF); ChmodAclLocked(r); }
             if (req.Uid is uint u) r.Uid = u;
             if (req.Gid is uint g) r.Gid = g;
             if (req.AtimeNow) r.AtimeNs = now; else if (req.AtimeNs is long a) r.AtimeNs = a;
@@ -599,6 +602,8 @@ public sealed partial class Engine
         return 0;
     }
 
+    /// <summary>setxattr: XATTR_CREATE / XATTR_REPLACE; the POSIX ACL names get their semantics (<see cref="SetAclLocked"/>);
+    /// <see cref="XattrSetFlags.AclKillSgid"/> clears S_ISGID in the same change.</summary>
     public Errno SetXattr(long ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags)
     {
         if (name.Length == 0) return Errno.EINVAL;
@@ -612,9 +617,18 @@ public sealed partial class Engine
             bool exists = li.Rec.Xattrs?.ContainsKey(name) == true;
             if ((flags & XattrSetFlags.Create) != 0 && exists) return Errno.EEXIST;
             if ((flags & XattrSetFlags.Replace) != 0 && !exists) return Errno.ENODATA;
-            var r = MutableInode(li);
-            (r.Xattrs ??= new Dictionary<string, byte[]>())[name] = value.ToArray();
-            r.CtimeNs = NowNs();
+            if (PosixAcl.IsAclXattr(name))
+            {
+                var e = SetAclLocked(li, name, value);
+                if (e != 0) return e;
+            }
+            else
+            {
+                var r = MutableInode(li);
+                (r.Xattrs ??= new Dictionary<string, byte[]>())[name] = value.ToArray();
+                r.CtimeNs = NowNs();
+            }
+            if ((flags & XattrSetFlags.AclKillSgid) != 0) MutableInode(li).Mode &= ~0x400u;   // S_ISGID, in the same change
             return 0;
         }
     }

@@ -128,27 +128,30 @@ public sealed class FileSystemView
     }
 
     // changes (EROFS on a snapshot)
-    public Errno Create(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr)
+
+    // Create, Mknod and Mkdir: the new inode inherits the parent's default ACL, which limits the mode; without
+    // one, <umask> clears mode bits (FUSE passes the caller's umask with FUSE_DONT_MASK). Symlinks have neither.
+    public Errno Create(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         if (ReadOnly) return Errno.EROFS;
-        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
+        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr, umask)); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Mknod(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr)
+    public Errno Mknod(long parent, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         if (ReadOnly) return Errno.EROFS;
         if ((mode & 0xF000) == 0x4000) return Errno.EPERM;   // mknod(2) does not make directories
         if ((mode & 0xF000) == 0xA000) return Errno.EINVAL;  // nor symbolic links
-        try { return Changed(_e.MakeNode(parent, name, mode, rdev, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
+        try { return Changed(_e.MakeNode(parent, name, mode, rdev, uid, gid, null, out attr, umask)); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr)
+    public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         if (ReadOnly) return Errno.EROFS;
-        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x4000, 0, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
+        try { return Changed(_e.MakeNode(parent, name, (mode & 0xFFF) | 0x4000, 0, uid, gid, null, out attr, umask)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Symlink(long parent, string name, string target, uint uid, uint gid, out InodeAttr attr)

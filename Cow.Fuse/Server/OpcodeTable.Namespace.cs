@@ -8,8 +8,9 @@ using Mono.Unix.Native;
 namespace Cow.Fuse.Server;
 
 // MKNOD, MKDIR, SYMLINK, LINK, CREATE, UNLINK, RMDIR, RENAME, RENAME2.
-// Modes arrive with the umask already applied: FUSE_DONT_MASK is not granted, so the kernel applies it
-// and the umask fields of mknod_in / mkdir_in / create_in are ignored.
+// With FUSE_DONT_MASK (granted with FUSE_POSIX_ACL) modes arrive without the umask: the engine applies the
+// umask field of mknod_in / mkdir_in / create_in, or the parent's default ACL instead (posix_acl_create). A
+// kernel that did not grant it applied the umask already; applying it again changes nothing.
 public static partial class OpcodeTable
 {
     private const uint S_IFMT = 0xF000, S_IFDIR = 0x4000, O_EXCL = 0x80, O_APPEND = 0x400;
@@ -44,11 +45,12 @@ public static partial class OpcodeTable
         int size = d.NegotiatedMinor < 12 ? FuseConstants.CompatMknodInSize : FuseMknodIn.Size;
         if (p.Length < size + 2) return Errno.EINVAL;
         uint mode = MemoryMarshal.Read<uint>(p), rdev = MemoryMarshal.Read<uint>(p[4..]);
+        uint umask = size == FuseMknodIn.Size ? MemoryMarshal.Read<FuseMknodIn>(p).Umask : 0;
         var e = ReadNewName(p[size..], out string name, out _);
         if (e != 0) return e;
         e = PrepareNew(d, in h, h.NodeId, name, out var parent, out uint gid, out _);
         if (e != 0) return e;
-        e = parent.View!.Mknod(parent.Ino, name, mode, DecodeDev(rdev), h.Uid, gid, out var attr);
+        e = parent.View!.Mknod(parent.Ino, name, mode, DecodeDev(rdev), h.Uid, gid, out var attr, umask);
         if (e != 0) return e;
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
@@ -63,7 +65,7 @@ public static partial class OpcodeTable
         e = PrepareNew(d, in h, h.NodeId, name, out var parent, out uint gid, out bool setgid);
         if (e != 0) return e;
         uint mode = (i.Mode & 0xFFF) | (setgid ? S_ISGID : 0);
-        e = parent.View!.Mkdir(parent.Ino, name, mode, h.Uid, gid, out var attr);
+        e = parent.View!.Mkdir(parent.Ino, name, mode, h.Uid, gid, out var attr, i.Umask);
         if (e != 0) return e;
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
@@ -114,6 +116,7 @@ public static partial class OpcodeTable
         if (p.Length < size + 2) return Errno.EINVAL;
         uint flags = MemoryMarshal.Read<uint>(p), mode = MemoryMarshal.Read<uint>(p[4..]);
         bool killSuidgid = size == FuseCreateIn.Size && (MemoryMarshal.Read<FuseCreateIn>(p).OpenFlags & FuseOpenIn.OpenKillSuidgid) != 0;
+        uint umask = size == FuseCreateIn.Size ? MemoryMarshal.Read<FuseCreateIn>(p).Umask : 0;
         var e = ReadNewName(p[size..], out string name, out _);
         if (e != 0) return e;
         e = PrepareNew(d, in h, h.NodeId, name, out var parent, out uint gid, out _);
@@ -121,7 +124,7 @@ public static partial class OpcodeTable
         if (reply.Length < FuseEntryOut.Size + FuseOpenOut.Size) return Errno.EIO;
         var view = parent.View!;
         bool writable = (flags & O_ACCMODE) != 0;
-        e = view.Create(parent.Ino, name, mode, h.Uid, gid, out var attr);
+        e = view.Create(parent.Ino, name, mode, h.Uid, gid, out var attr, umask);
         if (e == Errno.EEXIST)
         {
             if ((flags & O_EXCL) != 0) return Errno.EEXIST;

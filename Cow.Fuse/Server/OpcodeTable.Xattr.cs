@@ -12,7 +12,7 @@ public static partial class OpcodeTable
     /// <summary>
     /// SETXATTR: fuse_setxattr_in is 8 bytes (FUSE_COMPAT_SETXATTR_IN_SIZE) unless FUSE_SETXATTR_EXT was
     /// granted, then 16; the name and the value follow. XATTR_CREATE / XATTR_REPLACE; other flags EINVAL.
-    /// FUSE_SETXATTR_ACL_KILL_SGID clears S_ISGID after the change.
+    /// FUSE_SETXATTR_ACL_KILL_SGID clears S_ISGID in the same change as the ACL (and the mode it implies).
     /// </summary>
     private static Errno Setxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
@@ -31,11 +31,8 @@ public static partial class OpcodeTable
         if (e != 0) return e;
         if (node.IsSnapshotDir) return Errno.EROFS;
         var view = node.View!;
-        e = view.SetXattr(node.Ino, name, value[..(int)valueSize].ToArray(), (XattrSetFlags)flags);
-        if (e != 0) return e;
-        if ((setxattrFlags & FuseSetxattrIn.AclKillSgid) != 0 && view.GetAttr(node.Ino, out var a) == 0 && (a.Mode & S_ISGID) != 0)
-            view.SetAttr(node.Ino, new SetAttrRequest { Mode = a.Mode & 0xFFF & ~S_ISGID }, out _);
-        return 0;
+        var set = (XattrSetFlags)flags | ((setxattrFlags & FuseSetxattrIn.AclKillSgid) != 0 ? XattrSetFlags.AclKillSgid : 0);
+        return view.SetXattr(node.Ino, name, value[..(int)valueSize].ToArray(), set);
     }
 
     private static Errno Getxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)

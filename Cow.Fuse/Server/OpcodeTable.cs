@@ -114,13 +114,16 @@ public static partial class OpcodeTable
     /// write to a file with neither those bits nor security.capability no longer asks for that xattr first
     /// (one FUSE_GETXATTR round trip per write(2) before: 4 KiB random buffered writes went from 13,000–18,500
     /// to 19,800–26,100 IOPS, bench/README.md). Capabilities stay the kernel's: it removes security.capability
-    /// itself, and setting a security.* xattr clears the inode's S_NOSEC. Not asked for: POSIX_LOCKS and
-    /// FLOCK_LOCKS (the kernel locks locally), DONT_MASK (the kernel applies the umask), HANDLE_KILLPRIV (v1),
-    /// EXPORT_SUPPORT (no lookups of "." and ".."), POSIX_ACL, passthrough, DAX and the rest.</summary>
+    /// itself, and setting a security.* xattr clears the inode's S_NOSEC. POSIX_ACL: the kernel enforces the
+    /// ACLs it reads with GETXATTR (system.posix_acl_access) and the server keeps them and the mode in step
+    /// (Engine.Acl.cs); with it DONT_MASK, so the server, not the kernel, applies the umask, and only when the
+    /// parent has no default ACL (posix_acl_create). Not asked for: POSIX_LOCKS and FLOCK_LOCKS (the kernel
+    /// locks locally), HANDLE_KILLPRIV (v1), EXPORT_SUPPORT (no lookups of "." and ".."), passthrough, DAX and
+    /// the rest.</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
         | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
         | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.DirectIoAllowMmap
-        | FuseInitFlags.HandleKillprivV2;
+        | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.PosixAcl | FuseInitFlags.DontMask;
     /// <summary>init_out.max_background and congestion_threshold. The kernel's FUSE read-ahead skips an
     /// asynchronous window outright once congestion_threshold background requests are queued, so they must hold
     /// two windows of the mount's read-ahead in READs of max_read with room to spare: 64 READs for
