@@ -116,8 +116,8 @@ public static partial class OpcodeTable
     /// to 19,800–26,100 IOPS, bench/README.md). Capabilities stay the kernel's: it removes security.capability
     /// itself, and setting a security.* xattr clears the inode's S_NOSEC. POSIX_ACL: the kernel enforces the
     /// ACLs it reads with GETXATTR (system.posix_acl_access) and the server keeps them and the mode in step
-    /// (Engine.Acl.cs); with it DONT_MASK, so the server, not the kernel, applies the umask, and only when the
-    /// parent has no default ACL (posix_acl_create). Not asked for: POSIX_LOCKS and FLOCK_LOCKS (the kernel
+    /// (Engine.Acl.cs); with it (and only with it) DONT_MASK, so the server, not the kernel, applies the umask,
+    /// and only when the parent has no default ACL (posix_acl_create). Not asked for: POSIX_LOCKS and FLOCK_LOCKS (the kernel
     /// locks locally), HANDLE_KILLPRIV (v1), EXPORT_SUPPORT (no lookups of "." and ".."), passthrough, DAX and
     /// the rest.</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
@@ -170,6 +170,8 @@ public static partial class OpcodeTable
         else if (iomapOffered) d.LogLine("userspace I/O: the kernel offered fuse-iomap but no device registrar is configured");
         else d.LogLine("userspace I/O: kernel did not offer fuse-iomap");
         var granted = (FuseInitFlags)offered & wanted;
+        // DONT_MASK only with POSIX_ACL: without ACLs the kernel's own umask is right (and the server's is then a no-op).
+        if ((granted & FuseInitFlags.PosixAcl) == 0) granted &= ~FuseInitFlags.DontMask;
         // An iomap kernel speaks minor 99 (the experimental structs and opcodes); without iomap, the mainline minor.
         o.Minor = Math.Min(minor, iomap ? ExperimentalConstants.IomapMinorVersion : FuseConstants.KernelMinorVersion);
         o.MaxReadahead = maxReadahead;

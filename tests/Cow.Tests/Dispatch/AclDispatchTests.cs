@@ -26,10 +26,13 @@ public sealed class AclDispatchTests : DispatchTestBase
     }
 
     [Fact]
-    public void Init_grants_posix_acl_with_dont_mask_when_offered()
+    public void Init_grants_posix_acl_with_dont_mask_and_dont_mask_only_with_it()
     {
         var o = Init(flags: FuseInitFlags.AsyncRead | FuseInitFlags.PosixAcl | FuseInitFlags.DontMask);
         Assert.Equal(FuseInitFlags.AsyncRead | FuseInitFlags.PosixAcl | FuseInitFlags.DontMask, o.AllFlags);
+        _d = new Cow.Fuse.Server.RequestDispatcher(_pool.Pool);
+        o = Init(flags: FuseInitFlags.AsyncRead | FuseInitFlags.DontMask);
+        Assert.Equal(FuseInitFlags.AsyncRead, o.AllFlags); // DONT_MASK only with POSIX_ACL
     }
 
     [Fact]
