@@ -43,10 +43,10 @@ public class AclMountTests
     }
 
     /// <summary>A mount whose path nobody can traverse (the parents the test made are 0755).</summary>
-    private static MountedPool Mount()
+    private static MountedPool Mount(bool writebackCache = false)
     {
         RequireTools();
-        var m = new MountedPool();
+        var m = new MountedPool(writebackCache: writebackCache);
         Assert.Equal(0, Mono.Unix.Native.Syscall.chmod(Path.GetDirectoryName(m.MountPoint)!, (Mono.Unix.Native.FilePermissions)0x1ED));
         return m;
     }
@@ -68,11 +68,12 @@ public class AclMountTests
         ShOk(dir, "find . -exec stat -c '%a %U:%G %n' {} + | sort; find . ! -type l | sort | while read -r p; do echo \"== $p\"; getfacl -cnp \"$p\"; done");
 
     [Theory]
-    [InlineData("cp -a src {0}/copy")]
-    [InlineData("cp -rp src {0}/copy")]
-    public void Cp_keeps_every_mode_and_acl(string command)
+    [InlineData("cp -a src {0}/copy", false)]
+    [InlineData("cp -rp src {0}/copy", false)]
+    [InlineData("cp -a src {0}/copy", true)]
+    public void Cp_keeps_every_mode_and_acl(string command, bool writebackCache)
     {
-        using var m = Mount();
+        using var m = Mount(writebackCache);
         using var local = new LocalDir();
         ShOk(local.Path, """
             umask 022
@@ -95,10 +96,12 @@ public class AclMountTests
         Assert.Equal(ModesAndAcls(Path.Combine(local.Path, "src")), ModesAndAcls(m.P("copy")));
     }
 
-    [Fact]
-    public void Setfacl_round_trips_and_the_kernel_enforces_it()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Setfacl_round_trips_and_the_kernel_enforces_it(bool writebackCache)
     {
-        using var m = Mount();
+        using var m = Mount(writebackCache);
         ShOk(m.MountPoint, "echo secret > f; chmod 600 f");
         var (code, _, err) = Sh(m.MountPoint, $"{AsNobody} cat f");
         Assert.True(code != 0 && err.Contains("Permission denied"), $"nobody read a 0600 file without an ACL: {code} {err}");
