@@ -41,9 +41,9 @@ public enum RenameFlags : uint { None = 0, NoReplace = 1, Exchange = 2, Whiteout
 [Flags]
 public enum FallocateMode : int { None = 0, KeepSize = 1, PunchHole = 2, CollapseRange = 8, ZeroRange = 0x10, InsertRange = 0x20, UnshareRange = 0x40 }
 
-/// <summary>setxattr flags: XATTR_CREATE, XATTR_REPLACE, and Cow's own <see cref="AclKillSgid"/>: setting an access
-/// ACL also clears S_ISGID (the kernel asks for it, FUSE_SETXATTR_ACL_KILL_SGID, when the caller is neither in
-/// the file's group nor has CAP_FSETID, as posix_acl_update_mode does).</summary>
+/// <summary>setxattr flags: XATTR_CREATE, XATTR_REPLACE, and Cow's own <see cref="AclKillSgid"/>: the change also
+/// clears S_ISGID (FUSE_SETXATTR_ACL_KILL_SGID: the kernel asks for it when it sets an ACL for a caller neither in
+/// the file's group nor with CAP_FSETID, as posix_acl_update_mode does).</summary>
 [Flags]
 public enum XattrSetFlags : int { None = 0, Create = 1, Replace = 2, AclKillSgid = 1 << 16 }
 

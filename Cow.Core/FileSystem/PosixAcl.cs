@@ -40,7 +40,7 @@ public sealed class PosixAcl
     /// <summary>
     /// Parses and validates an ACL xattr value. EINVAL: shorter than the header, a version other than 2, a size
     /// that is not the header plus whole entries, an unknown tag, permission bits beyond rwx, entries out of
-    /// order or repeated, or a required entry (USER_OBJ, GROUP_OBJ, OTHER; MASK when there are named
+    /// order or repeated, a named entry with id -1 (no such uid/gid), or a required entry (USER_OBJ, GROUP_OBJ, OTHER; MASK when there are named
     /// entries) missing. A value with no entries parses as null: it means "no ACL", as for the kernel.
     /// </summary>
     public static Errno TryParse(ReadOnlySpan<byte> value, out PosixAcl? acl)
@@ -95,7 +95,7 @@ public sealed class PosixAcl
                     state = 2; prevId = -1;
                     break;
                 case AclTag.User:
-                    if (state != 2 || x.Id <= prevId) return Errno.EINVAL;
+                    if (state != 2 || x.Id <= prevId || x.Id == UndefinedId) return Errno.EINVAL;
                     prevId = x.Id; needsMask = true;
                     break;
                 case AclTag.GroupObj:
@@ -103,7 +103,7 @@ public sealed class PosixAcl
                     state = 3; prevId = -1;
                     break;
                 case AclTag.Group:
-                    if (state != 3 || x.Id <= prevId) return Errno.EINVAL;
+                    if (state != 3 || x.Id <= prevId || x.Id == UndefinedId) return Errno.EINVAL;
                     prevId = x.Id; needsMask = true;
                     break;
                 case AclTag.Mask:

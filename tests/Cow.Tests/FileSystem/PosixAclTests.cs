@@ -89,6 +89,8 @@ public class PosixAclTests
         { "mask before GROUP_OBJ", Raw(2, U(R), M(R), G(R), O(R)) },
         { "user after group", Raw(2, U(R), G(R), Un(5, R), M(R), O(R)) },
         { "entry after OTHER", Raw(2, U(R), G(R), O(R), M(R)) },
+        { "named user -1", Raw(2, U(R), Un(uint.MaxValue, R), G(R), M(R), O(R)) },
+        { "named group -1", Raw(2, U(R), G(R), Gn(uint.MaxValue, R), M(R), O(R)) },
     };
 
     [Theory]
