@@ -179,14 +179,16 @@ public static partial class OpcodeTable
         return RenameCore(d, in h, i.NewDir, i.Flags, p[FuseRename2In.Size..]);
     }
 
-    /// <summary>rename / renameat2: RENAME_NOREPLACE and RENAME_EXCHANGE; RENAME_WHITEOUT (overlayfs) and
-    /// unknown flags are EINVAL. "." or ".." is EBUSY (EEXIST as the target of NOREPLACE), as the VFS says;
+    /// <summary>rename / renameat2: RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT (overlayfs upper
+    /// layers; alone or with NOREPLACE: the whiteout left at the source is owned by the caller, with the
+    /// setgid-directory rule for its group); EXCHANGE with either other flag, and unknown flags, are EINVAL.
+    /// "." or ".." is EBUSY (EEXIST as the target of NOREPLACE), as the VFS says;
     /// <c>.snapshots</c> cannot be moved (EBUSY) nor replaced (EEXIST); across trees EXDEV.</summary>
     private static Errno RenameCore(RequestDispatcher d, in FuseInHeader h, ulong newDir, uint flags, ReadOnlySpan<byte> names)
     {
-        const uint NoReplace = 1, Exchange = 2;
-        if ((flags & ~(NoReplace | Exchange)) != 0) return Errno.EINVAL;   // RENAME_WHITEOUT included
-        if (flags == (NoReplace | Exchange)) return Errno.EINVAL;
+        const uint NoReplace = 1, Exchange = 2, Whiteout = 4;
+        if ((flags & ~(NoReplace | Exchange | Whiteout)) != 0) return Errno.EINVAL;
+        if ((flags & Exchange) != 0 && (flags & (NoReplace | Whiteout)) != 0) return Errno.EINVAL;
         var e = ReadName(names, Errno.ENOENT, out string oldName, out int used);
         if (e != 0) return e;
         e = ReadNewName(names[used..], out string newName, out _);
@@ -202,6 +204,11 @@ public static partial class OpcodeTable
         if (IsSnapshotDirEntry(d, in to, newName)) return (flags & Exchange) != 0 ? Errno.EBUSY : Errno.EEXIST;
         if (from.View!.ReadOnly || to.View!.ReadOnly) return Errno.EROFS;
         if (from.View != to.View) return Errno.EXDEV;
-        return from.View.Rename(from.Ino, oldName, to.Ino, newName, (RenameFlags)flags);
+        if ((flags & Whiteout) == 0) return from.View.Rename(from.Ino, oldName, to.Ino, newName, (RenameFlags)flags);
+        if (h.Uid == FuseConstants.InvalidUidGid || h.Gid == FuseConstants.InvalidUidGid) return Errno.EOVERFLOW;
+        e = from.View.GetAttr(from.Ino, out var dir);
+        if (e != 0) return e;
+        uint gid = (dir.Mode & S_ISGID) != 0 ? dir.Gid : h.Gid;
+        return from.View.RenameWhiteout(from.Ino, oldName, to.Ino, newName, (flags & NoReplace) != 0, h.Uid, gid);
     }
 }

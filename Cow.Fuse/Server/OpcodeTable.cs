@@ -71,7 +71,7 @@ public static partial class OpcodeTable
         Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2, changes: true);   // fuse_create_in is 8 bytes before 7.12
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
-        Set(FuseOpcode.Releasedir, Nothing, FuseReleaseIn.Size);
+        Set(FuseOpcode.Releasedir, Releasedir, FuseReleaseIn.Size);
         Set(FuseOpcode.Flush, Nothing, FuseFlushIn.Size);        // nothing is buffered per handle
         Set(FuseOpcode.Read, Read, FuseReadIn.Size);
         Set(FuseOpcode.Write, WriteData, FuseWriteIn.Size, changes: true);
@@ -196,8 +196,7 @@ public static partial class OpcodeTable
 
     /// <summary>Nothing to do: FORGET / BATCH_FORGET (node ids are never reused and the engine keeps no lookup
     /// counts; no reply), INTERRUPT (requests are handled synchronously, nothing is left to interrupt; no
-    /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply), RELEASEDIR (an open directory holds
-    /// nothing) and FLUSH (nothing is buffered per handle).</summary>
+    /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply) and FLUSH (nothing is buffered per handle).</summary>
     private static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;

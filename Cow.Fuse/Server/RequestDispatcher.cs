@@ -104,6 +104,8 @@ public sealed class RequestDispatcher
     public FuseMountOptions Options { get; }
     /// <summary>Node ids ↔ (tree, inode).</summary>
     public NodeTable Nodes { get; }
+    /// <summary>Open directories of the live tree (OPENDIR .. RELEASEDIR).</summary>
+    public DirHandles Dirs { get; } = new();
     /// <summary>The mounted tree (node id 1 is its root).</summary>
     public FileSystemView Root => Nodes.Root;
     /// <summary>When this dispatcher was made (ns since the epoch): the times of <c>.snapshots</c> while the pool has no snapshot.</summary>
