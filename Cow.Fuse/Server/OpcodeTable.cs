@@ -116,11 +116,14 @@ public static partial class OpcodeTable
     /// to 19,800–26,100 IOPS, bench/README.md). Capabilities stay the kernel's: it removes security.capability
     /// itself, and setting a security.* xattr clears the inode's S_NOSEC. Not asked for: POSIX_LOCKS and
     /// FLOCK_LOCKS (the kernel locks locally), DONT_MASK (the kernel applies the umask), HANDLE_KILLPRIV (v1),
-    /// EXPORT_SUPPORT (no lookups of "." and ".."), POSIX_ACL, passthrough, DAX and the rest.</summary>
+    /// POSIX_ACL, passthrough, DAX and the rest. EXPORT_SUPPORT: file handles (name_to_handle_at, NFS) carry
+    /// (node id, generation); node ids are inode numbers and need no state, so LOOKUP of "." in a node id
+    /// the kernel no longer caches, after any eviction or remount, finds the inode again (ESTALE once it is
+    /// gone, or when the generation differs: <see cref="NodeTable.Generation"/>).</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
         | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
         | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.DirectIoAllowMmap
-        | FuseInitFlags.HandleKillprivV2;
+        | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.ExportSupport;
     /// <summary>init_out.max_background and congestion_threshold. The kernel's FUSE read-ahead skips an
     /// asynchronous window outright once congestion_threshold background requests are queued, so they must hold
     /// two windows of the mount's read-ahead in READs of max_read with room to spare: 64 READs for
@@ -249,18 +252,20 @@ public static partial class OpcodeTable
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
-        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot));
+        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
         return Write(reply, in entry, out n);
     }
 
     /// <summary>fuse_entry_out for <paramref name="a"/> with node id = inode number (the mounted tree), generation 0, 1 s timeouts.</summary>
     public static FuseEntryOut Entry(in InodeAttr a) => Entry(in a, (ulong)a.Ino, (ulong)a.Ino);
 
-    /// <summary>fuse_entry_out for <paramref name="a"/>: generation 0 (node ids are never reused), 1 s timeouts;
-    /// <paramref name="attrFlags"/> is fuse_attr.flags (<see cref="RequestDispatcher.AttrFlags"/>).</summary>
-    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno, uint attrFlags = 0) => new()
+    /// <summary>fuse_entry_out for <paramref name="a"/>: 1 s timeouts; <paramref name="attrFlags"/> is
+    /// fuse_attr.flags (<see cref="RequestDispatcher.AttrFlags"/>), <paramref name="generation"/> the inode's
+    /// (<see cref="NodeTable.Generation"/>).</summary>
+    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno, uint attrFlags = 0, uint generation = 0) => new()
     {
         NodeId = nodeId,
+        Generation = generation,
         EntryValid = RequestDispatcher.EntryTimeoutSeconds,
         AttrValid = RequestDispatcher.AttrTimeoutSeconds,
         Attr = Attr(in a, stIno, attrFlags),

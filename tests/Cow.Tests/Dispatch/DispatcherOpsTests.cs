@@ -63,7 +63,7 @@ public sealed class DispatcherOpsTests : DispatchTestBase
             | FuseInitFlags.PosixLocks | FuseInitFlags.FlockLocks | FuseInitFlags.DontMask | FuseInitFlags.NoOpendirSupport | FuseInitFlags.InitExt;
         var o = MemoryMarshal.Read<FuseInitOut>(Call(FuseOpcode.Init, 0, Bytes(InitIn(7, 45, offered))).Body);
         Assert.Equal(FuseInitFlags.AsyncRead | FuseInitFlags.AsyncDio | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.ParallelDirops
-            | FuseInitFlags.AtomicOTrunc | FuseInitFlags.MaxPages | FuseInitFlags.HandleKillprivV2, o.AllFlags);
+            | FuseInitFlags.AtomicOTrunc | FuseInitFlags.MaxPages | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.ExportSupport, o.AllFlags);
         Assert.Equal((ushort)256, o.MaxBackground);
         Assert.Equal((ushort)192, o.CongestionThreshold);
         Assert.Equal(1u << 20, o.MaxWrite);

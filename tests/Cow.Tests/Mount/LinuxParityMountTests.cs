@@ -188,6 +188,73 @@ public class LinuxParityMountTests
         Assert.True(File.Exists(Path.Combine(lower, "remove")));
     }
 
+    [Fact]
+    public void File_handles_survive_cache_eviction_and_remounts_and_are_stale_once_the_file_is_gone()
+    {
+        using var m = new MountedPool();
+        Directory.CreateDirectory(m.P("d"));
+        File.WriteAllText(m.P("d/f"), "handle data");
+        File.WriteAllText(m.P("gone"), "x");
+        long dirIno = (long)StatOf(m.P("d")).st_ino;
+        byte[] Handle(string path) => NameToHandle(path) ?? throw new IOException($"name_to_handle_at {path}: {LastErrno()}");
+        var hf = Handle(m.P("d/f"));
+        var hd = Handle(m.P("d"));
+        var hg = Handle(m.P("gone"));
+
+        // open_by_handle_at with a descriptor of the mount: the file's data, or the errno.
+        (string? Data, long Ino, Errno Error) OpenBy(byte[] handle, int flags)
+        {
+            int mfd = (int)Check(Open(m.MountPoint, O_RDONLY | O_DIRECTORY), "open the mount root");
+            try
+            {
+                int fd = OpenByHandle(mfd, handle, flags);
+                if (fd < 0) return (null, 0, LastErrno());
+                try
+                {
+                    long ino = (long)FstatOf(fd).st_ino;
+                    if ((flags & O_DIRECTORY) != 0) return ("", ino, 0);
+                    var buf = new byte[100];
+                    long n = Check(Pread(fd, buf, 0), "pread");
+                    return (System.Text.Encoding.UTF8.GetString(buf, 0, (int)n), ino, 0);
+                }
+                finally { Close(fd); }
+            }
+            finally { Close(mfd); }
+        }
+        // Evicts unused dentries and inodes (the FUSE ones included): the kernel must ask Cow again.
+        static void DropInodes() => File.WriteAllText("/proc/sys/vm/drop_caches", "2");
+
+        Assert.Equal("handle data", OpenBy(hf, O_RDONLY).Data);
+        DropInodes();
+        Assert.Equal("handle data", OpenBy(hf, O_RDONLY).Data);
+        Assert.Equal(dirIno, OpenBy(hd, O_RDONLY | O_DIRECTORY).Ino);
+        File.Delete(m.P("gone"));
+        DropInodes();
+        Assert.Equal(Errno.ESTALE, OpenBy(hg, O_RDONLY).Error);
+
+        m.Remount();
+        Assert.Equal("handle data", OpenBy(hf, O_RDONLY).Data);
+        Assert.Equal(dirIno, OpenBy(hd, O_RDONLY | O_DIRECTORY).Ino);
+        Assert.Equal(Errno.ESTALE, OpenBy(hg, O_RDONLY).Error);
+        // A handle made now is the handle made before the remount: (node id, generation) are the inode's.
+        Assert.Equal(hf, Handle(m.P("d/f")));
+        // The directory reached by handle alone (nothing cached after a remount) knows its parent: ".."
+        // resolves through LOOKUP of "..".
+        m.Remount();
+        int dfd = -1, mfd2 = (int)Check(Open(m.MountPoint, O_RDONLY | O_DIRECTORY), "open the mount root");
+        try
+        {
+            dfd = OpenByHandle(mfd2, hd, O_RDONLY | O_DIRECTORY);
+            Assert.True(dfd >= 0, $"open_by_handle_at(d): {LastErrno()}");
+            Assert.Equal(m.P("d"), new FileInfo($"/proc/self/fd/{dfd}").LinkTarget);
+        }
+        finally
+        {
+            if (dfd >= 0) Close(dfd);
+            Close(mfd2);
+        }
+    }
+
     private static void Run(string program, params string[] args)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true };
