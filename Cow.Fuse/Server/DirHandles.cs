@@ -60,4 +60,18 @@ public sealed class DirHandles
         lock (_lock) if (!_open.Remove(fh, out h)) return;
         h.View.Release(h.Ino);
     }
+
+    /// <summary>The connection is gone: no RELEASEDIR will come, so every handle is released now (the pool
+    /// may stay open after its mount, and an open left counted would hold a removed directory and refuse
+    /// rollbacks).</summary>
+    public void ReleaseAll()
+    {
+        List<Handle> all;
+        lock (_lock)
+        {
+            all = [.. _open.Values];
+            _open.Clear();
+        }
+        foreach (var h in all) h.View.Release(h.Ino);
+    }
 }

@@ -169,11 +169,12 @@ public sealed class RequestDispatcher
     }
 
     /// <summary>Called by the session when the connection is gone: no notification is sent any more and the
-    /// engine stops reporting mapping changes to this connection.</summary>
+    /// engine stops reporting mapping changes to this connection, and open directories are released.</summary>
     public void ConnectionEnded()
     {
         _notify = null;
         _iomap?.Detach();
+        Dirs.ReleaseAll();
     }
 
     internal int FuseFd => _fuseFd;

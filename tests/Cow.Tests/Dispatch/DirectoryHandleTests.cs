@@ -151,6 +151,22 @@ public sealed class DirectoryHandleTests : DispatchTestBase
     }
 
     [Fact]
+    public void The_end_of_the_connection_releases_the_open_directories()
+    {
+        Init();
+        var a = MakeDir(1, "a");
+        Opendir(a.NodeId);
+        Opendir(a.NodeId);
+        Assert.Equal(0, Call(FuseOpcode.Rmdir, 1, Name("a")).Header.Error);
+        Assert.Equal(0u, Getattr(a.NodeId).Attr.Nlink);
+        _d.ConnectionEnded();   // no RELEASEDIR will come
+        Assert.Equal(0, _d.Dirs.Count);
+        Assert.Equal(ENOENT, Getattr(a.NodeId).Error);
+        _pool.Pool.Engine.Commit();
+        AssertClean(_pool.Pool.Fsck());
+    }
+
+    [Fact]
     public void Rename_whiteout_leaves_a_0_0_character_device_owned_by_the_caller_in_the_same_change()
     {
         Init();
