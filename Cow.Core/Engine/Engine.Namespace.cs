@@ -230,7 +230,8 @@ public sealed partial class Engine
             if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (DirOf(dir).ByName.ContainsKey(newName)) return Errno.EEXIST;
             if (li.Rec.Nlink >= 65000) return Errno.EMLINK;
-            if (li.Rec.Nlink == 0) return Errno.ENOENT;
+            if (li.Rec.Nlink == 0 && !li.Linkable) return Errno.ENOENT;   // unlinked; an O_TMPFILE file may be named
+            li.Linkable = false;
             long now = NowNs();
             AddDirent(dir, newName, ino, (li.Rec.Mode & S_IFMT) >> 12);
             var p = MutableInode(dir); p.MtimeNs = p.CtimeNs = now;

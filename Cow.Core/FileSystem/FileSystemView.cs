@@ -155,6 +155,15 @@ public sealed class FileSystemView
         try { return Changed(_e.MakeNode(parent, name, mode, rdev, uid, gid, null, out attr)); } catch (IOException e) { return IoFailed(e); }
     }
 
+    /// <summary>open(O_TMPFILE): a regular file with no name and nlink 0, already counted open (pair with
+    /// <see cref="Release"/>); <see cref="Link"/> may name it.</summary>
+    public Errno MakeTmpfile(long parent, uint mode, uint uid, uint gid, out InodeAttr attr)
+    {
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.MakeTmpfile(parent, mode, uid, gid, out attr)); } catch (IOException e) { return IoFailed(e); }
+    }
+
     public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr)
     {
         attr = default;

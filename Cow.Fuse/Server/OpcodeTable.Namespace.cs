@@ -7,7 +7,7 @@ using Mono.Unix.Native;
 
 namespace Cow.Fuse.Server;
 
-// MKNOD, MKDIR, SYMLINK, LINK, CREATE, UNLINK, RMDIR, RENAME, RENAME2.
+// MKNOD, MKDIR, SYMLINK, LINK, CREATE, TMPFILE, UNLINK, RMDIR, RENAME, RENAME2.
 // Modes arrive with the umask already applied: FUSE_DONT_MASK is not granted, so the kernel applies it
 // and the umask fields of mknod_in / mkdir_in / create_in are ignored.
 public static partial class OpcodeTable
@@ -134,6 +134,22 @@ public static partial class OpcodeTable
         }
         if (e != 0) return e;
         e = view.Open(attr.Ino, writable);
+        if (e != 0) return e;
+        return CreateReply(d, parent.Slot, in attr, EngineOpenFh, reply, out n);
+    }
+
+    /// <summary>TMPFILE (open with O_TMPFILE): a regular file with no name and nlink 0 in the directory of the
+    /// node id, opened; linkat(AT_EMPTY_PATH) names it (the VFS refuses that for O_TMPFILE | O_EXCL), the
+    /// last close deletes it otherwise. The name the kernel sends ("/") is not used. Reply as CREATE's.</summary>
+    private static Errno Tmpfile(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var i = MemoryMarshal.Read<FuseCreateIn>(p);
+        if ((i.Mode & S_IFMT) is not (0 or 0x8000)) return Errno.EINVAL;   // S_IFREG only
+        var e = PrepareNew(d, in h, h.NodeId, "", out var parent, out uint gid, out _);   // "": no name to check
+        if (e != 0) return e;
+        if (reply.Length < FuseEntryOut.Size + FuseOpenOut.Size) return Errno.EIO;
+        e = parent.View!.MakeTmpfile(parent.Ino, i.Mode & 0xFFF, h.Uid, gid, out var attr);
         if (e != 0) return e;
         return CreateReply(d, parent.Slot, in attr, EngineOpenFh, reply, out n);
     }

@@ -69,6 +69,7 @@ public static partial class OpcodeTable
         Set(FuseOpcode.Rename2, Rename2, FuseRename2In.Size + 4, changes: true);
         Set(FuseOpcode.Open, Open, FuseOpenIn.Size);
         Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2, changes: true);   // fuse_create_in is 8 bytes before 7.12
+        Set(FuseOpcode.Tmpfile, Tmpfile, FuseCreateIn.Size + 2, changes: true);
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
         Set(FuseOpcode.Releasedir, Releasedir, FuseReleaseIn.Size);
@@ -96,8 +97,6 @@ public static partial class OpcodeTable
         //  IOCTL: Cow has no ioctls (the kernel answers ENOTTY). POLL: files are always ready; ENOSYS makes
         //    the kernel use its default poll mask.
         //  SETUPMAPPING, REMOVEMAPPING: DAX (virtiofs) only.
-        //  TMPFILE: O_TMPFILE needs an unnamed inode that linkat can name later; the engine cannot link an
-        //    inode whose link count went to 0, so the kernel's EOPNOTSUPP (from ENOSYS) is the honest answer.
         //  CUSE_INIT: not this protocol.
         return t;
     }

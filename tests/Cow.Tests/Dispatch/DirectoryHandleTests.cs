@@ -7,7 +7,8 @@ namespace Cow.Tests.Dispatch;
 /// <summary>
 /// Open directories and rename flags at the dispatcher: a readdir pass never lists an entry twice while
 /// entries are renamed, a directory removed while open still answers GETATTR (nlink 0) until RELEASEDIR,
-/// and RENAME_WHITEOUT leaves a 0/0 character device at the source in the same change.
+/// RENAME_WHITEOUT leaves a 0/0 character device at the source in the same change, and TMPFILE makes a
+/// nameless open file that LINK can name once.
 /// </summary>
 public sealed class DirectoryHandleTests : DispatchTestBase
 {
@@ -162,6 +163,40 @@ public sealed class DirectoryHandleTests : DispatchTestBase
         _d.ConnectionEnded();   // no RELEASEDIR will come
         Assert.Equal(0, _d.Dirs.Count);
         Assert.Equal(ENOENT, Getattr(a.NodeId).Error);
+        _pool.Pool.Engine.Commit();
+        AssertClean(_pool.Pool.Fsck());
+    }
+
+    [Fact]
+    public void Tmpfile_makes_a_nameless_open_file_that_link_names_and_release_deletes_otherwise()
+    {
+        Init();
+        var dir = MakeDir(1, "d");
+        var (h, body) = CallAs(1000, 1001, FuseOpcode.Tmpfile, dir.NodeId, Bytes(new FuseCreateIn { Flags = 2, Mode = S_IFREG | 0x180 }), Name("/"));
+        Assert.Equal(0, h.Error);
+        var t = Read<FuseEntryOut>(body);
+        var open = MemoryMarshal.Read<FuseOpenOut>(body.AsSpan(FuseEntryOut.Size));
+        Assert.Equal((0u, S_IFREG | 0x180u, 1000u, 1001u), (t.Attr.Nlink, t.Attr.Mode, t.Attr.Uid, t.Attr.Gid));
+        Assert.Equal(2, ListDir(dir.NodeId).Count);   // "." and ".." only
+        _pool.Pool.Engine.Commit();
+        AssertClean(_pool.Pool.Fsck());   // an open orphan, as an unlinked open file
+        var (lh, lb) = Call(FuseOpcode.Link, dir.NodeId, Bytes(new FuseLinkIn { OldNodeId = t.NodeId }), Name("named"));
+        Assert.Equal(0, lh.Error);
+        Assert.Equal(1u, Read<FuseEntryOut>(lb).Attr.Nlink);
+        Assert.Equal(t.NodeId, Lookup(dir.NodeId, "named").NodeId);
+        Assert.Equal(0, Call(FuseOpcode.Release, t.NodeId, Bytes(new FuseReleaseIn { Fh = open.Fh })).Header.Error);
+        Assert.Equal(1u, Getattr(t.NodeId).Attr.Nlink);
+
+        // Never named: deleted at release. Not a regular file: EINVAL. In a removed directory: ENOENT.
+        (h, body) = Call(FuseOpcode.Tmpfile, dir.NodeId, Bytes(new FuseCreateIn { Flags = 2, Mode = S_IFREG | 0x1A4 }), Name("/"));
+        var lost = Read<FuseEntryOut>(body);
+        Assert.Equal(0, Call(FuseOpcode.Release, lost.NodeId, Bytes(new FuseReleaseIn { Fh = MemoryMarshal.Read<FuseOpenOut>(body.AsSpan(FuseEntryOut.Size)).Fh })).Header.Error);
+        Assert.Equal(ENOENT, Getattr(lost.NodeId).Error);
+        Assert.Equal(ENOENT, Error(FuseOpcode.Link, dir.NodeId, Bytes(new FuseLinkIn { OldNodeId = lost.NodeId }), Name("late")));
+        Assert.Equal(EINVAL, Error(FuseOpcode.Tmpfile, dir.NodeId, Bytes(new FuseCreateIn { Flags = 2, Mode = S_IFDIR | 0x1ED }), Name("/")));
+        var gone = MakeDir(1, "gone");
+        Assert.Equal(0, Call(FuseOpcode.Rmdir, 1, Name("gone")).Header.Error);
+        Assert.Equal(ENOENT, Error(FuseOpcode.Tmpfile, gone.NodeId, Bytes(new FuseCreateIn { Flags = 2, Mode = S_IFREG | 0x1A4 }), Name("/")));
         _pool.Pool.Engine.Commit();
         AssertClean(_pool.Pool.Fsck());
     }

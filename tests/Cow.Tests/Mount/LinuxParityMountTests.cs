@@ -255,6 +255,42 @@ public class LinuxParityMountTests
         }
     }
 
+    [Fact]
+    public void O_tmpfile_makes_a_nameless_file_that_linkat_can_name()
+    {
+        using var m = new MountedPool();
+        Directory.CreateDirectory(m.P("d"));
+        int fd = (int)Check(Open(m.P("d"), O_TMPFILE | O_RDWR, 0x1A4), "open O_TMPFILE");
+        try
+        {
+            Check(Write(fd, "tmp data"u8), "write");
+            var st = FstatOf(fd);
+            Assert.Equal(0ul, st.st_nlink);
+            Assert.Equal(S_IFREG, Type(st));
+            Assert.Empty(Directory.EnumerateFileSystemEntries(m.P("d")));
+            Check(LinkFd(fd, m.P("d/named")), "linkat");
+            Assert.Equal(1ul, FstatOf(fd).st_nlink);
+            Assert.Equal(st.st_ino, StatOf(m.P("d/named")).st_ino);
+        }
+        finally { Close(fd); }
+        Assert.Equal("tmp data", File.ReadAllText(m.P("d/named")));
+
+        // Never named: gone at close. O_EXCL: the VFS refuses the link.
+        int lost = (int)Check(Open(m.P("d"), O_TMPFILE | O_RDWR, 0x1A4), "open O_TMPFILE");
+        Check(Write(lost, "lost"u8), "write");
+        Close(lost);
+        int excl = (int)Check(Open(m.P("d"), O_TMPFILE | O_RDWR | O_EXCL, 0x1A4), "open O_TMPFILE|O_EXCL");
+        try
+        {
+            Assert.True(LinkFd(excl, m.P("d/excl")) < 0);
+            Assert.Equal(Errno.ENOENT, LastErrno());
+        }
+        finally { Close(excl); }
+        m.Remount();
+        Assert.Equal(["named"], Directory.EnumerateFileSystemEntries(m.P("d")).Select(p => Path.GetFileName(p)!).ToArray());
+        Assert.True(m.Pool!.Fsck().Clean);
+    }
+
     private static void Run(string program, params string[] args)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true };

@@ -2,10 +2,18 @@ using System.Runtime.InteropServices;
 
 namespace Cow.Tests.Mount;
 
-// name_to_handle_at / open_by_handle_at (file handles, what NFS exports use).
+// name_to_handle_at / open_by_handle_at (file handles, what NFS exports use); O_TMPFILE and linkat.
 internal static unsafe partial class Native
 {
     private const int MaxHandleSize = 128;
+    public const int O_TMPFILE = 0x400000 | O_DIRECTORY, AT_SYMLINK_FOLLOW = 0x400;
+
+    [LibraryImport("libc", EntryPoint = "linkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int linkat_(int olddirfd, string oldpath, int newdirfd, string newpath, int flags);
+
+    /// <summary>Gives the open file <paramref name="fd"/> the name <paramref name="path"/> (linkat of
+    /// /proc/self/fd/N with AT_SYMLINK_FOLLOW, which needs no CAP_DAC_READ_SEARCH); 0 or -1 with errno set.</summary>
+    public static int LinkFd(int fd, string path) => linkat_(AT_FDCWD, $"/proc/self/fd/{fd}", AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 
     [LibraryImport("libc", EntryPoint = "name_to_handle_at", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int name_to_handle_at_(int dirfd, string path, byte* handle, int* mountId, int flags);
