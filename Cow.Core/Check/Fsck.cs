@@ -112,7 +112,13 @@ public static class Fsck
             }
             foreach (var i in vin.Values)
             {
-                if (Engine.Engine.IsDir(i))
+                if (Engine.Engine.IsDir(i) && i.Nlink == 0 && names.GetValueOrDefault(i.Ino) == 0 && subdirs.GetValueOrDefault(i.Ino) == 0)
+                {
+                    // Removed while open (rmdir, or replaced by rename): as an unlinked open file.
+                    r.Directories++;
+                    if (g == pool.LiveGen && !engine.IsOpen(i.Ino)) r.Add("orphan", $"{vn}: directory {i.Ino} was removed and is not open", i.Ino);
+                }
+                else if (Engine.Engine.IsDir(i))
                 {
                     r.Directories++;
                     uint expect = (uint)(2 + subdirs.GetValueOrDefault(i.Ino));

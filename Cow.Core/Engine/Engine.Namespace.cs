@@ -54,30 +54,6 @@ public sealed partial class Engine
         }
     }
 
-    /// <summary>readdir: entries after <paramref name="offset"/> in position order; "." and ".." come first
-    /// at offsets 1 and 2. Offsets are stable: an entry keeps its position until it is removed.</summary>
-    internal Errno ReadDir(ITreeReader tree, long ino, long offset, int max, List<DirEntryInfo> into)
-    {
-        lock (_lock)
-        {
-            var r = tree.Inode(ino);
-            if (r == null) return Errno.ENOENT;
-            if (!IsDir(r)) return Errno.ENOTDIR;
-            if (offset < 1 && into.Count < max) into.Add(new DirEntryInfo(".", ino, S_IFDIR >> 12, 1));
-            if (offset < 2 && into.Count < max) into.Add(new DirEntryInfo("..", r.Parent, S_IFDIR >> 12, 2));
-            var byPos = tree.Dir(ino)!.ByPos;
-            int lo = 0, hi = byPos.Count - 1;
-            var keys = byPos.Keys;
-            while (lo <= hi) { int mid = (lo + hi) >> 1; if (keys[mid] <= offset) lo = mid + 1; else hi = mid - 1; }
-            for (int i = lo; i < byPos.Count && into.Count < max; i++)
-            {
-                var d = byPos.Values[i];
-                into.Add(new DirEntryInfo(d.Name, d.Child, d.Type, d.Pos));
-            }
-            return 0;
-        }
-    }
-
     internal Errno Readlink(ITreeReader tree, long ino, out string target)
     {
         target = "";
@@ -257,7 +233,8 @@ public sealed partial class Engine
             if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
             if (DirOf(dir).ByName.ContainsKey(newName)) return Errno.EEXIST;
             if (li.Rec.Nlink >= 65000) return Errno.EMLINK;
-            if (li.Rec.Nlink == 0) return Errno.ENOENT;
+            if (li.Rec.Nlink == 0 && !li.Linkable) return Errno.ENOENT;   // unlinked; an O_TMPFILE file may be named
+            li.Linkable = false;
             long now = NowNs();
             AddDirent(dir, newName, ino, (li.Rec.Mode & S_IFMT) >> 12);
             var p = MutableInode(dir); p.MtimeNs = p.CtimeNs = now;

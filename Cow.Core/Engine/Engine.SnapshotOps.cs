@@ -165,7 +165,7 @@ public sealed partial class Engine
             var orphans = new HashSet<long>();
             foreach (var r in backI)
             {
-                if (r.Nlink == 0 && !IsDir(r)) { orphans.Add(r.Ino); continue; }
+                if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
                 var n = r.Clone();
                 n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
                 var li = new LiveInode(n);

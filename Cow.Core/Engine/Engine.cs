@@ -543,6 +543,8 @@ internal sealed class LiveInode
     public long Ino => Rec.Ino;
     public bool Deleted;
     public int OpenCount;
+    /// <summary>Made by O_TMPFILE and not named yet: <see cref="Engine.Link"/> may give its first name although nlink is 0.</summary>
+    public bool Linkable;
     public int Reservations;
     /// <summary>Operations between their lookup and their end: a pinned inode is never evicted.</summary>
     public int Pins;

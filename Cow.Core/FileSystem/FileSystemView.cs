@@ -56,10 +56,21 @@ public sealed class FileSystemView
         try { return _e.Lookup(_tree, parent, name, out attr); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into)
+    /// <summary>readdir: up to <paramref name="max"/> entries after <paramref name="offset"/> whose position is
+    /// below <paramref name="before"/> (a pass that takes <see cref="DirEnd"/> when it starts and passes it here
+    /// never lists an entry twice, whatever renames run meanwhile).</summary>
+    public Errno ReadDir(long ino, long offset, int max, List<DirEntryInfo> into, long before = long.MaxValue)
     {
         if (Stale) return Errno.ESTALE;
-        try { return _e.ReadDir(_tree, ino, offset, max, into); } catch (IOException e) { return IoFailed(e); }
+        try { return _e.ReadDir(_tree, ino, offset, max, into, before); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    /// <summary>Where directory <paramref name="ino"/>'s listing ends now: the position its next entry will get.</summary>
+    public Errno DirEnd(long ino, out long end)
+    {
+        end = 0;
+        if (Stale) return Errno.ESTALE;
+        try { return _e.DirEnd(_tree, ino, out end); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno Readlink(long ino, out string target)
@@ -147,7 +158,16 @@ public sealed class FileSystemView
         try { return Changed(_e.MakeNode(parent, name, mode, rdev, uid, gid, null, out attr, umask)); } catch (IOException e) { return IoFailed(e); }
     }
 
-    public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
+    /// <summary>open(O_TMPFILE): a regular file with no name and nlink 0, already counted open (pair with
+    /// <see cref="Release"/>); <see cref="Link"/> may name it.</summary>
+    public Errno MakeTmpfile(long parent, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
+    {
+        attr = default;
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.MakeTmpfile(parent, mode, uid, gid, out attr, umask)); } catch (IOException e) { return IoFailed(e); }
+    }
+
+        public Errno Mkdir(long parent, string name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         if (ReadOnly) return Errno.EROFS;
@@ -184,6 +204,14 @@ public sealed class FileSystemView
     {
         if (ReadOnly) return Errno.EROFS;
         try { return Changed(_e.Rename(parent, name, newParent, newName, flags)); } catch (IOException e) { return IoFailed(e); }
+    }
+
+    /// <summary>renameat2(RENAME_WHITEOUT [| RENAME_NOREPLACE]): the rename and a whiteout (a 0/0 character
+    /// device owned by <paramref name="uid"/>:<paramref name="gid"/>) at the source name, in one change.</summary>
+    public Errno RenameWhiteout(long parent, string name, long newParent, string newName, bool noReplace, uint uid, uint gid)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        try { return Changed(_e.RenameWhiteout(parent, name, newParent, newName, noReplace, uid, gid)); } catch (IOException e) { return IoFailed(e); }
     }
 
     public Errno SetAttr(long ino, SetAttrRequest req, out InodeAttr attr)

@@ -99,6 +99,24 @@ public sealed class NodeTable
         return true;
     }
 
+    /// <summary>
+    /// fuse_entry_out.generation (the kernel's i_generation, 32 bits, part of every file handle) of inode
+    /// <paramref name="ino"/>, born at <paramref name="btimeNs"/>, in the tree of <paramref name="slot"/>:
+    /// the birth time folded to 32 bits, so that an inode number given again to another inode (Cow never
+    /// reuses one, but a crash before the commit that recorded the counter could) does not match an old
+    /// handle; in a browsed snapshot it is mixed with the snapshot's generation, so that a handle whose slot
+    /// names another snapshot after a remount is ESTALE rather than another version of the file. Root
+    /// directories answer 0 (the kernel requires it of FUSE_ROOT_ID). The same inode always gets the same
+    /// value, as the kernel requires for a node id it has cached.
+    /// </summary>
+    public uint Generation(int slot, long ino, long btimeNs)
+    {
+        if (ino == Core.Engine.Engine.RootIno || slot == VirtualSlot) return 0;
+        ulong x = (ulong)btimeNs;
+        if (slot is >= FirstSnapshotSlot and <= LastSnapshotSlot) x ^= (ulong)Volatile.Read(ref _generations[slot]) * 0x9E3779B97F4A7C15UL;
+        return (uint)(x ^ (x >> 32));
+    }
+
     /// <summary>st_ino of inode <paramref name="ino"/> of the tree in <paramref name="slot"/>.</summary>
     public ulong StIno(int slot, long ino)
     {

@@ -21,7 +21,9 @@ public static partial class OpcodeTable
         if (parent.IsSnapshotDir) return LookupInSnapshotDir(d, name, reply, out n);
         if (IsSnapshotDirEntry(d, in parent, name)) return SnapshotDirEntryReply(d, reply, out n);
         if (parent.Slot != NodeTable.RootSlot && parent.Ino == parent.View!.RootIno && name == "..") return SnapshotDirEntryReply(d, reply, out n);
-        e = parent.View!.Lookup(parent.Ino, name, out var attr);
+        // "." names the node itself, whatever its type: with FUSE_EXPORT_SUPPORT the kernel looks up "." in a
+        // node id from a file handle whose inode it no longer caches (and ".." in a directory for its parent).
+        e = name == "." ? parent.View!.GetAttr(parent.Ino, out var attr) : parent.View!.Lookup(parent.Ino, name, out attr);
         if (e != 0) return e;
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }

@@ -22,6 +22,8 @@ public static partial class OpcodeTable
     /// <summary>
     /// READDIR / READDIRPLUS. d_ino is st_ino (see <see cref="NodeTable"/>); READDIRPLUS entries carry node
     /// ids of the directory's tree, except "." and ".." (node id 0: the kernel takes no lookup count for them).
+    /// A pass over a live directory stops at the directory's end as it was when the pass began (see
+    /// <see cref="DirHandles"/>): no entry is listed twice, whatever renames run meanwhile.
     /// In the root of a live mount an engine entry named <c>.snapshots</c> is hidden behind the virtual one,
     /// which is listed (last) only with <see cref="FuseMountOptions.SnapshotDirVisible"/>.
     /// </summary>
@@ -45,7 +47,7 @@ public static partial class OpcodeTable
         list.Clear();
         try
         {
-            e = view.ReadDir(node.Ino, (long)i.Offset, max, list);
+            e = view.ReadDir(node.Ino, (long)i.Offset, max, list, d.Dirs.PassEnd(i.Fh, (long)i.Offset));
             if (e != 0) return e;
             Span<byte> name = stackalloc byte[1024];
             bool full = false;
@@ -63,7 +65,7 @@ public static partial class OpcodeTable
                     FuseEntryOut entry = default;
                     entry.Attr.Ino = stIno;
                     if (!dot && view.GetAttr(ent.Ino, out var a) == 0 && NodeTable.TryNodeId(node.Slot, a.Ino, out ulong id))
-                        entry = Entry(in a, id, stIno, d.AttrFlags(node.Slot));
+                        entry = Entry(in a, id, stIno, d.AttrFlags(node.Slot), d.Nodes.Generation(node.Slot, a.Ino, a.BtimeNs));
                     ok = FuseDirentLayout.TryWriteDirentplus(dst[n..], in entry, (ulong)ent.NextOffset, ent.Type, nm, out written);
                 }
                 else ok = FuseDirentLayout.TryWriteDirent(dst[n..], stIno, (ulong)ent.NextOffset, ent.Type, nm, out written);

@@ -77,7 +77,8 @@ public static partial class OpcodeTable
     }
 
     /// <summary>OPENDIR: snapshot directories never change, so the kernel may cache their listings
-    /// (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE).</summary>
+    /// (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE). A live directory is counted open in the engine and gets a handle
+    /// in <see cref="RequestDispatcher.Dirs"/> (see <see cref="DirHandles"/>).</summary>
     private static Errno Opendir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
@@ -90,8 +91,26 @@ public static partial class OpcodeTable
             if (e != 0) return e;
             if (!attr.IsDirectory) return Errno.ENOTDIR;
             if (node.View.ReadOnly) o.OpenFlags = (uint)(FuseOpenOutFlags.CacheDir | FuseOpenOutFlags.KeepCache);
+            else
+            {
+                e = node.View.Open(node.Ino, writable: false);
+                if (e != 0) return e;
+                e = node.View.DirEnd(node.Ino, out long end);
+                if (e != 0) { node.View.Release(node.Ino); return e; }
+                o.Fh = d.Dirs.Add(node.View, node.Ino, end);
+            }
         }
-        return Write(reply, in o, out n);
+        e = Write(reply, in o, out n);
+        if (e != 0 && o.Fh != 0) d.Dirs.Release(o.Fh);
+        return e;
+    }
+
+    /// <summary>RELEASEDIR: forgets the handle and releases its engine open.</summary>
+    private static Errno Releasedir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        d.Dirs.Release(MemoryMarshal.Read<FuseReleaseIn>(p).Fh);
+        return 0;
     }
 
     private static Errno Release(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)

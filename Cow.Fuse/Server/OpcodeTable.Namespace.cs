@@ -7,9 +7,9 @@ using Mono.Unix.Native;
 
 namespace Cow.Fuse.Server;
 
-// MKNOD, MKDIR, SYMLINK, LINK, CREATE, UNLINK, RMDIR, RENAME, RENAME2.
+// MKNOD, MKDIR, SYMLINK, LINK, CREATE, TMPFILE, UNLINK, RMDIR, RENAME, RENAME2.
 // With FUSE_DONT_MASK (granted with FUSE_POSIX_ACL) modes arrive without the umask: the engine applies the
-// umask field of mknod_in / mkdir_in / create_in, or the parent's default ACL instead (posix_acl_create). A
+// umask field of mknod_in / mkdir_in / create_in (TMPFILE too), or the parent's default ACL instead (posix_acl_create). A
 // kernel that did not grant it applied the umask already; applying it again changes nothing.
 public static partial class OpcodeTable
 {
@@ -141,6 +141,22 @@ public static partial class OpcodeTable
         return CreateReply(d, parent.Slot, in attr, EngineOpenFh, reply, out n);
     }
 
+    /// <summary>TMPFILE (open with O_TMPFILE): a regular file with no name and nlink 0 in the directory of the
+    /// node id, opened; linkat(AT_EMPTY_PATH) names it (the VFS refuses that for O_TMPFILE | O_EXCL), the
+    /// last close deletes it otherwise. The name the kernel sends ("/") is not used. Reply as CREATE's.</summary>
+    private static Errno Tmpfile(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    {
+        n = 0;
+        var i = MemoryMarshal.Read<FuseCreateIn>(p);
+        if ((i.Mode & S_IFMT) is not (0 or 0x8000)) return Errno.EINVAL;   // S_IFREG only
+        var e = PrepareNew(d, in h, h.NodeId, "", out var parent, out uint gid, out _);   // "": no name to check
+        if (e != 0) return e;
+        if (reply.Length < FuseEntryOut.Size + FuseOpenOut.Size) return Errno.EIO;
+        e = parent.View!.MakeTmpfile(parent.Ino, i.Mode & 0xFFF, h.Uid, gid, out var attr, i.Umask);
+        if (e != 0) return e;
+        return CreateReply(d, parent.Slot, in attr, EngineOpenFh, reply, out n);
+    }
+
     private static Errno CreateReply(RequestDispatcher d, int slot, in InodeAttr attr, ulong fh, Span<byte> reply, out int n)
     {
         var e = EntryReply(d, slot, in attr, reply, out n);
@@ -182,14 +198,16 @@ public static partial class OpcodeTable
         return RenameCore(d, in h, i.NewDir, i.Flags, p[FuseRename2In.Size..]);
     }
 
-    /// <summary>rename / renameat2: RENAME_NOREPLACE and RENAME_EXCHANGE; RENAME_WHITEOUT (overlayfs) and
-    /// unknown flags are EINVAL. "." or ".." is EBUSY (EEXIST as the target of NOREPLACE), as the VFS says;
+    /// <summary>rename / renameat2: RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT (overlayfs upper
+    /// layers; alone or with NOREPLACE: the whiteout left at the source is owned by the caller, with the
+    /// setgid-directory rule for its group); EXCHANGE with either other flag, and unknown flags, are EINVAL.
+    /// "." or ".." is EBUSY (EEXIST as the target of NOREPLACE), as the VFS says;
     /// <c>.snapshots</c> cannot be moved (EBUSY) nor replaced (EEXIST); across trees EXDEV.</summary>
     private static Errno RenameCore(RequestDispatcher d, in FuseInHeader h, ulong newDir, uint flags, ReadOnlySpan<byte> names)
     {
-        const uint NoReplace = 1, Exchange = 2;
-        if ((flags & ~(NoReplace | Exchange)) != 0) return Errno.EINVAL;   // RENAME_WHITEOUT included
-        if (flags == (NoReplace | Exchange)) return Errno.EINVAL;
+        const uint NoReplace = 1, Exchange = 2, Whiteout = 4;
+        if ((flags & ~(NoReplace | Exchange | Whiteout)) != 0) return Errno.EINVAL;
+        if ((flags & Exchange) != 0 && (flags & (NoReplace | Whiteout)) != 0) return Errno.EINVAL;
         var e = ReadName(names, Errno.ENOENT, out string oldName, out int used);
         if (e != 0) return e;
         e = ReadNewName(names[used..], out string newName, out _);
@@ -205,6 +223,11 @@ public static partial class OpcodeTable
         if (IsSnapshotDirEntry(d, in to, newName)) return (flags & Exchange) != 0 ? Errno.EBUSY : Errno.EEXIST;
         if (from.View!.ReadOnly || to.View!.ReadOnly) return Errno.EROFS;
         if (from.View != to.View) return Errno.EXDEV;
-        return from.View.Rename(from.Ino, oldName, to.Ino, newName, (RenameFlags)flags);
+        if ((flags & Whiteout) == 0) return from.View.Rename(from.Ino, oldName, to.Ino, newName, (RenameFlags)flags);
+        if (h.Uid == FuseConstants.InvalidUidGid || h.Gid == FuseConstants.InvalidUidGid) return Errno.EOVERFLOW;
+        e = from.View.GetAttr(from.Ino, out var dir);
+        if (e != 0) return e;
+        uint gid = (dir.Mode & S_ISGID) != 0 ? dir.Gid : h.Gid;
+        return from.View.RenameWhiteout(from.Ino, oldName, to.Ino, newName, (flags & NoReplace) != 0, h.Uid, gid);
     }
 }

@@ -69,9 +69,10 @@ public static partial class OpcodeTable
         Set(FuseOpcode.Rename2, Rename2, FuseRename2In.Size + 4, changes: true);
         Set(FuseOpcode.Open, Open, FuseOpenIn.Size);
         Set(FuseOpcode.Create, Create, FuseOpenIn.Size + 2, changes: true);   // fuse_create_in is 8 bytes before 7.12
+        Set(FuseOpcode.Tmpfile, Tmpfile, FuseCreateIn.Size + 2, changes: true);
         Set(FuseOpcode.Opendir, Opendir, FuseOpenIn.Size);
         Set(FuseOpcode.Release, Release, FuseReleaseIn.Size);
-        Set(FuseOpcode.Releasedir, Nothing, FuseReleaseIn.Size);
+        Set(FuseOpcode.Releasedir, Releasedir, FuseReleaseIn.Size);
         Set(FuseOpcode.Flush, Nothing, FuseFlushIn.Size);        // nothing is buffered per handle
         Set(FuseOpcode.Read, Read, FuseReadIn.Size);
         Set(FuseOpcode.Write, WriteData, FuseWriteIn.Size, changes: true);
@@ -96,8 +97,6 @@ public static partial class OpcodeTable
         //  IOCTL: Cow has no ioctls (the kernel answers ENOTTY). POLL: files are always ready; ENOSYS makes
         //    the kernel use its default poll mask.
         //  SETUPMAPPING, REMOVEMAPPING: DAX (virtiofs) only.
-        //  TMPFILE: O_TMPFILE needs an unnamed inode that linkat can name later; the engine cannot link an
-        //    inode whose link count went to 0, so the kernel's EOPNOTSUPP (from ENOSYS) is the honest answer.
         //  CUSE_INIT: not this protocol.
         return t;
     }
@@ -117,13 +116,16 @@ public static partial class OpcodeTable
     /// itself, and setting a security.* xattr clears the inode's S_NOSEC. POSIX_ACL: the kernel enforces the
     /// ACLs it reads with GETXATTR (system.posix_acl_access) and the server keeps them and the mode in step
     /// (Engine.Acl.cs); with it (and only with it) DONT_MASK, so the server, not the kernel, applies the umask,
-    /// and only when the parent has no default ACL (posix_acl_create). Not asked for: POSIX_LOCKS and FLOCK_LOCKS (the kernel
-    /// locks locally), HANDLE_KILLPRIV (v1), EXPORT_SUPPORT (no lookups of "." and ".."), passthrough, DAX and
-    /// the rest.</summary>
+    /// and only when the parent has no default ACL (posix_acl_create). EXPORT_SUPPORT: file handles
+    /// (name_to_handle_at, NFS) carry (node id, generation); node ids are inode numbers and need no state, so
+    /// LOOKUP of "." in a node id the kernel no longer caches, after any eviction or remount, finds the inode
+    /// again (ESTALE once it is gone, or when the generation differs: <see cref="NodeTable.Generation"/>).
+    /// Not asked for: POSIX_LOCKS and FLOCK_LOCKS (the kernel locks locally), HANDLE_KILLPRIV (v1),
+    /// passthrough, DAX and the rest.</summary>
     public const FuseInitFlags Wanted = FuseInitFlags.AsyncRead | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc
         | FuseInitFlags.BigWrites | FuseInitFlags.DoReaddirplus | FuseInitFlags.MaxPages | FuseInitFlags.AsyncDio
         | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.DirectIoAllowMmap
-        | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.PosixAcl | FuseInitFlags.DontMask;
+        | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.PosixAcl | FuseInitFlags.DontMask | FuseInitFlags.ExportSupport;
     /// <summary>init_out.max_background and congestion_threshold. The kernel's FUSE read-ahead skips an
     /// asynchronous window outright once congestion_threshold background requests are queued, so they must hold
     /// two windows of the mount's read-ahead in READs of max_read with room to spare: 64 READs for
@@ -201,8 +203,7 @@ public static partial class OpcodeTable
 
     /// <summary>Nothing to do: FORGET / BATCH_FORGET (node ids are never reused and the engine keeps no lookup
     /// counts; no reply), INTERRUPT (requests are handled synchronously, nothing is left to interrupt; no
-    /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply), RELEASEDIR (an open directory holds
-    /// nothing) and FLUSH (nothing is buffered per handle).</summary>
+    /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply) and FLUSH (nothing is buffered per handle).</summary>
     private static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
@@ -255,18 +256,20 @@ public static partial class OpcodeTable
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
-        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot));
+        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
         return Write(reply, in entry, out n);
     }
 
     /// <summary>fuse_entry_out for <paramref name="a"/> with node id = inode number (the mounted tree), generation 0, 1 s timeouts.</summary>
     public static FuseEntryOut Entry(in InodeAttr a) => Entry(in a, (ulong)a.Ino, (ulong)a.Ino);
 
-    /// <summary>fuse_entry_out for <paramref name="a"/>: generation 0 (node ids are never reused), 1 s timeouts;
-    /// <paramref name="attrFlags"/> is fuse_attr.flags (<see cref="RequestDispatcher.AttrFlags"/>).</summary>
-    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno, uint attrFlags = 0) => new()
+    /// <summary>fuse_entry_out for <paramref name="a"/>: 1 s timeouts; <paramref name="attrFlags"/> is
+    /// fuse_attr.flags (<see cref="RequestDispatcher.AttrFlags"/>), <paramref name="generation"/> the inode's
+    /// (<see cref="NodeTable.Generation"/>).</summary>
+    public static FuseEntryOut Entry(in InodeAttr a, ulong nodeId, ulong stIno, uint attrFlags = 0, uint generation = 0) => new()
     {
         NodeId = nodeId,
+        Generation = generation,
         EntryValid = RequestDispatcher.EntryTimeoutSeconds,
         AttrValid = RequestDispatcher.AttrTimeoutSeconds,
         Attr = Attr(in a, stIno, attrFlags),

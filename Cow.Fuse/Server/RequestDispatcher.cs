@@ -104,6 +104,8 @@ public sealed class RequestDispatcher
     public FuseMountOptions Options { get; }
     /// <summary>Node ids ↔ (tree, inode).</summary>
     public NodeTable Nodes { get; }
+    /// <summary>Open directories of the live tree (OPENDIR .. RELEASEDIR).</summary>
+    public DirHandles Dirs { get; } = new();
     /// <summary>The mounted tree (node id 1 is its root).</summary>
     public FileSystemView Root => Nodes.Root;
     /// <summary>When this dispatcher was made (ns since the epoch): the times of <c>.snapshots</c> while the pool has no snapshot.</summary>
@@ -167,11 +169,12 @@ public sealed class RequestDispatcher
     }
 
     /// <summary>Called by the session when the connection is gone: no notification is sent any more and the
-    /// engine stops reporting mapping changes to this connection.</summary>
+    /// engine stops reporting mapping changes to this connection, and open directories are released.</summary>
     public void ConnectionEnded()
     {
         _notify = null;
         _iomap?.Detach();
+        Dirs.ReleaseAll();
     }
 
     internal int FuseFd => _fuseFd;

@@ -63,7 +63,7 @@ public sealed class DispatcherOpsTests : DispatchTestBase
             | FuseInitFlags.PosixLocks | FuseInitFlags.FlockLocks | FuseInitFlags.DontMask | FuseInitFlags.NoOpendirSupport | FuseInitFlags.InitExt;
         var o = MemoryMarshal.Read<FuseInitOut>(Call(FuseOpcode.Init, 0, Bytes(InitIn(7, 45, offered))).Body);
         Assert.Equal(FuseInitFlags.AsyncRead | FuseInitFlags.AsyncDio | FuseInitFlags.SetxattrExt | FuseInitFlags.CacheSymlinks | FuseInitFlags.ParallelDirops
-            | FuseInitFlags.AtomicOTrunc | FuseInitFlags.MaxPages | FuseInitFlags.HandleKillprivV2, o.AllFlags);
+            | FuseInitFlags.AtomicOTrunc | FuseInitFlags.MaxPages | FuseInitFlags.HandleKillprivV2 | FuseInitFlags.ExportSupport, o.AllFlags);
         Assert.Equal((ushort)256, o.MaxBackground);
         Assert.Equal((ushort)192, o.CongestionThreshold);
         Assert.Equal(1u << 20, o.MaxWrite);
@@ -215,7 +215,7 @@ public sealed class DispatcherOpsTests : DispatchTestBase
         Assert.Equal(a.NodeId, Lookup(1, "b").NodeId);
         Assert.Equal(b.NodeId, Lookup(dir.NodeId, "a2").NodeId);
         Assert.Equal(ENOENT, Error(FuseOpcode.Rename2, 1, Rename2In(1, 2, "b", "nothing")));
-        Assert.Equal(EINVAL, Error(FuseOpcode.Rename2, 1, Rename2In(1, 4, "b", "w")));
+        Assert.Equal(EINVAL, Error(FuseOpcode.Rename2, 1, Rename2In(1, 6, "b", "w")));   // EXCHANGE | WHITEOUT (WHITEOUT: DirectoryHandleTests)
         Assert.Equal(EINVAL, Error(FuseOpcode.Rename2, 1, Rename2In(1, 3, "b", "w")));
         Assert.Equal(EINVAL, Error(FuseOpcode.Rename2, 1, Rename2In(1, 8, "b", "w")));
         Assert.Equal(0, Call(FuseOpcode.Rename2, 1, Rename2In(1, 1, "b", "c")).Header.Error);

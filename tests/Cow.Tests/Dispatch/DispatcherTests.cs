@@ -227,7 +227,6 @@ public sealed class DispatcherTests : DispatchTestBase
         Assert.Equal(-ENOSYS, Call((FuseOpcode)99, 1).Header.Error);
         Assert.Equal(-ENOSYS, Call((FuseOpcode)4095, 1).Header.Error);
         Assert.Equal(-ENOSYS, Call(FuseOpcode.Getlk, 1, new byte[FuseLkIn.Size]).Header.Error);
-        Assert.Equal(-ENOSYS, Call(FuseOpcode.Tmpfile, 1, Bytes(new FuseCreateIn()), Name("t")).Header.Error);
         Assert.Equal(-ENOSYS, Call(FuseOpcode.Bmap, 1, new byte[16]).Header.Error);
         Assert.Equal(-ENOSYS, Call(FuseOpcode.Ioctl, 1, new byte[32]).Header.Error);
         Assert.Equal(-ENOSYS, Call(FuseOpcode.Poll, 1, new byte[24]).Header.Error);
