@@ -46,7 +46,7 @@ public static partial class Program
         };
         cmd.SetAction(r => Guard(() =>
         {
-            var folder = Path.GetFullPath(r.GetValue(PoolArg)!);
+            var folder = Path.GetFullPath(PoolOf(r));
             var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
             int nThreads = r.GetValue(threads);
             if (nThreads < 1 || nThreads > 64) return Usage("--threads must be between 1 and 64");
@@ -88,6 +88,8 @@ public static partial class Program
         try { pool = Pool.Open(folder); }
         catch (PoolException e) { return Fail(e.Message); }
         MountedFileSystem? m = null;
+        Service.PoolMounts? served = null;   // owns the pool and the mount once set
+        bool handedOver = false;
         try
         {
             if (settings.Snapshot != null && pool.Snapshot(settings.Snapshot) == null)
@@ -108,20 +110,34 @@ public static partial class Program
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
             using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-            Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {m.Session.Workers} worker threads");
-            if (backgroundChild) DetachFromParent();
-            WaitHandle.WaitAny(new[] { stop.WaitHandle, m.Ended });
-            Log(why != null ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
-            m.Unmount(lazyIfBusy: true);
+            // From here the pool and its mount belong to the served set, as under cow serve: the control socket
+            // answers every snapshot verb, and a rollback unmounts and mounts again with the same settings.
+            int workers = m.Session.Workers;
+            (served, var control) = Service.MountControl.Serve(folder, settings, pool, m, Log);
             m = null;
-            pool.Dispose();   // final commit
+            handedOver = true;
+            bool closed = false;
+            served.PoolClosed += _ => { closed = true; stop.Set(); };
+            Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {workers} worker threads"
+                + (control != null ? $"; control socket {Service.MountControl.Endpoint().Socket}" : ""));
+            if (backgroundChild) DetachFromParent();
+            stop.Wait();
+            control?.Dispose();   // no more requests: then unmount and close
+            Log(why != null && !closed ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
+            var done = served;
+            served = null;
+            done.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             Log($"pool {folder} committed and closed");
             return 0;
         }
         finally
         {
-            try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }
-            pool.Dispose();
+            if (served != null) served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();   // an exception after the hand-over
+            else if (!handedOver)
+            {
+                try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }
+                pool.Dispose();
+            }
         }
     }
 
