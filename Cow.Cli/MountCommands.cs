@@ -198,6 +198,7 @@ public static partial class Program
             if (!entry.IsCow) return Fail($"{mp} is a {entry.FsType} mount, not a Cow mount");
             bool dead = Mounter.IsDisconnected(mp);
             try { Mounter.Unmount(mp, r.GetValue(lazy), useFusermount: !Mounter.IsRoot); }
+            catch (MountException e) when (e.Busy) { return Fail($"{e.Message}: close what uses it ('fuser -vm {mp}' lists the processes), or detach it now with 'cow umount --lazy {mp}'"); }
             catch (MountException e) { return Fail(e.Message); }
             if (dead)
             {

@@ -39,9 +39,9 @@ public static partial class Program
         if (MountedAt(poolOrMountPoint) is not { } mp || MountTable.Find(mp) is not { } entry) return null;
         var folder = entry.Source;
         var pid = LockHolder(Path.Combine(folder, Core.Pool.LockFile));
-        if (pid == null)
+        if (pid == null && Mounter.IsDisconnected(mp))
             return Fail($"pool {folder} is mounted at {mp}, but no process serves it any more (its server died): 'cow umount {mp}' clears the mount; then 'cow fsck {folder}'");
-        if (pid < 0 || MountControl.ProcessUid(pid.Value) is not { } uid) return null;
+        if (pid is null or < 0 || MountControl.ProcessUid(pid.Value) is not { } uid) return null;
         var socket = MountControl.SocketPath(pid.Value, uid);
         if (!File.Exists(socket)) return null;   // not a cow mount with a control socket (e.g. a mount made in-process)
         using var c = ControlClient.TryConnect(socket, out var why);
