@@ -88,7 +88,8 @@ public static partial class Program
         try { pool = Pool.Open(folder); }
         catch (PoolException e) { return Fail(e.Message); }
         MountedFileSystem? m = null;
-        Service.PoolMounts? served = null;   // owns the pool and the mount once set
+        Service.PoolMounts? owner = null;   // owns the pool and the mount once set
+        Service.ControlServer? control = null;
         bool handedOver = false;
         try
         {
@@ -101,6 +102,8 @@ public static partial class Program
                 catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
             }
             pool.Engine.Problem += Log;
+            // The control socket listens before the mount appears; the pool is handed to it once mounted.
+            (var served, control) = Service.MountControl.Listen(folder, settings, Log);
             try { m = MountedFileSystem.Start(pool, settings); }
             catch (MountException e) when (e.IomapUnavailable) { Fail(e.Message); return ExitIomapUnavailable; }
             catch (MountException e) { return Fail(e.Message); }
@@ -113,26 +116,27 @@ public static partial class Program
             // From here the pool and its mount belong to the served set, as under cow serve: the control socket
             // answers every snapshot verb, and a rollback unmounts and mounts again with the same settings.
             int workers = m.Session.Workers;
-            (served, var control) = Service.MountControl.Serve(folder, settings, pool, m, Log);
-            m = null;
-            handedOver = true;
             bool closed = false;
             served.PoolClosed += _ => { closed = true; stop.Set(); };
+            served.Adopt(Service.MountControl.PoolConfigOf(folder, settings), settings, pool, m);
+            owner = served;
+            handedOver = true;
+            m = null;
             Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {workers} worker threads"
                 + (control != null ? $"; control socket {Service.MountControl.Endpoint().Socket}" : ""));
             if (backgroundChild) DetachFromParent();
             stop.Wait();
             control?.Dispose();   // no more requests: then unmount and close
             Log(why != null && !closed ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
-            var done = served;
-            served = null;
-            done.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+            owner = null;
+            served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             Log($"pool {folder} committed and closed");
             return 0;
         }
         finally
         {
-            if (served != null) served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();   // an exception after the hand-over
+            control?.Dispose();
+            if (owner != null) owner.StopAsync(CancellationToken.None).GetAwaiter().GetResult();   // an exception after the hand-over
             else if (!handedOver)
             {
                 try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }

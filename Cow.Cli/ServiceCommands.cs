@@ -43,7 +43,11 @@ public static partial class Program
             return Fail($"pool {folder} is mounted at {mp}, but no process serves it any more (its server died): 'cow umount {mp}' clears the mount; then 'cow fsck {folder}'");
         if (pid is null or < 0 || MountControl.ProcessUid(pid.Value) is not { } uid) return null;
         var socket = MountControl.SocketPath(pid.Value, uid);
-        if (!File.Exists(socket)) return null;   // not a cow mount with a control socket (e.g. a mount made in-process)
+        // No socket: not a cow mount with a control socket (e.g. a mount made in-process). One that is not the
+        // server's own (another user's socket in its place) is not talked to either.
+        if (Mono.Unix.Native.Syscall.lstat(socket, out var st) != 0) return null;
+        if ((st.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) != Mono.Unix.Native.FilePermissions.S_IFSOCK || (st.st_uid != uid && st.st_uid != 0))
+            return Fail($"pool {folder} is mounted at {mp} by process {pid}, but {socket} is not that process's control socket (owner uid {st.st_uid}); remove it, then mount the pool again");
         using var c = ControlClient.TryConnect(socket, out var why);
         if (c == null)
             return Fail($"pool {folder} is mounted at {mp} by process {pid}, but its control socket does not answer ({why}); if that process is stuck, 'cow umount {mp}' unmounts it");

@@ -67,6 +67,11 @@ public sealed partial class ControlServer : IHostedService, IDisposable
         var dir = Path.GetDirectoryName(path)!;
         try { if (!Directory.Exists(dir)) { Directory.CreateDirectory(dir); Syscall.chmod(dir, (FilePermissions)Convert.ToInt32(_endpoint.OwnerUid == 0 ? "755" : "700", 8)); } }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ControlSocketException($"cannot make the folder {dir} of the control socket: {e.Message}"); }
+        // A mount's socket folder may be under /tmp: it must be its owner's (or root's) and writable by no one else,
+        // or another user could put their own socket in its place.
+        if (_endpoint.Server == "mount" && (Syscall.lstat(dir, out var dst) != 0 || (dst.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFDIR
+                                            || (dst.st_uid != _endpoint.OwnerUid && dst.st_uid != 0) || (dst.st_mode & (FilePermissions.S_IWGRP | FilePermissions.S_IWOTH)) != 0))
+            throw new ControlSocketException($"{dir} is not a folder of uid {_endpoint.OwnerUid} (or root) that only its owner may write to");
         if (Syscall.lstat(path, out var st) == 0)
         {
             if ((st.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFSOCK)

@@ -46,18 +46,17 @@ public static class MountControl
         MaxReadKib = s.MaxReadKib, ShowSnapshots = s.SnapshotDirVisible, Threads = s.Threads, AllowOther = s.AllowOther, Iomap = s.Iomap,
     };
 
-    /// <summary>Serves <paramref name="pool"/>, mounted by this process as <paramref name="mount"/>, and listens on its
-    /// control socket. The returned <see cref="PoolMounts"/> owns the pool and the mount from now on (it closes the
-    /// pool when the mount is unmounted from outside, or when stopped); the <see cref="ControlServer"/> is null when
-    /// its socket could not be made (logged: the mount works, without control requests).</summary>
-    public static (PoolMounts Mounts, ControlServer? Server) Serve(string folder, MountSettings settings, Pool pool, MountedFileSystem mount, Action<string> logLine)
+    /// <summary>The served set of a <c>cow mount</c> (empty until <see cref="PoolMounts.Adopt"/> hands it the pool
+    /// once mounted) and its control socket, listening already: set up before the mount appears, so that the
+    /// first requests to the new mount do not wait for it. The <see cref="ControlServer"/> is null when its
+    /// socket could not be made (logged: the mount works, without control requests). Until the pool is adopted,
+    /// requests are answered "serves no mounted pool".</summary>
+    public static (PoolMounts Mounts, ControlServer? Server) Listen(string folder, MountSettings settings, Action<string> logLine)
     {
-        var factory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider(logLine)));
         var pc = PoolConfigOf(folder, settings);
-        var mounts = new PoolMounts(new ServeConfig { Control = new ControlConfig(), Pools = [pc] }, factory.CreateLogger<PoolMounts>())
+        var mounts = new PoolMounts(new ServeConfig { Control = new ControlConfig(), Pools = [pc] }, new LineLogger<PoolMounts>(logLine))
             { RestartHint = $"mount it again (cow mount {folder} {settings.MountPoint})" };
-        mounts.Adopt(pc, settings, pool, mount);
-        var server = new ControlServer(Endpoint(), mounts, factory.CreateLogger<ControlServer>());
+        var server = new ControlServer(Endpoint(), mounts, new LineLogger<ControlServer>(logLine));
         try { server.StartAsync(CancellationToken.None).GetAwaiter().GetResult(); }
         catch (ControlSocketException e)
         {
@@ -69,9 +68,8 @@ public static class MountControl
     }
 
     /// <summary>Log lines of the <c>cow mount</c> process (its log file or standard error), one per message.</summary>
-    private sealed class LineLoggerProvider(Action<string> line) : ILoggerProvider, ILogger
+    private sealed class LineLogger<T>(Action<string> line) : ILogger<T>
     {
-        public ILogger CreateLogger(string categoryName) => this;
         public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
         public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
@@ -80,6 +78,5 @@ public static class MountControl
             var prefix = logLevel >= LogLevel.Error ? "error: " : logLevel == LogLevel.Warning ? "warning: " : "";
             line(prefix + formatter(state, exception) + (exception != null ? $"\n{exception}" : ""));
         }
-        public void Dispose() { }
     }
 }
