@@ -106,7 +106,7 @@ public static partial class Program
         {
             PrintSnapshotRows((JsonArray)r["details"]!.DeepClone(), json);
             if (json) return 0;
-            Console.WriteLine($"(pool {(string?)p["name"]} mounted on {(string?)r["mountpoint"]}, listed through {(string?)p["via"]})");
+            Console.WriteLine($"(pool {(string?)p["name"]} served by {(string?)p["via"]} on {(string?)r["mountpoint"]})");
             return 0;
         }));
 
