@@ -258,8 +258,9 @@ public sealed partial class ControlServer : IHostedService, IDisposable
     }
 }
 
-/// <summary>The control socket's wire format: UTF-8 JSON objects, one per line. Requests
-/// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
+/// <summary>The control socket's wire format (the same on <c>cow serve</c>'s socket and on a <c>cow mount</c>'s):
+/// UTF-8 JSON objects, one per line. Requests <c>{"verb":"status"}</c> (<c>"server"</c>: "serve" or "mount",
+/// pid, uptime, socket, and the pools with their mount options), <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
 /// may add <c>"properties":{K:V,...}</c>, string values, recorded in the snapshot),
 /// <c>{"verb":"snapshot-list","pool":P}</c> (names in "snapshots", rows with space, holds and properties in
 /// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,

@@ -56,7 +56,9 @@ public static class MountControl
         var pc = PoolConfigOf(folder, settings);
         var mounts = new PoolMounts(new ServeConfig { Control = new ControlConfig(), Pools = [pc] }, new LineLogger<PoolMounts>(logLine))
             { RestartHint = $"mount it again (cow mount {folder} {settings.MountPoint})" };
-        var server = new ControlServer(Endpoint(), mounts, new LineLogger<ControlServer>(logLine));
+        var endpoint = Endpoint();
+        RemoveStale(Path.GetDirectoryName(endpoint.Socket)!);
+        var server = new ControlServer(endpoint, mounts, new LineLogger<ControlServer>(logLine));
         try { server.StartAsync(CancellationToken.None).GetAwaiter().GetResult(); }
         catch (ControlSocketException e)
         {
@@ -65,6 +67,21 @@ public static class MountControl
             return (mounts, null);
         }
         return (mounts, server);
+    }
+
+    /// <summary>Removes the sockets of <c>cow mount</c> processes that are gone (killed, so they could not remove their
+    /// own) from <paramref name="folder"/>: only PID.sock files of this user whose process does not exist.</summary>
+    private static void RemoveStale(string folder)
+    {
+        uint uid = Syscall.getuid();
+        try
+        {
+            foreach (var f in Directory.EnumerateFiles(folder, "*.sock"))
+                if (int.TryParse(Path.GetFileNameWithoutExtension(f), out int pid) && !Directory.Exists($"/proc/{pid}")
+                    && Syscall.lstat(f, out var st) == 0 && (st.st_mode & FilePermissions.S_IFMT) == FilePermissions.S_IFSOCK && st.st_uid == uid)
+                    File.Delete(f);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* housekeeping only */ }
     }
 
     /// <summary>Log lines of the <c>cow mount</c> process (its log file or standard error), one per message.</summary>
