@@ -190,13 +190,16 @@ public static partial class Program
 
     private static Command UmountCommand()
     {
-        var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount" };
+        var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount (or its pool: folder or configured name)" };
         var lazy = new Option<bool>("--lazy", "-l") { Description = "detach even if busy: the mount disappears now and ends when its last open file is closed" };
         var timeout = new Option<int>("--timeout") { Description = "seconds to wait for the server to commit and close the pool", DefaultValueFactory = _ => 60 };
         var cmd = new Command("umount", "unmount a Cow mount; waits until its server has committed and closed the pool. Also clears a mount whose server died") { mountPoint, lazy, timeout };
         cmd.SetAction(r => Guard(() =>
         {
-            var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
+            var arg = r.GetValue(mountPoint)!;
+            // Not a mount point: a pool folder or a pool name of the service's configuration names its mount.
+            if (MountTable.Find(MountTable.Normalize(arg)) == null && MountedAt(ResolvePoolOrSelf(arg)) is { } mounted) arg = mounted;
+            var mp = MountTable.Normalize(arg);
             var entry = MountTable.Find(mp);
             if (entry == null) return Fail($"{mp} is not mounted");
             if (!entry.IsCow) return Fail($"{mp} is a {entry.FsType} mount, not a Cow mount");
@@ -221,6 +224,13 @@ public static partial class Program
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary><see cref="ResolvePool"/>, or the argument itself when it names no pool.</summary>
+    private static string ResolvePoolOrSelf(string arg)
+    {
+        try { return ResolvePool(arg); }
+        catch (PoolException) { return arg; }
     }
 
     /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it.</summary>

@@ -187,7 +187,9 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(["t"], ((JsonArray)Rows(Cow(["snapshot", "list", "svc", "--json"], env).Out)[0]!["holds"]!).Select(h => (string)h!));
         Ok(Cow(["snapshot", "release", "svc", "n1", "t"], env));
         Ok(Cow(["snapshot", "diff", "svc", "n1"], env));
-        Ok(Cow(["umount", mp]));
+        Ok(Cow(["df", "svc", "--json"], env));
+        Ok(Cow(["umount", "svc"], env));   // the pool's name finds its mount
+        Assert.Null(MountTable.Find(mp));
         // A name that is neither a folder nor configured: said so, with the configured names.
         var unknown = Cow(["snapshot", "list", "nosuch"], env);
         Assert.Equal(1, unknown.Code);
