@@ -87,6 +87,8 @@ public sealed partial class ControlServer
         {
             // A read-only snapshot mount has no .snapshots to mkdir in, and nothing unflushed to sync: the engine.
             (code, message) = (Errno.ENOENT, NotServed(p.Config.Name)["message"]!.ToString());
+            if (verb == "snapshot-delete" && name == p.Snapshot)
+                return ControlProtocol.Error("EBUSY", $"snapshot '{name}' is what {p.Config.MountPoint} shows (mounted read-only): unmount it first");
             mounts.Use(p.Config.Name, (pool, _) => (code, message) = EngineCreateOrDelete(pool, verb == "snapshot-create", name));
         }
         else (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");

@@ -202,6 +202,22 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void ASnapshotMountedReadOnlyTakesSnapshotsButDoesNotDeleteTheOneItShows()
+    {
+        _scratch.MakePool("256M");
+        Ok(Cow("snapshot", "create", PoolDir, "s1"));
+        var mp = Mount("--snapshot", "s1");
+        Ok(Cow("snapshot", "create", mp, "s2"));
+        Assert.Equal(["s1", "s2"], Rows(Cow("snapshot", "list", mp, "--json").Out).OfType<JsonObject>().Select(x => (string)x["name"]!));
+        var busy = Cow("snapshot", "delete", mp, "s1");
+        Assert.Equal(1, busy.Code);
+        Assert.Contains("mounted read-only", busy.Err);
+        Ok(Cow("snapshot", "delete", mp, "s2"));
+        Assert.Equal(["s1"], Rows(Cow("snapshot", "list", mp, "--json").Out).OfType<JsonObject>().Select(x => (string)x["name"]!));
+        Ok(Cow("umount", mp));
+    }
+
+    [Fact]
     public void AMountWhoseServerDiedGetsAClearErrorNotAHang()
     {
         _scratch.MakePool("256M");
