@@ -27,7 +27,8 @@ public sealed class ConfigReloader(ServeConfigSource source, ServeConfig config,
     {
         // Started with SIGHUP ignored (nohup, or a parent that ignores it), the process inherits SIG_IGN, and .NET
         // keeps an ignored signal ignored: the registration below would never run. A reload is what SIGHUP asks
-        // of this service, so an inherited SIG_IGN is reset to the default before registering.
+        // of this service, so an inherited SIG_IGN is reset to the default before registering (a SIGHUP in the
+        // microseconds between the two would end the service, as it would any service started without nohup).
         if (SignalDisposition.IsIgnored(SignalDisposition.SIGHUP))
         {
             SignalDisposition.SetDefault(SignalDisposition.SIGHUP);
@@ -116,8 +117,8 @@ internal static class SignalDisposition
     /// <summary>True when <paramref name="signum"/> is ignored (SIG_IGN) in this process.</summary>
     public static unsafe bool IsIgnored(int signum)
     {
-        // struct sigaction starts with the handler on Linux (glibc and musl, every architecture); the buffer is
-        // larger than the whole struct.
+        // struct sigaction starts with the handler on Linux with glibc and musl on the architectures .NET runs on
+        // (x86-64, arm64, arm, riscv64, ...; not MIPS); the buffer is larger than the whole struct.
         var old = stackalloc byte[512];
         if (sigaction(signum, null, old) != 0) return false;
         return *(nint*)old == 1;   // SIG_IGN
