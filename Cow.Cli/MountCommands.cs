@@ -46,7 +46,7 @@ public static partial class Program
         };
         cmd.SetAction(r => Guard(() =>
         {
-            var folder = Path.GetFullPath(r.GetValue(PoolArg)!);
+            var folder = Path.GetFullPath(PoolOf(r));
             var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
             int nThreads = r.GetValue(threads);
             if (nThreads < 1 || nThreads > 64) return Usage("--threads must be between 1 and 64");
@@ -88,6 +88,9 @@ public static partial class Program
         try { pool = Pool.Open(folder); }
         catch (PoolException e) { return Fail(e.Message); }
         MountedFileSystem? m = null;
+        Service.PoolMounts? owner = null;   // owns the pool and the mount once set
+        Service.ControlServer? control = null;
+        bool handedOver = false;
         try
         {
             if (settings.Snapshot != null && pool.Snapshot(settings.Snapshot) == null)
@@ -99,6 +102,8 @@ public static partial class Program
                 catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
             }
             pool.Engine.Problem += Log;
+            // The control socket listens before the mount appears; the pool is handed to it once mounted.
+            (var served, control) = Service.MountControl.Listen(folder, settings, Log);
             try { m = MountedFileSystem.Start(pool, settings); }
             catch (MountException e) when (e.IomapUnavailable) { Fail(e.Message); return ExitIomapUnavailable; }
             catch (MountException e) { return Fail(e.Message); }
@@ -108,20 +113,35 @@ public static partial class Program
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
             using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-            Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {m.Session.Workers} worker threads");
-            if (backgroundChild) DetachFromParent();
-            WaitHandle.WaitAny(new[] { stop.WaitHandle, m.Ended });
-            Log(why != null ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
-            m.Unmount(lazyIfBusy: true);
+            // From here the pool and its mount belong to the served set, as under cow serve: the control socket
+            // answers every snapshot verb, and a rollback unmounts and mounts again with the same settings.
+            int workers = m.Session.Workers;
+            bool closed = false;
+            served.PoolClosed += _ => { closed = true; stop.Set(); };
+            served.Adopt(Service.MountControl.PoolConfigOf(folder, settings), settings, pool, m);
+            owner = served;
+            handedOver = true;
             m = null;
-            pool.Dispose();   // final commit
+            Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {workers} worker threads"
+                + (control != null ? $"; control socket {Service.MountControl.Endpoint().Socket}" : ""));
+            if (backgroundChild) DetachFromParent();
+            stop.Wait();
+            control?.Dispose();   // no more requests: then unmount and close
+            Log(why != null && !closed ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
+            owner = null;
+            served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             Log($"pool {folder} committed and closed");
             return 0;
         }
         finally
         {
-            try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }
-            pool.Dispose();
+            control?.Dispose();
+            if (owner != null) owner.StopAsync(CancellationToken.None).GetAwaiter().GetResult();   // an exception after the hand-over
+            else if (!handedOver)
+            {
+                try { m?.Unmount(lazyIfBusy: true); } catch (MountException e) { Log(e.Message); }
+                pool.Dispose();
+            }
         }
     }
 
@@ -170,18 +190,22 @@ public static partial class Program
 
     private static Command UmountCommand()
     {
-        var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount" };
+        var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount (or its pool: folder or configured name)" };
         var lazy = new Option<bool>("--lazy", "-l") { Description = "detach even if busy: the mount disappears now and ends when its last open file is closed" };
         var timeout = new Option<int>("--timeout") { Description = "seconds to wait for the server to commit and close the pool", DefaultValueFactory = _ => 60 };
         var cmd = new Command("umount", "unmount a Cow mount; waits until its server has committed and closed the pool. Also clears a mount whose server died") { mountPoint, lazy, timeout };
         cmd.SetAction(r => Guard(() =>
         {
-            var mp = MountTable.Normalize(r.GetValue(mountPoint)!);
+            var arg = r.GetValue(mountPoint)!;
+            // Not a mount point: a pool folder or a pool name of the service's configuration names its mount.
+            if (MountTable.Find(MountTable.Normalize(arg)) == null && MountedAt(ResolvePoolOrSelf(arg)) is { } mounted) arg = mounted;
+            var mp = MountTable.Normalize(arg);
             var entry = MountTable.Find(mp);
             if (entry == null) return Fail($"{mp} is not mounted");
             if (!entry.IsCow) return Fail($"{mp} is a {entry.FsType} mount, not a Cow mount");
             bool dead = Mounter.IsDisconnected(mp);
             try { Mounter.Unmount(mp, r.GetValue(lazy), useFusermount: !Mounter.IsRoot); }
+            catch (MountException e) when (e.Busy) { return Fail($"{e.Message}: close what uses it ('fuser -vm {mp}' lists the processes), or detach it now with 'cow umount --lazy {mp}'"); }
             catch (MountException e) { return Fail(e.Message); }
             if (dead)
             {
@@ -200,6 +224,13 @@ public static partial class Program
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary><see cref="ResolvePool"/>, or the argument itself when it names no pool.</summary>
+    private static string ResolvePoolOrSelf(string arg)
+    {
+        try { return ResolvePool(arg); }
+        catch (PoolException) { return arg; }
     }
 
     /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it.</summary>

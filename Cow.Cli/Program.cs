@@ -58,7 +58,7 @@ public static partial class Program
         if (MountedAt(poolArg) is { } mp)
             throw new PoolException($"the pool is mounted at {mp} and {verb} opens the pool folder itself: {instead.Replace("MP", mp)}, "
                                     + $"or unmount it first ('cow umount {mp}')"
-                                    + (viaService ? $"; under the Cow service (cow serve) {verb} works on a mounted pool" : ""));
+                                    + (viaService ? $"; a pool mounted by cow mount or cow serve answers {verb} through its control socket, which the process holding this one does not have" : ""));
         return Pool.Open(poolArg);
     }
 
@@ -155,7 +155,7 @@ public static partial class Program
         cmd.SetAction(r => Guard(() =>
         {
             if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
-            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow put", "write the file under MP instead");
+            using var pool = OpenUnmounted(PoolOf(r), "cow put", "write the file under MP instead");
             using var stdin = Console.OpenStandardInput();
             var e = WriteFile(pool.Live, r.GetValue(path)!, stdin);
             return e == 0 ? 0 : Fail($"put {r.GetValue(path)}: {Describe(e)}");
@@ -193,7 +193,7 @@ public static partial class Program
         cmd.SetAction(r => Guard(() =>
         {
             if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
-            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow cat", "read it under MP (snapshots under MP/.snapshots/NAME)");
+            using var pool = OpenUnmounted(PoolOf(r), "cow cat", "read it under MP (snapshots under MP/.snapshots/NAME)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
             var e = ReadFile(fs, r.GetValue(path)!, out var bytes);
@@ -225,7 +225,7 @@ public static partial class Program
         cmd.SetAction(r => Guard(() =>
         {
             if (SnapshotOpsCore.PoolPathProblem(r.GetValue(path)!, "path") is { } notAbsolute) return Usage(notAbsolute);
-            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow ls", "list MP itself (snapshots under MP/.snapshots)");
+            using var pool = OpenUnmounted(PoolOf(r), "cow ls", "list MP itself (snapshots under MP/.snapshots)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
             var e = fs.Resolve(r.GetValue(path)!, out var dir);
@@ -264,9 +264,10 @@ public static partial class Program
         {
             var n = r.GetValue(name)!;
             if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Usage(problem);
-            if (SnapshotViaService(r.GetValue(PoolArg)!, n, create: true) is int viaService) return viaService;
-            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, n, create: true);
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var poolArg = PoolOf(r);
+            if (SnapshotViaService(poolArg, n, create: true) is int viaService) return viaService;
+            if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, n, create: true);
+            using var pool = Pool.Open(poolArg);
             var e = pool.Engine.CreateSnapshot(n, out var s);
             if (e == Errno.EEXIST) return Fail($"a snapshot named '{n}' already exists");
             if (e != 0) return Fail($"snapshot create {n}: {Describe(e)}");
@@ -276,9 +277,10 @@ public static partial class Program
         var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
         delete.SetAction(r => Guard(() =>
         {
-            if (SnapshotViaService(r.GetValue(PoolArg)!, r.GetValue(name)!, create: false) is int viaService) return viaService;
-            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var poolArg = PoolOf(r);
+            if (SnapshotViaService(poolArg, r.GetValue(name)!, create: false) is int viaService) return viaService;
+            if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
+            using var pool = Pool.Open(poolArg);
             var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Engine.DeleteSnapshot(r.GetValue(name)!));
             if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
             return e switch
@@ -294,9 +296,10 @@ public static partial class Program
         list.SetAction(r => Guard(() =>
         {
             bool j = r.GetValue(listJson);
-            if (ListViaService(r.GetValue(PoolArg)!, j) is int viaService) return viaService;
-            if (MountedAt(r.GetValue(PoolArg)!) is { } mp) return ListThroughMount(mp, j);
-            using var pool = Pool.Open(r.GetValue(PoolArg)!);
+            var poolArg = PoolOf(r);
+            if (ListViaService(poolArg, j) is int viaService) return viaService;
+            if (MountedAt(poolArg) is { } mp) return ListThroughMount(mp, j);
+            using var pool = Pool.Open(poolArg);
             PrintSnapshotRows(SnapshotOpsCore.SnapshotRows(pool, includeLive: false), j);
             return 0;
         }));
@@ -354,7 +357,7 @@ public static partial class Program
     private static Command Df()
     {
         var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
-        var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
+        var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
             int Print(System.Text.Json.Nodes.JsonObject doc)
@@ -377,10 +380,11 @@ public static partial class Program
                 PrintSnapshotRows((System.Text.Json.Nodes.JsonArray)doc["views"]!, json: false);
                 return 0;
             }
-            var viaService = ViaService(r.GetValue(PoolArg)!, (c, p) =>
+            var poolArg = PoolOf(r);
+            var viaService = ViaService(poolArg, (c, p) =>
                 ServiceResult(c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "df", ["pool"] = (string?)p["name"] }), Print));
             if (viaService is int rc) return rc;
-            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow df", "df(1) on MP shows its free space", viaService: true);
+            using var pool = OpenUnmounted(poolArg, "cow df", "df(1) on MP shows its free space", viaService: true);
             return Print(SnapshotOpsCore.DfDocument(pool));
         }));
         return cmd;
@@ -392,7 +396,7 @@ public static partial class Program
         var cmd = new Command("fsck", "check every invariant of the pool; exit 0 if clean, 1 if not") { PoolArg, noData };
         cmd.SetAction(r => Guard(() =>
         {
-            using var pool = OpenUnmounted(r.GetValue(PoolArg)!, "cow fsck", "a mounted pool changes under a check");
+            using var pool = OpenUnmounted(PoolOf(r), "cow fsck", "a mounted pool changes under a check");
             bool verify = !r.GetValue(noData);
             Core.Check.FsckReport report = null!;
             if (verify && Interactive)

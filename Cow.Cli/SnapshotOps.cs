@@ -7,9 +7,9 @@ using Mono.Unix.Native;
 
 namespace Cow.Cli;
 
-/// <summary><c>cow snapshot hold|release|rollback|clone|diff</c>: through the control socket when a running
-/// <c>cow serve</c> mounts the pool (by pool folder or mount point), else on the unmounted pool folder (a pool
-/// mounted by <c>cow mount</c> is refused). Exit codes: 0 done, 1 the operation failed (the message says why; nothing changed),
+/// <summary><c>cow snapshot hold|release|rollback|clone|diff</c>: on a mounted pool through the control socket of
+/// the process that mounts it (<c>cow serve</c> or <c>cow mount</c>; see <see cref="ViaService"/>), else on the
+/// unmounted pool folder (a pool mounted by a process without a control socket is refused). Exit codes: 0 done, 1 the operation failed (the message says why; nothing changed),
 /// 2 bad usage (including a malformed tag or path).</summary>
 public static partial class Program
 {
@@ -55,24 +55,24 @@ public static partial class Program
     {
         var req = new JsonObject { ["verb"] = verb, ["pool"] = (string?)p["name"], ["name"] = name };
         foreach (var (k, v) in extra.ToList()) { extra.Remove(k); req[k] = v; }
-        var r = Busy($"{verb} through the Cow service", () => c.Request(req));
+        var r = Busy($"{verb} through {(string?)p["via"]}", () => c.Request(req));
         if (r["ok"]?.GetValue<bool>() != true)
         {
             Console.Error.WriteLine($"cow: {(string?)r["message"]} ({(string?)r["error"]})");
             return (string?)r["error"] == "EINVAL" ? 2 : 1;
         }
         if (ok != null) return ok(r);
-        if ((string?)r["message"] is { Length: > 0 } m) Console.WriteLine($"{m} (through the Cow service)");
+        if ((string?)r["message"] is { Length: > 0 } m) Console.WriteLine($"{m} (through {(string?)p["via"]})");
         return 0;
     });
 
     internal static Command SnapshotHoldCommand()
     {
         var tag = new Argument<string>("tag") { Description = "hold tag (like a snapshot name); a held snapshot cannot be deleted" };
-        var c = new Command("hold", "keep a snapshot from being deleted until the tag is released (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, tag };
+        var c = new Command("hold", "keep a snapshot from being deleted until the tag is released (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, tag };
         c.SetAction(r => Guard(() =>
         {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
+            string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
             if (Core.Engine.Engine.HoldTagProblem(t) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-hold", name, new JsonObject { ["tag"] = t })
@@ -84,10 +84,10 @@ public static partial class Program
     internal static Command SnapshotReleaseCommand()
     {
         var tag = new Argument<string>("tag") { Description = "the hold tag to remove" };
-        var c = new Command("release", "remove a hold from a snapshot (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, tag };
+        var c = new Command("release", "remove a hold from a snapshot (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, tag };
         c.SetAction(r => Guard(() =>
         {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
+            string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-release", name, new JsonObject { ["tag"] = t })
                 ?? WithUnmountedPool(pool, "release", p => Report(SnapshotOpsCore.Release(p, pool, name, t)));
@@ -97,10 +97,10 @@ public static partial class Program
 
     internal static Command SnapshotRollbackCommand()
     {
-        var c = new Command("rollback", "make the live tree exactly the snapshot's tree; every snapshot is kept (through the Cow service when it serves the pool: it unmounts the pool for the time of the rollback, refusing while files are open there)") { PoolArg, OpsSnapshotArg };
+        var c = new Command("rollback", "make the live tree exactly the snapshot's tree; every snapshot is kept (on a mounted pool, the process that mounted it, cow mount or cow serve, unmounts it for the time of the rollback and mounts it again, refusing while files are open there)") { PoolArg, OpsSnapshotArg };
         c.SetAction(r => Guard(() =>
         {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
+            string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!;
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-rollback", name, new JsonObject())
                 ?? WithUnmountedPool(pool, "rollback", p => Report(Busy($"rolling back to '{name}'", () => SnapshotOpsCore.Rollback(p, pool, name))));
@@ -112,10 +112,10 @@ public static partial class Program
     {
         var dest = new Argument<string>("destination") { Description = "new path in the live tree, e.g. /restored" };
         var from = new Option<string>("--from") { Description = "path inside the snapshot to copy (default: its whole tree)", DefaultValueFactory = _ => "/" };
-        var c = new Command("clone", "copy a snapshot's tree (or --from a path of it) to a new live directory, sharing every data block (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, dest, from };
+        var c = new Command("clone", "copy a snapshot's tree (or --from a path of it) to a new live directory, sharing every data block (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, dest, from };
         c.SetAction(r => Guard(() =>
         {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!, d = r.GetValue(dest)!, src = r.GetValue(from)!;
+            string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, d = r.GetValue(dest)!, src = r.GetValue(from)!;
             if ((SnapshotOpsCore.CloneDestinationProblem(d) ?? SnapshotOpsCore.PoolPathProblem(src, "--from")) is { } problem) return Usage(problem);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
@@ -130,10 +130,10 @@ public static partial class Program
     {
         var to = new Argument<string?>("to") { Description = "newer snapshot (default: the live tree)", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "one JSON array of {path, kind, ino, old_path}" };
-        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, to, json };
+        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, to, json };
         c.SetAction(r => Guard(() =>
         {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
+            string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!;
             string? t = r.GetValue(to);
             if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
             if (t != null && Core.Engine.Engine.SnapshotNameProblem(t) is { } np2) return Usage(np2);

@@ -31,7 +31,7 @@ public static partial class Program
         var prefix = new Option<string>("--name") { Description = "prefix of the snapshot names (PREFIX-pre-..., PREFIX-post-...)", DefaultValueFactory = _ => "wrap" };
         var command = new Argument<string[]>("command") { Description = "the command and its arguments, after --", Arity = ArgumentArity.OneOrMore };
         var c = new Command("wrap", "take a pre snapshot, run a command, take a post snapshot (properties kind, command, exit_code); exit with the command's exit code") { prefix, PoolArg, command };
-        c.SetAction(r => Guard(() => Wrap(r.GetValue(PoolArg)!, r.GetValue(prefix)!, r.GetValue(command)!)));
+        c.SetAction(r => Guard(() => Wrap(PoolOf(r), r.GetValue(prefix)!, r.GetValue(command)!)));
         return c;
     }
 

@@ -25,6 +25,15 @@ public sealed class ConfigReloader(ServeConfigSource source, ServeConfig config,
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        // Started with SIGHUP ignored (nohup, or a parent that ignores it), the process inherits SIG_IGN, and .NET
+        // keeps an ignored signal ignored: the registration below would never run. A reload is what SIGHUP asks
+        // of this service, so an inherited SIG_IGN is reset to the default before registering (a SIGHUP in the
+        // microseconds between the two would end the service, as it would any service started without nohup).
+        if (SignalDisposition.IsIgnored(SignalDisposition.SIGHUP))
+        {
+            SignalDisposition.SetDefault(SignalDisposition.SIGHUP);
+            log.LogInformation("SIGHUP was ignored when the service started (nohup?): it is handled again, as a reload");
+        }
         _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, ctx =>
         {
             ctx.Cancel = true;   // SIGHUP must not end the service (the default action)
@@ -91,4 +100,30 @@ public sealed class ConfigReloader(ServeConfigSource source, ServeConfig config,
         ? "none"
         : $"timeline={(r.Timeline ? "yes" : "no")} hourly={r.Hourly?.ToString() ?? "-"} daily={r.Daily?.ToString() ?? "-"} weekly={r.Weekly?.ToString() ?? "-"} " +
           $"monthly={r.Monthly?.ToString() ?? "-"} yearly={r.Yearly?.ToString() ?? "-"} max-snapshots={r.MaxSnapshots?.ToString() ?? "-"} min-free-percent={r.MinFreePercent?.ToString() ?? "-"}";
+}
+
+/// <summary>Reads and resets a signal's disposition (libc sigaction/signal). Only for signals that .NET has not
+/// taken over yet: resetting one that has a .NET handler would remove it. Stateless: thread-safe.</summary>
+internal static class SignalDisposition
+{
+    public const int SIGHUP = 1;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern unsafe int sigaction(int signum, void* act, void* oldact);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint signal(int signum, nint handler);
+
+    /// <summary>True when <paramref name="signum"/> is ignored (SIG_IGN) in this process.</summary>
+    public static unsafe bool IsIgnored(int signum)
+    {
+        // struct sigaction starts with the handler on Linux with glibc and musl on the architectures .NET runs on
+        // (x86-64, arm64, arm, riscv64, ...; not MIPS); the buffer is larger than the whole struct.
+        var old = stackalloc byte[512];
+        if (sigaction(signum, null, old) != 0) return false;
+        return *(nint*)old == 1;   // SIG_IGN
+    }
+
+    /// <summary>Sets <paramref name="signum"/> to its default action (SIG_DFL).</summary>
+    public static void SetDefault(int signum) => signal(signum, 0);
 }

@@ -11,32 +11,67 @@ namespace Cow.Cli.Service;
 /// <summary>The control socket cannot be set up (path in use by a running service, directory missing, ...).</summary>
 public sealed class ControlSocketException(string message) : Exception(message);
 
+/// <summary>Where and for whom a <see cref="ControlServer"/> listens. <see cref="Socket"/>: the socket path;
+/// <see cref="Group"/>: group allowed besides root and <see cref="OwnerUid"/> (null: cow-admin when it exists,
+/// else nobody more); <see cref="Mode"/>: permission bits of the socket file; <see cref="OwnerUid"/>: owner of
+/// the socket file, always allowed (root for the service, the mounting user for a <c>cow mount</c>);
+/// <see cref="Server"/>: "serve" or "mount", reported by <c>status</c>; <see cref="RestartHint"/>: what to do
+/// when a pool could not be mounted again after a rollback.</summary>
+public sealed record ControlEndpoint(string Socket, string? Group, int Mode, uint OwnerUid, string Server, string RestartHint)
+{
+    public static ControlEndpoint ForService(ControlConfig c) => new(c.Socket, c.Group, c.Mode, 0, "serve", "restart the service (systemctl restart cow)");
+}
+
 /// <summary>
-/// The service's control socket: a Unix stream socket (path, group and mode from <c>[control]</c>; owner
-/// root) speaking line-delimited JSON, one request object per line, one response object per line (see
-/// <see cref="ControlProtocol"/>). Every request is checked against the caller's SO_PEERCRED: root and
-/// members of the configured group (primary or supplementary group of the calling process, read from
-/// /proc/PID/status at connect time) only; anyone else gets an EACCES response and nothing is done.
-/// Malformed requests get an error response and the connection stays open.
+/// A control socket: a Unix stream socket (path, group and mode from the <see cref="ControlEndpoint"/>) speaking
+/// line-delimited JSON, one request object per line, one response object per line (see
+/// <see cref="ControlProtocol"/>), answered for the pools of one <see cref="PoolMounts"/>. <c>cow serve</c>
+/// runs one for all its pools (<c>[control]</c>, owner root); every <c>cow mount</c> runs one for its pool
+/// (<see cref="MountControl"/>): the same verbs, the same code. Every request is checked against the caller's
+/// SO_PEERCRED: root, the socket's owner and members of the allowed group (primary or supplementary group of
+/// the calling process, read from /proc/PID/status at connect time) only; anyone else gets an EACCES response
+/// and nothing is done. Malformed requests get an error response and the connection stays open.
 /// Threading: one accept thread; each connection is served on its own task; requests go to
 /// <see cref="PoolMounts"/>, which is thread-safe. Snapshot operations of one pool may run concurrently
 /// (the kernel and the engine order them).
 /// </summary>
-public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger<ControlServer> log) : IHostedService, IDisposable
+public sealed partial class ControlServer : IHostedService, IDisposable
 {
+    private readonly ControlEndpoint _endpoint;
+    private readonly PoolMounts mounts;
+    private readonly ILogger log;
     private Socket? _listener;
     private Thread? _acceptThread;
     private uint _gid;
     private string _groupName = "root";
     private volatile bool _stopping;
 
+    /// <summary>The service's control socket, as <c>[control]</c> says.</summary>
+    public ControlServer(ServeConfig config, PoolMounts mounts, ILogger<ControlServer> log)
+        : this(ControlEndpoint.ForService(config.Control), mounts, log) { }
+
+    public ControlServer(ControlEndpoint endpoint, PoolMounts mounts, ILogger log)
+    {
+        _endpoint = endpoint;
+        this.mounts = mounts;
+        this.log = log;
+    }
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        var path = config.Control.Socket;
-        (_gid, _groupName) = ResolveGroup(config.Control.Group);
+        var path = _endpoint.Socket;
+        // A socket owned by another user than root allows that user and root only: it cannot be given a group
+        // its owner is not in.
+        (_gid, _groupName) = _endpoint.OwnerUid == 0 ? ResolveGroup(_endpoint.Group) : (0u, "root");
+        uint fileGid = _endpoint.OwnerUid == 0 ? _gid : Syscall.getegid();
         var dir = Path.GetDirectoryName(path)!;
-        try { if (!Directory.Exists(dir)) { Directory.CreateDirectory(dir); Syscall.chmod(dir, (FilePermissions)Convert.ToInt32("755", 8)); } }
+        try { if (!Directory.Exists(dir)) { Directory.CreateDirectory(dir); Syscall.chmod(dir, (FilePermissions)Convert.ToInt32(_endpoint.OwnerUid == 0 ? "755" : "700", 8)); } }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ControlSocketException($"cannot make the folder {dir} of the control socket: {e.Message}"); }
+        // A mount's socket folder may be under /tmp: it must be its owner's (or root's) and writable by no one else,
+        // or another user could put their own socket in its place.
+        if (_endpoint.Server == "mount" && (Syscall.lstat(dir, out var dst) != 0 || (dst.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFDIR
+                                            || (dst.st_uid != _endpoint.OwnerUid && dst.st_uid != 0) || (dst.st_mode & (FilePermissions.S_IWGRP | FilePermissions.S_IWOTH)) != 0))
+            throw new ControlSocketException($"{dir} is not a folder of uid {_endpoint.OwnerUid} (or root) that only its owner may write to");
         if (Syscall.lstat(path, out var st) == 0)
         {
             if ((st.st_mode & FilePermissions.S_IFMT) != FilePermissions.S_IFSOCK)
@@ -52,8 +87,8 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         try
         {
             s.Bind(new UnixDomainSocketEndPoint(path));
-            if (Syscall.chown(path, 0, _gid) != 0 || Syscall.chmod(path, (FilePermissions)config.Control.Mode) != 0)
-                throw new ControlSocketException($"cannot set owner root:{_groupName} and mode {Convert.ToString(config.Control.Mode, 8)} on {path}: {Stdlib.GetLastError()}");
+            if (Syscall.chown(path, _endpoint.OwnerUid, fileGid) != 0 || Syscall.chmod(path, (FilePermissions)_endpoint.Mode) != 0)
+                throw new ControlSocketException($"cannot set owner {_endpoint.OwnerUid}:{fileGid} and mode {Convert.ToString(_endpoint.Mode, 8)} on {path}: {Stdlib.GetLastError()}");
             s.Listen(16);
         }
         catch (SocketException e) { s.Dispose(); throw new ControlSocketException($"cannot listen on {path}: {e.Message}"); }
@@ -61,7 +96,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         _listener = s;
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "cow-control" };
         _acceptThread.Start();
-        log.LogInformation("control socket {Path} (root:{Group}, mode {Mode})", path, _groupName, Convert.ToString(config.Control.Mode, 8).PadLeft(4, '0'));
+        log.LogInformation("control socket {Path} (uid {Owner}, group {Group}, mode {Mode})", path, _endpoint.OwnerUid, _groupName, Convert.ToString(_endpoint.Mode, 8).PadLeft(4, '0'));
         return Task.CompletedTask;
     }
 
@@ -97,7 +132,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
 
     private bool Allowed(int pid, uint uid, uint gid)
     {
-        if (uid == 0 || (gid == _gid && _gid != 0)) return true;
+        if (uid == 0 || uid == _endpoint.OwnerUid || (gid == _gid && _gid != 0)) return true;
         if (_gid == 0) return false;
         try
         {
@@ -141,7 +176,9 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 if (!allowed)
                 {
                     log.LogWarning("control socket: refused a request of uid {Uid} (pid {Pid}): not root nor in group {Group}", cred.uid, cred.pid, _groupName);
-                    response = ControlProtocol.Error("EACCES", $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket");
+                    response = ControlProtocol.Error("EACCES", _endpoint.OwnerUid == 0
+                        ? $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket"
+                        : $"permission denied: only root and the user who mounted the pool (uid {_endpoint.OwnerUid}) may use this control socket");
                 }
                 else response = Handle(line, cred.uid);
                 Write(net, response);
@@ -178,136 +215,6 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         return b >= 0;
     }
 
-    /// <summary>Answers one request line (already permission-checked).</summary>
-    internal JsonObject Handle(string line, uint uid)
-    {
-        JsonObject req;
-        try
-        {
-            // Duplicate names and strings that are not valid UTF-16 (escaped lone surrogates) are refused here:
-            // JsonObject and JsonValue would otherwise throw on first use, deep inside a verb.
-            if (LoneSurrogateString(line) is { } where)
-                return ControlProtocol.Error("EINVAL", $"malformed JSON request: the string at byte {where} is not valid Unicode (an escaped lone surrogate)");
-            var node = JsonNode.Parse(line, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
-            if (node is not JsonObject o) return ControlProtocol.Error("EINVAL", "a request must be a JSON object such as {\"verb\":\"status\"}");
-            req = o;
-        }
-        catch (JsonException e) { return ControlProtocol.Error("EINVAL", $"malformed JSON request: {e.Message}"); }
-        string? verb = Str(req, "verb", out var bad);
-        if (bad != null) return bad;
-        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
-        switch (verb)
-        {
-            case "status": return Status();
-            case "snapshot-create":
-            case "snapshot-delete":
-            case "snapshot-list":
-            {
-                var poolName = Str(req, "pool", out bad);
-                if (bad != null) return bad;
-                if (poolName == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"pool\" (a pool name, pool folder or mount point)");
-                var p = mounts.Find(poolName);
-                if (p == null || !p.Mounted) return ControlProtocol.Error("ENOENT", $"this service serves no mounted pool '{poolName}' (the status request lists them)");
-                if (verb == "snapshot-list")
-                {
-                    var (err, names) = Program.ListSnapshotsOnMount(p.Config.MountPoint);
-                    if (err != null) return ControlProtocol.Error("EIO", err);
-                    var rows = mounts.WithPool(p.Config.Name, pool => SnapshotOpsCore.SnapshotRows(pool, includeLive: false));
-                    if (rows == null) return NotServed(poolName);
-                    return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names!.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()), ["details"] = rows };
-                }
-                var name = Str(req, "name", out bad);
-                if (bad != null) return bad;
-                if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
-                if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
-                if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
-                    return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
-                var (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
-                if (code == Mono.Unix.Native.Errno.EBUSY && verb == "snapshot-delete")
-                    message = mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
-                if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
-                log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
-                return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
-            }
-            case "snapshot-hold":
-            case "snapshot-release":
-            case "snapshot-diff":
-            case "snapshot-clone":
-            case "snapshot-rollback":
-                return SnapshotOp(verb, req, uid);
-            case "df":
-            {
-                var poolName = Str(req, "pool", out bad);
-                if (bad != null) return bad;
-                if (poolName == null) return ControlProtocol.Error("EINVAL", "df needs \"pool\" (a pool name, pool folder or mount point)");
-                var p = mounts.Find(poolName);
-                var doc = p == null ? null : mounts.WithPool(p.Config.Name, SnapshotOpsCore.DfDocument);
-                if (doc == null) return NotServed(poolName);
-                doc["ok"] = true; doc["pool"] = p!.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
-                return doc;
-            }
-            default:
-                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
-        }
-    }
-
-    private static JsonObject NotServed(string poolName) =>
-        ControlProtocol.Error("ENOENT", $"this service serves no mounted pool '{poolName}' (the status request lists them)");
-
-    /// <summary>hold/release/diff/clone on the mounted pool's engine; rollback with the pool unmounted for the
-    /// time of it (<see cref="PoolMounts.WithPoolUnmounted{T}"/>).</summary>
-    private JsonObject SnapshotOp(string verb, JsonObject req, uint uid)
-    {
-        string? Need(string key, out JsonObject? err)
-        {
-            var v = Str(req, key, out err);
-            if (err == null && v == null) err = ControlProtocol.Error("EINVAL", $"{verb} needs \"{key}\"");
-            return v;
-        }
-        var poolName = Need("pool", out var bad); if (bad != null) return bad;
-        var name = Need("name", out bad); if (bad != null) return bad;
-        if (Core.Engine.Engine.SnapshotNameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
-        var p = mounts.Find(poolName!);
-        if (p == null || !p.Mounted) return NotServed(poolName!);
-        var label = p.Config.Name;
-        OpResult? r;
-        switch (verb)
-        {
-            case "snapshot-hold":
-            case "snapshot-release":
-            {
-                var tag = Need("tag", out bad); if (bad != null) return bad;
-                r = mounts.WithPool(label, pool => verb == "snapshot-hold" ? SnapshotOpsCore.Hold(pool, label, name!, tag!) : SnapshotOpsCore.Release(pool, label, name!, tag!));
-                break;
-            }
-            case "snapshot-diff":
-            {
-                var to = Str(req, "to", out bad); if (bad != null) return bad;
-                r = mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
-                break;
-            }
-            case "snapshot-clone":
-            {
-                var dest = Need("destination", out bad); if (bad != null) return bad;
-                var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
-                if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
-                r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
-                break;
-            }
-            default:
-                r = mounts.WithPoolUnmounted(label, pool => SnapshotOpsCore.Rollback(pool, label, name!),
-                    busy => OpResult.Failed(Mono.Unix.Native.Errno.EBUSY, $"snapshot rollback {name} refused: {busy}"),
-                    (done, why) => OpResult.Failed(Mono.Unix.Native.Errno.EIO, (done.Code == 0 ? "rolled back, but " : done.Message + "; ") + why));
-                break;
-        }
-        if (r == null) return NotServed(poolName!);
-        if (r.Code != 0) return ControlProtocol.Error(r.Errno.ToString(), r.Message);
-        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, label, uid);
-        var resp = new JsonObject { ["ok"] = true, ["pool"] = label, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name, ["message"] = r.Message };
-        if (r.Data != null) resp["changes"] = r.Data;
-        return resp;
-    }
-
     /// <summary>The byte offset of the first string or property name of <paramref name="line"/> that does not
     /// decode (an escaped lone surrogate), or null. Syntax errors are left to the parser.</summary>
     private static long? LoneSurrogateString(string line)
@@ -335,23 +242,6 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         return null;
     }
 
-    private JsonObject Status()
-    {
-        var pools = new JsonArray();
-        foreach (var p in mounts.Status())
-            pools.Add(new JsonObject
-            {
-                ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
-                ["writebackCache"] = p.Config.WritebackCache, ["pageCache"] = p.Config.PageCache, ["showSnapshots"] = p.Config.ShowSnapshots,
-                ["threads"] = p.Config.Threads, ["allowOther"] = p.Config.AllowOther, ["iomap"] = p.IomapMode ?? p.Config.Iomap.ToString().ToLowerInvariant(),
-            });
-        return new JsonObject
-        {
-            ["ok"] = true, ["pid"] = Environment.ProcessId, ["uptimeSeconds"] = (long)(DateTime.UtcNow - mounts.StartedUtc).TotalSeconds,
-            ["socket"] = config.Control.Socket, ["pools"] = pools,
-        };
-    }
-
     public Task StopAsync(CancellationToken cancellationToken)
     {
         Dispose();
@@ -364,12 +254,13 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         _stopping = true;
         if (_listener == null) return;
         _listener.Dispose();
-        try { File.Delete(config.Control.Socket); } catch (IOException) { }
+        try { File.Delete(_endpoint.Socket); } catch (IOException) { }
     }
 }
 
-/// <summary>The control socket's wire format: UTF-8 JSON objects, one per line. Requests
-/// <c>{"verb":"status"}</c>, <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
+/// <summary>The control socket's wire format (the same on <c>cow serve</c>'s socket and on a <c>cow mount</c>'s):
+/// UTF-8 JSON objects, one per line. Requests <c>{"verb":"status"}</c> (<c>"server"</c>: "serve" or "mount",
+/// pid, uptime, socket, and the pools with their mount options), <c>{"verb":"snapshot-create"|"snapshot-delete","pool":P,"name":N}</c> (snapshot-create
 /// may add <c>"properties":{K:V,...}</c>, string values, recorded in the snapshot),
 /// <c>{"verb":"snapshot-list","pool":P}</c> (names in "snapshots", rows with space, holds and properties in
 /// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,

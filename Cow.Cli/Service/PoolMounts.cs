@@ -9,12 +9,15 @@ namespace Cow.Cli.Service;
 /// <summary>Thrown by <see cref="PoolMounts.StartAsync"/> when a pool cannot be mounted (nothing is left mounted).</summary>
 public sealed class ServeStartException(string message) : Exception(message);
 
-/// <summary>One pool served by <c>cow serve</c>, as <c>status</c> reports it.</summary>
-public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode);
+/// <summary>One pool served by <c>cow serve</c> or <c>cow mount</c>, as <c>status</c> reports it (<see cref="Snapshot"/>:
+/// the snapshot mounted read-only instead of the live tree, or null).</summary>
+public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode, string? Snapshot = null);
 
 /// <summary>
-/// The hosted service that mounts every pool of the configuration in this process (Pool.Open, then
-/// MountedFileSystem.Start) and, on stop, unmounts each (lazily if busy), commits and closes it.
+/// The pools mounted by this process: for <c>cow serve</c>, the hosted service that mounts every pool of the
+/// configuration (Pool.Open, then MountedFileSystem.Start) and, on stop, unmounts each (lazily if busy), commits
+/// and closes it; for <c>cow mount</c>, the one pool it mounted (<see cref="Adopt"/>). The control socket
+/// (<see cref="ControlServer"/>) works on either the same way.
 /// Start is all or nothing: when one pool fails, the pools mounted before it are unmounted and closed and
 /// <see cref="ServeStartException"/> names the pool and the reason, so the service never runs half of its
 /// configuration (systemd sees the start fail; Restart=on-failure tries again). A mount that is unmounted
@@ -33,6 +36,8 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         public readonly PoolConfig Config = config;
         /// <summary>Taken by <see cref="Use"/> and by <see cref="Close"/>: the pool is not closed under a user.</summary>
         public readonly object Use = new();
+        /// <summary>How a <c>cow mount</c> mounted it (a remount uses the same); null: from <see cref="Config"/>.</summary>
+        public MountSettings? Settings;
         public Pool? Pool;
         public MountedFileSystem? Mount;
         public RegisteredWaitHandle? EndWatch;
@@ -41,6 +46,24 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     private readonly object _lock = new();
     private readonly List<Served> _served = new();
     public DateTime StartedUtc { get; } = DateTime.UtcNow;
+
+    /// <summary>What to tell the administrator to do when a pool could not be mounted again after a rollback.</summary>
+    public string RestartHint { get; init; } = "restart the service (systemctl restart cow)";
+
+    /// <summary>Raised (on the thread that closed it, under the pool's lock: do not block) after a pool was
+    /// committed and closed, by <see cref="StopAsync"/>, an unmount from outside, or a failed remount.</summary>
+    public event Action<string>? PoolClosed;
+
+    /// <summary>Takes over a pool that this process opened and mounted (<c>cow mount</c>): from now on it is served,
+    /// watched, used, remounted (with <paramref name="settings"/>) and closed like a configured pool.</summary>
+    public void Adopt(PoolConfig pc, MountSettings settings, Pool pool, MountedFileSystem mount)
+    {
+        var s = new Served(pc) { Settings = settings, Pool = pool, Mount = mount };
+        lock (_lock) { _served.Add(s); Watch(s); }
+    }
+
+    private MountSettings SettingsOf(Served s) =>
+        s.Settings ?? s.Config.ToMountSettings(line => log.LogInformation("pool {Name}: {Line}", s.Config.Name, line));
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -98,9 +121,11 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         try { s.Mount?.Unmount(lazyIfBusy: true); }
         catch (MountException e) { log.LogError("pool {Name}: unmount of {MountPoint} failed: {Reason}", s.Config.Name, s.Config.MountPoint, e.Message); }
         s.Mount = null;
-        try { s.Pool?.Dispose(); log.LogInformation("pool {Name} ({Path}) committed and closed ({Ms} ms)", s.Config.Name, s.Config.Path, sw.ElapsedMilliseconds); }
+        if (s.Pool == null) return;   // closed before (unmounted from outside, or a failed remount)
+        try { s.Pool.Dispose(); log.LogInformation("pool {Name} ({Path}) committed and closed ({Ms} ms)", s.Config.Name, s.Config.Path, sw.ElapsedMilliseconds); }
         catch (Exception e) when (e is PoolException or IOException) { log.LogError("pool {Name}: closing failed: {Reason}", s.Config.Name, e.Message); }
         s.Pool = null;
+        PoolClosed?.Invoke(s.Config.Name);
     }
 
     private void StopAll()
@@ -128,7 +153,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     {
         lock (_lock)
             return _served.Select(s => new ServedPool(s.Config, s.Mount != null,
-                s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off")).ToArray();
+                s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off", s.Settings?.Snapshot)).ToArray();
     }
 
     /// <summary>Runs <paramref name="op"/> on the engine of the mounted pool <paramref name="name"/> (configured
@@ -174,7 +199,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         try
         {
             Mounter.CheckMountPoint(s.Config.MountPoint);
-            s.Mount = MountedFileSystem.Start(s.Pool, s.Config.ToMountSettings(line => log.LogInformation("pool {Name}: {Line}", s.Config.Name, line)));
+            s.Mount = MountedFileSystem.Start(s.Pool, SettingsOf(s));
             log.LogInformation("pool {Name}: mounted again on {MountPoint}", s.Config.Name, s.Config.MountPoint);
             Watch(s);
             return result;
@@ -183,7 +208,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         {
             log.LogCritical("pool {Name}: cannot mount {MountPoint} again: {Reason}; the pool is closed", s.Config.Name, s.Config.MountPoint, e.Message);
             CloseLocked(s);
-            return remountFailed(result, $"the pool could not be mounted again on {s.Config.MountPoint} ({e.Message}); it is closed: restart the service (systemctl restart cow)");
+            return remountFailed(result, $"the pool could not be mounted again on {s.Config.MountPoint} ({e.Message}); it is closed: {RestartHint}");
         }
     }
 

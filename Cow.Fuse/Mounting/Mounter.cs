@@ -36,6 +36,10 @@ public sealed class MountException(string message) : Exception(message)
     /// <summary>True when the mount was refused because <c>--iomap on</c> asked for fuse-iomap and the kernel
     /// did not grant it (<c>cow mount</c> exits with its own code for it).</summary>
     public bool IomapUnavailable { get; init; }
+
+    /// <summary>True when an unmount was refused because the mount is in use (EBUSY): the caller says what to do
+    /// (close the users, or a lazy unmount where it offers one).</summary>
+    public bool Busy { get; init; }
 }
 
 /// <summary>
@@ -218,7 +222,7 @@ public static class Mounter
         {
             if (LibC.Umount2(mp, LibC.UMOUNT_NOFOLLOW | (lazy ? LibC.MNT_DETACH : 0)) == 0) return;
             var e = LibC.LastErrno;
-            if (e == Errno.EBUSY) throw new MountException($"{mp} is in use (a process has a file open or its working directory there); close it or use --lazy");
+            if (e == Errno.EBUSY) throw new MountException($"{mp} is in use (a process has a file open or its working directory there)") { Busy = true };
             if (e == Errno.EINVAL) throw new MountException($"{mp} is not a mount point");
             throw new MountException($"unmount of {mp} failed: {LibC.Describe(e)}");
         }
@@ -229,7 +233,7 @@ public static class Mounter
             using var p = Process.Start(psi) ?? throw new MountException($"cannot start {Fusermount}");
             string err = p.StandardError.ReadToEnd();
             p.WaitForExit();
-            if (p.ExitCode != 0) throw new MountException($"{Fusermount} -u {mp} failed: {err.Trim()}");
+            if (p.ExitCode != 0) throw new MountException($"{Fusermount} -u {mp} failed: {err.Trim()}") { Busy = err.Contains("busy", StringComparison.OrdinalIgnoreCase) };
         }
         catch (System.ComponentModel.Win32Exception e) { throw new MountException($"cannot run {Fusermount} ({e.Message}); install the fuse3 package"); }
     }

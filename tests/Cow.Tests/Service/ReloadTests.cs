@@ -74,4 +74,23 @@ public class ReloadTests
         s.Terminate();
         Assert.Equal(0, s.WaitExit());
     }
+
+    /// <summary>Started under nohup (SIGHUP ignored, inherited by exec), the service still reloads on SIGHUP: .NET
+    /// alone would keep the signal ignored and the reload would silently not happen.</summary>
+    [Fact]
+    public void SighupReloadsEvenWhenTheServiceWasStartedWithSighupIgnored()
+    {
+        using var s = new ServedPools();
+        s.Start(sighupIgnored: true);
+        s.WaitFor("READY=1");
+        Assert.Contains("SIGHUP was ignored when the service started", s.Log);   // the wrapper did ignore it
+        File.WriteAllText(s.ConfigFile, s.DefaultConfig() + "\n[retention p0]\nmax-snapshots = 1\n");
+        Assert.Equal(0, Syscall.kill(s.Process!.Id, Signum.SIGHUP));
+        WaitForLog(s, "configuration reloaded from");
+        Assert.Contains("retention of pool p0 is now", s.Log);
+        Assert.False(s.Process.HasExited);
+        Assert.True(ServedPools.IsMounted(s.MountPoint(0)));
+        s.Terminate();
+        Assert.Equal(0, s.WaitExit());
+    }
 }

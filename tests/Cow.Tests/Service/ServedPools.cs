@@ -68,10 +68,19 @@ public sealed class ServedPools : IDisposable
         return sb.ToString();
     }
 
-    /// <summary>Starts <c>cow serve --config</c> with NOTIFY_SOCKET (and WATCHDOG_USEC when given).</summary>
-    public void Start(long? watchdogUsec = null)
+    /// <summary>Starts <c>cow serve --config</c> with NOTIFY_SOCKET (and WATCHDOG_USEC when given); with
+    /// <paramref name="sighupIgnored"/>, as nohup would: SIGHUP ignored (inherited SIG_IGN), through a shell that
+    /// execs it (same pid).</summary>
+    public void Start(long? watchdogUsec = null, bool sighupIgnored = false)
     {
         var psi = CowProgram.StartInfo("serve", "--config", ConfigFile);
+        if (sighupIgnored)
+        {
+            var args = psi.ArgumentList.ToArray();
+            psi.FileName = "bash";
+            psi.ArgumentList.Clear();
+            foreach (var a in (string[])["-c", "trap '' HUP; exec \"$@\"", "bash", "dotnet", .. args]) psi.ArgumentList.Add(a);
+        }
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("WATCHDOG_PID");
         if (watchdogUsec != null) psi.Environment["WATCHDOG_USEC"] = watchdogUsec.Value.ToString();

@@ -1,0 +1,205 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Mono.Unix.Native;
+
+namespace Cow.Cli.Service;
+
+/// <summary>The verbs of the control socket (<see cref="ControlProtocol"/>), the same for <c>cow serve</c> and for
+/// <c>cow mount</c>: <see cref="Verbs"/> maps each verb to its handler, the one place to add a verb. Handlers
+/// run on the connection's task; they reach pools only through <see cref="PoolMounts"/> (thread-safe).</summary>
+public sealed partial class ControlServer
+{
+    /// <summary>One verb: the request (a JSON object, "verb" already read) and the caller's uid to the response.</summary>
+    internal delegate JsonObject VerbHandler(ControlServer server, JsonObject request, uint uid);
+
+    /// <summary>Every verb, in the order the error messages list them.</summary>
+    internal static readonly IReadOnlyList<KeyValuePair<string, VerbHandler>> Verbs =
+    [
+        new("status", (s, _, _) => s.Status()),
+        new("snapshot-create", (s, r, u) => s.CreateDeleteOrList("snapshot-create", r, u)),
+        new("snapshot-list", (s, r, u) => s.CreateDeleteOrList("snapshot-list", r, u)),
+        new("snapshot-delete", (s, r, u) => s.CreateDeleteOrList("snapshot-delete", r, u)),
+        new("snapshot-hold", (s, r, u) => s.SnapshotOp("snapshot-hold", r, u)),
+        new("snapshot-release", (s, r, u) => s.SnapshotOp("snapshot-release", r, u)),
+        new("snapshot-diff", (s, r, u) => s.SnapshotOp("snapshot-diff", r, u)),
+        new("snapshot-clone", (s, r, u) => s.SnapshotOp("snapshot-clone", r, u)),
+        new("snapshot-rollback", (s, r, u) => s.SnapshotOp("snapshot-rollback", r, u)),
+        new("df", (s, r, _) => s.Df(r)),
+    ];
+
+    private static readonly string VerbList = string.Join(", ", Verbs.Select(v => v.Key));
+
+    /// <summary>Answers one request line (already permission-checked).</summary>
+    internal JsonObject Handle(string line, uint uid)
+    {
+        JsonObject req;
+        try
+        {
+            // Duplicate names and strings that are not valid UTF-16 (escaped lone surrogates) are refused here:
+            // JsonObject and JsonValue would otherwise throw on first use, deep inside a verb.
+            if (LoneSurrogateString(line) is { } where)
+                return ControlProtocol.Error("EINVAL", $"malformed JSON request: the string at byte {where} is not valid Unicode (an escaped lone surrogate)");
+            var node = JsonNode.Parse(line, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
+            if (node is not JsonObject o) return ControlProtocol.Error("EINVAL", "a request must be a JSON object such as {\"verb\":\"status\"}");
+            req = o;
+        }
+        catch (JsonException e) { return ControlProtocol.Error("EINVAL", $"malformed JSON request: {e.Message}"); }
+        string? verb = Str(req, "verb", out var bad);
+        if (bad != null) return bad;
+        if (verb == null) return ControlProtocol.Error("EINVAL", $"the request has no \"verb\" ({VerbList})");
+        foreach (var (name, handler) in Verbs)
+            if (name == verb) return handler(this, req, uid);
+        return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' ({VerbList})");
+    }
+
+    /// <summary>The mounted pool a request names in "pool" (name, pool folder or mount point), or the error response.</summary>
+    private ServedPool? RequestedPool(string verb, JsonObject req, out JsonObject? error)
+    {
+        var poolName = Str(req, "pool", out error);
+        if (error != null) return null;
+        if (poolName == null) { error = ControlProtocol.Error("EINVAL", $"{verb} needs \"pool\" (a pool name, pool folder or mount point)"); return null; }
+        var p = mounts.Find(poolName);
+        if (p == null || !p.Mounted) { error = NotServed(poolName); return null; }
+        return p;
+    }
+
+    private JsonObject CreateDeleteOrList(string verb, JsonObject req, uint uid)
+    {
+        var p = RequestedPool(verb, req, out var bad);
+        if (p == null) return bad!;
+        if (verb == "snapshot-list")
+        {
+            var rows = mounts.WithPool(p.Config.Name, pool => SnapshotOpsCore.SnapshotRows(pool, includeLive: false));
+            if (rows == null) return NotServed(p.Config.Name);
+            var names = rows.OfType<JsonObject>().Select(r => (JsonNode)JsonValue.Create((string)r["name"]!)!).ToArray();
+            return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names), ["details"] = rows };
+        }
+        var name = Str(req, "name", out bad);
+        if (bad != null) return bad;
+        if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
+        if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+        if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
+            return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
+        Errno code;
+        string? message;
+        if (p.Snapshot != null)
+        {
+            // A read-only snapshot mount has no .snapshots to mkdir in, and nothing unflushed to sync: the engine.
+            (code, message) = (Errno.ENOENT, NotServed(p.Config.Name)["message"]!.ToString());
+            if (verb == "snapshot-delete" && name == p.Snapshot)
+                return ControlProtocol.Error("EBUSY", $"snapshot '{name}' is what {p.Config.MountPoint} shows (mounted read-only): unmount it first");
+            mounts.Use(p.Config.Name, (pool, _) => (code, message) = EngineCreateOrDelete(pool, verb == "snapshot-create", name));
+        }
+        else (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
+        if (code == Errno.EBUSY && verb == "snapshot-delete")
+            message = mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
+        if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
+        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
+        return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
+    }
+
+    private static (Errno, string?) EngineCreateOrDelete(Core.Pool pool, bool create, string name)
+    {
+        if (create)
+        {
+            var c = ServiceSnapshots.Create(pool, null, name, new Dictionary<string, string>(), suffixOnCollision: false);
+            return (c.Code, c.Message);
+        }
+        var e = pool.Engine.DeleteSnapshot(name);
+        return e switch
+        {
+            0 => (0, null),
+            Errno.ENOENT => (e, $"no snapshot named '{name}'"),
+            _ => (e, $"snapshot delete {name}: {e} ({Syscall.strerror(e)})"),
+        };
+    }
+
+    private JsonObject Df(JsonObject req)
+    {
+        var p = RequestedPool("df", req, out var bad);
+        if (p == null) return bad!;
+        var doc = mounts.WithPool(p.Config.Name, SnapshotOpsCore.DfDocument);
+        if (doc == null) return NotServed(p.Config.Name);
+        doc["ok"] = true; doc["pool"] = p.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
+        return doc;
+    }
+
+    private JsonObject NotServed(string poolName) => ControlProtocol.Error("ENOENT", _endpoint.Server == "mount"
+        ? $"this cow mount serves no mounted pool '{poolName}' (the status request names its pool)"
+        : $"this service serves no mounted pool '{poolName}' (the status request lists them)");
+
+    /// <summary>hold/release/diff/clone on the mounted pool's engine; rollback with the pool unmounted for the
+    /// time of it (<see cref="PoolMounts.WithPoolUnmounted{T}"/>).</summary>
+    private JsonObject SnapshotOp(string verb, JsonObject req, uint uid)
+    {
+        string? Need(string key, out JsonObject? err)
+        {
+            var v = Str(req, key, out err);
+            if (err == null && v == null) err = ControlProtocol.Error("EINVAL", $"{verb} needs \"{key}\"");
+            return v;
+        }
+        var poolName = Need("pool", out var bad); if (bad != null) return bad;
+        var name = Need("name", out bad); if (bad != null) return bad;
+        if (Core.Engine.Engine.SnapshotNameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+        var p = mounts.Find(poolName!);
+        if (p == null || !p.Mounted) return NotServed(poolName!);
+        var label = p.Config.Name;
+        OpResult? r;
+        switch (verb)
+        {
+            case "snapshot-hold":
+            case "snapshot-release":
+            {
+                var tag = Need("tag", out bad); if (bad != null) return bad;
+                r = mounts.WithPool(label, pool => verb == "snapshot-hold" ? SnapshotOpsCore.Hold(pool, label, name!, tag!) : SnapshotOpsCore.Release(pool, label, name!, tag!));
+                break;
+            }
+            case "snapshot-diff":
+            {
+                var to = Str(req, "to", out bad); if (bad != null) return bad;
+                r = mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
+                break;
+            }
+            case "snapshot-clone":
+            {
+                var dest = Need("destination", out bad); if (bad != null) return bad;
+                var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
+                if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
+                r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
+                break;
+            }
+            default:
+                r = mounts.WithPoolUnmounted(label, pool => SnapshotOpsCore.Rollback(pool, label, name!),
+                    busy => OpResult.Failed(Errno.EBUSY, $"snapshot rollback {name} refused: {busy}"),
+                    (done, why) => OpResult.Failed(Errno.EIO, (done.Code == 0 ? "rolled back, but " : done.Message + "; ") + why));
+                break;
+        }
+        if (r == null) return NotServed(poolName!);
+        if (r.Code != 0) return ControlProtocol.Error(r.Errno.ToString(), r.Message);
+        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, label, uid);
+        var resp = new JsonObject { ["ok"] = true, ["pool"] = label, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name, ["message"] = r.Message };
+        if (r.Data != null) resp["changes"] = r.Data;
+        return resp;
+    }
+
+    /// <summary><c>status</c>: the server ("serve" or "mount"), its pid, uptime and socket, and every pool with its
+    /// mount options.</summary>
+    private JsonObject Status()
+    {
+        var pools = new JsonArray();
+        foreach (var p in mounts.Status())
+            pools.Add(new JsonObject
+            {
+                ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
+                ["writebackCache"] = p.Config.WritebackCache, ["pageCache"] = p.Config.PageCache, ["showSnapshots"] = p.Config.ShowSnapshots,
+                ["threads"] = p.Config.Threads, ["allowOther"] = p.Config.AllowOther, ["iomap"] = p.IomapMode ?? p.Config.Iomap.ToString().ToLowerInvariant(),
+                ["snapshot"] = p.Snapshot,
+            });
+        return new JsonObject
+        {
+            ["ok"] = true, ["server"] = _endpoint.Server, ["pid"] = Environment.ProcessId, ["uptimeSeconds"] = (long)(DateTime.UtcNow - mounts.StartedUtc).TotalSeconds,
+            ["socket"] = _endpoint.Socket, ["pools"] = pools,
+        };
+    }
+}
