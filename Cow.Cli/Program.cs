@@ -305,6 +305,7 @@ public static partial class Program
             SnapshotReleaseCommand(),
             SnapshotRollbackCommand(),
             SnapshotCloneCommand(),
+            SnapshotRestoreCommand(),
             SnapshotDiffCommand(),
             SnapshotWrapCommand(),
         };

@@ -195,7 +195,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
         catch (JsonException e) { return ControlProtocol.Error("EINVAL", $"malformed JSON request: {e.Message}"); }
         string? verb = Str(req, "verb", out var bad);
         if (bad != null) return bad;
-        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
+        if (verb == null) return ControlProtocol.Error("EINVAL", "the request has no \"verb\" (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-restore, snapshot-rollback)");
         switch (verb)
         {
             case "status": return Status();
@@ -234,6 +234,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
             case "snapshot-diff":
             case "snapshot-clone":
             case "snapshot-rollback":
+            case "snapshot-restore":
                 return SnapshotOp(verb, req, uid);
             case "df":
             {
@@ -247,14 +248,14 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 return doc;
             }
             default:
-                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-rollback)");
+                return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' (status, snapshot-create, snapshot-list, snapshot-delete, snapshot-hold, snapshot-release, snapshot-diff, snapshot-clone, snapshot-restore, snapshot-rollback)");
         }
     }
 
     private static JsonObject NotServed(string poolName) =>
         ControlProtocol.Error("ENOENT", $"this service serves no mounted pool '{poolName}' (the status request lists them)");
 
-    /// <summary>hold/release/diff/clone on the mounted pool's engine; rollback with the pool unmounted for the
+    /// <summary>hold/release/diff/clone/restore on the mounted pool's engine; rollback with the pool unmounted for the
     /// time of it (<see cref="PoolMounts.WithPoolUnmounted{T}"/>).</summary>
     private JsonObject SnapshotOp(string verb, JsonObject req, uint uid)
     {
@@ -292,6 +293,17 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
                 if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
                 r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
+                break;
+            }
+            case "snapshot-restore":
+            {
+                // Restored entries and inodes reach the kernel as FUSE notifications (the mount's TreeChangeNotifier).
+                if (!req.TryGetPropertyValue("paths", out var pn) || pn is not JsonArray arr || arr.Any(x => x is not JsonValue v || !v.TryGetValue<string>(out _)))
+                    return ControlProtocol.Error("EINVAL", "snapshot-restore needs \"paths\": an array of paths in the pool");
+                var paths = arr.Select(x => x!.GetValue<string>()).ToList();
+                bool dryRun = req["dryRun"] is JsonValue dv && dv.TryGetValue<bool>(out var b) && b;
+                if (SnapshotRestoreOps.PathsProblem(paths) is { } pp) return ControlProtocol.Error("EINVAL", pp);
+                r = mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
                 break;
             }
             default:
@@ -375,6 +387,7 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
 /// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,
 /// <c>{"verb":"snapshot-diff","pool":P,"name":N,"to":M?}</c> (rows in "changes"),
 /// <c>{"verb":"snapshot-clone","pool":P,"name":N,"destination":D,"from":F?}</c>,
+/// <c>{"verb":"snapshot-restore","pool":P,"name":N,"paths":[...],"dryRun":B?}</c> (rows {path, action} in "changes"),
 /// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;
 /// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c>
 /// (P: pool name, pool folder or mount point). Responses have
