@@ -1,0 +1,216 @@
+using Cow.Core.Engine;
+using Cow.Core.FileSystem;
+using Mono.Unix.Native;
+using Xunit;
+using static Cow.Tests.Engine.MemoryPool;
+using static Cow.Tests.Engine.SnapshotOpsTests;
+
+namespace Cow.Tests.Engine;
+
+/// <summary>Snapshot restore (snapper's undochange) and copy_file_range from a snapshot's file, on memory pools:
+/// what changes, what is listed, that no data block is written, and that fsck stays clean through restoring
+/// and deleting the snapshot.</summary>
+public class SnapshotRestoreTests
+{
+    private static void Ok(Errno e, string what) => Assert.True(e == 0, $"{what}: {e}");
+
+    private static List<RestoreChange> Restore(MemoryPool p, string snap, bool dryRun, params string[] paths)
+    {
+        var e = p.Engine.RestoreFromSnapshot(snap, paths, dryRun, out var changes, out var bad);
+        Assert.True(e == 0, $"restore {string.Join(' ', paths)}: {e} at {bad}");
+        return changes;
+    }
+
+    private static string Strip(string line) => string.Join(' ', line.Split(' ').Where(w => !w.StartsWith("ino=") && !w.StartsWith("ctime=")));
+
+    private static Dictionary<string, string> Stripped(FileSystemView fs) => Dump(fs).ToDictionary(kv => kv.Key, kv => Strip(kv.Value));
+
+    [Fact]
+    public void RestoringAFileKeepsItsInodeSharesTheSnapshotsBlocksAndSurvivesTheSnapshotsDeletion()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        var snap = p.Pool.Snapshot("s")!;
+        var want = Dump(snap)["/g"];
+        long g = Ino(p.Live, "/g");
+        WriteAt(p.Live, g, 4096, Pattern(1 << 20, 9));           // 1 MiB of the 5 MiB file rewritten
+        WriteAt(p.Live, g, 5 << 20, Pattern(8192, 10));          // and grown
+        Ok(p.Live.SetXattr(g, "user.b", new byte[] { 4 }), "setxattr");
+        Ok(p.Live.SetAttr(g, new SetAttrRequest { Mode = 0x8000 | 0x1C0, Uid = 3 }, out _), "chmod");
+        p.Engine.Commit();
+        long free = p.Live.StatFs().FreeBlocks;
+
+        var changes = Restore(p, "s", false, "/g");
+        Assert.Equal([new RestoreChange("/g", RestoreAction.Replaced, g)], changes);
+        Assert.Equal(g, Ino(p.Live, "/g"));                                  // in place: same live inode
+        Assert.Equal(Strip(want), Strip(Dump(p.Live)["/g"]));                 // data, size, mode, owner, times, xattrs
+        Assert.True(p.Live.StatFs().FreeBlocks >= free + 256, "the rewritten MiB is freed and nothing new is used");
+        Assert.Equal(ReadAll(p.Live, g), ReadAll(p.Live, Ino(p.Live, "/d/sub/g-link")));   // the hard link is the same file
+        p.AssertClean();
+        Assert.Equal([new RestoreChange("/g", RestoreAction.Unchanged, g)], Restore(p, "s", false, "/g"));
+
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        p.AssertClean();
+        Assert.Equal(Pattern(5 << 20, 2), ReadAll(p.Live, g));
+        p.Reopen();
+        p.AssertClean();
+        Assert.Equal(Pattern(5 << 20, 2), ReadAll(p.Live, Ino(p.Live, "/g")));
+    }
+
+    [Fact]
+    public void RestoringTheWholeTreeMakesItTheSnapshotsAndListsEveryChange()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        var snap = Stripped(p.Pool.Snapshot("s")!);
+        ChangeTree(p.Live, 3);
+        p.Engine.Commit();
+        var before = Dump(p.Live);
+        long free = p.Live.StatFs().FreeBlocks;
+
+        var plan = Restore(p, "s", true, "/");
+        Assert.Equal(before, Dump(p.Live));                        // a dry run changes nothing
+        Assert.Equal(free, p.Live.StatFs().FreeBlocks);
+        var got = plan.Select(c => $"{c.Action} {c.Path}").ToList();
+        Assert.Equal(new[]
+        {
+            "Attributes /", "Attributes /d", "Created /d/f", "Attributes /d/sub", "Replaced /d/sub/g-link", "Removed /d/sub/ln2",
+            "Removed /d/sub/nd3", "Replaced /g", "Created /ln", "Removed /new3",
+        }, got);
+
+        var done = Restore(p, "s", false, "/");
+        Assert.Equal(plan, done);
+        Assert.Equal(snap, Stripped(p.Live));                     // everything but inode numbers and ctimes
+        Assert.Equal(Ino(p.Live, "/g"), Ino(p.Live, "/d/sub/g-link"));
+        Assert.True(p.Live.StatFs().FreeBlocks >= free, "a restore writes no data block");
+        p.AssertClean();
+        Assert.Equal([new RestoreChange("/", RestoreAction.Unchanged, 1)], Restore(p, "s", false, "/"));
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        p.AssertClean();
+        p.Reopen();
+        p.AssertClean();
+        Assert.Equal(snap, Stripped(p.Live));
+    }
+
+    [Fact]
+    public void ASubtreeIsRestoredEntryByEntryAndPathsTheSnapshotLacksAreRemoved()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        var snap = Stripped(p.Pool.Snapshot("s")!);
+        long f = Ino(p.Live, "/d/f");
+        long sub = Ino(p.Live, "/d/sub");
+        ChangeTree(p.Live, 4);               // /d/f unlinked, /d chmod, /d/sub/ln2 and /d/sub/nd4 made, /new4 made
+        long n = CreateFile(p.Live, "/d/sub/nd4/deep");
+        WriteAt(p.Live, n, 0, Pattern(10_000, 1));
+
+        var changes = Restore(p, "s", false, "/d", "/new4");
+        // /d/sub/g-link is /g, whose data and xattrs ChangeTree changed: restored in place (so /g is too).
+        Assert.Equal(new[] { "Attributes /d", "Created /d/f", "Attributes /d/sub", "Replaced /d/sub/g-link", "Removed /d/sub/ln2", "Removed /d/sub/nd4", "Removed /d/sub/nd4/deep", "Removed /new4" },
+            changes.Select(c => $"{c.Action} {c.Path}"));
+        var live = Stripped(p.Live);
+        foreach (var path in snap.Keys.Where(k => k.StartsWith("/d/") || k == "/d")) Assert.Equal(snap[path], live[path]);
+        Assert.NotEqual(f, Ino(p.Live, "/d/f"));             // made again: a new inode number
+        Assert.Equal(sub, Ino(p.Live, "/d/sub"));            // kept
+        Assert.Equal(Errno.ENOENT, p.Live.Resolve("/new4", out _));
+        Assert.Equal(Errno.ENOENT, p.Live.Resolve("/ln", out _));   // outside the paths: left as it is (renamed into /d/sub/ln2, removed there)
+        p.AssertClean();
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        p.AssertClean();
+    }
+
+    [Fact]
+    public void AnotherFileTypeIsReplacedAndBadPathsAreRefusedWithoutChangingAnything()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        var snap = Stripped(p.Pool.Snapshot("s")!);
+        // /g becomes a directory with a file in it.
+        Ok(p.Live.Unlink(1, "g"), "unlink");
+        Mkdir(p.Live, "/g");
+        CreateFile(p.Live, "/g/inner");
+        p.Engine.Commit();
+        var before = Dump(p.Live);
+
+        string? bad;
+        Assert.Equal(Errno.ENOENT, p.Engine.RestoreFromSnapshot("nope", ["/g"], false, out _, out bad));
+        Assert.Null(bad);
+        Assert.Equal(Errno.ENOENT, p.Engine.RestoreFromSnapshot("s", ["/g", "/no/such"], false, out _, out bad));
+        Assert.Equal("/no/such", bad);
+        Assert.Equal(Errno.ENOENT, p.Engine.RestoreFromSnapshot("s", ["/neither"], false, out _, out bad));
+        Assert.Equal(Errno.ENOTDIR, p.Engine.RestoreFromSnapshot("s", ["/d/f/x"], false, out _, out bad));
+        Assert.Equal(Errno.EINVAL, p.Engine.RestoreFromSnapshot("s", ["g"], false, out _, out bad));
+        Assert.Equal(Errno.EINVAL, p.Engine.RestoreFromSnapshot("s", ["/d/../g"], false, out _, out bad));
+        Assert.Equal(Errno.EINVAL, p.Engine.RestoreFromSnapshot("s", ["/.snapshots/s"], false, out _, out bad));
+        Assert.Equal(before, Dump(p.Live));
+
+        var changes = Restore(p, "s", false, "/g");
+        Assert.Equal(new[] { "Replaced /g", "Removed /g/inner" }, changes.Select(c => $"{c.Action} {c.Path}"));
+        Assert.Equal(snap["/g"].Replace("nlink=2", "nlink=1"), Stripped(p.Live)["/g"]);   // the link in /d/sub is another file now
+        Assert.Equal(Pattern(5 << 20, 2), ReadAll(p.Live, Ino(p.Live, "/g")));
+        p.AssertClean();
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        p.AssertClean();
+    }
+
+    [Fact]
+    public void CopyFileRangeFromASnapshotSharesItsBlocksAndKeepsThemAfterTheSnapshotIsDeleted()
+    {
+        using var p = new MemoryPool();
+        long g = CreateFile(p.Live, "/big");
+        var data = Pattern((16 << 20) + 1000, 7);
+        WriteAt(p.Live, g, 0, data);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        var snap = p.Pool.Snapshot("s")!;
+        Ok(p.Live.Unlink(1, "big"), "unlink");
+        long dst = CreateFile(p.Live, "/big");
+        p.Engine.Commit();
+        long free = p.Live.StatFs().FreeBlocks;
+
+        Ok(p.Live.CopyFileRange(snap, Ino(snap, "/big"), 0, dst, 0, long.MaxValue / 2, out long copied), "copy_file_range");
+        Assert.Equal(data.Length, copied);
+        p.Engine.Commit();
+        Assert.True(p.Live.StatFs().FreeBlocks >= free, $"no block written: {free - p.Live.StatFs().FreeBlocks} used");
+        Assert.Equal(data, ReadAll(p.Live, dst));
+        // An unaligned piece is copied through the write path, and a snapshot view cannot be written.
+        long small = CreateFile(p.Live, "/small");
+        Ok(p.Live.CopyFileRange(snap, Ino(snap, "/big"), 100, small, 0, 5000, out copied), "unaligned copy");
+        Assert.Equal(data.AsSpan(100, 5000).ToArray(), ReadAll(p.Live, small));
+        Assert.Equal(Errno.EROFS, snap.CopyFileRange(p.Live, dst, 0, Ino(snap, "/big"), 0, 4096, out _));
+        p.AssertClean();
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        Assert.Equal(Errno.ESTALE, p.Live.CopyFileRange(snap, 2, 0, dst, 0, 4096, out _));
+        p.AssertClean();
+        p.Reopen();
+        p.AssertClean();
+        Assert.Equal(data, ReadAll(p.Live, Ino(p.Live, "/big")));
+    }
+
+    [Fact]
+    public async Task RestoreWaitsForWritersOfTheFileItReplacesAndStaysConsistent()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        long g = Ino(p.Live, "/g");
+        using var stop = new CancellationTokenSource();
+        var writer = Task.Run(() =>
+        {
+            var chunk = Pattern(64 << 10, 3);
+            int i = 0;
+            while (!stop.IsCancellationRequested) WriteAt(p.Live, g, (i++ % 64) * (64L << 10), chunk);
+        });
+        for (int k = 0; k < 20; k++) Restore(p, "s", false, "/g");
+        stop.Cancel();
+        await writer;
+        Restore(p, "s", false, "/g");
+        Assert.Equal(Pattern(5 << 20, 2), ReadAll(p.Live, g));
+        p.AssertClean();
+        Ok(p.Engine.DeleteSnapshot("s"), "delete");
+        p.AssertClean();
+    }
+}
