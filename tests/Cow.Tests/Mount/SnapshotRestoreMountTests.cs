@@ -112,4 +112,34 @@ public class SnapshotRestoreMountTests
         Assert.False(File.Exists(m.P("dir/extra.txt")), "dentry of a removed file not invalidated");
         Assert.Equal(["gone.txt"], Directory.GetFileSystemEntries(m.P("dir")).Select(Path.GetFileName));
     }
+
+    [Fact]
+    public void TheDemoMountsWritesSnapshotsRestoresSharingBlocksAndUnmounts()
+    {
+        MountedPool.RequireRootAndFuse();
+        var dir = Path.Combine(Path.GetTempPath(), "cow-demo-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            var (code, output, err) = CowProgram.Run("demo", dir);
+            Assert.True(code == 0, $"exit {code}: {err}\n{output}");
+            foreach (var step in new[] { "$ cow mkfs", "cow mount", "mkdir", ".snapshots/before", "$ cow snapshot restore", "replaced    /data.txt", "$ cow umount", "$ cow fsck" })
+                Assert.Contains(step, output);
+            Assert.Contains("version one of the file", output.Split("$ cow snapshot restore")[1]);   // read back through the mount after the restore
+            Assert.Contains("copied 16,777,216 bytes using 0 B of new space", output);
+            Assert.Contains("clean:", output);
+            Assert.False(ServedPoolsMounted(Path.Combine(dir, "mnt")), "the demo left its mount behind");
+            Assert.True(File.Exists(Path.Combine(dir, "base.img")), "the pool stays to explore");
+            // Run again: the earlier demo pool is replaced; --remove removes it.
+            (code, output, err) = CowProgram.Run("demo", dir, "--remove");
+            Assert.True(code == 0, $"exit {code}: {err}\n{output}");
+            Assert.False(Directory.Exists(dir));
+        }
+        finally
+        {
+            MountedPool.ForceUnmount(Path.Combine(dir, "mnt"));
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static bool ServedPoolsMounted(string mountPoint) => File.ReadLines("/proc/self/mountinfo").Any(l => l.Split(' ')[4] == mountPoint);
 }
