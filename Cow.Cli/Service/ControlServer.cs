@@ -303,6 +303,10 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 var paths = arr.Select(x => x!.GetValue<string>()).ToList();
                 bool dryRun = req["dryRun"] is JsonValue dv && dv.TryGetValue<bool>(out var b) && b;
                 if (SnapshotRestoreOps.PathsProblem(paths) is { } pp) return ControlProtocol.Error("EINVAL", pp);
+                // Dirty pages the kernel holds (writeback cache) would be written back over the restored files when
+                // it drops them: push them to the pool first, as a snapshot does.
+                if (!dryRun && Program.SyncMount(p.Config.MountPoint, name!) is { } failed)
+                    return ControlProtocol.Error(failed.Code.ToString(), $"snapshot restore {name}: syncfs of {p.Config.MountPoint} failed ({failed.Code}); nothing was restored");
                 r = mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
                 break;
             }
