@@ -51,6 +51,12 @@ public sealed partial class Engine
             }
             parsed.Add(parts);
         }
+        // A path under another given path (or given twice) is restored with it: dropping it keeps the apply pass
+        // identical to the plan (restoring /a first could remove the /a/b a later pass would look for).
+        var all = Enumerable.Range(0, parsed.Count).ToList();
+        var order = all.Where(i => !all.Any(j => j != i && IsUnder(parsed[i], parsed[j]) && (parsed[i].Length > parsed[j].Length || j < i))).ToList();
+        paths = order.Select(i => paths[i]).ToList();
+        parsed = order.Select(i => parsed[i]).ToList();
         // Files replaced in place need their WriteGates, which are taken before _commitLock and _lock (the lock
         // order): plan under the locks, take the gates the plan needs outside them, and plan again, until a plan
         // needs no gate that is not held; then apply it under the same locks.
@@ -103,6 +109,10 @@ public sealed partial class Engine
         if (notify is { Count: > 0 }) DeliverTreeChanges(notify);
         return 0;
     }
+
+    /// <summary>True when <paramref name="path"/> is <paramref name="ancestor"/> or under it.</summary>
+    private static bool IsUnder(string[] path, string[] ancestor) =>
+        path.Length >= ancestor.Length && path.AsSpan(0, ancestor.Length).SequenceEqual(ancestor);
 
     private static void ReleaseGates(List<LiveInode> gated)
     {

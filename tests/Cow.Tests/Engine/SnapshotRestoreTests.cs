@@ -123,6 +123,22 @@ public class SnapshotRestoreTests
     }
 
     [Fact]
+    public void OverlappingPathsAreRestoredOnce()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
+        Mkdir(p.Live, "/extra");
+        CreateFile(p.Live, "/extra/x");
+        Ok(p.Live.Unlink(Ino(p.Live, "/d"), "f"), "unlink");
+        // /extra goes with its content, /d/f comes back once, whatever the order and repetition of the paths.
+        var changes = Restore(p, "s", false, "/extra/x", "/d/f", "/extra", "/d", "/d/f");
+        Assert.Equal(new[] { "Attributes /d", "Created /d/f", "Removed /extra", "Removed /extra/x" }, changes.Select(c => $"{c.Action} {c.Path}"));
+        Assert.Equal(Stripped(p.Pool.Snapshot("s")!)["/d/f"], Stripped(p.Live)["/d/f"]);
+        p.AssertClean();
+    }
+
+    [Fact]
     public void AnotherFileTypeIsReplacedAndBadPathsAreRefusedWithoutChangingAnything()
     {
         using var p = new MemoryPool();
