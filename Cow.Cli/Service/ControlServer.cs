@@ -301,7 +301,9 @@ public sealed class ControlServer(ServeConfig config, PoolMounts mounts, ILogger
                 if (!req.TryGetPropertyValue("paths", out var pn) || pn is not JsonArray arr || arr.Any(x => x is not JsonValue v || !v.TryGetValue<string>(out _)))
                     return ControlProtocol.Error("EINVAL", "snapshot-restore needs \"paths\": an array of paths in the pool");
                 var paths = arr.Select(x => x!.GetValue<string>()).ToList();
-                bool dryRun = req["dryRun"] is JsonValue dv && dv.TryGetValue<bool>(out var b) && b;
+                bool dryRun = false;
+                if (req["dryRun"] is { } dn && !(dn is JsonValue dv && dv.TryGetValue(out dryRun)))
+                    return ControlProtocol.Error("EINVAL", "\"dryRun\" must be true or false");
                 if (SnapshotRestoreOps.PathsProblem(paths) is { } pp) return ControlProtocol.Error("EINVAL", pp);
                 // Dirty pages the kernel holds (writeback cache) would be written back over the restored files when
                 // it drops them: push them to the pool first, as a snapshot does.

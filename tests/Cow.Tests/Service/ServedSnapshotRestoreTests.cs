@@ -107,6 +107,27 @@ public class ServedSnapshotRestoreTests
         Assert.Equal(2, code);
         Assert.Contains("inside .snapshots", err);
 
+        // Malformed requests on the socket: refused, nothing done.
+        using (var c = Cow.Cli.Service.ControlClient.TryConnect(s.SocketPath, out var why) ?? throw new Xunit.Sdk.XunitException($"connect: {why}"))
+        {
+            foreach (var bad in new[]
+            {
+                new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday" },
+                new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday", ["paths"] = "/vm.img" },
+                new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday", ["paths"] = new JsonArray(1) },
+                new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday", ["paths"] = new JsonArray("/vm.img"), ["dryRun"] = "yes" },
+                new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday", ["paths"] = new JsonArray("vm.img") },
+            })
+            {
+                var r = c.Request(bad);
+                Assert.False((bool)r["ok"]!, bad.ToJsonString());
+                Assert.Equal("EINVAL", (string?)r["error"]);
+            }
+            var dry = c.Request(new JsonObject { ["verb"] = "snapshot-restore", ["pool"] = "p0", ["name"] = "monday", ["paths"] = new JsonArray("/vm.img"), ["dryRun"] = true });
+            Assert.True((bool)dry["ok"]!, dry.ToJsonString());
+            Assert.Equal("unchanged", (string?)dry["changes"]![0]!["action"]);
+        }
+
         Ok(s.Cli(null, "snapshot", "delete", mnt, "monday"));
         s.Terminate();
         Assert.Equal(0, s.WaitExit());
