@@ -308,6 +308,7 @@ public static partial class Program
             SnapshotReleaseCommand(),
             SnapshotRollbackCommand(),
             SnapshotCloneCommand(),
+            SnapshotRestoreCommand(),
             SnapshotDiffCommand(),
             SnapshotWrapCommand(),
         };
@@ -410,66 +411,6 @@ public static partial class Program
             else report = pool.Fsck(verifyData: verify);
             Console.WriteLine(report.ToString());
             return report.Clean ? 0 : 1;
-        }));
-        return cmd;
-    }
-
-    /// <summary>The main job on an embedded default: make a pool of sparse image files, write a file,
-    /// snapshot, overwrite, read both versions back, check the pool.</summary>
-    private static Command Demo()
-    {
-        var dir = new Argument<string>("pool") { Description = "pool folder to create (default ./demo-pool; a previous demo pool there is replaced)", DefaultValueFactory = _ => "demo-pool" };
-        var remove = new Option<bool>("--remove") { Description = "remove the pool folder afterwards" };
-        var cmd = new Command("demo", "make a pool, write a file, snapshot, overwrite part of it, read both versions back, fsck") { dir, remove };
-        cmd.SetAction(r => Guard(() =>
-        {
-            var folder = Path.GetFullPath(r.GetValue(dir)!);
-            const string marker = ".cow-demo";
-            if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any())
-            {
-                if (!File.Exists(Path.Combine(folder, marker))) return Fail($"{folder} exists, is not empty and is not a demo pool; give a new folder");
-                Directory.Delete(folder, recursive: true);
-            }
-            try
-            {
-                AnsiConsole.MarkupLine($"[bold]cow demo[/] in {Markup.Escape(folder)}");
-                using (var pool = Pool.Create(folder, new PoolCreateOptions { BaseSize = 256L << 20, LogSize = 1L << 30 }))
-                    AnsiConsole.MarkupLine($"mkfs: base.img 256 MiB + log.img 1 GiB (sparse), pool uuid {pool.Engine.PoolUuid}");
-                File.WriteAllText(Path.Combine(folder, marker), "made by cow demo; cow demo replaces this folder\n");
-                using (var pool = Pool.Open(folder))
-                {
-                    var v1 = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("version one of the file\n", 50_000)));
-                    Check(WriteFile(pool.Live, "/data.txt", new MemoryStream(v1)), "write v1");
-                    AnsiConsole.MarkupLine($"wrote /data.txt: {v1.Length:N0} bytes (fsync'd)");
-                    var sw = System.Diagnostics.Stopwatch.StartNew();
-                    Check(pool.Engine.CreateSnapshot("before", out var s), "snapshot");
-                    AnsiConsole.MarkupLine($"snapshot 'before' at generation {s.Gen} in {sw.Elapsed.TotalMilliseconds:F2} ms");
-                    var v2 = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("VERSION TWO, overwritten\n", 4_000)));
-                    Check(pool.Live.Resolve("/data.txt", out var f), "lookup");
-                    Check(pool.Live.Write(f.Ino, 0, v2, out _), "overwrite");
-                    Check(pool.Live.Fsync(f.Ino), "fsync");
-                    AnsiConsole.MarkupLine($"overwrote the first {v2.Length:N0} bytes of /data.txt in place (out of place on the log device)");
-                }
-                using (var pool = Pool.Open(folder))
-                {
-                    Check(ReadFile(pool.Live, "/data.txt", out var live), "read live");
-                    Check(ReadFile(pool.Snapshot("before")!, "/data.txt", out var old), "read snapshot");
-                    AnsiConsole.MarkupLine($"after reopening: live /data.txt starts [green]{Markup.Escape(Encoding.UTF8.GetString(live, 0, 24).TrimEnd())}[/] ({live.Length:N0} bytes)");
-                    AnsiConsole.MarkupLine($"               snapshot 'before' starts [green]{Markup.Escape(Encoding.UTF8.GetString(old, 0, 23).TrimEnd())}[/] ({old.Length:N0} bytes)");
-                    AnsiConsole.MarkupLine("the rest of the file is shared: each side holds only the blocks it changed (exclusive):");
-                    if (!old.AsSpan().StartsWith("version one"u8) || !live.AsSpan().StartsWith("VERSION TWO"u8)) return Fail("the versions read back are wrong");
-                    AnsiConsole.Write(SpaceTable(pool, snapshotsOnly: false));
-                    var report = pool.Fsck();
-                    AnsiConsole.MarkupLine($"fsck: {Markup.Escape(report.ToString())}");
-                    if (!r.GetValue(remove))
-                        AnsiConsole.MarkupLine($"the pool stays in {Markup.Escape(folder)}: try [bold]cow ls {Markup.Escape(folder)} /[/], [bold]cow cat {Markup.Escape(folder)} /data.txt --snapshot before[/], [bold]cow snapshot list {Markup.Escape(folder)}[/]");
-                    return report.Clean ? 0 : 1;
-                }
-            }
-            finally
-            {
-                if (r.GetValue(remove)) try { Directory.Delete(folder, recursive: true); } catch (IOException) { }
-            }
         }));
         return cmd;
     }

@@ -61,7 +61,7 @@ public static partial class Program
             Console.Error.WriteLine($"cow: {(string?)r["message"]} ({(string?)r["error"]})");
             return (string?)r["error"] == "EINVAL" ? 2 : 1;
         }
-        if (ok != null) return ok(r);
+        if (ok != null) { r["via"] = (string?)p["via"]; return ok(r); }   // "via": who answered, for the caller's message
         if ((string?)r["message"] is { Length: > 0 } m) Console.WriteLine($"{m} (through {(string?)p["via"]})");
         return 0;
     });

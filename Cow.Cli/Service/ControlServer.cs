@@ -266,6 +266,7 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,
 /// <c>{"verb":"snapshot-diff","pool":P,"name":N,"to":M?}</c> (rows in "changes"),
 /// <c>{"verb":"snapshot-clone","pool":P,"name":N,"destination":D,"from":F?}</c>,
+/// <c>{"verb":"snapshot-restore","pool":P,"name":N,"paths":[...],"dryRun":B?}</c> (rows {path, action} in "changes"),
 /// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;
 /// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c>
 /// (P: pool name, pool folder or mount point). Responses have

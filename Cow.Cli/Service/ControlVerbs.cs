@@ -24,6 +24,7 @@ public sealed partial class ControlServer
         new("snapshot-release", (s, r, u) => s.SnapshotOp("snapshot-release", r, u)),
         new("snapshot-diff", (s, r, u) => s.SnapshotOp("snapshot-diff", r, u)),
         new("snapshot-clone", (s, r, u) => s.SnapshotOp("snapshot-clone", r, u)),
+        new("snapshot-restore", (s, r, u) => s.SnapshotOp("snapshot-restore", r, u)),
         new("snapshot-rollback", (s, r, u) => s.SnapshotOp("snapshot-rollback", r, u)),
         new("df", (s, r, _) => s.Df(r)),
     ];
@@ -129,7 +130,7 @@ public sealed partial class ControlServer
         ? $"this cow mount serves no mounted pool '{poolName}' (the status request names its pool)"
         : $"this service serves no mounted pool '{poolName}' (the status request lists them)");
 
-    /// <summary>hold/release/diff/clone on the mounted pool's engine; rollback with the pool unmounted for the
+    /// <summary>hold/release/diff/clone/restore on the mounted pool's engine; rollback with the pool unmounted for the
     /// time of it (<see cref="PoolMounts.WithPoolUnmounted{T}"/>).</summary>
     private JsonObject SnapshotOp(string verb, JsonObject req, uint uid)
     {
@@ -167,6 +168,23 @@ public sealed partial class ControlServer
                 var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
                 if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
                 r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
+                break;
+            }
+            case "snapshot-restore":
+            {
+                // Restored entries and inodes reach the kernel as FUSE notifications (the mount's TreeChangeNotifier).
+                if (!req.TryGetPropertyValue("paths", out var pn) || pn is not JsonArray arr || arr.Any(x => x is not JsonValue v || !v.TryGetValue<string>(out _)))
+                    return ControlProtocol.Error("EINVAL", "snapshot-restore needs \"paths\": an array of paths in the pool");
+                var paths = arr.Select(x => x!.GetValue<string>()).ToList();
+                bool dryRun = false;
+                if (req["dryRun"] is { } dn && !(dn is JsonValue dv && dv.TryGetValue(out dryRun)))
+                    return ControlProtocol.Error("EINVAL", "\"dryRun\" must be true or false");
+                if (SnapshotRestoreOps.PathsProblem(paths) is { } pp) return ControlProtocol.Error("EINVAL", pp);
+                // Dirty pages the kernel holds (writeback cache) would be written back over the restored files when
+                // it drops them: push them to the pool first, as a snapshot does.
+                if (!dryRun && Program.SyncMount(p.Config.MountPoint, name!) is { } failed)
+                    return ControlProtocol.Error(failed.Code.ToString(), $"snapshot restore {name}: syncfs of {p.Config.MountPoint} failed ({failed.Code}); nothing was restored");
+                r = mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
                 break;
             }
             default:

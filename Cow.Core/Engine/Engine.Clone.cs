@@ -35,56 +35,89 @@ public sealed partial class Engine
     /// length, or overlapping ranges of one file), EFBIG (the destination would pass
     /// <see cref="MaxFileSize"/>), ENOSPC/EIO from the copy path.
     /// </summary>
-    public Errno CloneRange(long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
+    public Errno CloneRange(long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied) =>
+        CloneRange(LiveTree, srcIno, srcOffset, dstIno, dstOffset, length, out copied);
+
+    /// <summary>
+    /// <see cref="CloneRange(long, long, long, long, long, out long)"/> with the source in
+    /// <paramref name="srcTree"/>: the live tree, or a snapshot (copy_file_range from a file under
+    /// <c>.snapshots</c> into a live file). A snapshot's blocks are shared exactly as a live file's are: each
+    /// block mapped again gains one reference, so it stays allocated after the snapshot is deleted for as
+    /// long as the live file maps it. ESTALE: the snapshot was deleted.
+    /// </summary>
+    internal Errno CloneRange(ITreeReader srcTree, long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
     {
         copied = 0;
         if (srcOffset < 0 || dstOffset < 0 || length < 0) return Errno.EINVAL;
-        LiveInode? src, dst;
+        bool live = !srcTree.ReadOnly;
+        LiveInode? src = null, dst;
         lock (_lock)
         {
             if (_failure != null) return Errno.EIO;
-            src = Live(srcIno);
+            if (srcTree.Gone) return Errno.ESTALE;
+            var srcRec = live ? (src = Live(srcIno))?.Rec : srcTree.Inode(srcIno);
             dst = Live(dstIno);
-            if (src == null || dst == null) return Errno.ENOENT;
-            if (IsDir(src.Rec) || IsDir(dst.Rec)) return Errno.EISDIR;
-            if ((src.Rec.Mode & S_IFMT) != S_IFREG || (dst.Rec.Mode & S_IFMT) != S_IFREG) return Errno.EINVAL;
-            src.Pins++;
+            if (srcRec == null || dst == null) return Errno.ENOENT;
+            if (IsDir(srcRec) || IsDir(dst.Rec)) return Errno.EISDIR;
+            if ((srcRec.Mode & S_IFMT) != S_IFREG || (dst.Rec.Mode & S_IFMT) != S_IFREG) return Errno.EINVAL;
+            if (src != null) src.Pins++;
             if (dst != src) dst.Pins++;
         }
+        var source = new CloneSource(srcTree, srcIno, src);
         try
         {
+            if (src == null)
+            {
+                // A snapshot's file never changes: only the destination's gate is needed.
+                dst.WriteGate.Wait();
+                try { return CloneGated(source, srcOffset, dst, dstOffset, length, out copied); }
+                finally { dst.WriteGate.Release(); }
+            }
             var first = src.Ino <= dst.Ino ? src : dst;
             var second = first == src ? dst : src;
             first.WriteGate.Wait();
             try
             {
                 if (second != first) second.WriteGate.Wait();
-                try { return CloneGated(src, srcOffset, dst, dstOffset, length, out copied); }
+                try { return CloneGated(source, srcOffset, dst, dstOffset, length, out copied); }
                 finally { if (second != first) second.WriteGate.Release(); }
             }
             finally { first.WriteGate.Release(); }
         }
         finally
         {
-            Unpin(src);
+            if (src != null) Unpin(src);
             if (dst != src) Unpin(dst);
         }
     }
 
-    /// <summary>The body of <see cref="CloneRange"/>; the caller holds both files' WriteGates.</summary>
-    private Errno CloneGated(LiveInode src, long srcOff, LiveInode dst, long dstOff, long length, out long copied)
+    /// <summary>The source file of a clone: a live inode (<see cref="Live"/> set, its WriteGate held by the
+    /// caller) or an inode of a snapshot tree (immutable). Every member is used under <c>_lock</c>.</summary>
+    private readonly record struct CloneSource(ITreeReader Tree, long Ino, LiveInode? Live)
+    {
+        public bool Same(LiveInode dst) => ReferenceEquals(Live, dst);
+    }
+
+    private bool SourceGone(in CloneSource s) => s.Live != null ? s.Live.Deleted : s.Tree.Gone;
+    private long SourceSize(in CloneSource s) => s.Live != null ? s.Live.Rec.Size : s.Tree.Inode(s.Ino)?.Size ?? 0;
+    private ChunkRecord? SourceChunk(in CloneSource s, long index) => s.Live != null ? LiveChunk(s.Live, index) : s.Tree.Chunk(s.Ino, index);
+    private List<ChunkRecord> SourceChunks(in CloneSource s) => s.Live != null ? LiveChunks(s.Live) : s.Tree.Chunks(s.Ino);
+
+    /// <summary>The body of <see cref="CloneRange(ITreeReader, long, long, long, long, long, out long)"/>; the
+    /// caller holds the WriteGates of the destination and of a live source.</summary>
+    private Errno CloneGated(CloneSource src, long srcOff, LiveInode dst, long dstOff, long length, out long copied)
     {
         copied = 0;
         long srcSize;
         lock (_lock)
         {
-            if (src.Deleted || dst.Deleted) return Errno.ENOENT;
-            srcSize = src.Rec.Size;
+            if (SourceGone(src) || dst.Deleted) return src.Live == null && src.Tree.Gone ? Errno.ESTALE : Errno.ENOENT;
+            srcSize = SourceSize(src);
         }
         long len = srcOff >= srcSize ? 0 : Math.Min(length, srcSize - srcOff);
         if (len == 0) return 0;
         if (dstOff >= MaxFileSize || len > MaxFileSize - dstOff) return Errno.EFBIG;
-        if (src == dst && srcOff < dstOff + len && dstOff < srcOff + len) return Errno.EINVAL;
+        if (src.Same(dst) && srcOff < dstOff + len && dstOff < srcOff + len) return Errno.EINVAL;
 
         long mask = BlockSize - 1;
         Errno err;
@@ -101,12 +134,12 @@ public sealed partial class Engine
                 long nb = rest >> BlockShift, tail = rest & mask;
                 lock (_lock)
                 {
-                    if (src.Deleted || dst.Deleted) err = Errno.ENOENT;
+                    if (SourceGone(src) || dst.Deleted) err = src.Live == null && src.Tree.Gone ? Errno.ESTALE : Errno.ENOENT;
                     else
                     {
                         // A partial last block ending at the source's end (its bytes past the end are zero)
                         // may become the destination's last block whole.
-                        bool shareTail = tail > 0 && src != dst && srcOff + len == src.Rec.Size && dstOff + len >= dst.Rec.Size;
+                        bool shareTail = tail > 0 && !src.Same(dst) && srcOff + len == SourceSize(src) && dstOff + len >= dst.Rec.Size;
                         long shared = shareTail ? nb + 1 : nb;
                         if (shared > 0)
                         {
@@ -140,13 +173,13 @@ public sealed partial class Engine
     /// Source holes stay holes. Under <c>_lock</c>, with both WriteGates held; when the files are one,
     /// the ranges do not overlap. The destination's size is the caller's business.
     /// </summary>
-    private void ShareBlocks(LiveInode src, long sFb, LiveInode dst, long dFb, long n)
+    private void ShareBlocks(in CloneSource src, long sFb, LiveInode dst, long dFb, long n)
     {
         PunchRange(dst, dFb, dFb + n);
         long firstChunk = sFb / ChunkBlocks, lastChunk = (sFb + n - 1) / ChunkBlocks;
         IEnumerable<long> indexes = lastChunk - firstChunk < 64
             ? Enumerable.Range(0, (int)(lastChunk - firstChunk + 1)).Select(i => firstChunk + i)
-            : LiveChunks(src).Where(c => c.Index >= firstChunk && c.Index <= lastChunk).Select(c => c.Index).ToList();
+            : SourceChunks(src).Where(c => c.Index >= firstChunk && c.Index <= lastChunk).Select(c => c.Index).ToList();
         var sums = ArrayPool<uint>.Shared.Rent(ChunkBlocks);
         var pieces = new List<Extent>();
         try
@@ -155,7 +188,7 @@ public sealed partial class Engine
             {
                 // Copy what the source chunk maps in the range before changing anything: with one file,
                 // the destination's chunk may be this very chunk (made private or re-created below).
-                var c = LiveChunk(src, idx);
+                var c = SourceChunk(src, idx);
                 if (c == null) continue;
                 long cStart = idx * ChunkBlocks;
                 uint a = (uint)Math.Max(0, sFb - cStart), b = (uint)Math.Min(ChunkBlocks, sFb + n - cStart);
@@ -178,7 +211,7 @@ public sealed partial class Engine
     /// <summary>Copies bytes [srcOff, srcOff+n) of <paramref name="src"/> to <paramref name="dstOff"/> of
     /// <paramref name="dst"/> through the read and write paths (holes are read as zeros and written).
     /// Adds what it wrote to <paramref name="copied"/>. The caller holds both WriteGates.</summary>
-    private Errno CopyBytes(LiveInode src, long srcOff, LiveInode dst, long dstOff, long n, ref long copied)
+    private Errno CopyBytes(in CloneSource src, long srcOff, LiveInode dst, long dstOff, long n, ref long copied)
     {
         var buf = ArrayPool<byte>.Shared.Rent((int)Math.Min(n, CloneCopyBuffer));
         try
@@ -186,7 +219,7 @@ public sealed partial class Engine
             while (n > 0)
             {
                 int want = (int)Math.Min(n, CloneCopyBuffer);
-                var e = Read(LiveTree, src.Ino, srcOff, buf.AsSpan(0, want), out int got);
+                var e = Read(src.Tree, src.Ino, srcOff, buf.AsSpan(0, want), out int got);
                 if (e != 0) return e;
                 if (got == 0) throw new InvalidOperationException($"clone: inode {src.Ino} shrank under its WriteGate"); // a bug, not an I/O error
                 long pos = dstOff;

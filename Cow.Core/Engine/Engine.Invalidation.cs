@@ -28,8 +28,51 @@ public interface IMappingInvalidationListener
     void MappingsInvalidated(ReadOnlySpan<MappingRange> ranges);
 }
 
+/// <summary>
+/// A change of the live tree made behind the kernel's back (not by a request the kernel sent: a snapshot
+/// restore): with <see cref="Name"/> set, entry <see cref="Name"/> of directory <see cref="Parent"/> was
+/// removed, made or replaced (a cached dentry or negative dentry of it is stale); with <see cref="Ino"/> set,
+/// inode <see cref="Ino"/>'s attributes, and for a file its contents, changed (cached attributes and pages
+/// are stale).
+/// </summary>
+public readonly record struct TreeChange(long Parent, string? Name, long Ino);
+
+/// <summary>
+/// Told about <see cref="TreeChange"/>s, after they are committed, on the thread that made them, with no
+/// engine lock held: an implementation may block briefly (a kernel notification) but must not call into the
+/// engine. It must not throw (an exception is reported through <see cref="Engine.Problem"/> and ignored).
+/// </summary>
+public interface ITreeChangeListener
+{
+    void TreeChanged(IReadOnlyList<TreeChange> changes);
+}
+
 public sealed partial class Engine
 {
+    private volatile ITreeChangeListener[] _treeListeners = [];
+
+    /// <summary>Starts telling <paramref name="listener"/> about changes of the live tree made behind the kernel's back.</summary>
+    public void AddTreeChangeListener(ITreeChangeListener listener)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        lock (_lock) _treeListeners = [.. _treeListeners, listener];
+    }
+
+    public void RemoveTreeChangeListener(ITreeChangeListener listener)
+    {
+        lock (_lock) _treeListeners = _treeListeners.Where(l => !ReferenceEquals(l, listener)).ToArray();
+    }
+
+    /// <summary>Hands <paramref name="changes"/> to the tree-change listeners. No engine lock held.</summary>
+    private void DeliverTreeChanges(List<TreeChange> changes)
+    {
+        foreach (var l in _treeListeners)
+        {
+            try { l.TreeChanged(changes); }
+            catch (Exception e) { Report($"tree change listener failed: {e.Message}"); }
+        }
+    }
+
     // Listeners: copy-on-write array, replaced under _lock, read without it.
     private volatile IMappingInvalidationListener[] _mappingListeners = [];
     // Ranges recorded and not yet delivered (under _lock), a spare list to swap with, and the number of

@@ -244,65 +244,74 @@ public sealed partial class Engine
             var tree = _snapCache.View(snap.Gen);
             e = ResolveIn(tree, sourcePath, out long top);
             if (e != 0) return e;
-
-            // Walk the source subtree: every inode once (hard links counted), new inode numbers in walk order.
-            var map = new Dictionary<long, long>();
-            var links = new Dictionary<long, uint>();
-            var order = new List<long>();
-            var entries = new List<DirentRecord>();
-            var queue = new Queue<long>();
-            map[top] = _pool.NextIno++; order.Add(top); links[top] = 1;
-            if (IsDir(tree.Inode(top)!)) queue.Enqueue(top);
-            while (queue.Count > 0)
-            {
-                long dir = queue.Dequeue();
-                foreach (var d in tree.Dir(dir)!.ByPos.Values)
-                {
-                    entries.Add(d);
-                    if (map.ContainsKey(d.Child)) { links[d.Child]++; continue; }
-                    var c = tree.Inode(d.Child) ?? throw new InvalidDataException($"snapshot '{name}': directory {dir} entry '{d.Name}' names missing inode {d.Child}");
-                    map[d.Child] = _pool.NextIno++; order.Add(d.Child); links[d.Child] = 1;
-                    if (IsDir(c)) queue.Enqueue(d.Child);
-                }
-            }
-            long now = NowNs();
-            foreach (long old in order)
-            {
-                var r = tree.Inode(old)!.Clone();
-                r.Rid = NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
-                if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
-                else r.Nlink = links[old];
-                r.CtimeNs = now;
-                var li = new LiveInode(r) { AllChunksLoaded = true };
-                if (IsDir(r)) li.Dir = new DirState();
-                _live[r.Ino] = li;
-                _dirtyInodes.Add(li);
-                Touch(li);
-                if ((r.Mode & S_IFMT) == S_IFREG)
-                    foreach (var c in tree.Chunks(old))
-                    {
-                        var n = c.CloneAsNewVersion();
-                        n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Ino = r.Ino;
-                        foreach (var x in n.Extents) _space[x.Device].AddRef(x.Address, x.Count);
-                        CacheChunk(li, n.Index, n);
-                        _dirtyChunks.Add(n);
-                    }
-            }
-            foreach (var d in entries)
-            {
-                var n = d.Clone();
-                n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Dir = map[d.Dir]; n.Child = map[d.Child];
-                _live[n.Dir].Dir!.Add(n);
-                _dirtyDirents.Add(n);
-            }
-            var topRec = _live[map[top]].Rec;
-            AddDirent(parent, newName, topRec.Ino, (topRec.Mode & S_IFMT) >> 12);
-            var p = MutableInode(parent);
-            p.MtimeNs = p.CtimeNs = now;
-            if (IsDir(topRec)) p.Nlink++;
+            CloneSubtreeLocked(tree, top, parent, newName, NowNs());
             CommitLocked(null);
             return 0;
         }
+    }
+
+    /// <summary>Copies the subtree of <paramref name="tree"/> at inode <paramref name="top"/> to the new entry
+    /// <paramref name="newName"/> of live directory <paramref name="parent"/> (which must not have it): new inode
+    /// numbers, the same names, attributes, xattrs and hard links (within the copy), ctime <paramref name="now"/>,
+    /// every data extent shared (one reference per mapping). Returns the new inode number of the top. Under _lock.</summary>
+    private long CloneSubtreeLocked(ITreeReader tree, long top, LiveInode parent, string newName, long now)
+    {
+        long parentIno = parent.Ino;
+        // Walk the source subtree: every inode once (hard links counted), new inode numbers in walk order.
+        var map = new Dictionary<long, long>();
+        var links = new Dictionary<long, uint>();
+        var order = new List<long>();
+        var entries = new List<DirentRecord>();
+        var queue = new Queue<long>();
+        map[top] = _pool.NextIno++; order.Add(top); links[top] = 1;
+        if (IsDir(tree.Inode(top)!)) queue.Enqueue(top);
+        while (queue.Count > 0)
+        {
+            long dir = queue.Dequeue();
+            foreach (var d in tree.Dir(dir)!.ByPos.Values)
+            {
+                entries.Add(d);
+                if (map.ContainsKey(d.Child)) { links[d.Child]++; continue; }
+                var c = tree.Inode(d.Child) ?? throw new InvalidDataException($"generation {tree.Gen}: directory {dir} entry '{d.Name}' names missing inode {d.Child}");
+                map[d.Child] = _pool.NextIno++; order.Add(d.Child); links[d.Child] = 1;
+                if (IsDir(c)) queue.Enqueue(d.Child);
+            }
+        }
+        foreach (long old in order)
+        {
+            var r = tree.Inode(old)!.Clone();
+            r.Rid = NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
+            if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
+            else r.Nlink = links[old];
+            r.CtimeNs = now;
+            var li = new LiveInode(r) { AllChunksLoaded = true };
+            if (IsDir(r)) li.Dir = new DirState();
+            _live[r.Ino] = li;
+            _dirtyInodes.Add(li);
+            Touch(li);
+            if ((r.Mode & S_IFMT) == S_IFREG)
+                foreach (var c in tree.Chunks(old))
+                {
+                    var n = c.CloneAsNewVersion();
+                    n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Ino = r.Ino;
+                    foreach (var x in n.Extents) _space[x.Device].AddRef(x.Address, x.Count);
+                    CacheChunk(li, n.Index, n);
+                    _dirtyChunks.Add(n);
+                }
+        }
+        foreach (var d in entries)
+        {
+            var n = d.Clone();
+            n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Dir = map[d.Dir]; n.Child = map[d.Child];
+            _live[n.Dir].Dir!.Add(n);
+            _dirtyDirents.Add(n);
+        }
+        var topRec = _live[map[top]].Rec;
+        AddDirent(parent, newName, topRec.Ino, (topRec.Mode & S_IFMT) >> 12);
+        var p = MutableInode(parent);
+        p.MtimeNs = p.CtimeNs = now;
+        if (IsDir(topRec)) p.Nlink++;
+        return topRec.Ino;
     }
 
     // ---------------------------------------------------------------- diff

@@ -17,7 +17,8 @@ namespace Cow.Core.Engine;
 /// maps, reservations, pool record). <c>_commitLock</c> serialises commits and snapshot operations.
 /// Lock order: <c>_commitLock</c> → a file's <c>WriteGate</c> is never taken inside it; <c>WriteGate</c>
 /// → <c>_lock</c>; an operation holds one file's <c>WriteGate</c>, except <see cref="CloneRange"/>, which
-/// holds two, taken lower inode number first; <c>_commitLock</c> → <c>_lock</c>; <c>_reuseGate</c> is taken with no other lock
+/// holds two, and <see cref="RestoreFromSnapshot"/>, which holds those of the files it replaces in place, all
+/// taken lower inode number first with no engine lock held (then <c>_commitLock</c> → <c>_lock</c>); <c>_commitLock</c> → <c>_lock</c>; <c>_reuseGate</c> is taken with no other lock
 /// held except in <see cref="Commit"/> (after <c>_commitLock</c>, before <c>_lock</c>). Device data I/O
 /// runs outside <c>_lock</c>: writes go to reserved blocks nobody else can see, and reads hold
 /// <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them. Two

@@ -267,6 +267,20 @@ public sealed class FileSystemView
         try { return Changed(_e.CloneRange(srcIno, srcOffset, dstIno, dstOffset, length, out copied)); } catch (IOException e) { return IoFailed(e); }
     }
 
+    /// <summary>copy_file_range(2) from file <paramref name="srcIno"/> of <paramref name="source"/> (this view, or
+    /// a snapshot of the same pool) into file <paramref name="dstIno"/> of this view (EROFS unless this is the
+    /// live tree; EXDEV when <paramref name="source"/> belongs to another pool; ESTALE when its snapshot was
+    /// deleted). Blocks are shared as <see cref="CopyFileRange(long, long, long, long, long, out long)"/> shares
+    /// them, so restoring a file from <c>.snapshots</c> with cp takes no new space.</summary>
+    public Errno CopyFileRange(FileSystemView source, long srcIno, long srcOffset, long dstIno, long dstOffset, long length, out long copied)
+    {
+        copied = 0;
+        if (ReadOnly) return Errno.EROFS;
+        if (!ReferenceEquals(source._e, _e)) return Errno.EXDEV;
+        if (source.Stale) return Errno.ESTALE;
+        try { return Changed(_e.CloneRange(source._tree, srcIno, srcOffset, dstIno, dstOffset, length, out copied)); } catch (IOException e) { return IoFailed(e); }
+    }
+
     public Errno SetXattr(long ino, string name, byte[] value, XattrSetFlags flags = XattrSetFlags.None)
     {
         if (ReadOnly) return Errno.EROFS;

@@ -262,8 +262,10 @@ public static partial class OpcodeTable
     }
 
     /// <summary>COPY_FILE_RANGE (reply fuse_write_out, so at most 4 GiB − 4 KiB per call) and
-    /// COPY_FILE_RANGE_64 (reply fuse_copy_file_range_out). Both files must be in one tree, else EXDEV (the
-    /// kernel then copies through splice itself).</summary>
+    /// COPY_FILE_RANGE_64 (reply fuse_copy_file_range_out). The destination is in the mounted tree; the source
+    /// is in the same tree or in a snapshot under <c>.snapshots</c> (blocks are shared either way: restoring a
+    /// file with <c>cp .snapshots/S/f f</c> takes no new space). Anything else is EXDEV (the kernel then copies
+    /// through splice itself).</summary>
     private static Errno CopyFileRange(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
@@ -274,11 +276,11 @@ public static partial class OpcodeTable
         if (e != 0) return e;
         if (src.IsSnapshotDir || dst.IsSnapshotDir) return Errno.EISDIR;
         if (i.Flags != 0) return Errno.EINVAL;
-        if (src.View != dst.View) return Errno.EXDEV;
+        if (src.View != dst.View && (dst.View != d.Root || !src.View!.ReadOnly)) return Errno.EXDEV;
         if (i.OffIn > long.MaxValue || i.OffOut > long.MaxValue) return Errno.EINVAL;
         bool wide = h.Opcode == (uint)FuseOpcode.CopyFileRange64;
         ulong len = Math.Min(i.Len, wide ? (ulong)long.MaxValue : (ulong)(uint.MaxValue & ~0xFFFu));
-        e = src.View!.CopyFileRange(src.Ino, (long)i.OffIn, dst.Ino, (long)i.OffOut, (long)len, out long copied);
+        e = dst.View!.CopyFileRange(src.View!, src.Ino, (long)i.OffIn, dst.Ino, (long)i.OffOut, (long)len, out long copied);
         if (e != 0) return e;
         if (wide)
         {

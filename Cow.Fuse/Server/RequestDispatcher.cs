@@ -74,6 +74,7 @@ public sealed class RequestDispatcher
         if (Options.Snapshot is { } name)
             root = pool.Snapshot(name) ?? throw new ArgumentException($"The pool has no snapshot named '{name}' (cow snapshot list shows them).", nameof(options));
         Nodes = new NodeTable(pool, root);
+        _treeChanges = new TreeChangeNotifier(this);
         MountTimeNs = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
     }
 
@@ -99,6 +100,7 @@ public sealed class RequestDispatcher
     private volatile uint _liveAttrFlags;  // fuse_attr.flags of live inodes, set at INIT
     private volatile int _fuseFd = -1;
     private volatile NotifySender? _notify;
+    private readonly TreeChangeNotifier _treeChanges;  // live mounts: attached at INIT, detached when the connection ends
 
     public Pool Pool { get; }
     public FuseMountOptions Options { get; }
@@ -173,6 +175,7 @@ public sealed class RequestDispatcher
     public void ConnectionEnded()
     {
         _notify = null;
+        _treeChanges.Detach();
         _iomap?.Detach();
         Dirs.ReleaseAll();
     }
@@ -186,6 +189,7 @@ public sealed class RequestDispatcher
     {
         NegotiatedMinor = minor;
         NegotiatedFlags = flags;
+        if (!Root.ReadOnly) _treeChanges.Attach();
         if ((flags & FuseInitFlags.Iomap) != 0)
         {
             var io = new IomapConnection(this);
@@ -210,6 +214,7 @@ public sealed class RequestDispatcher
     internal void MarkDestroyed()
     {
         _state = 2;
+        _treeChanges.Detach();
         _iomap?.Detach();
     }
 

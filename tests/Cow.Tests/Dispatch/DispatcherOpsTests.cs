@@ -429,11 +429,17 @@ public sealed class DispatcherOpsTests : DispatchTestBase
         Assert.Equal(EISDIR, Error(FuseOpcode.CopyFileRange, src.NodeId, CopyIn(0, 1, 0, 10)));
         Assert.Equal(ENOENT, Error(FuseOpcode.CopyFileRange, src.NodeId, CopyIn(0, 424242, 0, 10)));
 
-        // Across trees: EXDEV (the kernel then copies through splice).
+        // From a snapshot into the live tree: shared like a copy within the tree (restoring from .snapshots).
         Assert.Equal(0, (int)_pool.Engine.CreateSnapshot("s", out _));
         var snapRoot = Lookup(NodeTable.SnapshotDirNodeId, "s");
         var snapSrc = Lookup(snapRoot.NodeId, "src");
-        Assert.Equal(EXDEV, Error(FuseOpcode.CopyFileRange, snapSrc.NodeId, CopyIn(0, dst.NodeId, 0, 10)));
+        var restored = CreateFile(1, "restored").Entry;
+        var (hs, bs) = Call(FuseOpcode.CopyFileRange64, snapSrc.NodeId, CopyIn(0, restored.NodeId, 0, ulong.MaxValue));
+        Assert.Equal(0, hs.Error);
+        Assert.Equal((ulong)data.Length, Read<FuseCopyFileRangeOut>(bs).BytesCopied);
+        Assert.Equal(data.AsSpan((2 << 20) + 7, 1000).ToArray(), ReadFile(restored.NodeId, (2 << 20) + 7, 1000));
+        // Into a snapshot: EXDEV (the kernel then tries splice, which the read-only snapshot refuses).
+        Assert.Equal(EXDEV, Error(FuseOpcode.CopyFileRange, dst.NodeId, CopyIn(0, snapSrc.NodeId, 0, 10)));
     }
 
     // ------------------------------------------------------------------ xattrs

@@ -40,7 +40,7 @@ public class SnapshotOpsTests
         return result;
     }
 
-    private static long Mkdir(FileSystemView fs, string path)
+    internal static long Mkdir(FileSystemView fs, string path)
     {
         Ok(fs.ResolveParent(path, out var parent, out var name), $"parent of {path}");
         Ok(fs.Mkdir(parent, name, 0x1ED, 0, 0, out var a), $"mkdir {path}");
@@ -155,7 +155,7 @@ public class SnapshotOpsTests
 
     // ---------------------------------------------------------------- rollback
 
-    private static void BuildTree(FileSystemView fs)
+    internal static void BuildTree(FileSystemView fs)
     {
         Mkdir(fs, "/d");
         Mkdir(fs, "/d/sub");
@@ -169,7 +169,7 @@ public class SnapshotOpsTests
         Ok(fs.SetAttr(f, new SetAttrRequest { Mode = 0x8000 | 0x180, Uid = 7, Gid = 8 }, out _), "setattr");
     }
 
-    private static void ChangeTree(FileSystemView fs, int seed)
+    internal static void ChangeTree(FileSystemView fs, int seed)
     {
         long g = Ino(fs, "/g");
         WriteAt(fs, g, 4096 * 7, Pattern(10_000, seed));

@@ -103,6 +103,18 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         var clash = Cow("snapshot", "clone", mp, "s1", "/restored");
         Assert.Equal(1, clash.Code);
         Assert.Contains("already exists", clash.Err);
+
+        // restore through the mount's socket: the kernel sees the restored bytes at once (same length, cached pages dropped).
+        Assert.Equal("VERSION TWO", File.ReadAllText(Path.Combine(mp, "a")));
+        var dry = Rows(Cow("snapshot", "restore", mp, "s1", "/a", "/b", "--dry-run", "--json").Out).OfType<JsonObject>().ToDictionary(x => (string)x["path"]!, x => (string)x["action"]!);
+        Assert.Equal(("replaced", "removed"), (dry["/a"], dry["/b"]));
+        Assert.Equal("VERSION TWO", File.ReadAllText(Path.Combine(mp, "a")));
+        var restore = Cow("snapshot", "restore", PoolDir, "s1", "/a", "/b");
+        Ok(restore);
+        Assert.Contains("through the cow mount process", restore.Out + restore.Err);
+        Assert.Equal("version one", File.ReadAllText(Path.Combine(mp, "a")));
+        Assert.False(File.Exists(Path.Combine(mp, "b")));
+        File.WriteAllText(Path.Combine(mp, "b"), "new");
         var df = JsonNode.Parse(Cow("df", PoolDir, "--json").Out);
         Assert.Equal(Shape(unmountedDf), Shape(df));
         Assert.Contains(((JsonArray)df!["views"]!).OfType<JsonObject>(), v => (string)v["name"]! == "s1");
