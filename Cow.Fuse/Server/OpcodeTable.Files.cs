@@ -125,6 +125,7 @@ public static partial class OpcodeTable
             e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out count);
         if (e != 0) return e;
         n = Math.Clamp(count, 0, size);
+        if (d.Options.Atime.Policy != AtimePolicy.Noatime) node.View.Accessed(node.Ino, d.Options.Atime.Policy);   // the read stands whatever this answers
         return 0;
     }
 
@@ -149,16 +150,37 @@ public static partial class OpcodeTable
         // possibly before writes it had queued): a write must not overwrite them with the server's clock.
         e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append, touchTimes: !d.WritebackCacheGranted);
         if (e != 0) return e;
-        if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0) KillSuidgid(node.View, node.Ino);
+        if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0 && KillSuidgid(node.View, node.Ino))
+            InvalidateAttributes(d, h.NodeId);
         var o = new FuseWriteOut { Size_ = (uint)written };
         return Write(reply, in o, out n);
     }
 
-    /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.</summary>
-    private static void KillSuidgid(FileSystemView view, long ino)
+    /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.
+    /// True when a bit was cleared.</summary>
+    private static bool KillSuidgid(FileSystemView view, long ino)
     {
-        if (view.GetAttr(ino, out var a) != 0) return;
-        if (ModeWithoutSuidgid(a.Mode) is uint m) view.SetAttr(ino, new SetAttrRequest { Mode = m }, out _);
+        if (view.GetAttr(ino, out var a) != 0) return false;
+        return ModeWithoutSuidgid(a.Mode) is uint m && view.SetAttr(ino, new SetAttrRequest { Mode = m }, out _) == 0;
+    }
+
+    /// <summary>
+    /// FUSE_NOTIFY_INVAL_INODE with a negative offset: the kernel drops the cached attributes of
+    /// <paramref name="nodeId"/> (fuse_reverse_inval_inode: attributes and ACLs only, the page cache is kept).
+    /// For a change the reply does not carry — a WRITE that cleared setuid/setgid: without it, stat would show
+    /// the old mode until the attribute timeout. Sent before the reply, so the change is visible by the time
+    /// the write returns. A kernel that no longer holds the inode (ENOENT) had nothing cached.
+    /// </summary>
+    internal static void InvalidateAttributes(RequestDispatcher d, ulong nodeId)
+    {
+        Span<byte> msg = stackalloc byte[FuseOutHeader.Size + FuseNotifyInvalInodeOut.Size];
+        var hdr = new FuseOutHeader { Len = (uint)msg.Length, Error = (int)FuseNotifyCode.InvalInode, Unique = 0 };
+        var body = new FuseNotifyInvalInodeOut { Ino = nodeId, Off = -1, Len = 0 };
+        MemoryMarshal.Write(msg, in hdr);
+        MemoryMarshal.Write(msg[FuseOutHeader.Size..], in body);
+        var e = d.SendNotification(msg);
+        if (e != 0 && e is not (Errno.ENOENT or Errno.ENOTCONN or Errno.ENODEV))
+            d.LogLine($"FUSE_NOTIFY_INVAL_INODE for node {nodeId} refused: {e}");
     }
 
     /// <summary>The permission bits of <paramref name="mode"/> without S_ISUID, and without S_ISGID when the
