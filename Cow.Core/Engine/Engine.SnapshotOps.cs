@@ -192,6 +192,7 @@ public sealed partial class Engine
             // The restored inodes were cached without their directories and chunks: drop them too, so that
             // everything is read back from the committed records.
             _live.Clear();
+            LoadPreallocTotal();   // the live tree's fallocate reservations are now the snapshot's
             return 0;
         }
     }
@@ -270,6 +271,7 @@ public sealed partial class Engine
             {
                 var r = tree.Inode(old)!.Clone();
                 r.Rid = NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
+                r.Prealloc = null; r.PreallocBlocks = 0;   // a copy holds no fallocate reservation (as cp --reflink)
                 if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
                 else r.Nlink = links[old];
                 r.CtimeNs = now;

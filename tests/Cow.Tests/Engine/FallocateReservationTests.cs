@@ -1,0 +1,139 @@
+using Cow.Core.FileSystem;
+using Mono.Unix.Native;
+using Xunit;
+using static Cow.Tests.Engine.MemoryPool;
+
+namespace Cow.Tests.Engine;
+
+/// <summary>
+/// fallocate (mode 0 and KEEP_SIZE) reserves space as ext4 and btrfs do: ENOSPC with nothing changed when
+/// the space is not there; writes into the reserved range cannot fail for lack of space; the reservation is
+/// counted out of statfs's free space, released by truncate, punch and unlink, and survives a reopen.
+/// </summary>
+public class FallocateReservationTests
+{
+    private const int Block = 4096;
+    private const long MiB = 1 << 20;
+
+    private static long Free(FileSystemView fs) => fs.StatFs().FreeBlocks;
+
+    private static void Ok(Errno e, string what) => Assert.True(e == 0, $"{what}: {e}");
+
+    private static long Size(FileSystemView fs, long ino)
+    {
+        Ok(fs.GetAttr(ino, out var a), "getattr");
+        return a.Size;
+    }
+
+    /// <summary>Appends 64 KiB pieces until ENOSPC; returns the bytes written.</summary>
+    private static long FillUntilFull(FileSystemView fs, long ino)
+    {
+        var buf = new byte[64 * 1024];
+        new Random(3).NextBytes(buf);
+        long off = 0;
+        while (true)
+        {
+            var e = fs.Write(ino, off, buf, out int n);
+            off += n;
+            if (e == Errno.ENOSPC || (e == 0 && n < buf.Length)) return off;
+            Ok(e, $"fill at {off}");
+        }
+    }
+
+    [Fact]
+    public void TwiceTheFreeSpaceIsEnospcAndChangesNothing()
+    {
+        using var mp = new MemoryPool(logSize: 64 * MiB);
+        var fs = mp.Live;
+        long f = CreateFile(fs, "/f");
+        long free = Free(fs);
+        Assert.Equal(Errno.ENOSPC, fs.Fallocate(f, FallocateMode.None, 0, 2 * free * Block));
+        Assert.Equal(Errno.ENOSPC, fs.Fallocate(f, FallocateMode.KeepSize, 0, 2 * free * Block));
+        Assert.Equal(0, Size(fs, f));
+        Assert.Equal(free, Free(fs));
+        Assert.Equal(0, mp.Engine.PreallocatedBlocks);
+    }
+
+    [Fact]
+    public void WritesIntoTheReservedRangeSucceedOnAFullPool()
+    {
+        using var mp = new MemoryPool(logSize: 64 * MiB);
+        var fs = mp.Live;
+        long f = CreateFile(fs, "/f");
+        long free = Free(fs);
+        long len = free * 6 / 10 * Block;
+        Ok(fs.Fallocate(f, FallocateMode.None, 0, len), "fallocate 60%");
+        Assert.Equal(len, Size(fs, f));
+        long after = Free(fs);
+        Assert.InRange(free - after, len / Block, len / Block + 1);   // the range, and one block of slack
+
+        long other = CreateFile(fs, "/other");
+        long filled = FillUntilFull(fs, other);
+        Assert.True(filled > 0 && filled <= after * Block, $"the other file took {filled} bytes, {after * Block} were free");
+        Assert.Equal(0, Free(fs));
+        Assert.Equal(Errno.ENOSPC, fs.Fallocate(other, FallocateMode.KeepSize, filled, 1 << 20));
+
+        // Every byte of the reserved range, in pieces, then over again (overwrites on a full pool).
+        var data = new byte[len];
+        new Random(5).NextBytes(data);
+        for (int pass = 0; pass < 2; pass++)
+            for (long off = 0; off < len; off += 60 * 1024 + 17)
+            {
+                int n = (int)Math.Min(60 * 1024 + 17, len - off);
+                var e = fs.Write(f, off, data.AsSpan((int)off, n), out int w);
+                Assert.True(e == 0 && w == n, $"pass {pass}: write {n} at {off} of the reserved range: {e}, {w} written");
+            }
+        Assert.Equal(data, ReadAll(fs, f));
+        mp.AssertClean();
+    }
+
+    [Fact]
+    public void ReleasedByTruncatePunchAndUnlinkAndKeptAcrossReopen()
+    {
+        using var mp = new MemoryPool(logSize: 64 * MiB);
+        var fs = mp.Live;
+        long f = CreateFile(fs, "/f");
+        long free = Free(fs);
+        Ok(fs.Fallocate(f, FallocateMode.KeepSize, 0, 4 * MiB), "fallocate keep-size 4 MiB");
+        Assert.Equal(0, Size(fs, f));
+        Assert.Equal(free - 1024 - 1, Free(fs));
+        // A second fallocate of the same range reserves nothing more; a write into it changes nothing either.
+        Ok(fs.Fallocate(f, FallocateMode.KeepSize, 0, 4 * MiB), "again");
+        Assert.Equal(free - 1025, Free(fs));
+        WriteAt(fs, f, 0, new byte[MiB]);
+        Assert.Equal(free - 1025, Free(fs));
+
+        Ok(fs.Fsync(f), "fsync");
+        mp.Reopen();
+        fs = mp.Live;
+        Assert.Equal(free - 1025, Free(fs));
+        Assert.Equal(1024 + 1 - 256, mp.Engine.PreallocatedBlocks);
+
+        // Punch [2 MiB, 3 MiB): 256 reserved holes go back.
+        Ok(fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, 2 * MiB, MiB), "punch");
+        Assert.Equal(1024 + 1 - 256 - 256, mp.Engine.PreallocatedBlocks);
+        // Truncate to 512 KiB: everything past it (past the size too, KEEP_SIZE) goes.
+        Ok(fs.SetAttr(f, new SetAttrRequest { Size = 512 * 1024 }, out _), "truncate");
+        Assert.Equal(1, mp.Engine.PreallocatedBlocks);   // the range [0, 512 KiB) is written: only the slack is left
+        Ok(fs.Fallocate(f, FallocateMode.None, 0, 2 * MiB), "fallocate 2 MiB");
+        Assert.Equal(1 + 384, mp.Engine.PreallocatedBlocks);
+        Ok(fs.Unlink(fs.RootIno, "f"), "unlink");
+        Assert.Equal(0, mp.Engine.PreallocatedBlocks);
+        Ok(fs.Fsync(fs.RootIno), "fsync");
+        mp.Reopen();
+        Assert.Equal(0, mp.Engine.PreallocatedBlocks);
+        mp.AssertClean();
+    }
+
+    [Fact]
+    public void RangeSetArithmetic()
+    {
+        var r = Core.Engine.Engine.RangeAdd(null, 10, 20);
+        r = Core.Engine.Engine.RangeAdd(r, 30, 40);
+        Assert.Equal([10L, 20, 30, 40], r);
+        Assert.Equal([5L, 40], Core.Engine.Engine.RangeAdd(r, 5, 30));
+        Assert.Equal([10L, 20, 25, 26, 30, 40], Core.Engine.Engine.RangeAdd(r, 25, 26));
+        Assert.Equal([10L, 12, 35, 40], Core.Engine.Engine.RangeRemove(r, 12, 35)!);
+        Assert.Null(Core.Engine.Engine.RangeRemove(r, 0, 100));
+    }
+}
