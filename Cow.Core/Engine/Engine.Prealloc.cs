@@ -9,14 +9,14 @@ namespace Cow.Core.Engine;
 //
 // Cow writes out of place, so a reservation is a count, not blocks set aside. The rule:
 // - An inode with fallocated ranges (InodeRecord.Prealloc, persisted) holds prealloc_blocks = the hole blocks
-//   in those ranges + 1. The engine's total of every live inode's prealloc_blocks is kept out of the free
+//   in those ranges + the slack (PreallocSlack: the ranges' length, at most 256 blocks). The engine's total of every live inode's prealloc_blocks is kept out of the free
 //   space: statfs does not count it and writes without a reservation may not use it.
 // - A write of that file may use, besides the unreserved free space, the reserved holes of the range it
-//   writes (filling a hole consumes its reservation: the block is the file's from then on) and the one extra
-//   block, for an overwrite of a block already written in a range: the new block is needed before the old
-//   one is freed, and the old one becomes allocatable once the commit that stopped referencing it is durable
-//   (the userspace write path commits and retries when it runs short and frees are pending). So overwrites
-//   progress with one block of slack; a file a snapshot or a clone shares does not free its old blocks, and
+//   writes (filling a hole consumes its reservation: the block is the file's from then on) and the slack,
+//   for overwrites of blocks already written in a range: the new block is needed before the old one is
+//   freed, and the old one becomes allocatable once the commit that stopped referencing it is durable (the
+//   userspace write path commits and retries when it runs short and frees are pending). So overwrites on a
+//   full pool progress by up to the slack (one 1 MiB WRITE with 4 KiB blocks) per commit; a file a snapshot or a clone shares does not free its old blocks, and
 //   there the promise does not hold (as for btrfs).
 // - Punch, truncate and zero range release the reservation of the whole blocks they cover (zero range frees
 //   the blocks it deallocates, as punch); deleting the inode releases all of it.
@@ -29,6 +29,18 @@ public sealed partial class Engine
 
     /// <summary>Log blocks held out of the free space by fallocate reservations (statfs, tests).</summary>
     internal long PreallocatedBlocks { get { lock (_lock) return _preallocTotal; } }
+
+    /// <summary>Most blocks of overwrite slack a file holds: a whole WRITE (1 MiB) with 4 KiB blocks.</summary>
+    internal const long MaxPreallocSlack = 256;
+
+    /// <summary>The overwrite slack of a file with fallocated <paramref name="ranges"/>: their length in
+    /// blocks, at most <see cref="MaxPreallocSlack"/>; 0 for none.</summary>
+    internal static long PreallocSlack(long[]? ranges)
+    {
+        long len = 0;
+        for (int i = 0; ranges != null && i < ranges.Length && len < MaxPreallocSlack; i += 2) len += ranges[i + 1] - ranges[i];
+        return Math.Min(len, MaxPreallocSlack);
+    }
 
     /// <summary>Sums prealloc_blocks over the live inodes from the committed records (at open, after a rollback).</summary>
     private void LoadPreallocTotal()
@@ -127,15 +139,15 @@ public sealed partial class Engine
 
     /// <summary>
     /// How many blocks from <paramref name="fb"/> on (at most <paramref name="want"/>) a write of the live
-    /// file may allocate now: the unreserved free space, plus its reserved holes in the range, plus the one
-    /// block of overwrite slack for a written block inside a fallocated range. Under _lock.
+    /// file may allocate now: the unreserved free space, plus its reserved holes in the range, plus its
+    /// overwrite slack for written blocks inside a fallocated range. Under _lock.
     /// </summary>
     private long WriteAllowance(LiveInode li, long fb, long want)
     {
         long general = UnreservedFreeBlocks();
         var ranges = li.Rec.Prealloc;
         if (ranges == null || general >= want) return Math.Clamp(general, 0, want);
-        bool slack = true;
+        long slack = PreallocSlack(ranges);
         long b = fb, end = fb + want;
         while (b < end)
         {
@@ -146,8 +158,10 @@ public sealed partial class Engine
             long take = Math.Min(len, Math.Max(0, general));
             general -= take; b += take;
             if (take == len) continue;
-            if (inRange && slack) { slack = false; b++; continue; }
-            break;
+            if (!inRange || slack == 0) break;
+            long more = Math.Min(len - take, slack);
+            slack -= more; b += more;
+            if (take + more < len) break;
         }
         return b - fb;
     }
@@ -158,22 +172,23 @@ public sealed partial class Engine
     private void ConsumePrealloc(LiveInode li, InodeRecord rec, long fb, long n)
     {
         if (rec.Prealloc == null) return;
-        long filled = Math.Min(HolesInRanges(li, rec.Prealloc, fb, fb + n), rec.PreallocBlocks - 1);
+        long filled = Math.Min(HolesInRanges(li, rec.Prealloc, fb, fb + n), rec.PreallocBlocks - PreallocSlack(rec.Prealloc));
         if (filled <= 0) return;
         rec.PreallocBlocks -= filled;
         _preallocTotal -= filled;
     }
 
     /// <summary>Releases the reservation of file blocks [from, to) (punch, truncate, zero range): the range
-    /// leaves the fallocated ranges, and its holes stop being held; when no range is left, the slack block goes
-    /// too. Under _lock, before the extent map changes.</summary>
+    /// leaves the fallocated ranges, its holes stop being held, and the slack shrinks with the ranges (all of
+    /// it goes when none is left). Under _lock, before the extent map changes.</summary>
     private void ReleasePrealloc(LiveInode li, long from, long to)
     {
         if (li.Rec.Prealloc == null || to <= from) return;
         var rec = MutableInode(li);
         long holes = HolesInRanges(li, rec.Prealloc!, from, to);
         var left = RangeRemove(rec.Prealloc!, from, to);
-        long release = left == null ? rec.PreallocBlocks : Math.Min(holes, rec.PreallocBlocks - 1);
+        long release = left == null ? rec.PreallocBlocks
+            : Math.Clamp(holes + PreallocSlack(rec.Prealloc) - PreallocSlack(left), 0, rec.PreallocBlocks - PreallocSlack(left));
         rec.Prealloc = left;
         rec.PreallocBlocks -= release;
         if (left == null) rec.PreallocBlocks = 0;
@@ -189,7 +204,7 @@ public sealed partial class Engine
 
     /// <summary>
     /// fallocate mode 0 / KEEP_SIZE of bytes [offset, end): reserves the hole blocks of the range that no
-    /// earlier fallocate reserved (and the slack block for the first range of the file). ENOSPC, with nothing
+    /// earlier fallocate reserved, and what the slack grows by. ENOSPC, with nothing
     /// changed, when the unreserved free space is smaller. Under the WriteGate.
     /// </summary>
     private Errno ReserveForFallocate(LiveInode li, long offset, long end)
@@ -201,10 +216,11 @@ public sealed partial class Engine
             var ranges = li.Rec.Prealloc;
             long holes = (b - a) - MappedBlocks(li, a, b - a);
             long already = ranges == null ? 0 : HolesInRanges(li, ranges, a, b);
-            long need = holes - already + (ranges == null ? 1 : 0);
+            var grown = RangeAdd(ranges, a, b);
+            long need = holes - already + PreallocSlack(grown) - PreallocSlack(ranges);
             if (need > 0 && need > UnreservedFreeBlocks()) return Errno.ENOSPC;
             var rec = MutableInode(li);
-            rec.Prealloc = RangeAdd(rec.Prealloc, a, b);
+            rec.Prealloc = grown;
             rec.PreallocBlocks += need;
             _preallocTotal += need;
             return 0;
