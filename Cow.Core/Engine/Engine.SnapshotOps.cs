@@ -420,7 +420,8 @@ public sealed partial class Engine
         bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(chunksA(), chunksB()) : ra.Target != rb.Target;
         bool entries = IsDir(ra) && entriesChanged();
         bool meta = ra.Mode != rb.Mode || ra.Uid != rb.Uid || ra.Gid != rb.Gid || ra.Rdev != rb.Rdev || !SameXattrs(ra.Xattrs, rb.Xattrs)
-            || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || ra.AtimeNs != rb.AtimeNs || ra.BtimeNs != rb.BtimeNs));
+            // An atime a read moved (relatime) is not a change; one set explicitly (touch -a) moved ctime too.
+            || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || (ra.AtimeNs != rb.AtimeNs && ra.CtimeNs != rb.CtimeNs) || ra.BtimeNs != rb.BtimeNs));
         if (data) result.Add(new SnapshotChange(path, ChangeKind.ModifiedData, ino));
         if (meta) result.Add(new SnapshotChange(path, ChangeKind.ModifiedMetadata, ino));
     }

@@ -125,6 +125,7 @@ public sealed class MountedFileSystem : IDisposable
             Iomap = s.Iomap,
             HasSysRawio = s.HasSysRawio,
             MaxReadBytes = s.MaxReadKib * 1024,
+            Atime = s.Atime,
         }, out var iomap);
         KernelIomapDevices? devices = null;
         try

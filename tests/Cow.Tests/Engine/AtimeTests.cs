@@ -63,5 +63,11 @@ public class AtimeTests
         long after = Atime(fs, f);
         Assert.True(after > before);
         Assert.Equal(before, Atime(snap, f));
+        // A diff does not report an atime a read moved, but does report one set explicitly (ctime moves too).
+        Assert.Equal((Errno)0, mp.Engine.DiffSnapshots("s", null, out var changes));
+        Assert.Empty(changes);
+        Assert.Equal((Errno)0, fs.SetAttr(f, new SetAttrRequest { AtimeNs = 1_000_000_000 }, out _));
+        Assert.Equal((Errno)0, mp.Engine.DiffSnapshots("s", null, out changes));
+        Assert.Single(changes);
     }
 }

@@ -25,6 +25,10 @@ public class AtimeMountTests
         return st.st_mtime * 1_000_000_000L + st.st_mtime_nsec;
     }
 
+    /// <summary>The per-mount options of the mount point in /proc/self/mountinfo (field 6).</summary>
+    private static string[] MountOptions(MountedPool m) =>
+        File.ReadAllLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Single(f => f[4] == m.MountPoint)[5].Split(',');
+
     private static MountedPool Mount(AtimeOptions atime) => new(adjust: s => s with { Atime = atime });
 
     private static void ReadAll(string path)
@@ -87,6 +91,7 @@ public class AtimeMountTests
     public void NoatimeNeverUpdatesButTouchStillSetsIt()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Noatime));
+        Assert.Contains("noatime", MountOptions(m));
         string f = m.P("f");
         File.WriteAllText(f, "data");
         long created = AtimeNs(f);
@@ -110,6 +115,7 @@ public class AtimeMountTests
     public void NodiratimeLeavesDirectoriesButNotFiles()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Relatime, NoDirAtime: true));
+        Assert.Contains("nodiratime", MountOptions(m));
         Directory.CreateDirectory(m.P("d"));
         File.WriteAllText(m.P("d/x"), "x");
         long dir = AtimeNs(m.P("d"));
