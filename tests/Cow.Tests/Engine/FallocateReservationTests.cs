@@ -126,6 +126,24 @@ public class FallocateReservationTests
     }
 
     [Fact]
+    public void FsckChecksTheReservationCount()
+    {
+        using var mp = new MemoryPool(logSize: 64 * MiB);
+        var fs = mp.Live;
+        long f = CreateFile(fs, "/f");
+        Ok(fs.Fallocate(f, FallocateMode.None, 0, 2 * MiB), "fallocate");
+        WriteAt(fs, f, 4096, new byte[8192]);
+        Ok(fs.Fsync(f), "fsync");
+        mp.AssertClean();
+        // A record that holds more than its ranges need (a bug the check is there for).
+        mp.Engine.Live(f)!.Rec.PreallocBlocks += 7;
+        Ok(fs.SetAttr(f, new SetAttrRequest { Mode = 0x180 }, out _), "chmod");   // rewrites the record
+        Ok(fs.Fsync(f), "fsync");
+        var report = mp.Pool.Fsck();
+        Assert.Contains(report.Problems, p => p.Kind == "prealloc" && p.Ino == f && p.Message.Contains("holds 773 blocks") && p.Message.Contains("need 766"));
+    }
+
+    [Fact]
     public void RangeSetArithmetic()
     {
         var r = Core.Engine.Engine.RangeAdd(null, 10, 20);
