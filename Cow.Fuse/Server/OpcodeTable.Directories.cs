@@ -47,7 +47,7 @@ public static partial class OpcodeTable
         {
             e = view.ReadDir(node.Ino, (long)i.Offset, max, list);
             if (e != 0) return e;
-            if (!d.Options.Atime.NoDirAtime && d.Options.Atime.Policy != AtimePolicy.Noatime) view.Accessed(node.Ino, d.Options.Atime.Policy);
+            NoteRead(d, view, node.Ino, directory: true);
             Span<byte> name = stackalloc byte[1024];
             bool full = false;
             foreach (var ent in list)

@@ -125,7 +125,7 @@ public static partial class OpcodeTable
             e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out count);
         if (e != 0) return e;
         n = Math.Clamp(count, 0, size);
-        if (d.Options.Atime.Policy != AtimePolicy.Noatime) node.View.Accessed(node.Ino, d.Options.Atime.Policy);   // the read stands whatever this answers
+        NoteRead(d, node.View, node.Ino, directory: false);
         return 0;
     }
 
@@ -154,6 +154,16 @@ public static partial class OpcodeTable
             InvalidateAttributes(d, h.NodeId);
         var o = new FuseWriteOut { Size_ = (uint)written };
         return Write(reply, in o, out n);
+    }
+
+    /// <summary>A READ or READDIR was served: the atime update the mount's options ask for
+    /// (<see cref="FuseMountOptions.Atime"/>). None while the mount is frozen (Linux's touch_atime waits for a
+    /// thaw; Cow skips it rather than stall a read). The read stands whatever this answers.</summary>
+    private static void NoteRead(RequestDispatcher d, FileSystemView view, long ino, bool directory)
+    {
+        var a = d.Options.Atime;
+        if (a.Policy == AtimePolicy.Noatime || (directory && a.NoDirAtime) || view.ReadOnly || d.Frozen) return;
+        view.Accessed(ino, a.Policy);
     }
 
     /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.
