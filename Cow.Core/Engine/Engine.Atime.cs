@@ -12,9 +12,15 @@ public sealed partial class Engine
     /// <summary>relatime refreshes an atime at least this old (24 hours, as Linux).</summary>
     public const long RelatimeIntervalNs = 24L * 3600 * 1_000_000_000;
 
-    /// <summary>relatime_need_update of Linux's fs/inode.c: atime not after mtime, not after ctime, or a day old.</summary>
+    /// <summary>How far an mtime or ctime may trail the change it records: with the writeback cache the kernel
+    /// sets them from its coarse clock (one tick, 10 ms at HZ=100, behind), while atime comes from the server's.
+    /// Without this, a file created (atime = the server's now) and written at once would look read since.</summary>
+    public const long CoarseClockSlackNs = 10_000_000;
+
+    /// <summary>relatime_need_update of Linux's fs/inode.c: atime not after mtime, not after ctime (allowing
+    /// <see cref="CoarseClockSlackNs"/>), or a day old.</summary>
     internal static bool RelatimeNeedsUpdate(long atimeNs, long mtimeNs, long ctimeNs, long nowNs) =>
-        mtimeNs >= atimeNs || ctimeNs >= atimeNs || nowNs - atimeNs >= RelatimeIntervalNs;
+        mtimeNs + CoarseClockSlackNs >= atimeNs || ctimeNs + CoarseClockSlackNs >= atimeNs || nowNs - atimeNs >= RelatimeIntervalNs;
 
     /// <summary>
     /// A read (or, for a directory, a listing) of live inode <paramref name="ino"/> happened: sets its atime

@@ -8,14 +8,15 @@ namespace Cow.Tests.Engine;
 /// that an update is a plain metadata change (no new record version when nothing changes).</summary>
 public class AtimeTests
 {
-    private const long Day = Core.Engine.Engine.RelatimeIntervalNs;
+    private const long Day = Core.Engine.Engine.RelatimeIntervalNs, Slack = Core.Engine.Engine.CoarseClockSlackNs;
 
     [Theory]
-    [InlineData(100, 50, 50, 101, false)]        // atime after mtime and ctime, fresh: keep
-    [InlineData(100, 100, 50, 101, true)]        // atime == mtime: update (Linux compares >=)
-    [InlineData(100, 50, 150, 151, true)]        // ctime after atime: update
-    [InlineData(100, 50, 50, 100 + Day - 1, false)]
-    [InlineData(100, 50, 50, 100 + Day, true)]   // a day old: update
+    [InlineData(Slack + 100, 99, 99, Slack + 101, false)]        // atime after mtime and ctime, fresh: keep
+    [InlineData(Slack + 100, 100, 50, Slack + 101, true)]        // atime == mtime + the clock slack: update (Linux compares >=)
+    [InlineData(100, 100, 50, 101, true)]                        // atime == mtime
+    [InlineData(Slack + 100, 50, 150, Slack + 151, true)]        // ctime (+ slack) after atime: update
+    [InlineData(Slack + 100, 50, 50, Slack + 100 + Day - 1, false)]
+    [InlineData(Slack + 100, 50, 50, Slack + 100 + Day, true)]   // a day old: update
     public void RelatimeRule(long atime, long mtime, long ctime, long now, bool update) =>
         Assert.Equal(update, Core.Engine.Engine.RelatimeNeedsUpdate(atime, mtime, ctime, now));
 
@@ -35,18 +36,18 @@ public class AtimeTests
         long created = Atime(fs, f);
         Assert.Equal((Errno)0, fs.Accessed(f, AtimePolicy.Noatime));
         Assert.Equal(created, Atime(fs, f));
-        Thread.Sleep(2);
+        Thread.Sleep(20);   // past the clock slack: a read then is after the change
         Assert.Equal((Errno)0, fs.Accessed(f, AtimePolicy.Relatime));   // atime == mtime == ctime after create
         long first = Atime(fs, f);
         Assert.True(first > created, "relatime: the first read after a change updates atime");
-        Thread.Sleep(2);
+        Thread.Sleep(20);   // past the clock slack
         Assert.Equal((Errno)0, fs.Accessed(f, AtimePolicy.Relatime));
         Assert.Equal(first, Atime(fs, f));
         Assert.Equal((Errno)0, fs.Accessed(f, AtimePolicy.Strictatime));
         long strict = Atime(fs, f);
         Assert.True(strict > first, "strictatime: every read updates atime");
         // A write makes the next relatime read update again.
-        Thread.Sleep(2);
+        Thread.Sleep(20);
         Assert.Equal((Errno)0, fs.Write(f, 0, "x"u8, out _));
         Assert.Equal((Errno)0, fs.Accessed(f, AtimePolicy.Relatime));
         Assert.True(Atime(fs, f) > strict);
