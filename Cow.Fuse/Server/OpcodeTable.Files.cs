@@ -30,8 +30,10 @@ public static partial class OpcodeTable
         e = view.GetAttr(node.Ino, out var attr);
         if (e != 0) return e;
         if (attr.IsDirectory) return Errno.EISDIR;
+        uint modeBefore = attr.Mode;
         e = OpenNode(view, node.Ino, i.Flags, (i.OpenFlags & FuseOpenIn.OpenKillSuidgid) != 0, ref attr, out ulong fh);
         if (e != 0) return e;
+        if (attr.Mode != modeBefore) InvalidateAttributes(d, h.NodeId);   // O_TRUNC cleared setuid/setgid: OPEN's reply carries no attributes
         var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : LiveOpenFlags(d, i.Flags) };
         return Write(reply, in o, out n);
     }
@@ -177,8 +179,8 @@ public static partial class OpcodeTable
     /// <summary>
     /// FUSE_NOTIFY_INVAL_INODE with a negative offset: the kernel drops the cached attributes of
     /// <paramref name="nodeId"/> (fuse_reverse_inval_inode: attributes and ACLs only, the page cache is kept).
-    /// For a change the reply does not carry — a WRITE that cleared setuid/setgid: without it, stat would show
-    /// the old mode until the attribute timeout. Sent before the reply, so the change is visible by the time
+    /// For a change the reply does not carry — a WRITE or an OPEN with O_TRUNC that cleared setuid/setgid:
+    /// without it, stat would show the old mode until the attribute timeout. Sent before the reply, so the change is visible by the time
     /// the write returns. A kernel that no longer holds the inode (ENOENT) had nothing cached.
     /// </summary>
     internal static void InvalidateAttributes(RequestDispatcher d, ulong nodeId)
