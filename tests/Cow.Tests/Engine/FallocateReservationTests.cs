@@ -144,6 +144,27 @@ public class FallocateReservationTests
     }
 
     [Fact]
+    public void RollbackBringsTheSnapshotsReservationsBackAndACloneHasNone()
+    {
+        using var mp = new MemoryPool(logSize: 64 * MiB);
+        var fs = mp.Live;
+        long f = CreateFile(fs, "/f");
+        Ok(fs.Fallocate(f, FallocateMode.KeepSize, 0, 2 * MiB), "fallocate");
+        long held = mp.Engine.PreallocatedBlocks;
+        Assert.Equal(512 + 256, held);
+        Assert.Equal((Errno)0, mp.Engine.CreateSnapshot("s", out _));
+        Ok(fs.Unlink(fs.RootIno, "f"), "unlink");
+        Assert.Equal(0, mp.Engine.PreallocatedBlocks);
+        Assert.Equal((Errno)0, mp.Engine.CloneSnapshot("s", "/copy"));
+        Assert.Equal(0, mp.Engine.PreallocatedBlocks);   // a copy holds no reservation
+        Assert.Equal((Errno)0, mp.Engine.RollbackToSnapshot("s"));
+        Assert.Equal(held, mp.Engine.PreallocatedBlocks);
+        mp.AssertClean();
+        mp.Reopen();
+        Assert.Equal(held, mp.Engine.PreallocatedBlocks);
+    }
+
+    [Fact]
     public void RangeSetArithmetic()
     {
         var r = Core.Engine.Engine.RangeAdd(null, 10, 20);
