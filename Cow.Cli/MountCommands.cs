@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Cow.Core;
+using Cow.Core.FileSystem;
 using Cow.Fuse.Mounting;
 using Cow.Fuse.Server;
 using Mono.Unix.Native;
@@ -39,10 +40,14 @@ public static partial class Program
             DefaultValueFactory = _ => "auto",
         };
         iomap.AcceptOnlyFromAmong("auto", "on", "off");
+        var options = new Option<string?>("--options", "-o")
+        {
+            Description = "comma-separated mount options: relatime (the default: a read updates atime when it is not newer than mtime/ctime or is a day old), strictatime (every read), noatime (never), nodiratime (listing a directory never updates its atime)",
+        };
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, options, log, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -55,8 +60,12 @@ public static partial class Program
             if (raKib < 0 || raKib > MountSettings.MaxReadAheadKib) return Usage($"--read-ahead must be between 0 and {MountSettings.MaxReadAheadKib} KiB");
             int maxReadKib = r.GetValue(maxRead);
             if (MountSettings.CheckMaxReadKib(maxReadKib) is string bad) return Usage($"--max-read {bad}");
+            var atime = new AtimeOptions();
+            foreach (var word in (r.GetValue(options) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                if (!AtimeOptions.TryApply(word, ref atime)) return Usage($"-o: unknown mount option '{word}' (known: relatime, strictatime, noatime, nodiratime, diratime)");
             var settings = new MountSettings
             {
+                Atime = atime,
                 MountPoint = mp, Snapshot = r.GetValue(snapshot), WritebackCache = r.GetValue(writeback),
                 SnapshotDirVisible = r.GetValue(showSnapshots), DirectIo = r.GetValue(directIo), ReadAheadKib = raKib, MaxReadKib = maxReadKib, Threads = nThreads, AllowOther = r.GetValue(allowOther),
                 UseFusermount = r.GetValue(fusermount),

@@ -33,6 +33,8 @@ public sealed record PoolConfig
     public int Threads { get; init; } = MountSettings.DefaultThreads;
     public bool? AllowOther { get; init; }
     public IomapMode Iomap { get; init; } = IomapMode.Auto;
+    /// <summary><c>atime</c> (relatime, strictatime or noatime) and <c>nodiratime</c>.</summary>
+    public Core.FileSystem.AtimeOptions Atime { get; init; }
     public RetentionConfig? Retention { get; init; }
     /// <summary>Line of the section header (log and error messages).</summary>
     public int Line { get; init; }
@@ -40,7 +42,7 @@ public sealed record PoolConfig
     public MountSettings ToMountSettings(Action<string> log) => new()
     {
         MountPoint = MountPoint, WritebackCache = WritebackCache, DirectIo = !PageCache, ReadAheadKib = ReadAheadKib, MaxReadKib = MaxReadKib, SnapshotDirVisible = ShowSnapshots,
-        Threads = Threads, AllowOther = AllowOther, Iomap = Iomap, Log = log,
+        Threads = Threads, AllowOther = AllowOther, Iomap = Iomap, Atime = Atime, Log = log,
     };
 }
 
@@ -68,7 +70,7 @@ public sealed class ServeConfig
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
-    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read"];
+    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
@@ -222,9 +224,13 @@ public sealed class ServeConfig
                         switch (io.Value) { case "auto": break; case "on": iomap = IomapMode.On; break; case "off": iomap = IomapMode.Off; break;
                             default: Err(io.Line, io.ValueCol, $"iomap must be auto, on or off, not '{io.Value}'"); break; }
                     }
+                    var atime = new Core.FileSystem.AtimeOptions();
+                    if (s.Entries.TryGetValue("atime", out var at) && (at.Value is not ("relatime" or "strictatime" or "noatime") || !Core.FileSystem.AtimeOptions.TryApply(at.Value, ref atime)))
+                        Err(at.Line, at.ValueCol, $"atime must be relatime, strictatime or noatime, not '{at.Value}'");
+                    atime = atime with { NoDirAtime = Bool(s, "nodiratime", Err) ?? false };
                     pools.Add(new PoolConfig
                     {
-                        Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap,
+                        Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap, Atime = atime,
                         WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? true, ReadAheadKib = readAhead,
                         MaxReadKib = maxRead, ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
                     });

@@ -142,11 +142,17 @@ public static class Fsck
             // Extent maps of this view.
             var blocks = new Dictionary<long, long>();
             var vchunks = new HashSet<(long, long)>();
+            var mappedOf = new Dictionary<long, List<(long Start, long End)>>();   // files with fallocate reservations
             foreach (var c in chunks.Where(c => c.VisibleAt(g)))
             {
                 if (!vchunks.Add((c.Ino, c.Index))) r.Add("extents", $"{vn}: chunk {c.Index} has two visible versions", c.Ino, c.Index * FormatConstants.ChunkBlocks * bs);
                 if (!vin.TryGetValue(c.Ino, out var fileOwner) || (fileOwner.Mode & 0xF000) != 0x8000) { r.Add("extents", $"{vn}: chunk {c.Index} belongs to inode {c.Ino}, which is not a regular file", c.Ino); continue; }
                 blocks[c.Ino] = blocks.GetValueOrDefault(c.Ino) + c.Extents.Sum(e => (long)e.Count);
+                if (fileOwner.Prealloc != null)
+                {
+                    if (!mappedOf.TryGetValue(c.Ino, out var ml)) mappedOf[c.Ino] = ml = new List<(long, long)>();
+                    foreach (var e in c.Extents) ml.Add((c.Index * FormatConstants.ChunkBlocks + e.First, c.Index * FormatConstants.ChunkBlocks + e.End));
+                }
                 long eofBlock = (fileOwner.Size + bs - 1) >> shift;
                 foreach (var e in c.Extents)
                     if (c.Index * FormatConstants.ChunkBlocks + e.End > eofBlock)
@@ -154,6 +160,27 @@ public static class Fsck
             }
             foreach (var i in vin.Values.Where(i => (i.Mode & 0xF000) == 0x8000))
                 if (i.Blocks != blocks.GetValueOrDefault(i.Ino)) r.Add("blocks", $"{vn}: inode {i.Ino} records {i.Blocks} blocks, its extents map {blocks.GetValueOrDefault(i.Ino)}", i.Ino);
+            // fallocate reservations (format.md, prealloc): sorted, disjoint, not touching; prealloc_blocks = the
+            // holes inside them + the slack.
+            foreach (var i in vin.Values.Where(i => i.Prealloc != null))
+            {
+                var pr = i.Prealloc!;
+                bool shaped = (i.Mode & 0xF000) == 0x8000 && pr.Length % 2 == 0;
+                for (int k = 0; shaped && k < pr.Length; k += 2)
+                    shaped = pr[k] >= 0 && pr[k] < pr[k + 1] && (k == 0 || pr[k] > pr[k - 1]);
+                if (!shaped) { r.Add("prealloc", $"{vn}: inode {i.Ino} has malformed fallocate ranges", i.Ino); continue; }
+                long holes = 0;
+                var ml = mappedOf.GetValueOrDefault(i.Ino);
+                for (int k = 0; k < pr.Length; k += 2)
+                {
+                    long len = pr[k + 1] - pr[k];
+                    foreach (var (ms, me) in ml ?? []) len -= Math.Max(0, Math.Min(me, pr[k + 1]) - Math.Max(ms, pr[k]));
+                    holes += len;
+                }
+                long expect = holes + Engine.Engine.PreallocSlack(pr);
+                if (i.PreallocBlocks != expect)
+                    r.Add("prealloc", $"{vn}: inode {i.Ino} holds {i.PreallocBlocks} blocks for fallocate, its ranges need {expect} ({holes} holes and the slack)", i.Ino);
+            }
         }
 
         // Extents: shape, bounds, reference counts, one content per block, checksums. A block may be

@@ -109,6 +109,8 @@ public sealed partial class Engine
             var li = Live(ino)!;
             var log = _space[FormatConstants.LogCookie];
             long want = callerMerges ? Math.Min(endBlock - fb, ChunkBlocks - fb % ChunkBlocks) : run.Blocks;
+            // Fallocate reservations are not free space for others (Engine.Prealloc.cs).
+            if (_preallocTotal != 0 && (want = WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
             long n = log.Allocate(want, out long start);
             if (n == 0) return Errno.ENOSPC;
             if (!OpenSegmentIfNew(log, start))
@@ -382,6 +384,7 @@ public sealed partial class Engine
     private void RemapRange(LiveInode li, long fb, long n, uint dev, long addr, ReadOnlySpan<uint> sums)
     {
         var rec = MutableInode(li);
+        ConsumePrealloc(li, rec, fb, n);
         int si = 0;
         while (n > 0)
         {
@@ -454,6 +457,7 @@ public sealed partial class Engine
     private void PunchRange(LiveInode li, long from, long to)
     {
         if (to <= from) return;
+        ReleasePrealloc(li, from, to);
         var rec = MutableInode(li);
         long firstChunk = from / ChunkBlocks, lastChunk = (to - 1) / ChunkBlocks;
         IEnumerable<long> indexes = lastChunk - firstChunk < 64

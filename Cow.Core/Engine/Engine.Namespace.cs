@@ -151,7 +151,7 @@ public sealed partial class Engine
         {
             var log = _space[Format.FormatConstants.LogCookie];
             long blocks = _space.Values.Sum(s => s.DataBlocks);
-            long free = log.FreeBlocks;
+            long free = Math.Max(0, log.FreeBlocks - _preallocTotal);   // fallocate reservations are not free
             return new FsStats(BlockSize, blocks, free, free, 1L << 32, (1L << 32) - _pool.NextIno, NameMax);
         }
     }
@@ -297,6 +297,7 @@ public sealed partial class Engine
 
     private void DeleteInode(LiveInode li)
     {
+        DropPrealloc(li);
         if (!IsDir(li.Rec) && (li.Rec.Mode & S_IFMT) == S_IFREG)
             foreach (var c in LiveChunks(li)) DropChunk(li, c);
         RemoveInodeRecord(li);
@@ -459,7 +460,12 @@ public sealed partial class Engine
                 var e = ZeroBytes(li, size, blockEnd - size);
                 if (e != 0) return e;
             }
-            lock (_lock) PunchRange(li, (size + BlockSize - 1) >> BlockShift, (oldSize + BlockSize - 1) >> BlockShift);
+            lock (_lock)
+            {
+                PunchRange(li, (size + BlockSize - 1) >> BlockShift, (oldSize + BlockSize - 1) >> BlockShift);
+                // Reservations past the old end (FALLOC_FL_KEEP_SIZE) go too, as ext4 frees them.
+                ReleasePrealloc(li, (size + BlockSize - 1) >> BlockShift, (MaxFileSize >> BlockShift) + 1);
+            }
         }
         lock (_lock) MutableInode(li).Size = size;
         return 0;
@@ -494,6 +500,8 @@ public sealed partial class Engine
         try
         {
             long end = offset + length;
+            if (punch)   // whole blocks of the range, past the end of the file too (KEEP_SIZE reservations)
+                lock (_lock) ReleasePrealloc(li, (offset + BlockSize - 1) >> BlockShift, end >> BlockShift);
             if (punch || zero)
             {
                 long size; lock (_lock) size = li.Rec.Size;
@@ -517,6 +525,17 @@ public sealed partial class Engine
                         if (e != 0) return e;
                     }
                 }
+            }
+            if (!punch && !zero)
+            {
+                // Mode 0 / KEEP_SIZE reserves the space (Engine.Prealloc.cs); freed blocks waiting for a commit count.
+                var e = ReserveForFallocate(li, offset, end);
+                if (e == Errno.ENOSPC && HasPendingFrees())
+                {
+                    Commit();
+                    e = ReserveForFallocate(li, offset, end);
+                }
+                if (e != 0) return e;
             }
             lock (_lock)
             {

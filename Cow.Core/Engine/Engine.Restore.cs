@@ -215,6 +215,8 @@ public sealed partial class Engine
         if (st == S_IFREG)
         {
             // The caller holds this file's WriteGate: no write is between its data and its remap.
+            // Its contents are replaced as by truncate to 0 and a copy: a fallocate reservation goes back.
+            ReleasePrealloc(live, 0, (MaxFileSize >> BlockShift) + 1);
             var chunks = LiveChunks(live);
             if (chunks.Count > 0) PunchRange(live, 0, (chunks[^1].Index + 1) * (long)ChunkBlocks);
             long nb = (s.Size + BlockSize - 1) >> BlockShift;

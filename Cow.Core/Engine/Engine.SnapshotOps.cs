@@ -192,6 +192,7 @@ public sealed partial class Engine
             // The restored inodes were cached without their directories and chunks: drop them too, so that
             // everything is read back from the committed records.
             _live.Clear();
+            LoadPreallocTotal();   // the live tree's fallocate reservations are now the snapshot's
             return 0;
         }
     }
@@ -281,6 +282,7 @@ public sealed partial class Engine
         {
             var r = tree.Inode(old)!.Clone();
             r.Rid = NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
+            r.Prealloc = null; r.PreallocBlocks = 0;   // a copy holds no fallocate reservation (as cp --reflink)
             if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
             else r.Nlink = links[old];
             r.CtimeNs = now;
@@ -427,7 +429,8 @@ public sealed partial class Engine
         bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(chunksA(), chunksB()) : ra.Target != rb.Target;
         bool entries = IsDir(ra) && entriesChanged();
         bool meta = ra.Mode != rb.Mode || ra.Uid != rb.Uid || ra.Gid != rb.Gid || ra.Rdev != rb.Rdev || !SameXattrs(ra.Xattrs, rb.Xattrs)
-            || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || ra.AtimeNs != rb.AtimeNs || ra.BtimeNs != rb.BtimeNs));
+            // An atime a read moved (relatime) is not a change; one set explicitly (touch -a) moved ctime too.
+            || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || (ra.AtimeNs != rb.AtimeNs && ra.CtimeNs != rb.CtimeNs) || ra.BtimeNs != rb.BtimeNs));
         if (data) result.Add(new SnapshotChange(path, ChangeKind.ModifiedData, ino));
         if (meta) result.Add(new SnapshotChange(path, ChangeKind.ModifiedMetadata, ino));
     }

@@ -118,6 +118,7 @@ public sealed partial class Engine : IDisposable
         _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
         _snapCache = new SnapshotCache(store);
         _commitTimer = new Timer(_ => TimedCommit(), null, _commitInterval, _commitInterval);
+        LoadPreallocTotal();
     }
 
     private bool HasPendingFrees()

@@ -101,6 +101,24 @@ public sealed class FileSystemView
         try { return _e.Read(_tree, ino, offset, scratch, out count, into); } catch (IOException e) { return IoFailed(e); }
     }
 
+    /// <summary>
+    /// A read of <paramref name="ino"/> happened (a READ, or a listing of a directory): its atime becomes now
+    /// when <paramref name="policy"/> says so (<see cref="AtimePolicy"/>). A metadata change riding the group
+    /// commit; nothing at all on a snapshot, or when the policy finds atime recent enough.
+    /// </summary>
+    public Errno Accessed(long ino, AtimePolicy policy)
+    {
+        if (ReadOnly || policy == AtimePolicy.Noatime) return 0;
+        if (Stale) return Errno.ESTALE;
+        try
+        {
+            var e = _e.NoteAccess(ino, policy, out bool updated);
+            if (updated) _e.MaybeCommit();
+            return e;
+        }
+        catch (IOException e) { return IoFailed(e); }
+    }
+
     public Errno GetXattr(long ino, string name, out byte[] value)
     {
         value = Array.Empty<byte>();

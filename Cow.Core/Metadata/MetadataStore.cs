@@ -100,7 +100,7 @@ public sealed class MetadataStore : IDisposable
     public void EnsureLaterIndexes()
     {
         bool created = _inodes.EnsureIndex("birth") | _dirents.EnsureIndex("birth") | _chunks.EnsureIndex("birth")
-            | _dirents.EnsureIndex("child");
+            | _dirents.EnsureIndex("child") | _inodes.EnsureIndex("prealloc_blocks");
         // As after every commit: into the data file (fsynced), log truncated.
         if (created) _db.Checkpoint();
     }
@@ -206,6 +206,11 @@ public sealed class MetadataStore : IDisposable
     /// <summary>Live inodes no directory names (unlinked while open when the pool was last closed), by the nlink index.</summary>
     public List<InodeRecord> Orphans(long gen) =>
         _inodes.Find(BsonExpression.Create("$.nlink = @0", 0L)).Select(InodeRecord.FromBson).Where(r => r.VisibleAt(gen)).ToList();
+
+    /// <summary>Inodes seen by generation <paramref name="gen"/> that hold fallocated space (<c>prealloc_blocks</c> &gt; 0),
+    /// by the prealloc_blocks index (without it, for a read-only open of a pool made before it, by a scan).</summary>
+    public List<InodeRecord> WithPrealloc(long gen) =>
+        _inodes.Find(BsonExpression.Create("$.prealloc_blocks > @0", 0L)).Select(InodeRecord.FromBson).Where(r => r.VisibleAt(gen)).ToList();
 
     public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeRecord.FromBson);
     public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentRecord.FromBson);

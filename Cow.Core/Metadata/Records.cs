@@ -166,11 +166,19 @@ public sealed class InodeRecord : VersionedRecord
     public Dictionary<string, byte[]>? Xattrs;
     /// <summary><c>next_pos</c>: directories only: the next readdir position to give an entry (starts at 3).</summary>
     public long NextPos;
+    /// <summary><c>prealloc</c>: regular files only: the file-block ranges fallocate reserved space for, as
+    /// sorted, disjoint, non-adjacent pairs start, end (end exclusive), flattened; null when none.</summary>
+    public long[]? Prealloc;
+    /// <summary><c>prealloc_blocks</c>: log blocks this inode holds out of the free space for
+    /// <see cref="Prealloc"/>: its hole blocks, plus one (the block an overwrite needs before the old one is
+    /// freed at commit); 0 exactly when <see cref="Prealloc"/> is null.</summary>
+    public long PreallocBlocks;
 
     public InodeRecord Clone()
     {
         var c = (InodeRecord)MemberwiseClone();
         if (Xattrs != null) c.Xattrs = new Dictionary<string, byte[]>(Xattrs);
+        if (Prealloc != null) c.Prealloc = (long[])Prealloc.Clone();
         return c;
     }
 
@@ -183,6 +191,11 @@ public sealed class InodeRecord : VersionedRecord
             ["mtime_ns"] = MtimeNs, ["ctime_ns"] = CtimeNs, ["btime_ns"] = BtimeNs, ["next_pos"] = NextPos,
         };
         if (Target != null) d["target"] = Target;
+        if (Prealloc is { Length: > 0 })
+        {
+            d["prealloc"] = new BsonArray(Prealloc.Select(v => new BsonValue(v)));
+            d["prealloc_blocks"] = PreallocBlocks;
+        }
         if (Xattrs is { Count: > 0 })
         {
             var x = new BsonDocument();
@@ -203,6 +216,11 @@ public sealed class InodeRecord : VersionedRecord
             BtimeNs = d["btime_ns"].AsInt64, NextPos = d["next_pos"].AsInt64,
         };
         if (d.TryGetValue("target", out var t)) r.Target = t.AsString;
+        if (d.TryGetValue("prealloc", out var pa) && pa.AsArray.Count > 0)
+        {
+            r.Prealloc = pa.AsArray.Select(v => v.AsInt64).ToArray();
+            r.PreallocBlocks = d["prealloc_blocks"].AsInt64;
+        }
         if (d.TryGetValue("xattrs", out var x))
         {
             r.Xattrs = new Dictionary<string, byte[]>();

@@ -1,4 +1,5 @@
 using Cow.Core;
+using Cow.Core.FileSystem;
 using Cow.Fuse.Kernel;
 using Cow.Fuse.Native;
 using Cow.Fuse.Server;
@@ -11,6 +12,8 @@ public sealed record MountSettings
     public required string MountPoint { get; init; }
     /// <summary>Serve this snapshot read-only as the root instead of the live tree.</summary>
     public string? Snapshot { get; init; }
+    /// <summary>When reads update atime (<c>cow mount -o relatime|strictatime|noatime,nodiratime</c>; default relatime).</summary>
+    public AtimeOptions Atime { get; init; }
     /// <summary>Ask the kernel for its writeback cache (buffered writes are gathered in the page cache).</summary>
     public bool WritebackCache { get; init; }
     /// <summary>Keep live files opened for writing out of the FUSE page cache (see <see cref="FuseMountOptions.DirectIo"/>).</summary>
@@ -122,6 +125,7 @@ public sealed class MountedFileSystem : IDisposable
             Iomap = s.Iomap,
             HasSysRawio = s.HasSysRawio,
             MaxReadBytes = s.MaxReadKib * 1024,
+            Atime = s.Atime,
         }, out var iomap);
         KernelIomapDevices? devices = null;
         try
@@ -137,7 +141,7 @@ public sealed class MountedFileSystem : IDisposable
             var d = new RequestDispatcher(pool, new FuseMountOptions
             {
                 Snapshot = s.Snapshot, WritebackCache = s.WritebackCache, SnapshotDirVisible = s.SnapshotDirVisible, DirectIo = s.DirectIo,
-                Iomap = mode, IomapDevices = devices, OverIoUring = uring,
+                Iomap = mode, IomapDevices = devices, OverIoUring = uring, Atime = s.Atime,
             })
             {
                 Log = s.Log,

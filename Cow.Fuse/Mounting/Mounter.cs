@@ -28,6 +28,10 @@ public sealed record MountRequest
     /// <summary>The kernel's <c>max_read</c> mount option: the largest READ request in bytes (read-ahead and
     /// direct reads are cut into READs of at most this size). 0: no limit beyond max_pages (1 MiB).</summary>
     public int MaxReadBytes { get; init; }
+    /// <summary>The atime options, passed to the kernel as mount flags (MS_NOATIME, MS_STRICTATIME,
+    /// MS_NODIRATIME; fusermount3: the option words) so that the mount table shows them. The kernel does not
+    /// act on them for FUSE (its inodes are S_NOATIME): the server applies them.</summary>
+    public Core.FileSystem.AtimeOptions Atime { get; init; }
 }
 
 /// <summary>A failure to mount or unmount, with a message an administrator can act on.</summary>
@@ -131,8 +135,18 @@ public static class Mounter
         if (r.AllowOther) o.Add("allow_other");
         if (r.MaxReadBytes > 0) o.Add($"max_read={r.MaxReadBytes}");
         if (r.ReadOnly && !direct) o.Add("ro");
+        if (!direct)
+        {
+            if (r.Atime.Policy != Core.FileSystem.AtimePolicy.Relatime) o.Add(r.Atime.Policy == Core.FileSystem.AtimePolicy.Noatime ? "noatime" : "strictatime");
+            if (r.Atime.NoDirAtime) o.Add("nodiratime");
+        }
         return string.Join(',', o);
     }
+
+    /// <summary>mount(2) flags for the atime options (relatime is the kernel's default: no flag).</summary>
+    private static ulong AtimeFlags(Core.FileSystem.AtimeOptions a) =>
+        (a.Policy switch { Core.FileSystem.AtimePolicy.Noatime => LibC.MS_NOATIME, Core.FileSystem.AtimePolicy.Strictatime => LibC.MS_STRICTATIME, _ => 0UL })
+        | (a.NoDirAtime ? LibC.MS_NODIRATIME : 0);
 
     /// <summary>An option value for fusermount3's -o list: ',' and '\\' escaped with '\\' (as libfuse does), so
     /// that the mount table shows the pool path exactly.</summary>
@@ -145,7 +159,7 @@ public static class Mounter
         // Before mount(2): the kernel remembers the grant on the descriptor and offers FUSE_IOMAP at INIT.
         try { iomap = AskIomap(fd, r); }
         catch { LibC.Close(fd); throw; }
-        ulong flags = LibC.MS_NOSUID | LibC.MS_NODEV | (r.ReadOnly ? LibC.MS_RDONLY : 0);
+        ulong flags = LibC.MS_NOSUID | LibC.MS_NODEV | (r.ReadOnly ? LibC.MS_RDONLY : 0) | AtimeFlags(r.Atime);
         if (LibC.Mount(r.Source, mp, FsType, flags, Options(r, direct: true, fd)) != 0)
         {
             var e = LibC.LastErrno;

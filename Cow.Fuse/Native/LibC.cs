@@ -14,7 +14,7 @@ internal static unsafe partial class LibC
     private const string Lib = "libc";
 
     public const int O_RDWR = 2, O_EXCL = 0x80, O_CLOEXEC = 0x80000;
-    public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_RDONLY = 1, MS_NOATIME = 1024;
+    public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_RDONLY = 1, MS_NOATIME = 1024, MS_NODIRATIME = 2048, MS_STRICTATIME = 1 << 24;
     public const int MNT_FORCE = 1, MNT_DETACH = 2, UMOUNT_NOFOLLOW = 8;
     /// <summary>FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t) from include/uapi/linux/fuse.h.</summary>
     public const ulong FUSE_DEV_IOC_CLONE = 0x8004E500;

@@ -49,6 +49,7 @@ public static partial class OpcodeTable
         {
             e = view.ReadDir(node.Ino, (long)i.Offset, max, list, d.Dirs.PassEnd(i.Fh, (long)i.Offset));
             if (e != 0) return e;
+            NoteRead(d, view, node.Ino, directory: true);
             Span<byte> name = stackalloc byte[1024];
             bool full = false;
             foreach (var ent in list)

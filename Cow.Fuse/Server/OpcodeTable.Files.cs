@@ -30,8 +30,10 @@ public static partial class OpcodeTable
         e = view.GetAttr(node.Ino, out var attr);
         if (e != 0) return e;
         if (attr.IsDirectory) return Errno.EISDIR;
+        uint modeBefore = attr.Mode;
         e = OpenNode(view, node.Ino, i.Flags, (i.OpenFlags & FuseOpenIn.OpenKillSuidgid) != 0, ref attr, out ulong fh);
         if (e != 0) return e;
+        if (attr.Mode != modeBefore) InvalidateAttributes(d, h.NodeId);   // O_TRUNC cleared setuid/setgid: OPEN's reply carries no attributes
         var o = new FuseOpenOut { Fh = fh, OpenFlags = view.ReadOnly ? (uint)FuseOpenOutFlags.KeepCache : LiveOpenFlags(d, i.Flags) };
         return Write(reply, in o, out n);
     }
@@ -144,6 +146,7 @@ public static partial class OpcodeTable
             e = node.View!.Read(node.Ino, (long)i.Offset, reply[..size], out count);
         if (e != 0) return e;
         n = Math.Clamp(count, 0, size);
+        NoteRead(d, node.View, node.Ino, directory: false);
         return 0;
     }
 
@@ -168,16 +171,47 @@ public static partial class OpcodeTable
         // possibly before writes it had queued): a write must not overwrite them with the server's clock.
         e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append, touchTimes: !d.WritebackCacheGranted);
         if (e != 0) return e;
-        if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0) KillSuidgid(node.View, node.Ino);
+        if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0 && KillSuidgid(node.View, node.Ino))
+            InvalidateAttributes(d, h.NodeId);
         var o = new FuseWriteOut { Size_ = (uint)written };
         return Write(reply, in o, out n);
     }
 
-    /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.</summary>
-    private static void KillSuidgid(FileSystemView view, long ino)
+    /// <summary>A READ or READDIR was served: the atime update the mount's options ask for
+    /// (<see cref="FuseMountOptions.Atime"/>). None while the mount is frozen (Linux's touch_atime waits for a
+    /// thaw; Cow skips it rather than stall a read). The read stands whatever this answers.</summary>
+    private static void NoteRead(RequestDispatcher d, FileSystemView view, long ino, bool directory)
     {
-        if (view.GetAttr(ino, out var a) != 0) return;
-        if (ModeWithoutSuidgid(a.Mode) is uint m) view.SetAttr(ino, new SetAttrRequest { Mode = m }, out _);
+        var a = d.Options.Atime;
+        if (a.Policy == AtimePolicy.Noatime || (directory && a.NoDirAtime) || view.ReadOnly || d.Frozen) return;
+        view.Accessed(ino, a.Policy);
+    }
+
+    /// <summary>Clears S_ISUID, and S_ISGID of a group-executable file, as a write by an unprivileged user does.
+    /// True when a bit was cleared.</summary>
+    private static bool KillSuidgid(FileSystemView view, long ino)
+    {
+        if (view.GetAttr(ino, out var a) != 0) return false;
+        return ModeWithoutSuidgid(a.Mode) is uint m && view.SetAttr(ino, new SetAttrRequest { Mode = m }, out _) == 0;
+    }
+
+    /// <summary>
+    /// FUSE_NOTIFY_INVAL_INODE with a negative offset: the kernel drops the cached attributes of
+    /// <paramref name="nodeId"/> (fuse_reverse_inval_inode: attributes and ACLs only, the page cache is kept).
+    /// For a change the reply does not carry — a WRITE or an OPEN with O_TRUNC that cleared setuid/setgid:
+    /// without it, stat would show the old mode until the attribute timeout. Sent before the reply, so the change is visible by the time
+    /// the write returns. A kernel that no longer holds the inode (ENOENT) had nothing cached.
+    /// </summary>
+    internal static void InvalidateAttributes(RequestDispatcher d, ulong nodeId)
+    {
+        Span<byte> msg = stackalloc byte[FuseOutHeader.Size + FuseNotifyInvalInodeOut.Size];
+        var hdr = new FuseOutHeader { Len = (uint)msg.Length, Error = (int)FuseNotifyCode.InvalInode, Unique = 0 };
+        var body = new FuseNotifyInvalInodeOut { Ino = nodeId, Off = -1, Len = 0 };
+        MemoryMarshal.Write(msg, in hdr);
+        MemoryMarshal.Write(msg[FuseOutHeader.Size..], in body);
+        var e = d.SendNotification(msg);
+        if (e != 0 && e is not (Errno.ENOENT or Errno.ENOTCONN or Errno.ENODEV))
+            d.LogLine($"FUSE_NOTIFY_INVAL_INODE for node {nodeId} refused: {e}");
     }
 
     /// <summary>The permission bits of <paramref name="mode"/> without S_ISUID, and without S_ISGID when the
@@ -206,7 +240,7 @@ public static partial class OpcodeTable
         return d.Pool.Live.Fsync(d.Root.RootIno);
     }
 
-    /// <summary>FALLOCATE: allocate (a no-op beyond growing the size: Cow allocates on write), keep-size,
+    /// <summary>FALLOCATE: allocate (reserves the space: Engine.Prealloc.cs; Cow allocates blocks on write), keep-size,
     /// punch-hole and zero-range; other modes EOPNOTSUPP (the engine's answer).</summary>
     private static Errno Fallocate(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {

@@ -12,6 +12,9 @@ public sealed record FuseMountOptions
 {
     /// <summary>Serve this snapshot, read-only, as the root (<c>cow mount --snapshot NAME</c>); null: the live tree.</summary>
     public string? Snapshot { get; init; }
+    /// <summary>When reads update atime (<c>cow mount -o relatime|strictatime|noatime,nodiratime</c>): the server
+    /// owns atime (the kernel marks FUSE inodes S_NOATIME and drops its cached atime after a READ or READDIR).</summary>
+    public AtimeOptions Atime { get; init; }
     /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only).</summary>
     public bool WritebackCache { get; init; }
     /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>

@@ -26,6 +26,7 @@ public class CliExitCodeTests
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--read-ahead", "9999999")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "6")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "2048")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "-o", "noatime,bogus")]              // not an atime option
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);

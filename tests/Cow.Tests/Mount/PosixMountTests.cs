@@ -841,7 +841,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- permissions (default_permissions)
 
-    private static (int Code, string Out, string Err) AsNobody(params string[] args)
+    internal static (int Code, string Out, string Err) AsNobody(params string[] args)
     {
         var psi = new ProcessStartInfo("setpriv") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "--reuid=65534", "--regid=65534", "--clear-groups" }.Concat(args)) psi.ArgumentList.Add(a);

@@ -54,6 +54,20 @@ public class ServeConfigTests
     }
 
     [Fact]
+    public void AtimeKeys()
+    {
+        var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\natime = noatime\nnodiratime = yes\n[pool b]\npath = /q\nmountpoint = /n\n", "x.conf", out var errors);
+        Assert.Empty(errors);
+        Assert.Equal(new Core.FileSystem.AtimeOptions(Core.FileSystem.AtimePolicy.Noatime, true), c!.Pools[0].ToMountSettings(_ => { }).Atime);
+        Assert.Equal(new Core.FileSystem.AtimeOptions(), c.Pools[1].ToMountSettings(_ => { }).Atime);   // relatime
+        foreach (var bad in new[] { "sometimes", "nodiratime" })
+        {
+            Assert.Null(ServeConfig.Parse($"[pool a]\npath = /p\nmountpoint = /m\natime = {bad}\n", "x.conf", out var errs));
+            Assert.Contains($"x.conf:4:9: atime must be relatime, strictatime or noatime, not '{bad}'", string.Join("\n", errs));
+        }
+    }
+
+    [Fact]
     public void ABadMaxReadIsNamedWithItsPlace()
     {
         foreach (var (bad, why) in new[] { ("lots", "must be a number of KiB, not 'lots'"), ("-4", "must be a number of KiB, not '-4'"),
