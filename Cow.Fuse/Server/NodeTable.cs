@@ -21,9 +21,12 @@ public readonly record struct FuseNode(FileSystemView? View, long Ino, int Slot)
 /// snapshot's inode);</item>
 /// <item>slot 0xFFFF holds virtual nodes: inode 1 there is the <c>.snapshots</c> directory (live mounts only).</item>
 /// </list>
-/// st_ino (fuse_attr.ino) is the engine's inode number in every tree (unchanged files keep their inode
-/// number between the live tree and every snapshot), except for the root of each browsed snapshot and
-/// <c>.snapshots</c> itself, which get synthetic numbers (bit 62 set) so that no directory shares the mount
+/// st_ino (fuse_attr.ino) is the engine's inode number in the mounted tree; under <c>.snapshots</c> it is that
+/// number with <see cref="SnapshotTreeInoBit"/> set, the same in every snapshot (an unchanged file keeps its
+/// st_ino and ctime from one snapshot to the next, so restic and borg see it unchanged) but never the live
+/// file's: every file of one mount shares st_dev, and cp ("are the same file"), cmp and diff (equal without
+/// reading), du, tar and rsync -H take equal (st_dev, st_ino) for one file. The root of each browsed snapshot
+/// and <c>.snapshots</c> itself get synthetic numbers (bit 62 set) so that no directory shares the mount
 /// root's st_ino under it (find and du would report a loop).
 /// Threading: thread-safe. <see cref="Resolve"/> and the mapping functions take no lock (slots are
 /// published with a volatile write and never change after); slot assignment takes a lock.
@@ -37,6 +40,9 @@ public sealed class NodeTable
     public const ulong SnapshotDirNodeId = ((ulong)VirtualSlot << SlotShift) | 1;
     /// <summary>Synthetic st_ino values have this bit; engine inode numbers never reach it.</summary>
     public const ulong SyntheticInoBit = 1UL << 62;
+    /// <summary>Set in the st_ino of every inode under <c>.snapshots</c> but the snapshot roots; engine inode numbers
+    /// never reach it.</summary>
+    public const ulong SnapshotTreeInoBit = 1UL << 60;
     /// <summary>st_ino of <c>.snapshots</c> (a snapshot root's is <see cref="SyntheticInoBit"/> | its generation).</summary>
     public const ulong SnapshotDirStIno = SyntheticInoBit | (1UL << 61);
     /// <summary>The reserved name of the snapshot directory in the root of a live mount.</summary>
@@ -123,6 +129,7 @@ public sealed class NodeTable
         if (slot is >= FirstSnapshotSlot and <= LastSnapshotSlot && ino == Core.Engine.Engine.RootIno)
             return SyntheticInoBit | (ulong)Volatile.Read(ref _generations[slot]);
         if (slot == VirtualSlot) return SnapshotDirStIno;
+        if (slot is >= FirstSnapshotSlot and <= LastSnapshotSlot) return (ulong)ino | SnapshotTreeInoBit;
         return (ulong)ino;
     }
 

@@ -93,15 +93,16 @@ public sealed class SnapshotDirTests : DispatchTestBase
         // Changing the live file after the snapshot.
         MemoryPool.WriteAt(_pool.Live, ino, 0, Encoding.ASCII.GetBytes("AFTER!"));
 
-        // Lookup and read inside: st_ino and ctime of unchanged files equal the live ones.
+        // Lookup and read inside: st_ino is the live one's with SnapshotTreeInoBit (never the live file's own, which
+        // cp, cmp and diff would take for the same file); ctime of unchanged files equals the live one's.
         Assert.Equal(root.NodeId, Lookup(SnapDir, "first").NodeId);
         var file = Lookup(root.NodeId, "file");
         Assert.Equal(root.NodeId >> 48, file.NodeId >> 48);
-        Assert.Equal((ulong)ino, file.Attr.Ino);
+        Assert.Equal((ulong)ino | NodeTable.SnapshotTreeInoBit, file.Attr.Ino);
         var sdir = Lookup(root.NodeId, "dir");
         var sinner = Lookup(sdir.NodeId, "inner");
         var liveInner = Lookup(Lookup(1, "dir").NodeId, "inner");
-        Assert.Equal(liveInner.Attr.Ino, sinner.Attr.Ino);
+        Assert.Equal(liveInner.Attr.Ino | NodeTable.SnapshotTreeInoBit, sinner.Attr.Ino);
         Assert.Equal((liveInner.Attr.Ctime, liveInner.Attr.Ctimensec), (sinner.Attr.Ctime, sinner.Attr.Ctimensec));
         Assert.NotEqual(liveInner.NodeId, sinner.NodeId);
         var (ho, bo) = Call(FuseOpcode.Open, file.NodeId, Bytes(new FuseOpenIn { Flags = 0 }));
@@ -111,15 +112,15 @@ public sealed class SnapshotDirTests : DispatchTestBase
         Assert.Equal("AFTER!", Encoding.ASCII.GetString(Call(FuseOpcode.Read, (ulong)ino, ReadIn(0, 100)).Body));
         Assert.Equal(new byte[] { 7 }, Call(FuseOpcode.Getxattr, file.NodeId, Bytes(new FuseGetxattrIn { Size_ = 10 }), Name("user.k")).Body);
 
-        // Readdir inside: d_ino are engine inode numbers, "." of the root synthetic, ".." the .snapshots one.
+        // Readdir inside: d_ino are engine inode numbers with SnapshotTreeInoBit, "." of the root synthetic, ".." the .snapshots one.
         var list = ListDir(root.NodeId);
         Assert.Equal(root.Attr.Ino, list.Single(x => x.Name == ".").Ino);
         Assert.Equal(NodeTable.SnapshotDirStIno, list.Single(x => x.Name == "..").Ino);
-        Assert.Equal((ulong)ino, list.Single(x => x.Name == "file").Ino);
-        Assert.Equal((ulong)dir.Ino, list.Single(x => x.Name == "dir").Ino);
+        Assert.Equal((ulong)ino | NodeTable.SnapshotTreeInoBit, list.Single(x => x.Name == "file").Ino);
+        Assert.Equal((ulong)dir.Ino | NodeTable.SnapshotTreeInoBit, list.Single(x => x.Name == "dir").Ino);
         var plus = ParseDirentplus(Call(FuseOpcode.Readdirplus, sdir.NodeId, ReadIn(0, 65536)).Body);
         Assert.Equal(sinner.NodeId, plus.Single(x => x.Name == "inner").Entry.NodeId);
-        Assert.Equal((ulong)inner, plus.Single(x => x.Name == "inner").Entry.Attr.Ino);
+        Assert.Equal((ulong)inner | NodeTable.SnapshotTreeInoBit, plus.Single(x => x.Name == "inner").Entry.Attr.Ino);
 
         // Every change inside is EROFS.
         Assert.Equal(EROFS, Error(FuseOpcode.Open, file.NodeId, Bytes(new FuseOpenIn { Flags = 1 })));
@@ -202,7 +203,7 @@ public sealed class SnapshotDirTests : DispatchTestBase
         var again = MkSnapshot("doomed");
         Assert.NotEqual(root.NodeId, again.NodeId);
         Assert.Equal(ESTALE, Error(FuseOpcode.Getattr, file.NodeId, Bytes(new FuseGetattrIn())));
-        Assert.Equal((ulong)ino, Lookup(again.NodeId, "file").Attr.Ino);
+        Assert.Equal((ulong)ino | NodeTable.SnapshotTreeInoBit, Lookup(again.NodeId, "file").Attr.Ino);
 
         // Unknown slots and virtual nodes: ENOENT.
         Assert.Equal(ENOENT, Error(FuseOpcode.Getattr, (77UL << 48) | 1, Bytes(new FuseGetattrIn())));

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Mono.Unix.Native;
 using Xunit;
+using Cow.Fuse.Server;
 using static Cow.Tests.Mount.Native;
 
 namespace Cow.Tests.Mount;
@@ -1157,12 +1158,13 @@ public class PosixMountTests
         Assert.Equal(Errno.ENOENT, StatErrno(m.P(".snapshots/s1/added")));
         Assert.Equal(new HashSet<string> { "f", "unchanged", "d" }, Ls(m.P(".snapshots/s1")));
 
-        // An unchanged file has the same inode number and ctime in the live tree and the snapshot.
+        // An unchanged file has the same ctime in the live tree and the snapshot, and the same inode number in
+        // every snapshot; not the live one's, which would make cp, cmp and diff take them for one file.
         File.WriteAllText(m.P("keep"), "keep");
         MakeSnapshot(m, "s2");
         var live = StatOf(m.P("keep"));
         var snap = StatOf(m.P(".snapshots/s2/keep"));
-        Assert.Equal(live.st_ino, snap.st_ino);
+        Assert.Equal(live.st_ino | NodeTable.SnapshotTreeInoBit, snap.st_ino);
         Assert.Equal((live.st_ctime, live.st_ctime_nsec), (snap.st_ctime, snap.st_ctime_nsec));
         Assert.Equal((live.st_mtime, live.st_mtime_nsec), (snap.st_mtime, snap.st_mtime_nsec));
         Assert.Equal(live.st_size, snap.st_size);
@@ -1178,6 +1180,7 @@ public class PosixMountTests
             Assert.Equal("before after"u8.ToArray(), fd.ReadAt(0, 100));
         }
         Assert.Equal("before "u8.ToArray(), File.ReadAllBytes(m.P(".snapshots/s3/open")));
+        Assert.Equal(snap.st_ino, StatOf(m.P(".snapshots/s3/keep")).st_ino);   // the same in every snapshot
         Ok(Syscall.rmdir(m.P(".snapshots/s3")), "rmdir .snapshots/s3");
 
         // Snapshots survive a remount.

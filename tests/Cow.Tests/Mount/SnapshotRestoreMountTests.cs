@@ -29,6 +29,12 @@ public class SnapshotRestoreMountTests
         return (p.ExitCode, err.Result);
     }
 
+    private static ulong StatIno(string path)
+    {
+        Ok(Syscall.stat(path, out var st), "stat " + path);
+        return st.st_ino;
+    }
+
     private static byte[] Random(int n, int seed)
     {
         var b = new byte[n];
@@ -43,9 +49,11 @@ public class SnapshotRestoreMountTests
         var data = Random(80 << 20, 1);
         File.WriteAllBytes(m.P("big.img"), data);
         Directory.CreateDirectory(m.P(".snapshots/monday"));
-        // The live file is replaced by another one (a new inode, as an editor's save or a VM tool makes it).
-        File.Delete(m.P("big.img"));
-        File.WriteAllBytes(m.P("big.img"), Random(1 << 20, 2));
+        // The live file changes in place (same inode): its snapshot version is still another file to cp, cmp and
+        // diff (another st_ino), so cp restores it and cmp compares the bytes.
+        using (var f = new FileStream(m.P("big.img"), FileMode.Open, FileAccess.Write)) f.Write(Random(1 << 20, 2));
+        Assert.NotEqual(StatIno(m.P("big.img")), StatIno(m.P(".snapshots/monday/big.img")));
+        Assert.Equal(1, Run("cmp", "-s", m.P(".snapshots/monday/big.img"), m.P("big.img")).Code);
         Syscall.sync();
         long free = FreeBytes(m.MountPoint);
 
@@ -55,6 +63,7 @@ public class SnapshotRestoreMountTests
         long used = free - FreeBytes(m.MountPoint);
         Assert.True(used < (1 << 20), $"cp of an 80 MiB file from .snapshots used {used} bytes of new space");
         Assert.Equal(SHA256.HashData(data), SHA256.HashData(File.ReadAllBytes(m.P("big.img"))));
+        Assert.Equal(0, Run("cmp", "-s", m.P(".snapshots/monday/big.img"), m.P("big.img")).Code);
 
         // A copy to a new name shares too; --reflink=always cannot work (FICLONE never reaches a FUSE server).
         (code, err) = Run("cp", "--reflink=auto", m.P(".snapshots/monday/big.img"), m.P("copy.img"));
