@@ -71,7 +71,7 @@ public sealed class ExportTests : DispatchTestBase
         var snapRoot = Lookup(NodeTable.SnapshotDirNodeId, "s1");
         Assert.Equal(0ul, snapRoot.Generation);
         var sf = Lookup(snapRoot.NodeId, "f");
-        Assert.Equal(f.Attr.Ino, sf.Attr.Ino);
+        Assert.Equal(f.Attr.Ino | NodeTable.SnapshotTreeInoBit, sf.Attr.Ino);
         Assert.NotEqual(f.NodeId, sf.NodeId);
         Assert.NotEqual(f.Generation, sf.Generation);
         var self = Lookup(sf.NodeId, ".");

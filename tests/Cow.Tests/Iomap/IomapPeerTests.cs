@@ -295,7 +295,7 @@ public sealed class IomapPeerTests
         foreach (var (name, content) in new[] { ("s1", v1), ("s2", v2) })
         {
             var sf = k.SnapshotFile(name, "f");
-            Assert.Equal(ino, sf.Attr.Ino);   // st_ino is stable across snapshots
+            Assert.Equal(ino | NodeTable.SnapshotTreeInoBit, sf.Attr.Ino);   // st_ino is stable across snapshots, never the live one's
             Assert.Equal(content, k.Read(sf.NodeId, sf.Attr.Ino, 0, content.Length));
             // Snapshot trees are read-only.
             Assert.Equal(EROFS, k.BeginRaw(sf.NodeId, sf.Attr.Ino, 0, 4096, IomapOp.Write | IomapOp.Direct).Error);
