@@ -353,7 +353,7 @@ public static partial class Program
 
     private static Command Df()
     {
-        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes (the pool as df(1) on the mount shows it), devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
         var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (through the Cow service when it serves the pool)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
@@ -365,8 +365,10 @@ public static partial class Program
                     Console.WriteLine(doc.ToJsonString(JsonOut));
                     return 0;
                 }
-                long bs = (long)doc["block_size"]!, free = (long)doc["free_blocks"]!;
-                Console.WriteLine($"blocks of {bs} bytes: {(long)doc["blocks"]!:N0} data blocks, {free:N0} free for new writes ({Bytes(free * bs)})");
+                long bs = (long)doc["block_size"]!, blocks = (long)doc["blocks"]!, used = (long)doc["used_blocks"]!, free = (long)doc["free_blocks"]!;
+                Console.WriteLine($"pool: size {Bytes(blocks * bs)}, used {Bytes(used * bs)}, free for new writes {Bytes(free * bs)} "
+                                  + $"({blocks:N0} / {used:N0} / {free:N0} blocks of {bs} bytes; df(1) on the mount shows the same)");
+                Console.WriteLine("size = used + free for new writes: a device that takes no new writes (the base device) counts only its used part");
                 var devices = new Table().AddColumn("device").AddColumn("role").AddColumn("path")
                     .AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("used").RightAligned())
                     .AddColumn(new TableColumn("free").RightAligned()).AddColumn("new writes");
