@@ -35,7 +35,7 @@ public sealed partial class Pool
             if (plan != null) TreeImporter.Run(pool.Engine, plan, pool.Live.RootIno, status, ct);
             return pool;
         }
-        catch (Exception e) when (e is PoolException or IOException or UnauthorizedAccessException or OperationCanceledException)
+        catch (Exception e)
         {
             bool[] written = [false, false];
             if (pool != null)
@@ -49,6 +49,8 @@ public sealed partial class Pool
                 try { pool.Dispose(); } catch (Exception x) when (x is IOException or PoolException or InvalidOperationException) { }
             }
             string state = undo.Undo(written);
+            if (e is not (PoolException or IOException or UnauthorizedAccessException or OperationCanceledException))
+                throw new InvalidOperationException($"mkfs failed on a bug ({e.Message}); {state}", e);   // undone, still a bug
             string what = e is OperationCanceledException ? "mkfs was interrupted" : e.Message;
             throw new PoolException($"{what}; {state}", e);
         }

@@ -8,7 +8,7 @@ public sealed partial class Engine
     /// <summary>
     /// Whether new writes may allocate blocks on the device <paramref name="cookie"/>: today only the log
     /// device does. The base device holds what <c>mkfs --import</c> placed there and is otherwise frozen
-    /// (format.md §4). The one place that decides it: statfs, <c>cow df</c> and min-free-percent follow.
+    /// (format.md §1). The one place that decides it: statfs, <c>cow df</c> and min-free-percent follow.
     /// </summary>
     internal static bool TakesNewWrites(uint cookie) => cookie == FormatConstants.LogCookie;
 
