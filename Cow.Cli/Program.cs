@@ -99,7 +99,10 @@ public static partial class Program
             try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
             catch (FormatException e) { return Usage(e.Message); }   // a malformed size is bad usage: exit 2
             if (Pool.BlockSizeProblem(r.GetValue(blockSize)) is { } badBlockSize) return Usage(badBlockSize);
-            var sources = (r.GetValue(import) ?? Array.Empty<string>()).Select(src => (Path: src, Name: (string?)Path.GetFileName(Path.TrimEndingDirectorySeparator(src)))).ToList();
+            // A source is named by its last path component, of its full path ('--import .' takes the current directory's name).
+            var sources = (r.GetValue(import) ?? Array.Empty<string>()).Select(src => (Path: src, Name: (string?)Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(src))))).ToList();
+            if (sources.FirstOrDefault(s => string.IsNullOrEmpty(s.Name)) is { Path: { } nameless })
+                return Fail($"import source {nameless} has no name to take in the pool; use --import-root {nameless} to make its contents the pool's root");
             if (r.GetValue(importRoot) is { } rootSource) sources.Insert(0, (rootSource, null));
             // What can be known before the pool exists is checked first: a refused import makes no pool.
             foreach (var (src, _) in sources)

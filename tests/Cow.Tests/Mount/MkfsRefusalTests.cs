@@ -36,6 +36,16 @@ public sealed class MkfsRefusalTests : IDisposable
     }
 
     [Fact]
+    public void TheRootDirectoryCannotBeImportedByNameOnlyAsTheRoot()
+    {
+        var pool = Path.Combine(_root, "pool");
+        var (code, _, err) = CowProgram.Run("mkfs", pool, "--import", "/");
+        Assert.Equal(1, code);
+        Assert.Contains("import source / has no name to take in the pool; use --import-root /", err);
+        Assert.False(Directory.Exists(pool));
+    }
+
+    [Fact]
     public void ARefusedDeviceLeavesNoPoolFolderAndTheDeviceUntouched()
     {
         var b = Path.Combine(_root, "b.img"); var l = Path.Combine(_root, "l.img");
