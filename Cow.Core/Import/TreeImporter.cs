@@ -35,7 +35,9 @@ public static class TreeImporter
             if (n.Name == null)
             {
                 ino[i] = parent;
-                Check(engine.SetAttr(parent, new SetAttrRequest { Mode = n.Mode & 0xFFF, Uid = n.Uid, Gid = n.Gid }, out _), n, "set the mode and owner of");
+                // Owner first, then mode: a chown may clear setuid/setgid, the mode given after it is the source's.
+                Check(engine.SetAttr(parent, new SetAttrRequest { Uid = n.Uid, Gid = n.Gid }, out _), n, "set the owner of");
+                Check(engine.SetAttr(parent, new SetAttrRequest { Mode = n.Mode & 0xFFF }, out _), n, "set the mode of");
             }
             else
             {

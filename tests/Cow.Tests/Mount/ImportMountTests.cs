@@ -37,7 +37,7 @@ public sealed class ImportMountTests : IDisposable
         return output;
     }
 
-    /// <summary>Every kind of node: owners, odd modes (0700, 0711, 1777, 4755, 2755, 0755), symlinks (relative, dangling,
+    /// <summary>Every kind of node: owners, odd modes (0700, 0711, 1777, 4755, 2755, 0755, a setgid directory holding a file of another group), symlinks (relative, dangling,
     /// to a directory), hard links (3 names, 2 directories), a fifo, char and block devices, a socket, a sparse
     /// file, an empty file, a file of holes only, an unaligned tail, xattrs (user, trusted, binary, empty) and ACLs
     /// (access and default), times with nanoseconds (atime and mtime apart), directory times set after filling.</summary>
@@ -52,6 +52,8 @@ public sealed class ImportMountTests : IDisposable
             echo s > suid; chmod 4755 suid
             echo g > sgid; chown 0:50 sgid; chmod 2755 sgid
             : > empty
+            mkdir sgid-dir; chown 0:60 sgid-dir; chmod 2775 sgid-dir
+            echo x > sgid-dir/inner; chown 0:0 sgid-dir/inner; mkdir sgid-dir/subdir
             chown 1234:5678 d/f.txt; chown 42:43 d; chown 7:8 odd711
             ln -s d/f.txt link; ln -s /nowhere/at/all dangling; ln -s d dirlink
             chown -h 99:98 link
@@ -75,7 +77,7 @@ public sealed class ImportMountTests : IDisposable
             touch -m -d '2002-03-04 05:06:07.987654321' d/f.txt
             touch -a -d '2003-01-01 00:00:00.5' d/f.txt exe
             touch -d '1998-07-01 10:00:00.000000001' sparse holes-only fifo cdev
-            touch -d '1999-12-31 23:59:59.111111111' d/sub d odd700 odd711 sticky empty-dir
+            touch -d '1999-12-31 23:59:59.111111111' d/sub d odd700 odd711 sticky empty-dir sgid-dir/subdir sgid-dir
             touch -a -d '2004-04-04 04:04:04.444444444' d
             """, src);
         // .NET removes a bound socket's file when the socket closes: a second name keeps the node.
@@ -106,7 +108,7 @@ public sealed class ImportMountTests : IDisposable
             $"source only:\n{string.Join('\n', missing)}\nimport only:\n{string.Join('\n', extra)}");
     }
 
-    private const string Dirs = ". d d/sub odd700 odd711 sticky empty-dir link dangling dirlink";
+    private const string Dirs = ". d d/sub odd700 odd711 sticky empty-dir sgid-dir sgid-dir/subdir link dangling dirlink";
 
     /// <summary>The directories' and symlinks' atimes (ns), by lstat only (nothing lists a directory or reads a link).</summary>
     private static string DirAtimes(string dir) => Sh($"stat -c '%n %x' {Dirs}", dir);
