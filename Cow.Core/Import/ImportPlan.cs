@@ -66,7 +66,18 @@ public sealed class ImportPlan
     public static ImportPlan Scan(IEnumerable<(string Path, string? Name)> sources, int blockSize)
     {
         var plan = new ImportPlan(blockSize);
-        foreach (var (path, name) in sources) plan.Add(path, name, -1);
+        foreach (var (path, name) in sources)
+        {
+            // The directory given as the root may be named through a symlink (as cp -H follows command-line links);
+            // anything under it, and a source imported by name, is taken as it is.
+            var at = path;
+            if (name == null)
+            {
+                try { at = new DirectoryInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path; }
+                catch (IOException e) { throw Problem(path, e.Message); }
+            }
+            plan.Add(at, name, -1);
+        }
         return plan;
     }
 
