@@ -20,7 +20,7 @@ public sealed partial class Pool
         if (plan != null && plan.BlockSize != options.BlockSize) throw new ArgumentException("the plan was scanned for another block size", nameof(plan));
         if (plan is { DataBlocks: > 0 })
         {
-            long capacity = BaseDataBlocks(folder, options);
+            long capacity = BaseDataBlocks(options);
             if (plan.DataBlocks > capacity)
                 throw new PoolException($"the import needs {plan.DataBlocks:N0} data blocks ({Bytes(plan.DataBlocks * options.BlockSize)}) on the base device, "
                     + $"which holds {capacity:N0} ({Bytes(capacity * options.BlockSize)})"
@@ -58,12 +58,12 @@ public sealed partial class Pool
 
     /// <summary>Data blocks the base device of a pool made with <paramref name="o"/> will hold: its blocks less one
     /// reserved block per segment (format.md, segments). Opens a given base device read-only to learn its size.</summary>
-    public static long BaseDataBlocks(string folder, PoolCreateOptions o)
+    public static long BaseDataBlocks(PoolCreateOptions o)
     {
         long bytes = o.BaseSize;
         if (o.BaseDevice != null)
         {
-            var full = Path.GetFullPath(o.BaseDevice, folder);
+            var full = Path.GetFullPath(o.BaseDevice);   // relative to the current directory, as Create takes it
             if (File.Exists(full))
             {
                 try { using var d = FileBlockDevice.Open(full, writable: false); bytes = d.Length; }
@@ -120,7 +120,7 @@ public sealed partial class Pool
             foreach (var (role, given) in new[] { ("base", o.BaseDevice), ("log", o.LogDevice) })
             {
                 if (given == null) continue;
-                var full = Path.GetFullPath(given, folder);
+                var full = Path.GetFullPath(given);
                 byte[]? first = null;
                 if (File.Exists(full))
                 {

@@ -26,6 +26,26 @@ public class MkfsTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>The size check of an import counts the base device's data blocks as the pool will: whatever the
+    /// size and block size, its figure is the engine's once the pool exists.</summary>
+    [Theory]
+    [InlineData(16L << 20, 4096)]
+    [InlineData((16L << 20) + 12345, 4096)]
+    [InlineData(100L << 20, 65536)]
+    [InlineData((1L << 30) - 8192, 8192)]
+    public void TheImportSizeCheckCountsTheBaseDeviceAsTheEngineDoes(long baseSize, int blockSize)
+    {
+        var dir = Directory.CreateTempSubdirectory("cow-mkfs-").FullName;
+        try
+        {
+            var o = new PoolCreateOptions { BaseSize = baseSize, LogSize = 16 << 20, BlockSize = blockSize };
+            long expected = Pool.BaseDataBlocks(o);
+            using var p = Pool.Create(Path.Combine(dir, "pool"), o);
+            Assert.Equal(expected, p.Engine.DeviceUsage().Single(u => u.Cookie == Cow.Core.Format.FormatConstants.BaseCookie).DataBlocks);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     /// <summary>The images and metadata hold every file's bytes: only the pool's owner may read them.</summary>
     [Fact]
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
