@@ -89,63 +89,64 @@ public static partial class Program
         var baseDev = new Option<string?>("--base-device") { Description = "block device or image file to use as the base device" };
         var logDev = new Option<string?>("--log-device") { Description = "block device or image file to use as the log device" };
         var label = new Option<string>("--label") { Description = "pool label", DefaultValueFactory = _ => "" };
-        var import = new Option<string[]>("--import") { Description = "file or directory whose contents become the pool's first data, placed on the base device (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var import = new Option<string[]>("--import") { Description = "file or directory that becomes /NAME in the pool (its base name), placed on the base device with its modes, owners, times, symlinks, hard links, xattrs and ACLs, holes, fifos and device nodes (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var importRoot = new Option<string?>("--import-root") { Description = "directory whose contents become the pool's root (and whose own mode, owner, times and xattrs the root takes), like --import" };
         var force = new Option<bool>("--force") { Description = "format given devices even if they hold another Cow pool (destroys it)" };
-        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import, force };
+        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import, importRoot, force };
         cmd.SetAction(r => Guard(() =>
         {
             long bsz, lsz;
             try { bsz = ParseSize(r.GetValue(baseSize)!); lsz = ParseSize(r.GetValue(logSize)!); }
             catch (FormatException e) { return Usage(e.Message); }   // a malformed size is bad usage: exit 2
             if (Pool.BlockSizeProblem(r.GetValue(blockSize)) is { } badBlockSize) return Usage(badBlockSize);
-            var sources = r.GetValue(import) ?? Array.Empty<string>();
+            // A source is named by its last path component, of its full path ('--import .' takes the current directory's name).
+            var sources = (r.GetValue(import) ?? Array.Empty<string>()).Select(src => (Path: src, Name: (string?)Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(src))))).ToList();
+            if (sources.FirstOrDefault(s => string.IsNullOrEmpty(s.Name)) is { Path: { } nameless })
+                return Fail($"import source {nameless} has no name to take in the pool; use --import-root {nameless} to make its contents the pool's root");
+            if (r.GetValue(importRoot) is { } rootSource) sources.Insert(0, (rootSource, null));
             // What can be known before the pool exists is checked first: a refused import makes no pool.
-            foreach (var src in sources)
-                if (!File.Exists(src) && !Directory.Exists(src))
+            foreach (var (src, _) in sources)
+                if (!File.Exists(src) && !Directory.Exists(src) && !IsSymlink(src))
                     return Fail($"import source {src} does not exist (or cannot be reached); no pool was made");
-            if (sources.GroupBy(src => Path.GetFileName(Path.TrimEndingDirectorySeparator(src))).FirstOrDefault(g => g.Count() > 1) is { } twice)
-                return Fail($"import sources {string.Join(" and ", twice)} would both become /{twice.Key}; no pool was made");
-            using var pool = Pool.Create(r.GetValue(PoolArg)!, new PoolCreateOptions
+            if (sources.Where(s => s.Name != null).GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                return Fail($"import sources {string.Join(" and ", twice.Select(s => s.Path))} would both become /{twice.Key}; no pool was made");
+            var options = new PoolCreateOptions
             {
                 BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
-            });
-            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
-            int ImportAll(Action<string> status)
+            };
+            Core.Import.ImportPlan? plan = null;
+            if (sources.Count > 0)
             {
-                foreach (var src in sources)
-                {
-                    var e = Import(pool, pool.Live.RootIno, src, status);
-                    if (e != 0) return Fail($"import {src}: {Describe(e)}");
-                }
-                return 0;
+                try { plan = Core.Import.ImportPlan.Scan(sources, options.BlockSize); }
+                catch (PoolException e) { return Fail($"{e.Message}; no pool was made"); }
             }
+            // Ctrl-C (and SIGTERM, SIGHUP) while mkfs runs: stop, undo mkfs, exit 1.
+            using var cts = new CancellationTokenSource();
+            using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
+            using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
+            using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, c => { c.Cancel = true; cts.Cancel(); });
+            Pool Make(Action<string> status) => Pool.CreateWithImport(r.GetValue(PoolArg)!, options, plan, status, cts.Token);
             // On a terminal a spinner names the file being copied; redirected output gets the plain lines only.
-            if (sources.Length > 0 && Interactive)
-                return AnsiConsole.Status().Start("importing", ctx => ImportAll(what => ctx.Status(Markup.Escape($"importing {what}"))));
-            return ImportAll(_ => { });
+            using var pool = plan != null && Interactive
+                ? AnsiConsole.Status().Start("importing", ctx => Make(what => ctx.Status(Markup.Escape($"importing {what}"))))
+                : Make(_ => { });
+            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
+            if (plan != null)
+            {
+                long used = pool.Engine.DeviceUsage().Single(u => u.Cookie == Core.Format.FormatConstants.BaseCookie).UsedBlocks;
+                foreach (var (src, name) in sources) Console.WriteLine($"imported {src} as /{name}{(name == null ? " (the pool's root)" : "")}");
+                Console.WriteLine($"imported {plan.Files:N0} files, {plan.Directories:N0} directories, {plan.Others:N0} other nodes: "
+                                  + $"{Bytes(used * pool.Engine.BlockSize)} of data on the base device");
+            }
+            return 0;
         }));
         return cmd;
     }
 
-    /// <summary>Copies a file or a directory tree from the host into the pool, data on the base device.</summary>
-    private static Errno Import(Pool pool, long parent, string source, Action<string> status)
+    private static bool IsSymlink(string path)
     {
-        var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(source));
-        if (Directory.Exists(source))
-        {
-            var e = pool.Live.Mkdir(parent, name, 0x1ED, 0, 0, out var dir);
-            if (e != 0) return e;
-            foreach (var child in Directory.EnumerateFileSystemEntries(source).Order(StringComparer.Ordinal))
-                if ((e = Import(pool, dir.Ino, child, status)) != 0) return e;
-            return 0;
-        }
-        if (!File.Exists(source)) throw new IOException($"{source}: no such file or directory");
-        status(source);
-        using var f = File.OpenRead(source);
-        var err = pool.Engine.ImportFile(parent, name, f, 0x1A4, 0, 0, out var a);
-        if (err == 0) Console.WriteLine($"imported {source} as {name} ({a.Size:N0} bytes, base device)");
-        return err;
+        try { return new FileInfo(path).LinkTarget != null; } catch (IOException) { return false; }
     }
 
     private static Command Put()
@@ -357,7 +358,7 @@ public static partial class Program
 
     private static Command Df()
     {
-        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes (the pool as df(1) on the mount shows it), devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
         var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
@@ -369,8 +370,10 @@ public static partial class Program
                     Console.WriteLine(doc.ToJsonString(JsonOut));
                     return 0;
                 }
-                long bs = (long)doc["block_size"]!, free = (long)doc["free_blocks"]!;
-                Console.WriteLine($"blocks of {bs} bytes: {(long)doc["blocks"]!:N0} data blocks, {free:N0} free for new writes ({Bytes(free * bs)})");
+                long bs = (long)doc["block_size"]!, blocks = (long)doc["blocks"]!, used = (long)doc["used_blocks"]!, free = (long)doc["free_blocks"]!;
+                Console.WriteLine($"pool: size {Bytes(blocks * bs)}, used {Bytes(used * bs)}, free for new writes {Bytes(free * bs)} "
+                                  + $"({blocks:N0} / {used:N0} / {free:N0} blocks of {bs} bytes; df(1) on the mount shows the same)");
+                Console.WriteLine("size = used + free for new writes: a device that takes no new writes (the base device) counts only its used part");
                 var devices = new Table().AddColumn("device").AddColumn("role").AddColumn("path")
                     .AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("used").RightAligned())
                     .AddColumn(new TableColumn("free").RightAligned()).AddColumn("new writes");

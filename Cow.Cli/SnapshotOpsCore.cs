@@ -131,9 +131,10 @@ public static class SnapshotOpsCore
         return rows;
     }
 
-    /// <summary>cow df's document: {block_size, blocks, free_blocks, free_bytes, devices: [{cookie, role, path,
-    /// size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: SnapshotRows(live first)}.
-    /// Every number is a JSON integer (long).</summary>
+    /// <summary>cow df's document: {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes,
+    /// devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views:
+    /// SnapshotRows(live first)}. The pool figures are statfs's (what df(1) on the mount shows): blocks = used +
+    /// free, free = what new writes can use. Every number is a JSON integer (long).</summary>
     public static JsonObject DfDocument(Pool p)
     {
         var st = p.Live.StatFs();
@@ -147,13 +148,13 @@ public static class SnapshotOpsCore
             {
                 ["cookie"] = (long)d.Cookie, ["role"] = d.Role.ToString().ToLowerInvariant(), ["path"] = d.Path,
                 ["size_bytes"] = d.SizeBytes, ["data_bytes"] = u.DataBlocks * bs, ["used_bytes"] = u.UsedBlocks * bs,
-                ["free_bytes"] = u.FreeBlocks * bs, ["takes_writes"] = d.Cookie == Core.Format.FormatConstants.LogCookie,
+                ["free_bytes"] = u.FreeBlocks * bs, ["takes_writes"] = u.TakesNewWrites,
             });
         }
         return new JsonObject
         {
-            ["block_size"] = bs, ["blocks"] = st.Blocks, ["free_blocks"] = st.FreeBlocks,
-            ["free_bytes"] = st.FreeBlocks * bs, ["devices"] = devices, ["views"] = SnapshotRows(p, includeLive: true),
+            ["block_size"] = bs, ["blocks"] = st.Blocks, ["used_blocks"] = st.UsedBlocks, ["free_blocks"] = st.FreeBlocks,
+            ["size_bytes"] = st.Blocks * bs, ["used_bytes"] = st.UsedBlocks * bs, ["free_bytes"] = st.FreeBlocks * bs, ["devices"] = devices, ["views"] = SnapshotRows(p, includeLive: true),
         };
     }
 }

@@ -43,7 +43,7 @@ public sealed class PoolException(string message, Exception? inner = null) : Exc
 /// <c>cow.db</c> (+ <c>cow-log.db</c>), <c>cow.lock</c>, and by default <c>base.img</c> and <c>log.img</c>.
 /// Threading: thread-safe (see <see cref="Engine.Engine"/>); <see cref="Dispose"/> must not race other calls.
 /// </summary>
-public sealed class Pool : IDisposable
+public sealed partial class Pool : IDisposable
 {
     public const string MetadataFile = "cow.db", LockFile = "cow.lock", BaseImage = "base.img", LogImage = "log.img";
 

@@ -35,18 +35,8 @@ public sealed partial class Engine
             int filled;
             while ((filled = source.ReadAtLeast(buf, buf.Length, throwOnEndOfStream: false)) > 0)
             {
-                int blocks = (filled + BlockSize - 1) >> BlockShift;
-                buf.AsSpan(filled, (blocks << BlockShift) - filled).Clear();
-                for (int b = 0; b < blocks;)
-                {
-                    // Skip all-zero blocks: they stay holes.
-                    if (buf.AsSpan(b << BlockShift, BlockSize).IndexOfAnyExcept((byte)0) < 0) { b++; continue; }
-                    int run = 1;
-                    while (b + run < blocks && buf.AsSpan((b + run) << BlockShift, BlockSize).IndexOfAnyExcept((byte)0) >= 0) run++;
-                    e = PlaceOnBase(li, (offset >> BlockShift) + b, buf.AsSpan(b << BlockShift, run << BlockShift));
-                    if (e != 0) return e;
-                    b += run;
-                }
+                e = PlaceNonZeroBlocks(li, offset >> BlockShift, buf, filled);
+                if (e != 0) return e;
                 offset += filled;
                 lock (_lock) MutableInode(li).Size = offset;
             }
@@ -54,6 +44,91 @@ public sealed partial class Engine
         finally { li.WriteGate.Release(); }
         Commit();
         lock (_lock) attr = Attr(li.Rec);
+        return 0;
+    }
+
+    /// <summary>Reads source bytes at a file offset into a buffer; returns the count read, 0 at the end of the
+    /// source. Throws (IOException) when the source cannot be read.</summary>
+    public delegate int ImportReader(long offset, Span<byte> buffer);
+
+    /// <summary>
+    /// Fills the empty regular file <paramref name="ino"/> of the live tree with <paramref name="length"/> bytes of
+    /// which only <paramref name="dataRanges"/> (sorted (offset, length) pairs, as SEEK_DATA/SEEK_HOLE find them)
+    /// are read through <paramref name="read"/>: the rest stays holes, and so do all-zero blocks inside them. The
+    /// data goes to the **base device**, like <see cref="ImportFile"/>. Not committed: the caller commits (a
+    /// tree import commits once at its end). A source failure (exception from <paramref name="read"/>) or
+    /// <paramref name="ct"/> propagates, leaving the file partly filled; ENOSPC when the base device is full.
+    /// </summary>
+    public Errno ImportData(long ino, long length, IReadOnlyList<(long Offset, long Length)> dataRanges, ImportReader read, CancellationToken ct = default)
+    {
+        if (length < 0 || length > MaxFileSize) return Errno.EFBIG;
+        LiveInode li;
+        lock (_lock)
+        {
+            if (_failure != null) return Errno.EIO;
+            var found = Live(ino);
+            if (found == null) return Errno.ENOENT;
+            if ((found.Rec.Mode & S_IFMT) != S_IFREG) return Errno.EINVAL;
+            if (found.Rec.Size != 0 || found.Rec.Blocks != 0) return Errno.EEXIST;
+            li = found; li.Pins++;
+        }
+        try
+        {
+            li.WriteGate.Wait();
+            try
+            {
+                const int bufBlocksBytes = 1 << 20;
+                var buf = new byte[Math.Max(bufBlocksBytes, BlockSize)];
+                int bufBlocks = buf.Length >> BlockShift;
+                long next = 0;   // first file block not yet placed (ranges may share a block once aligned)
+                foreach (var (off, len) in dataRanges)
+                {
+                    if (off < 0 || len <= 0 || off >= length) continue;
+                    long end = Math.Min(length, off + len);
+                    long fb = Math.Max(off >> BlockShift, next), endBlock = (end + BlockSize - 1) >> BlockShift;
+                    while (fb < endBlock)
+                    {
+                        ct.ThrowIfCancellationRequested();
+                        int nb = (int)Math.Min(endBlock - fb, bufBlocks);
+                        long pos = fb << BlockShift;
+                        int want = (int)Math.Min((long)nb << BlockShift, length - pos), filled = 0;
+                        while (filled < want)
+                        {
+                            int n = read(pos + filled, buf.AsSpan(filled, want - filled));
+                            if (n <= 0) break;   // the source shrank: the rest reads as zeros
+                            filled += n;
+                        }
+                        var e = PlaceNonZeroBlocks(li, fb, buf, filled);
+                        if (e != 0) return e;
+                        fb += nb;
+                    }
+                    next = Math.Max(next, endBlock);
+                }
+                lock (_lock) MutableInode(li).Size = length;
+            }
+            finally { li.WriteGate.Release(); }
+        }
+        finally { Unpin(li); }
+        MaybeCommit();
+        return 0;
+    }
+
+    /// <summary>Places the non-zero blocks of <paramref name="buf"/>[..<paramref name="filled"/>] (zero-padded to a
+    /// whole block) at file block <paramref name="fileBlock"/> on the base device. Caller holds the WriteGate.</summary>
+    private Errno PlaceNonZeroBlocks(LiveInode li, long fileBlock, byte[] buf, int filled)
+    {
+        int blocks = (filled + BlockSize - 1) >> BlockShift;
+        buf.AsSpan(filled, (blocks << BlockShift) - filled).Clear();
+        for (int b = 0; b < blocks;)
+        {
+            // Skip all-zero blocks: they stay holes.
+            if (buf.AsSpan(b << BlockShift, BlockSize).IndexOfAnyExcept((byte)0) < 0) { b++; continue; }
+            int run = 1;
+            while (b + run < blocks && buf.AsSpan((b + run) << BlockShift, BlockSize).IndexOfAnyExcept((byte)0) >= 0) run++;
+            var e = PlaceOnBase(li, fileBlock + b, buf.AsSpan(b << BlockShift, run << BlockShift));
+            if (e != 0) return e;
+            b += run;
+        }
         return 0;
     }
 

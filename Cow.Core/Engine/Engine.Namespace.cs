@@ -145,25 +145,6 @@ public sealed partial class Engine
         }
     }
 
-    internal FsStats StatFs()
-    {
-        lock (_lock)
-        {
-            var log = _space[Format.FormatConstants.LogCookie];
-            long blocks = _space.Values.Sum(s => s.DataBlocks);
-            long free = Math.Max(0, log.FreeBlocks - _preallocTotal);   // fallocate reservations are not free
-            return new FsStats(BlockSize, blocks, free, free, 1L << 32, (1L << 32) - _pool.NextIno, NameMax);
-        }
-    }
-
-    /// <summary>Space of every device, by cookie (cow df).</summary>
-    public IReadOnlyList<DeviceUsage> DeviceUsage()
-    {
-        lock (_lock)
-            return _space.Values.OrderBy(s => s.Cookie)
-                .Select(s => new DeviceUsage(s.Cookie, s.DataBlocks, s.DataBlocks - s.FreeBlocks, s.FreeBlocks)).ToArray();
-    }
-
     // ---------------------------------------------------------------- changes (live tree only)
 
     private LiveInode? LiveDir(long ino, out Errno e)

@@ -53,8 +53,9 @@ public sealed partial class Engine
         }
     }
 
-    /// <summary>Free log blocks that no reservation holds. Under _lock. May be negative for a moment.</summary>
-    private long UnreservedFreeBlocks() => _space[Format.FormatConstants.LogCookie].FreeBlocks - _preallocTotal;
+    /// <summary>Free blocks of the devices that take new writes that no reservation holds (what statfs calls
+    /// free: <see cref="FreeForNewWritesLocked"/>). Under _lock.</summary>
+    private long UnreservedFreeBlocks() => FreeForNewWritesLocked();
 
     /// <summary>Blocks of [fb, fb+n) of the live file that are mapped. Under _lock.</summary>
     private long MappedBlocks(LiveInode li, long fb, long n)

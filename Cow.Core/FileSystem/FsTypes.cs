@@ -30,8 +30,13 @@ public sealed record SetAttrRequest
     public bool MtimeNow { get; init; }
 }
 
-/// <summary>statfs figures, in blocks of <see cref="BlockSize"/>.</summary>
-public readonly record struct FsStats(int BlockSize, long Blocks, long FreeBlocks, long AvailableBlocks, long Files, long FreeFiles, int NameMax);
+/// <summary>statfs figures, in blocks of <see cref="BlockSize"/>: <see cref="Blocks"/> is what the pool can hold
+/// (used + free for new writes), <see cref="FreeBlocks"/> what new writes can use (see Engine.StatFs).</summary>
+public readonly record struct FsStats(int BlockSize, long Blocks, long FreeBlocks, long AvailableBlocks, long Files, long FreeFiles, int NameMax)
+{
+    /// <summary>Blocks data occupies: <see cref="Blocks"/> − <see cref="FreeBlocks"/>.</summary>
+    public long UsedBlocks => Blocks - FreeBlocks;
+}
 
 /// <summary>renameat2 flags.</summary>
 [Flags]
@@ -53,9 +58,9 @@ public enum SeekWhence { Data = 3, Hole = 4 }
 /// <summary>Per-snapshot space report: bytes the snapshot sees, and bytes that only it holds (freed if deleted).</summary>
 /// <summary>Space of one pool device in blocks of the pool's block size (cow df): <paramref name="DataBlocks"/>
 /// excludes the segment headers; <paramref name="UsedBlocks"/> are referenced by some view, reserved by a write in
-/// flight, or freed by a commit not yet durable; <paramref name="FreeBlocks"/> = DataBlocks − UsedBlocks. Only the
-/// log device's free blocks take new writes (format.md §4).</summary>
-public readonly record struct DeviceUsage(uint Cookie, long DataBlocks, long UsedBlocks, long FreeBlocks);
+/// flight, or freed by a commit not yet durable; <paramref name="FreeBlocks"/> = DataBlocks − UsedBlocks.
+/// <paramref name="TakesNewWrites"/>: whether new writes allocate on it (today only the log device, format.md §1).</summary>
+public readonly record struct DeviceUsage(uint Cookie, long DataBlocks, long UsedBlocks, long FreeBlocks, bool TakesNewWrites);
 
 public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);
 

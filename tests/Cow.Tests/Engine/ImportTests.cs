@@ -43,3 +43,46 @@ public class ImportTests
         p.AssertClean();
     }
 }
+
+public class ImportDataTests
+{
+    /// <summary>Data ranges as SEEK_DATA finds them on a 4 KiB host file system, imported into a pool of 64 KiB
+    /// blocks: ranges that share a pool block are read once, the gaps between them read as zeros, whole pool blocks
+    /// outside every range stay holes, and so do all-zero blocks inside a range.</summary>
+    [Fact]
+    public void RangesAreReadOnceAndHolesStayHolesWhateverTheBlockSize()
+    {
+        using var p = new MemoryPool(blockSize: 65536);
+        const int bs = 65536;
+        long length = 40L * bs + 123;
+        var source = new byte[length];
+        var ranges = new List<(long, long)> { (4096, 4096), (3 * 4096, 8192), (5L * bs, 2L * bs), (20L * bs, 4096), (40L * bs, 123) };
+        foreach (var (off, len) in ranges) Pattern((int)len, (int)off).CopyTo(source, off);
+        Array.Clear(source, (int)(6L * bs), bs);   // an all-zero pool block inside a range
+        var reads = new List<(long, int)>();
+        Assert.Equal(0, (int)p.Engine.MakeNode(1, "f", 0x81A4, 0, 0, 0, null, out var a));
+        Assert.Equal(0, (int)p.Engine.ImportData(a.Ino, length, ranges, (off, buf) =>
+        {
+            reads.Add((off, buf.Length));
+            int n = (int)Math.Min(buf.Length, length - off);
+            source.AsSpan((int)off, n).CopyTo(buf);
+            return n;
+        }));
+        p.Engine.Commit();
+        // Pool blocks 0 (two ranges), 5, 20 and 40 hold data; 6 is all zeros; the rest were never read.
+        Assert.Equal(4, p.Live.GetAttr(a.Ino, out var attr) == 0 ? attr.Blocks512 / (bs / 512) : -1);
+        Assert.Equal(length, attr.Size);
+        Assert.Equal(new long[] { 0, 5L * bs, 20L * bs, 40L * bs }, reads.Select(r => r.Item1).Distinct());
+        Assert.Equal(source, ReadAll(p.Live, a.Ino));
+        Assert.Equal(0, (int)p.Live.Seek(a.Ino, bs, Cow.Core.FileSystem.SeekWhence.Data, out long data));
+        Assert.Equal(5L * bs, data);
+        Assert.Equal(0, (int)p.Live.Seek(a.Ino, 5L * bs, Cow.Core.FileSystem.SeekWhence.Hole, out long hole));
+        Assert.Equal(6L * bs, hole);
+        // Only an empty regular file can be filled.
+        Assert.Equal(Mono.Unix.Native.Errno.EEXIST, p.Engine.ImportData(a.Ino, 10, [], (_, _) => 0));
+        p.AssertClean();
+        p.Reopen();
+        Assert.Equal(source, ReadAll(p.Live, Ino(p.Live, "/f")));
+        p.AssertClean();
+    }
+}

@@ -26,6 +26,51 @@ public class MkfsTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>The size check of an import counts the base device's data blocks as the pool will: whatever the
+    /// size and block size, its figure is the engine's once the pool exists.</summary>
+    [Theory]
+    [InlineData(16L << 20, 4096)]
+    [InlineData((16L << 20) + 12345, 4096)]
+    [InlineData(100L << 20, 65536)]
+    [InlineData((1L << 30) - 8192, 8192)]
+    public void TheImportSizeCheckCountsTheBaseDeviceAsTheEngineDoes(long baseSize, int blockSize)
+    {
+        var dir = Directory.CreateTempSubdirectory("cow-mkfs-").FullName;
+        try
+        {
+            var o = new PoolCreateOptions { BaseSize = baseSize, LogSize = 16 << 20, BlockSize = blockSize };
+            long expected = Pool.BaseDataBlocks(o);
+            using var p = Pool.Create(Path.Combine(dir, "pool"), o);
+            Assert.Equal(expected, p.Engine.DeviceUsage().Single(u => u.Cookie == Cow.Core.Format.FormatConstants.BaseCookie).DataBlocks);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>A source file that goes away between the scan and the copy fails the import half way: mkfs is undone,
+    /// the message names the file and says what was cleaned up.</summary>
+    [Fact]
+    public void AnImportFailingHalfWayLeavesNothingBehind()
+    {
+        var dir = Directory.CreateTempSubdirectory("cow-mkfs-").FullName;
+        try
+        {
+            var src = Path.Combine(dir, "src");
+            Directory.CreateDirectory(src);
+            File.WriteAllBytes(Path.Combine(src, "a"), new byte[8192].Select((_, i) => (byte)(i | 1)).ToArray());
+            File.WriteAllBytes(Path.Combine(src, "b"), new byte[8192].Select((_, i) => (byte)(i | 3)).ToArray());
+            var o = new PoolCreateOptions { BaseSize = 16 << 20, LogSize = 16 << 20 };
+            var plan = Cow.Core.Import.ImportPlan.Scan([(src, "src")], o.BlockSize);
+            Assert.Equal(4, plan.DataBlocks);
+            File.Delete(Path.Combine(src, "b"));
+            var folder = Path.Combine(dir, "pool");
+            var e = Assert.Throws<PoolException>(() => Pool.CreateWithImport(folder, o, plan));
+            Assert.Contains($"import source {Path.Combine(src, "b")}: cannot be read", e.Message);
+            Assert.Contains($"no pool was made: the pool folder {folder} was removed", e.Message);
+            Assert.False(Directory.Exists(folder));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     /// <summary>The images and metadata hold every file's bytes: only the pool's owner may read them.</summary>
     [Fact]
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]

@@ -36,6 +36,32 @@ public sealed class MkfsRefusalTests : IDisposable
     }
 
     [Fact]
+    public void TheRootDirectoryCannotBeImportedByNameOnlyAsTheRoot()
+    {
+        var pool = Path.Combine(_root, "pool");
+        var (code, _, err) = CowProgram.Run("mkfs", pool, "--import", "/");
+        Assert.Equal(1, code);
+        Assert.Contains("import source / has no name to take in the pool; use --import-root /", err);
+        Assert.False(Directory.Exists(pool));
+    }
+
+    [Fact]
+    public void ARefusedDeviceLeavesNoPoolFolderAndTheDeviceUntouched()
+    {
+        var b = Path.Combine(_root, "b.img"); var l = Path.Combine(_root, "l.img");
+        var (code, _, err) = CowProgram.Run("mkfs", Path.Combine(_root, "one"), "--base-device", b, "--log-device", l, "--base-size", "16M", "--log-size", "16M");
+        Assert.True(code == 0, err);
+        var before = File.ReadAllBytes(b);
+        var two = Path.Combine(_root, "two");
+        (code, _, err) = CowProgram.Run("mkfs", two, "--base-device", b, "--log-device", l);
+        Assert.Equal(1, code);
+        Assert.Contains("already holds a Cow device", err);
+        Assert.Contains($"no pool was made: the pool folder {two} was removed", err);
+        Assert.False(Directory.Exists(two));
+        Assert.Equal(before, File.ReadAllBytes(b));
+    }
+
+    [Fact]
     public void AFileGivenAsThePoolFolderIsNamedAsAFile()
     {
         var file = Path.Combine(_root, "not-a-pool");

@@ -169,9 +169,10 @@ public class RetentionSchedulerTests
         }
         var st = mp.Live.StatFs();
         int freePct = (int)(st.FreeBlocks * 100 / st.Blocks);
-        // Each snapshot holds 8 MiB of a ~64 MiB device alone: wanting 12 points more than free needs about
-        // two deletions; the rules measure after each, so exactly the oldest ones go until it is reached.
-        int want = freePct + 12;
+        // Each snapshot holds 8 MiB of the ~64 MiB the pool can hold (the log: the empty base device is not counted,
+        // StatFsTests) alone, about 12.5 points: wanting 20 points more than free needs two deletions; the rules
+        // measure after each, so exactly the oldest ones go until it is reached.
+        int want = freePct + 20;
         var log = new ListLogger();
         new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = want }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
         var left = Names(mp);
@@ -182,6 +183,37 @@ public class RetentionSchedulerTests
         Assert.Contains("below min-free-percent=", log.All);
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
+    [Fact]
+    public void TheSpaceRuleDoesNotCountTheEmptyBaseDeviceAsUsedOrFree()
+    {
+        // A large empty base device (it takes no new writes) and a 64 MiB log, a quarter of it held by two snapshots:
+        // 75 % of what the pool can hold is free. Were the base device counted (used or free), this would be
+        // about 8 % or about 96 % free, not 75 %.
+        using var mp = new MemoryPool(baseSize: 512L << 20, logSize: 64L << 20);
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        mp.Engine.SnapshotClock = () => clock.GetUtcNow().UtcDateTime;
+        var data = new byte[8 << 20];
+        for (int i = 0; i < 2; i++)
+        {
+            new Random(i).NextBytes(data);
+            Assert.Equal((Errno)0, mp.Live.Create(mp.Live.RootIno, $"f{i}", 0x1A4, 0, 0, out var attr));
+            Assert.Equal((Errno)0, mp.Live.Write(attr.Ino, 0, data, out _));
+            Assert.Equal((Errno)0, mp.Engine.CreateSnapshot($"timeline-{i}", new Dictionary<string, string> { ["kind"] = "timeline" }, out _));
+            Assert.Equal((Errno)0, mp.Live.Unlink(mp.Live.RootIno, $"f{i}"));
+            clock.Advance(TimeSpan.FromHours(1));
+        }
+        var st = mp.Live.StatFs();
+        Assert.InRange(st.FreeBlocks * 100 / st.Blocks, 73, 75);
+        var log = new ListLogger();
+        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 70 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
+        Assert.Equal(new[] { "timeline-0", "timeline-1" }, Names(mp));
+        Assert.DoesNotContain("min-free-percent", log.All);
+        // 80 % is more than is free: the oldest goes (and one deletion, 12.5 points, reaches it).
+        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 80 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
+        Assert.Equal(new[] { "timeline-1" }, Names(mp));
+        Assert.Empty(mp.Pool.Fsck().Problems);
+    }
+
     [Fact]
     public void TheSpaceRuleDeletesAPreWithItsPostBeforeMeasuringAgain()
     {
