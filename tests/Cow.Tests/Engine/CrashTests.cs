@@ -34,6 +34,8 @@ public class CrashTests(ITestOutputHelper output)
         public readonly Dictionary<string, int> Files = new(StringComparer.Ordinal);
         public readonly Dictionary<int, byte[]> Nodes = new();
         public readonly SortedDictionary<string, string> Snapshots = new(StringComparer.Ordinal);
+        /// <summary>Each snapshot's file contents by path (what a restore puts back).</summary>
+        public readonly Dictionary<string, Dictionary<string, byte[]>> SnapshotFiles = new(StringComparer.Ordinal);
         private int _next;
 
         public void Create(string path) { Files[path] = ++_next; Nodes[_next] = Array.Empty<byte>(); }
@@ -210,7 +212,25 @@ public class CrashTests(ITestOutputHelper output)
     private static Op Fsync() => new("fsync", p => p.Live.Fsync(p.Live.RootIno) == 0, _ => { }, Durable: true);
 
     private static Op Snapshot(string name) => new($"snapshot create {name}",
-        p => p.Engine.CreateSnapshot(name, out _) == 0, m => m.Snapshots[name] = m.Tree(), Durable: true);
+        p => p.Engine.CreateSnapshot(name, out _) == 0,
+        m => { m.Snapshots[name] = m.Tree(); m.SnapshotFiles[name] = m.Files.ToDictionary(f => f.Key, f => m.Nodes[f.Value], StringComparer.Ordinal); },
+        Durable: true);
+
+    /// <summary>cow snapshot restore of one regular file: the live file (every name of it) gets the snapshot's
+    /// contents, sharing its blocks; a file the live tree lacks is made anew. One durable commit.</summary>
+    private static Op Restore(string snapshot, string path) => new($"snapshot restore {snapshot} {path}",
+        p => p.Engine.RestoreFromSnapshot(snapshot, [path], false, out _, out _) == 0,
+        m =>
+        {
+            if (!m.Files.ContainsKey(path)) m.Create(path);
+            m.SetContent(path, m.SnapshotFiles[snapshot][path]);
+        },
+        Durable: true);
+
+    /// <summary>fallocate KEEP_SIZE: reserves space (persisted with the inode), changes no content.</summary>
+    private static Op Reserve(string path, long offset, long length) => new($"fallocate keep-size {path} {offset}+{length}",
+        p => OnIno(p.Live, path, ino => p.Live.Fallocate(ino, FallocateMode.KeepSize, offset, length) == 0),
+        _ => { });
 
     private static Op DeleteSnapshot(string name) => new($"snapshot delete {name}",
         p => p.Engine.DeleteSnapshot(name) == 0, m => m.Snapshots.Remove(name), Durable: true);
@@ -252,11 +272,14 @@ public class CrashTests(ITestOutputHelper output)
         Write("/b/biglink", 150_001, 1000, 11),
         Truncate("/huge", 1_000_000),
         Fsync(),
+        Reserve("/huge", 0, 6 << 20),                  // a reservation the restore below gives back
+        Restore("s3", "/huge"),                        // the live /huge shares s3's blocks again
+        Restore("s3", "/a/big"),                       // a new file with s3's blocks (/b/biglink stays apart)
         DeleteSnapshot("s2"),
         Unlink("/a/sub/g"), Rmdir("/a/sub"),
         Write("/huge", 500_000, 70_000, 12),
         Fsync(),
-        DeleteSnapshot("s3"),                          // frees the old tail of /huge
+        DeleteSnapshot("s3"),                          // the restored files keep its blocks
         Create("/c"), Write("/c", 0, 30_000, 13),
         Write("/c", 8192, 5000, 15),                   // partial blocks over an extent written in the same group
         Fsync(),
