@@ -38,6 +38,23 @@ public sealed partial class Engine
         return 0;
     }
 
+    /// <summary>
+    /// What getxattr and listxattr show of a stored ACL xattr <paramref name="name"/> of inode <paramref name="r"/>:
+    /// null to show nothing. ACLs set since Cow keeps them with the mode come back as stored. An ACL that an older
+    /// Cow stored raw, beside a mode it did not update (cp -a, cp -p), is shown as ext4 would hold it, with the
+    /// mode as the truth: one that does not parse, or says no more than a mode, is not shown (ext4 never stores
+    /// such an access ACL); an extended one is shown with its owner, mask and other entries from the mode. So the
+    /// kernel, which enforces what GETXATTR returns, never grants more than <c>ls -l</c> shows.
+    /// </summary>
+    private static byte[]? ShownAcl(InodeRecord r, string name, byte[] stored)
+    {
+        if (PosixAcl.TryParse(stored, out var acl) != 0 || acl == null) return null;
+        if (name == PosixAcl.DefaultXattr) return stored;
+        if (acl.IsEquivalentToMode(out _)) return null;
+        var shown = acl.WithMode(r.Mode).ToXattr();
+        return shown.AsSpan().SequenceEqual(stored) ? stored : shown;
+    }
+
     /// <summary>chmod: the access ACL's USER_OBJ, MASK (or GROUP_OBJ) and OTHER entries follow the new mode
     /// (posix_acl_chmod). An ACL xattr that does not parse (stored raw by an older Cow) is left alone.</summary>
     private static void ChmodAclLocked(InodeRecord r)

@@ -75,6 +75,7 @@ public sealed partial class Engine
             var r = tree.Inode(ino);
             if (r == null) return Errno.ENOENT;
             if (r.Xattrs == null || !r.Xattrs.TryGetValue(name, out var v)) return Errno.ENODATA;
+            if (PosixAcl.IsAclXattr(name) && (v = ShownAcl(r, name, v)!) == null) return Errno.ENODATA;
             value = v;
             return 0;
         }
@@ -87,7 +88,9 @@ public sealed partial class Engine
         {
             var r = tree.Inode(ino);
             if (r == null) return Errno.ENOENT;
-            if (r.Xattrs != null) names.AddRange(r.Xattrs.Keys.OrderBy(k => k, StringComparer.Ordinal));
+            if (r.Xattrs != null)
+                names.AddRange(r.Xattrs.Where(x => !PosixAcl.IsAclXattr(x.Key) || ShownAcl(r, x.Key, x.Value) != null)
+                    .Select(x => x.Key).OrderBy(k => k, StringComparer.Ordinal));
             return 0;
         }
     }

@@ -78,6 +78,30 @@ public class AclTests
     }
 
     [Fact]
+    public void Acls_an_older_cow_stored_raw_beside_the_mode_never_grant_more_than_the_mode_shows()
+    {
+        using var p = new MemoryPool();
+        var fs = p.Live;
+        long plain = NewFile(fs, Root, "plain", 0x180), ext = NewFile(fs, Root, "ext", 0x180), bad = NewFile(fs, Root, "bad", 0x180);
+        Ok(fs.SetXattr(plain, "user.k", [1]), "set user.k");
+        // What cp -a left before Cow kept ACLs and modes in step: the ACL bytes as they came, the mode 0600.
+        var wide = Acl((AclTag.UserObj, R | W, 0), (AclTag.GroupObj, R, 0), (AclTag.Other, R, 0));
+        var ext644 = Acl((AclTag.UserObj, R | W, 0), (AclTag.User, R | W, 65534), (AclTag.GroupObj, R, 0), (AclTag.Mask, R | W, 0), (AclTag.Other, R, 0));
+        (p.Engine.Live(plain)!.Rec.Xattrs ??= new())[Access] = wide;
+        (p.Engine.Live(ext)!.Rec.Xattrs ??= new())[Access] = ext644;
+        (p.Engine.Live(bad)!.Rec.Xattrs ??= new())[Access] = [2, 0, 0, 0, 1];
+
+        Assert.Equal("none", AclText(fs, plain));   // a minimal ACL: the mode (0600) is the truth
+        Ok(fs.ListXattr(plain, out var names), "listxattr");
+        Assert.Equal(["user.k"], names);
+        Assert.Equal("u::rw-,u:65534:rw-,g::r--,m::---,o::---", AclText(fs, ext));   // owner, mask, other from 0600
+        Assert.Equal("none", AclText(fs, bad));
+        Ok(fs.ListXattr(bad, out names), "listxattr");
+        Assert.Empty(names);
+        Assert.Equal(S_IFREG | 0x180, Mode(fs, plain));
+    }
+
+    [Fact]
     public void An_acl_equivalent_to_a_mode_is_not_stored_and_replaces_an_extended_one()
     {
         using var p = new MemoryPool();
