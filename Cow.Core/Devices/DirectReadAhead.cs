@@ -28,10 +28,10 @@ namespace Cow.Core.Devices;
 /// </summary>
 internal sealed unsafe class DirectReadAhead : IDisposable
 {
-    /// <summary>Bytes per O_DIRECT read and per buffer. Measured on the benchmark machines (A/B runs of a 1 GiB
-    /// sequential read through the mount, 2026-11-25): 4 MiB chunks, 8 ahead (32 MiB), 4 in flight read at
-    /// 1,495–1,712 MB/s where 1 MiB chunks 8 ahead read at 1,263–1,487 and the C passthrough at 1,371–1,783
-    /// in the same rounds; more loaders (8) or a shorter reach (8 MiB in 2 MiB chunks) were slower still.</summary>
+    /// <summary>Bytes per O_DIRECT read and per buffer. With 4 MiB chunks, 8 ahead (a 32 MiB reach) and 4 in
+    /// flight, a sequential read gets close to what the benchmark's loop devices give; a reach under 32 MiB
+    /// (1 MiB chunks 8 ahead, or fewer chunks) or more loaders (8) read slower, and smaller chunks at the same
+    /// reach read no faster (bench/README.md).</summary>
     public const int ChunkBytes = 4 << 20;
     /// <summary>Chunks read ahead of the reader.</summary>
     public const int Window = 8;
@@ -295,9 +295,8 @@ internal sealed unsafe class DirectReadAhead : IDisposable
             }
             bool ok = DirectIo.Transfer(_fd, write: false, offset, s.Buffer, length);
             // The checksums of the chunk's blocks, here on a loader rather than on the reader that waits for them
-            // (the first pass over bytes fresh from the device is the slow one). With FUSE READ replies gathered
-            // from the lent buffers, same pool in turn (2026-12-05): 1 GiB sequential reads 3,452 -> 3,591 MB/s,
-            // server CPU 270 -> 250 ms per GiB (medians of 15; bench/README.md, "Lent reads").
+            // (the first pass over bytes fresh from the device is the slow one): a READ then needs no checksum pass
+            // of its own (the engine compares these with the extent map's), and a lent one no copy either.
             if (ok)
                 for (int b = 0; b < length / BlockBytes; b++)
                     s.Sums[b] = Format.Crc32C.Compute(new ReadOnlySpan<byte>(s.Buffer + (long)b * BlockBytes, BlockBytes));

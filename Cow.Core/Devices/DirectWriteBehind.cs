@@ -29,15 +29,14 @@ internal sealed unsafe class DirectWriteBehind : IDisposable
     public const int BufferBytes = 1 << 20;
     /// <summary>Buffers: how many bytes may be written behind (64 MiB). Enough to keep taking writes through a
     /// flush of the device: at each commit the loop device runs its flush (an fsync of its backing file, 70–130 ms
-    /// here) ahead of every write queued behind it, while a FUSE stream brings about 1 MiB per ms. Same pool,
-    /// configurations in turn, 3 rounds × 4 sequential 1 GiB writes (2026-12-04): 8 buffers 579–1,058 MB/s
-    /// (median 788), 64 buffers 668–1,035 (960), 128 buffers 827–1,070 (953).</summary>
+    /// here) ahead of every write queued behind it, while a FUSE stream brings about 1 MiB per ms. With 8 buffers
+    /// sequential writes ran slower (median 788 against 960 MB/s); 128 wrote no faster than 64.</summary>
     public const int BufferCount = 64;
     /// <summary>O_DIRECT writes in flight at most (threads).</summary>
     public const int Writers = 2;
     /// <summary>Smaller writes are left to the caller (the page cache): a 4 KiB random write costs a buffered
     /// pwrite a copy into one cached page, while here it would take a whole buffer, a hand-off to a writer thread
-    /// and an O_DIRECT write of its own. Measured (fio 4 KiB random writes through the mount, 2026-11-25): 26,000–27,100
+    /// and an O_DIRECT write of its own. Measured (fio 4 KiB random writes through the mount): 26,000–27,100
     /// IOPS with this limit, 13,700–16,800 without it.</summary>
     public const int MinBytes = 64 << 10;
     /// <summary>Alignment of offsets and lengths this writes (the pool's block size; any device's logical

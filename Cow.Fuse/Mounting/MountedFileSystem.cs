@@ -49,14 +49,13 @@ public sealed record MountSettings
 
     public static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
     /// <summary>1 MiB: sequential readers get READs of max_write (1 MiB) with several in flight, where the
-    /// kernel's 128 KiB gives one 256 KiB READ at a time (bench/README.md, "Sequential reads"). 8 MiB with
-    /// 256 KiB READs read no faster on the same pool (bench/README.md, "READ size and read-ahead") and makes
-    /// every page fault of a memory-mapped file read 8 MiB around it.</summary>
+    /// kernel's 128 KiB gives one 256 KiB READ at a time. Larger (2–8 MiB) reads no faster (bench/README.md,
+    /// "Tried and did not help") and makes every page fault of a memory-mapped file read that much around it.</summary>
     public const int DefaultReadAheadKib = 1024;
     public const int MaxReadAheadKib = 1 << 20;
     /// <summary>0: READs of up to max_pages (1 MiB). Smaller READs (64–512 KiB) spread a read-ahead window
     /// over several workers, but on one pool, remounted in turn, they read no faster than 1 MiB READs
-    /// (bench/README.md, "READ size and read-ahead").</summary>
+    /// (bench/README.md, "Tried and did not help").</summary>
     public const int DefaultMaxReadKib = 0;
     /// <summary>Bounds of <see cref="MaxReadKib"/> (besides 0): a page, and max_pages (1 MiB).</summary>
     public const int MinMaxReadKib = 4, MaxMaxReadKib = 1024;

@@ -112,7 +112,7 @@ public static partial class OpcodeTable
     /// FUSE_OPEN_KILL_SUIDGID) and a chown; in return the kernel marks the super block SB_NOSEC, so that a
     /// write to a file with neither those bits nor security.capability no longer asks for that xattr first
     /// (one FUSE_GETXATTR round trip per write(2) before: 4 KiB random buffered writes went from 13,000–18,500
-    /// to 19,800–26,100 IOPS, bench/README.md). Capabilities stay the kernel's: it removes security.capability
+    /// to 19,800–26,100 IOPS). Capabilities stay the kernel's: it removes security.capability
     /// itself, and setting a security.* xattr clears the inode's S_NOSEC. POSIX_ACL: the kernel enforces the
     /// ACLs it reads with GETXATTR (system.posix_acl_access) and the server keeps them and the mode in step
     /// (Engine.Acl.cs); with it (and only with it) DONT_MASK, so the server, not the kernel, applies the umask,
@@ -129,8 +129,7 @@ public static partial class OpcodeTable
     /// <summary>init_out.max_background and congestion_threshold. The kernel's FUSE read-ahead skips an
     /// asynchronous window outright once congestion_threshold background requests are queued, so they must hold
     /// two windows of the mount's read-ahead in READs of max_read with room to spare: 64 READs for
-    /// <c>--read-ahead 8192 --max-read 256</c>, which 64 / 48 did not (bench/README.md, "READ size and
-    /// read-ahead").</summary>
+    /// <c>--read-ahead 8192 --max-read 256</c>, which 64 / 48 did not.</summary>
     public const ushort MaxBackground = 256, CongestionThreshold = 192;
 
     private static Errno Init(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
