@@ -399,7 +399,7 @@ public sealed partial class Engine : IDisposable
         finally { _reuseGate.ExitWriteLock(); }
     }
 
-    private PoolRecord ClonePool() => PoolRecord.FromBson(_pool.ToBson());
+    private PoolRecord ClonePool() => PoolBson.FromBson(_pool.ToBson());
 
     private MetadataBatch GatherBatch()
     {
