@@ -194,7 +194,7 @@ public sealed partial class Pool : IDisposable
             AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now,
         };
         var batch = new MetadataBatch { Pool = pool };
-        batch.Inodes.Add(root.ToBson());
+        batch.Add(root);
         store.Commit(batch);
         return new Engine.Engine(store, pool, new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log }, blocks);
     }

@@ -63,7 +63,7 @@ public sealed partial class Engine
                 _pool.LiveGen++;
                 _snapshots.Add(snap);
                 _lastSnapGen = snap.Gen;
-                batch.Snapshots.Add(snap.ToBson());
+                batch.Add(snap);
             });
             snapshot = snap;
             return 0;

@@ -3,30 +3,21 @@ using LiteDB;
 
 namespace Cow.Core.Metadata;
 
-/// <summary>Everything one metadata commit writes, applied in one LiteDB transaction.</summary>
-public sealed class MetadataBatch
-{
-    public PoolRecord? Pool;
-    public readonly List<BsonDocument> Inodes = new(), Dirents = new(), Chunks = new(), SpaceMaps = new(), Snapshots = new();
-    public readonly List<long> DeletedInodes = new(), DeletedDirents = new(), DeletedChunks = new(), DeletedSpaceMaps = new();
-    public readonly List<long> DeletedSnapshots = new();
-    /// <summary>Versions that stop being live: (collection, rid, death).</summary>
-    public readonly List<(string Collection, long Rid, long Death)> Retired = new();
-
-    public int Count => Inodes.Count + Dirents.Count + Chunks.Count + SpaceMaps.Count + Snapshots.Count + DeletedInodes.Count
-        + DeletedDirents.Count + DeletedChunks.Count + DeletedSpaceMaps.Count + DeletedSnapshots.Count + Retired.Count;
-}
-
 /// <summary>
-/// The pool's metadata file (format.md, "Metadata file"): the only type that touches LiteDB.
+/// The pool's metadata file (format.md, "Metadata file"): owns the LiteDB database, its collections and
+/// their indexes, and is the only type that opens LiteDB or names a collection. Callers (the engine, fsck,
+/// mkfs) speak in record types (Metadata/Records); the BSON mapping of each is in Metadata/Bson, and a
+/// <see cref="MetadataBatch"/> holds what one commit writes.
 /// Every commit is one LiteDB transaction followed by a checkpoint on fsyncing streams, so it is
-/// durable when <see cref="Commit"/> returns. Queries go by index only.
-/// Threading: not thread-safe. The engine serialises every call under its commit lock (writes) or its
-/// state lock (reads); LiteDB itself is also internally locked.
+/// durable when <see cref="Commit"/> returns. Lookups go by index; only the whole-collection reads
+/// (<c>Load*</c> of the pool, devices, snapshots and space maps at open, and fsck's <c>All*</c>) scan.
+/// Threading: <see cref="Commit"/> must not overlap itself (the engine calls it under its commit lock).
+/// Reads (the engine makes them under its state lock) may overlap a commit: LiteDB locks internally and a
+/// read outside the committing thread's transaction sees committed data only.
 /// </summary>
 public sealed class MetadataStore : IDisposable
 {
-    public const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
+    private const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
         SnapshotsName = "snapshots", DevicesName = "devices", PoolName = "pool";
 
     private readonly LiteDatabase _db;
@@ -233,9 +224,14 @@ public sealed class MetadataStore : IDisposable
         if (!_db.BeginTrans()) throw new InvalidOperationException("a metadata transaction is already open on this thread");
         try
         {
-            foreach (var (coll, rid, death) in batch.Retired)
+            foreach (var (kind, rid, death) in batch.Retired)
             {
-                var c = _db.GetCollection(coll);
+                var (c, coll) = kind switch
+                {
+                    RecordKind.Inode => (_inodes, InodesName),
+                    RecordKind.Dirent => (_dirents, DirentsName),
+                    _ => (_chunks, ChunksName),
+                };
                 var d = c.FindById(rid) ?? throw new InvalidDataException($"metadata: {coll} record {rid} to retire is missing");
                 d["death"] = death;
                 c.Update(d);

@@ -28,4 +28,7 @@ public sealed class PoolRecord
     public long CreatedNs;
     /// <summary><c>label</c>: the pool's label.</summary>
     public string Label = "";
+
+    /// <summary>A copy (every field is a value or an immutable string).</summary>
+    public PoolRecord Clone() => (PoolRecord)MemberwiseClone();
 }
