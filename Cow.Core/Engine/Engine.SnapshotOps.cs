@@ -42,7 +42,7 @@ public sealed partial class Engine
 
     /// <summary>Takes a snapshot with <paramref name="properties"/> recorded in it (EINVAL when one is invalid:
     /// see <see cref="SnapshotPropertyProblem"/>; nothing is created then).</summary>
-    public Errno CreateSnapshot(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
+    internal Errno CreateSnapshot(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
     {
         snapshot = new SnapshotRecord();
         if (properties != null)

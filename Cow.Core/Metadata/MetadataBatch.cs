@@ -26,7 +26,7 @@ public sealed class MetadataBatch
     public void Add(DirentRecord r) => Dirents.Add(r.ToBson());
     public void Add(ChunkRecord r) => Chunks.Add(r.ToBson());
     public void Add(SpaceMapRecord r) => SpaceMaps.Add(r.ToBson());
-    public void Add(SnapshotRecord r) => Snapshots.Add(r.ToBson());
+    internal void Add(SnapshotRecord r) => Snapshots.Add(r.ToBson());
 
     /// <summary>Records that <paramref name="r"/> (a version some snapshot shares) stops being live at
     /// generation <paramref name="death"/>: its stored <c>death</c> is set, nothing else changes.</summary>

@@ -158,7 +158,7 @@ public sealed class MetadataStore : IDisposable
 
     public PoolRecord LoadPool() => PoolBson.FromBson(_pool.FindById(1));
     public List<DeviceRecord> LoadDevices() => _devices.FindAll().Select(DeviceBson.FromBson).OrderBy(d => d.Cookie).ToList();
-    public List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotBson.FromBson).OrderBy(s => s.Gen).ToList();
+    internal List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotBson.FromBson).OrderBy(s => s.Gen).ToList();
     public List<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson).ToList();
 
     public InodeRecord? LoadInode(long ino, long gen)

@@ -3,7 +3,7 @@ namespace Cow.Core.Metadata;
 /// <summary>Collection <c>snapshots</c>, <c>_id</c> = the snapshot's generation. (Not the name: LiteDB
 /// compares string keys without regard to case, and "A" and "a" are two snapshots.)</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="SnapshotBson"/>.</remarks>
-public sealed class SnapshotRecord
+internal sealed class SnapshotRecord
 {
     /// <summary><c>name</c>: the snapshot's name, unique (compared ordinally, by the engine).</summary>
     public string Name = "";
