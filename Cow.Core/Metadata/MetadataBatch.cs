@@ -3,14 +3,14 @@ using LiteDB;
 namespace Cow.Core.Metadata;
 
 /// <summary>The kinds of versioned record (format.md 5.4-5.6), each kept in its own collection.</summary>
-public enum RecordKind { Inode, Dirent, Chunk }
+internal enum RecordKind { Inode, Dirent, Chunk }
 
 /// <summary>
 /// Everything one metadata commit writes, applied by <see cref="MetadataStore.Commit"/> in one LiteDB
 /// transaction. A record <c>Add</c>ed is serialised at once: the batch keeps what the record held then, so
 /// its owner may go on changing it. Not thread-safe: owned by whoever builds it (the engine: under its lock).
 /// </summary>
-public sealed class MetadataBatch
+internal sealed class MetadataBatch
 {
     /// <summary>The pool record to write (null: unchanged).</summary>
     public PoolRecord? Pool;

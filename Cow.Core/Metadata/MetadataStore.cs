@@ -15,7 +15,7 @@ namespace Cow.Core.Metadata;
 /// Reads (the engine makes them under its state lock) may overlap a commit: LiteDB locks internally and a
 /// read outside the committing thread's transaction sees committed data only.
 /// </summary>
-public sealed class MetadataStore : IDisposable
+internal sealed class MetadataStore : IDisposable
 {
     private const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
         SnapshotsName = "snapshots", DevicesName = "devices", PoolName = "pool";

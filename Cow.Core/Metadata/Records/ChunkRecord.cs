@@ -6,7 +6,7 @@ namespace Cow.Core.Metadata;
 /// <summary>Collection <c>chunks</c>: one document per version of one chunk (1024 file blocks) of a
 /// file's extent map.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="ChunkBson"/>.</remarks>
-public sealed class ChunkRecord : VersionedRecord
+internal sealed class ChunkRecord : VersionedRecord
 {
     /// <summary><c>ino</c>: the file.</summary>
     public long Ino;

@@ -4,7 +4,7 @@ namespace Cow.Core.Metadata;
 
 /// <summary>Collection <c>devices</c>: the device table, <c>_id</c> = device cookie.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="DeviceBson"/>.</remarks>
-public sealed class DeviceRecord
+internal sealed class DeviceRecord
 {
     /// <summary><c>_id</c> / <c>device_cookie</c>: 1 base, 2 log.</summary>
     public uint Cookie;

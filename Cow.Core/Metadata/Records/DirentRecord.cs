@@ -2,7 +2,7 @@ namespace Cow.Core.Metadata;
 
 /// <summary>Collection <c>dirents</c>: one document per version of a directory entry.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="DirentBson"/>.</remarks>
-public sealed class DirentRecord : VersionedRecord
+internal sealed class DirentRecord : VersionedRecord
 {
     /// <summary><c>dir</c>: inode number of the directory holding the entry.</summary>
     public long Dir;

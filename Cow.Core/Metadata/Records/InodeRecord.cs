@@ -2,7 +2,7 @@ namespace Cow.Core.Metadata;
 
 /// <summary>Collection <c>inodes</c>: one document per version of an inode.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="InodeBson"/>.</remarks>
-public sealed class InodeRecord : VersionedRecord
+internal sealed class InodeRecord : VersionedRecord
 {
     /// <summary><c>ino</c>: inode number, the same in the live tree and every snapshot.</summary>
     public long Ino;

@@ -4,7 +4,7 @@ namespace Cow.Core.Metadata;
 
 /// <summary>Collection <c>pool</c>, the single document with <c>_id</c> = 1.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="PoolBson"/>.</remarks>
-public sealed class PoolRecord
+internal sealed class PoolRecord
 {
     /// <summary><c>pool_uuid</c>: equals <c>pool_uuid</c> in every device superblock.</summary>
     public Guid PoolUuid;

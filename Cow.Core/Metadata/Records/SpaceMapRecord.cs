@@ -5,7 +5,7 @@ namespace Cow.Core.Metadata;
 /// <summary>Collection <c>spacemaps</c>: reference counts of one segment (1024 blocks) of one device.
 /// <c>_id</c> = device cookie × 2^40 + segment index. Absent documents mean all counts are zero.</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Each field is documented with its name in format.md ("Metadata file"); the BSON mapping is <see cref="SpaceMapBson"/>.</remarks>
-public sealed class SpaceMapRecord
+internal sealed class SpaceMapRecord
 {
     /// <summary><c>dev</c>: device cookie.</summary>
     public uint Device;

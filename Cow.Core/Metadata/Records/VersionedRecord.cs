@@ -4,7 +4,7 @@ namespace Cow.Core.Metadata;
 
 /// <summary>Fields shared by every versioned record (inodes, dirents, chunks).</summary>
 /// <remarks>Plain mutable data, not thread-safe: whoever holds one guards it (the engine, live records: its lock). Field names as in format.md ("Metadata file").</remarks>
-public abstract class VersionedRecord
+internal abstract class VersionedRecord
 {
     /// <summary><c>_id</c>: record id, from <c>pool.next_rid</c>; never reused.</summary>
     public long Rid;
