@@ -94,7 +94,7 @@ public static partial class Program
 
         Step($"cow mkfs {pool} --base-size 256M --log-size 1G");
         using (var created = Pool.Create(folder, new PoolCreateOptions { BaseSize = 256L << 20, LogSize = 1L << 30 }))
-            AnsiConsole.WriteLine($"base.img 256 MiB + log.img 1 GiB (sparse files), pool uuid {created.Engine.PoolUuid}");
+            AnsiConsole.WriteLine($"base.img 256 MiB + log.img 1 GiB (sparse files), pool uuid {created.Uuid}");
         File.WriteAllText(Path.Combine(folder, DemoMarker), "made by cow demo; cow demo replaces this folder\n");
         Directory.CreateDirectory(mnt);
 
@@ -131,7 +131,7 @@ public static partial class Program
             long freeBefore = FreeBytes(mnt);
 
             Step($"cow snapshot restore {pool} before /data.txt", "the live file becomes the snapshot's again, sharing its blocks");
-            var e = p.Engine.RestoreFromSnapshot("before", ["/data.txt"], dryRun: false, out var changes, out _);
+            var e = p.Snapshots.Restore("before", ["/data.txt"], dryRun: false, out var changes, out _);
             if (e != 0) return Fail($"restore: {Describe(e)}");
             foreach (var c in changes) AnsiConsole.WriteLine($"{SnapshotRestoreOps.ActionName(c.Action),-10}  {c.Path}");
             long freeAfter = FreeBytes(mnt);
@@ -194,7 +194,7 @@ public static partial class Program
         string pool = Path.GetRelativePath(Environment.CurrentDirectory, folder);
         Step($"cow mkfs {pool} --base-size 256M --log-size 1G");
         using (var created = Pool.Create(folder, new PoolCreateOptions { BaseSize = 256L << 20, LogSize = 1L << 30 }))
-            AnsiConsole.WriteLine($"base.img 256 MiB + log.img 1 GiB (sparse files), pool uuid {created.Engine.PoolUuid}");
+            AnsiConsole.WriteLine($"base.img 256 MiB + log.img 1 GiB (sparse files), pool uuid {created.Uuid}");
         File.WriteAllText(Path.Combine(folder, DemoMarker), "made by cow demo; cow demo replaces this folder\n");
         using (var p = Pool.Open(folder))
         {
@@ -204,7 +204,7 @@ public static partial class Program
             AnsiConsole.WriteLine($"wrote {v1.Length:N0} bytes (fsync'd)");
             Step($"cow snapshot create {pool} before");
             var sw = Stopwatch.StartNew();
-            Check(p.Engine.CreateSnapshot("before", out _), "snapshot");
+            Check(p.Snapshots.Create("before", out _), "snapshot");
             AnsiConsole.WriteLine($"snapshot 'before' taken in {sw.Elapsed.TotalMilliseconds:F1} ms");
             Step("(change the first MiB of /data.txt in place)");
             Check(p.Live.Resolve("/data.txt", out var f), "lookup");
@@ -220,7 +220,7 @@ public static partial class Program
             AnsiConsole.Write(SpaceTable(p, snapshotsOnly: false));
             long free0 = p.Live.StatFs().FreeBlocks;
             Step($"cow snapshot restore {pool} before /data.txt");
-            Check(p.Engine.RestoreFromSnapshot("before", ["/data.txt"], false, out var changes, out _), "restore");
+            Check(p.Snapshots.Restore("before", ["/data.txt"], false, out var changes, out _), "restore");
             foreach (var c in changes) AnsiConsole.WriteLine($"{SnapshotRestoreOps.ActionName(c.Action),-10}  {c.Path}");
             Check(ReadFile(p.Live, "/data.txt", out live), "read live");
             if (!live.AsSpan().SequenceEqual(v1)) return Fail("the restored file does not read back as the snapshot's version");

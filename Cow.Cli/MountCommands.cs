@@ -110,7 +110,7 @@ public static partial class Program
                 catch (IOException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
                 catch (UnauthorizedAccessException e) { return Fail($"cannot open log file {logPath}: {e.Message}"); }
             }
-            pool.Engine.Problem += Log;
+            pool.Problem += Log;
             // The control socket listens before the mount appears; the pool is handed to it once mounted.
             (var served, control) = Service.MountControl.Listen(folder, settings, Log);
             try { m = MountedFileSystem.Start(pool, settings); }

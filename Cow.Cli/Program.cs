@@ -131,13 +131,13 @@ public static partial class Program
             using var pool = plan != null && Interactive
                 ? AnsiConsole.Status().Start("importing", ctx => Make(what => ctx.Status(Markup.Escape($"importing {what}"))))
                 : Make(_ => { });
-            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Engine.PoolUuid}, block size {pool.Engine.BlockSize})");
+            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Uuid}, block size {pool.BlockSize})");
             if (plan != null)
             {
-                long used = pool.Engine.DeviceUsage().Single(u => u.Cookie == Core.Format.FormatConstants.BaseCookie).UsedBlocks;
+                long used = pool.DeviceUsage().Single(u => u.Cookie == Core.Format.FormatConstants.BaseCookie).UsedBlocks;
                 foreach (var (src, name) in sources) Console.WriteLine($"imported {src} as /{name}{(name == null ? " (the pool's root)" : "")}");
                 Console.WriteLine($"imported {plan.Files:N0} files, {plan.Directories:N0} directories, {plan.Others:N0} other nodes: "
-                                  + $"{Bytes(used * pool.Engine.BlockSize)} of data on the base device");
+                                  + $"{Bytes(used * pool.BlockSize)} of data on the base device");
             }
             return 0;
         }));
@@ -264,15 +264,15 @@ public static partial class Program
         create.SetAction(r => Guard(() =>
         {
             var n = r.GetValue(name)!;
-            if (Core.Engine.Engine.SnapshotNameProblem(n) is { } problem) return Usage(problem);
+            if (PoolSnapshots.NameProblem(n) is { } problem) return Usage(problem);
             var poolArg = PoolOf(r);
             if (SnapshotViaService(poolArg, n, create: true) is int viaService) return viaService;
             if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, n, create: true);
             using var pool = Pool.Open(poolArg);
-            var e = pool.Engine.CreateSnapshot(n, out var s);
+            var e = pool.Snapshots.Create(n, out var s);
             if (e == Errno.EEXIST) return Fail($"a snapshot named '{n}' already exists");
             if (e != 0) return Fail($"snapshot create {n}: {Describe(e)}");
-            Console.WriteLine($"snapshot '{s.Name}' at generation {s.Gen}");
+            Console.WriteLine($"snapshot '{s!.Name}' at generation {s.Gen}");
             return 0;
         }));
         var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
@@ -282,7 +282,7 @@ public static partial class Program
             if (SnapshotViaService(poolArg, r.GetValue(name)!, create: false) is int viaService) return viaService;
             if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
             using var pool = Pool.Open(poolArg);
-            var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Engine.DeleteSnapshot(r.GetValue(name)!));
+            var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Snapshots.Delete(r.GetValue(name)!));
             if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
             return e switch
             {
@@ -338,7 +338,7 @@ public static partial class Program
     {
         var t = new Table().AddColumn("snapshot").AddColumn("generation").AddColumn("created (UTC)")
             .AddColumn(new TableColumn("referenced").RightAligned()).AddColumn(new TableColumn("exclusive").RightAligned());
-        foreach (var s in pool.Engine.SpaceReport())
+        foreach (var s in pool.Snapshots.SpaceReport())
         {
             if (snapshotsOnly && s.Name == "") continue;
             t.AddRow(s.Name == "" ? "(live)" : Markup.Escape(s.Name), s.Generation.ToString(),

@@ -36,7 +36,7 @@ public static partial class Program
 
     /// <summary>What to say when deleting a snapshot failed with EBUSY: held (naming the holds), or frozen.</summary>
     public static string HeldMessage(Pool p, string name) =>
-        p.Engine.SnapshotHolds(name) is { Count: > 0 } h
+        p.Snapshots.Holds(name) is { Count: > 0 } h
             ? $"snapshot '{name}' is held by {string.Join(", ", h.Select(x => $"'{x}'"))}; release it first (cow snapshot release POOL {name} TAG)"
             : $"snapshot '{name}' cannot be deleted now: the pool is frozen";
 
@@ -73,8 +73,8 @@ public static partial class Program
         c.SetAction(r => Guard(() =>
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
-            if (Core.Engine.Engine.HoldTagProblem(t) is { } problem) return Usage(problem);
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (PoolSnapshots.HoldTagProblem(t) is { } problem) return Usage(problem);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-hold", name, new JsonObject { ["tag"] = t })
                 ?? WithUnmountedPool(pool, "hold", p => Report(SnapshotOpsCore.Hold(p, pool, name, t)));
         }));
@@ -88,7 +88,7 @@ public static partial class Program
         c.SetAction(r => Guard(() =>
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, t = r.GetValue(tag)!;
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-release", name, new JsonObject { ["tag"] = t })
                 ?? WithUnmountedPool(pool, "release", p => Report(SnapshotOpsCore.Release(p, pool, name, t)));
         }));
@@ -101,7 +101,7 @@ public static partial class Program
         c.SetAction(r => Guard(() =>
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!;
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-rollback", name, new JsonObject())
                 ?? WithUnmountedPool(pool, "rollback", p => Report(Busy($"rolling back to '{name}'", () => SnapshotOpsCore.Rollback(p, pool, name))));
         }));
@@ -117,7 +117,7 @@ public static partial class Program
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!, d = r.GetValue(dest)!, src = r.GetValue(from)!;
             if ((SnapshotOpsCore.CloneDestinationProblem(d) ?? SnapshotOpsCore.PoolPathProblem(src, "--from")) is { } problem) return Usage(problem);
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             return OpViaService(pool, "snapshot-clone", name, new JsonObject { ["destination"] = d, ["from"] = src })
                 ?? WithUnmountedPool(pool, "clone", p => Report(Busy($"cloning '{name}' to {d}", () => SnapshotOpsCore.Clone(p, pool, name, d, src))));
         }));
@@ -135,8 +135,8 @@ public static partial class Program
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!;
             string? t = r.GetValue(to);
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
-            if (t != null && Core.Engine.Engine.SnapshotNameProblem(t) is { } np2) return Usage(np2);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
+            if (t != null && PoolSnapshots.NameProblem(t) is { } np2) return Usage(np2);
             int Print(JsonArray rows)
             {
                 if (r.GetValue(json)) { Console.WriteLine(rows.ToJsonString(JsonOut)); return 0; }

@@ -27,12 +27,12 @@ public static class SnapshotOpsCore
         OpResult.Failed(Errno.ENOENT, $"pool {pool} has no snapshot named '{name}' (see cow snapshot list {pool})");
 
     private static string HoldList(Pool p, string name) =>
-        p.Engine.SnapshotHolds(name) is { Count: > 0 } h ? string.Join(", ", h.Select(x => $"'{x}'")) : "none";
+        p.Snapshots.Holds(name) is { Count: > 0 } h ? string.Join(", ", h.Select(x => $"'{x}'")) : "none";
 
     public static OpResult Hold(Pool p, string pool, string name, string tag)
     {
-        if (Core.Engine.Engine.HoldTagProblem(tag) is { } problem) return OpResult.Usage(problem);
-        return p.Engine.HoldSnapshot(name, tag) switch
+        if (PoolSnapshots.HoldTagProblem(tag) is { } problem) return OpResult.Usage(problem);
+        return p.Snapshots.Hold(name, tag) switch
         {
             0 => OpResult.Done(),
             Errno.ENOENT => NoSnapshot(pool, name),
@@ -41,7 +41,7 @@ public static class SnapshotOpsCore
         };
     }
 
-    public static OpResult Release(Pool p, string pool, string name, string tag) => p.Engine.ReleaseSnapshot(name, tag) switch
+    public static OpResult Release(Pool p, string pool, string name, string tag) => p.Snapshots.Release(name, tag) switch
     {
         0 => OpResult.Done(),
         Errno.ENOENT => NoSnapshot(pool, name),
@@ -51,7 +51,7 @@ public static class SnapshotOpsCore
 
     public static OpResult Rollback(Pool p, string pool, string name)
     {
-        var e = p.Engine.RollbackToSnapshot(name);
+        var e = p.Snapshots.Rollback(name);
         if (e == Errno.ENOENT) return NoSnapshot(pool, name);
         if (e == Errno.EBUSY) return OpResult.Failed(e, $"snapshot rollback {name}: files of the live tree are open; close them and try again");
         if (e != 0) return OpResult.Failed(e, $"snapshot rollback {name}: {Describe(e)}");
@@ -77,11 +77,11 @@ public static class SnapshotOpsCore
     {
         if (CloneDestinationProblem(d) is { } problem) return OpResult.Usage(problem);
         var last = d.Split('/', StringSplitOptions.RemoveEmptyEntries)[^1];
-        return p.Engine.CloneSnapshot(name, d, src) switch
+        return p.Snapshots.Clone(name, d, src) switch
         {
             0 => OpResult.Done($"snapshot '{name}'{(src is "/" or "" ? "" : ":" + src)} cloned to {d}"),
             Errno.EEXIST => OpResult.Failed(Errno.EEXIST, $"{d} already exists in the live tree; choose a new path"),
-            Errno.ENOENT when p.Engine.SnapshotHolds(name) == null => NoSnapshot(pool, name),
+            Errno.ENOENT when p.Snapshots.Holds(name) == null => NoSnapshot(pool, name),
             Errno.ENOENT => OpResult.Failed(Errno.ENOENT, $"{src} does not exist in snapshot '{name}', or the parent directory of {d} does not exist in the live tree"),
             Errno.ENOTDIR => OpResult.Failed(Errno.ENOTDIR, $"a component of {src} (in snapshot '{name}') or of {d} (live) is not a directory"),
             Errno.EINVAL or Errno.ENAMETOOLONG => OpResult.Usage($"'{last}' is not a valid file name"),
@@ -92,8 +92,8 @@ public static class SnapshotOpsCore
     /// <summary>Data: a JSON array of {path, kind, ino, old_path}.</summary>
     public static OpResult Diff(Pool p, string pool, string name, string? to)
     {
-        var e = p.Engine.DiffSnapshots(name, to, out var changes);
-        if (e == Errno.ENOENT) return NoSnapshot(pool, p.Engine.SnapshotHolds(name) == null ? name : to!);
+        var e = p.Snapshots.Diff(name, to, out var changes);
+        if (e == Errno.ENOENT) return NoSnapshot(pool, p.Snapshots.Holds(name) == null ? name : to!);
         if (e != 0) return OpResult.Failed(e, $"snapshot diff: {Describe(e)}");
         var rows = new JsonArray();
         foreach (var x in changes)
@@ -111,9 +111,9 @@ public static class SnapshotOpsCore
     /// properties}; with <paramref name="includeLive"/> the live tree comes first with name "" (cow df).</summary>
     public static JsonArray SnapshotRows(Pool p, bool includeLive)
     {
-        var recs = p.Engine.ListSnapshots().ToDictionary(s => s.Name, StringComparer.Ordinal);
+        var recs = p.Snapshots.List().ToDictionary(s => s.Name, StringComparer.Ordinal);
         var rows = new JsonArray();
-        foreach (var s in p.Engine.SpaceReport())
+        foreach (var s in p.Snapshots.SpaceReport())
         {
             if (s.Name == "" && !includeLive) continue;
             recs.TryGetValue(s.Name, out var rec);
@@ -139,7 +139,7 @@ public static class SnapshotOpsCore
     {
         var st = p.Live.StatFs();
         long bs = st.BlockSize;
-        var usage = p.Engine.DeviceUsage().ToDictionary(u => u.Cookie);
+        var usage = p.DeviceUsage().ToDictionary(u => u.Cookie);
         var devices = new JsonArray();
         foreach (var d in p.Devices)
         {

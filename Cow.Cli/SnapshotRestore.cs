@@ -34,7 +34,7 @@ public static class SnapshotRestoreOps
     public static OpResult Restore(Pool p, string pool, string name, IReadOnlyList<string> paths, bool dryRun)
     {
         if (PathsProblem(paths) is { } problem) return OpResult.Usage(problem);
-        var e = p.Engine.RestoreFromSnapshot(name, paths, dryRun, out var changes, out var bad);
+        var e = p.Snapshots.Restore(name, paths, dryRun, out var changes, out var bad);
         if (e == Errno.ENOENT && bad == null) return SnapshotOpsCore.NoSnapshot(pool, name);
         if (e == Errno.ENOENT) return OpResult.Failed(e, $"{bad} exists neither in snapshot '{name}' nor in the live tree, or its parent directory does not exist in the live tree (restore the parent instead); nothing was changed");
         if (e == Errno.ENOTDIR) return OpResult.Failed(e, $"a parent of {bad} in the live tree is not a directory; nothing was changed");
@@ -63,7 +63,7 @@ public static partial class Program
             string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
             var ps = r.GetValue(paths) ?? [];
             bool dry = r.GetValue(dryRun), asJson = r.GetValue(json);
-            if (Core.Engine.Engine.SnapshotNameProblem(name) is { } np) return Usage(np);
+            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             if (SnapshotRestoreOps.PathsProblem(ps) is { } pp) return Usage(pp);
             int Print(JsonArray rows, string message, string suffix)
             {

@@ -38,7 +38,7 @@ public static partial class Program
     private static int Wrap(string pool, string prefix, string[] argv)
     {
         if (argv.Length == 0 || argv[0].Length == 0) return Usage("snapshot wrap needs a command after --, e.g. cow snapshot wrap POOL -- apt-get upgrade");
-        if (Core.Engine.Engine.SnapshotNameProblem(prefix + "-post-20000101-000000-99") is { } problem)
+        if (PoolSnapshots.NameProblem(prefix + "-post-20000101-000000-99") is { } problem)
             return Usage($"--name '{prefix}': {problem}");
         var commandLine = QuoteCommandLine(argv);
         string stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
@@ -127,7 +127,7 @@ public static partial class Program
     {
         var s = string.Join(' ', argv.Select(a => a.Length > 0 && a.All(ch => char.IsAsciiLetterOrDigit(ch) || "-_./=:,+@%".Contains(ch)) ? a : "'" + a.Replace("'", "'\\''") + "'"));
         s = new string(s.Select(ch => char.IsControl(ch) ? ' ' : ch).ToArray());
-        int max = Core.Engine.Engine.MaxSnapshotPropertyValue - 3;
+        int max = PoolSnapshots.MaxPropertyValue - 3;
         if (Encoding.UTF8.GetByteCount(s) <= max + 3) return s;
         while (Encoding.UTF8.GetByteCount(s) > max) s = s[..(s.Length - Math.Max(1, (Encoding.UTF8.GetByteCount(s) - max) / 4))];
         return s + "...";

@@ -41,6 +41,8 @@ public sealed class PoolException(string message, Exception? inner = null) : Exc
 /// <summary>
 /// An open pool: its devices, its metadata file and the engine over them. A pool folder holds
 /// <c>cow.db</c> (+ <c>cow-log.db</c>), <c>cow.lock</c>, and by default <c>base.img</c> and <c>log.img</c>.
+/// Callers outside Cow.Core use <see cref="Live"/>, <see cref="Snapshots"/> and the pool's own members
+/// (Pool.Kernel.cs for a FUSE server), never the engine itself: <see cref="Engine"/> is for Cow.Core and tests.
 /// Threading: thread-safe (see <see cref="Engine.Engine"/>); <see cref="Dispose"/> must not race other calls.
 /// </summary>
 public sealed partial class Pool : IDisposable
@@ -49,6 +51,8 @@ public sealed partial class Pool : IDisposable
 
     public Engine.Engine Engine { get; }
     public FileSystemView Live { get; }
+    /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
+    public PoolSnapshots Snapshots { get; }
     public string? Folder { get; }
     /// <summary>The pool's devices, by cookie (immutable; what a kernel-side user such as fuse-iomap needs to
     /// open them itself).</summary>
@@ -59,6 +63,7 @@ public sealed partial class Pool : IDisposable
     {
         Engine = engine; Folder = folder; _lock = lockFile;
         Live = new FileSystemView(engine, engine.LiveTree, null);
+        Snapshots = new PoolSnapshots(this);
         Devices = devices.OrderBy(d => d.Cookie).Select(d => new PoolDevice(d.Cookie, d.Role, d.Path, engine.DeviceBytes(d.Cookie) ?? 0)).ToArray();
     }
 
@@ -71,6 +76,15 @@ public sealed partial class Pool : IDisposable
         var s = Engine.FindSnapshot(name);
         return s == null ? null : new FileSystemView(Engine, Engine.SnapshotTree(s.Gen), s.Name);
     }
+
+    /// <summary>The pool's uuid (<c>pool_uuid</c>).</summary>
+    public Guid Uuid => Engine.PoolUuid;
+    /// <summary>Bytes per block.</summary>
+    public int BlockSize => Engine.BlockSize;
+    /// <summary>Blocks of each device: data, used, free (df).</summary>
+    public IReadOnlyList<DeviceUsage> DeviceUsage() => Engine.DeviceUsage();
+    /// <summary>Problems the engine reports for an administrator (a failed commit, a checksum mismatch...).</summary>
+    public event Action<string>? Problem { add => Engine.Problem += value; remove => Engine.Problem -= value; }
 
     /// <summary>Checks the pool (<see cref="Check.Fsck"/>); <paramref name="progress"/> hears (data blocks verified, to verify).</summary>
     public Check.FsckReport Fsck(bool verifyData = true, Action<long, long>? progress = null) => Check.Fsck.Run(Engine, verifyData, progress);
@@ -194,7 +208,7 @@ public sealed partial class Pool : IDisposable
             AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now,
         };
         var batch = new MetadataBatch { Pool = pool };
-        batch.Inodes.Add(root.ToBson());
+        batch.Add(root);
         store.Commit(batch);
         return new Engine.Engine(store, pool, new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log }, blocks);
     }

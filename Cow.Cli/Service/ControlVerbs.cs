@@ -79,7 +79,7 @@ public sealed partial class ControlServer
         var name = Str(req, "name", out bad);
         if (bad != null) return bad;
         if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
-        if (Core.Engine.Engine.SnapshotNameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+        if (Core.PoolSnapshots.NameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
         if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
             return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
         Errno code;
@@ -107,7 +107,7 @@ public sealed partial class ControlServer
             var c = ServiceSnapshots.Create(pool, null, name, new Dictionary<string, string>(), suffixOnCollision: false);
             return (c.Code, c.Message);
         }
-        var e = pool.Engine.DeleteSnapshot(name);
+        var e = pool.Snapshots.Delete(name);
         return e switch
         {
             0 => (0, null),
@@ -142,7 +142,7 @@ public sealed partial class ControlServer
         }
         var poolName = Need("pool", out var bad); if (bad != null) return bad;
         var name = Need("name", out bad); if (bad != null) return bad;
-        if (Core.Engine.Engine.SnapshotNameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+        if (Core.PoolSnapshots.NameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
         var p = mounts.Find(poolName!);
         if (p == null || !p.Mounted) return NotServed(poolName!);
         var label = p.Config.Name;

@@ -91,7 +91,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         var pool = Pool.Open(pc.Path);
         try
         {
-            pool.Engine.Problem += line => log.LogError("pool {Name}: {Problem}", pc.Name, line);
+            pool.Problem += line => log.LogError("pool {Name}: {Problem}", pc.Name, line);
             var mount = MountedFileSystem.Start(pool, pc.ToMountSettings(line => log.LogInformation("pool {Name}: {Line}", pc.Name, line)));
             s.Pool = pool; s.Mount = mount;
             log.LogInformation("mounted pool {Name} ({Path}) on {MountPoint} with {Threads} worker threads", pc.Name, pc.Path, pc.MountPoint, mount.Session.Workers);

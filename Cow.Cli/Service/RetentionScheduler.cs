@@ -117,7 +117,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
         // Space deletions one at a time, measured again after each (the policy's estimate can only be low).
         for (int round = 0; round < 10_000; round++)
         {
-            var snaps = pool.Engine.ListSnapshots();
+            var snaps = pool.Snapshots.List();
             PoolSpace? space = null;
             Dictionary<string, long>? exclusive = null;
             if (rules.MinFreePercent is int pct)
@@ -125,7 +125,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
                 var st = pool.Live.StatFs();
                 space = new PoolSpace(st.Blocks * st.BlockSize, st.FreeBlocks * st.BlockSize);
                 if (st.FreeBlocks * 100 < (long)pct * st.Blocks)
-                    exclusive = pool.Engine.SpaceReport().Where(x => x.Name != "").ToDictionary(x => x.Name, x => x.ExclusiveBytes, StringComparer.Ordinal);
+                    exclusive = pool.Snapshots.SpaceReport().Where(x => x.Name != "").ToDictionary(x => x.Name, x => x.ExclusiveBytes, StringComparer.Ordinal);
             }
             var view = snaps.Select(s => new RetentionSnapshot(s.Name, DateTime.UnixEpoch.AddTicks(s.CreatedNs / 100), s.Holds.Count > 0, s.Properties,
                 exclusive != null && exclusive.TryGetValue(s.Name, out var x) ? x : 0)).ToList();
@@ -135,7 +135,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
             {
                 if (d.Rule == RetentionRule.MinFree && spaceDeleted && !d.WithPrevious) break;   // a pair's post goes with its pre
                 Deleting?.Invoke(pool, d);
-                var e = pool.Engine.DeleteSnapshot(d.Name);
+                var e = pool.Snapshots.Delete(d.Name);
                 if (e == 0)
                 {
                     log.LogInformation("retention of pool {Name}: deleted snapshot {Snapshot} ({Reason})", pc.Name, d.Name, d.Reason);
@@ -165,7 +165,7 @@ public static class ServiceSnapshots
         for (int i = 1; ; i++)
         {
             var candidate = i == 1 ? name : $"{name}-{i}";
-            var e = pool.Engine.CreateSnapshot(candidate, properties, out _);
+            var e = pool.Snapshots.Create(candidate, properties, out _);
             if (e == 0) return (0, candidate, null);
             if (e == Errno.EEXIST && suffixOnCollision && i < 1000) continue;
             return (e, candidate, e switch
@@ -183,12 +183,12 @@ public static class ServiceSnapshots
     public static JsonObject HandleCreateWithProperties(IServedPools mounts, PoolConfig pool, string name, JsonNode properties, uint uid, Microsoft.Extensions.Logging.ILogger log)
     {
         if (properties is not JsonObject po) return ControlProtocol.Error("EINVAL", "\"properties\" must be a JSON object of string values, e.g. {\"kind\":\"pre\"}");
-        if (po.Count > Core.Engine.Engine.MaxSnapshotProperties) return ControlProtocol.Error("EINVAL", $"a snapshot carries at most {Core.Engine.Engine.MaxSnapshotProperties} properties, not {po.Count}");
+        if (po.Count > PoolSnapshots.MaxProperties) return ControlProtocol.Error("EINVAL", $"a snapshot carries at most {PoolSnapshots.MaxProperties} properties, not {po.Count}");
         var props = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (k, v) in po)
         {
             if (v is not JsonValue jv || !jv.TryGetValue<string>(out var sv)) return ControlProtocol.Error("EINVAL", $"property '{k}' must have a string value");
-            if (Core.Engine.Engine.SnapshotPropertyProblem(k, sv) is { } problem) return ControlProtocol.Error("EINVAL", problem);
+            if (PoolSnapshots.PropertyProblem(k, sv) is { } problem) return ControlProtocol.Error("EINVAL", problem);
             props[k] = sv;
         }
         (Errno Code, string Name, string? Message) r = (0, name, null);

@@ -42,7 +42,7 @@ public sealed partial class Engine
 
     /// <summary>Takes a snapshot with <paramref name="properties"/> recorded in it (EINVAL when one is invalid:
     /// see <see cref="SnapshotPropertyProblem"/>; nothing is created then).</summary>
-    public Errno CreateSnapshot(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
+    internal Errno CreateSnapshot(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
     {
         snapshot = new SnapshotRecord();
         if (properties != null)
@@ -109,7 +109,7 @@ public sealed partial class Engine
             var copy = _snapshots[i].Copy();
             var e = change(copy);
             if (e != 0) return e;
-            CommitLocked(batch => batch.Snapshots.Add(copy.ToBson()));
+            CommitLocked(batch => batch.Add(copy));
             _snapshots[i] = copy;
             return 0;
         }
@@ -144,13 +144,13 @@ public sealed partial class Engine
             var (dropI, dropD, dropC) = Store.FindLiveBornAfter(g);
             var (backI, backD, backC) = Store.FindSeenAtDiedBy(g, live);
             foreach (var r in dropI)
-                if (SharedWithSnapshot(r)) Retire(MetadataStore.InodesName, r); else _pendingRemovals.DeletedInodes.Add(r.Rid);
+                if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedInodes.Add(r.Rid);
             foreach (var r in dropD)
-                if (SharedWithSnapshot(r)) Retire(MetadataStore.DirentsName, r); else _pendingRemovals.DeletedDirents.Add(r.Rid);
+                if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedDirents.Add(r.Rid);
             foreach (var c in dropC)
             {
                 RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                if (SharedWithSnapshot(c)) Retire(MetadataStore.ChunksName, c);
+                if (SharedWithSnapshot(c)) Retire(c);
                 else
                 {
                     foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);

@@ -23,7 +23,7 @@ public sealed partial class Engine
     /// simulated clock can date snapshots across days and months. Set before the engine is shared.</summary>
     internal Func<DateTime>? SnapshotClock { get; set; }
 
-    public IReadOnlyList<SnapshotRecord> ListSnapshots()
+    internal IReadOnlyList<SnapshotRecord> ListSnapshots()
     {
         lock (_lock) return _snapshots.Select(s => s.Copy()).ToList();
     }
@@ -39,7 +39,7 @@ public sealed partial class Engine
     /// copied; from now on records the snapshot shares are copied on their next change instead.
     /// Durable when it returns.
     /// </summary>
-    public Errno CreateSnapshot(string name, out SnapshotRecord snapshot) => CreateSnapshotCore(name, null, out snapshot);
+    internal Errno CreateSnapshot(string name, out SnapshotRecord snapshot) => CreateSnapshotCore(name, null, out snapshot);
 
     private Errno CreateSnapshotCore(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot)
     {
@@ -63,7 +63,7 @@ public sealed partial class Engine
                 _pool.LiveGen++;
                 _snapshots.Add(snap);
                 _lastSnapGen = snap.Gen;
-                batch.Snapshots.Add(snap.ToBson());
+                batch.Add(snap);
             });
             snapshot = snap;
             return 0;

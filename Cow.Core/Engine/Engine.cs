@@ -165,7 +165,7 @@ public sealed partial class Engine : IDisposable
     private long NewRid() => _pool.NextRid++;
     private bool SharedWithSnapshot(VersionedRecord r) => r.Birth <= _lastSnapGen;
 
-    private void Retire(string collection, VersionedRecord r) => _pendingRemovals.Retired.Add((collection, r.Rid, _pool.LiveGen));
+    private void Retire(VersionedRecord r) => _pendingRemovals.Retire(r, _pool.LiveGen);
 
     /// <summary>The inode record of <paramref name="li"/>, made safe to change (copy-on-write if a
     /// snapshot shares it) and marked dirty.</summary>
@@ -173,7 +173,7 @@ public sealed partial class Engine : IDisposable
     {
         if (SharedWithSnapshot(li.Rec))
         {
-            Retire(MetadataStore.InodesName, li.Rec);
+            Retire(li.Rec);
             var c = li.Rec.Clone();
             c.Rid = NewRid(); c.Birth = _pool.LiveGen; c.Death = FormatConstants.Forever;
             li.Rec = c;
@@ -185,7 +185,7 @@ public sealed partial class Engine : IDisposable
 
     private void RemoveInodeRecord(LiveInode li)
     {
-        if (SharedWithSnapshot(li.Rec)) Retire(MetadataStore.InodesName, li.Rec);
+        if (SharedWithSnapshot(li.Rec)) Retire(li.Rec);
         else _pendingRemovals.DeletedInodes.Add(li.Rec.Rid);
         _dirtyInodes.Remove(li);
         li.Deleted = true;
@@ -209,7 +209,7 @@ public sealed partial class Engine : IDisposable
     {
         DirOf(dir).Remove(d);
         Touch(dir);
-        if (SharedWithSnapshot(d)) Retire(MetadataStore.DirentsName, d);
+        if (SharedWithSnapshot(d)) Retire(d);
         else _pendingRemovals.DeletedDirents.Add(d.Rid);
         _dirtyDirents.Remove(d);
     }
@@ -226,7 +226,7 @@ public sealed partial class Engine : IDisposable
         }
         else if (SharedWithSnapshot(c))
         {
-            Retire(MetadataStore.ChunksName, c);
+            Retire(c);
             var n = c.CloneAsNewVersion();
             n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever;
             foreach (var e in n.Extents) _space[e.Device].AddRef(e.Address, e.Count);
@@ -242,7 +242,7 @@ public sealed partial class Engine : IDisposable
     private void DropChunk(LiveInode li, ChunkRecord c)
     {
         RecordMappingChange(li.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-        if (SharedWithSnapshot(c)) Retire(MetadataStore.ChunksName, c);
+        if (SharedWithSnapshot(c)) Retire(c);
         else
         {
             foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
@@ -399,7 +399,7 @@ public sealed partial class Engine : IDisposable
         finally { _reuseGate.ExitWriteLock(); }
     }
 
-    private PoolRecord ClonePool() => PoolRecord.FromBson(_pool.ToBson());
+    private PoolRecord ClonePool() => _pool.Clone();
 
     private MetadataBatch GatherBatch()
     {
@@ -410,15 +410,15 @@ public sealed partial class Engine : IDisposable
         b.DeletedChunks.AddRange(_pendingRemovals.DeletedChunks);
         _pendingRemovals.Retired.Clear(); _pendingRemovals.DeletedInodes.Clear();
         _pendingRemovals.DeletedDirents.Clear(); _pendingRemovals.DeletedChunks.Clear();
-        foreach (var li in _dirtyInodes) b.Inodes.Add(li.Rec.ToBson());
-        foreach (var d in _dirtyDirents) b.Dirents.Add(d.ToBson());
-        foreach (var c in _dirtyChunks) b.Chunks.Add(c.ToBson());
+        foreach (var li in _dirtyInodes) b.Add(li.Rec);
+        foreach (var d in _dirtyDirents) b.Add(d);
+        foreach (var c in _dirtyChunks) b.Add(c);
         _dirtyInodes.Clear(); _dirtyDirents.Clear(); _dirtyChunks.Clear();
         foreach (var (cookie, sp) in _space)
             foreach (var (seg, refs, allZero) in sp.TakeDirtySegments())
             {
                 if (allZero) b.DeletedSpaceMaps.Add(SpaceMapRecord.Id(cookie, seg));
-                else b.SpaceMaps.Add(new SpaceMapRecord { Device = cookie, Segment = seg, Refs = refs }.ToBson());
+                else b.Add(new SpaceMapRecord { Device = cookie, Segment = seg, Refs = refs });
             }
         return b;
     }

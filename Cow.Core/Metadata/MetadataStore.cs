@@ -3,30 +3,21 @@ using LiteDB;
 
 namespace Cow.Core.Metadata;
 
-/// <summary>Everything one metadata commit writes, applied in one LiteDB transaction.</summary>
-public sealed class MetadataBatch
-{
-    public PoolRecord? Pool;
-    public readonly List<BsonDocument> Inodes = new(), Dirents = new(), Chunks = new(), SpaceMaps = new(), Snapshots = new();
-    public readonly List<long> DeletedInodes = new(), DeletedDirents = new(), DeletedChunks = new(), DeletedSpaceMaps = new();
-    public readonly List<long> DeletedSnapshots = new();
-    /// <summary>Versions that stop being live: (collection, rid, death).</summary>
-    public readonly List<(string Collection, long Rid, long Death)> Retired = new();
-
-    public int Count => Inodes.Count + Dirents.Count + Chunks.Count + SpaceMaps.Count + Snapshots.Count + DeletedInodes.Count
-        + DeletedDirents.Count + DeletedChunks.Count + DeletedSpaceMaps.Count + DeletedSnapshots.Count + Retired.Count;
-}
-
 /// <summary>
-/// The pool's metadata file (format.md, "Metadata file"): the only type that touches LiteDB.
+/// The pool's metadata file (format.md, "Metadata file"): owns the LiteDB database, its collections and
+/// their indexes, and is the only type that opens LiteDB or names a collection. Callers (the engine, fsck,
+/// mkfs) speak in record types (Metadata/Records); the BSON mapping of each is in Metadata/Bson, and a
+/// <see cref="MetadataBatch"/> holds what one commit writes.
 /// Every commit is one LiteDB transaction followed by a checkpoint on fsyncing streams, so it is
-/// durable when <see cref="Commit"/> returns. Queries go by index only.
-/// Threading: not thread-safe. The engine serialises every call under its commit lock (writes) or its
-/// state lock (reads); LiteDB itself is also internally locked.
+/// durable when <see cref="Commit"/> returns. Lookups go by index; only the whole-collection reads
+/// (<c>Load*</c> of the pool, devices, snapshots and space maps at open, and fsck's <c>All*</c>) scan.
+/// Threading: <see cref="Commit"/> must not overlap itself (the engine calls it under its commit lock).
+/// Reads (the engine makes them under its state lock) may overlap a commit: LiteDB locks internally and a
+/// read outside the committing thread's transaction sees committed data only.
 /// </summary>
-public sealed class MetadataStore : IDisposable
+internal sealed class MetadataStore : IDisposable
 {
-    public const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
+    private const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
         SnapshotsName = "snapshots", DevicesName = "devices", PoolName = "pool";
 
     private readonly LiteDatabase _db;
@@ -121,7 +112,7 @@ public sealed class MetadataStore : IDisposable
         var list = new List<DirentRecord>();
         foreach (var d in _dirents.Find(query))
         {
-            var r = DirentRecord.FromBson(d);
+            var r = DirentBson.FromBson(d);
             if (r.VisibleAt(gen)) list.Add(r);
         }
         return list;
@@ -142,7 +133,7 @@ public sealed class MetadataStore : IDisposable
         }
         var dirents = new Dictionary<long, DirentRecord>();
         foreach (var q in new[] { born, died })
-            foreach (var d in _dirents.Find(q)) dirents.TryAdd(d["_id"].AsInt64, DirentRecord.FromBson(d));
+            foreach (var d in _dirents.Find(q)) dirents.TryAdd(d["_id"].AsInt64, DirentBson.FromBson(d));
         return (inos, dirents.Values.ToList());
     }
 
@@ -150,9 +141,9 @@ public sealed class MetadataStore : IDisposable
     public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindLiveBornAfter(long gen)
     {
         var q = BsonExpression.Create("$.birth > @0", gen);
-        return (_inodes.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(InodeRecord.FromBson).ToList(),
-            _dirents.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(DirentRecord.FromBson).ToList(),
-            _chunks.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(ChunkRecord.FromBson).ToList());
+        return (_inodes.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(InodeBson.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(DirentBson.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(ChunkBson.FromBson).ToList());
     }
 
     /// <summary>Records generation <paramref name="gen"/> sees that died at or before <paramref name="deathUpTo"/>
@@ -160,21 +151,21 @@ public sealed class MetadataStore : IDisposable
     public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindSeenAtDiedBy(long gen, long deathUpTo)
     {
         var q = DiedIn(gen, deathUpTo);
-        return (_inodes.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(InodeRecord.FromBson).ToList(),
-            _dirents.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(DirentRecord.FromBson).ToList(),
-            _chunks.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(ChunkRecord.FromBson).ToList());
+        return (_inodes.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(InodeBson.FromBson).ToList(),
+            _dirents.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(DirentBson.FromBson).ToList(),
+            _chunks.Find(q).Where(d => d["birth"].AsInt64 <= gen).Select(ChunkBson.FromBson).ToList());
     }
 
-    public PoolRecord LoadPool() => PoolRecord.FromBson(_pool.FindById(1));
-    public List<DeviceRecord> LoadDevices() => _devices.FindAll().Select(DeviceRecord.FromBson).OrderBy(d => d.Cookie).ToList();
-    public List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotRecord.FromBson).OrderBy(s => s.Gen).ToList();
-    public List<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapRecord.FromBson).ToList();
+    public PoolRecord LoadPool() => PoolBson.FromBson(_pool.FindById(1));
+    public List<DeviceRecord> LoadDevices() => _devices.FindAll().Select(DeviceBson.FromBson).OrderBy(d => d.Cookie).ToList();
+    internal List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotBson.FromBson).OrderBy(s => s.Gen).ToList();
+    public List<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson).ToList();
 
     public InodeRecord? LoadInode(long ino, long gen)
     {
         foreach (var d in _inodes.Find(BsonExpression.Create("$.ino = @0", ino)))
         {
-            var r = InodeRecord.FromBson(d);
+            var r = InodeBson.FromBson(d);
             if (r.VisibleAt(gen)) return r;
         }
         return null;
@@ -186,7 +177,7 @@ public sealed class MetadataStore : IDisposable
     {
         foreach (var d in _chunks.Find(BsonExpression.Create("$.key = @0", ChunkRecord.Key(ino, index))))
         {
-            var r = ChunkRecord.FromBson(d);
+            var r = ChunkBson.FromBson(d);
             if (r.VisibleAt(gen)) return r;
         }
         return null;
@@ -197,7 +188,7 @@ public sealed class MetadataStore : IDisposable
         var list = new List<ChunkRecord>();
         foreach (var d in _chunks.Find(BsonExpression.Create("$.key BETWEEN @0 AND @1", ChunkRecord.Key(ino, 0), ChunkRecord.Key(ino, long.MaxValue))))
         {
-            var r = ChunkRecord.FromBson(d);
+            var r = ChunkBson.FromBson(d);
             if (r.VisibleAt(gen)) list.Add(r);
         }
         return list;
@@ -205,16 +196,16 @@ public sealed class MetadataStore : IDisposable
 
     /// <summary>Live inodes no directory names (unlinked while open when the pool was last closed), by the nlink index.</summary>
     public List<InodeRecord> Orphans(long gen) =>
-        _inodes.Find(BsonExpression.Create("$.nlink = @0", 0L)).Select(InodeRecord.FromBson).Where(r => r.VisibleAt(gen)).ToList();
+        _inodes.Find(BsonExpression.Create("$.nlink = @0", 0L)).Select(InodeBson.FromBson).Where(r => r.VisibleAt(gen)).ToList();
 
     /// <summary>Inodes seen by generation <paramref name="gen"/> that hold fallocated space (<c>prealloc_blocks</c> &gt; 0),
     /// by the prealloc_blocks index (without it, for a read-only open of a pool made before it, by a scan).</summary>
     public List<InodeRecord> WithPrealloc(long gen) =>
-        _inodes.Find(BsonExpression.Create("$.prealloc_blocks > @0", 0L)).Select(InodeRecord.FromBson).Where(r => r.VisibleAt(gen)).ToList();
+        _inodes.Find(BsonExpression.Create("$.prealloc_blocks > @0", 0L)).Select(InodeBson.FromBson).Where(r => r.VisibleAt(gen)).ToList();
 
-    public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeRecord.FromBson);
-    public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentRecord.FromBson);
-    public IEnumerable<ChunkRecord> AllChunks() => _chunks.FindAll().Select(ChunkRecord.FromBson);
+    public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeBson.FromBson);
+    public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentBson.FromBson);
+    public IEnumerable<ChunkRecord> AllChunks() => _chunks.FindAll().Select(ChunkBson.FromBson);
 
     /// <summary>Records no view sees once a snapshot is gone: death in (<paramref name="deathAfter"/>,
     /// <paramref name="deathUpTo"/>] and birth &gt; <paramref name="bornAfter"/> (by the death index).</summary>
@@ -223,7 +214,7 @@ public sealed class MetadataStore : IDisposable
         var q = DiedIn(deathAfter, deathUpTo);
         var inodes = _inodes.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
         var dirents = _dirents.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
-        var chunks = _chunks.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(ChunkRecord.FromBson).ToList();
+        var chunks = _chunks.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(ChunkBson.FromBson).ToList();
         return (inodes, dirents, chunks);
     }
 
@@ -233,9 +224,14 @@ public sealed class MetadataStore : IDisposable
         if (!_db.BeginTrans()) throw new InvalidOperationException("a metadata transaction is already open on this thread");
         try
         {
-            foreach (var (coll, rid, death) in batch.Retired)
+            foreach (var (kind, rid, death) in batch.Retired)
             {
-                var c = _db.GetCollection(coll);
+                var (c, coll) = kind switch
+                {
+                    RecordKind.Inode => (_inodes, InodesName),
+                    RecordKind.Dirent => (_dirents, DirentsName),
+                    _ => (_chunks, ChunksName),
+                };
                 var d = c.FindById(rid) ?? throw new InvalidDataException($"metadata: {coll} record {rid} to retire is missing");
                 d["death"] = death;
                 c.Update(d);

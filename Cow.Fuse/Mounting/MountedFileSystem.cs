@@ -135,7 +135,7 @@ public sealed class MountedFileSystem : IDisposable
             else if (s.Iomap == IomapMode.Off)
                 s.Log?.Invoke("serving I/O in userspace (--iomap off)");
             if (iomap.Granted)
-                devices = new KernelIomapDevices(pool.Engine.BlockSize, s.HasSysRawio, s.Log);
+                devices = new KernelIomapDevices(pool.BlockSize, s.HasSysRawio, s.Log);
             bool uring = s.IoUring && UringUsable(s.Log);
             var d = new RequestDispatcher(pool, new FuseMountOptions
             {

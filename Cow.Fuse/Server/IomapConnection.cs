@@ -144,7 +144,7 @@ internal sealed class IomapConnection : IMappingInvalidationListener
     {
         if (_attached) return;
         _attached = true;
-        _d.Pool.Engine.AddMappingListener(this);
+        _d.Pool.AddMappingListener(this);
     }
 
     /// <summary>Stops listening (connection gone or DESTROY). Idempotent.</summary>
@@ -152,7 +152,7 @@ internal sealed class IomapConnection : IMappingInvalidationListener
     {
         if (!_attached) return;
         _attached = false;
-        _d.Pool.Engine.RemoveMappingListener(this);
+        _d.Pool.RemoveMappingListener(this);
     }
 
     /// <summary>

@@ -143,7 +143,7 @@ public sealed class NodeTable
             if (_slotByName.TryGetValue(name, out slot) && !_views[slot]!.Stale) return 0;
             slot = 0;
             long generation = -1;
-            foreach (var s in _pool.Engine.ListSnapshots())
+            foreach (var s in _pool.Snapshots.List())
                 if (string.Equals(s.Name, name, StringComparison.Ordinal)) { generation = s.Gen; break; }
             if (generation < 0) return Errno.ENOENT;
             var view = _pool.Snapshot(name);

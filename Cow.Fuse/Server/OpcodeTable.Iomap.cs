@@ -58,11 +58,11 @@ public static partial class OpcodeTable
         if (e != 0) return e;
         const FuseIomapConfigFlags ours = FuseIomapConfigFlags.Sid | FuseIomapConfigFlags.Uuid | FuseIomapConfigFlags.Blocksize
             | FuseIomapConfigFlags.MaxLinks | FuseIomapConfigFlags.Time | FuseIomapConfigFlags.Maxbytes;
-        var engine = d.Pool.Engine;
+        var pool = d.Pool;
         var o = new FuseIomapConfigOut
         {
             Flags = (ulong)(ours & (FuseIomapConfigFlags)i.Flags),
-            SBlocksize = (uint)engine.BlockSize,
+            SBlocksize = (uint)pool.BlockSize,
             SMaxLinks = IomapMaxLinks,
             STimeGran = 1,
             STimeMin = long.MinValue / 1_000_000_000,
@@ -74,7 +74,7 @@ public static partial class OpcodeTable
             var sid = new Span<byte>(o.SId, 32);
             Encoding.ASCII.GetBytes(IomapSid, sid);
             var uuid = new Span<byte>(o.SUuid, 16);
-            engine.PoolUuid.TryWriteBytes(uuid, bigEndian: true, out _);
+            pool.Uuid.TryWriteBytes(uuid, bigEndian: true, out _);
         }
         o.SUuidLen = 16;
         return Write(reply, in o, out n);
@@ -119,7 +119,7 @@ public static partial class OpcodeTable
         if (pos >= Engine.MaxFileSize) return write ? Errno.EFBIG : Errno.EINVAL;
         var view = node.View!;
         if (write && view.ReadOnly) return Errno.EROFS;
-        int bs = d.Pool.Engine.BlockSize;
+        int bs = d.Pool.BlockSize;
 
         bool allocate = false;
         MappingType? writeType = null;   // null: the engine's write mapping
@@ -150,7 +150,7 @@ public static partial class OpcodeTable
             : "a mapping names a device that is not registered (IOMAP_CONFIG not done or failed)";
         if (problem != null)
         {
-            if (allocate) d.Pool.Engine.IomapEnd(node.Ino, pos, count, 0, op, pair.Write);   // give the allocation back
+            if (allocate) d.Pool.IomapEnd(node.Ino, pos, count, 0, op, pair.Write);   // give the allocation back
             d.LogLine($"IOMAP_BEGIN inode {node.Ino} pos {pos} count {count} op 0x{i.OpFlags:x}: reply would break the kernel's rules ({problem}); answered EIO");
             return Errno.EIO;
         }
@@ -208,7 +208,7 @@ public static partial class OpcodeTable
         if (m.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(m.Dev, out dev)) return Errno.EINVAL;
         if (node.View!.ReadOnly) return 0;   // nothing is ever allocated for a snapshot
         var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, (MappingType)m.Type, (MappingFlags)m.Flags, dev);
-        return d.Pool.Engine.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, (IomapOp)i.OpFlags, in map);
+        return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, (IomapOp)i.OpFlags, in map);
     }
 
     // ------------------------------------------------------------------ IOMAP_IOEND
@@ -237,7 +237,7 @@ public static partial class OpcodeTable
         if (i.Dev == ExperimentalConstants.IomapNoDevice && i.NewAddr != ExperimentalConstants.IomapNullAddr) return Errno.EINVAL;
         uint dev = 0;
         if (i.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(i.Dev, out dev)) return Errno.EINVAL;
-        var engine = d.Pool.Engine;
+        var pool = d.Pool;
         long newSize;
         if ((i.Flags & (uint)FuseIomapIoendFlags.Swapoff) != 0)
         {
@@ -251,9 +251,9 @@ public static partial class OpcodeTable
             int error = i.Error == 0 ? 0 : i.Error == int.MinValue ? int.MaxValue : Math.Abs(i.Error);
             // A failed write gives back every allocation of its range, wherever the kernel says it went.
             ulong addr = i.Dev == ExperimentalConstants.IomapNoDevice || error != 0 ? FormatConstants.NoAddress : i.NewAddr;
-            e = engine.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, error, dev, addr, out newSize);
+            e = pool.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, error, dev, addr, out newSize);
             if (e == Errno.EINVAL && error == 0 && addr != FormatConstants.NoAddress && addr <= ulong.MaxValue >> 9)
-                e = engine.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, 0, dev, addr << 9, out newSize);
+                e = pool.IoEnd(node.Ino, (long)i.Pos, (long)i.Written, 0, dev, addr << 9, out newSize);
             if (e != 0) return e;
         }
         var o = new FuseIomapIoendOut { NewSize = (ulong)newSize };
@@ -264,7 +264,7 @@ public static partial class OpcodeTable
 
     /// <summary>
     /// FREEZE_FS: the kernel has stopped its writers and synced (SYNCFS) before sending this. Every change
-    /// becomes durable (<see cref="Engine.Freeze"/>), and until UNFREEZE_FS no commit runs and every request
+    /// becomes durable (<see cref="Core.Pool.Freeze"/>), and until UNFREEZE_FS no commit runs and every request
     /// that would change the pool gets EBUSY — refused, not held, so that no worker blocks while UNFREEZE_FS
     /// waits to be read. (The kernel sends no such request while frozen; RELEASE and FORGET still work.)
     /// </summary>
@@ -273,7 +273,7 @@ public static partial class OpcodeTable
         n = 0;
         if (d.Iomap == null) return Errno.ENOSYS;
         if (p.Length != FuseFreezeFsIn.Size) return Errno.EINVAL;
-        var e = d.Pool.Engine.Freeze();
+        var e = d.Pool.Freeze();
         if (e != 0) return e;
         d.Freeze(true);
         return 0;
@@ -285,7 +285,7 @@ public static partial class OpcodeTable
         if (d.Iomap == null) return Errno.ENOSYS;
         if (p.Length != 0) return Errno.EINVAL;
         d.Freeze(false);
-        d.Pool.Engine.Thaw();
+        d.Pool.Thaw();
         return 0;
     }
 
@@ -297,9 +297,9 @@ public static partial class OpcodeTable
         if (d.Iomap == null) return Errno.ENOSYS;
         if (p.Length != FuseShutdownFsIn.Size) return Errno.EINVAL;
         d.MarkShutDown();
-        var engine = d.Pool.Engine;
-        engine.Thaw();
-        try { engine.Commit(); }
+        var pool = d.Pool;
+        pool.Thaw();
+        try { pool.Commit(); }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException) { d.LogLine($"SHUTDOWN_FS: the last commit failed: {ex.Message}"); }
         d.LogLine("SHUTDOWN_FS: the filesystem is shut down; every request fails with EIO from now on");
         return 0;

@@ -17,7 +17,7 @@ public static partial class OpcodeTable
     private static InodeAttr SnapshotDirAttr(RequestDispatcher d)
     {
         long t = 0;
-        foreach (var s in d.Pool.Engine.ListSnapshots()) t = Math.Max(t, s.CreatedNs);
+        foreach (var s in d.Pool.Snapshots.List()) t = Math.Max(t, s.CreatedNs);
         if (t == 0) t = d.MountTimeNs;
         return new InodeAttr(1, SnapshotDirMode, 2, 0, 0, 0, 0, 0, 4096, t, t, t, t);
     }
@@ -60,8 +60,8 @@ public static partial class OpcodeTable
     private static Errno MakeSnapshot(RequestDispatcher d, string name, Span<byte> reply, out int n)
     {
         n = 0;
-        if (Core.Engine.Engine.SnapshotNameProblem(name) != null) return IsDotName(name) ? Errno.EEXIST : Errno.EINVAL;
-        var e = d.Pool.Engine.CreateSnapshot(name, out _);
+        if (Core.PoolSnapshots.NameProblem(name) != null) return IsDotName(name) ? Errno.EEXIST : Errno.EINVAL;
+        var e = d.Pool.Snapshots.Create(name, out _);
         if (e != 0) return e;
         d.LogLine($"snapshot '{name}' created through {NodeTable.SnapshotDirName}");
         return SnapshotRootEntryReply(d, name, reply, out n);
@@ -72,7 +72,7 @@ public static partial class OpcodeTable
     {
         if (name == ".") return Errno.EINVAL;
         if (name == "..") return Errno.ENOTEMPTY;
-        var e = d.Pool.Engine.DeleteSnapshot(name);
+        var e = d.Pool.Snapshots.Delete(name);
         if (e == 0) d.LogLine($"snapshot '{name}' deleted through {NodeTable.SnapshotDirName}");
         return e;
     }
@@ -90,7 +90,7 @@ public static partial class OpcodeTable
         Span<byte> name = stackalloc byte[RequestDispatcher.MaxNameLength * 3 + 8];
         if (offset < 1 && !Emit(".", NodeTable.SnapshotDirStIno, 1, dst, ref n, name)) return 0;
         if (offset < 2 && !Emit("..", d.Nodes.StIno(NodeTable.RootSlot, d.Root.RootIno), 2, dst, ref n, name)) return 0;
-        foreach (var s in d.Pool.Engine.ListSnapshots())
+        foreach (var s in d.Pool.Snapshots.List())
         {
             long next = 2 + s.Gen;
             if (next <= offset) continue;

@@ -24,12 +24,12 @@ internal sealed class TreeChangeNotifier(RequestDispatcher d) : ITreeChangeListe
 
     public void Attach()
     {
-        if (Interlocked.Exchange(ref _attached, 1) == 0) d.Pool.Engine.AddTreeChangeListener(this);
+        if (Interlocked.Exchange(ref _attached, 1) == 0) d.Pool.AddTreeChangeListener(this);
     }
 
     public void Detach()
     {
-        if (Interlocked.Exchange(ref _attached, 0) == 1) d.Pool.Engine.RemoveTreeChangeListener(this);
+        if (Interlocked.Exchange(ref _attached, 0) == 1) d.Pool.RemoveTreeChangeListener(this);
     }
 
     public void TreeChanged(IReadOnlyList<TreeChange> changes)

@@ -190,7 +190,7 @@ static (double Before, double After) CowRandom(string work, int fileMiB, int ops
             return ops / sw.Elapsed.TotalSeconds;
         }
         double before = Pass(seed);
-        Ok(pool.Engine.CreateSnapshot("s", out _), "snapshot");
+        Ok(pool.Snapshots.Create("s", out _), "snapshot");
         double after = Pass(seed + 1000);
         return (before, after);
     }
@@ -238,7 +238,7 @@ static void ScaleSweep(string work)
         for (int i = 0; i < 41; i++)
         {
             var sw = Stopwatch.StartNew();
-            Ok(pool.Engine.CreateSnapshot($"{prefix}-{i}", out _), "snapshot");
+            Ok(pool.Snapshots.Create($"{prefix}-{i}", out _), "snapshot");
             t.Add(sw.Elapsed.TotalMilliseconds);
         }
         return Median(t);
@@ -264,7 +264,7 @@ static void ScaleSweep(string work)
         int taken = 0;
         foreach (int target in new[] { 0, 1000, 2000, 4000, 8000 })
         {
-            while (taken < target) Ok(ps.Engine.CreateSnapshot($"p{taken++}", out _), "snapshot");
+            while (taken < target) Ok(ps.Snapshots.Create($"p{taken++}", out _), "snapshot");
             double m = Median41(ps, $"m{target}");
             Console.WriteLine($"| {taken:N0} | {m:F2} |");
             taken += 41;
@@ -284,7 +284,7 @@ static (double One, double Many, double Piled) SnapshotTimes(string work, int fi
         for (int i = 0; i < n; i++)
         {
             var sw = Stopwatch.StartNew();
-            Ok(pool.Engine.CreateSnapshot($"{prefix}{i}", out _), "snapshot");
+            Ok(pool.Snapshots.Create($"{prefix}{i}", out _), "snapshot");
             t.Add(sw.Elapsed.TotalMilliseconds);
         }
         return Median(t);
@@ -297,7 +297,7 @@ static (double One, double Many, double Piled) SnapshotTimes(string work, int fi
         Ok(p1.Live.Write(a.Ino, 0, new byte[4096], out _), "write");
         Ok(p1.Live.Fsync(a.Ino), "fsync");
         one = Measure(p1, "one");
-        for (int i = 0; i < snapshots; i++) Ok(p1.Engine.CreateSnapshot($"pile{i}", out _), "snapshot");
+        for (int i = 0; i < snapshots; i++) Ok(p1.Snapshots.Create($"pile{i}", out _), "snapshot");
         piled = Measure(p1, "piled");
     }
     finally { Drop(p1); }

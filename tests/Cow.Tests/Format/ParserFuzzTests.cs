@@ -58,12 +58,12 @@ public class ParserFuzzTests
         var rec = new ChunkRecord { Rid = 5, Ino = 9, Index = 1, Birth = 1 };
         rec.Extents.Add(new Extent(0, 3, 2, 100));
         var doc = rec.ToBson();
-        Assert.Equal(3u, ChunkRecord.FromBson(doc).Extents[0].Count);
+        Assert.Equal(3u, ChunkBson.FromBson(doc).Extents[0].Count);
         for (int i = 0; i < 2000; i++)
         {
             var d = new BsonDocument(doc.ToDictionary(k => k.Key, k => k.Value));
             d[i % 2 == 0 ? "map" : "sums"] = new byte[rnd.Next(0, 5000) | 1]; // odd length: never valid
-            var e = Assert.Throws<InvalidDataException>(() => ChunkRecord.FromBson(d));
+            var e = Assert.Throws<InvalidDataException>(() => ChunkBson.FromBson(d));
             Assert.Contains("chunk record 5", e.Message);
         }
     }

@@ -1,0 +1,22 @@
+using LiteDB;
+
+namespace Cow.Core.Metadata;
+
+/// <summary>The BSON mapping of <see cref="PoolRecord"/>: field names as in format.md ("Metadata file"). Stateless.</summary>
+internal static class PoolBson
+{
+    internal static BsonDocument ToBson(this PoolRecord r) => new()
+    {
+        ["_id"] = 1, ["pool_uuid"] = r.PoolUuid, ["format_version"] = r.FormatVersion, ["block_size"] = r.BlockSize,
+        ["live_gen"] = r.LiveGen, ["next_ino"] = r.NextIno, ["next_rid"] = r.NextRid, ["commit_seq"] = r.CommitSeq,
+        ["segment_seq"] = r.SegmentSeq, ["log_cursor"] = r.LogCursor, ["created_ns"] = r.CreatedNs, ["label"] = r.Label,
+    };
+
+    internal static PoolRecord FromBson(BsonDocument d) => new()
+    {
+        PoolUuid = d["pool_uuid"].AsGuid, FormatVersion = d["format_version"].AsInt32, BlockSize = d["block_size"].AsInt32,
+        LiveGen = d["live_gen"].AsInt64, NextIno = d["next_ino"].AsInt64, NextRid = d["next_rid"].AsInt64,
+        CommitSeq = d["commit_seq"].AsInt64, SegmentSeq = d["segment_seq"].AsInt64, LogCursor = d["log_cursor"].AsInt64,
+        CreatedNs = d["created_ns"].AsInt64, Label = d["label"].AsString,
+    };
+}
