@@ -15,6 +15,7 @@ public sealed class FuseIoUringCollection;
 /// reach Cow through ring entries instead of read(2) of /dev/fuse; everything must behave the same.
 /// </summary>
 [Collection("fuse-io-uring")]
+[Trait("Tier", "mount")]
 public sealed class UringTests(ITestOutputHelper output)
 {
     /// <summary>Switches fuse.enable_uring on until disposed (then back to what it was).</summary>
@@ -40,7 +41,7 @@ public sealed class UringTests(ITestOutputHelper output)
         Assert.Equal(FuseUringTransport.PossibleCpus() * 2, s.UringEntriesWanted);
     }
 
-    [Fact]
+    [SkippableFact]
     public void FileOperationsGoThroughTheRingAndMatch()
     {
         using var on = EnableUring();
@@ -78,7 +79,7 @@ public sealed class UringTests(ITestOutputHelper output)
         m.UnmountNow();
     }
 
-    [Fact]
+    [SkippableFact]
     public void RandomOperationsMatchTheModelOverTheRing()
     {
         using var on = EnableUring();
