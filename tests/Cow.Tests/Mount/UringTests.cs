@@ -21,6 +21,7 @@ public sealed class UringTests(ITestOutputHelper output)
     /// <summary>Switches fuse.enable_uring on until disposed (then back to what it was).</summary>
     internal static IDisposable EnableUring()
     {
+        MountedPool.RequireRootAndFuse();   // writing the kernel parameter needs root too
         var path = MountedFileSystem.EnableUringParameter;
         Assert.True(File.Exists(path), $"{path} is missing: this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)");
         var before = File.ReadAllText(path).Trim();
