@@ -6,8 +6,9 @@ namespace Cow.Core.FileSystem;
 
 /// <summary>
 /// The inode API over one tree: the live tree (read-write) or a snapshot (read-only: every change is
-/// EROFS). Every call returns an errno (0 = success); exceptions mean corruption or a bug. This is what
-/// Cow.Fuse calls. Threading: thread-safe (the engine locks).
+/// EROFS). Every call returns an errno (0 = success): an I/O failure under the engine is EIO, in one place
+/// (<see cref="Run{TArgs}"/>); exceptions mean corruption or a bug. This is what Cow.Fuse calls. Owns nothing
+/// (the pool owns the engine and the tree). Threading: thread-safe (the engine locks).
 /// </summary>
 public sealed class FileSystemView
 {
@@ -190,6 +191,7 @@ public sealed class FileSystemView
             static (e, t, in a, out result) => e.Seek(t, a.ino, a.offset, a.whence, out result));
     }
 
+    /// <summary>statfs: figures the engine keeps in memory (no I/O, so no guard).</summary>
     public FsStats StatFs() => _e.StatFs();
 
     public Errno IomapBegin(long ino, long pos, long count, IomapOp op, out IomapPair pair)
