@@ -5,6 +5,7 @@ using static Cow.Tests.Devices.DeviceTestUtil;
 
 namespace Cow.Tests.Devices;
 
+[Trait("Tier", "unit")]
 public class BlockDeviceStreamTests
 {
     private static byte[] ReadStream(Stream s, long offset, int count)

@@ -6,9 +6,10 @@ namespace Cow.Tests.Devices;
 
 /// <summary>The O_DIRECT buffers of the device read-ahead and write-behind (<see cref="DirectIo.AllocateBuffer"/>):
 /// aligned to a huge page, whole, and usable for O_DIRECT transfers on a real image file.</summary>
+[Trait("Tier", "unit")]
 public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
 {
-    [Theory]
+    [SkippableTheory]
     [InlineData(4 << 20)]
     [InlineData(8 << 20)]
     [InlineData(1 << 20)]
@@ -44,7 +45,7 @@ public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
     /// <summary>The whole allocation is advised, rounded up to huge pages: an advice over part of a huge page
     /// splits the mapping into a piece that cannot hold one (smaps says THPeligible 0 there). Checked where
     /// transparent huge pages are on (madvise or always).</summary>
-    [Fact]
+    [SkippableFact]
     public void AnOddSizedBufferCanStillLieInHugePages()
     {
         string mode = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "";
@@ -52,7 +53,7 @@ public sealed unsafe class DirectIoTests() : VarTmpImages("cow-directio-tests-")
         byte* a = DirectIo.AllocateBuffer((1 << 20) + 4096);
         try
         {
-            if (!on) return;
+            Skip.IfNot(on, "transparent huge pages are off (neither madvise nor always)");
             new Span<byte>(a, (1 << 20) + 4096).Fill(1);
             Assert.Equal("1", SmapsField((ulong)a, "THPeligible"));
         }

@@ -9,6 +9,7 @@ namespace Cow.Tests.Devices;
 /// sequential readers, never serves stale bytes after a write or after <see cref="IBlockDevice.DropCached"/>,
 /// and stays out of the way of random and sparse readers.
 /// </summary>
+[Trait("Tier", "unit")]
 public sealed class DirectReadAheadTests() : VarTmpImages("cow-ra-tests-")
 {
     /// <summary>An image (64 MiB unless told) whose every byte is a function of its offset.</summary>

@@ -10,6 +10,7 @@ namespace Cow.Tests.Devices;
 /// aligned writes they overlap, a failed write is retried and otherwise reported by the next flush, and a flush
 /// does not wait for writes made after it began.
 /// </summary>
+[Trait("Tier", "unit")]
 public sealed class DirectWriteBehindTests() : VarTmpImages("cow-wb-tests-")
 {
     private FileBlockDevice NewDevice(long size = 64L * MiB)

@@ -4,6 +4,7 @@ using static Cow.Tests.Devices.DeviceTestUtil;
 
 namespace Cow.Tests.Devices;
 
+[Trait("Tier", "unit")]
 public class FaultInjectingBlockDeviceTests
 {
     private static FaultInjectingBlockDevice NewDevice(string name = "fault0", long length = 4 << 20) =>

@@ -7,14 +7,13 @@ using static Cow.Tests.Devices.DeviceTestUtil;
 
 namespace Cow.Tests.Devices;
 
+[Trait("Tier", "unit")]
 public sealed class FileBlockDeviceTests : IDisposable
 {
-    private readonly ITestOutputHelper _output;
     private readonly string _dir;
 
-    public FileBlockDeviceTests(ITestOutputHelper output)
+    public FileBlockDeviceTests()
     {
-        _output = output;
         _dir = Path.Combine(Path.GetTempPath(), "cow-dev-tests-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(_dir);
     }
@@ -23,7 +22,7 @@ public sealed class FileBlockDeviceTests : IDisposable
 
     private string PathOf(string name) => Path.Combine(_dir, name);
 
-    [Fact]
+    [SkippableFact]
     public void Contract()
     {
         using var device = FileBlockDevice.Create(PathOf("contract.img"), 4 << 20);
@@ -33,7 +32,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         CheckContract(device, device.Flush);
     }
 
-    [Fact]
+    [SkippableFact]
     public void CreateMakesSparseImageAndOpenSeesData()
     {
         string path = PathOf("sparse.img");
@@ -57,7 +56,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         AssertZero(reopened, 0, 8192);
     }
 
-    [Fact]
+    [SkippableFact]
     public void CreateBeyondWhatTheFileSystemHoldsIsAnIOErrorAndLeavesNoFile()
     {
         // ext4 (this machine's /tmp) holds files up to 16 TiB: EFBIG, which .NET reports as an argument error.
@@ -68,7 +67,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.False(File.Exists(path));
     }
 
-    [Fact]
+    [SkippableFact]
     public void CreateRefusesExistingFile()
     {
         string path = PathOf("exists.img");
@@ -79,7 +78,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Equal([1, 2, 3], File.ReadAllBytes(path));
     }
 
-    [Fact]
+    [SkippableFact]
     public void CreateInMissingDirectoryNamesPath()
     {
         string path = PathOf("nope/x.img");
@@ -88,7 +87,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Contains("not found", ex.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void OpenMissingFileNamesPath()
     {
         string path = PathOf("log.img");
@@ -97,7 +96,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Throws<FileNotFoundException>(() => FileBlockDevice.Open(PathOf("no/dir/log.img"), writable: false));
     }
 
-    [Fact]
+    [SkippableFact]
     public void OpenDirectoryIsRefused()
     {
         var ex = Assert.Throws<IOException>(() => FileBlockDevice.Open(_dir, writable: true));
@@ -106,7 +105,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Contains("is a directory", ex.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void OpenCharacterDeviceIsRefused()
     {
         var ex = Assert.Throws<IOException>(() => FileBlockDevice.Open("/dev/null", writable: false));
@@ -114,14 +113,10 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Contains("not a regular file or block device", ex.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void OpenWithoutPermissionSaysPermissionDenied()
     {
-        if (Syscall.geteuid() == 0)
-        {
-            _output.WriteLine("skipped: root ignores file permissions");
-            return;
-        }
+        Skip.If(Syscall.geteuid() == 0, "root ignores file permissions");
 
         string path = PathOf("locked.img");
         FileBlockDevice.Create(path, 4096).Dispose();
@@ -130,7 +125,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Equal($"device {path}: permission denied (opening for writing)", ex.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ReadOnlyDeviceRefusesWrites()
     {
         string path = PathOf("ro.img");
@@ -141,7 +136,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Contains("read-only", ex.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ReadPastEndOfFileReturnsZeros()
     {
         string path = PathOf("shrunk.img");
@@ -159,14 +154,14 @@ public sealed class FileBlockDeviceTests : IDisposable
         AssertZero(device, 500_000, 4096);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ConcurrentDisjointIo()
     {
         using var device = FileBlockDevice.Create(PathOf("par.img"), 1 << 20);
         CheckConcurrentDisjointIo(device);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ReadAndWriteDoNotAllocate()
     {
         using var device = FileBlockDevice.Create(PathOf("alloc.img"), 1 << 20);
@@ -187,7 +182,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Equal(0, least);
     }
 
-    [Fact]
+    [SkippableFact]
     public void DisposedDeviceThrows()
     {
         var device = FileBlockDevice.Create(PathOf("disposed.img"), 1 << 20);
@@ -197,34 +192,59 @@ public sealed class FileBlockDeviceTests : IDisposable
         Assert.Throws<ObjectDisposedException>(() => device.Flush());
     }
 
-    [Fact]
+    internal static (int ExitCode, string Stdout, string Stderr) Run(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout, stderr.Result);
+    }
+}
+
+/// <summary><see cref="FileBlockDevice"/> on a real loop block device (root and losetup; skipped otherwise).</summary>
+[Trait("Tier", "kernel")]
+public sealed class FileBlockDeviceLoopTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private readonly string _dir;
+
+    public FileBlockDeviceLoopTests(ITestOutputHelper output)
+    {
+        _output = output;
+        _dir = Path.Combine(Path.GetTempPath(), "cow-dev-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_dir);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_dir, name);
+
+    [SkippableFact]
     public void LoopDeviceRoundTrip()
     {
-        if (Syscall.geteuid() != 0)
-        {
-            _output.WriteLine("skipped: loop devices need root");
-            return;
-        }
+        Skip.If(Syscall.geteuid() != 0, "loop devices need root");
 
         string? losetup = new[] { "/usr/sbin/losetup", "/sbin/losetup", "/usr/bin/losetup", "/bin/losetup" }
             .FirstOrDefault(File.Exists);
-        if (losetup is null)
-        {
-            _output.WriteLine("skipped: losetup not found");
-            return;
-        }
+        Skip.If(losetup is null, "losetup not found");
 
         const long length = 8 << 20;
         string image = PathOf("loop.img");
         FileBlockDevice.Create(image, length).Dispose();
 
-        (int rc, string stdout, string stderr) = Run(losetup, "--find", "--show", image);
+        (int rc, string stdout, string stderr) = FileBlockDeviceTests.Run(losetup!, "--find", "--show", image);
         string loop = stdout.Trim();
-        if (rc != 0 || !loop.StartsWith("/dev/", StringComparison.Ordinal))
-        {
-            _output.WriteLine($"skipped: losetup could not attach a loop device (rc {rc}): {stderr.Trim()}");
-            return;
-        }
+        Skip.If(rc != 0 || !loop.StartsWith("/dev/", StringComparison.Ordinal),
+            $"losetup could not attach a loop device (rc {rc}): {stderr.Trim()}");
 
         try
         {
@@ -247,7 +267,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         }
         finally
         {
-            (int drc, _, string derr) = Run(losetup, "-d", loop);
+            (int drc, _, string derr) = FileBlockDeviceTests.Run(losetup!, "-d", loop);
             if (drc != 0)
                 _output.WriteLine($"warning: losetup -d {loop} failed: {derr.Trim()}");
         }
@@ -255,22 +275,5 @@ public sealed class FileBlockDeviceTests : IDisposable
         // The data went through the loop device into the image.
         using var file = FileBlockDevice.Open(image, writable: false);
         Assert.Equal(Pattern(65536, 11), ReadAll(file, 1 << 20, 65536));
-    }
-
-    private static (int ExitCode, string Stdout, string Stderr) Run(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in args)
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, stdout, stderr.Result);
     }
 }

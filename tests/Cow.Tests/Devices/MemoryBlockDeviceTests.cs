@@ -4,6 +4,7 @@ using static Cow.Tests.Devices.DeviceTestUtil;
 
 namespace Cow.Tests.Devices;
 
+[Trait("Tier", "unit")]
 public class MemoryBlockDeviceTests
 {
     [Fact]

@@ -7,6 +7,7 @@ namespace Cow.Tests.Dispatch;
 /// <summary>POSIX ACLs at the FUSE protocol: INIT grants POSIX_ACL with DONT_MASK, the umask fields of
 /// create_in / mkdir_in / mknod_in apply unless the parent has a default ACL, and FUSE_SETXATTR_ACL_KILL_SGID
 /// clears setgid with the ACL's own mode change.</summary>
+[Trait("Tier", "engine")]
 public sealed class AclDispatchTests : DispatchTestBase
 {
     private const uint S_IFREG = 0x8000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_ISGID = 0x400;

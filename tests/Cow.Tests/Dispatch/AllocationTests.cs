@@ -6,6 +6,7 @@ using Xunit.Abstractions;
 namespace Cow.Tests.Dispatch;
 
 /// <summary>The hot paths allocate nothing per request in the dispatcher (engine allocations aside).</summary>
+[Trait("Tier", "engine")]
 public sealed class AllocationTests(ITestOutputHelper output) : DispatchTestBase
 {
     [Fact]

@@ -10,6 +10,7 @@ namespace Cow.Tests.Dispatch;
 /// RENAME_WHITEOUT leaves a 0/0 character device at the source in the same change, and TMPFILE makes a
 /// nameless open file that LINK can name once.
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed class DirectoryHandleTests : DispatchTestBase
 {
     private const uint S_IFREG = 0x8000, S_IFDIR = 0x4000, S_IFCHR = 0x2000, S_IFMT = 0xF000;

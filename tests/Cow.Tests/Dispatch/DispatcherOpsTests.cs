@@ -9,6 +9,7 @@ using Xunit;
 namespace Cow.Tests.Dispatch;
 
 /// <summary>The changing handlers, through raw requests: replies and errors.</summary>
+[Trait("Tier", "engine")]
 public sealed class DispatcherOpsTests : DispatchTestBase
 {
     private const uint S_IFREG = 0x8000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFSOCK = 0xC000, S_IFCHR = 0x2000, S_IFBLK = 0x6000, S_IFLNK = 0xA000;

@@ -7,6 +7,7 @@ using Xunit;
 
 namespace Cow.Tests.Dispatch;
 
+[Trait("Tier", "engine")]
 public sealed class DispatcherTests : DispatchTestBase
 {
     // ------------------------------------------------------------------ INIT

@@ -11,6 +11,7 @@ namespace Cow.Tests.Dispatch;
 /// differ between the live tree and a snapshot for the same inode; a deleted inode is ENOENT (ESTALE to the
 /// file-handle caller).
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed class ExportTests : DispatchTestBase
 {
     private FuseEntryOut MakeDir(ulong parent, string name)

@@ -10,6 +10,7 @@ namespace Cow.Tests.Dispatch;
 
 /// <summary>With fuse-iomap granted, the mapping requests of the kernel's reads, reports and buffered writes
 /// (which allocate no space: DELALLOC) allocate nothing: no delegate, no boxing, no list per request.</summary>
+[Trait("Tier", "engine")]
 public sealed class IomapAllocationTests(ITestOutputHelper output) : DispatchTestBase(new FuseMountOptions { IomapDevices = new TestRegistrar() })
 {
     [Fact]

@@ -8,6 +8,7 @@ using Xunit;
 namespace Cow.Tests.Dispatch;
 
 /// <summary>The virtual .snapshots directory, snapshot node ids and --snapshot mounts.</summary>
+[Trait("Tier", "engine")]
 public sealed class SnapshotDirTests : DispatchTestBase
 {
     private const ulong SnapDir = NodeTable.SnapshotDirNodeId;

@@ -9,6 +9,7 @@ namespace Cow.Tests.Engine;
 /// the mode, chmod rewrites the ACL, new inodes inherit default ACLs (else the umask applies), malformed
 /// values are EINVAL and change nothing, snapshots and clones carry ACLs. Every test ends with fsck.
 /// </summary>
+[Trait("Tier", "engine")]
 public class AclTests
 {
     private const long Root = 1;

@@ -6,6 +6,7 @@ namespace Cow.Tests.Engine;
 
 /// <summary>Access-time updates on read (<see cref="AtimePolicy"/>) at the engine: the relatime rule, and
 /// that an update is a plain metadata change (no new record version when nothing changes).</summary>
+[Trait("Tier", "engine")]
 public class AtimeTests
 {
     private const long Day = Core.Engine.Engine.RelatimeIntervalNs, Slack = Core.Engine.Engine.CoarseClockSlackNs;

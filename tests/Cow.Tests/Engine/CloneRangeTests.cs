@@ -9,6 +9,7 @@ namespace Cow.Tests.Engine;
 
 /// <summary>Range clone (copy_file_range with shared blocks): space, isolation of the two files after
 /// sharing, snapshots, unaligned ranges, errors, persistence, and fsck's reference-count check.</summary>
+[Trait("Tier", "engine")]
 public class CloneRangeTests
 {
     private const int Bs = 4096;

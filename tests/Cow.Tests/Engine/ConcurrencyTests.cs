@@ -7,6 +7,7 @@ namespace Cow.Tests.Engine;
 /// <summary>The engine's threading contract under load: writers on their own files and on disjoint
 /// blocks of one shared file, readers, snapshot create/delete and commits, all at once; then every byte
 /// is compared with what each writer knows it wrote, and fsck must be clean.</summary>
+[Trait("Tier", "engine")]
 public class ConcurrencyTests
 {
     [Fact]

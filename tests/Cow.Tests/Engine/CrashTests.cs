@@ -22,6 +22,7 @@ namespace Cow.Tests.Engine;
 /// the state after some later operation, never a mix. An operation cut mid-way counts as either not
 /// done or done.</para>
 /// </summary>
+[Trait("Tier", "slow")]
 public class CrashTests(ITestOutputHelper output)
 {
     // ------------------------------------------------------------------ the model

@@ -7,6 +7,7 @@ using static Cow.Tests.Engine.MemoryPool;
 
 namespace Cow.Tests.Engine;
 
+[Trait("Tier", "engine")]
 public class EngineBasicsTests
 {
     [Fact]

@@ -10,6 +10,7 @@ namespace Cow.Tests.Engine;
 /// the space is not there; writes into the reserved range cannot fail for lack of space; the reservation is
 /// counted out of statfs's free space, released by truncate, punch and unlink, and survives a reopen.
 /// </summary>
+[Trait("Tier", "engine")]
 public class FallocateReservationTests
 {
     private const int Block = 4096;

@@ -7,6 +7,7 @@ namespace Cow.Tests.Engine;
 
 /// <summary>fsck names the paths of an inode it reports: every name in the live tree, and the path in each snapshot
 /// that sees it (where it may have another name), or says the live tree has none.</summary>
+[Trait("Tier", "engine")]
 public class FsckPathTests
 {
     /// <summary>Flips a byte of the device block holding file block 0 of <paramref name="ino"/> (as <paramref name="fs"/> sees it).</summary>

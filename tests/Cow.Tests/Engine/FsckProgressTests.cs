@@ -5,9 +5,10 @@ using Xunit;
 namespace Cow.Tests.Engine;
 
 /// <summary>fsck's progress callback (the bar of <c>cow fsck</c> on a terminal) and its absence from redirected output.</summary>
+[Trait("Tier", "mount")]
 public class FsckProgressTests
 {
-    [Fact]
+    [SkippableFact]
     public void ProgressCountsEveryVerifiedBlockAndEndsAtTheTotal()
     {
         var dir = Path.Combine(Path.GetTempPath(), "cow-fsck-progress-" + Guid.NewGuid().ToString("N")[..12]);

@@ -5,6 +5,7 @@ using static Cow.Tests.Engine.MemoryPool;
 
 namespace Cow.Tests.Engine;
 
+[Trait("Tier", "engine")]
 public class ImportTests
 {
     [Fact]
@@ -44,6 +45,7 @@ public class ImportTests
     }
 }
 
+[Trait("Tier", "engine")]
 public class ImportDataTests
 {
     /// <summary>Data ranges as SEEK_DATA finds them on a 4 KiB host file system, imported into a pool of 64 KiB

@@ -12,6 +12,7 @@ namespace Cow.Tests.Engine;
 /// the path, the read is the file's bytes, holes read as zeros, and a corrupt block is EIO with a report
 /// that names it, also when its checksum was computed by the read-ahead.
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed unsafe class LentReadTests() : VarTmpImages("cow-lent-tests-")
 {
     private const int FileBytes = 24 * MiB;

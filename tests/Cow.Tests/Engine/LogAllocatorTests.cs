@@ -6,6 +6,7 @@ namespace Cow.Tests.Engine;
 
 /// <summary>The log allocator (<see cref="DeviceSpace.Allocate"/>): sequential runs while free segments
 /// last, scattered free blocks only when no segment is free.</summary>
+[Trait("Tier", "unit")]
 public class LogAllocatorTests
 {
     private const int Seg = FormatConstants.SegmentBlocks;
@@ -68,6 +69,7 @@ public class LogAllocatorTests
 }
 
 /// <summary>The userspace write path rewrites a fragmented file in one run per request.</summary>
+[Trait("Tier", "unit")]
 public class FragmentedRewriteTests
 {
     [Fact]

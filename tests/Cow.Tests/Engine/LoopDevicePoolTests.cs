@@ -1,13 +1,13 @@
 using System.Diagnostics;
 using Cow.Core;
 using Xunit;
-using Xunit.Abstractions;
 using static Cow.Tests.Engine.MemoryPool;
 
 namespace Cow.Tests.Engine;
 
 /// <summary>A pool whose base and log devices are real loop block devices (root only; skipped otherwise).</summary>
-public class LoopDevicePoolTests(ITestOutputHelper output)
+[Trait("Tier", "kernel")]
+public class LoopDevicePoolTests
 {
     private static string? Run(string file, string args)
     {
@@ -18,14 +18,10 @@ public class LoopDevicePoolTests(ITestOutputHelper output)
         return p.ExitCode == 0 ? o.Trim() : null;
     }
 
-    [Fact]
+    [SkippableFact]
     public void PoolOnLoopDevices()
     {
-        if (Environment.UserName != "root" || Run("losetup", "--version") == null)
-        {
-            output.WriteLine("skipped: needs root and losetup");
-            return;
-        }
+        Skip.If(Environment.UserName != "root" || Run("losetup", "--version") == null, "needs root and losetup");
         var dir = Directory.CreateTempSubdirectory("cow-loop-").FullName;
         var loops = new List<string>();
         try
@@ -35,7 +31,7 @@ public class LoopDevicePoolTests(ITestOutputHelper output)
                 var img = Path.Combine(dir, n);
                 using (var f = File.Create(img)) f.SetLength(64L << 20);
                 var dev = Run("losetup", $"--find --show {img}");
-                if (dev == null) { output.WriteLine("skipped: losetup could not attach a loop device"); return; }
+                Skip.If(dev == null, "losetup could not attach a loop device");
                 loops.Add(dev);
             }
             var poolDir = Path.Combine(dir, "pool");

@@ -9,6 +9,7 @@ using static Cow.Tests.Engine.MemoryPool;
 namespace Cow.Tests.Engine;
 
 /// <summary>The engine's mapping-invalidation hook, ioends over several allocations, and freeze.</summary>
+[Trait("Tier", "engine")]
 public sealed class MappingInvalidationTests
 {
     private sealed class Recorder : IMappingInvalidationListener

@@ -10,6 +10,7 @@ namespace Cow.Tests.Engine;
 /// device it stalls the data writes queued behind it, so a commit must not flush per LiteDB page batch.
 /// (Durability itself is checked by <see cref="CrashTests"/>.)
 /// </summary>
+[Trait("Tier", "engine")]
 public class MetadataFlushTests
 {
     [Fact]

@@ -13,6 +13,7 @@ namespace Cow.Tests.Engine;
 /// service. This test counts the cache's entries across thousands of distinct lookups. It reads two private
 /// fields of LiteDB 5.0.20: if an upgrade renames them, the test says so (re-check the query style then).
 /// </summary>
+[Trait("Tier", "engine")]
 public class MetadataQueryCacheTests
 {
     private static int CachedExpressions()

@@ -3,6 +3,7 @@ using Xunit;
 
 namespace Cow.Tests.Engine;
 
+[Trait("Tier", "engine")]
 public class MkfsTests
 {
     [Fact]

@@ -9,6 +9,7 @@ namespace Cow.Tests.Engine;
 /// last release, in commits, snapshots, fsck, rollback and the next open of the pool; a readdir pass bounded
 /// by <see cref="FileSystemView.DirEnd"/> never lists a renamed entry twice.
 /// </summary>
+[Trait("Tier", "engine")]
 public class OpenDirectoryTests
 {
     private const long Root = 1;

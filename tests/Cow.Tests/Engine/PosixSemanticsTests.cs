@@ -10,6 +10,7 @@ namespace Cow.Tests.Engine;
 /// POSIX semantics of the inode API (<see cref="FileSystemView"/>) the way Linux tools expect them, each
 /// with its error cases; where Linux is ambiguous, what ext4 does. Every test ends with fsck.
 /// </summary>
+[Trait("Tier", "engine")]
 public class PosixSemanticsTests
 {
     private const long Root = 1;

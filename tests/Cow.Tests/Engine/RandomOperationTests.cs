@@ -14,6 +14,7 @@ namespace Cow.Tests.Engine;
 /// [COW_LOG_MIB=..] [COW_OPS=..] [COW_CHECK_EVERY_OP=1] dotnet test --filter "FullyQualifiedName~Random"</c>
 /// (the environment row takes these; the fixed rows run too).
 /// </summary>
+[Trait("Tier", "slow")]
 public class RandomOperationTests(ITestOutputHelper output)
 {
     /// <summary>Seed placeholder: COW_SEED from the environment if set, else one derived from the time.</summary>

@@ -7,6 +7,7 @@ using static Cow.Tests.Engine.MemoryPool;
 namespace Cow.Tests.Engine;
 
 /// <summary>Snapshot holds, properties, rollback, clone and diff on memory pools, fsck after every operation.</summary>
+[Trait("Tier", "engine")]
 public class SnapshotOpsTests
 {
     private static void Ok(Errno e, string what) => Assert.True(e == 0, $"{what}: {e}");

@@ -10,6 +10,7 @@ namespace Cow.Tests.Engine;
 /// <summary>Snapshot restore (snapper's undochange) and copy_file_range from a snapshot's file, on memory pools:
 /// what changes, what is listed, that no data block is written, and that fsck stays clean through restoring
 /// and deleting the snapshot.</summary>
+[Trait("Tier", "engine")]
 public class SnapshotRestoreTests
 {
     private static void Ok(Errno e, string what) => Assert.True(e == 0, $"{what}: {e}");

@@ -6,6 +6,7 @@ namespace Cow.Tests.Engine;
 
 /// <summary>statfs counts what new writes can use as free and what data occupies as used: the unused part of
 /// the base device (which takes no new writes) is neither.</summary>
+[Trait("Tier", "engine")]
 public class StatFsTests
 {
     [Fact]

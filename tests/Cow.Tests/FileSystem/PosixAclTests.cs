@@ -8,6 +8,7 @@ namespace Cow.Tests.FileSystem;
 /// <see cref="PosixAcl"/>: the xattr format and the kernel's fs/posix_acl.c semantics (validation, mode
 /// equivalence, chmod, create from a default ACL), with values worked out from the kernel's functions.
 /// </summary>
+[Trait("Tier", "unit")]
 public class PosixAclTests
 {
     private const ushort R = 4, W = 2, X = 1;

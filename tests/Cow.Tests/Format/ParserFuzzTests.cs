@@ -7,6 +7,7 @@ namespace Cow.Tests.Format;
 
 /// <summary>Fuzzing of the on-disk parsers: random, truncated and bit-flipped input is refused with a
 /// reason (or an InvalidDataException naming the record), never a crash or a wrong accept.</summary>
+[Trait("Tier", "unit")]
 public class ParserFuzzTests
 {
     private static byte[] ValidSuperblock()

@@ -7,6 +7,7 @@ using static Cow.Tests.Iomap.IomapPeer;
 namespace Cow.Tests.Iomap;
 
 /// <summary>INIT negotiation of fuse-iomap and the userspace fallback, seen from the kernel's side of the socket.</summary>
+[Trait("Tier", "engine")]
 public sealed class IomapNegotiationTests
 {
     private const int EIO = 5, EPROTO = 71, ENOSYS = 38;

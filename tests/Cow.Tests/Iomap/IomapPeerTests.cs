@@ -12,6 +12,7 @@ namespace Cow.Tests.Iomap;
 /// SOCK_SEQPACKET socket speaks the binary protocol to a real FuseSession over image files, does the data
 /// I/O on the device images itself, and checks every reply against the kernel's rules.
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed class IomapPeerTests
 {
     private const int EIO = 5, EAGAIN = 11, EBUSY = 16, ENOENT = 2, EISDIR = 21, EINVAL = 22, EFBIG = 27, EROFS = 30, ENOSYS = 38, EOPNOTSUPP = 95;

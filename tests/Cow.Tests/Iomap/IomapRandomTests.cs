@@ -16,6 +16,7 @@ namespace Cow.Tests.Iomap;
 /// allocation left over. A failure names its seed: rerun with
 /// <c>COW_SEED=n [COW_OPS=n] dotnet test tests/Cow.Tests --filter "FullyQualifiedName~IomapRandom"</c>.
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed class IomapRandomTests(ITestOutputHelper output)
 {
     private const int EnvironmentSeed = -1;

@@ -16,6 +16,7 @@ namespace Cow.Tests.Kernel;
 /// FUSE_BACKING_TYPE_IOMAP is refused: those tests check that the refusal is clear and that nothing stays
 /// attached. Root only (CI runs as root).
 /// </summary>
+[Trait("Tier", "kernel")]
 public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposable
 {
     private readonly KernelScratch _s = new();
@@ -24,7 +25,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
 
     private static PoolDeviceInfo Info(uint cookie, string path, long size = 64L << 20) => new(cookie, path, size);
 
-    [Fact]
+    [SkippableFact]
     public void Loop_device_shows_the_image_and_is_detached_on_dispose()
     {
         var img = _s.Image("base.img");
@@ -46,7 +47,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         loop.Dispose();   // idempotent
     }
 
-    [Fact]
+    [SkippableFact]
     public void Loop_device_with_a_64k_block_size()
     {
         var img = _s.Image("big-blocks.img");
@@ -58,7 +59,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
     /// <summary>What fuse-iomap's bios do (direct I/O to the block device) and what the engine does (buffered
     /// pread/pwrite of the image) see each other's bytes at once, without any flush: the loop device is not
     /// in direct-I/O mode, so it reads and writes through the image's page cache.</summary>
-    [Fact]
+    [SkippableFact]
     public unsafe void Loop_device_and_image_page_cache_are_coherent()
     {
         const int O_DIRECT = 0x4000;
@@ -85,7 +86,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         finally { NativeMemory.AlignedFree(mem); }
     }
 
-    [Fact]
+    [SkippableFact]
     public void Exclusive_open_of_a_held_device_is_refused_naming_it()
     {
         var img = _s.Image("held.img");
@@ -110,7 +111,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Equal(img, LoopDevice.BackingFile(loop.Number));   // the holder's device is untouched
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_regular_file_or_character_device_is_not_a_block_device()
     {
         var img = _s.Image("plain.img");
@@ -132,7 +133,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Empty(_s.Loops());
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_device_smaller_than_the_pool_device_is_refused_and_its_loop_detached()
     {
         var img = _s.Image("small.img", 32L << 20);
@@ -146,7 +147,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Empty(_s.WaitNoLoops());
     }
 
-    [Fact]
+    [SkippableFact]
     public void More_than_1024_devices_are_refused_before_anything_is_done()
     {
         bool capabilityAsked = false;
@@ -163,7 +164,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Contains("nothing-here", e2.Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Missing_CAP_SYS_RAWIO_is_refused_with_a_clear_message_and_nothing_attached()
     {
         var img = _s.Image("base.img");
@@ -174,7 +175,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Empty(_s.Loops());
     }
 
-    [Fact]
+    [SkippableFact]
     public void The_real_capability_check_sees_root_s_capabilities()
     {
         // CI runs as root with the full set; the child-process test without CAP_SYS_RAWIO is in IomapMountTests.
@@ -182,7 +183,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.True(Capabilities.HasEffective(Capabilities.CapSysAdmin));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Duplicate_or_zero_engine_cookies_are_refused()
     {
         using var reg = new KernelIomapDevices(4096);
@@ -192,7 +193,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
 
     /// <summary>An unmounted /dev/fuse descriptor: the kernel refuses BACKING_OPEN (EPERM here: no connection
     /// yet). Both image files were attached to loop devices first; afterwards none is attached.</summary>
-    [Fact]
+    [SkippableFact]
     public void Backing_open_on_an_unmounted_fuse_fd_is_refused_and_everything_undone()
     {
         var b = _s.Image("base.img");
@@ -213,7 +214,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
     /// <summary>A mounted, served connection (no passthrough or iomap negotiated on this kernel): BACKING_OPEN
     /// with FUSE_BACKING_TYPE_IOMAP is refused, the pool's image files are detached again, and the mount
     /// keeps working.</summary>
-    [Fact]
+    [SkippableFact]
     public void Backing_open_on_a_mounted_connection_is_refused_and_everything_undone()
     {
         using var m = new MountedPool();
@@ -234,7 +235,7 @@ public sealed class KernelIomapDevicesTests(ITestOutputHelper output) : IDisposa
         Assert.Equal("still served", File.ReadAllText(m.P("after.txt")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Register_after_dispose_is_refused()
     {
         var reg = new KernelIomapDevices(4096);

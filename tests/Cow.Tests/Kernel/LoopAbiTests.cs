@@ -8,6 +8,7 @@ namespace Cow.Tests.Kernel;
 
 /// <summary>The loop/block ABI of <see cref="LoopAbi"/> against the kernel headers (x86-64): struct sizes and
 /// the offsets that matter, and every ioctl number re-derived from the _IO/_IOR/_IOW encoding.</summary>
+[Trait("Tier", "unit")]
 public class LoopAbiTests
 {
     // asm-generic/ioctl.h: dir (2 bits) << 30 | size (14 bits) << 16 | type << 8 | nr.

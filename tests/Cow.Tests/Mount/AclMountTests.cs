@@ -10,6 +10,7 @@ namespace Cow.Tests.Mount;
 /// folder lives on (the same script runs on both and the outputs must match), malformed ACLs are EINVAL, and
 /// <c>.snapshots</c> shows and enforces the ACLs of the snapshot.
 /// </summary>
+[Trait("Tier", "mount")]
 public class AclMountTests
 {
     private const string AsNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
@@ -67,7 +68,7 @@ public class AclMountTests
     private static string ModesAndAcls(string dir) =>
         ShOk(dir, "find . -exec stat -c '%a %U:%G %n' {} + | sort; find . ! -type l | sort | while read -r p; do echo \"== $p\"; getfacl -cnp \"$p\"; done");
 
-    [Theory]
+    [SkippableTheory]
     [InlineData("cp -a src {0}/copy", false)]
     [InlineData("cp -rp src {0}/copy", false)]
     [InlineData("cp -a src {0}/copy", true)]
@@ -96,7 +97,7 @@ public class AclMountTests
         Assert.Equal(ModesAndAcls(Path.Combine(local.Path, "src")), ModesAndAcls(m.P("copy")));
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void Setfacl_round_trips_and_the_kernel_enforces_it(bool writebackCache)
@@ -129,7 +130,7 @@ public class AclMountTests
         Assert.Equal("", ShOk(m.MountPoint, "getfattr -m system.posix_acl -d f"));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Default_acls_are_inherited_as_on_ext4()
     {
         using var m = Mount();
@@ -152,7 +153,7 @@ public class AclMountTests
         Assert.NotEqual(0, Sh(m.MountPoint, $"{AsNobody} sh -c 'echo y >> plain/f'").Code);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Malformed_acls_are_EINVAL()
     {
         using var m = Mount();
@@ -178,7 +179,7 @@ public class AclMountTests
         Assert.Contains("user:nobody:r--", ShOk(m.MountPoint, "getfacl -c f"));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Snapshots_show_and_enforce_their_acls()
     {
         using var m = Mount();

@@ -11,6 +11,7 @@ namespace Cow.Tests.Mount;
 /// reads through new descriptors (so the page cache, dropped at open, sends READs to the server), stat
 /// from this process right after (the kernel drops its cached atime after a READ or READDIR).
 /// </summary>
+[Trait("Tier", "mount")]
 public class AtimeMountTests
 {
     private static long AtimeNs(string path)
@@ -37,7 +38,7 @@ public class AtimeMountTests
         Assert.NotNull(File.ReadAllBytes(path));
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void RelatimeUpdatesOnceAfterAChange(bool writebackCache)
@@ -73,7 +74,7 @@ public class AtimeMountTests
         Assert.True(AtimeNs(m.P("d")) > dirBefore, "ls did not update the directory's atime");
     }
 
-    [Fact]
+    [SkippableFact]
     public void StrictatimeUpdatesOnEveryRead()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Strictatime));
@@ -89,7 +90,7 @@ public class AtimeMountTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void NoatimeNeverUpdatesButTouchStillSetsIt()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Noatime));
@@ -113,7 +114,7 @@ public class AtimeMountTests
         Assert.Equal(new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.Zero).ToUnixTimeSeconds(), StatOf(f).st_atime);
     }
 
-    [Fact]
+    [SkippableFact]
     public void NodiratimeLeavesDirectoriesButNotFiles()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Relatime, NoDirAtime: true));
@@ -129,7 +130,7 @@ public class AtimeMountTests
         Assert.True(AtimeNs(m.P("d/x")) > file, "nodiratime must not stop file atime updates");
     }
 
-    [Fact]
+    [SkippableFact]
     public void SnapshotFilesNeverChange()
     {
         using var m = Mount(new AtimeOptions(AtimePolicy.Strictatime));

@@ -6,6 +6,7 @@ namespace Cow.Tests.Mount;
 /// <summary>Every listing of the real <c>cow</c> program on an unmounted pool, as a table and as --json: exit 0,
 /// nothing on stderr, and the documented fields (README) with the pool's real figures. A listing that only
 /// worked through the service (or only as JSON) would fail here.</summary>
+[Trait("Tier", "mount")]
 public class CliListingTests : IDisposable
 {
     private readonly string _pool = Path.Combine(Path.GetTempPath(), "cow-listing-" + Guid.NewGuid().ToString("N"));
@@ -41,7 +42,7 @@ public class CliListingTests : IDisposable
         return r.Out;
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData("df")]
     [InlineData("snapshot", "list")]
     [InlineData("snapshot", "diff", "@s1")]
@@ -58,7 +59,7 @@ public class CliListingTests : IDisposable
         Assert.NotNull(doc);
     }
 
-    [Fact]
+    [SkippableFact]
     public void DfShowsEveryDeviceWithItsSizeUseAndFreeSpace()
     {
         var text = Ok(CowProgram.Run("df", _pool));

@@ -6,6 +6,7 @@ namespace Cow.Tests.Mount;
 /// <summary>Several processes' worth of threads on one file of a real mount: writers of disjoint regions,
 /// readers of everything, and snapshots taken meanwhile. Checks that no read sees a torn or foreign block,
 /// that the final bytes are the last ones written, and that snapshots hold whole writes.</summary>
+[Trait("Tier", "mount")]
 public sealed class ConcurrentMountTests
 {
     private const int Block = 4096, Writers = 4, RegionBlocks = 64, Rounds = 60, ODirect = 0x4000;
@@ -14,7 +15,7 @@ public sealed class ConcurrentMountTests
     /// reaches the server, which applies a write to whole blocks at once. With the writeback cache the
     /// writers' pages live in the kernel and reach the server later, so nothing here would test Cow
     /// (and Linux promises no atomicity between page-cache writes and O_DIRECT reads).</remarks>
-    [Fact]
+    [SkippableFact]
     public void Readers_and_writers_of_one_file_see_whole_blocks()
     {
         using var m = new MountedPool();

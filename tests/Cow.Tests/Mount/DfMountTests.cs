@@ -6,6 +6,7 @@ namespace Cow.Tests.Mount;
 
 /// <summary>df(1) on a mount and <c>cow df</c> on the pool report the same size, used and free bytes, and they are
 /// honest: a fresh pool with a large empty base device shows nothing used, and its size is what new writes can use.</summary>
+[Trait("Tier", "mount")]
 public class DfMountTests
 {
     private static (long Size, long Used, long Avail) Df(string path)
@@ -26,7 +27,7 @@ public class DfMountTests
         Assert.Equal(0, p.ExitCode);
     }
 
-    [Fact]
+    [SkippableFact]
     public void DfOnTheMountAndCowDfAgreeAndCountOnlyWhatDataUses()
     {
         using var mp = new MountedPool(baseSize: 512L << 20, logSize: 256L << 20);

@@ -9,6 +9,7 @@ namespace Cow.Tests.Mount;
 /// nothing changed; a reserved range can be written whole after another file filled the pool; statfs
 /// does not count the reservation as free, punch, truncate and unlink give it back, and it survives a remount.
 /// </summary>
+[Trait("Tier", "mount")]
 public class FallocateMountTests
 {
     private const long MiB = 1 << 20;
@@ -28,7 +29,7 @@ public class FallocateMountTests
 
     private static void Ok(long r, string what) => Assert.True(r >= 0, $"{what}: {LastErrno()}");
 
-    [Fact]
+    [SkippableFact]
     public void FallocateReservesSpace()
     {
         using var m = new MountedPool(logSize: 96 * MiB);

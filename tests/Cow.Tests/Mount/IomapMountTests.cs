@@ -15,6 +15,7 @@ namespace Cow.Tests.Mount;
 /// logs the reason once and serves in userspace, <c>--iomap off</c> does not ask; the same through the API,
 /// through fusermount3, and in a child process without CAP_SYS_RAWIO (setpriv). Root only.
 /// </summary>
+[Trait("Tier", "mount")]
 public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
 {
     private readonly MountScratch _scratch = new("cow-iomap-");
@@ -43,7 +44,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         foreach (var n in KernelScratch.LoopsUnder(Root).Keys) KernelScratch.Run("losetup", "-d", $"/dev/loop{n}");
     });
 
-    [Fact]
+    [SkippableFact]
     public void This_kernel_refuses_ADD_IOMAP()
     {
         MountedPool.RequireRootAndFuse();
@@ -58,7 +59,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("CAP_SYS_RAWIO", noCap.Reason);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Api_iomap_on_is_refused_and_leaves_no_mount()
     {
         MakePool();
@@ -75,7 +76,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         AssertNothingLeft(mp);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Api_iomap_on_without_the_capability_is_refused_naming_it()
     {
         MakePool();
@@ -91,7 +92,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>fusermount3 mounts before it hands the descriptor over, so the refusal comes after the mount:
     /// the mount must be taken away again.</summary>
-    [Fact]
+    [SkippableFact]
     public void Api_iomap_on_through_fusermount_is_refused_and_unmounted()
     {
         MakePool();
@@ -105,7 +106,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         Assert.False(Mounter.IsDisconnected(mp));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Api_iomap_auto_logs_the_reason_once_and_serves_in_userspace()
     {
         using var m = new MountedPool(adjust: s => s with { Iomap = IomapMode.Auto });
@@ -120,7 +121,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(["fuse-iomap not available (this kernel has no fuse-iomap (FUSE_DEV_IOC_ADD_IOMAP: Inappropriate ioctl for device (ENOTTY))): serving I/O in userspace"], lines);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Api_iomap_off_does_not_ask()
     {
         using var m = new MountedPool(adjust: s => s with { Iomap = IomapMode.Off });
@@ -132,7 +133,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         Assert.Equal("off", File.ReadAllText(m.P("b.txt")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Api_a_missing_snapshot_leaves_no_mount()
     {
         MakePool();
@@ -142,7 +143,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         AssertNothingLeft(mp);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void Cli_iomap_on_exits_3_with_a_clear_message_and_no_mount(bool foreground)
@@ -156,7 +157,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
         AssertNothingLeft(mp);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Cli_iomap_auto_mounts_and_works()
     {
         MakePool();
@@ -173,7 +174,7 @@ public sealed class IomapMountTests(ITestOutputHelper output) : IDisposable
     /// <summary>A real child process without CAP_SYS_RAWIO (setpriv drops it from the bounding and inheritable
     /// sets, so the exec'd program does not get it): <c>--iomap on</c> is refused naming the capability,
     /// <c>--iomap auto</c> mounts and logs why it did not ask.</summary>
-    [Fact]
+    [SkippableFact]
     public void Cli_without_CAP_SYS_RAWIO_in_a_child_process()
     {
         MakePool();

@@ -8,9 +8,10 @@ namespace Cow.Tests.Mount;
 /// After a write by a user without CAP_FSETID clears setuid/setgid (the server's job with
 /// FUSE_HANDLE_KILLPRIV_V2), stat must show the new mode at once, not after the kernel's attribute timeout.
 /// </summary>
+[Trait("Tier", "mount")]
 public class KillprivVisibilityMountTests
 {
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void ClearedSetuidIsVisibleAtOnce(bool writebackCache)

@@ -10,11 +10,12 @@ namespace Cow.Tests.Mount;
 /// readdir while entries are renamed, fstat of a directory or file removed while open, RENAME_WHITEOUT and
 /// overlayfs with its upper layer on Cow.
 /// </summary>
+[Trait("Tier", "mount")]
 public class LinuxParityMountTests
 {
     private const uint RENAME_WHITEOUT = 4, S_IFCHR = 0x2000;
 
-    [Fact]
+    [SkippableFact]
     public async Task Readdir_passes_never_list_a_name_twice_or_more_entries_than_exist_while_entries_are_renamed()
     {
         using var m = new MountedPool();
@@ -65,7 +66,7 @@ public class LinuxParityMountTests
         Assert.Equal(N, Directory.EnumerateFileSystemEntries(dir).Count());
     }
 
-    [Fact]
+    [SkippableFact]
     public void Fstat_of_a_directory_replaced_by_rename_or_removed_while_open_answers_nlink_0()
     {
         using var m = new MountedPool();
@@ -100,7 +101,7 @@ public class LinuxParityMountTests
         Assert.True(m.Pool!.Fsck().Clean);
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_file_replaced_by_rename_stays_readable_through_its_open_descriptor_with_nlink_0()
     {
         using var m = new MountedPool();
@@ -113,7 +114,7 @@ public class LinuxParityMountTests
         Assert.Equal("new data", File.ReadAllText(m.P("old")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Renameat2_whiteout_leaves_a_0_0_character_device_at_the_source()
     {
         using var m = new MountedPool();
@@ -138,7 +139,7 @@ public class LinuxParityMountTests
         Assert.Equal("x", File.ReadAllText(m.P("y")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void Overlayfs_runs_with_its_upper_and_work_dirs_on_cow()
     {
         Assert.True(File.ReadAllText("/proc/filesystems").Split('\n').Any(l => l.EndsWith("\toverlay")), "this kernel has no overlayfs");
@@ -188,7 +189,7 @@ public class LinuxParityMountTests
         Assert.True(File.Exists(Path.Combine(lower, "remove")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void File_handles_survive_cache_eviction_and_remounts_and_are_stale_once_the_file_is_gone()
     {
         using var m = new MountedPool();
@@ -255,7 +256,7 @@ public class LinuxParityMountTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void O_tmpfile_makes_a_nameless_file_that_linkat_can_name()
     {
         using var m = new MountedPool();

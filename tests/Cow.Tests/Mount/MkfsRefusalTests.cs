@@ -4,6 +4,7 @@ namespace Cow.Tests.Mount;
 
 /// <summary>What the real <c>cow mkfs</c> can refuse before making anything: an import source that does not
 /// exist, two sources that would land on the same name; and a pool command given a file instead of a folder.</summary>
+[Trait("Tier", "mount")]
 public sealed class MkfsRefusalTests : IDisposable
 {
     private readonly string _root = Path.Combine(Path.GetTempPath(), "cow-mkfs-refusal-" + Guid.NewGuid().ToString("N"));
@@ -12,7 +13,7 @@ public sealed class MkfsRefusalTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    [Fact]
+    [SkippableFact]
     public void AMissingImportSourceMakesNoPool()
     {
         var pool = Path.Combine(_root, "pool");
@@ -23,7 +24,7 @@ public sealed class MkfsRefusalTests : IDisposable
         Assert.False(Directory.Exists(pool));
     }
 
-    [Fact]
+    [SkippableFact]
     public void TwoImportSourcesWithTheSameNameMakeNoPool()
     {
         Directory.CreateDirectory(Path.Combine(_root, "a", "etc"));
@@ -35,7 +36,7 @@ public sealed class MkfsRefusalTests : IDisposable
         Assert.False(Directory.Exists(pool));
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheRootDirectoryCannotBeImportedByNameOnlyAsTheRoot()
     {
         var pool = Path.Combine(_root, "pool");
@@ -45,7 +46,7 @@ public sealed class MkfsRefusalTests : IDisposable
         Assert.False(Directory.Exists(pool));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ARefusedDeviceLeavesNoPoolFolderAndTheDeviceUntouched()
     {
         var b = Path.Combine(_root, "b.img"); var l = Path.Combine(_root, "l.img");
@@ -61,7 +62,7 @@ public sealed class MkfsRefusalTests : IDisposable
         Assert.Equal(before, File.ReadAllBytes(b));
     }
 
-    [Fact]
+    [SkippableFact]
     public void AFileGivenAsThePoolFolderIsNamedAsAFile()
     {
         var file = Path.Combine(_root, "not-a-pool");

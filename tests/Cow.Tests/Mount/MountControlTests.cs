@@ -11,6 +11,7 @@ namespace Cow.Tests.Mount;
 /// CLI sends them to the mount process's control socket, which answers them as <c>cow serve</c> does, with the
 /// same JSON as on the unmounted pool. Also: pool names from the service's configuration, a mount whose server
 /// died, a busy rollback. The real program, real mounts; root only.</summary>
+[Trait("Tier", "slow")]
 public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
 {
     private readonly MountScratch _scratch = new("cow-mc-");
@@ -54,7 +55,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         return mp;
     }
 
-    [Fact]
+    [SkippableFact]
     public void EverySnapshotVerbAndDfWorkOnAPlainMountWithTheSameJsonAsUnmounted()
     {
         _scratch.MakePool("256M");
@@ -149,7 +150,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         Assert.False(File.Exists(socket), $"{socket} was not removed when the mount process ended");
     }
 
-    [Fact]
+    [SkippableFact]
     public void RollbackOfABusyMountIsRefusedNamingFuserAndTheMountStays()
     {
         _scratch.MakePool("256M");
@@ -179,7 +180,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         Assert.Equal("one", File.ReadAllText(Path.Combine(mp, "a")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void APoolNameOfTheServiceConfigurationResolvesInEveryVerb()
     {
         _scratch.MakePool("256M");
@@ -213,7 +214,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("no configuration file", noConf.Err);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ASnapshotMountedReadOnlyTakesSnapshotsButDoesNotDeleteTheOneItShows()
     {
         _scratch.MakePool("256M");
@@ -229,7 +230,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
         Ok(Cow("umount", mp));
     }
 
-    [Fact]
+    [SkippableFact]
     public void AMountWhoseServerDiedGetsAClearErrorNotAHang()
     {
         _scratch.MakePool("256M");

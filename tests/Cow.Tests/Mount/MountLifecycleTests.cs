@@ -9,6 +9,7 @@ namespace Cow.Tests.Mount;
 
 /// <summary>cow mount / cow umount as an administrator uses them: the real program, real mounts, signals,
 /// dead servers, double mounts, and a server killed with SIGKILL in the middle of writes.</summary>
+[Trait("Tier", "slow")]
 public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
 {
     private readonly MountScratch _scratch = new("cow-lc-");
@@ -41,7 +42,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         return p;
     }
 
-    [Fact]
+    [SkippableFact]
     public void Background_mount_serves_files_and_umount_waits_for_the_commit()
     {
         MakePool();
@@ -66,7 +67,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         Assert.True(pool.Fsck().Clean);
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_pool_is_mounted_once_and_a_mount_point_takes_one_mount()
     {
         MakePool();
@@ -92,7 +93,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("does not exist", noPool.Err);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData("SIGTERM")]
     [InlineData("SIGINT")]
     public void A_signal_commits_and_unmounts(string signal)
@@ -110,7 +111,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(25, a.Size);
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_dead_server_is_reported_and_cleared_by_umount()
     {
         MakePool();
@@ -130,7 +131,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, Cow("umount", mp).Code);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Fusermount_path_mounts_and_unmounts()
     {
         MakePool();
@@ -148,7 +149,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
     /// the dead mount is cleared and the pool reopened, and fsck must be clean. Writers keep going without
     /// fsync on a big file too, so the kill lands in the middle of writes.
     /// </summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]

@@ -4,6 +4,7 @@ using Xunit;
 namespace Cow.Tests.Mount;
 
 /// <summary>Parsing /proc/self/mountinfo and escaping mount options (no mount needed).</summary>
+[Trait("Tier", "unit")]
 public sealed class MountTableTests
 {
     [Fact]

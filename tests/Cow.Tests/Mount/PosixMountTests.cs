@@ -13,6 +13,7 @@ namespace Cow.Tests.Mount;
 /// process: each behaviour with its error cases, errno checked exactly where Linux defines it. Where the
 /// answer comes from the kernel's VFS (not the server) it is still asserted: the server must not break it.
 /// </summary>
+[Trait("Tier", "mount")]
 public class PosixMountTests
 {
     private const long KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
@@ -75,7 +76,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- create / read / write
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void CreateReadWriteOverwrite(bool writebackCache)
@@ -114,7 +115,7 @@ public class PosixMountTests
 
     /// <summary>Read-only opens are served through the page cache, opens for writing bypass it: a reader
     /// that cached the file sees every later write of a writer, at once, on the same open descriptor.</summary>
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void CachedReaderSeesWritesOfADirectWriter(bool writebackCache)
@@ -141,7 +142,7 @@ public class PosixMountTests
         Assert.Equal(tail, all[data.Length..]);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void AppendWithTwoAppenders(bool writebackCache)
@@ -165,7 +166,7 @@ public class PosixMountTests
         Assert.Equal(expected.ToArray(), File.ReadAllBytes(m.P("log")));
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void OTruncEmptiesTheFile(bool writebackCache)
@@ -190,7 +191,7 @@ public class PosixMountTests
         OpenFails(Errno.EISDIR, m.P("d"), O_WRONLY | O_TRUNC, "O_TRUNC on a directory");
     }
 
-    [Fact]
+    [SkippableFact]
     public void OExclRefusesExistingNames()
     {
         using var m = new MountedPool();
@@ -206,7 +207,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- sparse files, truncate, fallocate, lseek
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void SparseFileAtOneGiB(bool writebackCache)
@@ -231,7 +232,7 @@ public class PosixMountTests
         using (var fd = Fd.Open(m.P("sparse"), O_RDONLY)) Assert.Equal(data, fd.ReadAt(GiB, 4096));
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void TruncateGrowAndShrink(bool writebackCache)
@@ -273,7 +274,7 @@ public class PosixMountTests
         return fd.Stat().st_blocks;
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void FallocateAndPunchHole(bool writebackCache)
@@ -322,7 +323,7 @@ public class PosixMountTests
         Fails(Errno.EBADF, Fallocate(ro.Handle, 0, 0, 4096), "fallocate on a read-only descriptor");
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void SeekDataAndHole(bool writebackCache)
@@ -365,7 +366,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- directories
 
-    [Fact]
+    [SkippableFact]
     public void MkdirAndRmdir()
     {
         using var m = new MountedPool();
@@ -398,7 +399,7 @@ public class PosixMountTests
         Assert.Equal(names, Ls(m.P("big")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void UnlinkFilesNotDirectories()
     {
         using var m = new MountedPool();
@@ -415,7 +416,7 @@ public class PosixMountTests
         Assert.Equal("g", File.ReadAllText(m.P("g")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void RenameReplacesAndRefuses()
     {
         using var m = new MountedPool();
@@ -467,7 +468,7 @@ public class PosixMountTests
         Assert.Equal(new HashSet<string> { "b", "empty", "e2", "full", "p", "src", "dst" }, Ls(m.MountPoint));
     }
 
-    [Fact]
+    [SkippableFact]
     public void RenameNoReplaceAndExchange()
     {
         using var m = new MountedPool();
@@ -506,7 +507,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- links
 
-    [Fact]
+    [SkippableFact]
     public void HardLinksAndLinkCounts()
     {
         using var m = new MountedPool();
@@ -545,7 +546,7 @@ public class PosixMountTests
         Assert.Equal(1ul, StatOf(m.P("d/g")).st_nlink);
     }
 
-    [Fact]
+    [SkippableFact]
     public void Symlinks()
     {
         using var m = new MountedPool();
@@ -592,7 +593,7 @@ public class PosixMountTests
         Assert.Equal("T", File.ReadAllText(m.P("rel")));
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void UnlinkedButOpenFileLivesUntilClose(bool writebackCache)
@@ -632,7 +633,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- attributes
 
-    [Fact]
+    [SkippableFact]
     public void ChmodChownChangeCtime()
     {
         using var m = new MountedPool();
@@ -676,7 +677,7 @@ public class PosixMountTests
         Assert.Equal(42u, st3.st_gid);
     }
 
-    [Fact]
+    [SkippableFact]
     public void UtimensatKeepsNanoseconds()
     {
         using var m = new MountedPool();
@@ -710,7 +711,7 @@ public class PosixMountTests
         Assert.Equal((1_000_000_000L, 123_456_789L), (st.st_atime, st.st_atime_nsec));
     }
 
-    [Fact]
+    [SkippableFact]
     public void MknodFifoAndSocket()
     {
         using var m = new MountedPool();
@@ -739,7 +740,7 @@ public class PosixMountTests
         Assert.Equal(S_IFSOCK, Type(StatOf(m.P("sock"))));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ExtendedAttributes()
     {
         using var m = new MountedPool();
@@ -776,7 +777,7 @@ public class PosixMountTests
         Assert.Equal("dv"u8.ToArray(), GetXattrValue(m.P("d"), "user.dir"));
     }
 
-    [Fact]
+    [SkippableFact]
     public void StatfsIsSane()
     {
         using var m = new MountedPool();
@@ -801,7 +802,7 @@ public class PosixMountTests
         Assert.Equal(v0.f_blocks, v1.f_blocks);
     }
 
-    [Fact]
+    [SkippableFact]
     public void FsyncAndFsyncdir()
     {
         using var m = new MountedPool();
@@ -820,7 +821,7 @@ public class PosixMountTests
         Assert.Equal(55_000, StatOf(m.P("d/f")).st_size);
     }
 
-    [Fact]
+    [SkippableFact]
     public void NameTooLong()
     {
         using var m = new MountedPool();
@@ -853,7 +854,7 @@ public class PosixMountTests
         return (p.ExitCode, output, err.Result);
     }
 
-    [Fact]
+    [SkippableFact]
     public void PermissionsAreEnforcedForOtherUsers()
     {
         using var m = new MountedPool();
@@ -894,7 +895,7 @@ public class PosixMountTests
         Assert.Equal(65534u, st.st_gid);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void SetuidSetgidAndCapabilitiesAreClearedAsLinuxClearsThem(bool writebackCache)
@@ -953,7 +954,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- snapshots: EXDEV, EROFS
 
-    [Fact]
+    [SkippableFact]
     public void CrossingIntoASnapshotOrAnotherFileSystem()
     {
         using var m = new MountedPool();
@@ -999,7 +1000,7 @@ public class PosixMountTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void SnapshotsAreReadOnly()
     {
         using var m = new MountedPool();
@@ -1040,7 +1041,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- copy_file_range
 
-    [Fact]
+    [SkippableFact]
     public void CopyFileRangeSharesExtents()
     {
         using var m = new MountedPool();
@@ -1132,7 +1133,7 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- snapshots
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void SnapshotsKeepOldContent(bool writebackCache)

@@ -13,6 +13,7 @@ namespace Cow.Tests.Mount;
 /// (read back through .snapshots/NAME), with remounts in between and a clean fsck at the end.
 /// A failure names its seed: rerun it with COW_SEED=&lt;seed&gt; (COW_OPS=&lt;n&gt; changes the operation count).
 /// </summary>
+[Trait("Tier", "mount")]
 public class RandomMountExerciserTests(ITestOutputHelper output)
 {
     private const int MaxFileSize = 3 << 20;
@@ -35,7 +36,7 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
 
     /// <summary>Live files opened for writing bypass the FUSE page cache (<c>--direct-io</c>): writes arrive
     /// cut at the page boundaries of the writer's buffers.</summary>
-    [Fact]
+    [SkippableFact]
     public void DirectIoWriters() => RunSeed(SeedOr(31_337), false, s => s with { DirectIo = true });
 
     internal static int SeedOr(int seed) => int.TryParse(Environment.GetEnvironmentVariable("COW_SEED"), out int s) ? s : seed;
@@ -57,12 +58,13 @@ public class RandomMountExerciserTests(ITestOutputHelper output)
         }
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Seeds))]
     public void RandomOperationsMatchTheModel(int seed, bool writebackCache) => RunSeed(seed, writebackCache, null);
 
     internal void RunSeed(int seed, bool writebackCache, Func<MountSettings, MountSettings>? adjust, Action<MountedPool>? atEnd = null)
     {
+        MountedPool.RequireRootAndFuse();   // before the catch below, which would turn the skip into a failure
         if (seed == 0) seed = Random.Shared.Next(1, int.MaxValue);
         output.WriteLine($"COW_SEED={seed} (writeback cache {(writebackCache ? "on" : "off")})");
         var run = new Run(seed, OpsPerSeed, writebackCache, adjust, atEnd);

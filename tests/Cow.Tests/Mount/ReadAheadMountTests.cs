@@ -8,6 +8,7 @@ namespace Cow.Tests.Mount;
 /// <summary><c>cow mount</c> sets the mount's read-ahead after the kernel applied INIT (which caps it at the
 /// kernel's 128 KiB), and leaves it alone with <see cref="MountSettings.ReadAheadKib"/> 0; it limits READ
 /// requests to <see cref="MountSettings.MaxReadKib"/> with the kernel's max_read mount option.</summary>
+[Trait("Tier", "mount")]
 public sealed class ReadAheadMountTests
 {
     private static string ReadAheadOf(MountedPool m)
@@ -25,7 +26,7 @@ public sealed class ReadAheadMountTests
         return now;
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheDefaultIsOneMebibyte()
     {
         using var m = new MountedPool();
@@ -35,7 +36,7 @@ public sealed class ReadAheadMountTests
         Assert.Equal("1024", Settled(m, "1024"));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ZeroKeepsTheKernelsSetting()
     {
         using var m = new MountedPool(adjust: s => s with { ReadAheadKib = 0 });
@@ -43,7 +44,7 @@ public sealed class ReadAheadMountTests
         Assert.Equal("128", ReadAheadOf(m));
     }
 
-    [Fact]
+    [SkippableFact]
     public void AnotherValueIsApplied()
     {
         using var m = new MountedPool(adjust: s => s with { ReadAheadKib = 512 });
@@ -60,7 +61,7 @@ public sealed class ReadAheadMountTests
         return line.Split(' ')[^1].Split(',');
     }
 
-    [Fact]
+    [SkippableFact]
     public void ReadsCutAt256KiBReadBackWhole()
     {
         using var m = new MountedPool(adjust: s => s with { MaxReadKib = 256 });
@@ -73,7 +74,7 @@ public sealed class ReadAheadMountTests
         Assert.Equal(data, File.ReadAllBytes(m.P("f")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ByDefaultReadsAreNotCut()
     {
         Assert.Equal(0, MountSettings.DefaultMaxReadKib);
@@ -81,14 +82,14 @@ public sealed class ReadAheadMountTests
         Assert.DoesNotContain(SuperOptionsOf(m), o => o.StartsWith("max_read=", StringComparison.Ordinal));
     }
 
-    [Fact]
+    [SkippableFact]
     public void MaxReadReachesTheKernelThroughFusermountToo()
     {
         using var m = new MountedPool(adjust: s => s with { MaxReadKib = 128, UseFusermount = true });
         Assert.Contains("max_read=131072", SuperOptionsOf(m));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ASequentialReadIsAnsweredFromLentReadAheadBuffers()
     {
         using var m = new MountedPool();
@@ -102,7 +103,7 @@ public sealed class ReadAheadMountTests
         Assert.True(log.ReadAheadLent > 8, $"only {log.ReadAheadLent} of {log.ReadAheadHits} reads from read-ahead were lent (24 READs of 1 MiB)");
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(0, true)]
     [InlineData(4, true)]
     [InlineData(64, true)]

@@ -8,6 +8,7 @@ namespace Cow.Tests.Mount;
 /// <summary>Restoring from <c>.snapshots</c> on a real mount: <c>cp</c> (copy_file_range) from a snapshot's file
 /// shares its blocks, and a restore made behind the kernel's back (as the control socket makes it) is seen
 /// at once: cached pages, attributes, dentries and negative dentries are invalidated.</summary>
+[Trait("Tier", "mount")]
 public class SnapshotRestoreMountTests
 {
     private static void Ok(int rc, string what) => Assert.True(rc == 0, $"{what}: {Stdlib.GetLastError()}");
@@ -42,7 +43,7 @@ public class SnapshotRestoreMountTests
         return b;
     }
 
-    [Fact]
+    [SkippableFact]
     public void CpFromASnapshotIntoTheLiveTreeSharesEveryBlock()
     {
         using var m = new MountedPool();
@@ -84,7 +85,7 @@ public class SnapshotRestoreMountTests
         Assert.True(report.Clean, report.ToString());
     }
 
-    [Fact]
+    [SkippableFact]
     public void ARestoreBehindTheKernelsBackIsSeenAtOnceThroughTheMount()
     {
         using var m = new MountedPool();
@@ -122,7 +123,7 @@ public class SnapshotRestoreMountTests
         Assert.Equal(["gone.txt"], Directory.GetFileSystemEntries(m.P("dir")).Select(Path.GetFileName));
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheDemoMountsWritesSnapshotsRestoresSharingBlocksAndUnmounts()
     {
         MountedPool.RequireRootAndFuse();

@@ -6,6 +6,7 @@ namespace Cow.Tests.Retention;
 /// <summary><see cref="RetentionPolicy"/> on a simulated UTC calendar: timeline counts across hour, day, week,
 /// month and year boundaries (a leap day included), max-snapshots, min-free-percent ordering, holds and
 /// hand-made snapshots.</summary>
+[Trait("Tier", "unit")]
 public class RetentionPolicyTests
 {
     private static readonly Dictionary<string, string> Tl = new() { ["kind"] = "timeline" };

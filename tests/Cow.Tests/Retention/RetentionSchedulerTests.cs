@@ -12,6 +12,7 @@ namespace Cow.Tests.Retention;
 /// <summary><see cref="RetentionScheduler"/> on a <see cref="FakeTimeProvider"/> against a real pool (memory
 /// devices): a timeline snapshot at each hour boundary, the cleanup after it, hand-made and held snapshots
 /// kept, and a deletion that fails (a hold placed while the cleanup runs) logged without stopping the rest.</summary>
+[Trait("Tier", "engine")]
 public class RetentionSchedulerTests
 {
     private sealed class OnePool(Pool pool) : IServedPools
@@ -78,7 +79,7 @@ public class RetentionSchedulerTests
         public async ValueTask DisposeAsync() => await Scheduler.StopAsync(CancellationToken.None);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task TakesATimelineSnapshotAtEveryHourBoundaryAndThinsThemAcrossAMonthEnd()
     {
         using var mp = new MemoryPool();
@@ -104,7 +105,7 @@ public class RetentionSchedulerTests
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ADeletionThatFailsIsLoggedAndTheOthersStillGo()
     {
         using var mp = new MemoryPool();
@@ -132,7 +133,7 @@ public class RetentionSchedulerTests
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task AnUnmountedPoolIsSkippedWithAWarningAndTimelineNoTakesNoSnapshot()
     {
         using var mp = new MemoryPool();
@@ -149,7 +150,7 @@ public class RetentionSchedulerTests
         Assert.Contains(log.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("retention of pool data: the pool is not mounted"));
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheSpaceRuleDeletesOldestFirstAndMeasuresAgainAfterEach()
     {
         // A small log device: fill it, snapshot between writes, then ask for more free space than there is.
@@ -183,7 +184,7 @@ public class RetentionSchedulerTests
         Assert.Contains("below min-free-percent=", log.All);
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
-    [Fact]
+    [SkippableFact]
     public void TheSpaceRuleDoesNotCountTheEmptyBaseDeviceAsUsedOrFree()
     {
         // A large empty base device (it takes no new writes) and a 64 MiB log, a quarter of it held by two snapshots:
@@ -214,7 +215,7 @@ public class RetentionSchedulerTests
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheSpaceRuleDeletesAPreWithItsPostBeforeMeasuringAgain()
     {
         using var mp = new MemoryPool(logSize: 64L << 20);

@@ -10,6 +10,7 @@ namespace Cow.Tests.Retention;
 /// <summary><c>cow snapshot wrap</c> with the real cow program: on an unmounted pool, through a running
 /// <c>cow serve</c>, and refused on a pool mounted without the service.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class SnapshotWrapTests
 {
     /// <summary>Runs cow with <c>$COW_SOCKET</c> set (a path where no service listens unless one is given).</summary>
@@ -39,7 +40,7 @@ public class SnapshotWrapTests
         public void Dispose() { try { Directory.Delete(Root, true); } catch (IOException) { } }
     }
 
-    [Fact]
+    [SkippableFact]
     public void OnAnUnmountedPoolRecordsPreAndPostWithCommandAndExitCodeAndPassesTheExitCodeThrough()
     {
         using var t = new TempPool();
@@ -71,7 +72,7 @@ public class SnapshotWrapTests
         Assert.Equal(0, (int)pool.Snapshot(post.Name)!.Lookup(pool.Live.RootIno, "put.txt", out _));
     }
 
-    [Fact]
+    [SkippableFact]
     public void AFailingCommandStillGetsItsPostSnapshotAndNamesInUseGetASuffix()
     {
         using var t = new TempPool();
@@ -106,7 +107,7 @@ public class SnapshotWrapTests
         Assert.Equal(wrapped[0].Name, wrapped[1].Properties["pre"]);
     }
 
-    [Fact]
+    [SkippableFact]
     public void BadUsageChangesNothing()
     {
         using var t = new TempPool();
@@ -119,7 +120,7 @@ public class SnapshotWrapTests
         Assert.Empty(Snapshots(t.Dir));
     }
 
-    [Fact]
+    [SkippableFact]
     public void OnAPoolMountedWithoutTheServiceItRefusesBeforeRunningTheCommand()
     {
         using var m = new MountedPool(baseSize: 32L << 20, logSize: 256L << 20);
@@ -132,7 +133,7 @@ public class SnapshotWrapTests
         Assert.Empty(m.Pool!.Engine.ListSnapshots());
     }
 
-    [Fact]
+    [SkippableFact]
     public void ThroughCowServeThePropertiesAreRecordedAfterSyncfs()
     {
         using var s = new ServedPools();
@@ -170,9 +171,10 @@ public class SnapshotWrapTests
 /// <summary>The scheduler inside the real <c>cow serve</c>: its start cleanup applies max-snapshots to the
 /// managed snapshots and leaves the hand-made and held ones.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ServeRetentionTests
 {
-    [Fact]
+    [SkippableFact]
     public void CowServeAppliesRetentionAtStart()
     {
         using var s = new ServedPools(config: sv => sv.DefaultConfig() + "\n[retention p0]\nmax-snapshots = 2\n");

@@ -8,6 +8,7 @@ namespace Cow.Tests.Service;
 /// <summary>The control socket of a real <c>cow serve</c>: status, snapshots while a writer runs, the
 /// SO_PEERCRED check, malformed requests, and the CLI going through it.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ControlSocketTests
 {
     private static readonly string[] Nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"];
@@ -28,7 +29,7 @@ public class ControlSocketTests
         return r;
     }
 
-    [Fact]
+    [SkippableFact]
     public void StatusReportsPoolsMountOptionsPidAndUptime()
     {
         using var s = Started();
@@ -50,7 +51,7 @@ public class ControlSocketTests
         Assert.Contains("p0", output);   // (the table wraps long paths at 80 columns)
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]   // kernel writeback cache: the service's syncfs flushes it before the snapshot
     public void SnapshotCreateWhileAWriterRunsHoldsEverythingFsyncedBeforeTheRequest(bool writebackCache)
@@ -111,7 +112,7 @@ public class ControlSocketTests
         finally { stop.Cancel(); writer.Join(); }
     }
 
-    [Fact]
+    [SkippableFact]
     public void StatusWithoutAServiceSaysSoAndListsTheCowMounts()
     {
         using var m = new MountedPool();
@@ -125,7 +126,7 @@ public class ControlSocketTests
         Assert.Contains("pool", output);
     }
 
-    [Fact]
+    [SkippableFact]
     public void SnapshotCommandsOfTheCliGoThroughTheService()
     {
         using var s = Started();
@@ -146,7 +147,7 @@ public class ControlSocketTests
         Assert.False(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "cli1")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ACallerNotRootNorInTheGroupGetsEaccesAndNothingIsDone()
     {
         using var s = Started();
@@ -167,7 +168,7 @@ public class ControlSocketTests
         Assert.Empty((JsonArray)Ok(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = "p0" }))["snapshots"]!);
     }
 
-    [Fact]
+    [SkippableFact]
     public void MalformedRequestsGetAnErrorAndTheConnectionStaysUsable()
     {
         using var s = Started();
@@ -216,11 +217,12 @@ public class ControlSocketTests
 
 /// <summary>Who may use the control socket, and a service that cannot get its socket.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ControlSocketAccessTests
 {
     private static string GroupConfig(ServedPools sv) => sv.DefaultConfig().Replace("mode = 0666", "mode = 0666\ngroup = nogroup");
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]   // nogroup as the primary group
     [InlineData(true)]    // nogroup as a supplementary group (primary: daemon, gid 1)
     public void MembersOfTheConfiguredGroupAreServed(bool supplementary)
@@ -243,7 +245,7 @@ public class ControlSocketAccessTests
         Assert.False(Directory.Exists(Path.Combine(s.MountPoint(0), ".snapshots", "not-a-member")));
     }
 
-    [Fact]
+    [SkippableFact]
     public void ASecondServiceOnTheSameSocketFailsAndMountsNothing()
     {
         using var first = new ServedPools();
@@ -260,7 +262,7 @@ public class ControlSocketAccessTests
         Assert.True((bool)c.Request(new System.Text.Json.Nodes.JsonObject { ["verb"] = "status" })["ok"]!);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ASocketPathThatIsAFileIsRefusedAndKept()
     {
         using var s = new ServedPools();

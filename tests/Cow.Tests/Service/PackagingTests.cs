@@ -6,6 +6,7 @@ using Xunit;
 namespace Cow.Tests.Service;
 
 /// <summary>packaging/: the systemd unit passes systemd-analyze verify, the sample configuration is valid.</summary>
+[Trait("Tier", "mount")]
 public class PackagingTests
 {
     private static string RepoFile(string relative)
@@ -41,7 +42,7 @@ public class PackagingTests
         return (dir, unit);
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheSystemdUnitPassesSystemdAnalyzeVerify()
     {
         var text = File.ReadAllText(RepoFile("packaging/systemd/cow.service"));
@@ -70,7 +71,7 @@ public class PackagingTests
         finally { Directory.Delete(dir, true); }
     }
 
-    [Fact]
+    [SkippableFact]
     public void TheSampleConfigurationIsValid()
     {
         var (code, output, err) = CowProgram.Run("serve", "--check", "--config", RepoFile("packaging/cow.conf.example"));

@@ -7,6 +7,7 @@ namespace Cow.Tests.Service;
 /// <summary><c>systemctl reload cow</c> on the real <c>cow serve</c>: SIGHUP reads the file again; retention takes
 /// effect at once, pool changes wait for a restart (nothing is unmounted), a broken file changes nothing.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ReloadTests
 {
     /// <summary>Waits until <paramref name="text"/> appears <paramref name="times"/> times in the service's log.</summary>
@@ -32,7 +33,7 @@ public class ReloadTests
         return ((JsonArray)JsonNode.Parse(r.Out)!).Select(x => (string)x!["name"]!).ToArray();
     }
 
-    [Fact]
+    [SkippableFact]
     public void SighupAppliesRetentionAtOnceDefersPoolChangesAndRefusesABrokenFile()
     {
         using var s = new ServedPools();
@@ -77,7 +78,7 @@ public class ReloadTests
 
     /// <summary>Started under nohup (SIGHUP ignored, inherited by exec), the service still reloads on SIGHUP: .NET
     /// alone would keep the signal ignored and the reload would silently not happen.</summary>
-    [Fact]
+    [SkippableFact]
     public void SighupReloadsEvenWhenTheServiceWasStartedWithSighupIgnored()
     {
         using var s = new ServedPools();

@@ -6,6 +6,7 @@ using Xunit;
 namespace Cow.Tests.Service;
 
 /// <summary>The configuration file of <c>cow serve</c>: values, and every error with its line and column.</summary>
+[Trait("Tier", "mount")]
 public class ServeConfigTests
 {
     /// <summary>A configuration using every key (also the seed of the configuration fuzzer).</summary>
@@ -42,7 +43,7 @@ public class ServeConfigTests
         min-free-percent = 10
         """;
 
-    [Fact]
+    [SkippableFact]
     public void ABadReadAheadIsNamedWithItsPlace()
     {
         foreach (var bad in new[] { "lots", "-1", "2000000" })
@@ -53,7 +54,7 @@ public class ServeConfigTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void AtimeKeys()
     {
         var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\natime = noatime\nnodiratime = yes\n[pool b]\npath = /q\nmountpoint = /n\n", "x.conf", out var errors);
@@ -67,7 +68,7 @@ public class ServeConfigTests
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void ABadMaxReadIsNamedWithItsPlace()
     {
         foreach (var (bad, why) in new[] { ("lots", "must be a number of KiB, not 'lots'"), ("-4", "must be a number of KiB, not '-4'"),
@@ -84,7 +85,7 @@ public class ServeConfigTests
         Assert.Equal(0, zero!.Pools[0].ToMountSettings(_ => { }).MaxReadKib);
     }
 
-    [Fact]
+    [SkippableFact]
     public void AValidFileGivesEveryValueAndDefaults()
     {
         var c = ServeConfig.Parse(Valid, "cow.conf", out var errors);
@@ -120,7 +121,7 @@ public class ServeConfigTests
         Assert.Equal(0, hm.MaxReadKib);
     }
 
-    [Fact]
+    [SkippableFact]
     public void RetentionTimelineIsABooleanThatDefaultsToNo()
     {
         var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n[retention a]\nhourly = 2\n", "cow.conf", out var errors);
@@ -130,7 +131,7 @@ public class ServeConfigTests
         Assert.Equal("cow.conf:5:12: timeline must be yes or no, not 'hourly'", Assert.Single(errors).ToString());
     }
 
-    [Fact]
+    [SkippableFact]
     public void ControlSectionDefaults()
     {
         var c = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n", "f", out var errors);
@@ -140,7 +141,7 @@ public class ServeConfigTests
         Assert.Equal(Convert.ToInt32("660", 8), c.Control.Mode);
     }
 
-    [Fact]
+    [SkippableFact]
     public void EveryErrorIsReportedWithItsLineAndColumnAtOnce()
     {
         var text = string.Join('\n',
@@ -200,7 +201,7 @@ public class ServeConfigTests
         Assert.Equal(at.OrderBy(p => p.Line).ThenBy(p => p.Column), at);
     }
 
-    [Fact]
+    [SkippableFact]
     public void KeysOutsideSectionsMissingGroupAndEmptyFilesAreErrors()
     {
         ServeConfig.Parse("path = /x\n[control]\ngroup = no-such-group-cow\n[pool a]\npath=/a\nmountpoint=/b\nthreads =\n", "f", out var errors);
@@ -212,7 +213,7 @@ public class ServeConfigTests
         Assert.Contains("no [pool NAME] section", Assert.Single(errors).Message);
     }
 
-    [Fact]
+    [SkippableFact]
     public void CheckCommandPrintsTheErrorsAndExitsWithTwoOrZero()
     {
         var dir = Path.Combine(Path.GetTempPath(), "cow-conf-" + Guid.NewGuid().ToString("N")[..8]);
@@ -237,7 +238,7 @@ public class ServeConfigTests
         }
         finally { Directory.Delete(dir, true); }
     }
-    [Fact]
+    [SkippableFact]
     public void AReloadNamesEveryChangeThatWaitsForARestartAndNoRetentionChange()
     {
         var running = ServeConfig.Parse(Valid, "cow.conf", out _)!;

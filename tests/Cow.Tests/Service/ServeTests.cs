@@ -7,9 +7,10 @@ namespace Cow.Tests.Service;
 
 /// <summary>The real <c>cow serve</c>: systemd notifications, mounts, stop, failed starts, watchdog.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ServeTests
 {
-    [Fact]
+    [SkippableFact]
     public void ReadyOnlyOnceEveryPoolIsMountedThenStoppingOnSigtermAndEverythingClosed()
     {
         using var s = new ServedPools(pools: 2);
@@ -32,7 +33,7 @@ public class ServeTests
         Assert.Contains("<6>", s.Log);   // journal priority prefixes (systemd console format)
     }
 
-    [Fact]
+    [SkippableFact]
     public void APoolThatCannotMountFailsTheStartAndLeavesNothingMounted()
     {
         // The second pool's folder is not a pool.
@@ -50,7 +51,7 @@ public class ServeTests
         Assert.False(File.Exists(s.SocketPath), "the control socket stayed after a failed start");
     }
 
-    [Fact]
+    [SkippableFact]
     public void WatchdogPingsAtHalfTheIntervalWhenWatchdogUsecIsSet()
     {
         using var s = new ServedPools();
@@ -67,7 +68,7 @@ public class ServeTests
         Assert.Equal(0, s.WaitExit());
     }
 
-    [Fact]
+    [SkippableFact]
     public void NoWatchdogPingsWithoutWatchdogUsec()
     {
         using var s = new ServedPools();
@@ -79,7 +80,7 @@ public class ServeTests
         Assert.Equal(0, s.WaitExit());
     }
 
-    [Fact]
+    [SkippableFact]
     public void ABadConfigurationMountsNothingAndExitsWithTwo()
     {
         using var s = new ServedPools(config: sv => sv.DefaultConfig() + "iomap = sometimes\n");
@@ -97,9 +98,10 @@ public class ServeCollection { }
 
 /// <summary>A pool of the service unmounted from outside.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ServeUnmountedFromOutsideTests
 {
-    [Fact]
+    [SkippableFact]
     public void APoolUnmountedFromOutsideIsClosedAndTheWatchdogStopsPinging()
     {
         using var s = new ServedPools();

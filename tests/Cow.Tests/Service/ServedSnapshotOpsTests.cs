@@ -8,6 +8,7 @@ namespace Cow.Tests.Service;
 /// mounted pool goes through the service, --json documents parse, and bad input is refused with a message
 /// and exit code. The fixture stops the service and unmounts even when an assertion fails.</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ServedSnapshotOpsTests
 {
     private static JsonArray JsonArrayOf((int Code, string Out, string Err) r)
@@ -31,7 +32,7 @@ public class ServedSnapshotOpsTests
     private static long LiveReferenced(JsonObject df) =>
         (long)((JsonArray)df["views"]!).OfType<JsonObject>().Single(v => (string?)v["name"] == "")["referenced_bytes"]!;
 
-    [Fact]
+    [SkippableFact]
     public void EverySnapshotVerbOnAServedPoolWhileAWriterRuns()
     {
         using var s = new ServedPools(makePools: false);
@@ -147,7 +148,7 @@ public class ServedSnapshotOpsTests
         Ok(s.Cli(null, "fsck", pool));
     }
 
-    [Fact]
+    [SkippableFact]
     public void BadInputThroughTheCliIsRefusedAndChangesNothing()
     {
         using var s = new ServedPools(pools: 2);

@@ -11,6 +11,7 @@ namespace Cow.Tests.Service;
 /// <c>cow serve</c> (through the control socket), where reading through the mount right after the command shows
 /// the restored contents (no stale page cache, attributes or dentries).</summary>
 [Collection("serve")]
+[Trait("Tier", "mount")]
 public class ServedSnapshotRestoreTests
 {
     private static void Ok((int Code, string Out, string Err) r, string? stdoutHas = null)
@@ -32,7 +33,7 @@ public class ServedSnapshotRestoreTests
         return b;
     }
 
-    [Fact]
+    [SkippableFact]
     public void RestoreOnAnUnmountedPool()
     {
         var dir = Path.Combine(Path.GetTempPath(), "cow-restore-" + Guid.NewGuid().ToString("N")[..12], "pool");
@@ -69,7 +70,7 @@ public class ServedSnapshotRestoreTests
         finally { try { Directory.Delete(Path.GetDirectoryName(dir)!, recursive: true); } catch (IOException) { } }
     }
 
-    [Fact]
+    [SkippableFact]
     public void RestoreThroughTheServiceIsSeenAtOnceThroughTheMount()
     {
         using var s = new ServedPools(makePools: false);

@@ -15,6 +15,7 @@ namespace Cow.Tests.Service;
 /// refusal carries an errno name and a message, never an exception). The handler runs against a service
 /// that mounted nothing, so no request can change anything.
 /// </summary>
+[Trait("Tier", "unit")]
 public class ServiceParserFuzzTests(ITestOutputHelper output)
 {
     private const string ValidConfig = ServeConfigTests.Valid;

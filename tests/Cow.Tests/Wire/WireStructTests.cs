@@ -5,6 +5,7 @@ using Xunit;
 
 namespace Cow.Tests.Wire;
 
+[Trait("Tier", "unit")]
 public class WireStructTests
 {
     private static void Pin<T>(int kernelSizeof, int sizeConst) where T : unmanaged
