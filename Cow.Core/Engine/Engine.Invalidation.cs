@@ -20,8 +20,10 @@ public readonly record struct MappingRange(long Ino, long Offset, long Length)
 /// mapping is dropped before its blocks can hold someone else's data.
 /// <para>Threading: called on the thread that completed the change or on the committing thread, possibly
 /// several at once, and during a snapshot deletion with the engine's state lock held: an implementation
-/// must be thread-safe, quick, and must not call into the engine. It must not throw (an exception is
-/// reported through <see cref="Engine.Problem"/> and otherwise ignored).</para>
+/// must be thread-safe, quick, and must not call into the engine. It must not throw: an exception is
+/// reported through <see cref="Engine.Problem"/>, and since the promise cannot be kept for the ranges that
+/// failed, the blocks the commits around it free are held back from reuse until the pool is reopened
+/// (Engine.FailStop.cs).</para>
 /// </summary>
 public interface IMappingInvalidationListener
 {
@@ -139,7 +141,7 @@ public sealed partial class Engine
             foreach (var l in listeners)
             {
                 try { l.MappingsInvalidated(CollectionsMarshal.AsSpan(batch)); }
-                catch (Exception e) { Report($"mapping invalidation listener failed: {e.Message}"); }
+                catch (Exception e) { ListenerFailed(e); }
             }
         }
         finally
