@@ -77,8 +77,9 @@ public sealed partial class Engine
 
     // Listeners: copy-on-write array, replaced under _lock, read without it.
     private volatile IMappingInvalidationListener[] _mappingListeners = [];
-    // Ranges recorded and not yet delivered (under _lock), a spare list to swap with, and the number of
-    // batches taken out and not yet delivered (Interlocked: a committer spins on it while holding _lock).
+    // Ranges recorded and not yet delivered (under _lock), a spare list to swap with (Interlocked: handed
+    // back after a delivery without _lock), and the number of batches taken out and not yet delivered
+    // (Interlocked: a committer spins on it while holding _lock).
     private List<MappingRange> _pendingInvalidations = new();
     private List<MappingRange>? _spareInvalidations = new();
     private int _invalidationsInFlight;
@@ -131,8 +132,7 @@ public sealed partial class Engine
         {
             if (_pendingInvalidations.Count == 0) return;
             batch = _pendingInvalidations;
-            _pendingInvalidations = _spareInvalidations ?? new List<MappingRange>();
-            _spareInvalidations = null;
+            _pendingInvalidations = Interlocked.Exchange(ref _spareInvalidations, null) ?? new List<MappingRange>();
             listeners = _mappingListeners;
             Interlocked.Increment(ref _invalidationsInFlight);
         }
@@ -146,11 +146,9 @@ public sealed partial class Engine
         }
         finally
         {
-            lock (_lock)
-            {
-                batch.Clear();
-                _spareInvalidations ??= batch;
-            }
+            // Without _lock: a committer may hold it while it spins for this delivery to end (a snapshot deletion).
+            batch.Clear();
+            Interlocked.CompareExchange(ref _spareInvalidations, batch, null);
             Interlocked.Decrement(ref _invalidationsInFlight);
         }
     }
