@@ -6,7 +6,8 @@ internal sealed class CommitFailedException(string message, Exception inner) : I
 
 /// <summary>
 /// Fail-stop commits. Any exception on the commit path (gathering the batch, a snapshot operation's step,
-/// flushing the data devices, the metadata transaction, releasing the blocks it freed) makes the pool
+/// a snapshot deletion's purge, flushing the data devices, the metadata transaction, releasing the blocks it
+/// freed) makes the pool
 /// read-only until it is reopened: <c>_failure</c> is set (while <c>_lock</c> is still held when the failure
 /// came in the gather, so no change slips in after the changes the gather took out of memory), one
 /// <see cref="Problem"/> line carries the full exception with its stack, and from then on every change and
@@ -31,7 +32,8 @@ internal sealed class CommitFailedException(string message, Exception inner) : I
 public sealed partial class Engine
 {
     /// <summary>Tests only: called at named points of the commit path ("gather": after the dirty state was
-    /// taken out; "snapshot": after a snapshot operation's step ran; "write": before the metadata transaction;
+    /// taken out; "snapshot": after a snapshot operation's step ran; "purge": halfway through a snapshot
+    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "write": before the metadata transaction;
     /// "frees": after the commit is durable, before its freed blocks are released), so that a test can throw
     /// there. Null in production.</summary>
     internal Action<string>? CommitFaultHook { get; set; }

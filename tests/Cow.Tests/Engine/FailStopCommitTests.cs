@@ -148,26 +148,29 @@ public sealed class FailStopCommitTests
 
     /// <summary>
     /// An exception in a snapshot operation's step of the commit (after it ran: the new snapshot is recorded in
-    /// memory and the live generation moved, or the deleted snapshot is gone from memory): the operation fails
+    /// memory and the live generation moved, or the deleted snapshot is gone from memory), or halfway through a
+    /// deletion's purge (some of its blocks released in memory): the operation fails
     /// with the commit's IOException, the pool is read-only, and reopening gives the last durable commit.
     /// </summary>
     [Theory]
-    [InlineData("create")]
-    [InlineData("delete")]
-    public void AFaultInTheSnapshotStepMakesThePoolReadOnly(string op)
+    [InlineData("create", "snapshot")]
+    [InlineData("delete", "snapshot")]
+    [InlineData("delete", "purge")]
+    public void AFaultInTheSnapshotStepMakesThePoolReadOnly(string op, string point)
     {
         var problems = new ConcurrentQueue<string>();
         using var p = NewPool(problems);
         string committed = CommittedThenChanged(p, out _);
-        // A deletion commits the pending changes first, then fails in its own commit.
+        // A deletion commits the pending changes first, then fails purging (half the blocks released in memory)
+        // or in its own commit.
         if (op == "delete") { Assert.Equal(0, (int)p.Engine.CreateSnapshot("s2", out _)); committed = Listing(p); }
 
-        p.Engine.CommitFaultHook = at => { if (at == "snapshot") throw new InjectedFault("injected fault in the snapshot step"); };
+        p.Engine.CommitFaultHook = at => { if (at == point) throw new InjectedFault("injected fault in the snapshot step"); };
         if (op == "create") Assert.ThrowsAny<IOException>(() => p.Engine.CreateSnapshot("new", out _));
         else Assert.ThrowsAny<IOException>(() => p.Engine.DeleteSnapshot("s2"));
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", "Engine.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "Engine.DeleteSnapshot" : "Engine.CommitLocked");
         AssertReadOnly(p, Listing(p));
 
         p.Reopen();
