@@ -6,26 +6,28 @@ internal sealed class CommitFailedException(string message, Exception inner) : I
 
 /// <summary>
 /// Fail-stop commits. Any exception on the commit path (gathering the batch, a snapshot operation's step,
-/// a snapshot deletion's purge, flushing the data devices, the metadata transaction, releasing the blocks it
-/// freed) makes the pool
-/// read-only until it is reopened: <c>_failure</c> is set (while <c>_lock</c> is still held when the failure
-/// came in the gather, so no change slips in after the changes the gather took out of memory), one
-/// <see cref="Problem"/> line carries the full exception with its stack, and from then on every change and
-/// every commit (fsync, snapshot operations, freeze, the timed and background commits, close) fails with EIO
-/// — EIO rather than EROFS, as every change path has always answered after a failed commit (ext4 with
-/// errors=remount-ro); reads keep working from what is in memory. Nothing after the failure reaches the
-/// metadata store, so reopening gives the last durable commit (or the failed one, if its transaction had
-/// become durable before the failure).
+/// a snapshot deletion's purge, flushing the data devices, the metadata transaction, releasing the blocks
+/// it freed) makes the pool read-only until it is reopened: <c>_failure</c> is set (while <c>_lock</c> is
+/// still held when the failure came in the gather, so no change slips in after the changes the gather took
+/// out of memory), one <see cref="Problem"/> line carries the full exception with its stack, and from then
+/// on every change and every commit (fsync, snapshot operations, freeze, the timed and background commits,
+/// close) fails with EIO. EIO, not the EROFS that ext4 (errors=remount-ro) and btrfs (aborted transaction)
+/// give new changes: every change path of this engine has always answered EIO after a failed commit, and
+/// the tests pin it. Reads keep working from what is in memory. Nothing after the failure reaches the
+/// metadata store, so reopening gives the last durable commit (or the failed one, if it failed only after
+/// its transaction was durable).
 /// <para>Mapping-invalidation listeners that throw: the promise of <see cref="IMappingInvalidationListener"/>
 /// (a cached mapping is dropped before its blocks can be reused) cannot be kept for the ranges that failed,
 /// so the blocks freed by the commits those ranges may belong to are held back: they stay busy (never
 /// allocated) for the rest of this mount, counted in <see cref="DeviceSpace.HeldBackBlocks"/> and reported,
-/// and fsck does not count them as leaks. On disk they are free after the commit (their references are
-/// gone), which is right on the next open: no kernel caches a mapping across a remount. Which commits: the
-/// ranges of a failed batch were recorded (with their frees, under <c>_lock</c>) after the previous commit
-/// took its frees, and their delivery ends before the end of the wait of the commit that takes them; so a
-/// commit holds back its frees when a listener failed between the previous commit's take and the end of its
-/// own wait (<c>_listenerFailures</c> against the mark taken at each commit's take).</para>
+/// and fsck does not count them as leaks. (Ending the iomap connection instead is not the engine's to do;
+/// holding blocks back keeps the promise whoever the listener is.) On disk they are free after the commit
+/// (their references are gone), which is right on the next open: no kernel caches a mapping across a
+/// remount. Which commits: the ranges whose frees a commit takes were recorded (with those frees, under
+/// <c>_lock</c>) after the previous commit took its own, and every batch holding them has been delivered by
+/// the end of this commit's wait; so a commit holds back its frees when a listener failed between the
+/// previous commit's take and the end of its own wait (<c>_listenerFailures</c> against the mark taken at
+/// each commit's take). A failure so holds back the frees of at most the commit in progress and the next.</para>
 /// <para>Threading: <c>_failure</c> is volatile and set once; <c>_listenerFailures</c> is Interlocked; the
 /// mark is read and moved under <c>_lock</c> by the commit (which holds <c>_commitLock</c>).</para>
 /// </summary>
@@ -33,9 +35,9 @@ public sealed partial class Engine
 {
     /// <summary>Tests only: called at named points of the commit path ("gather": after the dirty state was
     /// taken out; "snapshot": after a snapshot operation's step ran; "purge": halfway through a snapshot
-    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "write": before the metadata transaction;
-    /// "frees": after the commit is durable, before its freed blocks are released), so that a test can throw
-    /// there. Null in production.</summary>
+    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "write": before the
+    /// metadata transaction; "frees": after the commit is durable, before its freed blocks are released), so
+    /// that a test can throw there. Null in production.</summary>
     internal Action<string>? CommitFaultHook { get; set; }
 
     private void CommitFault(string point) => CommitFaultHook?.Invoke(point);
