@@ -237,7 +237,7 @@ public static class Fsck
                 }
                 if (expect > 0 && !sp.IsBusy(b)) r.Add("space-map", "referenced block is marked free", 0, -1, cookie, b);
                 if (expect > 0 && reserved.Contains((cookie, b))) r.Add("owned-twice", "referenced block is also reserved for a write in flight", 0, -1, cookie, b);
-                if (expect == 0 && sp.IsBusy(b) && !DeviceSpace.IsReservedByFormat(b) && !reserved.Contains((cookie, b)))
+                if (expect == 0 && sp.IsBusy(b) && !DeviceSpace.IsReservedByFormat(b) && !reserved.Contains((cookie, b)) && !sp.IsHeldBack(b))
                     r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }
 

@@ -8,7 +8,8 @@ namespace Cow.Core.Engine;
 /// maps it, of any file and any generation; a block shared by a range clone counts each file's mapping) and a busy bit per block (referenced,
 /// reserved by an iomap_begin not yet ended, freed but not yet durable as freed, or reserved by the
 /// format: block 0 of each segment). Only non-busy blocks are handed out, so a block is never reused
-/// before the commit that stops referencing it is durable.
+/// before the commit that stops referencing it is durable. Freed blocks a failed mapping invalidation may
+/// still be cached for are held back (busy) until the pool is reopened (<see cref="HoldBack"/>).
 /// Threading: not thread-safe; every call is made under the engine's state lock.
 /// </summary>
 internal sealed class DeviceSpace
@@ -103,6 +104,30 @@ internal sealed class DeviceSpace
     }
 
     public bool HasPendingFrees => _pendingFree.Count > 0;
+
+    /// <summary>Blocks freed but held back from reuse for the rest of this mount (see <see cref="HoldBack"/>).</summary>
+    public long HeldBackBlocks { get; private set; }
+    private ulong[]? _heldBack; // bit per block, allocated on the first hold-back
+
+    public bool IsHeldBack(long block) => _heldBack != null && (_heldBack[block >> 6] & (1UL << (int)(block & 63))) != 0;
+
+    /// <summary>Instead of <see cref="ReleasePendingFrees"/>: the freed blocks stay busy (never allocated again
+    /// in this mount; free on disk, so free after a reopen). Used when a cached mapping of them may not have
+    /// been dropped (Engine.FailStop.cs). Returns the number of blocks held back.</summary>
+    public long HoldBack(List<(long Start, long Count)> frees)
+    {
+        long n = 0;
+        foreach (var (s, c) in frees)
+            for (long b = s; b < s + c; b++)
+                if (_refs[b] == 0 && !IsHeldBack(b))
+                {
+                    _heldBack ??= new ulong[_busy.Length];
+                    _heldBack[b >> 6] |= 1UL << (int)(b & 63);
+                    n++;
+                }
+        HeldBackBlocks += n;
+        return n;
+    }
 
     public List<(long Start, long Count)> TakePendingFrees()
     {

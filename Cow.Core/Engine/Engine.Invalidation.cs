@@ -20,8 +20,10 @@ public readonly record struct MappingRange(long Ino, long Offset, long Length)
 /// mapping is dropped before its blocks can hold someone else's data.
 /// <para>Threading: called on the thread that completed the change or on the committing thread, possibly
 /// several at once, and during a snapshot deletion with the engine's state lock held: an implementation
-/// must be thread-safe, quick, and must not call into the engine. It must not throw (an exception is
-/// reported through <see cref="Engine.Problem"/> and otherwise ignored).</para>
+/// must be thread-safe, quick, and must not call into the engine. It must not throw: an exception is
+/// reported through <see cref="Engine.Problem"/>, and since the promise cannot be kept for the ranges that
+/// failed, the blocks the commits around it free are held back from reuse until the pool is reopened
+/// (Engine.FailStop.cs).</para>
 /// </summary>
 public interface IMappingInvalidationListener
 {
@@ -75,8 +77,9 @@ public sealed partial class Engine
 
     // Listeners: copy-on-write array, replaced under _lock, read without it.
     private volatile IMappingInvalidationListener[] _mappingListeners = [];
-    // Ranges recorded and not yet delivered (under _lock), a spare list to swap with, and the number of
-    // batches taken out and not yet delivered (Interlocked: a committer spins on it while holding _lock).
+    // Ranges recorded and not yet delivered (under _lock), a spare list to swap with (Interlocked: handed
+    // back after a delivery without _lock), and the number of batches taken out and not yet delivered
+    // (Interlocked: a committer spins on it while holding _lock).
     private List<MappingRange> _pendingInvalidations = new();
     private List<MappingRange>? _spareInvalidations = new();
     private int _invalidationsInFlight;
@@ -129,8 +132,7 @@ public sealed partial class Engine
         {
             if (_pendingInvalidations.Count == 0) return;
             batch = _pendingInvalidations;
-            _pendingInvalidations = _spareInvalidations ?? new List<MappingRange>();
-            _spareInvalidations = null;
+            _pendingInvalidations = Interlocked.Exchange(ref _spareInvalidations, null) ?? new List<MappingRange>();
             listeners = _mappingListeners;
             Interlocked.Increment(ref _invalidationsInFlight);
         }
@@ -139,16 +141,14 @@ public sealed partial class Engine
             foreach (var l in listeners)
             {
                 try { l.MappingsInvalidated(CollectionsMarshal.AsSpan(batch)); }
-                catch (Exception e) { Report($"mapping invalidation listener failed: {e.Message}"); }
+                catch (Exception e) { ListenerFailed(e); }
             }
         }
         finally
         {
-            lock (_lock)
-            {
-                batch.Clear();
-                _spareInvalidations ??= batch;
-            }
+            // Without _lock: a committer may hold it while it spins for this delivery to end (a snapshot deletion).
+            batch.Clear();
+            Interlocked.CompareExchange(ref _spareInvalidations, batch, null);
             Interlocked.Decrement(ref _invalidationsInFlight);
         }
     }

@@ -88,19 +88,25 @@ public sealed partial class Engine
             if (_frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
             CommitLocked(null);
             var snap = _snapshots[i];
-            long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
-            long next = i + 1 < _snapshots.Count ? _snapshots[i + 1].Gen : _pool.LiveGen;
-            var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
-            _pendingRemovals.DeletedInodes.AddRange(inodes);
-            _pendingRemovals.DeletedDirents.AddRange(dirents);
-            foreach (var c in chunks)
+            // A failure halfway through the purge would leave part of it in memory for a later commit: fail-stop.
+            try
             {
-                foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
-                _pendingRemovals.DeletedChunks.Add(c.Rid);
+                long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
+                long next = i + 1 < _snapshots.Count ? _snapshots[i + 1].Gen : _pool.LiveGen;
+                var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
+                _pendingRemovals.DeletedInodes.AddRange(inodes);
+                _pendingRemovals.DeletedDirents.AddRange(dirents);
+                foreach (var c in chunks)
+                {
+                    foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
+                    _pendingRemovals.DeletedChunks.Add(c.Rid);
+                }
+                CommitFault("purge");
+                _snapshots.RemoveAt(i);
+                _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
+                _snapCache.Forget(snap.Gen);
             }
-            _snapshots.RemoveAt(i);
-            _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
-            _snapCache.Forget(snap.Gen);
+            catch (Exception e) { throw FailCommit(_pool.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
             CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
             return 0;
         }

@@ -29,7 +29,8 @@ namespace Cow.Core.Engine;
 /// <para>Extent-map changes of live files are recorded under <c>_lock</c> and handed to the
 /// <see cref="IMappingInvalidationListener"/>s outside it (Engine.Invalidation.cs); a commit delivers what is
 /// recorded and spins until every delivery in flight has finished before it lets the blocks it freed be
-/// allocated again. <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>.</para>
+/// allocated again. <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>. A failure anywhere on
+/// the commit path makes the pool read-only until reopened (fail-stop, Engine.FailStop.cs).</para>
 /// </summary>
 public sealed partial class Engine : IDisposable
 {
@@ -43,7 +44,7 @@ public sealed partial class Engine : IDisposable
     private PoolRecord _pool;
     private readonly List<SnapshotRecord> _snapshots;
     private long _lastSnapGen;
-    private Exception? _failure;
+    private volatile Exception? _failure; // set once (fail-stop, Engine.FailStop.cs); read without _lock by checks
 
     // Live tree caches and write-behind state, all guarded by _lock.
     private readonly Dictionary<long, LiveInode> _live = new();
@@ -87,7 +88,8 @@ public sealed partial class Engine : IDisposable
     /// <summary>Upper bound on cached live inodes that are clean and closed (trimmed after each commit).</summary>
     public int InodeCacheLimit { get; set; } = 20000;
 
-    /// <summary>Receives one line for each problem the engine reports (checksum mismatches, failed commits).</summary>
+    /// <summary>Receives one line for each problem the engine reports (checksum mismatches; failed commits and
+    /// failed mapping-invalidation listeners with the exception's full text and stack).</summary>
     public event Action<string>? Problem;
 
     internal Engine(MetadataStore store, PoolRecord pool, IReadOnlyDictionary<uint, IBlockDevice> devices,
@@ -137,7 +139,8 @@ public sealed partial class Engine : IDisposable
         if (_failure != null || _disposed || _frozen || !HasDirtyState()) return;
         try { Commit(); }
         catch (ObjectDisposedException) { }
-        catch (Exception e) { Report($"background commit failed: {e.Message}"); }
+        catch (CommitFailedException) { /* reported with its stack where it failed */ }
+        catch (Exception e) { Report($"background commit failed: {e}"); }
     }
 
     internal long LiveGen => _pool.LiveGen;
@@ -356,47 +359,73 @@ public sealed partial class Engine : IDisposable
     }
 
     /// <summary>One group commit; <paramref name="inside"/> runs under <c>_lock</c> after the dirty state is
-    /// gathered, so that what it changes (a snapshot's generation bump) lands in the same transaction.</summary>
+    /// gathered, so that what it changes (a snapshot's generation bump) lands in the same transaction.
+    /// <para>Fail-stop (Engine.FailStop.cs): any exception from here on makes the pool read-only before the
+    /// lock that guards the dirty state is let go, so no change is accepted after the one whose changes the
+    /// failed gather took out of memory; the last durable commit stays as it was (nothing after the failure
+    /// reaches the metadata store). Throws <see cref="CommitFailedException"/> (an IOException).</para></summary>
     private void CommitLocked(Action<MetadataBatch>? inside)
     {
         if (_disposed) throw new ObjectDisposedException("pool", "the pool is closed");
         ThrowIfFailed();
         MetadataBatch batch;
         var frees = new List<(uint Cookie, List<(long, long)> Ranges)>();
+        long seq;
+        int listenerFailuresBefore = 0;
+        Exception? gatherFailure = null;
         lock (_lock)
         {
-            batch = GatherBatch();
-            inside?.Invoke(batch);
-            _pool.CommitSeq++;
-            _pool.LogCursor = _space[FormatConstants.LogCookie].Cursor;
-            batch.Pool = ClonePool();
-            foreach (var (cookie, sp) in _space) frees.Add((cookie, sp.TakePendingFrees()));
-            _dirtyBlocksSinceCommit = 0;
+            seq = _pool.CommitSeq + 1;
+            batch = null!;
+            try
+            {
+                batch = GatherBatch();
+                CommitFault("gather");
+                if (inside != null)
+                {
+                    inside(batch);
+                    CommitFault("snapshot");
+                }
+                _pool.CommitSeq++;
+                _pool.LogCursor = _space[FormatConstants.LogCookie].Cursor;
+                batch.Pool = ClonePool();
+                foreach (var (cookie, sp) in _space) frees.Add((cookie, sp.TakePendingFrees()));
+                _dirtyBlocksSinceCommit = 0;
+                listenerFailuresBefore = TakeListenerFailureMark();
+            }
+            catch (Exception e) { gatherFailure = e; _failure ??= e; } // before _lock is let go: no change may follow
         }
+        if (gatherFailure != null) throw FailCommit(seq, "while gathering its changes", gatherFailure);
         try
         {
             FlushDataDevices();
+            CommitFault("write");
             Store.Commit(batch);
         }
-        catch (Exception e)
-        {
-            _failure = e;
-            Report($"commit {batch.Pool.CommitSeq} failed, the pool is now read-only until reopened: {e.Message}");
-            throw new IOException($"metadata commit failed: {e.Message}", e);
-        }
-        // Whoever caches mappings of live files hears of every change this commit freed blocks for
-        // before those blocks can be allocated again.
-        DeliverMappingInvalidationsAndWait();
-        _reuseGate.EnterWriteLock();
+        catch (Exception e) { throw FailCommit(seq, "while writing it", e); }
         try
         {
-            lock (_lock)
+            // Whoever caches mappings of live files hears of every change this commit freed blocks for
+            // before those blocks can be allocated again; when a listener failed to hear of some, the
+            // blocks stay unallocatable for the rest of this mount (Engine.FailStop.cs).
+            DeliverMappingInvalidationsAndWait();
+            CommitFault("frees");
+            bool holdBack = ListenerFailedSince(listenerFailuresBefore);
+            long heldBack = 0;
+            _reuseGate.EnterWriteLock();
+            try
             {
-                foreach (var (cookie, ranges) in frees) _space[cookie].ReleasePendingFrees(ranges);
-                TrimCaches(batch.Pool.CommitSeq);
+                lock (_lock)
+                {
+                    if (holdBack) heldBack = HoldBackFrees(frees);
+                    else foreach (var (cookie, ranges) in frees) _space[cookie].ReleasePendingFrees(ranges);
+                    TrimCaches(seq);
+                }
             }
+            finally { _reuseGate.ExitWriteLock(); }
+            ReportHeldBack(seq, heldBack);
         }
-        finally { _reuseGate.ExitWriteLock(); }
+        catch (Exception e) { throw FailCommit(seq, "after it was durable, while releasing the blocks it freed", e); }
     }
 
     private PoolRecord ClonePool() => _pool.Clone();
@@ -502,7 +531,8 @@ public sealed partial class Engine : IDisposable
         {
             try { if (!_disposed && _failure == null) Commit(); }
             catch (ObjectDisposedException) { }
-            catch (Exception e) { Report($"background commit failed: {e.Message}"); }
+            catch (CommitFailedException) { /* reported with its stack where it failed */ }
+            catch (Exception e) { Report($"background commit failed: {e}"); }
             finally { Volatile.Write(ref _backgroundCommit, 0); }
         }, null);
     }

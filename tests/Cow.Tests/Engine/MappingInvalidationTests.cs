@@ -203,4 +203,28 @@ public sealed class MappingInvalidationTests
         p.Reopen();
         Assert.Equal(8192, ReadAll(p.Live, f).Length);       // the write made while frozen was committed after the thaw
     }
+
+    /// <summary>A snapshot deletion commits with the state lock held and waits for every delivery in flight: a
+    /// delivery that a writer started before must be able to finish (it must not need that lock).</summary>
+    [Fact]
+    public async Task A_snapshot_deletion_waits_for_a_delivery_in_flight_without_deadlock()
+    {
+        var p = new MemoryPool(); // not disposed when the deletion hangs: closing would wait for it forever
+        long a = CreateFile(p.Live, "/a");
+        WriteAt(p.Live, a, 0, Pattern(16384, 1));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("s", out _));
+        var entered = new ManualResetEventSlim();
+        var release = new ManualResetEventSlim();
+        var rec = new Recorder { OnRange = _ => { entered.Set(); release.Wait(TimeSpan.FromSeconds(30)); } };
+        p.Engine.AddMappingListener(rec);
+        var writer = Task.Run(() => WriteAt(p.Live, a, 0, Pattern(4096, 2)));      // delivers at its end
+        Assert.True(entered.Wait(TimeSpan.FromSeconds(30)), "the write did not deliver its invalidation");
+        var delete = Task.Run(() => p.Engine.DeleteSnapshot("s"));
+        Assert.NotSame(delete, await Task.WhenAny(delete, Task.Delay(300)));   // the deletion waits for the delivery
+        release.Set();
+        await writer.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, (int)await delete.WaitAsync(TimeSpan.FromSeconds(30)));
+        p.AssertClean();
+        p.Dispose();
+    }
 }
