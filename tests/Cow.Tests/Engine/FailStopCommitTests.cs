@@ -15,6 +15,7 @@ namespace Cow.Tests.Engine;
 /// commit as it was; a mapping-invalidation listener that throws holds the freed blocks back from reuse for
 /// the rest of the mount instead of letting them be allocated.
 /// </summary>
+[Trait("Tier", "engine")]
 public sealed class FailStopCommitTests
 {
     private sealed class InjectedFault(string message) : Exception(message);
