@@ -193,13 +193,7 @@ public sealed partial class Engine
                 long cStart = idx * ChunkBlocks;
                 uint a = (uint)Math.Max(0, sFb - cStart), b = (uint)Math.Min(ChunkBlocks, sFb + n - cStart);
                 pieces.Clear();
-                foreach (var e in c.Extents)
-                {
-                    if (e.End <= a) continue;
-                    if (e.First >= b) break;
-                    uint from = Math.Max(a, e.First), to = Math.Min(b, e.End);
-                    pieces.Add(new Extent(from, to - from, e.Device, e.Address + (from - e.First)));
-                }
+                ExtentMap.MappedIn(c, a, b, pieces);
                 c.Sums.AsSpan((int)a, (int)(b - a)).CopyTo(sums.AsSpan((int)a));
                 foreach (var p in pieces)
                     RemapRange(dst, cStart + p.First - sFb + dFb, p.Count, p.Device, p.Address, sums.AsSpan((int)p.First, (int)p.Count));

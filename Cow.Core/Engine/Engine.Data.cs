@@ -6,12 +6,6 @@ using Mono.Unix.Native;
 
 namespace Cow.Core.Engine;
 
-/// <summary>A run of file blocks with one mapping: <see cref="Address"/> is a device block, or -1 for a hole.</summary>
-internal readonly record struct BlockRun(long FileBlock, long Blocks, uint Device, long Address)
-{
-    public bool IsHole => Address < 0;
-}
-
 /// <summary>An allocation handed out by iomap_begin and not yet fully committed (ioend) or released
 /// (iomap_end). Remembered so that ioends without an address (direct I/O) can be committed, and so that
 /// an ioend can never commit an address the engine did not hand out.</summary>
@@ -31,27 +25,6 @@ public sealed partial class Engine
 
     private const int ChunkBlocks = FormatConstants.ChunkBlocks;
     private readonly Dictionary<long, List<Reservation>> _reservations = new();
-
-    internal static BlockRun FindRun(ChunkRecord? c, long fileBlock, long maxBlocks)
-    {
-        long chunkIndex = fileBlock / ChunkBlocks;
-        uint cb = (uint)(fileBlock - chunkIndex * ChunkBlocks);
-        long max = Math.Min(maxBlocks, ChunkBlocks - cb);
-        if (c == null || c.Extents.Count == 0) return new BlockRun(fileBlock, max, 0, -1);
-        var ext = c.Extents;
-        int lo = 0, hi = ext.Count - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >> 1;
-            var e = ext[mid];
-            if (cb < e.First) hi = mid - 1;
-            else if (cb >= e.End) lo = mid + 1;
-            else return new BlockRun(fileBlock, Math.Min(max, e.End - cb), e.Device, e.Address + (cb - e.First));
-        }
-        // lo is the first extent starting after cb
-        if (lo < ext.Count) max = Math.Min(max, ext[lo].First - cb);
-        return new BlockRun(fileBlock, max, 0, -1);
-    }
 
     private static bool IsWriteOp(IomapOp op) => (op & (IomapOp.Write | IomapOp.Zero | IomapOp.Unshare | IomapOp.Writeback)) != 0;
 
@@ -99,7 +72,7 @@ public sealed partial class Engine
             if ((rec.Mode & 0xF000) != 0x8000) return (rec.Mode & 0xF000) == 0x4000 ? Errno.EISDIR : Errno.EINVAL;
             long fb = pos >> BlockShift;
             long endBlock = (pos + count + BlockSize - 1) >> BlockShift;
-            var run = FindRun(tree.Chunk(ino, fb / ChunkBlocks), fb, endBlock - fb);
+            var run = ExtentMap.FindRun(tree.Chunk(ino, fb / ChunkBlocks), fb, endBlock - fb);
             if (!write)
             {
                 var read = ToMapping(run);
@@ -380,11 +353,14 @@ public sealed partial class Engine
 
     // ---------------------------------------------------------------- extent map surgery (under _lock)
 
-    /// <summary>Points file blocks [fb, fb+n) of <paramref name="li"/> at device blocks [addr, addr+n).</summary>
+    /// <summary>Points file blocks [fb, fb+n) of <paramref name="li"/> at device blocks [addr, addr+n): each chunk
+    /// is made private, remapped (<see cref="ExtentMap.Remap"/>), the blocks it stopped mapping lose its
+    /// reference and the new ones gain one.</summary>
     private void RemapRange(LiveInode li, long fb, long n, uint dev, long addr, ReadOnlySpan<uint> sums)
     {
         var rec = MutableInode(li);
         ConsumePrealloc(li, rec, fb, n);
+        var release = new ReleaseRefs(_space);
         int si = 0;
         while (n > 0)
         {
@@ -392,66 +368,28 @@ public sealed partial class Engine
             uint cb = (uint)(fb - idx * ChunkBlocks);
             uint len = (uint)Math.Min(n, ChunkBlocks - cb);
             var c = MutableChunk(li, idx);
-            long removed = SpliceChunk(c, cb, cb + len, new Extent(cb, len, dev, addr));
+            RecordMappingChange(li.Ino, fb, len);
+            long removed = ExtentMap.Remap(c, cb, len, dev, addr, sums.Slice(si, (int)len), ref release);
             _space[dev].AddRef(addr, len);
-            sums.Slice(si, (int)len).CopyTo(c.Sums.AsSpan((int)cb));
             rec.Blocks += len - removed;
             fb += len; addr += len; n -= len; si += (int)len;
         }
     }
 
-    /// <summary>Unmaps chunk blocks [a, b) of a private chunk; returns how many mapped blocks it removed.</summary>
-    private long PunchInChunk(ChunkRecord c, uint a, uint b) => SpliceChunk(c, a, b, null);
-
-    /// <summary>
-    /// Replaces whatever a private chunk maps in [a, b) by <paramref name="insert"/> (or nothing), dropping
-    /// the chunk's reference on the blocks no longer mapped. One binary search and one splice of the
-    /// sorted extent list; the new extent merges with physically contiguous neighbours, so sequential
-    /// writes stay one extent. Returns how many mapped blocks were removed.
-    /// </summary>
-    private long SpliceChunk(ChunkRecord c, uint a, uint b, Extent? insert)
+    /// <summary>Unmaps chunk blocks [a, b) of a private chunk, dropping the chunk's reference on the blocks it
+    /// mapped there; returns how many mapped blocks it removed.</summary>
+    private long PunchInChunk(ChunkRecord c, uint a, uint b)
     {
         RecordMappingChange(c.Ino, c.Index * ChunkBlocks + a, b - a);
-        var ext = c.Extents;
-        // First extent ending after a.
-        int lo = 0, hi = ext.Count;
-        while (lo < hi) { int mid = (lo + hi) >> 1; if (ext[mid].End <= a) lo = mid + 1; else hi = mid; }
-        int i = lo, j = lo;
-        long removed = 0;
-        Extent? left = null, right = null;
-        while (j < ext.Count && ext[j].First < b)
-        {
-            var e = ext[j];
-            uint ovFrom = Math.Max(a, e.First), ovTo = Math.Min(b, e.End);
-            _space[e.Device].Release(e.Address + (ovFrom - e.First), ovTo - ovFrom);
-            removed += ovTo - ovFrom;
-            if (e.First < a) left = new Extent(e.First, a - e.First, e.Device, e.Address);
-            if (e.End > b) right = new Extent(b, e.End - b, e.Device, e.Address + (b - e.First));
-            j++;
-        }
-        c.Sums.AsSpan((int)a, (int)(b - a)).Clear();
-        // Merge the new extent with what will sit right before and after it.
-        if (insert is Extent x)
-        {
-            if (left is Extent l && Contiguous(l, x)) { x = new Extent(l.First, l.Count + x.Count, x.Device, l.Address); left = null; }
-            else if (left == null && i > 0 && Contiguous(ext[i - 1], x)) { var p = ext[--i]; x = new Extent(p.First, p.Count + x.Count, x.Device, p.Address); }
-            if (right is Extent r && Contiguous(x, r)) { x = new Extent(x.First, x.Count + r.Count, x.Device, x.Address); right = null; }
-            else if (right == null && j < ext.Count && Contiguous(x, ext[j])) { var nx = ext[j++]; x = new Extent(x.First, x.Count + nx.Count, x.Device, x.Address); }
-            insert = x;
-        }
-        Span<Extent> repl = stackalloc Extent[3];
-        int m = 0;
-        if (left is Extent l2) repl[m++] = l2;
-        if (insert is Extent x2) repl[m++] = x2;
-        if (right is Extent r2) repl[m++] = r2;
-        int k = j - i, common = Math.Min(k, m);
-        for (int t = 0; t < common; t++) ext[i + t] = repl[t];
-        if (k > m) ext.RemoveRange(i + m, k - m);
-        else if (m > k) ext.InsertRange(i + k, repl[k..m].ToArray());
-        return removed;
+        var release = new ReleaseRefs(_space);
+        return ExtentMap.Punch(c, a, b, ref release);
     }
 
-    private static bool Contiguous(Extent p, Extent x) => p.End == x.First && p.Device == x.Device && p.Address + p.Count == x.Address;
+    /// <summary>Drops one reference on each device range an <see cref="ExtentMap"/> operation unmapped (under _lock).</summary>
+    private readonly struct ReleaseRefs(Dictionary<uint, DeviceSpace> space) : IDeviceRangeSink
+    {
+        public void Add(uint device, long address, long blocks) => space[device].Release(address, blocks);
+    }
 
     /// <summary>Unmaps file blocks [from, to) of the live file (truncate, punch hole).</summary>
     private void PunchRange(LiveInode li, long from, long to)
@@ -508,7 +446,7 @@ public sealed partial class Engine
                 {
                     if (tree.Gone) return Errno.ESTALE;
                     var c = tree.Chunk(ino, fb / ChunkBlocks);
-                    run = FindRun(c, fb, n);
+                    run = ExtentMap.FindRun(c, fb, n);
                     if (!run.IsHole) c!.Sums.AsSpan((int)(fb % ChunkBlocks), (int)run.Blocks).CopyTo(sums);
                 }
                 var part = dest.Slice(0, (int)(run.Blocks << BlockShift));

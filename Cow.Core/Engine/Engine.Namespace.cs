@@ -546,7 +546,7 @@ public sealed partial class Engine
             long blockEnd = Math.Min(end, (offset | (long)(BlockSize - 1)) + 1);
             long fb = offset >> BlockShift;
             bool hole;
-            lock (_lock) hole = FindRun(LiveChunk(li, fb / ChunkBlocks), fb, 1).IsHole;
+            lock (_lock) hole = ExtentMap.FindRun(LiveChunk(li, fb / ChunkBlocks), fb, 1).IsHole;
             if (!hole)
             {
                 long pos = offset; int w = 0;

@@ -152,7 +152,7 @@ public sealed partial class Engine
         long b = fb, end = fb + want;
         while (b < end)
         {
-            var run = FindRun(LiveChunk(li, b / ChunkBlocks), b, end - b);
+            var run = ExtentMap.FindRun(LiveChunk(li, b / ChunkBlocks), b, end - b);
             long pieceEnd = Math.Min(b + run.Blocks, RangePieceEnd(ranges, b, out bool inRange));
             long len = pieceEnd - b;
             if (inRange && run.IsHole) { b = pieceEnd; continue; }   // reserved for exactly this

@@ -28,7 +28,7 @@ public class CloneRangeTests
     /// <summary>The device block file block <paramref name="fileBlock"/> maps (read with the engine locked).</summary>
     private static (uint Device, long Block) Where(MemoryPool p, long ino, long fileBlock) => p.Engine.Exclusive(() =>
     {
-        var run = Core.Engine.Engine.FindRun(p.Engine.LiveTree.Chunk(ino, fileBlock / FormatConstants.ChunkBlocks), fileBlock, 1);
+        var run = Core.Engine.ExtentMap.FindRun(p.Engine.LiveTree.Chunk(ino, fileBlock / FormatConstants.ChunkBlocks), fileBlock, 1);
         Assert.False(run.IsHole, $"inode {ino} block {fileBlock} is a hole");
         return (run.Device, run.Address);
     });
