@@ -103,8 +103,12 @@ public static class SnapshotOpsCore
 
     public static string KindName(ChangeKind k) => k switch
     {
-        ChangeKind.Added => "added", ChangeKind.Removed => "removed", ChangeKind.Renamed => "renamed",
-        ChangeKind.ModifiedData => "modified_data", ChangeKind.ModifiedMetadata => "modified_metadata", _ => "type_changed",
+        ChangeKind.Added => "added",
+        ChangeKind.Removed => "removed",
+        ChangeKind.Renamed => "renamed",
+        ChangeKind.ModifiedData => "modified_data",
+        ChangeKind.ModifiedMetadata => "modified_metadata",
+        _ => "type_changed",
     };
 
     /// <summary>One row per snapshot: {name, generation, created_utc, referenced_bytes, exclusive_bytes, holds,

@@ -27,8 +27,11 @@ public static class SnapshotRestoreOps
 
     public static string ActionName(RestoreAction a) => a switch
     {
-        RestoreAction.Created => "created", RestoreAction.Replaced => "replaced", RestoreAction.Removed => "removed",
-        RestoreAction.Attributes => "attributes", _ => "unchanged",
+        RestoreAction.Created => "created",
+        RestoreAction.Replaced => "replaced",
+        RestoreAction.Removed => "removed",
+        RestoreAction.Attributes => "attributes",
+        _ => "unchanged",
     };
 
     public static OpResult Restore(Pool p, string pool, string name, IReadOnlyList<string> paths, bool dryRun)

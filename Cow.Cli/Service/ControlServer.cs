@@ -38,8 +38,8 @@ public sealed record ControlEndpoint(string Socket, string? Group, int Mode, uin
 public sealed partial class ControlServer : IHostedService, IDisposable
 {
     private readonly ControlEndpoint _endpoint;
-    private readonly PoolMounts mounts;
-    private readonly ILogger log;
+    private readonly PoolMounts _mounts;
+    private readonly ILogger _log;
     private Socket? _listener;
     private Thread? _acceptThread;
     private uint _gid;
@@ -53,8 +53,8 @@ public sealed partial class ControlServer : IHostedService, IDisposable
     public ControlServer(ControlEndpoint endpoint, PoolMounts mounts, ILogger log)
     {
         _endpoint = endpoint;
-        this.mounts = mounts;
-        this.log = log;
+        _mounts = mounts;
+        _log = log;
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -96,7 +96,7 @@ public sealed partial class ControlServer : IHostedService, IDisposable
         _listener = s;
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "cow-control" };
         _acceptThread.Start();
-        log.LogInformation("control socket {Path} (uid {Owner}, group {Group}, mode {Mode})", path, _endpoint.OwnerUid, _groupName, Convert.ToString(_endpoint.Mode, 8).PadLeft(4, '0'));
+        _log.LogInformation("control socket {Path} (uid {Owner}, group {Group}, mode {Mode})", path, _endpoint.OwnerUid, _groupName, Convert.ToString(_endpoint.Mode, 8).PadLeft(4, '0'));
         return Task.CompletedTask;
     }
 
@@ -175,7 +175,7 @@ public sealed partial class ControlServer : IHostedService, IDisposable
                 JsonObject response;
                 if (!allowed)
                 {
-                    log.LogWarning("control socket: refused a request of uid {Uid} (pid {Pid}): not root nor in group {Group}", cred.uid, cred.pid, _groupName);
+                    _log.LogWarning("control socket: refused a request of uid {Uid} (pid {Pid}): not root nor in group {Group}", cred.uid, cred.pid, _groupName);
                     response = ControlProtocol.Error("EACCES", _endpoint.OwnerUid == 0
                         ? $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket"
                         : $"permission denied: only root and the user who mounted the pool (uid {_endpoint.OwnerUid}) may use this control socket");
@@ -189,7 +189,7 @@ public sealed partial class ControlServer : IHostedService, IDisposable
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // A bug: log it with its stack; the connection ends, the service goes on.
-            log.LogError(e, "control socket: request of uid {Uid} (pid {Pid}) failed", cred.uid, cred.pid);
+            _log.LogError(e, "control socket: request of uid {Uid} (pid {Pid}) failed", cred.uid, cred.pid);
         }
     }
 

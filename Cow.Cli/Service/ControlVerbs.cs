@@ -60,7 +60,7 @@ public sealed partial class ControlServer
         var poolName = Str(req, "pool", out error);
         if (error != null) return null;
         if (poolName == null) { error = ControlProtocol.Error("EINVAL", $"{verb} needs \"pool\" (a pool name, pool folder or mount point)"); return null; }
-        var p = mounts.Find(poolName);
+        var p = _mounts.Find(poolName);
         if (p == null || !p.Mounted) { error = NotServed(poolName); return null; }
         return p;
     }
@@ -71,7 +71,7 @@ public sealed partial class ControlServer
         if (p == null) return bad!;
         if (verb == "snapshot-list")
         {
-            var rows = mounts.WithPool(p.Config.Name, pool => SnapshotOpsCore.SnapshotRows(pool, includeLive: false));
+            var rows = _mounts.WithPool(p.Config.Name, pool => SnapshotOpsCore.SnapshotRows(pool, includeLive: false));
             if (rows == null) return NotServed(p.Config.Name);
             var names = rows.OfType<JsonObject>().Select(r => (JsonNode)JsonValue.Create((string)r["name"]!)!).ToArray();
             return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshots"] = new JsonArray(names), ["details"] = rows };
@@ -81,7 +81,7 @@ public sealed partial class ControlServer
         if (name == null) return ControlProtocol.Error("EINVAL", $"{verb} needs \"name\" (the snapshot name)");
         if (Core.PoolSnapshots.NameProblem(name) is { } problem) return ControlProtocol.Error("EINVAL", problem);
         if (verb == "snapshot-create" && req["properties"] is { } props)   // cow snapshot wrap: pre/post properties
-            return ServiceSnapshots.HandleCreateWithProperties(mounts, p.Config, name, props, uid, log);
+            return ServiceSnapshots.HandleCreateWithProperties(_mounts, p.Config, name, props, uid, _log);
         Errno code;
         string? message;
         if (p.Snapshot != null)
@@ -90,13 +90,13 @@ public sealed partial class ControlServer
             (code, message) = (Errno.ENOENT, NotServed(p.Config.Name)["message"]!.ToString());
             if (verb == "snapshot-delete" && name == p.Snapshot)
                 return ControlProtocol.Error("EBUSY", $"snapshot '{name}' is what {p.Config.MountPoint} shows (mounted read-only): unmount it first");
-            mounts.Use(p.Config.Name, (pool, _) => (code, message) = EngineCreateOrDelete(pool, verb == "snapshot-create", name));
+            _mounts.Use(p.Config.Name, (pool, _) => (code, message) = EngineCreateOrDelete(pool, verb == "snapshot-create", name));
         }
         else (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
         if (code == Errno.EBUSY && verb == "snapshot-delete")
-            message = mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
+            message = _mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
         if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
-        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
+        _log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
         return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
     }
 
@@ -120,7 +120,7 @@ public sealed partial class ControlServer
     {
         var p = RequestedPool("df", req, out var bad);
         if (p == null) return bad!;
-        var doc = mounts.WithPool(p.Config.Name, SnapshotOpsCore.DfDocument);
+        var doc = _mounts.WithPool(p.Config.Name, SnapshotOpsCore.DfDocument);
         if (doc == null) return NotServed(p.Config.Name);
         doc["ok"] = true; doc["pool"] = p.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
         return doc;
@@ -143,7 +143,7 @@ public sealed partial class ControlServer
         var poolName = Need("pool", out var bad); if (bad != null) return bad;
         var name = Need("name", out bad); if (bad != null) return bad;
         if (Core.PoolSnapshots.NameProblem(name!) is { } problem) return ControlProtocol.Error("EINVAL", problem);
-        var p = mounts.Find(poolName!);
+        var p = _mounts.Find(poolName!);
         if (p == null || !p.Mounted) return NotServed(poolName!);
         var label = p.Config.Name;
         OpResult? r;
@@ -153,13 +153,13 @@ public sealed partial class ControlServer
             case "snapshot-release":
             {
                 var tag = Need("tag", out bad); if (bad != null) return bad;
-                r = mounts.WithPool(label, pool => verb == "snapshot-hold" ? SnapshotOpsCore.Hold(pool, label, name!, tag!) : SnapshotOpsCore.Release(pool, label, name!, tag!));
+                r = _mounts.WithPool(label, pool => verb == "snapshot-hold" ? SnapshotOpsCore.Hold(pool, label, name!, tag!) : SnapshotOpsCore.Release(pool, label, name!, tag!));
                 break;
             }
             case "snapshot-diff":
             {
                 var to = Str(req, "to", out bad); if (bad != null) return bad;
-                r = mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
+                r = _mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
                 break;
             }
             case "snapshot-clone":
@@ -167,7 +167,7 @@ public sealed partial class ControlServer
                 var dest = Need("destination", out bad); if (bad != null) return bad;
                 var from = Str(req, "from", out bad) ?? "/"; if (bad != null) return bad;
                 if ((SnapshotOpsCore.CloneDestinationProblem(dest!) ?? SnapshotOpsCore.PoolPathProblem(from, "from")) is { } dp) return ControlProtocol.Error("EINVAL", dp);
-                r = mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
+                r = _mounts.WithPool(label, pool => SnapshotOpsCore.Clone(pool, label, name!, dest!, from));
                 break;
             }
             case "snapshot-restore":
@@ -184,18 +184,18 @@ public sealed partial class ControlServer
                 // it drops them: push them to the pool first, as a snapshot does.
                 if (!dryRun && Program.SyncMount(p.Config.MountPoint, name!) is { } failed)
                     return ControlProtocol.Error(failed.Code.ToString(), $"snapshot restore {name}: syncfs of {p.Config.MountPoint} failed ({failed.Code}); nothing was restored");
-                r = mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
+                r = _mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
                 break;
             }
             default:
-                r = mounts.WithPoolUnmounted(label, pool => SnapshotOpsCore.Rollback(pool, label, name!),
+                r = _mounts.WithPoolUnmounted(label, pool => SnapshotOpsCore.Rollback(pool, label, name!),
                     busy => OpResult.Failed(Errno.EBUSY, $"snapshot rollback {name} refused: {busy}"),
                     (done, why) => OpResult.Failed(Errno.EIO, (done.Code == 0 ? "rolled back, but " : done.Message + "; ") + why));
                 break;
         }
         if (r == null) return NotServed(poolName!);
         if (r.Code != 0) return ControlProtocol.Error(r.Errno.ToString(), r.Message);
-        log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, label, uid);
+        _log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, label, uid);
         var resp = new JsonObject { ["ok"] = true, ["pool"] = label, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name, ["message"] = r.Message };
         if (r.Data != null) resp["changes"] = r.Data;
         return resp;
@@ -206,7 +206,7 @@ public sealed partial class ControlServer
     private JsonObject Status()
     {
         var pools = new JsonArray();
-        foreach (var p in mounts.Status())
+        foreach (var p in _mounts.Status())
             pools.Add(new JsonObject
             {
                 ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
@@ -216,7 +216,7 @@ public sealed partial class ControlServer
             });
         return new JsonObject
         {
-            ["ok"] = true, ["server"] = _endpoint.Server, ["pid"] = Environment.ProcessId, ["uptimeSeconds"] = (long)(DateTime.UtcNow - mounts.StartedUtc).TotalSeconds,
+            ["ok"] = true, ["server"] = _endpoint.Server, ["pid"] = Environment.ProcessId, ["uptimeSeconds"] = (long)(DateTime.UtcNow - _mounts.StartedUtc).TotalSeconds,
             ["socket"] = _endpoint.Socket, ["pools"] = pools,
         };
     }

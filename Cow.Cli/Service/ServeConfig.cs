@@ -221,8 +221,13 @@ public sealed class ServeConfig
                     var iomap = IomapMode.Auto;
                     if (s.Entries.TryGetValue("iomap", out var io))
                     {
-                        switch (io.Value) { case "auto": break; case "on": iomap = IomapMode.On; break; case "off": iomap = IomapMode.Off; break;
-                            default: Err(io.Line, io.ValueCol, $"iomap must be auto, on or off, not '{io.Value}'"); break; }
+                        switch (io.Value)
+                        {
+                            case "auto": break;
+                            case "on": iomap = IomapMode.On; break;
+                            case "off": iomap = IomapMode.Off; break;
+                            default: Err(io.Line, io.ValueCol, $"iomap must be auto, on or off, not '{io.Value}'"); break;
+                        }
                     }
                     var atime = new Core.FileSystem.AtimeOptions();
                     if (s.Entries.TryGetValue("atime", out var at) && (at.Value is not ("relatime" or "strictatime" or "noatime") || !Core.FileSystem.AtimeOptions.TryApply(at.Value, ref atime)))

@@ -216,8 +216,12 @@ public sealed class PosixAcl
     {
         string who = x.Tag switch
         {
-            AclTag.UserObj => "u:", AclTag.User => $"u:{x.Id}", AclTag.GroupObj => "g:", AclTag.Group => $"g:{x.Id}",
-            AclTag.Mask => "m:", _ => "o:",
+            AclTag.UserObj => "u:",
+            AclTag.User => $"u:{x.Id}",
+            AclTag.GroupObj => "g:",
+            AclTag.Group => $"g:{x.Id}",
+            AclTag.Mask => "m:",
+            _ => "o:",
         };
         return who + ":" + ((x.Perm & 4) != 0 ? "r" : "-") + ((x.Perm & 2) != 0 ? "w" : "-") + ((x.Perm & 1) != 0 ? "x" : "-");
     }));

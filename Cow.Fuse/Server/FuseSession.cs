@@ -283,11 +283,11 @@ public sealed class FuseSession : IDisposable
         _closing = true;
         if (!_ended.IsSet && _threads.Count > 0) return;   // a worker still blocked in read(): leave its descriptor to the process exit
         lock (_notifyGate)
-        lock (_gate)
-        {
-            _fdsClosed = true;
-            foreach (var fd in _fds) LibC.Close(fd);
-        }
+            lock (_gate)
+            {
+                _fdsClosed = true;
+                foreach (var fd in _fds) LibC.Close(fd);
+            }
         _ended.Dispose();
     }
 }

@@ -305,7 +305,10 @@ public class CrashTests(ITestOutputHelper output)
 
     private static FaultInjectingBlockDevice Dev(MemoryPool p, string device) => device switch
     {
-        "base" => p.BaseFault!, "log" => p.LogFault!, "meta" => p.MetaFault!, "meta-log" => p.MetaLogFault!,
+        "base" => p.BaseFault!,
+        "log" => p.LogFault!,
+        "meta" => p.MetaFault!,
+        "meta-log" => p.MetaLogFault!,
         _ => throw new ArgumentException(device),
     };
 

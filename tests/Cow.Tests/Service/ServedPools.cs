@@ -57,7 +57,8 @@ public sealed class ServedPools : IDisposable
                 }
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
-        }) { IsBackground = true };
+        })
+        { IsBackground = true };
         _notifyThread.Start();
     }
 
