@@ -562,27 +562,27 @@ public sealed partial class Engine
         int epoch = BeginWriteInProgress();
         try
         {
-        if (data.Length == 0) return 0;
-        li.WriteGate.Wait();
-        try
-        {
-            if (append) lock (_lock) offset = li.Rec.Size;
-            if (offset < 0) return Errno.EINVAL;
-            if (offset >= MaxFileSize) return Errno.EFBIG;
-            if (data.Length > MaxFileSize - offset) data = data[..(int)(MaxFileSize - offset)]; // short write, as Linux
-            long pos = offset;
-            var err = WriteLocked(li, ref pos, data, ref written);
-            if (written > 0)
-                lock (_lock)
-                {
-                    var rec = MutableInode(li);
-                    if (touchTimes) rec.MtimeNs = rec.CtimeNs = NowNs();
-                    // setuid/setgid are not cleared here: the engine does not know who writes. The kernel
-                    // clears them with a setattr (FUSE without HANDLE_KILLPRIV), as for any FUSE server.
-                }
-            if (written == 0 && err != 0) return err;
-        }
-        finally { li.WriteGate.Release(); }
+            if (data.Length == 0) return 0;
+            li.WriteGate.Wait();
+            try
+            {
+                if (append) lock (_lock) offset = li.Rec.Size;
+                if (offset < 0) return Errno.EINVAL;
+                if (offset >= MaxFileSize) return Errno.EFBIG;
+                if (data.Length > MaxFileSize - offset) data = data[..(int)(MaxFileSize - offset)]; // short write, as Linux
+                long pos = offset;
+                var err = WriteLocked(li, ref pos, data, ref written);
+                if (written > 0)
+                    lock (_lock)
+                    {
+                        var rec = MutableInode(li);
+                        if (touchTimes) rec.MtimeNs = rec.CtimeNs = NowNs();
+                        // setuid/setgid are not cleared here: the engine does not know who writes. The kernel
+                        // clears them with a setattr (FUSE without HANDLE_KILLPRIV), as for any FUSE server.
+                    }
+                if (written == 0 && err != 0) return err;
+            }
+            finally { li.WriteGate.Release(); }
         }
         finally { Unpin(li); EndWriteInProgress(epoch); }
         MaybeCommit();
@@ -623,12 +623,12 @@ public sealed partial class Engine
     internal void WaitForWritesInProgress()
     {
         lock (_writeBarrierSerial)
-        lock (_writeBarrierGate)
-        {
-            int before = _writeEpoch & 1;
-            _writeEpoch++;
-            while (_writesInProgress[before] > 0) Monitor.Wait(_writeBarrierGate);
-        }
+            lock (_writeBarrierGate)
+            {
+                int before = _writeEpoch & 1;
+                _writeEpoch++;
+                while (_writesInProgress[before] > 0) Monitor.Wait(_writeBarrierGate);
+            }
     }
 
     /// <summary>The body of <see cref="Write"/>; the caller holds the file's WriteGate.</summary>

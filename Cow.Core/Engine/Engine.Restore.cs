@@ -68,33 +68,33 @@ public sealed partial class Engine
             while (true)
             {
                 lock (_commitLock)
-                lock (_lock)
-                {
-                    var e = SnapshotForChange(name, out var snap);
-                    if (e != 0) return e;
-                    var tree = _snapCache.View(snap.Gen);
-                    var plan = new RestoreWalk(tree, apply: false);
-                    for (int i = 0; i < parsed.Count; i++)
+                    lock (_lock)
                     {
-                        e = RestorePath(plan, parsed[i]);
-                        if (e != 0) { badPath = paths[i]; return e; }
-                    }
-                    var missing = plan.InPlace.Where(li => !held.Contains(li)).ToList();
-                    if (dryRun || missing.Count == 0)
-                    {
-                        if (!dryRun)
+                        var e = SnapshotForChange(name, out var snap);
+                        if (e != 0) return e;
+                        var tree = _snapCache.View(snap.Gen);
+                        var plan = new RestoreWalk(tree, apply: false);
+                        for (int i = 0; i < parsed.Count; i++)
                         {
-                            var run = new RestoreWalk(tree, apply: true);
-                            foreach (var parts in parsed)
-                                if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
-                            CommitLocked(null);
-                            notify = run.Notify;
+                            e = RestorePath(plan, parsed[i]);
+                            if (e != 0) { badPath = paths[i]; return e; }
                         }
-                        changes = Sorted(plan.Changes);
-                        break;
+                        var missing = plan.InPlace.Where(li => !held.Contains(li)).ToList();
+                        if (dryRun || missing.Count == 0)
+                        {
+                            if (!dryRun)
+                            {
+                                var run = new RestoreWalk(tree, apply: true);
+                                foreach (var parts in parsed)
+                                    if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
+                                CommitLocked(null);
+                                notify = run.Notify;
+                            }
+                            changes = Sorted(plan.Changes);
+                            break;
+                        }
+                        foreach (var li in missing) { li.Pins++; held.Add(li); }
                     }
-                    foreach (var li in missing) { li.Pins++; held.Add(li); }
-                }
                 ReleaseGates(gated);
                 held.Sort((x, y) => x.Ino.CompareTo(y.Ino));
                 foreach (var li in held) { li.WriteGate.Wait(); gated.Add(li); }

@@ -100,19 +100,19 @@ public sealed partial class Engine
     private Errno ChangeSnapshot(string name, Func<SnapshotRecord, Errno> change)
     {
         lock (_commitLock)
-        lock (_lock)
-        {
-            int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
-            if (i < 0) return Errno.ENOENT;
-            if (_failure != null) return Errno.EIO;
-            if (_frozen) return Errno.EBUSY;
-            var copy = _snapshots[i].Copy();
-            var e = change(copy);
-            if (e != 0) return e;
-            CommitLocked(batch => batch.Add(copy));
-            _snapshots[i] = copy;
-            return 0;
-        }
+            lock (_lock)
+            {
+                int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+                if (i < 0) return Errno.ENOENT;
+                if (_failure != null) return Errno.EIO;
+                if (_frozen) return Errno.EBUSY;
+                var copy = _snapshots[i].Copy();
+                var e = change(copy);
+                if (e != 0) return e;
+                CommitLocked(batch => batch.Add(copy));
+                _snapshots[i] = copy;
+                return 0;
+            }
     }
 
     // ---------------------------------------------------------------- rollback
@@ -132,69 +132,69 @@ public sealed partial class Engine
     public Errno RollbackToSnapshot(string name)
     {
         lock (_commitLock)
-        lock (_lock)
-        {
-            var e0 = SnapshotForChange(name, out var snap);
-            if (e0 != 0) return e0;
-            foreach (var li in _live.Values)
-                if (!li.Deleted && (li.OpenCount > 0 || li.Pins > 0 || li.Reservations > 0 || li.WriteGate.CurrentCount == 0))
-                    return Errno.EBUSY;
-            CommitLocked(null);
-            long g = snap.Gen, live = _pool.LiveGen;
-            var (dropI, dropD, dropC) = Store.FindLiveBornAfter(g);
-            var (backI, backD, backC) = Store.FindSeenAtDiedBy(g, live);
-            foreach (var r in dropI)
-                if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedInodes.Add(r.Rid);
-            foreach (var r in dropD)
-                if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedDirents.Add(r.Rid);
-            foreach (var c in dropC)
+            lock (_lock)
             {
-                RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                if (SharedWithSnapshot(c)) Retire(c);
-                else
+                var e0 = SnapshotForChange(name, out var snap);
+                if (e0 != 0) return e0;
+                foreach (var li in _live.Values)
+                    if (!li.Deleted && (li.OpenCount > 0 || li.Pins > 0 || li.Reservations > 0 || li.WriteGate.CurrentCount == 0))
+                        return Errno.EBUSY;
+                CommitLocked(null);
+                long g = snap.Gen, live = _pool.LiveGen;
+                var (dropI, dropD, dropC) = Store.FindLiveBornAfter(g);
+                var (backI, backD, backC) = Store.FindSeenAtDiedBy(g, live);
+                foreach (var r in dropI)
+                    if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedInodes.Add(r.Rid);
+                foreach (var r in dropD)
+                    if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedDirents.Add(r.Rid);
+                foreach (var c in dropC)
                 {
-                    foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
-                    _pendingRemovals.DeletedChunks.Add(c.Rid);
+                    RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
+                    if (SharedWithSnapshot(c)) Retire(c);
+                    else
+                    {
+                        foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
+                        _pendingRemovals.DeletedChunks.Add(c.Rid);
+                    }
                 }
+                // Every cached live inode is clean (just committed) and unused (checked above): forget them all and
+                // let the restored tree load again.
+                _live.Clear();
+                _cachedChunks = 0;
+                _deletedSinceTrim = 0;
+                var orphans = new HashSet<long>();
+                foreach (var r in backI)
+                {
+                    if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
+                    var n = r.Clone();
+                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    var li = new LiveInode(n);
+                    _live[n.Ino] = li;
+                    _dirtyInodes.Add(li);
+                    Touch(li);
+                }
+                foreach (var d in backD)
+                {
+                    var n = d.Clone();
+                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    _dirtyDirents.Add(n);
+                }
+                foreach (var c in backC)
+                {
+                    if (orphans.Contains(c.Ino)) continue;
+                    var n = c.CloneAsNewVersion();
+                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    foreach (var e in n.Extents) _space[e.Device].AddRef(e.Address, e.Count);
+                    RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
+                    _dirtyChunks.Add(n);
+                }
+                CommitLocked(null);
+                // The restored inodes were cached without their directories and chunks: drop them too, so that
+                // everything is read back from the committed records.
+                _live.Clear();
+                LoadPreallocTotal();   // the live tree's fallocate reservations are now the snapshot's
+                return 0;
             }
-            // Every cached live inode is clean (just committed) and unused (checked above): forget them all and
-            // let the restored tree load again.
-            _live.Clear();
-            _cachedChunks = 0;
-            _deletedSinceTrim = 0;
-            var orphans = new HashSet<long>();
-            foreach (var r in backI)
-            {
-                if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
-                var n = r.Clone();
-                n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                var li = new LiveInode(n);
-                _live[n.Ino] = li;
-                _dirtyInodes.Add(li);
-                Touch(li);
-            }
-            foreach (var d in backD)
-            {
-                var n = d.Clone();
-                n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                _dirtyDirents.Add(n);
-            }
-            foreach (var c in backC)
-            {
-                if (orphans.Contains(c.Ino)) continue;
-                var n = c.CloneAsNewVersion();
-                n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                foreach (var e in n.Extents) _space[e.Device].AddRef(e.Address, e.Count);
-                RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                _dirtyChunks.Add(n);
-            }
-            CommitLocked(null);
-            // The restored inodes were cached without their directories and chunks: drop them too, so that
-            // everything is read back from the committed records.
-            _live.Clear();
-            LoadPreallocTotal();   // the live tree's fallocate reservations are now the snapshot's
-            return 0;
-        }
     }
 
     // ---------------------------------------------------------------- clone
@@ -233,22 +233,22 @@ public sealed partial class Engine
         var ne = CheckName(newName);
         if (ne != 0) return ne;
         lock (_commitLock)
-        lock (_lock)
-        {
-            var e0 = SnapshotForChange(name, out var snap);
-            if (e0 != 0) return e0;
-            var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
-            if (e != 0) return e;
-            var parent = LiveDir(parentIno, out e);
-            if (parent == null) return e;
-            if (DirOf(parent).ByName.ContainsKey(newName)) return Errno.EEXIST;
-            var tree = _snapCache.View(snap.Gen);
-            e = ResolveIn(tree, sourcePath, out long top);
-            if (e != 0) return e;
-            CloneSubtreeLocked(tree, top, parent, newName, NowNs());
-            CommitLocked(null);
-            return 0;
-        }
+            lock (_lock)
+            {
+                var e0 = SnapshotForChange(name, out var snap);
+                if (e0 != 0) return e0;
+                var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
+                if (e != 0) return e;
+                var parent = LiveDir(parentIno, out e);
+                if (parent == null) return e;
+                if (DirOf(parent).ByName.ContainsKey(newName)) return Errno.EEXIST;
+                var tree = _snapCache.View(snap.Gen);
+                e = ResolveIn(tree, sourcePath, out long top);
+                if (e != 0) return e;
+                CloneSubtreeLocked(tree, top, parent, newName, NowNs());
+                CommitLocked(null);
+                return 0;
+            }
     }
 
     /// <summary>Copies the subtree of <paramref name="tree"/> at inode <paramref name="top"/> to the new entry
@@ -337,42 +337,42 @@ public sealed partial class Engine
     {
         changes = new List<SnapshotChange>();
         lock (_commitLock)
-        lock (_lock)
-        {
-            var from = FindSnapshot(fromName);
-            if (from == null) return Errno.ENOENT;
-            long ga = from.Gen, gb;
-            if (toName == null)
+            lock (_lock)
             {
-                if (_failure != null) return Errno.EIO;
-                if (_frozen) { if (HasDirtyState()) return Errno.EBUSY; }
-                else CommitLocked(null);
-                gb = _pool.LiveGen;
+                var from = FindSnapshot(fromName);
+                if (from == null) return Errno.ENOENT;
+                long ga = from.Gen, gb;
+                if (toName == null)
+                {
+                    if (_failure != null) return Errno.EIO;
+                    if (_frozen) { if (HasDirtyState()) return Errno.EBUSY; }
+                    else CommitLocked(null);
+                    gb = _pool.LiveGen;
+                }
+                else if (FindSnapshot(toName) is { } to) gb = to.Gen;
+                else return Errno.ENOENT;
+                var (inos, dirents) = Store.FindChangedBetween(Math.Min(ga, gb), Math.Max(ga, gb));
+                foreach (var d in dirents) { inos.Add(d.Child); }
+                var dirsWithChangedEntries = dirents.Where(d => d.VisibleAt(ga) != d.VisibleAt(gb)).Select(d => d.Dir).ToHashSet();
+                var pathsA = new Dictionary<long, string?>();
+                var pathsB = new Dictionary<long, string?>();
+                var result = new List<SnapshotChange>();
+                var modeA = new Dictionary<long, uint>();
+                var modeB = new Dictionary<long, uint>();
+                foreach (long ino in inos.Order())
+                {
+                    var ra = Store.LoadInode(ino, ga);
+                    var rb = Store.LoadInode(ino, gb);
+                    var la = ra == null ? new List<TreeLink>() : LinksOf(ino, ga, pathsA);
+                    var lb = rb == null ? new List<TreeLink>() : LinksOf(ino, gb, pathsB);
+                    if (la.Count > 0) modeA[ino] = ra!.Mode;
+                    if (lb.Count > 0) modeB[ino] = rb!.Mode;
+                    Classify(result, ino, la.Count > 0 ? ra : null, lb.Count > 0 ? rb : null, la, lb,
+                        () => SortedChunks(ino, ga), () => SortedChunks(ino, gb), () => dirsWithChangedEntries.Contains(ino));
+                }
+                changes = FinishDiff(result, modeA, modeB);
+                return 0;
             }
-            else if (FindSnapshot(toName) is { } to) gb = to.Gen;
-            else return Errno.ENOENT;
-            var (inos, dirents) = Store.FindChangedBetween(Math.Min(ga, gb), Math.Max(ga, gb));
-            foreach (var d in dirents) { inos.Add(d.Child); }
-            var dirsWithChangedEntries = dirents.Where(d => d.VisibleAt(ga) != d.VisibleAt(gb)).Select(d => d.Dir).ToHashSet();
-            var pathsA = new Dictionary<long, string?>();
-            var pathsB = new Dictionary<long, string?>();
-            var result = new List<SnapshotChange>();
-            var modeA = new Dictionary<long, uint>();
-            var modeB = new Dictionary<long, uint>();
-            foreach (long ino in inos.Order())
-            {
-                var ra = Store.LoadInode(ino, ga);
-                var rb = Store.LoadInode(ino, gb);
-                var la = ra == null ? new List<TreeLink>() : LinksOf(ino, ga, pathsA);
-                var lb = rb == null ? new List<TreeLink>() : LinksOf(ino, gb, pathsB);
-                if (la.Count > 0) modeA[ino] = ra!.Mode;
-                if (lb.Count > 0) modeB[ino] = rb!.Mode;
-                Classify(result, ino, la.Count > 0 ? ra : null, lb.Count > 0 ? rb : null, la, lb,
-                    () => SortedChunks(ino, ga), () => SortedChunks(ino, gb), () => dirsWithChangedEntries.Contains(ino));
-            }
-            changes = FinishDiff(result, modeA, modeB);
-            return 0;
-        }
     }
 
     private List<ChunkRecord> SortedChunks(long ino, long gen)

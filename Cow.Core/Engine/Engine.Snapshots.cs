@@ -80,36 +80,36 @@ public sealed partial class Engine
         // The state lock is held throughout (it is reentrant): a record retired in memory between the
         // first commit and the query would otherwise escape the purge and leak.
         lock (_commitLock)
-        lock (_lock)
-        {
-            int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
-            if (i < 0) return Errno.ENOENT;
-            if (_failure != null) return Errno.EIO;
-            if (_frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
-            CommitLocked(null);
-            var snap = _snapshots[i];
-            // A failure halfway through the purge would leave part of it in memory for a later commit: fail-stop.
-            try
+            lock (_lock)
             {
-                long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
-                long next = i + 1 < _snapshots.Count ? _snapshots[i + 1].Gen : _pool.LiveGen;
-                var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
-                _pendingRemovals.DeletedInodes.AddRange(inodes);
-                _pendingRemovals.DeletedDirents.AddRange(dirents);
-                foreach (var c in chunks)
+                int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+                if (i < 0) return Errno.ENOENT;
+                if (_failure != null) return Errno.EIO;
+                if (_frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
+                CommitLocked(null);
+                var snap = _snapshots[i];
+                // A failure halfway through the purge would leave part of it in memory for a later commit: fail-stop.
+                try
                 {
-                    foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
-                    _pendingRemovals.DeletedChunks.Add(c.Rid);
+                    long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
+                    long next = i + 1 < _snapshots.Count ? _snapshots[i + 1].Gen : _pool.LiveGen;
+                    var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
+                    _pendingRemovals.DeletedInodes.AddRange(inodes);
+                    _pendingRemovals.DeletedDirents.AddRange(dirents);
+                    foreach (var c in chunks)
+                    {
+                        foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
+                        _pendingRemovals.DeletedChunks.Add(c.Rid);
+                    }
+                    CommitFault("purge");
+                    _snapshots.RemoveAt(i);
+                    _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
+                    _snapCache.Forget(snap.Gen);
                 }
-                CommitFault("purge");
-                _snapshots.RemoveAt(i);
-                _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
-                _snapCache.Forget(snap.Gen);
+                catch (Exception e) { throw FailCommit(_pool.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
+                CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
+                return 0;
             }
-            catch (Exception e) { throw FailCommit(_pool.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
-            CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
-            return 0;
-        }
     }
 
     /// <summary>
@@ -175,13 +175,13 @@ public sealed partial class Engine
     internal T Exclusive<T>(Func<T> action)
     {
         lock (_commitLock)
-        lock (_lock)
-        {
-            if (_frozen && HasDirtyState())
-                throw new InvalidOperationException("the pool is frozen with changes made since the freeze; thaw it before checking it");
-            if (_failure == null && !_frozen) CommitLocked(null);
-            return action();
-        }
+            lock (_lock)
+            {
+                if (_frozen && HasDirtyState())
+                    throw new InvalidOperationException("the pool is frozen with changes made since the freeze; thaw it before checking it");
+                if (_failure == null && !_frozen) CommitLocked(null);
+                return action();
+            }
     }
 
     /// <summary>True while <paramref name="ino"/> has an open handle on the live tree (fsck: unlinked-but-open files).</summary>

@@ -13,7 +13,7 @@ public class ExtentMapTests
     private const int CB = FormatConstants.ChunkBlocks;
 
     /// <summary>Collects reported device ranges (a struct holding a list, as the engine's sinks are structs).</summary>
-    private struct Ranges() : IDeviceRangeSink
+    private readonly struct Ranges() : IDeviceRangeSink
     {
         public readonly List<(uint Dev, long Addr, long Blocks)> List = new();
         public void Add(uint device, long address, long blocks) => List.Add((device, address, blocks));
