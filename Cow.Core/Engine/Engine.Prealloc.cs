@@ -53,10 +53,6 @@ public sealed partial class Engine
         }
     }
 
-    /// <summary>Free blocks of the devices that take new writes that no reservation holds (what statfs calls
-    /// free: <see cref="FreeForNewWritesLocked"/>). Under _lock.</summary>
-    private long UnreservedFreeBlocks() => FreeForNewWritesLocked();
-
     /// <summary>Blocks of [fb, fb+n) of the live file that are mapped. Under _lock.</summary>
     private long MappedBlocks(LiveInode li, long fb, long n)
     {
@@ -145,7 +141,7 @@ public sealed partial class Engine
     /// </summary>
     private long WriteAllowance(LiveInode li, long fb, long want)
     {
-        long general = UnreservedFreeBlocks();
+        long general = FreeForNewWritesLocked();
         var ranges = li.Rec.Prealloc;
         if (ranges == null || general >= want) return Math.Clamp(general, 0, want);
         long slack = PreallocSlack(ranges);
@@ -219,7 +215,7 @@ public sealed partial class Engine
             long already = ranges == null ? 0 : HolesInRanges(li, ranges, a, b);
             var grown = RangeAdd(ranges, a, b);
             long need = holes - already + PreallocSlack(grown) - PreallocSlack(ranges);
-            if (need > 0 && need > UnreservedFreeBlocks()) return Errno.ENOSPC;
+            if (need > 0 && need > FreeForNewWritesLocked()) return Errno.ENOSPC;
             var rec = MutableInode(li);
             rec.Prealloc = grown;
             rec.PreallocBlocks += need;
