@@ -138,8 +138,7 @@ public static partial class Program
             control?.Dispose();   // no more requests: then unmount and close
             Log(why != null && !closed ? $"{why}: unmounting {settings.MountPoint}" : $"{settings.MountPoint} was unmounted");
             owner = null;
-            served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
-            Log($"pool {folder} committed and closed");
+            served.StopAsync(CancellationToken.None).GetAwaiter().GetResult();   // logs "... committed and closed"
             return 0;
         }
         finally

@@ -55,7 +55,7 @@ public static class MountControl
     {
         var pc = PoolConfigOf(folder, settings);
         var mounts = new PoolMounts(new ServeConfig { Control = new ControlConfig(), Pools = [pc] }, new LineLogger<PoolMounts>(logLine))
-        { RestartHint = $"mount it again (cow mount {folder} {settings.MountPoint})" };
+        { RestartHint = $"mount it again (cow mount {folder} {settings.MountPoint})", EndsWhenUnmounted = true };
         var endpoint = Endpoint();
         RemoveStale(Path.GetDirectoryName(endpoint.Socket)!);
         var server = new ControlServer(endpoint, mounts, new LineLogger<ControlServer>(logLine));

@@ -50,6 +50,10 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     /// <summary>What to tell the administrator to do when a pool could not be mounted again after a rollback.</summary>
     public string RestartHint { get; init; } = "restart the service (systemctl restart cow)";
 
+    /// <summary>True for the served set of a <c>cow mount</c>, which ends when its mount is unmounted (cow umount,
+    /// umount(8)): that is no surprise there, and the caller logs it; under <c>cow serve</c> it is a warning.</summary>
+    public bool EndsWhenUnmounted { get; init; }
+
     /// <summary>Raised (on the thread that closed it, under the pool's lock: do not block) after a pool was
     /// committed and closed, by <see cref="StopAsync"/>, an unmount from outside, or a failed remount.</summary>
     public event Action<string>? PoolClosed;
@@ -105,7 +109,8 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         lock (_lock)
         {
             if (s.Mount != mount) return;   // we are stopping it, or it was mounted again since
-            log.LogWarning("pool {Name}: {MountPoint} was unmounted from outside; committing and closing the pool", s.Config.Name, s.Config.MountPoint);
+            if (!EndsWhenUnmounted)
+                log.LogWarning("pool {Name}: {MountPoint} was unmounted from outside; committing and closing the pool", s.Config.Name, s.Config.MountPoint);
             Close(s);
         }
     }
