@@ -25,7 +25,7 @@ public sealed partial class Engine
         var e = PosixAcl.TryParse(value, out var acl);
         if (e != 0) return e;
         if (name == PosixAcl.DefaultXattr && !IsDir(li.Rec)) return acl == null ? 0 : Errno.EACCES;
-        var r = MutableInode(li);
+        var r = _versions.MutableInode(li);
         bool store = acl != null;
         if (name == PosixAcl.AccessXattr && acl != null)
         {

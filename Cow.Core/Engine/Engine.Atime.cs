@@ -33,14 +33,14 @@ public sealed partial class Engine
         if (policy == AtimePolicy.Noatime) return 0;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var li = Live(ino);
             if (li == null) return Errno.ENOENT;
             long now = NowNs();
             var r = li.Rec;
             if (r.AtimeNs == now) return 0;
             if (policy == AtimePolicy.Relatime && !RelatimeNeedsUpdate(r.AtimeNs, r.MtimeNs, r.CtimeNs, now)) return 0;
-            MutableInode(li).AtimeNs = now;
+            _versions.MutableInode(li).AtimeNs = now;
             updated = true;
             return 0;
         }

@@ -53,7 +53,7 @@ public sealed partial class Engine
         LiveInode? src = null, dst;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             if (srcTree.Gone) return Errno.ESTALE;
             var srcRec = live ? (src = Live(srcIno))?.Rec : srcTree.Inode(srcIno);
             dst = Live(dstIno);
@@ -145,7 +145,7 @@ public sealed partial class Engine
                         {
                             ShareBlocks(src, (srcOff + head) >> BlockShift, dst, (dstOff + head) >> BlockShift, shared);
                             long end = shareTail ? dstOff + len : dstOff + head + (nb << BlockShift);
-                            var rec = MutableInode(dst);
+                            var rec = _versions.MutableInode(dst);
                             if (end > rec.Size) rec.Size = end;
                             copied += shareTail ? rest : nb << BlockShift;
                         }
@@ -159,7 +159,7 @@ public sealed partial class Engine
         if (copied > 0)
             lock (_lock)
             {
-                var rec = MutableInode(dst);
+                var rec = _versions.MutableInode(dst);
                 rec.MtimeNs = rec.CtimeNs = NowNs();
             }
         return copied > 0 ? 0 : err;

@@ -6,25 +6,12 @@ using Mono.Unix.Native;
 
 namespace Cow.Core.Engine;
 
-/// <summary>An allocation handed out by iomap_begin and not yet fully committed (ioend) or released
-/// (iomap_end). Remembered so that ioends without an address (direct I/O) can be committed, and so that
-/// an ioend can never commit an address the engine did not hand out.</summary>
-internal sealed class Reservation
-{
-    public long FileBlock, Blocks, Address;
-    public uint Device;
-    /// <summary>Per block of [FileBlock, FileBlock+Blocks): still pending. May be longer than Blocks (reused).</summary>
-    public bool[] Pending = Array.Empty<bool>();
-    public int PendingCount;
-}
-
 public sealed partial class Engine
 {
     /// <summary>Largest file size: 2^50 bytes (1 PiB), s_maxbytes of a Cow mount.</summary>
     public const long MaxFileSize = 1L << 50;
 
     private const int ChunkBlocks = FormatConstants.ChunkBlocks;
-    private readonly Dictionary<long, List<Reservation>> _reservations = new();
 
     private static bool IsWriteOp(IomapOp op) => (op & (IomapOp.Write | IomapOp.Zero | IomapOp.Unshare | IomapOp.Writeback)) != 0;
 
@@ -66,7 +53,7 @@ public sealed partial class Engine
         lock (_lock)
         {
             if (write && tree.ReadOnly) return Errno.EROFS;
-            if (write && _failure != null) return Errno.EIO;
+            if (write && Failed) return Errno.EIO;
             var rec = tree.Inode(ino);
             if (rec == null) return Errno.ENOENT;
             if ((rec.Mode & 0xF000) != 0x8000) return (rec.Mode & 0xF000) == 0x4000 ? Errno.EISDIR : Errno.EINVAL;
@@ -80,10 +67,10 @@ public sealed partial class Engine
                 return 0;
             }
             var li = Live(ino)!;
-            var log = _space[FormatConstants.LogCookie];
+            var log = _space.Log;
             long want = callerMerges ? Math.Min(endBlock - fb, ChunkBlocks - fb % ChunkBlocks) : run.Blocks;
             // Fallocate reservations are not free space for others (Engine.Prealloc.cs).
-            if (_preallocTotal != 0 && (want = WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
+            if (_space.Preallocated != 0 && (want = WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
             long n = log.Allocate(want, out long start);
             if (n == 0) return Errno.ENOSPC;
             if (!OpenSegmentIfNew(log, start))
@@ -93,13 +80,7 @@ public sealed partial class Engine
             }
             var readRun = run with { Blocks = Math.Min(run.Blocks, n) };
             run = run with { Blocks = n };
-            var res = NewReservation(n);
-            res.FileBlock = fb; res.Blocks = n; res.Device = log.Cookie; res.Address = start; res.PendingCount = (int)n;
-            Array.Fill(res.Pending, true, 0, (int)n);
-            if (!_reservations.TryGetValue(ino, out var list))
-                _reservations[ino] = list = _spareReservationLists.Count > 0 ? _spareReservationLists.Pop() : new List<Reservation>();
-            list.Add(res);
-            li.Reservations++;
+            _reservations.Add(li, fb, n, log.Cookie, start);
             var readMap = ToMapping(readRun);
             var flags = MappingFlags.Shared | (run.IsHole && readRun.Blocks == n ? MappingFlags.New : MappingFlags.None);
             pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, n << BlockShift, (ulong)start << BlockShift, MappingType.Mapped, flags, log.Cookie));
@@ -127,63 +108,7 @@ public sealed partial class Engine
     }
 
     /// <summary>Blocks handed out by iomap_begin and not yet committed or released (fsck; under _lock).</summary>
-    internal HashSet<(uint, long)> ReservedBlocks()
-    {
-        var set = new HashSet<(uint, long)>();
-        foreach (var list in _reservations.Values)
-            foreach (var r in list)
-                for (long i = 0; i < r.Blocks; i++) if (r.Pending[i]) set.Add((r.Device, r.Address + i));
-        return set;
-    }
-
-    private Reservation? FindReservation(long ino, long fileBlock, long blocks)
-    {
-        if (!_reservations.TryGetValue(ino, out var list)) return null;
-        foreach (var r in list)
-            if (fileBlock >= r.FileBlock && fileBlock + blocks <= r.FileBlock + r.Blocks) return r;
-        return null;
-    }
-
-    private void ReleaseReservationBlocks(long ino, Reservation r, long from, long to)
-    {
-        var sp = _space[r.Device];
-        for (long i = from; i < to; i++)
-        {
-            if (!r.Pending[i]) continue;
-            r.Pending[i] = false; r.PendingCount--;
-            sp.Unreserve(r.Address + i, 1);
-        }
-        DropReservationIfDone(ino, r);
-    }
-
-    private void DropReservationIfDone(long ino, Reservation r)
-    {
-        if (r.PendingCount > 0) return;
-        if (_reservations.TryGetValue(ino, out var list) && list.Remove(r))
-        {
-            if (list.Count == 0)
-            {
-                _reservations.Remove(ino);
-                if (_spareReservationLists.Count < SpareReservations) _spareReservationLists.Push(list);
-            }
-            if (_live.TryGetValue(ino, out var li)) li.Reservations--;
-            // Nothing refers to a dropped reservation any more (lookups go through _reservations): reuse it,
-            // so that the write path allocates no bookkeeping per request.
-            if (_spareReservations.Count < SpareReservations && r.Pending.Length <= ChunkBlocks) _spareReservations.Push(r);
-        }
-    }
-
-    private const int SpareReservations = 256;
-    // Guarded by _lock: dropped reservations and per-inode lists, reused by iomap_begin.
-    private readonly Stack<Reservation> _spareReservations = new();
-    private readonly Stack<List<Reservation>> _spareReservationLists = new();
-
-    /// <summary>A reservation whose Pending holds at least <paramref name="blocks"/> entries (caller holds _lock).</summary>
-    private Reservation NewReservation(long blocks)
-    {
-        if (_spareReservations.Count > 0 && _spareReservations.Peek().Pending.Length >= blocks) return _spareReservations.Pop();
-        return new Reservation { Pending = new bool[Math.Max(blocks, Math.Min(256, ChunkBlocks))] };
-    }
+    internal HashSet<(uint, long)> ReservedBlocks() => _reservations.PendingBlocks();
 
     /// <summary>
     /// iomap_end: releases the part of a write mapping that a short or failed write did not use.
@@ -196,13 +121,13 @@ public sealed partial class Engine
         lock (_lock)
         {
             long mapBlock = map.Offset >> BlockShift, mapBlocks = map.Length >> BlockShift;
-            var r = FindReservation(ino, mapBlock, mapBlocks);
+            var r = _reservations.Find(ino, mapBlock, mapBlocks);
             if (r == null || r.Device != map.Device || (ulong)(r.Address + (mapBlock - r.FileBlock)) << BlockShift != map.Address) return 0;
             long usedFrom = (pos >> BlockShift) - r.FileBlock;
             long usedTo = written == 0 ? usedFrom : ((pos + written + BlockSize - 1) >> BlockShift) - r.FileBlock;
             long mapFrom = mapBlock - r.FileBlock, mapTo = mapFrom + mapBlocks;
-            ReleaseReservationBlocks(ino, r, mapFrom, Math.Clamp(usedFrom, mapFrom, mapTo));
-            if (r.PendingCount > 0) ReleaseReservationBlocks(ino, r, Math.Clamp(usedTo, mapFrom, mapTo), mapTo);
+            _reservations.Release(ino, r, mapFrom, Math.Clamp(usedFrom, mapFrom, mapTo));
+            if (r.PendingCount > 0) _reservations.Release(ino, r, Math.Clamp(usedTo, mapFrom, mapTo), mapTo);
             return 0;
         }
     }
@@ -246,8 +171,8 @@ public sealed partial class Engine
             var li = Live(ino);
             if (error != 0 || nb == 0 || li == null)
             {
-                if (address == FormatConstants.NoAddress) ReleasePendingRange(ino, fb, Math.Max(nb, 1));
-                else if ((address & (ulong)(BlockSize - 1)) == 0) ReleasePendingChain(ino, fb, Math.Max(nb, 1), device, (long)(address >> BlockShift));
+                if (address == FormatConstants.NoAddress) _reservations.ReleaseRange(ino, fb, Math.Max(nb, 1));
+                else if ((address & (ulong)(BlockSize - 1)) == 0) _reservations.ReleaseChain(ino, fb, Math.Max(nb, 1), device, (long)(address >> BlockShift));
                 newSize = li?.Rec.Size ?? 0;
                 return 0;
             }
@@ -262,7 +187,7 @@ public sealed partial class Engine
                 if (expect >= 0 && (address & (ulong)(BlockSize - 1)) != 0) return Errno.EINVAL;
                 while (b < end)
                 {
-                    var r = FindPendingReservation(ino, b, dev, expect);
+                    var r = _reservations.FindPending(ino, b, dev, expect);
                     if (r == null) return Errno.EINVAL;
                     long first = b - r.FileBlock;
                     long n = 1, max = Math.Min(end - b, r.Blocks - first);
@@ -291,63 +216,15 @@ public sealed partial class Engine
                         pieceSums = computed;
                     }
                     RemapRange(li, r.FileBlock + first, n, r.Device, r.Address + first, pieceSums);
-                    for (long i = first; i < first + n; i++) { r.Pending[i] = false; r.PendingCount--; }
-                    DropReservationIfDone(ino, r);
+                    _reservations.Committed(ino, r, first, first + n);
                     si += (int)n;
                 }
-                if (pos + written > li.Rec.Size) MutableInode(li).Size = pos + written;
+                if (pos + written > li.Rec.Size) _versions.MutableInode(li).Size = pos + written;
                 newSize = li.Rec.Size;
-                _dirtyBlocksSinceCommit += nb;
+                _versions.AddDirtyBlocks(nb);
                 return 0;
             }
             finally { pieces.Clear(); }
-        }
-    }
-
-    /// <summary>The newest allocation of <paramref name="ino"/> in which file block <paramref name="fileBlock"/>
-    /// is pending; with <paramref name="expectBlock"/> ≥ 0, only one that puts it at that block of
-    /// <paramref name="device"/>. Under _lock.</summary>
-    private Reservation? FindPendingReservation(long ino, long fileBlock, uint device, long expectBlock)
-    {
-        if (!_reservations.TryGetValue(ino, out var list)) return null;
-        for (int k = list.Count - 1; k >= 0; k--)
-        {
-            var r = list[k];
-            long i = fileBlock - r.FileBlock;
-            if (i < 0 || i >= r.Blocks || !r.Pending[i]) continue;
-            if (expectBlock >= 0 && (r.Device != device || r.Address + i != expectBlock)) continue;
-            return r;
-        }
-        return null;
-    }
-
-    /// <summary>Releases the pending blocks of file blocks [<paramref name="fileBlock"/>, +<paramref name="blocks"/>)
-    /// that sit where an ioend with an address says the range went: from <paramref name="addressBlock"/> of
-    /// <paramref name="device"/> on, allocation after contiguous allocation, as far as they go (a failed write
-    /// of the userspace path; other allocations of the range, e.g. the kernel's, stay). Under _lock.</summary>
-    private void ReleasePendingChain(long ino, long fileBlock, long blocks, uint device, long addressBlock)
-    {
-        long b = fileBlock, end = fileBlock + blocks;
-        while (b < end && FindPendingReservation(ino, b, device, addressBlock) is { } r)
-        {
-            long first = b - r.FileBlock, n = 1, max = Math.Min(end - b, r.Blocks - first);
-            while (n < max && r.Pending[first + n]) n++;
-            ReleaseReservationBlocks(ino, r, first, first + n);
-            b += n; addressBlock += n;
-        }
-    }
-
-    /// <summary>Releases every pending block of <paramref name="ino"/>'s allocations in file blocks
-    /// [<paramref name="fileBlock"/>, +<paramref name="blocks"/>) (a failed or empty ioend). Under _lock.</summary>
-    private void ReleasePendingRange(long ino, long fileBlock, long blocks)
-    {
-        if (!_reservations.TryGetValue(ino, out var list)) return;
-        for (int k = list.Count - 1; k >= 0; k--)
-        {
-            if (k >= list.Count) continue;   // a release emptied the list
-            var r = list[k];
-            long from = Math.Max(fileBlock, r.FileBlock) - r.FileBlock, to = Math.Min(fileBlock + blocks, r.FileBlock + r.Blocks) - r.FileBlock;
-            if (from < to) ReleaseReservationBlocks(ino, r, from, to);
         }
     }
 
@@ -358,17 +235,17 @@ public sealed partial class Engine
     /// reference and the new ones gain one.</summary>
     private void RemapRange(LiveInode li, long fb, long n, uint dev, long addr, ReadOnlySpan<uint> sums)
     {
-        var rec = MutableInode(li);
+        var rec = _versions.MutableInode(li);
         ConsumePrealloc(li, rec, fb, n);
-        var release = new ReleaseRefs(_space);
+        var release = _space.Releaser;
         int si = 0;
         while (n > 0)
         {
             long idx = fb / ChunkBlocks;
             uint cb = (uint)(fb - idx * ChunkBlocks);
             uint len = (uint)Math.Min(n, ChunkBlocks - cb);
-            var c = MutableChunk(li, idx);
-            RecordMappingChange(li.Ino, fb, len);
+            var c = _versions.MutableChunk(li, idx);
+            _mappings.Record(li.Ino, fb, len);
             long removed = ExtentMap.Remap(c, cb, len, dev, addr, sums.Slice(si, (int)len), ref release);
             _space[dev].AddRef(addr, len);
             rec.Blocks += len - removed;
@@ -380,15 +257,9 @@ public sealed partial class Engine
     /// mapped there; returns how many mapped blocks it removed.</summary>
     private long PunchInChunk(ChunkRecord c, uint a, uint b)
     {
-        RecordMappingChange(c.Ino, c.Index * ChunkBlocks + a, b - a);
-        var release = new ReleaseRefs(_space);
+        _mappings.Record(c.Ino, c.Index * ChunkBlocks + a, b - a);
+        var release = _space.Releaser;
         return ExtentMap.Punch(c, a, b, ref release);
-    }
-
-    /// <summary>Drops one reference on each device range an <see cref="ExtentMap"/> operation unmapped (under _lock).</summary>
-    private readonly struct ReleaseRefs(Dictionary<uint, DeviceSpace> space) : IDeviceRangeSink
-    {
-        public void Add(uint device, long address, long blocks) => space[device].Release(address, blocks);
     }
 
     /// <summary>Unmaps file blocks [from, to) of the live file (truncate, punch hole).</summary>
@@ -396,7 +267,7 @@ public sealed partial class Engine
     {
         if (to <= from) return;
         ReleasePrealloc(li, from, to);
-        var rec = MutableInode(li);
+        var rec = _versions.MutableInode(li);
         long firstChunk = from / ChunkBlocks, lastChunk = (to - 1) / ChunkBlocks;
         IEnumerable<long> indexes = lastChunk - firstChunk < 64
             ? Enumerable.Range(0, (int)(lastChunk - firstChunk + 1)).Select(i => firstChunk + i)
@@ -410,16 +281,14 @@ public sealed partial class Engine
             if (a == 0 && b == ChunkBlocks)
             {
                 foreach (var e in c.Extents) rec.Blocks -= e.Count;
-                DropChunk(li, c);
+                _versions.DropChunk(li, c);
                 continue;
             }
-            c = MutableChunk(li, idx);
+            c = _versions.MutableChunk(li, idx);
             rec.Blocks -= PunchInChunk(c, a, b);
             if (c.Extents.Count == 0)
             {
-                _pendingRemovals.DeletedChunks.Add(c.Rid);
-                _dirtyChunks.Remove(c);
-                li.Chunks[idx] = null;
+                _versions.DropEmptyChunk(li, c);
             }
         }
     }
@@ -556,7 +425,7 @@ public sealed partial class Engine
             if (li == null) return Errno.ENOENT;
             if ((li.Rec.Mode & 0xF000) == 0x4000) return Errno.EISDIR;
             if ((li.Rec.Mode & 0xF000) != 0x8000) return Errno.EINVAL;
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             li.Pins++;
         }
         int epoch = BeginWriteInProgress();
@@ -575,7 +444,7 @@ public sealed partial class Engine
                 if (written > 0)
                     lock (_lock)
                     {
-                        var rec = MutableInode(li);
+                        var rec = _versions.MutableInode(li);
                         if (touchTimes) rec.MtimeNs = rec.CtimeNs = NowNs();
                         // setuid/setgid are not cleared here: the engine does not know who writes. The kernel
                         // clears them with a setattr (FUSE without HANDLE_KILLPRIV), as for any FUSE server.

@@ -7,7 +7,7 @@ internal sealed class CommitFailedException(string message, Exception inner) : I
 /// <summary>
 /// Fail-stop commits. Any exception on the commit path (gathering the batch, a snapshot operation's step,
 /// a snapshot deletion's purge, flushing the data devices, the metadata transaction, releasing the blocks
-/// it freed) makes the pool read-only until it is reopened: <c>_failure</c> is set (while <c>_lock</c> is
+/// it freed) makes the pool read-only until it is reopened: <see cref="CommitPipeline.Failure"/> is set (while <c>_lock</c> is
 /// still held when the failure came in the gather, so no change slips in after the changes the gather took
 /// out of memory), one <see cref="Problem"/> line carries the full exception with its stack, and from then
 /// on every change and every commit (fsync, snapshot operations, freeze, the timed and background commits,
@@ -27,66 +27,13 @@ internal sealed class CommitFailedException(string message, Exception inner) : I
 /// <c>_lock</c>) after the previous commit took its own, and every batch holding them has been delivered by
 /// the end of this commit's wait; so a commit holds back its frees when a listener failed between the
 /// previous commit's take and the end of its own wait (<c>_listenerFailures</c> against the mark taken at
-/// each commit's take). A failure so holds back the frees of at most the commit in progress and the next.</para>
-/// <para>Threading: <c>_failure</c> is volatile and set once; <c>_listenerFailures</c> is Interlocked; the
-/// mark is read and moved under <c>_lock</c> by the commit (which holds <c>_commitLock</c>).</para>
+/// each commit's take, <see cref="MappingInvalidations.TakeFailureMark"/>). A failure so holds back the frees of at most the commit in progress and the next.</para>
+/// <para>Where: <see cref="CommitPipeline"/> (the failure state and the commit path) and
+/// <see cref="MappingInvalidations"/> (listener failures and the mark); every change path of the engine
+/// checks <c>Failed</c> under <c>_lock</c>.</para>
 /// </summary>
 public sealed partial class Engine
 {
-    /// <summary>Tests only: called at named points of the commit path ("gather": after the dirty state was
-    /// taken out; "snapshot": after a snapshot operation's step ran; "purge": halfway through a snapshot
-    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "write": before the
-    /// metadata transaction; "frees": after the commit is durable, before its freed blocks are released), so
-    /// that a test can throw there. Null in production.</summary>
-    internal Action<string>? CommitFaultHook { get; set; }
-
-    private void CommitFault(string point) => CommitFaultHook?.Invoke(point);
-
-    private int _listenerFailures;            // Interlocked: mapping-invalidation deliveries that threw
-    private int _listenerFailuresReported;    // Interlocked: how many of them were reported in full
-    private int _listenerFailuresAtLastTake;  // under _lock: _listenerFailures when the last commit took its frees
-
-    /// <summary>Makes the pool read-only after a failure on the commit path of commit <paramref name="seq"/>,
-    /// reports it with its stack, and returns the exception to throw.</summary>
-    private CommitFailedException FailCommit(long seq, string where, Exception e)
-    {
-        lock (_lock) _failure ??= e;
-        Report($"commit {seq} failed {where}; the pool is now read-only until reopened (every change gets EIO, "
-            + $"the last durable commit is kept): {e}");
-        return new CommitFailedException($"metadata commit failed: {e.Message}", e);
-    }
-
-    /// <summary>Counts a mapping-invalidation delivery that threw (the blocks its changes freed will be held
-    /// back) and reports the first few with their stack.</summary>
-    private void ListenerFailed(Exception e)
-    {
-        Interlocked.Increment(ref _listenerFailures);
-        if (Interlocked.Increment(ref _listenerFailuresReported) <= 10)
-            Report($"mapping invalidation listener failed; the blocks the changes freed are held back from reuse until the pool is reopened: {e}");
-    }
-
-    /// <summary>Under _lock, when a commit takes its frees: the previous commit's mark, replaced by now's.</summary>
-    private int TakeListenerFailureMark()
-    {
-        int before = _listenerFailuresAtLastTake;
-        _listenerFailuresAtLastTake = Volatile.Read(ref _listenerFailures);
-        return before;
-    }
-
-    private bool ListenerFailedSince(int mark) => Volatile.Read(ref _listenerFailures) != mark;
-
-    /// <summary>Under _lock: keeps a commit's freed blocks busy for the rest of this mount; the number of blocks.</summary>
-    private long HoldBackFrees(List<(uint Cookie, List<(long, long)> Ranges)> frees)
-    {
-        long blocks = 0;
-        foreach (var (cookie, ranges) in frees) blocks += _space[cookie].HoldBack(ranges);
-        return blocks;
-    }
-
-    private void ReportHeldBack(long seq, long blocks)
-    {
-        if (blocks > 0)
-            Report($"commit {seq}: {blocks} blocks it freed are held back from reuse until the pool is reopened "
-                + "(a mapping invalidation listener failed, so a cached mapping of them may still be in use)");
-    }
+    /// <summary>Tests only: the commit path's fault points (<see cref="CommitPipeline.FaultHook"/>). Null in production.</summary>
+    internal Action<string>? CommitFaultHook { get => _commits.FaultHook; set => _commits.FaultHook = value; }
 }

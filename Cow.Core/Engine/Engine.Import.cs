@@ -38,7 +38,7 @@ public sealed partial class Engine
                 e = PlaceNonZeroBlocks(li, offset >> BlockShift, buf, filled);
                 if (e != 0) return e;
                 offset += filled;
-                lock (_lock) MutableInode(li).Size = offset;
+                lock (_lock) _versions.MutableInode(li).Size = offset;
             }
         }
         finally { li.WriteGate.Release(); }
@@ -65,7 +65,7 @@ public sealed partial class Engine
         LiveInode li;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var found = Live(ino);
             if (found == null) return Errno.ENOENT;
             if ((found.Rec.Mode & S_IFMT) != S_IFREG) return Errno.EINVAL;
@@ -104,7 +104,7 @@ public sealed partial class Engine
                     }
                     next = Math.Max(next, endBlock);
                 }
-                lock (_lock) MutableInode(li).Size = length;
+                lock (_lock) _versions.MutableInode(li).Size = length;
             }
             finally { li.WriteGate.Release(); }
         }

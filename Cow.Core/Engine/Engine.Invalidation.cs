@@ -75,93 +75,16 @@ public sealed partial class Engine
         }
     }
 
-    // Listeners: copy-on-write array, replaced under _lock, read without it.
-    private volatile IMappingInvalidationListener[] _mappingListeners = [];
-    // Ranges recorded and not yet delivered (under _lock), a spare list to swap with (Interlocked: handed
-    // back after a delivery without _lock), and the number of batches taken out and not yet delivered
-    // (Interlocked: a committer spins on it while holding _lock).
-    private List<MappingRange> _pendingInvalidations = new();
-    private List<MappingRange>? _spareInvalidations = new();
-    private int _invalidationsInFlight;
-
     /// <summary>Starts telling <paramref name="listener"/> about extent-map changes of live files. Nothing is
     /// recorded while no listener is registered (the write path then does no extra work).</summary>
     public void AddMappingListener(IMappingInvalidationListener listener)
     {
         ArgumentNullException.ThrowIfNull(listener);
-        lock (_lock) _mappingListeners = [.. _mappingListeners, listener];
+        lock (_lock) _mappings.Add(listener);
     }
 
     public void RemoveMappingListener(IMappingInvalidationListener listener)
     {
-        lock (_lock)
-        {
-            _mappingListeners = _mappingListeners.Where(l => !ReferenceEquals(l, listener)).ToArray();
-            if (_mappingListeners.Length == 0) _pendingInvalidations.Clear();
-        }
-    }
-
-    /// <summary>Records that file blocks [<paramref name="fileBlock"/>, +<paramref name="blocks"/>) of live
-    /// inode <paramref name="ino"/> changed mapping. Under _lock. Adjacent ranges of one file merge.</summary>
-    private void RecordMappingChange(long ino, long fileBlock, long blocks)
-    {
-        if (_mappingListeners.Length == 0 || blocks <= 0) return;
-        long off = fileBlock << BlockShift, len = blocks << BlockShift;
-        var list = _pendingInvalidations;
-        if (list.Count > 0)
-        {
-            var last = list[^1];
-            if (last.Ino == ino && last.Length != MappingRange.ToEndOfFile && off >= last.Offset && off <= last.Offset + last.Length)
-            {
-                long end = Math.Max(last.Offset + last.Length, off + len);
-                list[^1] = last with { Length = end - last.Offset };
-                return;
-            }
-        }
-        list.Add(new MappingRange(ino, off, len));
-    }
-
-    /// <summary>Hands the recorded ranges to the listeners. Call with no engine lock held (except from a
-    /// commit inside a snapshot deletion, which holds _lock throughout).</summary>
-    private void DeliverMappingInvalidations()
-    {
-        if (_mappingListeners.Length == 0) return;
-        List<MappingRange> batch;
-        IMappingInvalidationListener[] listeners;
-        lock (_lock)
-        {
-            if (_pendingInvalidations.Count == 0) return;
-            batch = _pendingInvalidations;
-            _pendingInvalidations = Interlocked.Exchange(ref _spareInvalidations, null) ?? new List<MappingRange>();
-            listeners = _mappingListeners;
-            Interlocked.Increment(ref _invalidationsInFlight);
-        }
-        try
-        {
-            foreach (var l in listeners)
-            {
-                try { l.MappingsInvalidated(CollectionsMarshal.AsSpan(batch)); }
-                catch (Exception e) { ListenerFailed(e); }
-            }
-        }
-        finally
-        {
-            // Without _lock: a committer may hold it while it spins for this delivery to end (a snapshot deletion).
-            batch.Clear();
-            Interlocked.CompareExchange(ref _spareInvalidations, batch, null);
-            Interlocked.Decrement(ref _invalidationsInFlight);
-        }
-    }
-
-    /// <summary>Delivers what is recorded and waits until every batch taken out by any thread has been
-    /// delivered: after this, every change recorded before the call has reached the listeners. The commit
-    /// calls it before the blocks it freed become allocatable. Spins rather than waits on _lock, so that a
-    /// caller holding _lock (a snapshot deletion) keeps it.</summary>
-    private void DeliverMappingInvalidationsAndWait()
-    {
-        if (_mappingListeners.Length == 0 && Volatile.Read(ref _invalidationsInFlight) == 0) return;
-        DeliverMappingInvalidations();
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _invalidationsInFlight) > 0) spin.SpinOnce();
+        lock (_lock) _mappings.Remove(listener);
     }
 }

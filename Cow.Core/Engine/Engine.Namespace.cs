@@ -172,7 +172,7 @@ public sealed partial class Engine
         if (symlinkTarget != null && Encoding.UTF8.GetByteCount(symlinkTarget) > SymlinkMax) return Errno.ENAMETOOLONG;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var dir = LiveDir(parent, out e);
             if (dir == null) return e;
             if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
@@ -181,7 +181,7 @@ public sealed partial class Engine
             long now = NowNs();
             var rec = new InodeRecord
             {
-                Rid = NewRid(), Birth = _pool.LiveGen, Ino = _pool.NextIno++, Mode = mode, Uid = uid, Gid = gid,
+                Rid = _versions.NewRid(), Birth = _pool.LiveGen, Ino = _pool.NextIno++, Mode = mode, Uid = uid, Gid = gid,
                 Nlink = type == S_IFDIR ? 2u : 1u, Rdev = type is S_IFCHR or S_IFBLK ? rdev : 0,
                 AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now, Target = type == S_IFLNK ? symlinkTarget : null,
                 Size = type == S_IFLNK ? Encoding.UTF8.GetByteCount(symlinkTarget!) : 0,
@@ -189,11 +189,9 @@ public sealed partial class Engine
             };
             var li = new LiveInode(rec) { AllChunksLoaded = true };
             if (type == S_IFDIR) li.Dir = new DirState();
-            _live[rec.Ino] = li;
-            _dirtyInodes.Add(li);
-            Touch(li);
-            AddDirent(dir, name, rec.Ino, type >> 12);
-            var p = MutableInode(dir);
+            _versions.AddInode(li);
+            _versions.AddDirent(dir, name, rec.Ino, type >> 12);
+            var p = _versions.MutableInode(dir);
             p.MtimeNs = p.CtimeNs = now;
             if (type == S_IFDIR) p.Nlink++;
             attr = Attr(rec);
@@ -208,7 +206,7 @@ public sealed partial class Engine
         if (e != 0) return e;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var li = Live(ino);
             if (li == null) return Errno.ENOENT;
             if (IsDir(li.Rec)) return Errno.EPERM;
@@ -220,9 +218,9 @@ public sealed partial class Engine
             if (li.Rec.Nlink == 0 && !li.Linkable) return Errno.ENOENT;   // unlinked; an O_TMPFILE file may be named
             li.Linkable = false;
             long now = NowNs();
-            AddDirent(dir, newName, ino, (li.Rec.Mode & S_IFMT) >> 12);
-            var p = MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
-            var r = MutableInode(li); r.Nlink++; r.CtimeNs = now;
+            _versions.AddDirent(dir, newName, ino, (li.Rec.Mode & S_IFMT) >> 12);
+            var p = _versions.MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
+            var r = _versions.MutableInode(li); r.Nlink++; r.CtimeNs = now;
             attr = Attr(r);
             return 0;
         }
@@ -239,7 +237,7 @@ public sealed partial class Engine
         if (e != 0) return e;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var dir = LiveDir(parent, out e);
             if (dir == null) return e;
             if (!DirOf(dir).ByName.TryGetValue(name, out var d)) return Errno.ENOENT;
@@ -249,8 +247,8 @@ public sealed partial class Engine
             if (!dirWanted && isDir) return Errno.EISDIR;
             if (isDir && DirOf(child).Count > 0) return Errno.ENOTEMPTY;
             long now = NowNs();
-            RemoveDirent(dir, d);
-            var p = MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
+            _versions.RemoveDirent(dir, d);
+            var p = _versions.MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
             if (isDir) p.Nlink--;
             DropLink(child, now);
             return 0;
@@ -261,7 +259,7 @@ public sealed partial class Engine
     /// once nothing names it and nobody has it open.</summary>
     private void DropLink(LiveInode child, long now)
     {
-        var c = MutableInode(child);
+        var c = _versions.MutableInode(child);
         c.CtimeNs = now;
         c.Nlink = IsDir(c) ? 0 : c.Nlink - 1;
         if (c.Nlink == 0 && child.OpenCount == 0) DeleteInode(child);
@@ -283,8 +281,8 @@ public sealed partial class Engine
     {
         DropPrealloc(li);
         if (!IsDir(li.Rec) && (li.Rec.Mode & S_IFMT) == S_IFREG)
-            foreach (var c in LiveChunks(li)) DropChunk(li, c);
-        RemoveInodeRecord(li);
+            foreach (var c in LiveChunks(li)) _versions.DropChunk(li, c);
+        _versions.RemoveInode(li);
     }
 
     public Errno Rename(long parent, string name, long newParent, string newName, RenameFlags flags)
@@ -296,7 +294,7 @@ public sealed partial class Engine
         if (e != 0) return e;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var src = LiveDir(parent, out e);
             if (src == null) return e;
             var dst = LiveDir(newParent, out e);
@@ -315,16 +313,16 @@ public sealed partial class Engine
                 bool otherDir = IsDir(other.Rec);
                 if (movingDir && IsAncestor(moving.Ino, newParent)) return Errno.EINVAL;
                 if (otherDir && IsAncestor(other.Ino, parent)) return Errno.EINVAL;
-                RemoveDirent(src, from);
-                RemoveDirent(dst, to);
-                AddDirent(dst, newName, moving.Ino, from.Type);
-                AddDirent(src, name, other.Ino, to.Type);
+                _versions.RemoveDirent(src, from);
+                _versions.RemoveDirent(dst, to);
+                _versions.AddDirent(dst, newName, moving.Ino, from.Type);
+                _versions.AddDirent(src, name, other.Ino, to.Type);
                 if (parent != newParent)
                 {
-                    if (movingDir) { MutableInode(moving).Parent = newParent; MutableInode(src).Nlink--; MutableInode(dst).Nlink++; }
-                    if (otherDir) { MutableInode(other).Parent = parent; MutableInode(dst).Nlink--; MutableInode(src).Nlink++; }
+                    if (movingDir) { _versions.MutableInode(moving).Parent = newParent; _versions.MutableInode(src).Nlink--; _versions.MutableInode(dst).Nlink++; }
+                    if (otherDir) { _versions.MutableInode(other).Parent = parent; _versions.MutableInode(dst).Nlink--; _versions.MutableInode(src).Nlink++; }
                 }
-                MutableInode(moving).CtimeNs = now; MutableInode(other).CtimeNs = now;
+                _versions.MutableInode(moving).CtimeNs = now; _versions.MutableInode(other).CtimeNs = now;
                 TouchDirs(src, dst, now);
                 return 0;
             }
@@ -338,19 +336,19 @@ public sealed partial class Engine
                 if (movingDir && !victimDir) return Errno.ENOTDIR;
                 if (!movingDir && victimDir) return Errno.EISDIR;
                 if (victimDir && DirOf(victim).Count > 0) return Errno.ENOTEMPTY;
-                RemoveDirent(dst, to);
-                if (victimDir) MutableInode(dst).Nlink--;
+                _versions.RemoveDirent(dst, to);
+                if (victimDir) _versions.MutableInode(dst).Nlink--;
                 DropLink(victim, now);
             }
-            RemoveDirent(src, from);
-            AddDirent(dst, newName, moving.Ino, from.Type);
+            _versions.RemoveDirent(src, from);
+            _versions.AddDirent(dst, newName, moving.Ino, from.Type);
             if (movingDir && parent != newParent)
             {
-                MutableInode(moving).Parent = newParent;
-                MutableInode(src).Nlink--;
-                MutableInode(dst).Nlink++;
+                _versions.MutableInode(moving).Parent = newParent;
+                _versions.MutableInode(src).Nlink--;
+                _versions.MutableInode(dst).Nlink++;
             }
-            MutableInode(moving).CtimeNs = now;
+            _versions.MutableInode(moving).CtimeNs = now;
             TouchDirs(src, dst, now);
             return 0;
         }
@@ -358,8 +356,8 @@ public sealed partial class Engine
 
     private void TouchDirs(LiveInode a, LiveInode b, long now)
     {
-        var ra = MutableInode(a); ra.MtimeNs = ra.CtimeNs = now;
-        var rb = MutableInode(b); rb.MtimeNs = rb.CtimeNs = now;
+        var ra = _versions.MutableInode(a); ra.MtimeNs = ra.CtimeNs = now;
+        var rb = _versions.MutableInode(b); rb.MtimeNs = rb.CtimeNs = now;
     }
 
     /// <summary>True if directory <paramref name="ancestor"/> is <paramref name="dir"/> or above it.</summary>
@@ -382,7 +380,7 @@ public sealed partial class Engine
         LiveInode? li;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             li = Live(ino);
             if (li == null) return Errno.ENOENT;
             if (req.Size is long sz)
@@ -415,7 +413,7 @@ public sealed partial class Engine
         {
             if (li.Deleted && li.OpenCount == 0) return Errno.ENOENT;
             long now = NowNs();
-            var r = MutableInode(li);
+            var r = _versions.MutableInode(li);
             if (req.Mode is uint m) { r.Mode = (r.Mode & S_IFMT) | (m & 0xFFF); ChmodAclLocked(r); }
             if (req.Uid is uint u) r.Uid = u;
             if (req.Gid is uint g) r.Gid = g;
@@ -451,7 +449,7 @@ public sealed partial class Engine
                 ReleasePrealloc(li, (size + BlockSize - 1) >> BlockShift, (MaxFileSize >> BlockShift) + 1);
             }
         }
-        lock (_lock) MutableInode(li).Size = size;
+        lock (_lock) _versions.MutableInode(li).Size = size;
         return 0;
     }
 
@@ -467,7 +465,7 @@ public sealed partial class Engine
         LiveInode? li;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             li = Live(ino);
             if (li == null) return Errno.ENOENT;
             if (IsDir(li.Rec)) return Errno.EISDIR;
@@ -523,7 +521,7 @@ public sealed partial class Engine
             }
             lock (_lock)
             {
-                var r = MutableInode(li);
+                var r = _versions.MutableInode(li);
                 long now = NowNs();
                 bool grows = (mode & FallocateMode.KeepSize) == 0 && end > r.Size;
                 if (grows) r.Size = end;
@@ -574,11 +572,11 @@ public sealed partial class Engine
     {
         lock (_lock)
         {
-            if (!_live.TryGetValue(ino, out var li) || li.OpenCount == 0) return Errno.EBADF;
+            if (!_cache.TryGetCached(ino, out var li) || li.OpenCount == 0) return Errno.EBADF;
             li.OpenCount--;
             if (li.OpenCount == 0 && li.Rec.Nlink == 0 && !li.Deleted) DeleteInode(li);
         }
-        DeliverMappingInvalidations();
+        _mappings.Deliver();
         return 0;
     }
 
@@ -591,7 +589,7 @@ public sealed partial class Engine
         if (value.Length > XattrValueMax) return Errno.E2BIG;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var li = Live(ino);
             if (li == null) return Errno.ENOENT;
             bool exists = li.Rec.Xattrs?.ContainsKey(name) == true;
@@ -604,11 +602,11 @@ public sealed partial class Engine
             }
             else
             {
-                var r = MutableInode(li);
+                var r = _versions.MutableInode(li);
                 (r.Xattrs ??= new Dictionary<string, byte[]>())[name] = value.ToArray();
                 r.CtimeNs = NowNs();
             }
-            if ((flags & XattrSetFlags.AclKillSgid) != 0) MutableInode(li).Mode &= ~0x400u;   // S_ISGID, in the same change
+            if ((flags & XattrSetFlags.AclKillSgid) != 0) _versions.MutableInode(li).Mode &= ~0x400u;   // S_ISGID, in the same change
             return 0;
         }
     }
@@ -617,11 +615,11 @@ public sealed partial class Engine
     {
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var li = Live(ino);
             if (li == null) return Errno.ENOENT;
             if (li.Rec.Xattrs?.ContainsKey(name) != true) return Errno.ENODATA;
-            var r = MutableInode(li);
+            var r = _versions.MutableInode(li);
             r.Xattrs!.Remove(name);
             r.CtimeNs = NowNs();
             return 0;

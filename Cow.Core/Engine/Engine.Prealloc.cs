@@ -24,11 +24,8 @@ namespace Cow.Core.Engine;
 // allocated and as reserved, so the unreserved free space looks smaller by that much for a moment.
 public sealed partial class Engine
 {
-    // Guarded by _lock: the sum of prealloc_blocks over the live inodes.
-    private long _preallocTotal;
-
     /// <summary>Log blocks held out of the free space by fallocate reservations (statfs, tests).</summary>
-    internal long PreallocatedBlocks { get { lock (_lock) return _preallocTotal; } }
+    internal long PreallocatedBlocks { get { lock (_lock) return _space.Preallocated; } }
 
     /// <summary>Most blocks of overwrite slack a file holds: a whole WRITE (1 MiB) with 4 KiB blocks.</summary>
     internal const long MaxPreallocSlack = 256;
@@ -49,7 +46,7 @@ public sealed partial class Engine
         {
             long t = 0;
             foreach (var r in Store.WithPrealloc(_pool.LiveGen)) t += r.PreallocBlocks;
-            _preallocTotal = t;
+            _space.Preallocated = t;
         }
     }
 
@@ -172,7 +169,7 @@ public sealed partial class Engine
         long filled = Math.Min(HolesInRanges(li, rec.Prealloc, fb, fb + n), rec.PreallocBlocks - PreallocSlack(rec.Prealloc));
         if (filled <= 0) return;
         rec.PreallocBlocks -= filled;
-        _preallocTotal -= filled;
+        _space.Preallocated -= filled;
     }
 
     /// <summary>Releases the reservation of file blocks [from, to) (punch, truncate, zero range): the range
@@ -181,7 +178,7 @@ public sealed partial class Engine
     private void ReleasePrealloc(LiveInode li, long from, long to)
     {
         if (li.Rec.Prealloc == null || to <= from) return;
-        var rec = MutableInode(li);
+        var rec = _versions.MutableInode(li);
         long holes = HolesInRanges(li, rec.Prealloc!, from, to);
         var left = RangeRemove(rec.Prealloc!, from, to);
         long release = left == null ? rec.PreallocBlocks
@@ -189,14 +186,14 @@ public sealed partial class Engine
         rec.Prealloc = left;
         rec.PreallocBlocks -= release;
         if (left == null) rec.PreallocBlocks = 0;
-        _preallocTotal -= release;
+        _space.Preallocated -= release;
     }
 
     /// <summary>The inode is being deleted: its whole reservation goes back to the free space. Under _lock.</summary>
     private void DropPrealloc(LiveInode li)
     {
         if (li.Rec.Prealloc == null) return;
-        _preallocTotal -= li.Rec.PreallocBlocks;
+        _space.Preallocated -= li.Rec.PreallocBlocks;
     }
 
     /// <summary>
@@ -208,7 +205,7 @@ public sealed partial class Engine
     {
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             long a = offset >> BlockShift, b = (end + BlockSize - 1) >> BlockShift;
             var ranges = li.Rec.Prealloc;
             long holes = (b - a) - MappedBlocks(li, a, b - a);
@@ -216,10 +213,10 @@ public sealed partial class Engine
             var grown = RangeAdd(ranges, a, b);
             long need = holes - already + PreallocSlack(grown) - PreallocSlack(ranges);
             if (need > 0 && need > FreeForNewWritesLocked()) return Errno.ENOSPC;
-            var rec = MutableInode(li);
+            var rec = _versions.MutableInode(li);
             rec.Prealloc = grown;
             rec.PreallocBlocks += need;
-            _preallocTotal += need;
+            _space.Preallocated += need;
             return 0;
         }
     }

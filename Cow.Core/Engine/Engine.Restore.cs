@@ -72,7 +72,7 @@ public sealed partial class Engine
                     {
                         var e = SnapshotForChange(name, out var snap);
                         if (e != 0) return e;
-                        var tree = _snapCache.View(snap.Gen);
+                        var tree = _snapshots.View(snap.Gen);
                         var plan = new RestoreWalk(tree, apply: false);
                         for (int i = 0; i < parsed.Count; i++)
                         {
@@ -87,7 +87,7 @@ public sealed partial class Engine
                                 var run = new RestoreWalk(tree, apply: true);
                                 foreach (var parts in parsed)
                                     if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
-                                CommitLocked(null);
+                                _commits.CommitLocked(null);
                                 notify = run.Notify;
                             }
                             changes = Sorted(plan.Changes);
@@ -105,7 +105,7 @@ public sealed partial class Engine
             ReleaseGates(gated);
             if (held.Count > 0) lock (_lock) foreach (var li in held) li.Pins--;
         }
-        DeliverMappingInvalidations();
+        _mappings.Deliver();
         if (notify is { Count: > 0 }) DeliverTreeChanges(notify);
         return 0;
     }
@@ -211,7 +211,7 @@ public sealed partial class Engine
         w.Changes.Add(new RestoreChange(path, RestoreAction.Replaced, live.Ino));
         if (st == S_IFREG && !w.InPlace.Contains(live)) w.InPlace.Add(live);
         if (!w.Apply) return;
-        var r = MutableInode(live);
+        var r = _versions.MutableInode(live);
         if (st == S_IFREG)
         {
             // The caller holds this file's WriteGate: no write is between its data and its remap.
@@ -221,7 +221,7 @@ public sealed partial class Engine
             if (chunks.Count > 0) PunchRange(live, 0, (chunks[^1].Index + 1) * (long)ChunkBlocks);
             long nb = (s.Size + BlockSize - 1) >> BlockShift;
             if (nb > 0) ShareBlocks(new CloneSource(w.Tree, s.Ino, null), 0, live, 0, nb);
-            r = MutableInode(live);
+            r = _versions.MutableInode(live);
         }
         else { r.Target = s.Target; r.Rdev = s.Rdev; }
         CopyAttributes(r, s, w.Now);
@@ -246,7 +246,7 @@ public sealed partial class Engine
             RestoreEntry(w, live, n, d, si, path + "/" + n);
         }
         if (!w.Apply || !(attrs || w.Changes.Count > before)) return;
-        CopyAttributes(MutableInode(live), s, w.Now);
+        CopyAttributes(_versions.MutableInode(live), s, w.Now);
         w.Notify.Add(new TreeChange(0, null, live.Ino));
     }
 
@@ -297,8 +297,8 @@ public sealed partial class Engine
         var child = Live(d.Child) ?? throw new InvalidDataException($"directory {dir.Ino} entry '{d.Name}' names missing inode {d.Child}");
         bool isDir = IsDir(child.Rec);
         if (isDir) foreach (var e in DirOf(child).ByName.Values.ToList()) RemoveLiveEntry(child, e, now);
-        RemoveDirent(dir, d);
-        var p = MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
+        _versions.RemoveDirent(dir, d);
+        var p = _versions.MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
         if (isDir) p.Nlink--;
         DropLink(child, now);
     }

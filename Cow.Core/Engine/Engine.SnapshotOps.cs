@@ -102,15 +102,15 @@ public sealed partial class Engine
         lock (_commitLock)
             lock (_lock)
             {
-                int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+                int i = _snapshots.IndexOf(name);
                 if (i < 0) return Errno.ENOENT;
-                if (_failure != null) return Errno.EIO;
-                if (_frozen) return Errno.EBUSY;
+                if (Failed) return Errno.EIO;
+                if (_commits.Frozen) return Errno.EBUSY;
                 var copy = _snapshots[i].Copy();
                 var e = change(copy);
                 if (e != 0) return e;
-                CommitLocked(batch => batch.Add(copy));
-                _snapshots[i] = copy;
+                _commits.CommitLocked(batch => batch.Add(copy));
+                _snapshots.Replace(i, copy);
                 return 0;
             }
     }
@@ -136,62 +136,45 @@ public sealed partial class Engine
             {
                 var e0 = SnapshotForChange(name, out var snap);
                 if (e0 != 0) return e0;
-                foreach (var li in _live.Values)
+                foreach (var li in _cache.Inodes)
                     if (!li.Deleted && (li.OpenCount > 0 || li.Pins > 0 || li.Reservations > 0 || li.WriteGate.CurrentCount == 0))
                         return Errno.EBUSY;
-                CommitLocked(null);
+                _commits.CommitLocked(null);
                 long g = snap.Gen, live = _pool.LiveGen;
                 var (dropI, dropD, dropC) = Store.FindLiveBornAfter(g);
                 var (backI, backD, backC) = Store.FindSeenAtDiedBy(g, live);
-                foreach (var r in dropI)
-                    if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedInodes.Add(r.Rid);
-                foreach (var r in dropD)
-                    if (SharedWithSnapshot(r)) Retire(r); else _pendingRemovals.DeletedDirents.Add(r.Rid);
-                foreach (var c in dropC)
-                {
-                    RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                    if (SharedWithSnapshot(c)) Retire(c);
-                    else
-                    {
-                        foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
-                        _pendingRemovals.DeletedChunks.Add(c.Rid);
-                    }
-                }
+                foreach (var r in dropI) _versions.Remove(r);
+                foreach (var r in dropD) _versions.Remove(r);
+                foreach (var c in dropC) _versions.Remove(c);
                 // Every cached live inode is clean (just committed) and unused (checked above): forget them all and
                 // let the restored tree load again.
-                _live.Clear();
-                _cachedChunks = 0;
-                _deletedSinceTrim = 0;
+                _cache.Clear();
                 var orphans = new HashSet<long>();
                 foreach (var r in backI)
                 {
                     if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
                     var n = r.Clone();
-                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    var li = new LiveInode(n);
-                    _live[n.Ino] = li;
-                    _dirtyInodes.Add(li);
-                    Touch(li);
+                    n.Rid = _versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    _versions.AddInode(new LiveInode(n));
                 }
                 foreach (var d in backD)
                 {
                     var n = d.Clone();
-                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    _dirtyDirents.Add(n);
+                    n.Rid = _versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    _versions.AddDirent(n);
                 }
                 foreach (var c in backC)
                 {
                     if (orphans.Contains(c.Ino)) continue;
                     var n = c.CloneAsNewVersion();
-                    n.Rid = NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    foreach (var e in n.Extents) _space[e.Device].AddRef(e.Address, e.Count);
-                    RecordMappingChange(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                    _dirtyChunks.Add(n);
+                    n.Rid = _versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                    _versions.AddChunkCopy(n);
+                    _mappings.Record(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
                 }
-                CommitLocked(null);
+                _commits.CommitLocked(null);
                 // The restored inodes were cached without their directories and chunks: drop them too, so that
                 // everything is read back from the committed records.
-                _live.Clear();
+                _cache.Clear();
                 LoadPreallocTotal();   // the live tree's fallocate reservations are now the snapshot's
                 return 0;
             }
@@ -242,11 +225,11 @@ public sealed partial class Engine
                 var parent = LiveDir(parentIno, out e);
                 if (parent == null) return e;
                 if (DirOf(parent).ByName.ContainsKey(newName)) return Errno.EEXIST;
-                var tree = _snapCache.View(snap.Gen);
+                var tree = _snapshots.View(snap.Gen);
                 e = ResolveIn(tree, sourcePath, out long top);
                 if (e != 0) return e;
                 CloneSubtreeLocked(tree, top, parent, newName, NowNs());
-                CommitLocked(null);
+                _commits.CommitLocked(null);
                 return 0;
             }
     }
@@ -281,36 +264,33 @@ public sealed partial class Engine
         foreach (long old in order)
         {
             var r = tree.Inode(old)!.Clone();
-            r.Rid = NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
+            r.Rid = _versions.NewRid(); r.Birth = _pool.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
             r.Prealloc = null; r.PreallocBlocks = 0;   // a copy holds no fallocate reservation (as cp --reflink)
             if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
             else r.Nlink = links[old];
             r.CtimeNs = now;
             var li = new LiveInode(r) { AllChunksLoaded = true };
             if (IsDir(r)) li.Dir = new DirState();
-            _live[r.Ino] = li;
-            _dirtyInodes.Add(li);
-            Touch(li);
+            _versions.AddInode(li);
             if ((r.Mode & S_IFMT) == S_IFREG)
                 foreach (var c in tree.Chunks(old))
                 {
                     var n = c.CloneAsNewVersion();
-                    n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Ino = r.Ino;
-                    foreach (var x in n.Extents) _space[x.Device].AddRef(x.Address, x.Count);
-                    CacheChunk(li, n.Index, n);
-                    _dirtyChunks.Add(n);
+                    n.Rid = _versions.NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Ino = r.Ino;
+                    _cache.CacheChunk(li, n.Index, n);
+                    _versions.AddChunkCopy(n);
                 }
         }
         foreach (var d in entries)
         {
             var n = d.Clone();
-            n.Rid = NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Dir = map[d.Dir]; n.Child = map[d.Child];
-            _live[n.Dir].Dir!.Add(n);
-            _dirtyDirents.Add(n);
+            n.Rid = _versions.NewRid(); n.Birth = _pool.LiveGen; n.Death = FormatConstants.Forever; n.Dir = map[d.Dir]; n.Child = map[d.Child];
+            _cache.DirOf(_cache.Get(n.Dir)!).Add(n);
+            _versions.AddDirent(n);
         }
-        var topRec = _live[map[top]].Rec;
-        AddDirent(parent, newName, topRec.Ino, (topRec.Mode & S_IFMT) >> 12);
-        var p = MutableInode(parent);
+        var topRec = _cache.Get(map[top])!.Rec;
+        _versions.AddDirent(parent, newName, topRec.Ino, (topRec.Mode & S_IFMT) >> 12);
+        var p = _versions.MutableInode(parent);
         p.MtimeNs = p.CtimeNs = now;
         if (IsDir(topRec)) p.Nlink++;
         return topRec.Ino;
@@ -344,9 +324,9 @@ public sealed partial class Engine
                 long ga = from.Gen, gb;
                 if (toName == null)
                 {
-                    if (_failure != null) return Errno.EIO;
-                    if (_frozen) { if (HasDirtyState()) return Errno.EBUSY; }
-                    else CommitLocked(null);
+                    if (Failed) return Errno.EIO;
+                    if (_commits.Frozen) { if (_commits.HasChanges()) return Errno.EBUSY; }
+                    else _commits.CommitLocked(null);
                     gb = _pool.LiveGen;
                 }
                 else if (FindSnapshot(toName) is { } to) gb = to.Gen;
@@ -468,9 +448,9 @@ public sealed partial class Engine
             if (from == null) return Errno.ENOENT;
             ITreeReader b;
             if (toName == null) b = LiveTree;
-            else if (FindSnapshot(toName) is { } to) b = _snapCache.View(to.Gen);
+            else if (FindSnapshot(toName) is { } to) b = _snapshots.View(to.Gen);
             else return Errno.ENOENT;
-            var a = _snapCache.View(from.Gen);
+            var a = _snapshots.View(from.Gen);
             var ta = WalkTree(a);
             var tb = WalkTree(b);
             var result = new List<SnapshotChange>();
@@ -555,9 +535,9 @@ public sealed partial class Engine
     /// there is none, EIO when the pool failed, EBUSY while frozen. Caller holds _lock.</summary>
     private Errno SnapshotForChange(string name, out SnapshotRecord snap)
     {
-        snap = _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal))!;
+        snap = _snapshots.Find(name)!;
         if (snap == null) return Errno.ENOENT;
-        if (_failure != null) return Errno.EIO;
-        return _frozen ? Errno.EBUSY : 0;
+        if (Failed) return Errno.EIO;
+        return _commits.Frozen ? Errno.EBUSY : 0;
     }
 }

@@ -25,12 +25,12 @@ public sealed partial class Engine
 
     internal IReadOnlyList<SnapshotRecord> ListSnapshots()
     {
-        lock (_lock) return _snapshots.Select(s => s.Copy()).ToList();
+        lock (_lock) return _snapshots.All.Select(s => s.Copy()).ToList();
     }
 
     internal SnapshotRecord? FindSnapshot(string name)
     {
-        lock (_lock) return _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+        lock (_lock) return _snapshots.Find(name);
     }
 
     /// <summary>
@@ -50,19 +50,18 @@ public sealed partial class Engine
         {
             lock (_lock)
             {
-                if (_failure != null) return Errno.EIO;
-                if (_frozen) return Errno.EBUSY;
-                if (_snapshots.Any(s => string.Equals(s.Name, name, StringComparison.Ordinal))) return Errno.EEXIST;
+                if (Failed) return Errno.EIO;
+                if (_commits.Frozen) return Errno.EBUSY;
+                if (_snapshots.Find(name) != null) return Errno.EEXIST;
             }
             var snap = new SnapshotRecord { Name = name, CreatedNs = SnapshotClock is { } clock ? (clock().Ticks - DateTime.UnixEpoch.Ticks) * 100 : NowNs() };
             if (properties != null) foreach (var (k, v) in properties) snap.Properties[k] = v;
-            CommitLocked(batch =>
+            _commits.CommitLocked(batch =>
             {
                 snap.Gen = _pool.LiveGen;
                 snap.CommitSeq = _pool.CommitSeq + 1;
                 _pool.LiveGen++;
                 _snapshots.Add(snap);
-                _lastSnapGen = snap.Gen;
                 batch.Add(snap);
             });
             snapshot = snap;
@@ -82,11 +81,11 @@ public sealed partial class Engine
         lock (_commitLock)
             lock (_lock)
             {
-                int i = _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+                int i = _snapshots.IndexOf(name);
                 if (i < 0) return Errno.ENOENT;
-                if (_failure != null) return Errno.EIO;
-                if (_frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
-                CommitLocked(null);
+                if (Failed) return Errno.EIO;
+                if (_commits.Frozen || _snapshots[i].Holds.Count > 0) return Errno.EBUSY;
+                _commits.CommitLocked(null);
                 var snap = _snapshots[i];
                 // A failure halfway through the purge would leave part of it in memory for a later commit: fail-stop.
                 try
@@ -94,20 +93,12 @@ public sealed partial class Engine
                     long prev = i > 0 ? _snapshots[i - 1].Gen : 0;
                     long next = i + 1 < _snapshots.Count ? _snapshots[i + 1].Gen : _pool.LiveGen;
                     var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
-                    _pendingRemovals.DeletedInodes.AddRange(inodes);
-                    _pendingRemovals.DeletedDirents.AddRange(dirents);
-                    foreach (var c in chunks)
-                    {
-                        foreach (var e in c.Extents) _space[e.Device].Release(e.Address, e.Count);
-                        _pendingRemovals.DeletedChunks.Add(c.Rid);
-                    }
-                    CommitFault("purge");
+                    _versions.Purge(inodes, dirents, chunks);
+                    _commits.Fault("purge");
                     _snapshots.RemoveAt(i);
-                    _lastSnapGen = _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
-                    _snapCache.Forget(snap.Gen);
                 }
-                catch (Exception e) { throw FailCommit(_pool.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
-                CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
+                catch (Exception e) { throw _commits.Fail(_pool.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
+                _commits.CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
                 return 0;
             }
     }
@@ -126,9 +117,9 @@ public sealed partial class Engine
     {
         lock (_commitLock)
         {
-            if (!_frozen) CommitLocked(null);
+            if (!_commits.Frozen) _commits.CommitLocked(null);
             List<SnapshotRecord> snaps; long liveGen;
-            lock (_lock) { snaps = _snapshots.ToList(); liveGen = _pool.LiveGen; }
+            lock (_lock) { snaps = _snapshots.All.ToList(); liveGen = _pool.LiveGen; }
             var views = snaps.Select(s => s.Gen).Append(liveGen).ToArray(); // ascending
             var interval = new Dictionary<(uint, long), (long Min, long Max)>();
             lock (_lock)
@@ -177,9 +168,9 @@ public sealed partial class Engine
         lock (_commitLock)
             lock (_lock)
             {
-                if (_frozen && HasDirtyState())
+                if (_commits.Frozen && _commits.HasChanges())
                     throw new InvalidOperationException("the pool is frozen with changes made since the freeze; thaw it before checking it");
-                if (_failure == null && !_frozen) CommitLocked(null);
+                if (!Failed && !_commits.Frozen) _commits.CommitLocked(null);
                 return action();
             }
     }
@@ -187,11 +178,11 @@ public sealed partial class Engine
     /// <summary>True while <paramref name="ino"/> has an open handle on the live tree (fsck: unlinked-but-open files).</summary>
     internal bool IsOpen(long ino)
     {
-        lock (_lock) return _live.TryGetValue(ino, out var li) && !li.Deleted && li.OpenCount > 0;
+        lock (_lock) return _cache.TryGetCached(ino, out var li) && !li.Deleted && li.OpenCount > 0;
     }
 
-    internal IReadOnlyDictionary<uint, DeviceSpace> Space => _space;
+    internal IReadOnlyDictionary<uint, DeviceSpace> Space => _space.Devices;
     internal IReadOnlyDictionary<uint, Devices.IBlockDevice> Devices => _devices;
     internal PoolRecord PoolState => _pool;
-    internal List<SnapshotRecord> SnapshotList => _snapshots;
+    internal IReadOnlyList<SnapshotRecord> SnapshotList => _snapshots.All;
 }

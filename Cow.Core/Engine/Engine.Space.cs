@@ -10,7 +10,13 @@ public sealed partial class Engine
     /// device does. The base device holds what <c>mkfs --import</c> placed there and is otherwise frozen
     /// (format.md §1). The one place that decides it: statfs, <c>cow df</c> and min-free-percent follow.
     /// </summary>
-    internal static bool TakesNewWrites(uint cookie) => cookie == FormatConstants.LogCookie;
+    internal static bool TakesNewWrites(uint cookie) => SpaceAllocator.TakesNewWrites(cookie);
+
+    /// <summary>True when a commit would make freed blocks allocatable (a write short of space commits and retries).</summary>
+    private bool HasPendingFrees()
+    {
+        lock (_lock) return _space.HasPendingFrees;
+    }
 
     /// <summary>Blocks new writes can still get: the free blocks of the devices that take new writes. Anything
     /// that holds blocks back from new writes (a reserve, fallocate reservations) subtracts here. Caller holds
@@ -18,9 +24,9 @@ public sealed partial class Engine
     private long FreeForNewWritesLocked()
     {
         long free = 0;
-        foreach (var s in _space.Values)
+        foreach (var s in _space.Devices.Values)
             if (TakesNewWrites(s.Cookie)) free += s.FreeBlocks;
-        return Math.Max(0, free - _preallocTotal);   // fallocate reservations (Engine.Prealloc.cs) are not free
+        return Math.Max(0, free - _space.Preallocated);   // fallocate reservations (Engine.Prealloc.cs) are not free
     }
 
     /// <summary>
@@ -39,7 +45,7 @@ public sealed partial class Engine
         lock (_lock)
         {
             long blocks = 0;
-            foreach (var s in _space.Values)
+            foreach (var s in _space.Devices.Values)
                 blocks += TakesNewWrites(s.Cookie) ? s.DataBlocks : s.DataBlocks - s.FreeBlocks;
             long free = FreeForNewWritesLocked();
             return new FsStats(BlockSize, blocks, free, free, 1L << 32, (1L << 32) - _pool.NextIno, NameMax);
@@ -50,7 +56,7 @@ public sealed partial class Engine
     public IReadOnlyList<DeviceUsage> DeviceUsage()
     {
         lock (_lock)
-            return _space.Values.OrderBy(s => s.Cookie)
+            return _space.Devices.Values.OrderBy(s => s.Cookie)
                 .Select(s => new DeviceUsage(s.Cookie, s.DataBlocks, s.DataBlocks - s.FreeBlocks, s.FreeBlocks, TakesNewWrites(s.Cookie))).ToArray();
     }
 }

@@ -18,7 +18,7 @@ public sealed partial class Engine
         attr = default;
         lock (_lock)
         {
-            if (_failure != null) return Errno.EIO;
+            if (Failed) return Errno.EIO;
             var dir = LiveDir(parent, out var e);
             if (dir == null) return e;
             if (dir.Rec.Nlink == 0) return Errno.ENOENT; // removed directory
@@ -27,13 +27,11 @@ public sealed partial class Engine
             long now = NowNs();
             var rec = new InodeRecord
             {
-                Rid = NewRid(), Birth = _pool.LiveGen, Ino = _pool.NextIno++, Mode = mode, Uid = uid, Gid = gid, Xattrs = xattrs,
+                Rid = _versions.NewRid(), Birth = _pool.LiveGen, Ino = _pool.NextIno++, Mode = mode, Uid = uid, Gid = gid, Xattrs = xattrs,
                 Nlink = 0, AtimeNs = now, MtimeNs = now, CtimeNs = now, BtimeNs = now,
             };
             var li = new LiveInode(rec) { AllChunksLoaded = true, OpenCount = 1, Linkable = true };
-            _live[rec.Ino] = li;
-            _dirtyInodes.Add(li);
-            Touch(li);
+            _versions.AddInode(li);
             attr = Attr(rec);
             return 0;
         }

@@ -34,7 +34,7 @@ public sealed partial class Engine
 
     internal ITreeReader SnapshotTree(long gen)
     {
-        lock (_lock) return _snapCache.View(gen);
+        lock (_lock) return _snapshots.View(gen);
     }
 }
 

@@ -133,7 +133,7 @@ public sealed class FailStopCommitTests
         Assert.Equal(Errno.EIO, p.Live.Fsync(MemoryPool.Ino(p.Live, "/b")));
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), $"injected fault at {point}", "Engine.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), $"injected fault at {point}", "CommitPipeline.CommitLocked");
         Assert.Contains(problems, l => l.Contains("read-only until reopened"));
         AssertReadOnly(p, attempted);
 
@@ -171,7 +171,7 @@ public sealed class FailStopCommitTests
         else Assert.ThrowsAny<IOException>(() => p.Engine.DeleteSnapshot("s2"));
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "Engine.DeleteSnapshot" : "Engine.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "Engine.DeleteSnapshot" : "CommitPipeline.CommitLocked");
         AssertReadOnly(p, Listing(p));
 
         p.Reopen();
@@ -218,7 +218,7 @@ public sealed class FailStopCommitTests
         p.Engine.CommitInterval = TimeSpan.Zero;
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in a background commit", "Engine.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in a background commit", "CommitPipeline.CommitLocked");
         AssertReadOnly(p, attempted);
         p.Reopen();
         Assert.Equal(committed, Listing(p));
@@ -262,7 +262,7 @@ public sealed class FailStopCommitTests
         Assert.True(log.IsBusy(oldBlock), "a block whose cached mapping may not have been dropped became allocatable");
         Assert.True(log.IsHeldBack(oldBlock));
         Assert.True(log.HeldBackBlocks >= 1);
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected mapping listener fault", "DeliverMappingInvalidations");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected mapping listener fault", "MappingInvalidations.Deliver");
         Assert.Contains(problems, l => l.Contains("held back from reuse"));
         p.AssertClean();                       // held back is not a leak
 
