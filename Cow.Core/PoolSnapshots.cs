@@ -40,11 +40,11 @@ public sealed class PoolSnapshots
     public const int MaxPropertyValue = Engine.Engine.MaxSnapshotPropertyValue;
 
     /// <summary>What is wrong with <paramref name="name"/> as a snapshot name, or null.</summary>
-    public static string? NameProblem(string name) => Engine.Engine.SnapshotNameProblem(name);
+    public static string? NameProblem(string name) => Engine.SnapshotManager.SnapshotNameProblem(name);
     /// <summary>What is wrong with <paramref name="tag"/> as a hold tag, or null.</summary>
-    public static string? HoldTagProblem(string tag) => Engine.Engine.HoldTagProblem(tag);
+    public static string? HoldTagProblem(string tag) => Engine.SnapshotManager.HoldTagProblem(tag);
     /// <summary>What is wrong with a property (null value: its removal), or null.</summary>
-    public static string? PropertyProblem(string name, string? value) => Engine.Engine.SnapshotPropertyProblem(name, value);
+    public static string? PropertyProblem(string name, string? value) => Engine.SnapshotManager.SnapshotPropertyProblem(name, value);
 
     /// <summary>Every snapshot, oldest first.</summary>
     public IReadOnlyList<SnapshotInfo> List() => E.ListSnapshots().Select(SnapshotInfo.From).ToArray();

@@ -63,13 +63,13 @@ public static class Fsck
         if (snaps.Any(s => s.Gen >= pool.LiveGen)) r.Add("snapshots", "a snapshot's generation is not below the live generation");
         foreach (var s in snaps)
         {
-            if (Engine.Engine.SnapshotNameProblem(s.Name) is { } np) r.Add("snapshots", $"snapshot {s.Gen}: {np}");
+            if (Engine.SnapshotManager.SnapshotNameProblem(s.Name) is { } np) r.Add("snapshots", $"snapshot {s.Gen}: {np}");
             if (s.Holds.Distinct(StringComparer.Ordinal).Count() != s.Holds.Count) r.Add("snapshots", $"snapshot '{s.Name}' lists a hold twice");
             foreach (var h in s.Holds)
-                if (Engine.Engine.HoldTagProblem(h) is { } hp) r.Add("snapshots", $"snapshot '{s.Name}': {hp}");
+                if (Engine.SnapshotManager.HoldTagProblem(h) is { } hp) r.Add("snapshots", $"snapshot '{s.Name}': {hp}");
             if (s.Properties.Count > Engine.Engine.MaxSnapshotProperties) r.Add("snapshots", $"snapshot '{s.Name}' has {s.Properties.Count} properties, more than {Engine.Engine.MaxSnapshotProperties}");
             foreach (var (k, v) in s.Properties)
-                if (Engine.Engine.SnapshotPropertyProblem(k, v) is { } pp) r.Add("snapshots", $"snapshot '{s.Name}': {pp}");
+                if (Engine.SnapshotManager.SnapshotPropertyProblem(k, v) is { } pp) r.Add("snapshots", $"snapshot '{s.Name}': {pp}");
         }
         if (snaps.Select(s => s.Name).Distinct(StringComparer.Ordinal).Count() != snaps.Count) r.Add("snapshots", "two snapshots have the same name");
 
@@ -180,7 +180,7 @@ public static class Fsck
                     foreach (var (ms, me) in ml ?? []) len -= Math.Max(0, Math.Min(me, pr[k + 1]) - Math.Max(ms, pr[k]));
                     holes += len;
                 }
-                long expect = holes + Engine.Engine.PreallocSlack(pr);
+                long expect = holes + Engine.FallocateReservations.PreallocSlack(pr);
                 if (i.PreallocBlocks != expect)
                     r.Add("prealloc", $"{vn}: inode {i.Ino} holds {i.PreallocBlocks} blocks for fallocate, its ranges need {expect} ({holes} holes and the slack)", i.Ino);
             }

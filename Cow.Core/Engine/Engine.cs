@@ -5,32 +5,40 @@ using Cow.Core.Metadata;
 namespace Cow.Core.Engine;
 
 /// <summary>
-/// The copy-on-write engine of one open pool: the live tree's metadata (inodes, directories, extent
-/// chunks) cached in memory and written behind in group commits, the space maps, the iomap contract
-/// (<c>IomapBegin</c>/<c>IomapEnd</c>/<c>IoEnd</c>) and snapshots.
-/// <para>Versioning (format.md, "Generations"): every record carries [birth, death). A record born at or
-/// before the newest snapshot's generation is shared with a snapshot and is never changed: changing it
-/// retires it (death = live generation) and writes a new version. Younger records are private to the
-/// live tree and change in place. Taking a snapshot therefore only records the live generation and
-/// bumps it: constant time.</para>
-/// <para>Threading: thread-safe. <c>_lock</c> guards every mutable field (caches, dirty sets, space
-/// maps, reservations, pool record). <c>_commitLock</c> serialises commits and snapshot operations.
-/// Lock order: <c>_commitLock</c> → a file's <c>WriteGate</c> is never taken inside it; <c>WriteGate</c>
-/// → <c>_lock</c>; an operation holds one file's <c>WriteGate</c>, except <see cref="CloneRange"/>, which
-/// holds two, and <see cref="RestoreFromSnapshot"/>, which holds those of the files it replaces in place, all
-/// taken lower inode number first with no engine lock held (then <c>_commitLock</c> → <c>_lock</c>); <c>_commitLock</c> → <c>_lock</c>; <c>_reuseGate</c> is taken with no other lock
-/// held except in <see cref="Commit"/> (after <c>_commitLock</c>, before <c>_lock</c>). Device data I/O
-/// runs outside <c>_lock</c>: writes go to reserved blocks nobody else can see, and reads hold
-/// <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them. Two
-/// exceptions run under <c>_lock</c>: the segment header written when the allocator enters a new log
-/// segment (one block per 4 MiB of log), and the read-back that checksums a kernel ioend.
-/// An inode is pinned (<c>LiveInode.Pins</c>) from its lookup to the end of a data operation, and a
-/// pinned inode is never evicted from the cache.</para>
+/// The copy-on-write engine of one open pool, and the coordinator of its parts (docs/design.md has the map).
+/// It owns the locks and keeps their order, builds the parts at open and routes every operation to the
+/// family that implements it (Engine.Operations.cs); it holds no other state.
+/// <list type="bullet">
+/// <item>Parts that own state, each guarded by <c>_lock</c> unless it says otherwise: <see cref="LiveTreeCache"/>
+/// (live inodes, directories, extent chunks), <see cref="RecordVersioner"/> (the birth/death copy-on-write
+/// rule and the write-behind set), <see cref="SpaceAllocator"/> (device space maps, deferred frees, fallocate
+/// total), <see cref="WriteReservations"/> (write allocations in flight), <see cref="MappingInvalidations"/>
+/// (extent-map changes on their way to listeners), <see cref="CommitPipeline"/> (group commit, freeze,
+/// failure state), <see cref="SnapshotCatalog"/> (the snapshot list and frozen trees), <see cref="WriteBarrier"/>.</item>
+/// <item>Operation families, stateless over those parts (<see cref="EnginePart"/>): <see cref="IomapService"/>,
+/// <see cref="FileDataPath"/>, <see cref="RangeCloner"/>, <see cref="FallocateReservations"/>,
+/// <see cref="NamespaceOps"/>, <see cref="InodeAttributes"/>, <see cref="SnapshotManager"/> (with the pure
+/// <see cref="SnapshotDiff"/>), <see cref="SnapshotRestorer"/>, <see cref="ImportWriter"/>; pure helpers
+/// <see cref="ExtentMap"/> and <see cref="SnapshotDiff"/>.</item>
+/// </list>
+/// <para>Threading: thread-safe. Lock order (every part and family follows it):
+/// 1. a file's <c>WriteGate</c> (an operation holds one, except <see cref="CloneRange"/>, which holds two, and
+/// <see cref="RestoreFromSnapshot"/>, which holds those of the files it replaces in place, all taken lower
+/// inode number first with no engine lock held); 2. <c>_commitLock</c> (serialises commits and snapshot
+/// operations; a WriteGate is never taken inside it); 3. <c>_reuseGate</c>, taken with no other lock held
+/// except by a commit (after <c>_commitLock</c>, before <c>_lock</c>); 4. <c>_lock</c>, the state lock of every
+/// part. Device data I/O runs outside <c>_lock</c>: writes go to reserved blocks nobody else can see, and
+/// reads hold <c>_reuseGate</c> (read mode) so that blocks freed meanwhile are not reused under them. Two
+/// exceptions run under <c>_lock</c>: the segment header written when the allocator enters a new log segment
+/// (one block per 4 MiB of log), and the read-back that checksums a kernel ioend. An inode is pinned
+/// (<c>LiveInode.Pins</c>) from its lookup to the end of a data operation, and a pinned inode is never
+/// evicted from the cache. The <see cref="WriteBarrier"/>'s locks and the tree-change listeners are taken or
+/// called with no engine lock held.</para>
 /// <para>Extent-map changes of live files are recorded under <c>_lock</c> and handed to the
-/// <see cref="IMappingInvalidationListener"/>s outside it (Engine.Invalidation.cs); a commit delivers what is
-/// recorded and spins until every delivery in flight has finished before it lets the blocks it freed be
-/// allocated again. <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>. A failure anywhere on
-/// the commit path makes the pool read-only until reopened (fail-stop, Engine.FailStop.cs).</para>
+/// <see cref="IMappingInvalidationListener"/>s outside it; a commit delivers what is recorded and spins until
+/// every delivery in flight has finished before it lets the blocks it freed be allocated again.
+/// <see cref="Freeze"/> holds every commit until <see cref="Thaw"/>. A failure anywhere on the commit path
+/// makes the pool read-only until reopened (fail-stop, Engine.FailStop.cs).</para>
 /// </summary>
 public sealed partial class Engine : IDisposable
 {
@@ -51,6 +59,8 @@ public sealed partial class Engine : IDisposable
     private readonly MappingInvalidations _mappings;
     private readonly CommitPipeline _commits;
     private readonly SnapshotCatalog _snapshots;
+    private readonly WriteBarrier _writesInProgress = new();
+    private readonly EngineContext _ctx;   // what the operation families are handed (EnginePart.cs)
 
     public int BlockSize { get; }
     internal int BlockShift { get; }
@@ -111,7 +121,23 @@ public sealed partial class Engine : IDisposable
         _reservations = new WriteReservations(_space, _cache);
         _snapshots = new SnapshotCatalog(store, _versions);
         _commits = new CommitPipeline(_commitLock, _lock, _reuseGate, store, pool, _devices, _versions, _space, _cache, _mappings, Report);
-        LoadPreallocTotal();
+        _ctx = new EngineContext
+        {
+            StateLock = _lock, CommitLock = _commitLock, ReuseGate = _reuseGate, Store = store, Devices = _devices, Pool = pool,
+            Cache = _cache, Versions = _versions, Space = _space, Reservations = _reservations, Mappings = _mappings,
+            Commits = _commits, Snapshots = _snapshots, WritesInProgress = _writesInProgress,
+            Report = Report, ReportIoFailure = ReportIoFailure, DeliverTreeChanges = DeliverTreeChanges,
+        };
+        _ctx.Iomap = new IomapService(_ctx);
+        _ctx.Prealloc = new FallocateReservations(_ctx);
+        _ctx.Data = new FileDataPath(_ctx);
+        _ctx.Cloner = new RangeCloner(_ctx);
+        _ctx.Names = new NamespaceOps(_ctx);
+        _ctx.Attrs = new InodeAttributes(_ctx);
+        _ctx.SnapshotOps = new SnapshotManager(_ctx);
+        _ctx.Restorer = new SnapshotRestorer(_ctx);
+        _ctx.Importer = new ImportWriter(_ctx);
+        _ctx.Prealloc.LoadPreallocTotal();
     }
 
     internal long LiveGen => _pool.LiveGen;

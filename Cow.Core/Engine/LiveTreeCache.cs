@@ -16,6 +16,10 @@ internal sealed class LiveTreeCache(MetadataStore store, PoolRecord pool)
     private readonly Dictionary<long, LiveInode> _inodes = new();
     private long _cachedChunks;      // entries in every cached inode's Chunks (approximate upper bound)
     private int _deletedSinceTrim;   // inodes deleted since the last trim
+    private LiveTreeReader? _reader;
+
+    /// <summary>The live tree as an <see cref="ITreeReader"/> (its calls, too, under the engine's <c>_lock</c>).</summary>
+    public ITreeReader Reader => _reader ??= new LiveTreeReader(this, pool);
 
     /// <summary>Upper bound on cached live inodes that are clean and closed (trimmed after each commit).</summary>
     public int InodeLimit { get; set; } = 20000;
@@ -144,5 +148,16 @@ internal sealed class LiveTreeCache(MetadataStore store, PoolRecord pool)
             cached -= drop.Count;
         }
         _cachedChunks = cached;
+    }
+
+    private sealed class LiveTreeReader(LiveTreeCache cache, PoolRecord pool) : ITreeReader
+    {
+        public bool ReadOnly => false;
+        public bool Gone => false;
+        public long Gen => pool.LiveGen;
+        public InodeRecord? Inode(long ino) => cache.Get(ino)?.Rec;
+        public ChunkRecord? Chunk(long ino, long index) => cache.Get(ino) is { } li ? cache.Chunk(li, index) : null;
+        public List<ChunkRecord> Chunks(long ino) => cache.Get(ino) is { } li ? cache.Chunks(li) : new();
+        public DirState? Dir(long ino) => cache.Get(ino) is { } li && (li.Rec.Mode & 0xF000) == 0x4000 ? cache.DirOf(li) : null;
     }
 }

@@ -18,19 +18,7 @@ internal interface ITreeReader
 
 public sealed partial class Engine
 {
-    private LiveTreeReader? _liveTree;
-    internal ITreeReader LiveTree => _liveTree ??= new LiveTreeReader(this);
-
-    private sealed class LiveTreeReader(Engine e) : ITreeReader
-    {
-        public bool ReadOnly => false;
-        public bool Gone => false;
-        public long Gen => e._pool.LiveGen;
-        public InodeRecord? Inode(long ino) => e.Live(ino)?.Rec;
-        public ChunkRecord? Chunk(long ino, long index) => e.Live(ino) is { } li ? e.LiveChunk(li, index) : null;
-        public List<ChunkRecord> Chunks(long ino) => e.Live(ino) is { } li ? e.LiveChunks(li) : new();
-        public DirState? Dir(long ino) => e.Live(ino) is { } li && (li.Rec.Mode & 0xF000) == 0x4000 ? e.DirOf(li) : null;
-    }
+    internal ITreeReader LiveTree => _cache.Reader;
 
     internal ITreeReader SnapshotTree(long gen)
     {

@@ -19,7 +19,7 @@ public class AtimeTests
     [InlineData(Slack + 100, 50, 50, Slack + 100 + Day - 1, false)]
     [InlineData(Slack + 100, 50, 50, Slack + 100 + Day, true)]   // a day old: update
     public void RelatimeRule(long atime, long mtime, long ctime, long now, bool update) =>
-        Assert.Equal(update, Core.Engine.Engine.RelatimeNeedsUpdate(atime, mtime, ctime, now));
+        Assert.Equal(update, Core.Engine.InodeAttributes.RelatimeNeedsUpdate(atime, mtime, ctime, now));
 
     private static long Atime(FileSystemView fs, long ino)
     {

@@ -190,12 +190,12 @@ public class FallocateReservationTests
     [Fact]
     public void RangeSetArithmetic()
     {
-        var r = Core.Engine.Engine.RangeAdd(null, 10, 20);
-        r = Core.Engine.Engine.RangeAdd(r, 30, 40);
+        var r = Core.Engine.FallocateReservations.RangeAdd(null, 10, 20);
+        r = Core.Engine.FallocateReservations.RangeAdd(r, 30, 40);
         Assert.Equal([10L, 20, 30, 40], r);
-        Assert.Equal([5L, 40], Core.Engine.Engine.RangeAdd(r, 5, 30));
-        Assert.Equal([10L, 20, 25, 26, 30, 40], Core.Engine.Engine.RangeAdd(r, 25, 26));
-        Assert.Equal([10L, 12, 35, 40], Core.Engine.Engine.RangeRemove(r, 12, 35)!);
-        Assert.Null(Core.Engine.Engine.RangeRemove(r, 0, 100));
+        Assert.Equal([5L, 40], Core.Engine.FallocateReservations.RangeAdd(r, 5, 30));
+        Assert.Equal([10L, 20, 25, 26, 30, 40], Core.Engine.FallocateReservations.RangeAdd(r, 25, 26));
+        Assert.Equal([10L, 12, 35, 40], Core.Engine.FallocateReservations.RangeRemove(r, 12, 35)!);
+        Assert.Null(Core.Engine.FallocateReservations.RangeRemove(r, 0, 100));
     }
 }

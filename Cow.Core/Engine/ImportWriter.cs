@@ -4,7 +4,13 @@ using Mono.Unix.Native;
 
 namespace Cow.Core.Engine;
 
-public sealed partial class Engine
+/// <summary>
+/// Writes an imported file (<c>cow mkfs --import</c>, <see cref="Import.TreeImporter"/>) into the live tree:
+/// its data placed on the base device, only non-zero blocks, holes kept. State: none of its own. Threading:
+/// the file's WriteGate, then the engine's <c>_lock</c> for each step; device writes outside the lock, to
+/// blocks reserved for the file.
+/// </summary>
+internal sealed class ImportWriter(EngineContext context) : EnginePart(context)
 {
     /// <summary>
     /// Creates <paramref name="name"/> in <paramref name="parent"/> with the bytes of <paramref name="source"/>
@@ -15,10 +21,10 @@ public sealed partial class Engine
     /// </summary>
     public Errno ImportFile(long parent, string name, Stream source, uint mode, uint uid, uint gid, out InodeAttr attr)
     {
-        var e = MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr);
+        var e = Names.MakeNode(parent, name, (mode & 0xFFF) | 0x8000, 0, uid, gid, null, out attr);
         if (e != 0) return e;
         LiveInode li;
-        lock (_lock) { li = Live(attr.Ino)!; li.Pins++; }
+        lock (StateLock) { li = Live(attr.Ino)!; li.Pins++; }
         try { return ImportPinned(li, source, out attr); }
         finally { Unpin(li); }
     }
@@ -38,18 +44,15 @@ public sealed partial class Engine
                 e = PlaceNonZeroBlocks(li, offset >> BlockShift, buf, filled);
                 if (e != 0) return e;
                 offset += filled;
-                lock (_lock) _versions.MutableInode(li).Size = offset;
+                lock (StateLock) Versions.MutableInode(li).Size = offset;
             }
         }
         finally { li.WriteGate.Release(); }
-        Commit();
-        lock (_lock) attr = Attr(li.Rec);
+        Commits.Commit();
+        lock (StateLock) attr = Attr(li.Rec);
         return 0;
     }
 
-    /// <summary>Reads source bytes at a file offset into a buffer; returns the count read, 0 at the end of the
-    /// source. Throws (IOException) when the source cannot be read.</summary>
-    public delegate int ImportReader(long offset, Span<byte> buffer);
 
     /// <summary>
     /// Fills the empty regular file <paramref name="ino"/> of the live tree with <paramref name="length"/> bytes of
@@ -59,11 +62,11 @@ public sealed partial class Engine
     /// tree import commits once at its end). A source failure (exception from <paramref name="read"/>) or
     /// <paramref name="ct"/> propagates, leaving the file partly filled; ENOSPC when the base device is full.
     /// </summary>
-    public Errno ImportData(long ino, long length, IReadOnlyList<(long Offset, long Length)> dataRanges, ImportReader read, CancellationToken ct = default)
+    public Errno ImportData(long ino, long length, IReadOnlyList<(long Offset, long Length)> dataRanges, Engine.ImportReader read, CancellationToken ct = default)
     {
         if (length < 0 || length > MaxFileSize) return Errno.EFBIG;
         LiveInode li;
-        lock (_lock)
+        lock (StateLock)
         {
             if (Failed) return Errno.EIO;
             var found = Live(ino);
@@ -104,7 +107,7 @@ public sealed partial class Engine
                     }
                     next = Math.Max(next, endBlock);
                 }
-                lock (_lock) _versions.MutableInode(li).Size = length;
+                lock (StateLock) Versions.MutableInode(li).Size = length;
             }
             finally { li.WriteGate.Release(); }
         }
@@ -134,18 +137,18 @@ public sealed partial class Engine
 
     private Errno PlaceOnBase(LiveInode li, long fileBlock, ReadOnlySpan<byte> data)
     {
-        var dev = _devices[FormatConstants.BaseCookie];
+        var dev = Devices[FormatConstants.BaseCookie];
         while (data.Length > 0)
         {
             long start, n;
-            lock (_lock) n = _space[FormatConstants.BaseCookie].Allocate(data.Length >> BlockShift, out start);
+            lock (StateLock) n = Space[FormatConstants.BaseCookie].Allocate(data.Length >> BlockShift, out start);
             if (n == 0) return Errno.ENOSPC;
             var part = data[..(int)(n << BlockShift)];
             dev.Write(start << BlockShift, part);
             NoteDeviceWrite(FormatConstants.BaseCookie);
             var sums = new uint[n];
             for (int i = 0; i < n; i++) sums[i] = Crc32C.Compute(part.Slice(i << BlockShift, BlockSize));
-            lock (_lock) RemapRange(li, fileBlock, n, FormatConstants.BaseCookie, start, sums);
+            lock (StateLock) Iomap.RemapRange(li, fileBlock, n, FormatConstants.BaseCookie, start, sums);
             fileBlock += n;
             data = data[part.Length..];
         }

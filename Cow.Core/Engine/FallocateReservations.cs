@@ -9,23 +9,29 @@ namespace Cow.Core.Engine;
 //
 // Cow writes out of place, so a reservation is a count, not blocks set aside. The rule:
 // - An inode with fallocated ranges (InodeRecord.Prealloc, persisted) holds prealloc_blocks = the hole blocks
-//   in those ranges + the slack (PreallocSlack: the ranges' length, at most 256 blocks). The engine's total of every live inode's prealloc_blocks is kept out of the free
-//   space: statfs does not count it and writes without a reservation may not use it.
+//   in those ranges + the slack (PreallocSlack: the ranges' length, at most 256 blocks). The engine's total of
+//   every live inode's prealloc_blocks (SpaceAllocator.Preallocated) is kept out of the free space: statfs does
+//   not count it and writes without a reservation may not use it.
 // - A write of that file may use, besides the unreserved free space, the reserved holes of the range it
 //   writes (filling a hole consumes its reservation: the block is the file's from then on) and the slack,
 //   for overwrites of blocks already written in a range: the new block is needed before the old one is
 //   freed, and the old one becomes allocatable once the commit that stopped referencing it is durable (the
 //   userspace write path commits and retries when it runs short and frees are pending). So overwrites on a
-//   full pool progress by up to the slack (one 1 MiB WRITE with 4 KiB blocks) per commit; a file a snapshot or a clone shares does not free its old blocks, and
-//   there the promise does not hold (as for btrfs).
+//   full pool progress by up to the slack (one 1 MiB WRITE with 4 KiB blocks) per commit; a file a snapshot
+//   or a clone shares does not free its old blocks, and there the promise does not hold (as for btrfs).
 // - Punch, truncate and zero range release the reservation of the whole blocks they cover (zero range frees
 //   the blocks it deallocates, as punch); deleting the inode releases all of it.
 // Between a write's allocation and its commit into the file (ioend) the blocks it fills are counted both as
 // allocated and as reserved, so the unreserved free space looks smaller by that much for a moment.
-public sealed partial class Engine
+
+/// <summary>fallocate's space promise (the rule above): reserving, consuming and releasing the per-inode
+/// reservations and keeping <see cref="SpaceAllocator.Preallocated"/> their sum. State: none of its own (the
+/// reservations live in the inode records, the total in the space allocator). Every member but
+/// <see cref="LoadPreallocTotal"/> is called under the engine's <c>_lock</c>.</summary>
+internal sealed class FallocateReservations(EngineContext context) : EnginePart(context)
 {
     /// <summary>Log blocks held out of the free space by fallocate reservations (statfs, tests).</summary>
-    internal long PreallocatedBlocks { get { lock (_lock) return _space.Preallocated; } }
+    internal long PreallocatedBlocks { get { lock (StateLock) return Space.Preallocated; } }
 
     /// <summary>Most blocks of overwrite slack a file holds: a whole WRITE (1 MiB) with 4 KiB blocks.</summary>
     internal const long MaxPreallocSlack = 256;
@@ -40,17 +46,17 @@ public sealed partial class Engine
     }
 
     /// <summary>Sums prealloc_blocks over the live inodes from the committed records (at open, after a rollback).</summary>
-    private void LoadPreallocTotal()
+    internal void LoadPreallocTotal()
     {
-        lock (_lock)
+        lock (StateLock)
         {
             long t = 0;
-            foreach (var r in Store.WithPrealloc(_pool.LiveGen)) t += r.PreallocBlocks;
-            _space.Preallocated = t;
+            foreach (var r in Store.WithPrealloc(PoolState.LiveGen)) t += r.PreallocBlocks;
+            Space.Preallocated = t;
         }
     }
 
-    /// <summary>Blocks of [fb, fb+n) of the live file that are mapped. Under _lock.</summary>
+    /// <summary>Blocks of [fb, fb+n) of the live file that are mapped. Under StateLock.</summary>
     private long MappedBlocks(LiveInode li, long fb, long n)
     {
         if (n <= 0) return 0;
@@ -71,7 +77,7 @@ public sealed partial class Engine
         return mapped;
     }
 
-    /// <summary>Hole blocks of [from, to) that lie in <paramref name="ranges"/>. Under _lock.</summary>
+    /// <summary>Hole blocks of [from, to) that lie in <paramref name="ranges"/>. Under StateLock.</summary>
     private long HolesInRanges(LiveInode li, long[] ranges, long from, long to)
     {
         long holes = 0;
@@ -134,9 +140,9 @@ public sealed partial class Engine
     /// <summary>
     /// How many blocks from <paramref name="fb"/> on (at most <paramref name="want"/>) a write of the live
     /// file may allocate now: the unreserved free space, plus its reserved holes in the range, plus its
-    /// overwrite slack for written blocks inside a fallocated range. Under _lock.
+    /// overwrite slack for written blocks inside a fallocated range. Under StateLock.
     /// </summary>
-    private long WriteAllowance(LiveInode li, long fb, long want)
+    internal long WriteAllowance(LiveInode li, long fb, long want)
     {
         long general = FreeForNewWritesLocked();
         var ranges = li.Rec.Prealloc;
@@ -161,24 +167,24 @@ public sealed partial class Engine
     }
 
     /// <summary>File blocks [fb, fb+n) of <paramref name="li"/> are about to be mapped (a write's ioend, a
-    /// clone): the reserved holes among them are the file's now, and stop being held. Under _lock, before the
+    /// clone): the reserved holes among them are the file's now, and stop being held. Under StateLock, before the
     /// extent map changes; <paramref name="rec"/> is the inode's mutable record.</summary>
-    private void ConsumePrealloc(LiveInode li, InodeRecord rec, long fb, long n)
+    internal void ConsumePrealloc(LiveInode li, InodeRecord rec, long fb, long n)
     {
         if (rec.Prealloc == null) return;
         long filled = Math.Min(HolesInRanges(li, rec.Prealloc, fb, fb + n), rec.PreallocBlocks - PreallocSlack(rec.Prealloc));
         if (filled <= 0) return;
         rec.PreallocBlocks -= filled;
-        _space.Preallocated -= filled;
+        Space.Preallocated -= filled;
     }
 
     /// <summary>Releases the reservation of file blocks [from, to) (punch, truncate, zero range): the range
     /// leaves the fallocated ranges, its holes stop being held, and the slack shrinks with the ranges (all of
-    /// it goes when none is left). Under _lock, before the extent map changes.</summary>
-    private void ReleasePrealloc(LiveInode li, long from, long to)
+    /// it goes when none is left). Under StateLock, before the extent map changes.</summary>
+    internal void ReleasePrealloc(LiveInode li, long from, long to)
     {
         if (li.Rec.Prealloc == null || to <= from) return;
-        var rec = _versions.MutableInode(li);
+        var rec = Versions.MutableInode(li);
         long holes = HolesInRanges(li, rec.Prealloc!, from, to);
         var left = RangeRemove(rec.Prealloc!, from, to);
         long release = left == null ? rec.PreallocBlocks
@@ -186,14 +192,14 @@ public sealed partial class Engine
         rec.Prealloc = left;
         rec.PreallocBlocks -= release;
         if (left == null) rec.PreallocBlocks = 0;
-        _space.Preallocated -= release;
+        Space.Preallocated -= release;
     }
 
-    /// <summary>The inode is being deleted: its whole reservation goes back to the free space. Under _lock.</summary>
-    private void DropPrealloc(LiveInode li)
+    /// <summary>The inode is being deleted: its whole reservation goes back to the free space. Under StateLock.</summary>
+    internal void DropPrealloc(LiveInode li)
     {
         if (li.Rec.Prealloc == null) return;
-        _space.Preallocated -= li.Rec.PreallocBlocks;
+        Space.Preallocated -= li.Rec.PreallocBlocks;
     }
 
     /// <summary>
@@ -201,9 +207,9 @@ public sealed partial class Engine
     /// earlier fallocate reserved, and what the slack grows by. ENOSPC, with nothing
     /// changed, when the unreserved free space is smaller. Under the WriteGate.
     /// </summary>
-    private Errno ReserveForFallocate(LiveInode li, long offset, long end)
+    internal Errno ReserveForFallocate(LiveInode li, long offset, long end)
     {
-        lock (_lock)
+        lock (StateLock)
         {
             if (Failed) return Errno.EIO;
             long a = offset >> BlockShift, b = (end + BlockSize - 1) >> BlockShift;
@@ -213,10 +219,10 @@ public sealed partial class Engine
             var grown = RangeAdd(ranges, a, b);
             long need = holes - already + PreallocSlack(grown) - PreallocSlack(ranges);
             if (need > 0 && need > FreeForNewWritesLocked()) return Errno.ENOSPC;
-            var rec = _versions.MutableInode(li);
+            var rec = Versions.MutableInode(li);
             rec.Prealloc = grown;
             rec.PreallocBlocks += need;
-            _space.Preallocated += need;
+            Space.Preallocated += need;
             return 0;
         }
     }

@@ -21,7 +21,7 @@ namespace Cow.Core.Engine;
 /// requires: the plan is made under the locks, the gates are taken outside them, and the plan is made again
 /// under the locks and applied only if it needs no gate not held. Durable when it returns 0.</para>
 /// </summary>
-public sealed partial class Engine
+internal sealed class SnapshotRestorer(EngineContext context) : EnginePart(context)
 {
     /// <summary>
     /// Restores <paramref name="paths"/> (absolute, '/'-separated, no "." or ".." components; "/" is the whole
@@ -57,7 +57,7 @@ public sealed partial class Engine
         var order = all.Where(i => !all.Any(j => j != i && IsUnder(parsed[i], parsed[j]) && (parsed[i].Length > parsed[j].Length || j < i))).ToList();
         paths = order.Select(i => paths[i]).ToList();
         parsed = order.Select(i => parsed[i]).ToList();
-        // Files replaced in place need their WriteGates, which are taken before _commitLock and _lock (the lock
+        // Files replaced in place need their WriteGates, which are taken before CommitLock and StateLock (the lock
         // order): plan under the locks, take the gates the plan needs outside them, and plan again, until a plan
         // needs no gate that is not held; then apply it under the same locks.
         var held = new List<LiveInode>();   // pinned
@@ -67,12 +67,12 @@ public sealed partial class Engine
         {
             while (true)
             {
-                lock (_commitLock)
-                    lock (_lock)
+                lock (CommitLock)
+                    lock (StateLock)
                     {
-                        var e = SnapshotForChange(name, out var snap);
+                        var e = SnapshotOps.SnapshotForChange(name, out var snap);
                         if (e != 0) return e;
-                        var tree = _snapshots.View(snap.Gen);
+                        var tree = Snapshots.View(snap.Gen);
                         var plan = new RestoreWalk(tree, apply: false);
                         for (int i = 0; i < parsed.Count; i++)
                         {
@@ -87,7 +87,7 @@ public sealed partial class Engine
                                 var run = new RestoreWalk(tree, apply: true);
                                 foreach (var parts in parsed)
                                     if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
-                                _commits.CommitLocked(null);
+                                Commits.CommitLocked(null);
                                 notify = run.Notify;
                             }
                             changes = Sorted(plan.Changes);
@@ -103,9 +103,9 @@ public sealed partial class Engine
         finally
         {
             ReleaseGates(gated);
-            if (held.Count > 0) lock (_lock) foreach (var li in held) li.Pins--;
+            if (held.Count > 0) lock (StateLock) foreach (var li in held) li.Pins--;
         }
-        _mappings.Deliver();
+        Mappings.Deliver();
         if (notify is { Count: > 0 }) DeliverTreeChanges(notify);
         return 0;
     }
@@ -128,7 +128,7 @@ public sealed partial class Engine
     }
 
     /// <summary>One pass over the paths: planning (<see cref="Apply"/> false: changes nothing, lists the changes
-    /// and the live files that would be replaced in place) or applying. Used under _lock.</summary>
+    /// and the live files that would be replaced in place) or applying. Used under StateLock.</summary>
     private sealed class RestoreWalk(ITreeReader tree, bool apply)
     {
         public readonly ITreeReader Tree = tree;
@@ -139,7 +139,7 @@ public sealed partial class Engine
         public long Now;
     }
 
-    /// <summary>Restores one path. Under _commitLock and _lock; when applying, the gates of the files replaced in place are held.</summary>
+    /// <summary>Restores one path. Under CommitLock and StateLock; when applying, the gates of the files replaced in place are held.</summary>
     private Errno RestorePath(RestoreWalk w, string[] parts)
     {
         w.Now = NowNs();
@@ -153,13 +153,13 @@ public sealed partial class Engine
             if (w.Changes.Count == before) w.Changes.Add(new RestoreChange("/", RestoreAction.Unchanged, RootIno));
             return 0;
         }
-        var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
+        var e = SnapshotOps.ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
         if (e != 0) return e;
-        var parent = LiveDir(parentIno, out e);
+        var parent = Names.LiveDir(parentIno, out e);
         if (parent == null) return e;
         string leaf = parts[^1];
         DirOf(parent).ByName.TryGetValue(leaf, out var d);
-        InodeRecord? s = ResolveIn(w.Tree, string.Join('/', parts), out long sIno) == 0 ? w.Tree.Inode(sIno) : null;
+        InodeRecord? s = SnapshotOps.ResolveIn(w.Tree, string.Join('/', parts), out long sIno) == 0 ? w.Tree.Inode(sIno) : null;
         if (s == null && d == null) return Errno.ENOENT;
         RestoreEntry(w, parent, leaf, d, s, path);
         if (w.Changes.Count == before) w.Changes.Add(new RestoreChange(path, RestoreAction.Unchanged, d!.Child));
@@ -175,7 +175,7 @@ public sealed partial class Engine
             ListSnapshotTree(w, s!, path, RestoreAction.Created);
             if (w.Apply)
             {
-                CloneSubtreeLocked(w.Tree, s!.Ino, parent, leaf, w.Now);
+                SnapshotOps.CloneSubtreeLocked(w.Tree, s!.Ino, parent, leaf, w.Now);
                 w.Notify.Add(new TreeChange(parent.Ino, leaf, 0));
             }
             return;
@@ -201,7 +201,7 @@ public sealed partial class Engine
             if (w.Apply)
             {
                 RemoveLiveEntry(parent, d, w.Now);
-                CloneSubtreeLocked(w.Tree, s.Ino, parent, leaf, w.Now);
+                SnapshotOps.CloneSubtreeLocked(w.Tree, s.Ino, parent, leaf, w.Now);
                 w.Notify.Add(new TreeChange(parent.Ino, leaf, 0));
             }
             return;
@@ -211,17 +211,17 @@ public sealed partial class Engine
         w.Changes.Add(new RestoreChange(path, RestoreAction.Replaced, live.Ino));
         if (st == S_IFREG && !w.InPlace.Contains(live)) w.InPlace.Add(live);
         if (!w.Apply) return;
-        var r = _versions.MutableInode(live);
+        var r = Versions.MutableInode(live);
         if (st == S_IFREG)
         {
             // The caller holds this file's WriteGate: no write is between its data and its remap.
             // Its contents are replaced as by truncate to 0 and a copy: a fallocate reservation goes back.
-            ReleasePrealloc(live, 0, (MaxFileSize >> BlockShift) + 1);
+            Prealloc.ReleasePrealloc(live, 0, (MaxFileSize >> BlockShift) + 1);
             var chunks = LiveChunks(live);
-            if (chunks.Count > 0) PunchRange(live, 0, (chunks[^1].Index + 1) * (long)ChunkBlocks);
+            if (chunks.Count > 0) Iomap.PunchRange(live, 0, (chunks[^1].Index + 1) * (long)ChunkBlocks);
             long nb = (s.Size + BlockSize - 1) >> BlockShift;
-            if (nb > 0) ShareBlocks(new CloneSource(w.Tree, s.Ino, null), 0, live, 0, nb);
-            r = _versions.MutableInode(live);
+            if (nb > 0) Cloner.ShareBlocks(new RangeCloner.CloneSource(w.Tree, s.Ino, null), 0, live, 0, nb);
+            r = Versions.MutableInode(live);
         }
         else { r.Target = s.Target; r.Rdev = s.Rdev; }
         CopyAttributes(r, s, w.Now);
@@ -246,7 +246,7 @@ public sealed partial class Engine
             RestoreEntry(w, live, n, d, si, path + "/" + n);
         }
         if (!w.Apply || !(attrs || w.Changes.Count > before)) return;
-        CopyAttributes(_versions.MutableInode(live), s, w.Now);
+        CopyAttributes(Versions.MutableInode(live), s, w.Now);
         w.Notify.Add(new TreeChange(0, null, live.Ino));
     }
 
@@ -260,7 +260,7 @@ public sealed partial class Engine
 
     /// <summary>Mode, owner, mtime and xattrs equal (atime, ctime and btime are not compared).</summary>
     private static bool SameAttributes(InodeRecord a, InodeRecord b) =>
-        a.Mode == b.Mode && a.Uid == b.Uid && a.Gid == b.Gid && a.MtimeNs == b.MtimeNs && SameXattrs(a.Xattrs, b.Xattrs);
+        a.Mode == b.Mode && a.Uid == b.Uid && a.Gid == b.Gid && a.MtimeNs == b.MtimeNs && SnapshotDiff.SameXattrs(a.Xattrs, b.Xattrs);
 
     private bool SameFile(LiveInode live, InodeRecord s, ITreeReader tree)
     {
@@ -269,7 +269,7 @@ public sealed partial class Engine
         if ((a.Mode & S_IFMT) != S_IFREG) return true;
         var la = LiveChunks(live).Where(c => c.Extents.Count > 0).ToList();
         var lb = tree.Chunks(s.Ino).Where(c => c.Extents.Count > 0).ToList();
-        return SameChunks(la, lb);
+        return SnapshotDiff.SameChunks(la, lb);
     }
 
     /// <summary>Lists a snapshot item and everything under it.</summary>
@@ -291,16 +291,16 @@ public sealed partial class Engine
     }
 
     /// <summary>Removes entry <paramref name="d"/> of <paramref name="dir"/> and, for a directory, everything under
-    /// it, as unlink and rmdir would (open files live on until closed). Under _lock.</summary>
+    /// it, as unlink and rmdir would (open files live on until closed). Under StateLock.</summary>
     private void RemoveLiveEntry(LiveInode dir, DirentRecord d, long now)
     {
         var child = Live(d.Child) ?? throw new InvalidDataException($"directory {dir.Ino} entry '{d.Name}' names missing inode {d.Child}");
         bool isDir = IsDir(child.Rec);
         if (isDir) foreach (var e in DirOf(child).ByName.Values.ToList()) RemoveLiveEntry(child, e, now);
-        _versions.RemoveDirent(dir, d);
-        var p = _versions.MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
+        Versions.RemoveDirent(dir, d);
+        var p = Versions.MutableInode(dir); p.MtimeNs = p.CtimeNs = now;
         if (isDir) p.Nlink--;
-        DropLink(child, now);
+        Names.DropLink(child, now);
     }
 }
 

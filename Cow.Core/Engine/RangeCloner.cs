@@ -17,7 +17,7 @@ namespace Cow.Core.Engine;
 /// first (one gate when source and destination are the same file), then <c>_lock</c> for each step;
 /// every other operation takes at most one WriteGate, so the order cannot deadlock.</para>
 /// </summary>
-public sealed partial class Engine
+internal sealed class RangeCloner(EngineContext context) : EnginePart(context)
 {
     /// <summary>Largest piece the byte-copy path (unaligned head, tail, or mutually unaligned offsets) moves at once.</summary>
     private const int CloneCopyBuffer = 1 << 20;
@@ -51,7 +51,7 @@ public sealed partial class Engine
         if (srcOffset < 0 || dstOffset < 0 || length < 0) return Errno.EINVAL;
         bool live = !srcTree.ReadOnly;
         LiveInode? src = null, dst;
-        lock (_lock)
+        lock (StateLock)
         {
             if (Failed) return Errno.EIO;
             if (srcTree.Gone) return Errno.ESTALE;
@@ -92,15 +92,18 @@ public sealed partial class Engine
     }
 
     /// <summary>The source file of a clone: a live inode (<see cref="Live"/> set, its WriteGate held by the
-    /// caller) or an inode of a snapshot tree (immutable). Every member is used under <c>_lock</c>.</summary>
-    private readonly record struct CloneSource(ITreeReader Tree, long Ino, LiveInode? Live)
+    /// caller) or an inode of a snapshot tree (immutable). Every member is used under <c>StateLock</c>.</summary>
+    internal readonly record struct CloneSource(ITreeReader Tree, long Ino, LiveInode? Live)
     {
         public bool Same(LiveInode dst) => ReferenceEquals(Live, dst);
     }
 
     private bool SourceGone(in CloneSource s) => s.Live != null ? s.Live.Deleted : s.Tree.Gone;
+
     private long SourceSize(in CloneSource s) => s.Live != null ? s.Live.Rec.Size : s.Tree.Inode(s.Ino)?.Size ?? 0;
+
     private ChunkRecord? SourceChunk(in CloneSource s, long index) => s.Live != null ? LiveChunk(s.Live, index) : s.Tree.Chunk(s.Ino, index);
+
     private List<ChunkRecord> SourceChunks(in CloneSource s) => s.Live != null ? LiveChunks(s.Live) : s.Tree.Chunks(s.Ino);
 
     /// <summary>The body of <see cref="CloneRange(ITreeReader, long, long, long, long, long, out long)"/>; the
@@ -109,7 +112,7 @@ public sealed partial class Engine
     {
         copied = 0;
         long srcSize;
-        lock (_lock)
+        lock (StateLock)
         {
             if (SourceGone(src) || dst.Deleted) return src.Live == null && src.Tree.Gone ? Errno.ESTALE : Errno.ENOENT;
             srcSize = SourceSize(src);
@@ -132,7 +135,7 @@ public sealed partial class Engine
             {
                 long rest = len - head;
                 long nb = rest >> BlockShift, tail = rest & mask;
-                lock (_lock)
+                lock (StateLock)
                 {
                     if (SourceGone(src) || dst.Deleted) err = src.Live == null && src.Tree.Gone ? Errno.ESTALE : Errno.ENOENT;
                     else
@@ -145,7 +148,7 @@ public sealed partial class Engine
                         {
                             ShareBlocks(src, (srcOff + head) >> BlockShift, dst, (dstOff + head) >> BlockShift, shared);
                             long end = shareTail ? dstOff + len : dstOff + head + (nb << BlockShift);
-                            var rec = _versions.MutableInode(dst);
+                            var rec = Versions.MutableInode(dst);
                             if (end > rec.Size) rec.Size = end;
                             copied += shareTail ? rest : nb << BlockShift;
                         }
@@ -157,9 +160,9 @@ public sealed partial class Engine
             }
         }
         if (copied > 0)
-            lock (_lock)
+            lock (StateLock)
             {
-                var rec = _versions.MutableInode(dst);
+                var rec = Versions.MutableInode(dst);
                 rec.MtimeNs = rec.CtimeNs = NowNs();
             }
         return copied > 0 ? 0 : err;
@@ -170,12 +173,12 @@ public sealed partial class Engine
     /// <paramref name="src"/> maps: the destination range is punched first (its old blocks lose this
     /// file's reference exactly as an overwrite would release them, respecting snapshots), then every
     /// mapped run of the source is mapped there with its checksums, each block gaining one reference.
-    /// Source holes stay holes. Under <c>_lock</c>, with both WriteGates held; when the files are one,
+    /// Source holes stay holes. Under <c>StateLock</c>, with both WriteGates held; when the files are one,
     /// the ranges do not overlap. The destination's size is the caller's business.
     /// </summary>
-    private void ShareBlocks(in CloneSource src, long sFb, LiveInode dst, long dFb, long n)
+    internal void ShareBlocks(in CloneSource src, long sFb, LiveInode dst, long dFb, long n)
     {
-        PunchRange(dst, dFb, dFb + n);
+        Iomap.PunchRange(dst, dFb, dFb + n);
         long firstChunk = sFb / ChunkBlocks, lastChunk = (sFb + n - 1) / ChunkBlocks;
         IEnumerable<long> indexes = lastChunk - firstChunk < 64
             ? Enumerable.Range(0, (int)(lastChunk - firstChunk + 1)).Select(i => firstChunk + i)
@@ -196,7 +199,7 @@ public sealed partial class Engine
                 ExtentMap.MappedIn(c, a, b, pieces);
                 c.Sums.AsSpan((int)a, (int)(b - a)).CopyTo(sums.AsSpan((int)a));
                 foreach (var p in pieces)
-                    RemapRange(dst, cStart + p.First - sFb + dFb, p.Count, p.Device, p.Address, sums.AsSpan((int)p.First, (int)p.Count));
+                    Iomap.RemapRange(dst, cStart + p.First - sFb + dFb, p.Count, p.Device, p.Address, sums.AsSpan((int)p.First, (int)p.Count));
             }
         }
         finally { ArrayPool<uint>.Shared.Return(sums); }
@@ -213,12 +216,12 @@ public sealed partial class Engine
             while (n > 0)
             {
                 int want = (int)Math.Min(n, CloneCopyBuffer);
-                var e = Read(src.Tree, src.Ino, srcOff, buf.AsSpan(0, want), out int got);
+                var e = Data.Read(src.Tree, src.Ino, srcOff, buf.AsSpan(0, want), out int got);
                 if (e != 0) return e;
                 if (got == 0) throw new InvalidOperationException($"clone: inode {src.Ino} shrank under its WriteGate"); // a bug, not an I/O error
                 long pos = dstOff;
                 int written = 0;
-                e = WriteLocked(dst, ref pos, buf.AsSpan(0, got), ref written);
+                e = Data.WriteLocked(dst, ref pos, buf.AsSpan(0, got), ref written);
                 copied += written;
                 if (e != 0) return e;
                 srcOff += got; dstOff += got; n -= got;
