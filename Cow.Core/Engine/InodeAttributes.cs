@@ -243,7 +243,7 @@ internal sealed class InodeAttributes(EngineContext context) : EnginePart(contex
             }
             if (!punch && !zero)
             {
-                // Mode 0 / KEEP_SIZE reserves the space (Engine.Prealloc.cs); freed blocks waiting for a commit count.
+                // Mode 0 / KEEP_SIZE reserves the space (FallocateReservations.cs); freed blocks waiting for a commit count.
                 var e = Prealloc.ReserveForFallocate(li, offset, end);
                 if (e == Errno.ENOSPC && HasPendingFrees())
                 {

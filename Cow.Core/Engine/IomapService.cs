@@ -70,7 +70,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             var li = Live(ino)!;
             var log = Space.Log;
             long want = callerMerges ? Math.Min(endBlock - fb, ChunkBlocks - fb % ChunkBlocks) : run.Blocks;
-            // Fallocate reservations are not free space for others (Engine.Prealloc.cs).
+            // Fallocate reservations are not free space for others (FallocateReservations.cs).
             if (Space.Preallocated != 0 && (want = Prealloc.WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
             long n = log.Allocate(want, out long start);
             if (n == 0) return Errno.ENOSPC;

@@ -8,7 +8,7 @@ namespace Cow.Core.Engine;
 /// step with the list, so that whatever a snapshot shares is copied on its next change.
 /// <para>Owns the list (loaded at open, changed only by snapshot operations inside a commit) and the tree
 /// cache. The operations themselves (create, delete, rollback, clone, restore, diff) are the engine's
-/// (Engine.Snapshots.cs, Engine.SnapshotOps.cs, Engine.Restore.cs): they need the commit pipeline and the
+/// (<see cref="SnapshotManager"/>, <see cref="SnapshotRestorer"/>): they need the commit pipeline and the
 /// versioner too. What leaves Cow.Core is a copy (<see cref="SnapshotRecord.Copy"/>), never a list entry.</para>
 /// <para>Threading: not thread-safe; every member is called with the engine's <c>_lock</c> held.</para>
 /// </summary>

@@ -7,7 +7,7 @@ namespace Cow.Core.Engine;
 /// <summary>
 /// The pool's space: one <see cref="DeviceSpace"/> per device (reference counts, busy bits, the next-fit
 /// allocator, frees deferred to the commit that makes them durable, blocks held back from reuse) and the
-/// total of fallocate reservations kept out of the free space (format.md "spacemaps", Engine.Prealloc.cs).
+/// total of fallocate reservations kept out of the free space (format.md "spacemaps", FallocateReservations.cs).
 /// <para>It decides which devices take new writes (<see cref="TakesNewWrites"/>), what is free for them
 /// (<see cref="FreeForNewWrites"/>), and hands a commit its dirty space-map segments and deferred frees.
 /// The reuse gate (a freed block is not reallocated while a reader may still read it) is the engine's
@@ -34,7 +34,7 @@ internal sealed class SpaceAllocator
     /// <summary>The log device's space: where new writes allocate.</summary>
     public DeviceSpace Log => _devices[FormatConstants.LogCookie];
 
-    /// <summary>The sum of prealloc_blocks over the live inodes: held out of the free space (Engine.Prealloc.cs).</summary>
+    /// <summary>The sum of prealloc_blocks over the live inodes: held out of the free space (FallocateReservations.cs).</summary>
     public long Preallocated { get; set; }
 
     /// <summary>

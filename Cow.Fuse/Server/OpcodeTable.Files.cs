@@ -240,7 +240,7 @@ public static partial class OpcodeTable
         return d.Pool.Live.Fsync(d.Root.RootIno);
     }
 
-    /// <summary>FALLOCATE: allocate (reserves the space: Engine.Prealloc.cs; Cow allocates blocks on write), keep-size,
+    /// <summary>FALLOCATE: allocate (reserves the space: FallocateReservations.cs; Cow allocates blocks on write), keep-size,
     /// punch-hole and zero-range; other modes EOPNOTSUPP (the engine's answer).</summary>
     private static Errno Fallocate(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {

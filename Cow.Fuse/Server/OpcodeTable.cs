@@ -115,7 +115,7 @@ public static partial class OpcodeTable
     /// to 19,800–26,100 IOPS). Capabilities stay the kernel's: it removes security.capability
     /// itself, and setting a security.* xattr clears the inode's S_NOSEC. POSIX_ACL: the kernel enforces the
     /// ACLs it reads with GETXATTR (system.posix_acl_access) and the server keeps them and the mode in step
-    /// (Engine.Acl.cs); with it (and only with it) DONT_MASK, so the server, not the kernel, applies the umask,
+    /// (InodeAttributes.cs); with it (and only with it) DONT_MASK, so the server, not the kernel, applies the umask,
     /// and only when the parent has no default ACL (posix_acl_create). EXPORT_SUPPORT: file handles
     /// (name_to_handle_at, NFS) carry (node id, generation); node ids are inode numbers and need no state, so
     /// LOOKUP of "." in a node id the kernel no longer caches, after any eviction or remount, finds the inode
