@@ -162,18 +162,6 @@ public sealed partial class Engine : IDisposable
     /// <summary>The live inode, loading it if needed; null if it does not exist in the live tree.</summary>
     internal LiveInode? Live(long ino) => _cache.Get(ino);
 
-    internal DirState DirOf(LiveInode dir) => _cache.DirOf(dir);
-
-    internal ChunkRecord? LiveChunk(LiveInode li, long index) => _cache.Chunk(li, index);
-
-    /// <summary>Every live chunk of the file, in index order.</summary>
-    internal List<ChunkRecord> LiveChunks(LiveInode li) => _cache.Chunks(li);
-
-    private void Unpin(LiveInode li)
-    {
-        lock (_lock) li.Pins--;
-    }
-
     // ---------------------------------------------------------------- commit
 
     /// <summary>
@@ -200,8 +188,6 @@ public sealed partial class Engine : IDisposable
 
     /// <summary>Commits if enough data was written since the last commit; called after writes, outside every lock.</summary>
     internal void MaybeCommit() => _commits.MaybeCommit();
-
-    internal void NoteDeviceWrite(uint cookie) => _commits.NoteDeviceWrite(cookie);
 
     public void Dispose()
     {
