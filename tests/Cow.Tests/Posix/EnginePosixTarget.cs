@@ -1,0 +1,298 @@
+using Cow.Core.FileSystem;
+using Cow.Tests.Engine;
+using Mono.Unix.Native;
+using static Cow.Tests.Posix.PosixFlags;
+
+namespace Cow.Tests.Posix;
+
+/// <summary>
+/// <see cref="IPosixTarget"/> over the inode API (<see cref="FileSystemView"/>) of a fresh pool on memory devices
+/// (<see cref="MemoryPool"/>): paths are resolved by lookups from the root inode, following symlinks as the
+/// kernel's path walk does (40 at most, then ELOOP), and open(2)'s flags are applied here as the VFS applies
+/// them before it calls a file system. The caller is uid 1000, gid 100 (not root, so a case cannot confuse the
+/// caller's ids with root's). Owns its pool. Not thread-safe.
+/// </summary>
+public sealed class EnginePosixTarget : IPosixTarget
+{
+    private const int MaxSymlinkFollows = 40;
+    private readonly MemoryPool _pool = new();
+
+    public string Name => "engine";
+    public uint Uid => 1000;
+    public uint Gid => 100;
+    public uint Umask { get; } = PosixTargets.ProcessUmask();
+    private FileSystemView Fs => _pool.Live;
+    private long Root => Fs.RootIno;
+
+    public string AbsolutePath(string path) => "/" + path.TrimStart('/');
+
+    // ---------------------------------------------------------------- the path walk
+
+    /// <summary>Resolves <paramref name="path"/> from <paramref name="start"/> (absolute paths from the root),
+    /// following every symlink on the way and the last one too when <paramref name="followLast"/>.</summary>
+    private Errno Walk(long start, string path, bool followLast, ref int follows, out InodeAttr attr)
+    {
+        var e = Fs.GetAttr(path.StartsWith('/') ? Root : start, out attr);
+        if (e != 0) return e;
+        var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!attr.IsDirectory) return Errno.ENOTDIR;
+            long dir = attr.Ino;
+            e = Fs.Lookup(dir, parts[i], out attr);
+            if (e != 0) return e;
+            if (attr.IsSymlink && (i < parts.Length - 1 || followLast))
+            {
+                if (++follows > MaxSymlinkFollows) return Errno.ELOOP;
+                e = Fs.Readlink(attr.Ino, out var target);
+                if (e != 0) return e;
+                e = Walk(dir, target, followLast: true, ref follows, out attr);
+                if (e != 0) return e;
+            }
+        }
+        return 0;
+    }
+
+    private Errno Resolve(string path, bool follow, out InodeAttr attr)
+    {
+        int follows = 0;
+        return Walk(Root, path, follow, ref follows, out attr);
+    }
+
+    /// <summary>The directory that holds <paramref name="path"/>'s last name, and that name.</summary>
+    private Errno Parent(string path, out long dir, out string name)
+    {
+        var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        dir = Root;
+        name = parts.Length == 0 ? "" : parts[^1];
+        if (parts.Length == 0) return Errno.ENOENT;
+        var e = Resolve(string.Join('/', parts[..^1]), follow: true, out var a);
+        if (e != 0) return e;
+        dir = a.Ino;
+        return a.IsDirectory ? 0 : Errno.ENOTDIR;
+    }
+
+    internal static PosixStat ToStat(in InodeAttr a) => new(a.Ino, a.Mode, a.Nlink, a.Uid, a.Gid, a.Rdev, a.Size, a.Blocks512,
+        a.BlockSize, a.AtimeNs, a.MtimeNs, a.CtimeNs, a.BtimeNs);
+
+    // ---------------------------------------------------------------- IPosixTarget
+
+    public Errno Stat(string path, out PosixStat st)
+    {
+        var e = Resolve(path, follow: true, out var a);
+        st = e == 0 ? ToStat(a) : default;
+        return e;
+    }
+
+    public Errno Lstat(string path, out PosixStat st)
+    {
+        var e = Resolve(path, follow: false, out var a);
+        st = e == 0 ? ToStat(a) : default;
+        return e;
+    }
+
+    public Errno Mkdir(string path, uint mode) =>
+        Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Mkdir(dir, name, mode, Uid, Gid, out _, Umask);
+
+    public Errno Mknod(string path, uint mode, ulong rdev) =>
+        Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Mknod(dir, name, mode, rdev, Uid, Gid, out _, Umask);
+
+    public Errno Symlink(string target, string path) =>
+        Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Symlink(dir, name, target, Uid, Gid, out _);
+
+    public Errno Readlink(string path, out string target)
+    {
+        target = "";
+        var e = Resolve(path, follow: false, out var a);
+        return e != 0 ? e : Fs.Readlink(a.Ino, out target);
+    }
+
+    public Errno Link(string from, string to)
+    {
+        var e = Resolve(from, follow: false, out var a);   // link(2) does not follow the last symlink of its source
+        if (e != 0) return e;
+        e = Parent(to, out long dir, out string name);
+        return e != 0 ? e : Fs.Link(a.Ino, dir, name, out _);
+    }
+
+    public Errno Unlink(string path) =>
+        Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Unlink(dir, name);
+
+    public Errno Rmdir(string path) =>
+        Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Rmdir(dir, name);
+
+    public Errno Rename(string from, string to, RenameFlags flags = RenameFlags.None)
+    {
+        var e = Parent(from, out long d1, out string n1);
+        if (e != 0) return e;
+        e = Parent(to, out long d2, out string n2);
+        return e != 0 ? e : Fs.Rename(d1, n1, d2, n2, flags);
+    }
+
+    private Errno SetAttr(string path, bool follow, SetAttrRequest req)
+    {
+        var e = Resolve(path, follow, out var a);
+        return e != 0 ? e : Fs.SetAttr(a.Ino, req, out _);
+    }
+
+    public Errno Chmod(string path, uint mode) => SetAttr(path, true, new SetAttrRequest { Mode = mode });
+
+    public Errno Chown(string path, uint uid, uint gid) => SetAttr(path, true, new SetAttrRequest
+    {
+        Uid = uid == uint.MaxValue ? null : uid,
+        Gid = gid == uint.MaxValue ? null : gid,
+    });
+
+    public Errno Utimens(string path, PosixTime atime, PosixTime mtime, bool noFollow = false) => SetAttr(path, !noFollow, new SetAttrRequest
+    {
+        AtimeNs = atime.IsNow || atime.IsOmit ? null : atime.Ns,
+        AtimeNow = atime.IsNow,
+        MtimeNs = mtime.IsNow || mtime.IsOmit ? null : mtime.Ns,
+        MtimeNow = mtime.IsNow,
+    });
+
+    public Errno Truncate(string path, long size) => SetAttr(path, true, new SetAttrRequest { Size = size });
+
+    public Errno ReadDir(string path, out List<PosixDirEntry> entries)
+    {
+        entries = new List<PosixDirEntry>();
+        var e = Resolve(path, follow: true, out var a);
+        if (e != 0) return e;
+        long off = 0;
+        while (true)
+        {
+            var page = new List<DirEntryInfo>();
+            e = Fs.ReadDir(a.Ino, off, 100, page);
+            if (e != 0) return e;
+            if (page.Count == 0) return 0;
+            entries.AddRange(page.Select(d => new PosixDirEntry(d.Name, d.Ino, d.Type)));
+            off = page[^1].NextOffset;
+        }
+    }
+
+    public Errno Open(string path, int flags, uint mode, out IPosixFile? file)
+    {
+        file = null;
+        bool created = false, noFollow = (flags & O_NOFOLLOW) != 0;
+        InodeAttr a;
+        Errno e;
+        if ((flags & O_CREAT) != 0)
+        {
+            e = Parent(path, out long dir, out string name);
+            if (e != 0) return e;
+            e = Fs.Lookup(dir, name, out a);
+            if (e == Errno.ENOENT)
+            {
+                e = Fs.Create(dir, name, mode, Uid, Gid, out a, Umask);
+                created = true;
+            }
+            else if (e == 0 && (flags & O_EXCL) != 0) return Errno.EEXIST;   // even a dangling symlink
+            else if (e == 0 && a.IsSymlink && !noFollow) e = Resolve(path, follow: true, out a);
+            if (e != 0) return e;
+        }
+        else
+        {
+            e = Resolve(path, follow: !noFollow, out a);
+            if (e != 0) return e;
+        }
+        if (a.IsSymlink) return Errno.ELOOP;
+        if ((flags & O_DIRECTORY) != 0 && !a.IsDirectory) return Errno.ENOTDIR;
+        int access = flags & 3;
+        if (a.IsDirectory && (access != O_RDONLY || (flags & (O_CREAT | O_TRUNC)) != 0)) return Errno.EISDIR;
+        if ((flags & O_TRUNC) != 0 && !created && a.IsRegular)
+        {
+            e = Fs.SetAttr(a.Ino, new SetAttrRequest { Size = 0 }, out _);
+            if (e != 0) return e;
+        }
+        e = Fs.Open(a.Ino, writable: access != O_RDONLY);
+        if (e != 0) return e;
+        file = new EngineFile(this, a.Ino, flags);
+        return 0;
+    }
+
+    private Errno Xattr(string path, bool noFollow, Func<long, Errno> op) =>
+        Resolve(path, follow: !noFollow, out var a) is var e && e != 0 ? e : op(a.Ino);
+
+    public Errno SetXattr(string path, string name, byte[] value, int flags = 0, bool noFollow = false) =>
+        Xattr(path, noFollow, ino => Fs.SetXattr(ino, name, value, (XattrSetFlags)flags));
+
+    public Errno GetXattr(string path, string name, out byte[] value, bool noFollow = false)
+    {
+        byte[] got = Array.Empty<byte>();
+        var e = Xattr(path, noFollow, ino => Fs.GetXattr(ino, name, out got));
+        value = got;
+        return e;
+    }
+
+    public Errno ListXattr(string path, out List<string> names)
+    {
+        var got = new List<string>();
+        var e = Xattr(path, false, ino => Fs.ListXattr(ino, out got));
+        names = got;
+        return e;
+    }
+
+    public Errno RemoveXattr(string path, string name) => Xattr(path, false, ino => Fs.RemoveXattr(ino, name));
+
+    public long FreeBlocks() => Fs.StatFs().FreeBlocks;
+
+    public void Reopen() => _pool.Reopen();
+
+    public void AssertClean() => _pool.AssertClean();
+
+    public void Dispose() => _pool.Dispose();
+
+    /// <summary>An open inode: the access mode is checked here, as the kernel checks it on the descriptor.</summary>
+    private sealed class EngineFile(EnginePosixTarget target, long ino, int flags) : IPosixFile
+    {
+        private long _position;
+        private bool _closed;
+        private FileSystemView Fs => target.Fs;
+        private bool Readable => (flags & 3) != O_WRONLY;
+        private bool Writable => (flags & 3) != O_RDONLY;
+        private bool Append => (flags & O_APPEND) != 0;
+
+        public Errno Pread(Span<byte> buffer, long offset, out int count)
+        {
+            count = 0;
+            return Readable ? Fs.Read(ino, offset, buffer, out count) : Errno.EBADF;
+        }
+
+        public Errno Pwrite(ReadOnlySpan<byte> data, long offset, out int count)
+        {
+            count = 0;
+            return Writable ? Fs.Write(ino, offset, data, out count, append: Append) : Errno.EBADF;
+        }
+
+        public Errno Write(ReadOnlySpan<byte> data, out int count)
+        {
+            var e = Pwrite(data, _position, out count);
+            if (e == 0) _position = Append && Fs.GetAttr(ino, out var a) == 0 ? a.Size : _position + count;
+            return e;
+        }
+
+        public Errno Fstat(out PosixStat st)
+        {
+            var e = Fs.GetAttr(ino, out var a);
+            st = e == 0 ? ToStat(a) : default;
+            return e;
+        }
+
+        public Errno Ftruncate(long size) =>
+            Writable ? Fs.SetAttr(ino, new SetAttrRequest { Size = size }, out _) : Errno.EINVAL;
+
+        public Errno Fallocate(FallocateMode mode, long offset, long length) =>
+            Writable ? Fs.Fallocate(ino, mode, offset, length) : Errno.EBADF;
+
+        public Errno Seek(long offset, SeekWhence whence, out long result) => Fs.Seek(ino, offset, whence, out result);
+
+        public Errno Fsync() => Fs.Fsync(ino);
+
+        public void Dispose()
+        {
+            if (_closed) return;
+            _closed = true;
+            Fs.Release(ino);
+        }
+    }
+}
