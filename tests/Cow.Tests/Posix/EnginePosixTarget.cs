@@ -236,6 +236,12 @@ public sealed class EnginePosixTarget : IPosixTarget
 
     public long FreeBlocks() => Fs.StatFs().FreeBlocks;
 
+    public void Sync()
+    {
+        var e = Fs.Fsync(Root);
+        if (e != 0) throw new IOException($"syncfs: {e}");
+    }
+
     public void Reopen() => _pool.Reopen();
 
     public void AssertClean() => _pool.AssertClean();
@@ -287,6 +293,11 @@ public sealed class EnginePosixTarget : IPosixTarget
         public Errno Seek(long offset, SeekWhence whence, out long result) => Fs.Seek(ino, offset, whence, out result);
 
         public Errno Fsync() => Fs.Fsync(ino);
+
+        public Errno Fchmod(uint mode) => Fs.SetAttr(ino, new SetAttrRequest { Mode = mode }, out _);
+
+        public Errno LinkTo(string path) =>
+            target.Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Link(ino, dir, name, out _);
 
         public void Dispose()
         {

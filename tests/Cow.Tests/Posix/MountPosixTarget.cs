@@ -157,7 +157,7 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
     public Errno Open(string path, int flags, uint mode, out IPosixFile? file)
     {
         int fd = Native.Open(P(path), flags, mode);
-        file = fd < 0 ? null : new MountFile(fd);
+        file = fd < 0 ? null : new MountFile(fd, this);
         return fd < 0 ? Native.LastErrno() : 0;
     }
 
@@ -196,6 +196,14 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         return (long)(v.f_bfree * v.f_frsize / 4096);
     }
 
+    public void Sync()
+    {
+        int fd = Native.Open(root, Native.O_RDONLY | Native.O_DIRECTORY);
+        if (fd < 0) throw new IOException($"open {root}: {Native.LastErrno()}");
+        try { if (Native.Syncfs(fd) != 0) throw new IOException($"syncfs: {Native.LastErrno()}"); }
+        finally { Native.Close(fd); }
+    }
+
     public void Reopen() => mount.Remount();
 
     /// <summary>Unmounts, checks the pool, mounts again.</summary>
@@ -213,7 +221,7 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
     public void Dispose() { }
 
     /// <summary>An open descriptor; Dispose closes it.</summary>
-    private sealed class MountFile(int fd) : IPosixFile
+    private sealed class MountFile(int fd, MountPosixTarget target) : IPosixFile
     {
         private int _fd = fd;
 
@@ -249,6 +257,8 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         }
 
         public Errno Fsync() => R(Native.Fsync(_fd));
+        public Errno Fchmod(uint mode) => R(Syscall.fchmod(_fd, (FilePermissions)mode));
+        public Errno LinkTo(string path) => R(Native.LinkFd(_fd, target.P(path)));
 
         public void Dispose()
         {

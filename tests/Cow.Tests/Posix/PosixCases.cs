@@ -130,6 +130,23 @@ public abstract partial class PosixCases : IDisposable
     /// <summary>The names in <paramref name="dir"/> but "." and "..".</summary>
     protected HashSet<string> Names(string dir) => Entries(dir).Select(e => e.Name).Where(n => n is not ("." or "..")).ToHashSet();
 
+    /// <summary>Syncs and asserts the free blocks. On a mount the server frees a removed inode's blocks when the
+    /// kernel forgets the inode (FUSE_FORGET, sent asynchronously after the last reference goes), so this waits
+    /// up to 10 s for the figure; on the inode API it holds at once.</summary>
+    protected void AssertFreeBlocks(long expected, string what)
+    {
+        var until = DateTime.UtcNow.AddSeconds(10);
+        long free;
+        while (true)
+        {
+            T.Sync();
+            free = T.FreeBlocks();
+            if (free == expected || DateTime.UtcNow > until) break;
+            Thread.Sleep(50);
+        }
+        Assert.True(free == expected, $"{T.Name}: {what}: {free} free blocks, expected {expected}");
+    }
+
     // ---------------------------------------------------------------- data and time
 
     protected static byte[] Pattern(int length, int seed)

@@ -66,6 +66,8 @@ public interface IPosixTarget : IDisposable
     Errno RemoveXattr(string path, string name);
     /// <summary>Free blocks (of the target's block size) that new writes can use, as statfs reports them.</summary>
     long FreeBlocks();
+    /// <summary>syncfs: every change so far becomes durable (and what it freed, free).</summary>
+    void Sync();
 
     /// <summary>Makes everything durable, closes the file system and opens it again (an unmount and mount):
     /// what the case sees afterwards came from the devices. Every file must be closed.</summary>
@@ -87,6 +89,9 @@ public interface IPosixFile : IDisposable
     /// <summary>lseek with SEEK_DATA or SEEK_HOLE.</summary>
     Errno Seek(long offset, SeekWhence whence, out long result);
     Errno Fsync();
+    Errno Fchmod(uint mode);
+    /// <summary>linkat of the open file (through /proc/self/fd with AT_SYMLINK_FOLLOW): gives it the name <paramref name="path"/>.</summary>
+    Errno LinkTo(string path);
 }
 
 /// <summary>Helpers both targets share.</summary>
