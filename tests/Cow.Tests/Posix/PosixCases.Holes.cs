@@ -186,6 +186,8 @@ public abstract partial class PosixCases
             Ok(k.Seek(500 * KiB, SeekWhence.Data, out r), "data from inside the hole"); Assert.Equal(MiB, r);
             Ok(k.Seek(MiB + 5, SeekWhence.Data, out r), "data inside data"); Assert.Equal(MiB + 5, r);
             Ok(k.Seek(MiB, SeekWhence.Hole, out r), "the virtual hole at EOF"); Assert.Equal(end, r);
+            Fails(Errno.ENXIO, k.Seek(end, SeekWhence.Data, out _), "SEEK_DATA at EOF");
+            Fails(Errno.ENXIO, k.Seek(end, SeekWhence.Hole, out _), "SEEK_HOLE at EOF");
             Fails(Errno.ENXIO, k.Seek(end + 12345, SeekWhence.Data, out _), "SEEK_DATA past EOF");
             // a trailing hole made by truncate: no data after the last extent
             Ok(k.Ftruncate(4 * MiB), "ftruncate grow");

@@ -59,6 +59,7 @@ public abstract partial class PosixCases
     {
         long f = Touch("f", S_IFDIR | 0x1ED); // the type in the mode is ignored: always a file
         Assert.Equal(S_IFREG | 0x1ED, St("f").Mode);
+        WriteFile("f", "x"u8);
         Ok(T.Mkdir("d", 0x1ED), "mkdir");
         Fails(Errno.EEXIST, OpenErrno("f", O_RDWR | O_CREAT | O_EXCL), "O_EXCL on an existing file");
         Fails(Errno.EEXIST, OpenErrno("d", O_RDWR | O_CREAT | O_EXCL), "O_EXCL on an existing directory");
@@ -81,6 +82,7 @@ public abstract partial class PosixCases
         Assert.Empty(Names("d"));
         Assert.Equal(1u, St("f").Nlink);
         Assert.Equal(f, Ino("f"));
+        Assert.Equal("x"u8.ToArray(), ReadAll("f"));
         T.AssertClean();
     }
 
