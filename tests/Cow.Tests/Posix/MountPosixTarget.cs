@@ -196,11 +196,14 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         return (long)(v.f_bfree * v.f_frsize / 4096);
     }
 
+    /// <summary>fsync of the case's directory (FSYNCDIR: one group commit). Not syncfs(2): the kernel sends
+    /// FUSE_SYNCFS only to virtiofs servers, so on a /dev/fuse mount syncfs writes back the kernel's dirty pages
+    /// but never reaches the server.</summary>
     public void Sync()
     {
         int fd = Native.Open(root, Native.O_RDONLY | Native.O_DIRECTORY);
         if (fd < 0) throw new IOException($"open {root}: {Native.LastErrno()}");
-        try { if (Native.Syncfs(fd) != 0) throw new IOException($"syncfs: {Native.LastErrno()}"); }
+        try { if (Native.Fsync(fd) != 0) throw new IOException($"fsync {root}: {Native.LastErrno()}"); }
         finally { Native.Close(fd); }
     }
 

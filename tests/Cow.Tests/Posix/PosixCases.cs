@@ -130,9 +130,9 @@ public abstract partial class PosixCases : IDisposable
     /// <summary>The names in <paramref name="dir"/> but "." and "..".</summary>
     protected HashSet<string> Names(string dir) => Entries(dir).Select(e => e.Name).Where(n => n is not ("." or "..")).ToHashSet();
 
-    /// <summary>Syncs and asserts the free blocks. On a mount the server frees a removed inode's blocks when the
-    /// kernel forgets the inode (FUSE_FORGET, sent asynchronously after the last reference goes), so this waits
-    /// up to 10 s for the figure; on the inode API it holds at once.</summary>
+    /// <summary>Syncs and asserts the free blocks. On a mount the kernel sends RELEASE after close(2) has returned,
+    /// and a removed file's blocks are freed at its last release, so this syncs again until the figure is reached
+    /// (10 s at most); on the inode API it holds at once.</summary>
     protected void AssertFreeBlocks(long expected, string what)
     {
         var until = DateTime.UtcNow.AddSeconds(10);

@@ -66,7 +66,7 @@ public interface IPosixTarget : IDisposable
     Errno RemoveXattr(string path, string name);
     /// <summary>Free blocks (of the target's block size) that new writes can use, as statfs reports them.</summary>
     long FreeBlocks();
-    /// <summary>syncfs: every change so far becomes durable (and what it freed, free).</summary>
+    /// <summary>Every change so far becomes durable (and what it freed, free): an fsync of the root directory.</summary>
     void Sync();
 
     /// <summary>Makes everything durable, closes the file system and opens it again (an unmount and mount):
