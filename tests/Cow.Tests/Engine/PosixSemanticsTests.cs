@@ -600,32 +600,6 @@ public class PosixSemanticsTests
     }
 
     [Fact]
-    public void StatFsFreeBlocksFollowWritesAndDeletes()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        var s0 = fs.StatFs();
-        Assert.Equal(Bs, s0.BlockSize);
-        Assert.Equal(255, s0.NameMax);
-        Assert.True(s0.Blocks > 0 && s0.FreeBlocks > 0 && s0.FreeBlocks <= s0.Blocks);
-        Assert.True(s0.AvailableBlocks <= s0.FreeBlocks);
-        long f = Create(fs, Root, "f");
-        Assert.True(fs.StatFs().FreeFiles < s0.FreeFiles);
-        WriteAt(fs, f, 0, Pattern(1 << 20, 24));
-        var s1 = fs.StatFs();
-        Assert.Equal(s0.FreeBlocks - 256, s1.FreeBlocks);
-        // overwriting in place (copy on write) costs nothing once committed
-        WriteAt(fs, f, 0, Pattern(1 << 20, 25));
-        Ok(fs.Fsync(f), "fsync");
-        Assert.Equal(s1.FreeBlocks, fs.StatFs().FreeBlocks);
-        Ok(fs.Unlink(Root, "f"), "unlink");
-        Ok(fs.Fsync(Root), "fsync");
-        Assert.Equal(s0.FreeBlocks, fs.StatFs().FreeBlocks);
-        Assert.Equal(s0.Blocks, fs.StatFs().Blocks);
-        p.AssertClean();
-    }
-
-    [Fact]
     public void EveryChangeOnASnapshotIsErofsWhileReadsWork()
     {
         using var p = new MemoryPool();

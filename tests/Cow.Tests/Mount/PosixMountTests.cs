@@ -79,8 +79,8 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- create / read / write
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.CreateReadWriteOverwrite.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void CreateReadWriteOverwrite(bool writebackCache)
     {
@@ -196,8 +196,8 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- sparse files, truncate, fallocate, lseek
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.SparseFileAtOneGiB.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void SparseFileAtOneGiB(bool writebackCache)
     {
@@ -263,8 +263,8 @@ public class PosixMountTests
         return fd.Stat().st_blocks;
     }
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.PunchHoleAndFallocateInAMebibyte and PosixCases.FallocateModes.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void FallocateAndPunchHole(bool writebackCache)
     {
@@ -355,8 +355,8 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- unlinked open files
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.UnlinkedOpenFileLivesUntilTheLastClose.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void UnlinkedButOpenFileLivesUntilClose(bool writebackCache)
     {
@@ -393,7 +393,7 @@ public class PosixMountTests
         Assert.Equal("new", File.ReadAllText(m.P("tmp")));
     }
 
-    // ---------------------------------------------------------------- what the kernel answers itself; sockets, fifos, statfs, fsync
+    // ---------------------------------------------------------------- what the kernel answers itself; sockets, fifos, xattr buffers
 
     [SkippableFact]
     public void UtimensatRefusesAnOutOfRangeNanosecond()
@@ -449,50 +449,6 @@ public class PosixMountTests
         Fails(Errno.ERANGE, ListXattr(f, new byte[4]), "listxattr into a small buffer");
         Fails(Errno.ENODATA, GetXattr(f, "user.missing", null), "size of a missing name");
         Assert.Equal(new HashSet<string> { "user.a", "user.b" }, ListXattrNames(f).Where(n => n.StartsWith("user.")).ToHashSet());
-    }
-
-    [SkippableFact]
-    public void StatfsIsSane()
-    {
-        using var m = new MountedPool();
-        Ok(Syscall.statvfs(m.MountPoint, out var v0), "statvfs");
-        Assert.True(v0.f_bsize > 0, "f_bsize");
-        Assert.True(v0.f_frsize > 0, "f_frsize");
-        Assert.True(v0.f_blocks > 0, "f_blocks");
-        Assert.True(v0.f_bfree <= v0.f_blocks, $"f_bfree {v0.f_bfree} > f_blocks {v0.f_blocks}");
-        Assert.True(v0.f_bavail <= v0.f_bfree, $"f_bavail {v0.f_bavail} > f_bfree {v0.f_bfree}");
-        Assert.True(v0.f_bfree > 0, "no free blocks on a new pool");
-        Assert.Equal(255ul, v0.f_namemax);
-
-        var data = Bytes((int)(8 * MiB), 11);
-        using (var fd = Fd.Open(m.P("f"), O_RDWR | O_CREAT))
-        {
-            fd.WriteAt(0, data);
-            Ok(Fsync(fd.Handle), "fsync");
-        }
-        Ok(Syscall.statvfs(m.MountPoint, out var v1), "statvfs after 8 MiB");
-        ulong used = (v0.f_bfree - v1.f_bfree) * v1.f_frsize;
-        Assert.True(used >= 6 * (ulong)MiB && used <= 64 * (ulong)MiB, $"8 MiB written, free space dropped by {used} bytes");
-        Assert.Equal(v0.f_blocks, v1.f_blocks);
-    }
-
-    [SkippableFact]
-    public void FsyncAndFsyncdir()
-    {
-        using var m = new MountedPool();
-        Directory.CreateDirectory(m.P("d"));
-        using (var fd = Fd.Open(m.P("d/f"), O_RDWR | O_CREAT))
-        {
-            fd.WriteAt(0, Bytes(50_000, 12));
-            Ok(Fsync(fd.Handle), "fsync");
-            fd.WriteAt(50_000, Bytes(5000, 13));
-            Ok(Fdatasync(fd.Handle), "fdatasync");
-        }
-        using (var dir = Fd.Open(m.P("d"), O_RDONLY | O_DIRECTORY)) Ok(Fsync(dir.Handle), "fsync a directory");
-        using (var root = Fd.Open(m.MountPoint, O_RDONLY | O_DIRECTORY)) Ok(Fdatasync(root.Handle), "fdatasync the root");
-        using (var ro = Fd.Open(m.P("d/f"), O_RDONLY)) Ok(Fsync(ro.Handle), "fsync a read-only descriptor");
-        m.Remount();
-        Assert.Equal(55_000, StatOf(m.P("d/f")).st_size);
     }
 
     // ---------------------------------------------------------------- permissions (default_permissions)

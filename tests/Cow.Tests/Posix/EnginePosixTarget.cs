@@ -234,6 +234,12 @@ public sealed class EnginePosixTarget : IPosixTarget
 
     public Errno RemoveXattr(string path, string name) => Xattr(path, false, ino => Fs.RemoveXattr(ino, name));
 
+    public PosixStatFs StatFs()
+    {
+        var s = Fs.StatFs();
+        return new PosixStatFs(s.BlockSize, s.BlockSize, s.Blocks, s.FreeBlocks, s.AvailableBlocks, s.Files, s.FreeFiles, s.NameMax);
+    }
+
     public long FreeBlocks() => Fs.StatFs().FreeBlocks;
 
     public void Sync()
@@ -293,6 +299,8 @@ public sealed class EnginePosixTarget : IPosixTarget
         public Errno Seek(long offset, SeekWhence whence, out long result) => Fs.Seek(ino, offset, whence, out result);
 
         public Errno Fsync() => Fs.Fsync(ino);
+
+        public Errno Fdatasync() => Fs.Fsync(ino);
 
         public Errno Fchmod(uint mode) => Fs.SetAttr(ino, new SetAttrRequest { Mode = mode }, out _);
 

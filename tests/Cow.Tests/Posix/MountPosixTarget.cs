@@ -190,11 +190,13 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
 
     public Errno RemoveXattr(string path, string name) => R(Native.RemoveXattr(P(path), name));
 
-    public long FreeBlocks()
+    public PosixStatFs StatFs()
     {
         if (Syscall.statvfs(root, out var v) != 0) throw new IOException($"statvfs: {Native.LastErrno()}");
-        return (long)(v.f_bfree * v.f_frsize / 4096);
+        return new PosixStatFs((long)v.f_frsize, (long)v.f_bsize, (long)v.f_blocks, (long)v.f_bfree, (long)v.f_bavail, (long)v.f_files, (long)v.f_ffree, (long)v.f_namemax);
     }
+
+    public long FreeBlocks() => StatFs().FreeBlocks;
 
     /// <summary>fsync of the case's directory (FSYNCDIR: one group commit). Not syncfs(2): the kernel sends
     /// FUSE_SYNCFS only to virtiofs servers, so on a /dev/fuse mount syncfs writes back the kernel's dirty pages
@@ -260,6 +262,7 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         }
 
         public Errno Fsync() => R(Native.Fsync(_fd));
+        public Errno Fdatasync() => R(Native.Fdatasync(_fd));
         public Errno Fchmod(uint mode) => R(Syscall.fchmod(_fd, (FilePermissions)mode));
         public Errno LinkTo(string path) => R(Native.LinkFd(_fd, target.P(path)));
 

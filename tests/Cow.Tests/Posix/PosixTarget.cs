@@ -12,6 +12,10 @@ public readonly record struct PosixStat(long Ino, uint Mode, uint Nlink, uint Ui
     public uint Perm => Mode & 0xFFF;
 }
 
+/// <summary>What statfs(2) reports, in blocks of <see cref="BlockSize"/> (f_frsize).</summary>
+/// <see cref="IoBlockSize"/> is f_bsize, the preferred I/O size.
+public readonly record struct PosixStatFs(long BlockSize, long IoBlockSize, long Blocks, long FreeBlocks, long AvailableBlocks, long Files, long FreeFiles, long NameMax);
+
 /// <summary>One readdir entry: the name, d_ino and d_type (mode &gt;&gt; 12).</summary>
 public readonly record struct PosixDirEntry(string Name, long Ino, uint Type);
 
@@ -64,6 +68,7 @@ public interface IPosixTarget : IDisposable
     Errno GetXattr(string path, string name, out byte[] value, bool noFollow = false);
     Errno ListXattr(string path, out List<string> names);
     Errno RemoveXattr(string path, string name);
+    PosixStatFs StatFs();
     /// <summary>Free blocks (of the target's block size) that new writes can use, as statfs reports them.</summary>
     long FreeBlocks();
     /// <summary>Every change so far becomes durable (and what it freed, free): an fsync of the root directory.</summary>
@@ -89,6 +94,7 @@ public interface IPosixFile : IDisposable
     /// <summary>lseek with SEEK_DATA or SEEK_HOLE.</summary>
     Errno Seek(long offset, SeekWhence whence, out long result);
     Errno Fsync();
+    Errno Fdatasync();
     Errno Fchmod(uint mode);
     /// <summary>linkat of the open file (through /proc/self/fd with AT_SYMLINK_FOLLOW): gives it the name <paramref name="path"/>.</summary>
     Errno LinkTo(string path);
