@@ -317,31 +317,22 @@ public class PosixSemanticsTests
     }
 
     [Fact]
-    public void RemovedOpenDirectoryTakesNoNewEntries()
+    public void RemovedOpenDirectoryListsOnlyDotAndDotDotUntilItsRelease()
     {
-        // Linux marks a removed directory dead: nothing can be created in, linked or renamed into it (ENOENT).
+        // What the shared case PosixCases.RemovedOpenDirectoryTakesNoNewEntries cannot show: the inode API lists a
+        // removed directory as "." and ".." (the kernel's getdents refuses a dead directory itself) and the inode
+        // goes with the release.
         using var p = new MemoryPool();
         var fs = p.Live;
         long f = Create(fs, Root, "f");
-        long g = Create(fs, Root, "g");
         long d = Mkdir(fs, Root, "d");
         Ok(fs.Open(d, false), "opendir");
         Ok(fs.Rmdir(Root, "d"), "rmdir");
-        Assert.Equal(0u, Attr(fs, d).Nlink);
-        Assert.Equal(2u, Attr(fs, Root).Nlink);
         Assert.Equal(Errno.ENOENT, fs.Create(d, "x", 0x1A4, 0, 0, out _));
-        Assert.Equal(Errno.ENOENT, fs.Mkdir(d, "x", 0x1ED, 0, 0, out _));
-        Assert.Equal(Errno.ENOENT, fs.Mknod(d, "x", S_IFIFO | 0x1A4, 0, 0, 0, out _));
-        Assert.Equal(Errno.ENOENT, fs.Symlink(d, "x", "f", 0, 0, out _));
-        Assert.Equal(Errno.ENOENT, fs.Link(f, d, "x", out _));
-        Assert.Equal(Errno.ENOENT, fs.Rename(Root, "f", d, "x"));
-        Assert.Equal(Errno.ENOENT, fs.Rename(Root, "f", d, "x", RenameFlags.NoReplace));
         Assert.Equal(new[] { ".", ".." }, ReadDirAll(fs, d).Select(e => e.Name));
-        Assert.Equal(f, Look(fs, Root, "f").Ino);
-        Assert.Equal(1u, Attr(fs, f).Nlink);
         Ok(fs.Release(d), "releasedir");
         Assert.Equal(Errno.ENOENT, fs.GetAttr(d, out _));
-        Assert.Equal(g, Look(fs, Root, "g").Ino);
+        Assert.Equal(f, Look(fs, Root, "f").Ino);
         p.AssertClean();
     }
 

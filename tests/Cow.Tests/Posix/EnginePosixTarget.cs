@@ -304,6 +304,23 @@ public sealed class EnginePosixTarget : IPosixTarget
 
         public Errno Fchmod(uint mode) => Fs.SetAttr(ino, new SetAttrRequest { Mode = mode }, out _);
 
+        public Errno CreateAt(string name, uint mode)
+        {
+            var e = Fs.Create(ino, name, mode, target.Uid, target.Gid, out var a, target.Umask);
+            if (e == 0) e = Fs.Open(a.Ino, writable: true);
+            return e == 0 ? Fs.Release(a.Ino) : e;
+        }
+
+        public Errno MkdirAt(string name, uint mode) => Fs.Mkdir(ino, name, mode, target.Uid, target.Gid, out _, target.Umask);
+        public Errno MknodAt(string name, uint mode, ulong rdev) => Fs.Mknod(ino, name, mode, rdev, target.Uid, target.Gid, out _, target.Umask);
+        public Errno SymlinkAt(string link, string name) => Fs.Symlink(ino, name, link, target.Uid, target.Gid, out _);
+
+        public Errno LinkInto(string from, string name) =>
+            target.Resolve(from, follow: false, out var a) is var e && e != 0 ? e : Fs.Link(a.Ino, ino, name, out _);
+
+        public Errno RenameInto(string from, string name, RenameFlags flags = RenameFlags.None) =>
+            target.Parent(from, out long dir, out string old) is var e && e != 0 ? e : Fs.Rename(dir, old, ino, name, flags);
+
         public Errno LinkTo(string path) =>
             target.Parent(path, out long dir, out string name) is var e && e != 0 ? e : Fs.Link(ino, dir, name, out _);
 

@@ -61,6 +61,18 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
     private static partial int mkdir_(string path, uint mode);
     [LibraryImport("libc", EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int chmod_(string path, uint mode);
+    [LibraryImport("libc", EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int openat_(int dirfd, string path, int flags, uint mode);
+    [LibraryImport("libc", EntryPoint = "mkdirat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int mkdirat_(int dirfd, string path, uint mode);
+    [LibraryImport("libc", EntryPoint = "mknodat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int mknodat_(int dirfd, string path, uint mode, ulong dev);
+    [LibraryImport("libc", EntryPoint = "symlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int symlinkat_(string target, int dirfd, string path);
+    [LibraryImport("libc", EntryPoint = "linkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int linkat_(int olddirfd, string oldpath, int newdirfd, string newpath, int flags);
+    [LibraryImport("libc", EntryPoint = "renameat2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int renameat2_(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
     [LibraryImport("libc", EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial nint readlink_(string path, byte* buf, nint size);
     [LibraryImport("libc", EntryPoint = "lsetxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -265,6 +277,21 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         public Errno Fdatasync() => R(Native.Fdatasync(_fd));
         public Errno Fchmod(uint mode) => R(Syscall.fchmod(_fd, (FilePermissions)mode));
         public Errno LinkTo(string path) => R(Native.LinkFd(_fd, target.P(path)));
+
+        public Errno CreateAt(string name, uint mode)
+        {
+            int fd = openat_(_fd, name, Native.O_WRONLY | Native.O_CREAT | Native.O_EXCL | 0x80000 /* O_CLOEXEC */, mode);
+            if (fd < 0) return Native.LastErrno();
+            Native.Close(fd);
+            return 0;
+        }
+
+        public Errno MkdirAt(string name, uint mode) => R(mkdirat_(_fd, name, mode));
+        public Errno MknodAt(string name, uint mode, ulong rdev) => R(mknodat_(_fd, name, mode, rdev));
+        public Errno SymlinkAt(string link, string name) => R(symlinkat_(link, _fd, name));
+        public Errno LinkInto(string from, string name) => R(linkat_(AT_FDCWD, target.P(from), _fd, name, 0));
+        public Errno RenameInto(string from, string name, RenameFlags flags = RenameFlags.None) =>
+            R(renameat2_(AT_FDCWD, target.P(from), _fd, name, (uint)flags));
 
         public void Dispose()
         {

@@ -1,3 +1,4 @@
+using Cow.Core.FileSystem;
 using Mono.Unix.Native;
 using Xunit;
 using static Cow.Tests.Posix.PosixFlags;
@@ -248,6 +249,35 @@ public abstract partial class PosixCases
         Assert.Empty(Names("."));
         T.Reopen();
         Assert.Equal(2u, St(".").Nlink);
+        T.AssertClean();
+    }
+
+    [SkippableFact]
+    public void RemovedOpenDirectoryTakesNoNewEntries()
+    {
+        // Linux marks a removed directory dead: nothing can be created in, linked or renamed into it (ENOENT).
+        long f = Touch("f");
+        long g = Touch("g");
+        Ok(T.Mkdir("d", 0x1ED), "mkdir");
+        using (var d = Open("d", O_RDONLY | O_DIRECTORY))
+        {
+            Ok(T.Rmdir("d"), "rmdir");
+            Ok(d.Fstat(out var st), "fstat");
+            Assert.Equal(0u, st.Nlink);
+            Assert.Equal(2u, St(".").Nlink);
+            Fails(Errno.ENOENT, d.CreateAt("x", 0x1A4), "create in a removed directory");
+            Fails(Errno.ENOENT, d.MkdirAt("x", 0x1ED), "mkdir in a removed directory");
+            Fails(Errno.ENOENT, d.MknodAt("x", S_IFIFO | 0x1A4, 0), "mknod in a removed directory");
+            Fails(Errno.ENOENT, d.SymlinkAt("f", "x"), "symlink in a removed directory");
+            Fails(Errno.ENOENT, d.LinkInto("f", "x"), "link into a removed directory");
+            Fails(Errno.ENOENT, d.RenameInto("f", "x"), "rename into a removed directory");
+            Fails(Errno.ENOENT, d.RenameInto("f", "x", RenameFlags.NoReplace), "rename noreplace into a removed directory");
+            Assert.Equal(f, Ino("f"));
+            Assert.Equal(1u, St("f").Nlink);
+        }
+        Fails(Errno.ENOENT, StatErrno("d"), "stat the removed directory");
+        Assert.Equal(g, Ino("g"));
+        Assert.Equal(new HashSet<string> { "f", "g" }, Names("."));
         T.AssertClean();
     }
 }

@@ -98,6 +98,17 @@ public interface IPosixFile : IDisposable
     Errno Fchmod(uint mode);
     /// <summary>linkat of the open file (through /proc/self/fd with AT_SYMLINK_FOLLOW): gives it the name <paramref name="path"/>.</summary>
     Errno LinkTo(string path);
+
+    // a directory's descriptor as the dirfd of the *at calls
+    /// <summary>openat(this, name, O_WRONLY | O_CREAT | O_EXCL) and close.</summary>
+    Errno CreateAt(string name, uint mode);
+    Errno MkdirAt(string name, uint mode);
+    Errno MknodAt(string name, uint mode, ulong rdev);
+    Errno SymlinkAt(string target, string name);
+    /// <summary>linkat(AT_FDCWD, from, this, name, 0).</summary>
+    Errno LinkInto(string from, string name);
+    /// <summary>renameat2(AT_FDCWD, from, this, name, flags).</summary>
+    Errno RenameInto(string from, string name, RenameFlags flags = RenameFlags.None);
 }
 
 /// <summary>Helpers both targets share.</summary>
