@@ -591,83 +591,42 @@ public class PosixSemanticsTests
     }
 
     [Fact]
-    public void EveryChangeOnASnapshotIsErofsWhileReadsWork()
+    public void ASnapshotViewIsReadOnlyWithTheLiveInodeNumbers()
     {
+        // What the shared case PosixCases.EveryChangeInASnapshotIsErofsWhileReadsWork cannot show: a snapshot view
+        // has the live tree's inode numbers and attributes, and refuses the data calls the kernel never lets through
+        // (no descriptor on a snapshot is writable) and the iomap write mapping.
         using var p = new MemoryPool();
         var fs = p.Live;
         long d = Mkdir(fs, Root, "d");
         long f = Create(fs, d, "f");
         var data = Pattern(20_000, 30);
         WriteAt(fs, f, 0, data);
-        Ok(fs.Symlink(d, "l", "f", 0, 0, out var l), "symlink");
-        Ok(fs.SetXattr(f, "user.x", new byte[] { 1 }), "setxattr");
-        long e = Mkdir(fs, d, "e");
         Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
         var snap = p.Pool.Snapshot("s")!;
         Assert.True(snap.ReadOnly);
         Assert.Equal("s", snap.SnapshotName);
         Assert.False(fs.ReadOnly);
-        // reads
         Assert.Equal(Attr(fs, f), Attr(snap, f));
         Assert.Equal(f, Look(snap, d, "f").Ino);
-        Assert.Equal(d, Look(snap, e, "..").Ino);
-        Assert.Equal(new[] { ".", "..", "f", "l", "e" }, ReadDirAll(snap, d).Select(x => x.Name));
-        Ok(snap.Readlink(l.Ino, out var t), "readlink"); Assert.Equal("f", t);
-        Assert.Equal(data, ReadAll(snap, f));
-        Ok(snap.GetXattr(f, "user.x", out var v), "getxattr"); Assert.Equal(new byte[] { 1 }, v);
-        Ok(snap.ListXattr(f, out var names), "listxattr"); Assert.Equal(new[] { "user.x" }, names);
-        Ok(snap.Seek(f, 0, SeekWhence.Hole, out long h), "seek"); Assert.Equal(20_000, h);
         Ok(snap.Open(f, writable: false), "open read-only");
         Ok(snap.Release(f), "release");
-        Ok(snap.Fsync(f), "fsync");
         Assert.Equal(fs.StatFs().BlockSize, snap.StatFs().BlockSize);
         Ok(snap.Resolve("/d/f", out var ra), "resolve"); Assert.Equal(f, ra.Ino);
-        Assert.Equal(Errno.ENOENT, snap.Lookup(d, "missing", out _));
         Assert.Equal(Errno.ENOENT, snap.Open(999_999, false));
-        // every change
         var ro = new Dictionary<string, Errno>
         {
-            ["create"] = snap.Create(d, "n", 0x1A4, 0, 0, out _),
-            ["mknod"] = snap.Mknod(d, "n", S_IFIFO | 0x1A4, 0, 0, 0, out _),
-            ["mkdir"] = snap.Mkdir(d, "n", 0x1ED, 0, 0, out _),
-            ["symlink"] = snap.Symlink(d, "n", "x", 0, 0, out _),
-            ["link"] = snap.Link(f, d, "n", out _),
-            ["unlink"] = snap.Unlink(d, "f"),
-            ["rmdir"] = snap.Rmdir(d, "e"),
-            ["rename"] = snap.Rename(d, "f", d, "n"),
-            ["rename exchange"] = snap.Rename(d, "f", d, "e", RenameFlags.Exchange),
-            ["chmod"] = snap.SetAttr(f, new SetAttrRequest { Mode = 0x1FF }, out _),
-            ["chown"] = snap.SetAttr(f, new SetAttrRequest { Uid = 5 }, out _),
-            ["utimens"] = snap.SetAttr(f, new SetAttrRequest { AtimeNow = true }, out _),
-            ["truncate"] = snap.SetAttr(f, new SetAttrRequest { Size = 0 }, out _),
             ["open for writing"] = snap.Open(f, writable: true),
             ["write"] = snap.Write(f, 0, new byte[] { 1 }, out _),
             ["append"] = snap.Write(f, 0, new byte[] { 1 }, out _, append: true),
             ["fallocate"] = snap.Fallocate(f, FallocateMode.None, 0, 1 << 20),
             ["punch"] = snap.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, 0, 100),
-            ["setxattr"] = snap.SetXattr(f, "user.y", new byte[] { 2 }),
-            ["removexattr"] = snap.RemoveXattr(f, "user.x"),
             ["create in missing"] = snap.Create(999_999, "n", 0x1A4, 0, 0, out _),
             ["iomap write"] = snap.IomapBegin(f, 0, 4096, Core.Engine.IomapOp.Write, out _),
         };
         foreach (var (what, err) in ro) Assert.True(err == Errno.EROFS, $"{what} on a snapshot: {err}, expected EROFS");
-        // nothing changed in either view
         Assert.Equal(data, ReadAll(snap, f));
         Assert.Equal(data, ReadAll(fs, f));
-        Assert.Equal(new[] { ".", "..", "f", "l", "e" }, ReadDirAll(snap, d).Select(x => x.Name));
-        Assert.Equal(1u, Attr(snap, f).Nlink);
-        // the live tree moves on, the snapshot does not
-        WriteAt(fs, f, 0, Pattern(100, 31));
-        Ok(fs.Unlink(d, "l"), "unlink live");
-        Ok(fs.Rename(d, "e", Root, "e2"), "rename live");
-        Ok(fs.SetAttr(f, new SetAttrRequest { Mode = 0x100 }, out _), "chmod live");
-        Assert.Equal(data, ReadAll(snap, f));
-        Assert.Equal(S_IFREG | 0x1A4, Attr(snap, f).Mode);
-        Assert.Equal(d, Look(snap, e, "..").Ino);
-        Assert.Equal(Root, Look(fs, e, "..").Ino);
-        Assert.Equal(l.Ino, Look(snap, d, "l").Ino);
-        Assert.Equal(3u, Attr(snap, d).Nlink);
-        Assert.Equal(2u, Attr(fs, d).Nlink);
         p.AssertClean();
     }
 }

@@ -611,42 +611,18 @@ public class PosixMountTests
     }
 
     [SkippableFact]
-    public void SnapshotsAreReadOnly()
+    public void TheSnapshotRootIsReadOnly()
     {
+        // Every change inside a snapshot is the shared case PosixCases.EveryChangeInASnapshotIsErofsWhileReadsWork;
+        // the snapshot's own directory under .snapshots is read-only too.
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "frozen");
-        Directory.CreateDirectory(m.P("d"));
-        File.WriteAllText(m.P("d/g"), "g");
-        Ok(SetXattr(m.P("f"), "user.x", "1"u8, 0), "setxattr");
         MakeSnapshot(m, "s1");
         var s = m.P(".snapshots/s1");
-        var errs = new[] { Errno.EROFS };
-        OpenFails(Errno.EROFS, s + "/f", O_WRONLY, "open for writing in a snapshot");
-        OpenFails(Errno.EROFS, s + "/f", O_RDWR, "open read-write in a snapshot");
-        OpenFails(Errno.EROFS, s + "/f", O_RDONLY | O_TRUNC, "O_TRUNC in a snapshot");
-        OpenFails(Errno.EROFS, s + "/new", O_RDWR | O_CREAT, "create in a snapshot");
-        FailsWithAny(errs, Syscall.unlink(s + "/f"), "unlink in a snapshot");
-        FailsWithAny(errs, Syscall.mkdir(s + "/nd", (FilePermissions)0x1ED), "mkdir in a snapshot");
-        FailsWithAny(errs, Syscall.rmdir(s + "/d"), "rmdir in a snapshot");
-        FailsWithAny(errs, Syscall.rename(s + "/f", s + "/f2"), "rename in a snapshot");
-        FailsWithAny(errs, Syscall.chmod(s + "/f", (FilePermissions)0x1FF), "chmod in a snapshot");
-        FailsWithAny(errs, Syscall.chown(s + "/f", 1, 1), "chown in a snapshot");
-        FailsWithAny(errs, Truncate(s + "/f", 0), "truncate in a snapshot");
-        FailsWithAny(errs, SetXattr(s + "/f", "user.y", "2"u8, 0), "setxattr in a snapshot");
-        FailsWithAny(errs, RemoveXattr(s + "/f", "user.x"), "removexattr in a snapshot");
-        FailsWithAny(errs, Syscall.symlink("x", s + "/l"), "symlink in a snapshot");
-        FailsWithAny(errs, Syscall.mknod(s + "/p", FilePermissions.S_IFIFO | (FilePermissions)0x1A4, 0), "mknod in a snapshot");
-        FailsWithAny(errs, Utimensat(s + "/f", new TimeSpec(1, 1), new TimeSpec(1, 1)), "utimensat in a snapshot");
-        FailsWithAny(errs, Syscall.link(s + "/f", s + "/f-link"), "link in a snapshot");
-        FailsWithAny(errs, Syscall.chmod(s, (FilePermissions)0x1FF), "chmod the snapshot root");
-
-        // Reading works and nothing changed.
+        FailsWithAny(new[] { Errno.EROFS }, Syscall.chmod(s, (FilePermissions)0x1FF), "chmod the snapshot root");
+        FailsWithAny(new[] { Errno.EROFS }, Utimensat(s, new TimeSpec(1, 1), new TimeSpec(1, 1)), "utimensat the snapshot root");
         Assert.Equal("frozen", File.ReadAllText(s + "/f"));
-        Assert.Equal("g", File.ReadAllText(s + "/d/g"));
-        Assert.Equal("1"u8.ToArray(), GetXattrValue(s + "/f", "user.x"));
-        Assert.Equal(new HashSet<string> { "f", "d" }, Ls(s));
-        Assert.Equal(Perm(StatOf(m.P("f"))), Perm(StatOf(s + "/f")));
-        Assert.Equal("frozen", File.ReadAllText(m.P("f")));
+        Assert.Equal(new HashSet<string> { "f" }, Ls(s));
     }
 
     // ---------------------------------------------------------------- copy_file_range

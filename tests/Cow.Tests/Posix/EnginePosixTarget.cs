@@ -21,8 +21,32 @@ public sealed class EnginePosixTarget : IPosixTarget
     public uint Uid => 1000;
     public uint Gid => 100;
     public uint Umask { get; } = PosixTargets.ProcessUmask();
-    private FileSystemView Fs => _pool.Live;
+    /// <summary>The tree the path of the call being served is in: a snapshot's for a path under
+    /// <see cref="SnapshotPrefix"/>, else the live tree (set by <see cref="Resolve"/> and <see cref="Parent"/>).</summary>
+    private FileSystemView? _view;
+    private FileSystemView Fs => _view ?? _pool.Live;
     private long Root => Fs.RootIno;
+
+    /// <summary>"@snapshot/NAME/path" is path in snapshot NAME: the form <see cref="Snapshot"/> answers.</summary>
+    private const string SnapshotPrefix = "@snapshot/";
+
+    /// <summary>The tree <paramref name="path"/> is in; <paramref name="path"/> loses the snapshot prefix.</summary>
+    private FileSystemView ViewOf(ref string path)
+    {
+        if (!path.StartsWith(SnapshotPrefix, StringComparison.Ordinal)) return _pool.Live;
+        var rest = path[SnapshotPrefix.Length..];
+        int slash = rest.IndexOf('/');
+        string name = slash < 0 ? rest : rest[..slash];
+        path = slash < 0 ? "" : rest[(slash + 1)..];
+        return _pool.Pool.Snapshot(name) ?? throw new ArgumentException($"no snapshot {name}");
+    }
+
+    public string Snapshot(string name)
+    {
+        var e = _pool.Engine.CreateSnapshot(name, out _);
+        if (e != 0) throw new IOException($"snapshot {name}: {e}");
+        return SnapshotPrefix + name;
+    }
 
     public string AbsolutePath(string path) => "/" + path.TrimStart('/');
 
@@ -53,20 +77,25 @@ public sealed class EnginePosixTarget : IPosixTarget
         return 0;
     }
 
+    /// <summary>Resolves <paramref name="path"/> in its tree, which becomes the tree of this call.</summary>
     private Errno Resolve(string path, bool follow, out InodeAttr attr)
     {
+        _view = ViewOf(ref path);
         int follows = 0;
         return Walk(Root, path, follow, ref follows, out attr);
     }
 
-    /// <summary>The directory that holds <paramref name="path"/>'s last name, and that name.</summary>
+    /// <summary>The directory that holds <paramref name="path"/>'s last name, and that name; its tree becomes
+    /// the tree of this call.</summary>
     private Errno Parent(string path, out long dir, out string name)
     {
+        _view = ViewOf(ref path);
         var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
         dir = Root;
         name = parts.Length == 0 ? "" : parts[^1];
         if (parts.Length == 0) return Errno.ENOENT;
-        var e = Resolve(string.Join('/', parts[..^1]), follow: true, out var a);
+        int follows = 0;
+        var e = Walk(Root, string.Join('/', parts[..^1]), followLast: true, ref follows, out var a);
         if (e != 0) return e;
         dir = a.Ino;
         return a.IsDirectory ? 0 : Errno.ENOTDIR;
@@ -111,8 +140,9 @@ public sealed class EnginePosixTarget : IPosixTarget
     {
         var e = Resolve(from, follow: false, out var a);   // link(2) does not follow the last symlink of its source
         if (e != 0) return e;
+        var source = Fs;
         e = Parent(to, out long dir, out string name);
-        return e != 0 ? e : Fs.Link(a.Ino, dir, name, out _);
+        return e != 0 ? e : source.SnapshotName != Fs.SnapshotName ? Errno.EXDEV : Fs.Link(a.Ino, dir, name, out _);
     }
 
     public Errno Unlink(string path) =>
@@ -125,8 +155,9 @@ public sealed class EnginePosixTarget : IPosixTarget
     {
         var e = Parent(from, out long d1, out string n1);
         if (e != 0) return e;
+        var source = Fs;
         e = Parent(to, out long d2, out string n2);
-        return e != 0 ? e : Fs.Rename(d1, n1, d2, n2, flags);
+        return e != 0 ? e : source.SnapshotName != Fs.SnapshotName ? Errno.EXDEV : Fs.Rename(d1, n1, d2, n2, flags);
     }
 
     private Errno SetAttr(string path, bool follow, SetAttrRequest req)
@@ -206,7 +237,7 @@ public sealed class EnginePosixTarget : IPosixTarget
         }
         e = Fs.Open(a.Ino, writable: access != O_RDONLY);
         if (e != 0) return e;
-        file = new EngineFile(this, a.Ino, flags);
+        file = new EngineFile(this, Fs, a.Ino, flags);
         return 0;
     }
 
@@ -255,11 +286,11 @@ public sealed class EnginePosixTarget : IPosixTarget
     public void Dispose() => _pool.Dispose();
 
     /// <summary>An open inode: the access mode is checked here, as the kernel checks it on the descriptor.</summary>
-    private sealed class EngineFile(EnginePosixTarget target, long ino, int flags) : IPosixFile
+    private sealed class EngineFile(EnginePosixTarget target, FileSystemView fs, long ino, int flags) : IPosixFile
     {
         private long _position;
         private bool _closed;
-        private FileSystemView Fs => target.Fs;
+        private FileSystemView Fs => fs;
         private bool Readable => (flags & 3) != O_WRONLY;
         private bool Writable => (flags & 3) != O_RDONLY;
         private bool Append => (flags & O_APPEND) != 0;

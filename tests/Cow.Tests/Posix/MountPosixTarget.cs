@@ -221,6 +221,19 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         finally { Native.Close(fd); }
     }
 
+    /// <summary>syncfs of the mount (it writes back the kernel's dirty pages), then mkdir .snapshots/NAME-CASE: a
+    /// snapshot name per case, since the cases of a class share one pool.</summary>
+    public string Snapshot(string name)
+    {
+        string dir = Path.GetFileName(root), snapshot = $"{name}-{dir}";
+        int fd = Native.Open(mount.MountPoint, Native.O_RDONLY | Native.O_DIRECTORY);
+        if (fd < 0) throw new IOException($"open {mount.MountPoint}: {Native.LastErrno()}");
+        try { if (Native.Syncfs(fd) != 0) throw new IOException($"syncfs: {Native.LastErrno()}"); }
+        finally { Native.Close(fd); }
+        if (mkdir_(mount.P(".snapshots/" + snapshot), 0x1ED) != 0) throw new IOException($"mkdir .snapshots/{snapshot}: {Native.LastErrno()}");
+        return $"../.snapshots/{snapshot}/{dir}";
+    }
+
     public void Reopen() => mount.Remount();
 
     /// <summary>Unmounts, checks the pool, mounts again.</summary>
