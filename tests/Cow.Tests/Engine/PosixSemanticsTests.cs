@@ -79,8 +79,6 @@ public class PosixSemanticsTests
     private static HashSet<string> Names(FileSystemView fs, long dir) =>
         ReadDirAll(fs, dir).Select(d => d.Name).Where(n => n is not ("." or "..")).ToHashSet();
 
-    private static bool AllZero(ReadOnlySpan<byte> b) => !b.ContainsAnyExcept((byte)0);
-
     // ---------------------------------------------------------------- what only inode numbers can show
 
     [Fact]
@@ -253,70 +251,6 @@ public class PosixSemanticsTests
     }
 
     [Fact]
-    public void XattrsOfASnapshotStayAsTheyWere()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        long f = Create(fs, Root, "f");
-        Ok(fs.SetXattr(f, "user.one", new byte[] { 7, 7 }), "setxattr");
-        Ok(fs.SetXattr(f, "user.empty", Array.Empty<byte>()), "empty value");
-        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
-        Ok(fs.SetXattr(f, "user.one", new byte[] { 1, 1, 1 }), "overwrite after snapshot");
-        Ok(fs.RemoveXattr(f, "user.empty"), "remove after snapshot");
-        var snap = p.Pool.Snapshot("s")!;
-        Ok(snap.GetXattr(f, "user.one", out var got), "snapshot getxattr");
-        Assert.Equal(new byte[] { 7, 7 }, got);
-        Ok(snap.GetXattr(f, "user.empty", out got), "snapshot getxattr of a removed name");
-        Ok(fs.GetXattr(f, "user.one", out got), "live getxattr");
-        Assert.Equal(new byte[] { 1, 1, 1 }, got);
-        Assert.Equal(Errno.ENODATA, fs.GetXattr(f, "user.empty", out _));
-        p.Reopen();
-        Ok(p.Pool.Snapshot("s")!.GetXattr(f, "user.empty", out _), "snapshot after reopen");
-        p.AssertClean();
-    }
-
-    [Fact]
-    public void SeekOnASnapshotAnswersAsOnTheLiveTree()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        long f = Create(fs, Root, "f");
-        long dataAt = 1 << 20;
-        WriteAt(fs, f, dataAt, Pattern(2 * Bs, 26));
-        SetSize(fs, f, 3 << 20);
-        long h = Create(fs, Root, "h");
-        WriteAt(fs, h, ChunkBytes - 2 * Bs, Pattern(4 * Bs, 28));
-        WriteAt(fs, h, 3 * ChunkBytes + Bs, Pattern(Bs, 29));
-        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
-        var snap = p.Pool.Snapshot("s")!;
-        long r;
-        Ok(snap.Seek(f, 0, SeekWhence.Data, out r), "snapshot data"); Assert.Equal(dataAt, r);
-        Ok(snap.Seek(h, ChunkBytes - 2 * Bs, SeekWhence.Hole, out r), "snapshot hole"); Assert.Equal(ChunkBytes + 2 * Bs, r);
-        p.AssertClean();
-    }
-
-    // ---------------------------------------------------------------- snapshots, reopen with files open, power cuts, space
-
-    [Fact]
-    public void TruncateOfSharedBlocksLeavesTheSnapshotAlone()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        long f = Create(fs, Root, "f");
-        var data = Pattern(50_000, 2);
-        WriteAt(fs, f, 0, data);
-        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
-        SetSize(fs, f, 10_001);
-        SetSize(fs, f, 40_000);
-        var all = ReadAll(fs, f);
-        Assert.Equal(data[..10_001], all[..10_001]);
-        Assert.True(AllZero(all.AsSpan(10_001)));
-        var snap = p.Pool.Snapshot("s")!;
-        Assert.Equal(data, ReadAll(snap, f));
-        p.AssertClean();
-    }
-
-    [Fact]
     public void RemovedOpenDirectoryListsOnlyDotAndDotDotUntilItsRelease()
     {
         // What the shared case PosixCases.RemovedOpenDirectoryTakesNoNewEntries cannot show: the inode API lists a
@@ -335,6 +269,8 @@ public class PosixSemanticsTests
         Assert.Equal(f, Look(fs, Root, "f").Ino);
         p.AssertClean();
     }
+
+    // ---------------------------------------------------------------- reopen with files open, snapshots, power cuts, random operations
 
     [Fact]
     public void UnlinkedOpenFileAtCloseDoesNotLeak()
@@ -482,32 +418,6 @@ public class PosixSemanticsTests
         Assert.Equal(70_000, a.Size);
         Assert.Equal(data.AsSpan(100).ToArray(), ReadAll(fs, a.Ino)[100..]);
         Assert.Equal(Errno.ENOENT, fs.GetAttr(999_999, out _));
-        p.AssertClean();
-    }
-
-    [Fact]
-    public void PunchHoleFreesBlocksAndLeavesSnapshotsAlone()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        long f = Create(fs, Root, "f");
-        var data = Pattern(1 << 20, 21);
-        WriteAt(fs, f, 0, data);
-        Ok(p.Engine.CreateSnapshot("s", out _), "snapshot");
-        Ok(fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, 0, 1 << 20), "punch all");
-        Assert.Equal(0, Attr(fs, f).Blocks512);
-        Assert.True(AllZero(ReadAll(fs, f)));
-        Assert.Equal(data, ReadAll(p.Pool.Snapshot("s")!, f));
-        Ok(p.Engine.DeleteSnapshot("s"), "delete snapshot");
-        Ok(fs.Fsync(f), "fsync");
-        long free = fs.StatFs().FreeBlocks;
-        WriteAt(fs, f, 0, data);
-        Ok(fs.Fsync(f), "fsync");
-        Assert.Equal(free - 256, fs.StatFs().FreeBlocks);
-        Ok(fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, Bs, 10 * Bs), "punch 10 blocks");
-        Ok(fs.Fsync(f), "fsync");
-        Assert.Equal(free - 246, fs.StatFs().FreeBlocks);
-        Assert.Equal((256 - 10) * Bs / 512, Attr(fs, f).Blocks512);
         p.AssertClean();
     }
 

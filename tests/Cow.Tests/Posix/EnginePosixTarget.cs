@@ -48,6 +48,12 @@ public sealed class EnginePosixTarget : IPosixTarget
         return SnapshotPrefix + name;
     }
 
+    public void DeleteSnapshot(string name)
+    {
+        var e = _pool.Engine.DeleteSnapshot(name);
+        if (e != 0) throw new IOException($"delete snapshot {name}: {e}");
+    }
+
     public string AbsolutePath(string path) => "/" + path.TrimStart('/');
 
     // ---------------------------------------------------------------- the path walk

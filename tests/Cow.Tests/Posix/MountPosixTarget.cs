@@ -234,6 +234,13 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
         return $"../.snapshots/{snapshot}/{dir}";
     }
 
+    /// <summary>rmdir .snapshots/NAME-CASE.</summary>
+    public void DeleteSnapshot(string name)
+    {
+        var path = mount.P($".snapshots/{name}-{Path.GetFileName(root)}");
+        if (Syscall.rmdir(path) != 0) throw new IOException($"rmdir {path}: {Native.LastErrno()}");
+    }
+
     public void Reopen() => mount.Remount();
 
     /// <summary>Unmounts, checks the pool, mounts again.</summary>

@@ -89,4 +89,91 @@ public abstract partial class PosixCases
         Assert.Equal(2u, St("d").Nlink);
         T.AssertClean();
     }
+
+    [SkippableFact]
+    public void TruncateOfSharedBlocksLeavesTheSnapshotAlone()
+    {
+        var data = Pattern(50_000, 2);
+        WriteAt("f", 0, data);
+        string s = T.Snapshot("s") + "/";
+        Ok(T.Truncate("f", 10_001), "truncate");
+        Ok(T.Truncate("f", 40_000), "truncate grow");
+        var all = ReadAll("f");
+        Assert.Equal(data[..10_001], all[..10_001]);
+        Assert.True(AllZero(all.AsSpan(10_001)));
+        Assert.Equal(data, ReadAll(s + "f"));
+        T.AssertClean();
+    }
+
+    [SkippableFact]
+    public void PunchHoleFreesBlocksAndLeavesSnapshotsAlone()
+    {
+        var data = Pattern(1 << 20, 21);
+        WriteAt("f", 0, data);
+        string s = T.Snapshot("s") + "/";
+        using (var f = Open("f", O_RDWR))
+        {
+            Ok(f.Fallocate(FallocateMode.PunchHole | FallocateMode.KeepSize, 0, 1 << 20), "punch all");
+            Ok(f.Fstat(out var a), "fstat");
+            Assert.Equal(0, a.Blocks512);
+        }
+        Assert.True(AllZero(ReadAll("f")));
+        Assert.Equal(data, ReadAll(s + "f"));
+        T.DeleteSnapshot("s");
+        T.Sync();
+        long free = T.FreeBlocks();
+        using (var f = Open("f", O_RDWR))
+        {
+            WriteAt(f, 0, data);
+            Ok(f.Fsync(), "fsync");
+            Assert.Equal(free - 256, T.FreeBlocks());
+            Ok(f.Fallocate(FallocateMode.PunchHole | FallocateMode.KeepSize, Bs, 10 * Bs), "punch 10 blocks");
+            Ok(f.Fsync(), "fsync");
+            Assert.Equal(free - 246, T.FreeBlocks());
+            Ok(f.Fstat(out var a), "fstat");
+            Assert.Equal((256 - 10) * Bs / 512, a.Blocks512);
+        }
+        T.AssertClean();
+    }
+
+    [SkippableFact]
+    public void XattrsOfASnapshotStayAsTheyWere()
+    {
+        Touch("f");
+        Ok(T.SetXattr("f", "user.one", new byte[] { 7, 7 }), "setxattr");
+        Ok(T.SetXattr("f", "user.empty", Array.Empty<byte>()), "empty value");
+        string s = T.Snapshot("s") + "/";
+        Ok(T.SetXattr("f", "user.one", new byte[] { 1, 1, 1 }), "overwrite after snapshot");
+        Ok(T.RemoveXattr("f", "user.empty"), "remove after snapshot");
+        Ok(T.GetXattr(s + "f", "user.one", out var got), "snapshot getxattr");
+        Assert.Equal(new byte[] { 7, 7 }, got);
+        Ok(T.GetXattr(s + "f", "user.empty", out _), "snapshot getxattr of a removed name");
+        Ok(T.GetXattr("f", "user.one", out got), "live getxattr");
+        Assert.Equal(new byte[] { 1, 1, 1 }, got);
+        Fails(Errno.ENODATA, T.GetXattr("f", "user.empty", out _), "live getxattr of a removed name");
+        T.Reopen();
+        Ok(T.GetXattr(s + "f", "user.empty", out _), "snapshot after reopen");
+        T.AssertClean();
+    }
+
+    [SkippableFact]
+    public void SeekInASnapshotAnswersAsInTheLiveTree()
+    {
+        long dataAt = 1 << 20;
+        using (var f = Open("f", O_RDWR | O_CREAT))
+        {
+            WriteAt(f, dataAt, Pattern(2 * Bs, 26));
+            Ok(f.Ftruncate(3 << 20), "ftruncate");
+        }
+        using (var h = Open("h", O_RDWR | O_CREAT))
+        {
+            WriteAt(h, ChunkBytes - 2 * Bs, Pattern(4 * Bs, 28));
+            WriteAt(h, 3 * ChunkBytes + Bs, Pattern(Bs, 29));
+        }
+        string s = T.Snapshot("s") + "/";
+        long r;
+        using (var f = Open(s + "f", O_RDONLY)) { Ok(f.Seek(0, SeekWhence.Data, out r), "snapshot data"); Assert.Equal(dataAt, r); }
+        using (var h = Open(s + "h", O_RDONLY)) { Ok(h.Seek(ChunkBytes - 2 * Bs, SeekWhence.Hole, out r), "snapshot hole"); Assert.Equal(ChunkBytes + 2 * Bs, r); }
+        T.AssertClean();
+    }
 }

@@ -77,6 +77,8 @@ public interface IPosixTarget : IDisposable
     /// <summary>Takes a snapshot named <paramref name="name"/> of the pool (what `cow snapshot create` does); the
     /// answer is the path, to put before a case's path, under which the case's root appears in the snapshot.</summary>
     string Snapshot(string name);
+    /// <summary>Deletes the snapshot <paramref name="name"/> made by <see cref="Snapshot"/>.</summary>
+    void DeleteSnapshot(string name);
 
     /// <summary>Makes everything durable, closes the file system and opens it again (an unmount and mount):
     /// what the case sees afterwards came from the devices. Every file must be closed.</summary>
