@@ -17,8 +17,6 @@ public class PosixSemanticsTests
 {
     private const long Root = 1;
     private const uint S_IFREG = 0x8000, S_IFIFO = 0x1000, S_IFCHR = 0x2000, S_IFBLK = 0x6000;
-    private const int Bs = 4096;
-    private const long ChunkBytes = 1024L * Bs;
 
     // ---------------------------------------------------------------- helpers
 
@@ -46,20 +44,6 @@ public class PosixSemanticsTests
     {
         Ok(fs.Mkdir(parent, name, 0x1ED, 0, 0, out var a), $"mkdir {name}");
         return a.Ino;
-    }
-
-    private static InodeAttr SetSize(FileSystemView fs, long ino, long size)
-    {
-        Ok(fs.SetAttr(ino, new SetAttrRequest { Size = size }, out var a), $"truncate {ino} to {size}");
-        Assert.Equal(size, a.Size);
-        return a;
-    }
-
-    private static byte[] ReadRange(FileSystemView fs, long ino, long offset, int length)
-    {
-        var buf = new byte[length];
-        Ok(fs.Read(ino, offset, buf, out int n), $"read {length} at {offset}");
-        return buf[..n];
     }
 
     private static List<DirEntryInfo> ReadDirAll(FileSystemView fs, long dir)
@@ -270,7 +254,7 @@ public class PosixSemanticsTests
         p.AssertClean();
     }
 
-    // ---------------------------------------------------------------- reopen with files open, snapshots, power cuts, random operations
+    // ---------------------------------------------------------------- reopen with files open, snapshots, power cuts, readdir offsets
 
     [Fact]
     public void UnlinkedOpenFileAtCloseDoesNotLeak()
@@ -317,83 +301,6 @@ public class PosixSemanticsTests
         p.AssertClean();
         Ok(p.Engine.DeleteSnapshot("before"), "delete snapshot");
         Assert.Equal(free0, fs.StatFs().FreeBlocks);
-        p.AssertClean();
-    }
-
-    [Fact]
-    public void RandomOperationsMatchAModel()
-    {
-        using var p = new MemoryPool();
-        var fs = p.Live;
-        long f = Create(fs, Root, "f");
-        var rnd = new Random(42);
-        var model = new byte[0];
-        const int Max = (int)ChunkBytes + 200_000; // spans a chunk boundary
-        var snaps = new List<(string Name, byte[] Data)>();
-        for (int i = 0; i < 1200; i++)
-        {
-            int op = i % 120 == 119 ? 9 : rnd.Next(9);
-            long off = rnd.Next(0, Max);
-            int len = rnd.Next(1, rnd.Next(2) == 0 ? 300 : 40_000);
-            string what = "";
-            if (op < 5)
-            {
-                var d = Pattern(len, i);
-                what = $"write {len} at {off}";
-                WriteAt(fs, f, off, d);
-                if (off + len > model.Length) Array.Resize(ref model, (int)(off + len));
-                d.CopyTo(model, off);
-            }
-            else if (op == 5)
-            {
-                what = $"truncate {off}";
-                SetSize(fs, f, off);
-                Array.Resize(ref model, (int)off);
-            }
-            else if (op == 6)
-            {
-                what = $"punch {off}+{len}";
-                Ok(fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, off, len), what);
-                if (off < model.Length) Array.Clear(model, (int)off, (int)Math.Min(len, model.Length - off));
-            }
-            else if (op == 7)
-            {
-                bool keep = rnd.Next(2) == 0;
-                what = $"zero range {off}+{len} keep {keep}";
-                Ok(fs.Fallocate(f, FallocateMode.ZeroRange | (keep ? FallocateMode.KeepSize : 0), off, len), what);
-                if (!keep && off + len > model.Length) Array.Resize(ref model, (int)(off + len));
-                if (off < model.Length) Array.Clear(model, (int)off, (int)Math.Min(len, model.Length - off));
-            }
-            else if (op == 8)
-            {
-                what = $"fallocate {off}+{len}";
-                Ok(fs.Fallocate(f, FallocateMode.None, off, len), what);
-                if (off + len > model.Length) Array.Resize(ref model, (int)(off + len));
-            }
-            else
-            {
-                what = $"snapshot {i}";
-                Ok(p.Engine.CreateSnapshot($"s{i}", out _), what);
-                snaps.Add(($"s{i}", model.ToArray()));
-            }
-            var a = Attr(fs, f);
-            Assert.True(model.Length == a.Size, $"after op {i} ({what}): size {a.Size}, expected {model.Length}");
-            long lo = Math.Max(0, Math.Min(off, model.Length) - 5000);
-            int n = (int)Math.Min(model.Length - lo, len + 10_000);
-            var got = ReadRange(fs, f, lo, n);
-            Assert.True(model.AsSpan((int)lo, n).SequenceEqual(got), $"after op {i} ({what}): data differs near {lo}");
-            Assert.True(a.Blocks512 <= (model.Length + Bs - 1) / Bs * (Bs / 512), $"after op {i} ({what}): {a.Blocks512} sectors for {model.Length} bytes");
-            if (i % 300 == 299)
-            {
-                Assert.Equal(model, ReadAll(fs, f));
-                p.AssertClean();
-                p.Reopen();
-                fs = p.Live;
-            }
-        }
-        foreach (var (name, data) in snaps) Assert.Equal(data, ReadAll(p.Pool.Snapshot(name)!, f));
-        p.Reopen();
-        Assert.Equal(model, ReadAll(p.Live, f));
         p.AssertClean();
     }
 
