@@ -9,8 +9,10 @@ namespace Cow.Tests.Posix;
 /// <see cref="IPosixTarget"/> over the inode API (<see cref="FileSystemView"/>) of a fresh pool on memory devices
 /// (<see cref="MemoryPool"/>): paths are resolved by lookups from the root inode, following symlinks as the
 /// kernel's path walk does (40 at most, then ELOOP), and open(2)'s flags are applied here as the VFS applies
-/// them before it calls a file system. The caller is uid 1000, gid 100 (not root, so a case cannot confuse the
-/// caller's ids with root's). Owns its pool. Not thread-safe.
+/// them before it calls a file system, as are a descriptor's access mode checks: that emulation is the kernel's
+/// part, every other answer is the engine's. Paths under "@snapshot/NAME/" are resolved in snapshot NAME's view.
+/// The caller is uid 1000, gid 100 (not root, so a case cannot confuse the caller's ids with root's). Owns its
+/// pool. Not thread-safe.
 /// </summary>
 public sealed class EnginePosixTarget : IPosixTarget
 {
@@ -273,19 +275,24 @@ public sealed class EnginePosixTarget : IPosixTarget
 
     public PosixStatFs StatFs()
     {
-        var s = Fs.StatFs();
+        var s = _pool.Live.StatFs();
         return new PosixStatFs(s.BlockSize, s.BlockSize, s.Blocks, s.FreeBlocks, s.AvailableBlocks, s.Files, s.FreeFiles, s.NameMax);
     }
 
-    public long FreeBlocks() => Fs.StatFs().FreeBlocks;
+    public long FreeBlocks() => _pool.Live.StatFs().FreeBlocks;
 
     public void Sync()
     {
-        var e = Fs.Fsync(Root);
-        if (e != 0) throw new IOException($"syncfs: {e}");
+        var live = _pool.Live;
+        var e = live.Fsync(live.RootIno);
+        if (e != 0) throw new IOException($"fsync of the root: {e}");
     }
 
-    public void Reopen() => _pool.Reopen();
+    public void Reopen()
+    {
+        _view = null;
+        _pool.Reopen();
+    }
 
     public void AssertClean() => _pool.AssertClean();
 

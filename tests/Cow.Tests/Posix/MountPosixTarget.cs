@@ -9,7 +9,7 @@ namespace Cow.Tests.Posix;
 /// <summary>
 /// One mount shared by the cases of a test class (xunit runs a class's tests one at a time): mounted on first
 /// use, inside a test, so that a machine without root or /dev/fuse reports the cases skipped. Each case gets a
-/// fresh directory of it. Owns the mount.
+/// fresh directory of it. Owns the mount. Not thread-safe (the cases of one class never run at once).
 /// </summary>
 public sealed class PosixMountFixture : IDisposable
 {
@@ -247,12 +247,13 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
     public void AssertClean()
     {
         mount.UnmountNow();
-        using (var p = Cow.Core.Pool.Open(mount.PoolDir))
+        try
         {
+            using var p = Cow.Core.Pool.Open(mount.PoolDir);
             var report = p.Fsck();
             Xunit.Assert.True(report.Clean, report.ToString());
         }
-        mount.MountNow();
+        finally { mount.MountNow(); }   // the next case of the class needs the mount, whatever this one found
     }
 
     public void Dispose() { }
