@@ -9,9 +9,12 @@ using static Cow.Tests.Mount.Native;
 namespace Cow.Tests.Mount;
 
 /// <summary>
-/// POSIX behaviour of the real mount, through real system calls on a kernel FUSE mount served by this
-/// process: each behaviour with its error cases, errno checked exactly where Linux defines it. Where the
-/// answer comes from the kernel's VFS (not the server) it is still asserted: the server must not break it.
+/// POSIX behaviour of the real mount that only a mount can show, through real system calls on a kernel FUSE mount
+/// served by this process: the page cache and the writeback cache, other users (setpriv), setuid clearing,
+/// snapshots under .snapshots, copy_file_range, sockets and FIFOs. Errnos are exact where Linux defines them; where
+/// the answer comes from the kernel's VFS (not the server) it is still asserted: the server must not break it.
+/// The POSIX behaviour both a mount and the inode API show is written once in <see cref="Cow.Tests.Posix.PosixCases"/>
+/// and runs on both.
 /// </summary>
 [Trait("Tier", "mount")]
 public class PosixMountTests
@@ -76,8 +79,8 @@ public class PosixMountTests
 
     // ---------------------------------------------------------------- create / read / write
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.CreateReadWriteOverwrite.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void CreateReadWriteOverwrite(bool writebackCache)
     {
@@ -142,8 +145,8 @@ public class PosixMountTests
         Assert.Equal(tail, all[data.Length..]);
     }
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.AppendersOnTwoDescriptorsBothLandAtTheEnd.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void AppendWithTwoAppenders(bool writebackCache)
     {
@@ -166,8 +169,8 @@ public class PosixMountTests
         Assert.Equal(expected.ToArray(), File.ReadAllBytes(m.P("log")));
     }
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.OTruncEmptiesTheFile.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void OTruncEmptiesTheFile(bool writebackCache)
     {
@@ -191,24 +194,10 @@ public class PosixMountTests
         OpenFails(Errno.EISDIR, m.P("d"), O_WRONLY | O_TRUNC, "O_TRUNC on a directory");
     }
 
-    [SkippableFact]
-    public void OExclRefusesExistingNames()
-    {
-        using var m = new MountedPool();
-        using (var fd = Fd.Open(m.P("f"), O_RDWR | O_CREAT | O_EXCL, 0x1A4)) fd.WriteAt(0, "x"u8);
-        OpenFails(Errno.EEXIST, m.P("f"), O_RDWR | O_CREAT | O_EXCL, "O_EXCL on an existing file");
-        Directory.CreateDirectory(m.P("d"));
-        OpenFails(Errno.EEXIST, m.P("d"), O_RDWR | O_CREAT | O_EXCL, "O_EXCL on an existing directory");
-        Ok(Syscall.symlink("nowhere", m.P("dangling")), "symlink");
-        OpenFails(Errno.EEXIST, m.P("dangling"), O_RDWR | O_CREAT | O_EXCL, "O_EXCL on a dangling symlink");
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("nowhere")));
-        Assert.Equal("x"u8.ToArray(), File.ReadAllBytes(m.P("f")));
-    }
-
     // ---------------------------------------------------------------- sparse files, truncate, fallocate, lseek
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.SparseFileAtOneGiB.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void SparseFileAtOneGiB(bool writebackCache)
     {
@@ -232,8 +221,8 @@ public class PosixMountTests
         using (var fd = Fd.Open(m.P("sparse"), O_RDONLY)) Assert.Equal(data, fd.ReadAt(GiB, 4096));
     }
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.TruncateShrinksAndGrowsWithZeros.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void TruncateGrowAndShrink(bool writebackCache)
     {
@@ -274,8 +263,8 @@ public class PosixMountTests
         return fd.Stat().st_blocks;
     }
 
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.PunchHoleAndFallocateInAMebibyte and PosixCases.FallocateModes.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void FallocateAndPunchHole(bool writebackCache)
     {
@@ -364,237 +353,10 @@ public class PosixMountTests
         Assert.Equal(MiB, SeekOk(fd.Handle, 0, SEEK_CUR));
     }
 
-    // ---------------------------------------------------------------- directories
+    // ---------------------------------------------------------------- unlinked open files
 
-    [SkippableFact]
-    public void MkdirAndRmdir()
-    {
-        using var m = new MountedPool();
-        Ok(Syscall.mkdir(m.P("d"), (FilePermissions)0x1ED), "mkdir");
-        var st = StatOf(m.P("d"));
-        Assert.Equal(S_IFDIR, Type(st));
-        Assert.Equal(0x1EDu, Perm(st));
-        Fails(Errno.EEXIST, Syscall.mkdir(m.P("d"), (FilePermissions)0x1ED), "mkdir an existing directory");
-        File.WriteAllText(m.P("f"), "x");
-        Fails(Errno.EEXIST, Syscall.mkdir(m.P("f"), (FilePermissions)0x1ED), "mkdir over a file");
-        Fails(Errno.ENOENT, Syscall.mkdir(m.P("no/such"), (FilePermissions)0x1ED), "mkdir in a missing directory");
-        Fails(Errno.ENOTDIR, Syscall.mkdir(m.P("f/sub"), (FilePermissions)0x1ED), "mkdir under a file");
-
-        File.WriteAllText(m.P("d/inner"), "y");
-        Fails(Errno.ENOTEMPTY, Syscall.rmdir(m.P("d")), "rmdir a non-empty directory");
-        Fails(Errno.ENOTDIR, Syscall.rmdir(m.P("f")), "rmdir a file");
-        Fails(Errno.ENOENT, Syscall.rmdir(m.P("missing")), "rmdir a missing name");
-        Ok(Syscall.unlink(m.P("d/inner")), "unlink");
-        Ok(Syscall.rmdir(m.P("d")), "rmdir");
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("d")));
-        Assert.DoesNotContain("d", Ls(m.MountPoint));
-        Fails(Errno.ENOENT, Syscall.rmdir(m.P("d")), "rmdir twice");
-
-        // Many entries: readdir sees exactly what was made, also after a remount.
-        Directory.CreateDirectory(m.P("big"));
-        var names = Enumerable.Range(0, 300).Select(i => $"entry-{i:D4}-{new string('n', i % 40)}").ToHashSet();
-        foreach (var n in names) File.WriteAllText(m.P("big/" + n), n);
-        Assert.Equal(names, Ls(m.P("big")));
-        m.Remount();
-        Assert.Equal(names, Ls(m.P("big")));
-    }
-
-    [SkippableFact]
-    public void UnlinkFilesNotDirectories()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("f"), "x");
-        Ok(Syscall.unlink(m.P("f")), "unlink");
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("f")));
-        Fails(Errno.ENOENT, Syscall.unlink(m.P("f")), "unlink twice");
-        Directory.CreateDirectory(m.P("d"));
-        Fails(Errno.EISDIR, Syscall.unlink(m.P("d")), "unlink a directory");
-        Assert.Equal((Errno)0, StatErrno(m.P("d")));
-        File.WriteAllText(m.P("g"), "g");
-        Fails(Errno.ENOTDIR, Syscall.unlink(m.P("g/x")), "unlink under a file");
-        Fails(Errno.ENOENT, Syscall.unlink(m.P("nodir/x")), "unlink in a missing directory");
-        Assert.Equal("g", File.ReadAllText(m.P("g")));
-    }
-
-    [SkippableFact]
-    public void RenameReplacesAndRefuses()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("a"), "A");
-        File.WriteAllText(m.P("b"), "B");
-        long inoA = StatIno(m.P("a"));
-        Ok(Syscall.rename(m.P("a"), m.P("b")), "rename over a file");
-        Assert.Equal("A", File.ReadAllText(m.P("b")));
-        Assert.Equal(inoA, StatIno(m.P("b")));
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("a")));
-
-        // To itself (same name, or another hard link of the same inode): nothing happens.
-        Ok(Syscall.rename(m.P("b"), m.P("b")), "rename to itself");
-        Assert.Equal("A", File.ReadAllText(m.P("b")));
-
-        Directory.CreateDirectory(m.P("d1"));
-        File.WriteAllText(m.P("d1/x"), "x");
-        Directory.CreateDirectory(m.P("empty"));
-        Ok(Syscall.rename(m.P("d1"), m.P("empty")), "rename a directory over an empty directory");
-        Assert.Equal("x", File.ReadAllText(m.P("empty/x")));
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("d1")));
-
-        Directory.CreateDirectory(m.P("e2"));
-        Fails(Errno.EISDIR, Syscall.rename(m.P("b"), m.P("e2")), "rename a file over a directory");
-        Fails(Errno.ENOTDIR, Syscall.rename(m.P("e2"), m.P("b")), "rename a directory over a file");
-        Directory.CreateDirectory(m.P("full"));
-        File.WriteAllText(m.P("full/y"), "y");
-        Fails(Errno.ENOTEMPTY, Syscall.rename(m.P("e2"), m.P("full")), "rename a directory onto a non-empty directory");
-        Assert.Equal("y", File.ReadAllText(m.P("full/y")));
-        Fails(Errno.ENOENT, Syscall.rename(m.P("missing"), m.P("z")), "rename a missing name");
-        Fails(Errno.ENOENT, Syscall.rename(m.P("b"), m.P("nodir/z")), "rename into a missing directory");
-
-        // Into its own subdirectory.
-        Directory.CreateDirectory(m.P("p/q/r"));
-        Fails(Errno.EINVAL, Syscall.rename(m.P("p"), m.P("p/q/r/p")), "rename a directory into its own subdirectory");
-        Fails(Errno.EINVAL, Syscall.rename(m.P("p"), m.P("p/q/p")), "rename a directory into its own child");
-
-        // Across directories, with the parents' nlink following.
-        Directory.CreateDirectory(m.P("src"));
-        Directory.CreateDirectory(m.P("dst"));
-        Directory.CreateDirectory(m.P("src/moving"));
-        Assert.Equal(3ul, StatOf(m.P("src")).st_nlink);
-        Ok(Syscall.rename(m.P("src/moving"), m.P("dst/moved")), "rename a directory across directories");
-        Assert.Equal(2ul, StatOf(m.P("src")).st_nlink);
-        Assert.Equal(3ul, StatOf(m.P("dst")).st_nlink);
-        Assert.Equal(S_IFDIR, Type(StatOf(m.P("dst/moved"))));
-
-        m.Remount();
-        Assert.Equal(new HashSet<string> { "b", "empty", "e2", "full", "p", "src", "dst" }, Ls(m.MountPoint));
-    }
-
-    [SkippableFact]
-    public void RenameNoReplaceAndExchange()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("a"), "A");
-        File.WriteAllText(m.P("b"), "B");
-        Fails(Errno.EEXIST, Rename2(m.P("a"), m.P("b"), RENAME_NOREPLACE), "RENAME_NOREPLACE onto an existing name");
-        Assert.Equal("A", File.ReadAllText(m.P("a")));
-        Assert.Equal("B", File.ReadAllText(m.P("b")));
-        Ok(Rename2(m.P("a"), m.P("c"), RENAME_NOREPLACE), "RENAME_NOREPLACE onto a new name");
-        Assert.Equal("A", File.ReadAllText(m.P("c")));
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("a")));
-
-        long inoB = StatIno(m.P("b")), inoC = StatIno(m.P("c"));
-        Ok(Rename2(m.P("b"), m.P("c"), RENAME_EXCHANGE), "RENAME_EXCHANGE two files");
-        Assert.Equal("A", File.ReadAllText(m.P("b")));
-        Assert.Equal("B", File.ReadAllText(m.P("c")));
-        Assert.Equal(inoC, StatIno(m.P("b")));
-        Assert.Equal(inoB, StatIno(m.P("c")));
-
-        // A file and a directory in different parents swap.
-        Directory.CreateDirectory(m.P("d/sub"));
-        File.WriteAllText(m.P("d/sub/inside"), "i");
-        ulong rootLinks = StatOf(m.MountPoint).st_nlink;
-        Ok(Rename2(m.P("b"), m.P("d/sub"), RENAME_EXCHANGE), "RENAME_EXCHANGE file and directory");
-        Assert.Equal("A", File.ReadAllText(m.P("d/sub")));
-        Assert.Equal("i", File.ReadAllText(m.P("b/inside")));
-        Assert.Equal(rootLinks + 1, StatOf(m.MountPoint).st_nlink); // the root gained a subdirectory
-        Assert.Equal(2ul, StatOf(m.P("d")).st_nlink); // d lost its subdirectory
-        Fails(Errno.ENOENT, Rename2(m.P("c"), m.P("nothere"), RENAME_EXCHANGE), "RENAME_EXCHANGE with a missing target");
-        Fails(Errno.EINVAL, Rename2(m.P("c"), m.P("b"), RENAME_EXCHANGE | RENAME_NOREPLACE), "EXCHANGE|NOREPLACE");
-        m.Remount();
-        Assert.Equal("B", File.ReadAllText(m.P("c")));
-        Assert.Equal("A", File.ReadAllText(m.P("d/sub")));
-        Assert.Equal("i", File.ReadAllText(m.P("b/inside")));
-    }
-
-    // ---------------------------------------------------------------- links
-
-    [SkippableFact]
-    public void HardLinksAndLinkCounts()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("f"), "one");
-        Assert.Equal(1ul, StatOf(m.P("f")).st_nlink);
-        Directory.CreateDirectory(m.P("d"));
-        Ok(Syscall.link(m.P("f"), m.P("d/g")), "link");
-        var a = StatOf(m.P("f"));
-        var b = StatOf(m.P("d/g"));
-        Assert.Equal(a.st_ino, b.st_ino);
-        Assert.Equal(2ul, a.st_nlink);
-        Assert.Equal(2ul, b.st_nlink);
-        using (var fd = Fd.Open(m.P("d/g"), O_WRONLY)) fd.WriteAt(0, "TWO"u8);
-        Assert.Equal("TWO", File.ReadAllText(m.P("f")));
-
-        Fails(Errno.EEXIST, Syscall.link(m.P("f"), m.P("d/g")), "link onto an existing name");
-        Fails(Errno.EPERM, Syscall.link(m.P("d"), m.P("dlink")), "link a directory");
-        Fails(Errno.ENOENT, Syscall.link(m.P("missing"), m.P("x")), "link a missing file");
-        Fails(Errno.ENOENT, Syscall.link(m.P("f"), m.P("nodir/x")), "link into a missing directory");
-
-        Ok(Syscall.unlink(m.P("f")), "unlink one name");
-        Assert.Equal(1ul, StatOf(m.P("d/g")).st_nlink);
-        Assert.Equal("TWO", File.ReadAllText(m.P("d/g")));
-
-        // Directory link counts: 2 + subdirectories.
-        Directory.CreateDirectory(m.P("top"));
-        Assert.Equal(2ul, StatOf(m.P("top")).st_nlink);
-        Directory.CreateDirectory(m.P("top/s1"));
-        Directory.CreateDirectory(m.P("top/s2"));
-        File.WriteAllText(m.P("top/file"), "");
-        Assert.Equal(4ul, StatOf(m.P("top")).st_nlink);
-        Ok(Syscall.rmdir(m.P("top/s1")), "rmdir");
-        Assert.Equal(3ul, StatOf(m.P("top")).st_nlink);
-        m.Remount();
-        Assert.Equal(3ul, StatOf(m.P("top")).st_nlink);
-        Assert.Equal(1ul, StatOf(m.P("d/g")).st_nlink);
-    }
-
-    [SkippableFact]
-    public void Symlinks()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("target"), "T");
-        Ok(Syscall.symlink("target", m.P("rel")), "symlink relative");
-        Ok(Syscall.symlink(m.P("target"), m.P("abs")), "symlink absolute");
-        var sb = new StringBuilder(4096);
-        Ok(Syscall.readlink(m.P("rel"), sb), "readlink");
-        Assert.Equal("target", sb.ToString());
-        var l = LstatOf(m.P("rel"));
-        Assert.Equal(S_IFLNK, Type(l));
-        Assert.Equal("target".Length, l.st_size);
-        var s = StatOf(m.P("rel"));
-        Assert.Equal(S_IFREG, Type(s));
-        Assert.Equal(StatIno(m.P("target")), (long)s.st_ino);
-        Assert.NotEqual(l.st_ino, s.st_ino);
-        Assert.Equal("T", File.ReadAllText(m.P("abs")));
-        OpenFails(Errno.ELOOP, m.P("rel"), O_RDONLY | O_NOFOLLOW, "O_NOFOLLOW on a symlink");
-
-        Ok(Syscall.symlink("no/such/thing", m.P("dangling")), "dangling symlink");
-        Assert.Equal(Errno.ENOENT, StatErrno(m.P("dangling")));
-        Assert.Equal((Errno)0, LstatErrno(m.P("dangling")));
-        sb.Clear();
-        Ok(Syscall.readlink(m.P("dangling"), sb), "readlink dangling");
-        Assert.Equal("no/such/thing", sb.ToString());
-
-        var longTarget = string.Join('/', Enumerable.Repeat(new string('t', 200), 15)); // 3014 bytes
-        Ok(Syscall.symlink(longTarget, m.P("long")), "symlink with a long target");
-        sb.Clear();
-        Ok(Syscall.readlink(m.P("long"), sb), "readlink long");
-        Assert.Equal(longTarget, sb.ToString());
-
-        Fails(Errno.EEXIST, Syscall.symlink("x", m.P("rel")), "symlink onto an existing name");
-        sb.Clear();
-        Fails(Errno.EINVAL, Syscall.readlink(m.P("target"), sb), "readlink a regular file");
-        Ok(Syscall.symlink("loop2", m.P("loop1")), "symlink loop1");
-        Ok(Syscall.symlink("loop1", m.P("loop2")), "symlink loop2");
-        Assert.Equal(Errno.ELOOP, StatErrno(m.P("loop1")));
-
-        m.Remount();
-        sb.Clear();
-        Ok(Syscall.readlink(m.P("rel"), sb), "readlink after remount");
-        Assert.Equal("target", sb.ToString());
-        Assert.Equal("T", File.ReadAllText(m.P("rel")));
-    }
-
+    /// <summary>With the kernel's writeback cache; without it, this is the shared case PosixCases.UnlinkedOpenFileLivesUntilTheLastClose.</summary>
     [SkippableTheory]
-    [InlineData(false)]
     [InlineData(true)]
     public void UnlinkedButOpenFileLivesUntilClose(bool writebackCache)
     {
@@ -631,103 +393,33 @@ public class PosixMountTests
         Assert.Equal("new", File.ReadAllText(m.P("tmp")));
     }
 
-    // ---------------------------------------------------------------- attributes
+    // ---------------------------------------------------------------- what the kernel answers itself; sockets, fifos, xattr buffers
 
     [SkippableFact]
-    public void ChmodChownChangeCtime()
+    public void UtimensatRefusesAnOutOfRangeNanosecond()
     {
+        // The kernel checks tv_nsec before a file system sees the times (the inode API takes ns, which cannot be
+        // out of range); the rest of utimensat is the shared case PosixCases.UtimensExplicitNowAndOmit.
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "x");
-        var st0 = StatOf(m.P("f"));
-        Thread.Sleep(20);
-        Ok(Syscall.chmod(m.P("f"), (FilePermissions)0x1A0), "chmod 0640");
-        var st1 = StatOf(m.P("f"));
-        Assert.Equal(0x1A0u, Perm(st1));
-        Assert.Equal(S_IFREG, Type(st1));
-        Assert.True((st1.st_ctime, st1.st_ctime_nsec).CompareTo((st0.st_ctime, st0.st_ctime_nsec)) > 0, "chmod did not advance ctime");
-        Assert.Equal((st0.st_mtime, st0.st_mtime_nsec), (st1.st_mtime, st1.st_mtime_nsec));
-        Thread.Sleep(20);
-        Ok(Syscall.chown(m.P("f"), 1234, 5678), "chown");
-        var st2 = StatOf(m.P("f"));
-        Assert.Equal(1234u, st2.st_uid);
-        Assert.Equal(5678u, st2.st_gid);
-        Assert.True((st2.st_ctime, st2.st_ctime_nsec).CompareTo((st1.st_ctime, st1.st_ctime_nsec)) > 0, "chown did not advance ctime");
-        Ok(Syscall.chown(m.P("f"), unchecked((uint)-1), 42), "chown group only");
-        Assert.Equal(1234u, StatOf(m.P("f")).st_uid);
-        Assert.Equal(42u, StatOf(m.P("f")).st_gid);
-        // Special bits and directories.
-        Ok(Syscall.chmod(m.P("f"), (FilePermissions)0xDED), "chmod 06755");
-        Assert.Equal(0xDEDu, Perm(StatOf(m.P("f"))));
-        Directory.CreateDirectory(m.P("d"));
-        Ok(Syscall.chmod(m.P("d"), (FilePermissions)0x3FF), "chmod 01777 dir");
-        Assert.Equal(0x3FFu, Perm(StatOf(m.P("d"))));
-        Assert.Equal(S_IFDIR, Type(StatOf(m.P("d"))));
-        // A write bumps mtime and ctime.
-        var before = StatOf(m.P("d"));
-        Thread.Sleep(20);
-        File.WriteAllText(m.P("d/new"), "n");
-        var after = StatOf(m.P("d"));
-        Assert.True((after.st_mtime, after.st_mtime_nsec).CompareTo((before.st_mtime, before.st_mtime_nsec)) > 0, "create did not advance the parent's mtime");
-
-        Fails(Errno.ENOENT, Syscall.chmod(m.P("missing"), (FilePermissions)0x1A4), "chmod a missing file");
-        Fails(Errno.ENOENT, Syscall.chown(m.P("missing"), 1, 1), "chown a missing file");
-        m.Remount();
-        var st3 = StatOf(m.P("f"));
-        Assert.Equal(0xDEDu, Perm(st3));
-        Assert.Equal(42u, st3.st_gid);
-    }
-
-    [SkippableFact]
-    public void UtimensatKeepsNanoseconds()
-    {
-        using var m = new MountedPool();
-        File.WriteAllText(m.P("f"), "x");
-        Ok(Utimensat(m.P("f"), new TimeSpec(1_000_000_000, 123_456_789), new TimeSpec(1_500_000_000, 987_654_321)), "utimensat");
-        var st = StatOf(m.P("f"));
-        Assert.Equal((1_000_000_000L, 123_456_789L), (st.st_atime, st.st_atime_nsec));
-        Assert.Equal((1_500_000_000L, 987_654_321L), (st.st_mtime, st.st_mtime_nsec));
-
-        // UTIME_NOW for mtime, UTIME_OMIT for atime.
-        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        Ok(Utimensat(m.P("f"), new TimeSpec(0, UTIME_OMIT), new TimeSpec(0, UTIME_NOW)), "utimensat UTIME_NOW/OMIT");
-        st = StatOf(m.P("f"));
-        Assert.Equal((1_000_000_000L, 123_456_789L), (st.st_atime, st.st_atime_nsec));
-        Assert.InRange(st.st_mtime, now - 5, now + 5);
-
-        // On a symlink itself.
-        Ok(Syscall.symlink("f", m.P("l")), "symlink");
-        Ok(Utimensat(m.P("l"), new TimeSpec(7, 7), new TimeSpec(8, 8), AT_SYMLINK_NOFOLLOW), "utimensat on a symlink");
-        var l = LstatOf(m.P("l"));
-        Assert.Equal((8L, 8L), (l.st_mtime, l.st_mtime_nsec));
-        Assert.InRange(StatOf(m.P("f")).st_mtime, now - 5, now + 5);
-
-        Fails(Errno.ENOENT, Utimensat(m.P("missing"), new TimeSpec(1, 1), new TimeSpec(1, 1)), "utimensat a missing file");
         Fails(Errno.EINVAL, Utimensat(m.P("f"), new TimeSpec(1, 1_000_000_000), new TimeSpec(1, 1)), "utimensat tv_nsec out of range");
-
-        Ok(Utimensat(m.P("f"), new TimeSpec(1_000_000_000, 123_456_789), new TimeSpec(1_500_000_000, 987_654_321)), "utimensat again");
-        m.Remount();
-        st = StatOf(m.P("f"));
-        Assert.Equal((1_500_000_000L, 987_654_321L), (st.st_mtime, st.st_mtime_nsec));
-        Assert.Equal((1_000_000_000L, 123_456_789L), (st.st_atime, st.st_atime_nsec));
     }
 
     [SkippableFact]
-    public void MknodFifoAndSocket()
+    public void SocketsAndFifosOnTheMountWork()
     {
+        // The pipe and the socket live in the kernel, the inodes on the mount (mknod itself is the shared case
+        // PosixCases.MknodMakesFifosSocketsAndDevices).
         using var m = new MountedPool();
         Ok(Syscall.mknod(m.P("fifo"), FilePermissions.S_IFIFO | (FilePermissions)0x1A4, 0), "mknod fifo");
-        Assert.Equal(S_IFIFO, Type(StatOf(m.P("fifo"))));
         Ok(Syscall.mknod(m.P("sock"), FilePermissions.S_IFSOCK | (FilePermissions)0x1A4, 0), "mknod socket");
-        Assert.Equal(S_IFSOCK, Type(StatOf(m.P("sock"))));
-        Fails(Errno.EEXIST, Syscall.mknod(m.P("fifo"), FilePermissions.S_IFIFO | (FilePermissions)0x1A4, 0), "mknod an existing name");
-
         // A real socket bound inside the mount.
         using (var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
         {
             s.Bind(new UnixDomainSocketEndPoint(m.P("bound.sock")));
             Assert.Equal(S_IFSOCK, Type(StatOf(m.P("bound.sock"))));
         }
-        // A FIFO on the mount carries data (the pipe lives in the kernel, the inode on the mount).
+        // A FIFO on the mount carries data.
         string? got = null;
         var reader = new Thread(() => got = File.ReadAllText(m.P("fifo"))) { IsBackground = true };
         reader.Start();
@@ -741,104 +433,22 @@ public class PosixMountTests
     }
 
     [SkippableFact]
-    public void ExtendedAttributes()
+    public void XattrBufferSizesFollowTheSyscallContract()
     {
+        // A size query (no buffer) and ERANGE for a short buffer are getxattr(2)'s and listxattr(2)'s contract,
+        // met by the kernel and the server together; xattr semantics are the shared case PosixCases.ExtendedAttributes.
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "x");
         var f = m.P("f");
         Ok(SetXattr(f, "user.a", "v1"u8, 0), "setxattr user.a");
         Ok(SetXattr(f, "user.b", Bytes(3000, 10), 0), "setxattr user.b");
-        Ok(SetXattr(f, "user.empty", ReadOnlySpan<byte>.Empty, 0), "setxattr empty value");
-        Assert.Equal("v1"u8.ToArray(), GetXattrValue(f, "user.a"));
-        Assert.Equal(Bytes(3000, 10), GetXattrValue(f, "user.b"));
-        Assert.Empty(GetXattrValue(f, "user.empty"));
-        Assert.Equal(new HashSet<string> { "user.a", "user.b", "user.empty" }, ListXattrNames(f).Where(n => n.StartsWith("user.")).ToHashSet());
         Assert.Equal(2, GetXattr(f, "user.a", null));
-
-        Fails(Errno.EEXIST, SetXattr(f, "user.a", "v2"u8, XATTR_CREATE), "XATTR_CREATE on an existing name");
-        Fails(Errno.ENODATA, SetXattr(f, "user.c", "v"u8, XATTR_REPLACE), "XATTR_REPLACE on a missing name");
-        Ok(SetXattr(f, "user.a", "replaced"u8, XATTR_REPLACE), "XATTR_REPLACE");
-        Assert.Equal("replaced"u8.ToArray(), GetXattrValue(f, "user.a"));
-        Fails(Errno.ENODATA, GetXattr(f, "user.missing", new byte[100]), "getxattr a missing name");
-        Fails(Errno.ERANGE, GetXattr(f, "user.a", new byte[3]), "getxattr into a small buffer");
+        Assert.Equal(3000, GetXattr(f, "user.b", null));
+        Assert.Equal(Bytes(3000, 10), GetXattrValue(f, "user.b"));
+        Fails(Errno.ERANGE, GetXattr(f, "user.a", new byte[1]), "getxattr into a small buffer");
         Fails(Errno.ERANGE, ListXattr(f, new byte[4]), "listxattr into a small buffer");
-        Fails(Errno.ENOENT, SetXattr(m.P("missing"), "user.a", "v"u8, 0), "setxattr a missing file");
-
-        Ok(RemoveXattr(f, "user.b"), "removexattr");
-        Fails(Errno.ENODATA, GetXattr(f, "user.b", null), "getxattr after remove");
-        Fails(Errno.ENODATA, RemoveXattr(f, "user.b"), "removexattr twice");
-        // On a directory too.
-        Directory.CreateDirectory(m.P("d"));
-        Ok(SetXattr(m.P("d"), "user.dir", "dv"u8, 0), "setxattr on a directory");
-
-        m.Remount();
-        Assert.Equal("replaced"u8.ToArray(), GetXattrValue(f, "user.a"));
-        Assert.Equal(new HashSet<string> { "user.a", "user.empty" }, ListXattrNames(f).Where(n => n.StartsWith("user.")).ToHashSet());
-        Assert.Equal("dv"u8.ToArray(), GetXattrValue(m.P("d"), "user.dir"));
-    }
-
-    [SkippableFact]
-    public void StatfsIsSane()
-    {
-        using var m = new MountedPool();
-        Ok(Syscall.statvfs(m.MountPoint, out var v0), "statvfs");
-        Assert.True(v0.f_bsize > 0, "f_bsize");
-        Assert.True(v0.f_frsize > 0, "f_frsize");
-        Assert.True(v0.f_blocks > 0, "f_blocks");
-        Assert.True(v0.f_bfree <= v0.f_blocks, $"f_bfree {v0.f_bfree} > f_blocks {v0.f_blocks}");
-        Assert.True(v0.f_bavail <= v0.f_bfree, $"f_bavail {v0.f_bavail} > f_bfree {v0.f_bfree}");
-        Assert.True(v0.f_bfree > 0, "no free blocks on a new pool");
-        Assert.Equal(255ul, v0.f_namemax);
-
-        var data = Bytes((int)(8 * MiB), 11);
-        using (var fd = Fd.Open(m.P("f"), O_RDWR | O_CREAT))
-        {
-            fd.WriteAt(0, data);
-            Ok(Fsync(fd.Handle), "fsync");
-        }
-        Ok(Syscall.statvfs(m.MountPoint, out var v1), "statvfs after 8 MiB");
-        ulong used = (v0.f_bfree - v1.f_bfree) * v1.f_frsize;
-        Assert.True(used >= 6 * (ulong)MiB && used <= 64 * (ulong)MiB, $"8 MiB written, free space dropped by {used} bytes");
-        Assert.Equal(v0.f_blocks, v1.f_blocks);
-    }
-
-    [SkippableFact]
-    public void FsyncAndFsyncdir()
-    {
-        using var m = new MountedPool();
-        Directory.CreateDirectory(m.P("d"));
-        using (var fd = Fd.Open(m.P("d/f"), O_RDWR | O_CREAT))
-        {
-            fd.WriteAt(0, Bytes(50_000, 12));
-            Ok(Fsync(fd.Handle), "fsync");
-            fd.WriteAt(50_000, Bytes(5000, 13));
-            Ok(Fdatasync(fd.Handle), "fdatasync");
-        }
-        using (var dir = Fd.Open(m.P("d"), O_RDONLY | O_DIRECTORY)) Ok(Fsync(dir.Handle), "fsync a directory");
-        using (var root = Fd.Open(m.MountPoint, O_RDONLY | O_DIRECTORY)) Ok(Fdatasync(root.Handle), "fdatasync the root");
-        using (var ro = Fd.Open(m.P("d/f"), O_RDONLY)) Ok(Fsync(ro.Handle), "fsync a read-only descriptor");
-        m.Remount();
-        Assert.Equal(55_000, StatOf(m.P("d/f")).st_size);
-    }
-
-    [SkippableFact]
-    public void NameTooLong()
-    {
-        using var m = new MountedPool();
-        var n255 = new string('a', 255);
-        var n256 = new string('b', 256);
-        File.WriteAllText(m.P(n255), "ok");
-        Assert.Equal("ok", File.ReadAllText(m.P(n255)));
-        OpenFails(Errno.ENAMETOOLONG, m.P(n256), O_RDWR | O_CREAT, "create a 256-byte name");
-        Fails(Errno.ENAMETOOLONG, Syscall.mkdir(m.P(n256), (FilePermissions)0x1ED), "mkdir a 256-byte name");
-        Fails(Errno.ENAMETOOLONG, Syscall.symlink("x", m.P(n256)), "symlink a 256-byte name");
-        Fails(Errno.ENAMETOOLONG, Syscall.rename(m.P(n255), m.P(n256)), "rename to a 256-byte name");
-        Assert.Equal(Errno.ENAMETOOLONG, StatErrno(m.P(n256)));
-        // 255 bytes of UTF-8 (85 three-byte characters) is fine, 258 is not.
-        var utf = new string('€', 85);
-        File.WriteAllText(m.P(utf), "u");
-        OpenFails(Errno.ENAMETOOLONG, m.P(utf + "€"), O_RDWR | O_CREAT, "create a 258-byte UTF-8 name");
-        Assert.Contains(utf, Ls(m.MountPoint));
+        Fails(Errno.ENODATA, GetXattr(f, "user.missing", null), "size of a missing name");
+        Assert.Equal(new HashSet<string> { "user.a", "user.b" }, ListXattrNames(f).Where(n => n.StartsWith("user.")).ToHashSet());
     }
 
     // ---------------------------------------------------------------- permissions (default_permissions)
@@ -1001,42 +611,18 @@ public class PosixMountTests
     }
 
     [SkippableFact]
-    public void SnapshotsAreReadOnly()
+    public void TheSnapshotRootIsReadOnly()
     {
+        // Every change inside a snapshot is the shared case PosixCases.EveryChangeInASnapshotIsErofsWhileReadsWork;
+        // the snapshot's own directory under .snapshots is read-only too.
         using var m = new MountedPool();
         File.WriteAllText(m.P("f"), "frozen");
-        Directory.CreateDirectory(m.P("d"));
-        File.WriteAllText(m.P("d/g"), "g");
-        Ok(SetXattr(m.P("f"), "user.x", "1"u8, 0), "setxattr");
         MakeSnapshot(m, "s1");
         var s = m.P(".snapshots/s1");
-        var errs = new[] { Errno.EROFS };
-        OpenFails(Errno.EROFS, s + "/f", O_WRONLY, "open for writing in a snapshot");
-        OpenFails(Errno.EROFS, s + "/f", O_RDWR, "open read-write in a snapshot");
-        OpenFails(Errno.EROFS, s + "/f", O_RDONLY | O_TRUNC, "O_TRUNC in a snapshot");
-        OpenFails(Errno.EROFS, s + "/new", O_RDWR | O_CREAT, "create in a snapshot");
-        FailsWithAny(errs, Syscall.unlink(s + "/f"), "unlink in a snapshot");
-        FailsWithAny(errs, Syscall.mkdir(s + "/nd", (FilePermissions)0x1ED), "mkdir in a snapshot");
-        FailsWithAny(errs, Syscall.rmdir(s + "/d"), "rmdir in a snapshot");
-        FailsWithAny(errs, Syscall.rename(s + "/f", s + "/f2"), "rename in a snapshot");
-        FailsWithAny(errs, Syscall.chmod(s + "/f", (FilePermissions)0x1FF), "chmod in a snapshot");
-        FailsWithAny(errs, Syscall.chown(s + "/f", 1, 1), "chown in a snapshot");
-        FailsWithAny(errs, Truncate(s + "/f", 0), "truncate in a snapshot");
-        FailsWithAny(errs, SetXattr(s + "/f", "user.y", "2"u8, 0), "setxattr in a snapshot");
-        FailsWithAny(errs, RemoveXattr(s + "/f", "user.x"), "removexattr in a snapshot");
-        FailsWithAny(errs, Syscall.symlink("x", s + "/l"), "symlink in a snapshot");
-        FailsWithAny(errs, Syscall.mknod(s + "/p", FilePermissions.S_IFIFO | (FilePermissions)0x1A4, 0), "mknod in a snapshot");
-        FailsWithAny(errs, Utimensat(s + "/f", new TimeSpec(1, 1), new TimeSpec(1, 1)), "utimensat in a snapshot");
-        FailsWithAny(errs, Syscall.link(s + "/f", s + "/f-link"), "link in a snapshot");
-        FailsWithAny(errs, Syscall.chmod(s, (FilePermissions)0x1FF), "chmod the snapshot root");
-
-        // Reading works and nothing changed.
+        FailsWithAny(new[] { Errno.EROFS }, Syscall.chmod(s, (FilePermissions)0x1FF), "chmod the snapshot root");
+        FailsWithAny(new[] { Errno.EROFS }, Utimensat(s, new TimeSpec(1, 1), new TimeSpec(1, 1)), "utimensat the snapshot root");
         Assert.Equal("frozen", File.ReadAllText(s + "/f"));
-        Assert.Equal("g", File.ReadAllText(s + "/d/g"));
-        Assert.Equal("1"u8.ToArray(), GetXattrValue(s + "/f", "user.x"));
-        Assert.Equal(new HashSet<string> { "f", "d" }, Ls(s));
-        Assert.Equal(Perm(StatOf(m.P("f"))), Perm(StatOf(s + "/f")));
-        Assert.Equal("frozen", File.ReadAllText(m.P("f")));
+        Assert.Equal(new HashSet<string> { "f" }, Ls(s));
     }
 
     // ---------------------------------------------------------------- copy_file_range
