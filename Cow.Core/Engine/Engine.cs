@@ -159,6 +159,13 @@ public sealed partial class Engine : IDisposable
 
     // ---------------------------------------------------------------- the live tree (under _lock)
 
+    internal ITreeReader LiveTree => _cache.Reader;
+
+    internal ITreeReader SnapshotTree(long gen)
+    {
+        lock (_lock) return _snapshots.View(gen);
+    }
+
     /// <summary>The live inode, loading it if needed; null if it does not exist in the live tree.</summary>
     internal LiveInode? Live(long ino) => _cache.Get(ino);
 

@@ -16,16 +16,6 @@ internal interface ITreeReader
     DirState? Dir(long ino);
 }
 
-public sealed partial class Engine
-{
-    internal ITreeReader LiveTree => _cache.Reader;
-
-    internal ITreeReader SnapshotTree(long gen)
-    {
-        lock (_lock) return _snapshots.View(gen);
-    }
-}
-
 /// <summary>Caches of snapshot trees, which never change: records are loaded by index and kept until
 /// the cache is full (then dropped wholesale) or the snapshot is deleted. Guarded by the engine's lock.</summary>
 internal sealed class SnapshotCache(MetadataStore store)
