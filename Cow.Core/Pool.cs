@@ -49,7 +49,14 @@ public sealed partial class Pool : IDisposable
 {
     public const string MetadataFile = "cow.db", LockFile = "cow.lock", BaseImage = "base.img", LogImage = "log.img";
 
-    public Engine.Engine Engine { get; }
+    internal Engine.Engine Engine { get; }
+
+    /// <summary>Metadata commits made since open.</summary>
+    public long CommitCount => Engine.CommitCount;
+
+    /// <summary>Longest time a completed change waits for its group commit (default 5 s; 0: commits only on
+    /// fsync, snapshot operations, size thresholds and close).</summary>
+    public TimeSpan CommitInterval { get => Engine.CommitInterval; set => Engine.CommitInterval = value; }
     public FileSystemView Live { get; }
     /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
     public PoolSnapshots Snapshots { get; }

@@ -105,7 +105,7 @@ static Pool NewPool(string work, long logBytes)
 {
     var dir = Path.Combine(work, "pool-" + Guid.NewGuid().ToString("N")[..8]);
     var pool = Pool.Create(dir, new PoolCreateOptions { BaseSize = 64L << 20, LogSize = logBytes });
-    pool.Engine.CommitInterval = TimeSpan.Zero; // no timer commits inside a timed loop; size and fsync only
+    pool.CommitInterval = TimeSpan.Zero; // no timer commits inside a timed loop; size and fsync only
     return pool;
 }
 
@@ -217,10 +217,10 @@ static double CowWriteSync(string work, int n)
         var fs = pool.Live;
         Ok(fs.Create(1, "sync", 0x1A4, 0, 0, out var a), "create");
         var buf = new byte[4096];
-        long c0 = pool.Engine.CommitCount;
+        long c0 = pool.CommitCount;
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < n; i++) { Ok(fs.Write(a.Ino, (long)i * 4096, buf, out _), "write"); Ok(fs.Fsync(a.Ino), "fsync"); }
-        double r = (pool.Engine.CommitCount - c0) / sw.Elapsed.TotalSeconds;
+        double r = (pool.CommitCount - c0) / sw.Elapsed.TotalSeconds;
         return r;
     }
     finally { Drop(pool); }
