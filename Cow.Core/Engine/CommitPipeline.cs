@@ -80,7 +80,8 @@ internal sealed class CommitPipeline : IDisposable
 
     /// <summary>Tests only: called at named points of the commit path ("gather": after the dirty state was
     /// taken out; "snapshot": after a snapshot operation's step ran; "purge": halfway through a snapshot
-    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "write": before the
+    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "rollback", "clone",
+    /// "restore": in the middle of those operations' in-memory step (<see cref="FailStop"/>); "write": before the
     /// metadata transaction; "frees": after the commit is durable, before its freed blocks are released), so
     /// that a test can throw there. Null in production.</summary>
     public Action<string>? FaultHook { get; set; }
@@ -201,6 +202,17 @@ internal sealed class CommitPipeline : IDisposable
                     + "(a mapping invalidation listener failed, so a cached mapping of them may still be in use)");
         }
         catch (Exception e) { throw Fail(seq, "after it was durable, while releasing the blocks it freed", e); }
+    }
+
+    /// <summary>Runs <paramref name="step"/>, a change of the live tree made in memory by an operation that holds
+    /// <c>commitLock</c> and commits it after (a rollback, clone or restore from a snapshot). An exception there
+    /// would leave part of the change in memory for a later commit to make durable, so it is fail-stop like the
+    /// commit path: the pool turns read-only and the exception is rethrown as the commit's
+    /// (<see cref="CommitFailedException"/>), naming <paramref name="what"/>.</summary>
+    public void FailStop(string what, Action step)
+    {
+        try { step(); }
+        catch (Exception e) when (e is not CommitFailedException) { throw Fail(_pool.CommitSeq + 1, what, e); }
     }
 
     /// <summary>Makes the pool read-only after a failure on the commit path of commit <paramref name="seq"/>,

@@ -290,34 +290,38 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 long g = snap.Gen, live = PoolState.LiveGen;
                 var (dropI, dropD, dropC) = Store.FindLiveBornAfter(g);
                 var (backI, backD, backC) = Store.FindSeenAtDiedBy(g, live);
-                foreach (var r in dropI) Versions.Remove(r);
-                foreach (var r in dropD) Versions.Remove(r);
-                foreach (var c in dropC) Versions.Remove(c);
-                // Every cached live inode is clean (just committed) and unused (checked above): forget them all and
-                // let the restored tree load again.
-                Cache.Clear();
-                var orphans = new HashSet<long>();
-                foreach (var r in backI)
+                Commits.FailStop($"while rolling back to snapshot '{name}'", () =>
                 {
-                    if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
-                    var n = r.Clone();
-                    n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    Versions.AddInode(new LiveInode(n));
-                }
-                foreach (var d in backD)
-                {
-                    var n = d.Clone();
-                    n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    Versions.AddDirent(n);
-                }
-                foreach (var c in backC)
-                {
-                    if (orphans.Contains(c.Ino)) continue;
-                    var n = c.CloneAsNewVersion();
-                    n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
-                    Versions.AddChunkCopy(n);
-                    Mappings.Record(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
-                }
+                    foreach (var r in dropI) Versions.Remove(r);
+                    foreach (var r in dropD) Versions.Remove(r);
+                    foreach (var c in dropC) Versions.Remove(c);
+                    Commits.Fault("rollback");
+                    // Every cached live inode is clean (just committed) and unused (checked above): forget them all and
+                    // let the restored tree load again.
+                    Cache.Clear();
+                    var orphans = new HashSet<long>();
+                    foreach (var r in backI)
+                    {
+                        if (r.Nlink == 0) { orphans.Add(r.Ino); continue; }   // unlinked (or removed) while open
+                        var n = r.Clone();
+                        n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                        Versions.AddInode(new LiveInode(n));
+                    }
+                    foreach (var d in backD)
+                    {
+                        var n = d.Clone();
+                        n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                        Versions.AddDirent(n);
+                    }
+                    foreach (var c in backC)
+                    {
+                        if (orphans.Contains(c.Ino)) continue;
+                        var n = c.CloneAsNewVersion();
+                        n.Rid = Versions.NewRid(); n.Birth = live; n.Death = FormatConstants.Forever;
+                        Versions.AddChunkCopy(n);
+                        Mappings.Record(c.Ino, c.Index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
+                    }
+                });
                 Commits.CommitLocked(null);
                 // The restored inodes were cached without their directories and chunks: drop them too, so that
                 // everything is read back from the committed records.
@@ -375,7 +379,11 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 var tree = Snapshots.View(snap.Gen);
                 e = ResolveIn(tree, sourcePath, out long top);
                 if (e != 0) return e;
-                CloneSubtreeLocked(tree, top, parent, newName, NowNs());
+                Commits.FailStop($"while cloning snapshot '{name}' to {destinationPath}", () =>
+                {
+                    CloneSubtreeLocked(tree, top, parent, newName, NowNs());
+                    Commits.Fault("clone");
+                });
                 Commits.CommitLocked(null);
                 return 0;
             }

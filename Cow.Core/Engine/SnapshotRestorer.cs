@@ -85,8 +85,12 @@ internal sealed class SnapshotRestorer(EngineContext context) : EnginePart(conte
                             if (!dryRun)
                             {
                                 var run = new RestoreWalk(tree, apply: true);
-                                foreach (var parts in parsed)
-                                    if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
+                                Commits.FailStop($"while restoring from snapshot '{name}'", () =>
+                                {
+                                    foreach (var parts in parsed)
+                                        if (RestorePath(run, parts) is var ae and not 0) throw new InvalidOperationException($"restore: a planned path failed with {ae}");
+                                    Commits.Fault("restore");
+                                });
                                 Commits.CommitLocked(null);
                                 notify = run.Notify;
                             }

@@ -181,6 +181,40 @@ public sealed class FailStopCommitTests
     }
 
     /// <summary>
+    /// An exception in the in-memory step of a rollback, a clone or a restore from a snapshot (some of the live
+    /// tree already changed in memory, nothing of the step committed): the operation fails with the commit's
+    /// IOException, the pool is read-only, and reopening gives the last durable commit — for a rollback the one it
+    /// made of the pending changes before its step, for a clone or a restore the one before the operation.
+    /// </summary>
+    [Theory]
+    [InlineData("rollback")]
+    [InlineData("clone")]
+    [InlineData("restore")]
+    public void AFaultInASnapshotOperationsInMemoryStepMakesThePoolReadOnly(string op)
+    {
+        var problems = new ConcurrentQueue<string>();
+        using var p = NewPool(problems);
+        string committed = CommittedThenChanged(p, out string attempted);
+
+        p.Engine.CommitFaultHook = at => { if (at == op) throw new InjectedFault($"injected fault in the {op} step"); };
+        switch (op)
+        {
+            case "rollback": Assert.ThrowsAny<IOException>(() => p.Engine.RollbackToSnapshot("s")); break;
+            case "clone": Assert.ThrowsAny<IOException>(() => p.Engine.CloneSnapshot("s", "/copy")); break;
+            default: Assert.ThrowsAny<IOException>(() => p.Engine.RestoreFromSnapshot("s", ["/a"], dryRun: false, out _, out _)); break;
+        }
+        p.Engine.CommitFaultHook = null;
+
+        AssertLoggedWithStack(problems, nameof(InjectedFault), $"injected fault in the {op} step", "CommitPipeline.FailStop");
+        Assert.Contains(problems, l => l.Contains("read-only until reopened"));
+        AssertReadOnly(p, Listing(p));
+
+        p.Reopen();
+        Assert.Equal(op == "rollback" ? attempted : committed, Listing(p));
+        p.AssertClean();
+    }
+
+    /// <summary>
     /// The metadata log device fails a write in the middle of the metadata transaction: the pool turns
     /// read-only, the device's IOException is logged with its stack, and reopening gives exactly the last
     /// durable commit (the failed transaction never completed) with a clean fsck.
