@@ -71,7 +71,7 @@ internal static class PoolCommands
             using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
             using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
             using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, c => { c.Cancel = true; cts.Cancel(); });
-            Pool Make(Action<string> status) => Pool.CreateWithImport(r.GetValue(PoolArg)!, options, plan, status, cts.Token);
+            Pool Make(Action<string> status) => Core.Import.PoolImport.Create(r.GetValue(PoolArg)!, options, plan, status, cts.Token);
             // On a terminal a spinner names the file being copied; redirected output gets the plain lines only.
             using var pool = plan != null && Interactive
                 ? AnsiConsole.Status().Start("importing", ctx => Make(what => ctx.Status(Markup.Escape($"importing {what}"))))
