@@ -6,10 +6,16 @@ using Cow.Core.FileSystem;
 using Cow.Fuse.Mounting;
 using Cow.Fuse.Server;
 using Mono.Unix.Native;
+using static Cow.Cli.CliCommon;
+using static Cow.Cli.PoolLocator;
 
 namespace Cow.Cli;
 
-public static partial class Program
+/// <summary><c>cow mount</c> and <c>cow umount</c>. A mount runs in the foreground process or in a detached
+/// background child (<c>--background-child</c>) that reports <see cref="ReadyLine"/> to the waiting parent; the
+/// serving process hands its pool and mount to a <see cref="Service.PoolMounts"/> with a control socket, as
+/// <c>cow serve</c> does. No state of its own: thread-safe.</summary>
+internal static class MountCommands
 {
     /// <summary>Printed by a background server on its standard output once the mount is up.</summary>
     private const string ReadyLine = "COW-MOUNT-READY";
@@ -17,7 +23,7 @@ public static partial class Program
     /// <summary>Exit code of <c>cow mount --iomap on</c> when the kernel does not grant fuse-iomap (nothing is mounted).</summary>
     public const int ExitIomapUnavailable = 3;
 
-    private static Command MountCommand()
+    internal static Command Mount()
     {
         var mountPoint = new Argument<string>("mountpoint") { Description = "directory to mount the pool on" };
         var foreground = new Option<bool>("--foreground", "-f") { Description = "stay in the foreground (logs to standard error) instead of running in the background" };
@@ -196,7 +202,7 @@ public static partial class Program
         return p.ExitCode == 0 ? 1 : p.ExitCode;
     }
 
-    private static Command UmountCommand()
+    internal static Command Umount()
     {
         var mountPoint = new Argument<string>("mountpoint") { Description = "mount point of a Cow mount (or its pool: folder or configured name)" };
         var lazy = new Option<bool>("--lazy", "-l") { Description = "detach even if busy: the mount disappears now and ends when its last open file is closed" };
@@ -232,25 +238,5 @@ public static partial class Program
             return 0;
         }));
         return cmd;
-    }
-
-    /// <summary><see cref="ResolvePool"/>, or the argument itself when it names no pool.</summary>
-    private static string ResolvePoolOrSelf(string arg)
-    {
-        try { return ResolvePool(arg); }
-        catch (PoolException) { return arg; }
-    }
-
-    /// <summary>The pid of the process holding a pool's lock, or null when nobody holds it.</summary>
-    private static int? LockHolder(string lockPath)
-    {
-        if (!File.Exists(lockPath)) return null;
-        try
-        {
-            using var probe = new FileStream(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
-            return null;   // we got the lock: nobody holds it (ours is released at once)
-        }
-        catch (IOException) { return Pool.LockHolderPid(lockPath) ?? -1; }
-        catch (UnauthorizedAccessException) { return null; }
     }
 }

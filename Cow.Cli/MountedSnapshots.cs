@@ -1,27 +1,16 @@
 using System.Runtime.InteropServices;
-using Cow.Fuse.Mounting;
 using Mono.Unix.Native;
 using Spectre.Console;
+using static Cow.Cli.CliCommon;
 
 namespace Cow.Cli;
 
-public static partial class Program
+/// <summary>Snapshots of a pool mounted by a process without a control socket, taken through the mount itself:
+/// mkdir and rmdir in MOUNT/.snapshots (after a syncfs of the mount), listing by reading that directory. The
+/// service uses <see cref="SnapshotOnMount"/> and <see cref="SyncMount"/> for the pools it mounts. Stateless:
+/// thread-safe.</summary>
+internal static class MountedSnapshots
 {
-    /// <summary>
-    /// The mount point serving <paramref name="poolOrMountPoint"/>: the path itself when it is a Cow mount
-    /// point, or the mount point of the pool folder it names when that pool is mounted (the server holds the
-    /// pool's lock, so snapshot commands go through the mount). Null when not mounted.
-    /// </summary>
-    private static string? MountedAt(string poolOrMountPoint)
-    {
-        var path = MountTable.Normalize(poolOrMountPoint);
-        List<MountEntry> mounts;
-        try { mounts = MountTable.Read(); } catch (IOException) { return null; }
-        var at = mounts.LastOrDefault(m => m.MountPoint == path);
-        if (at != null && at.IsCow) return path;
-        return mounts.LastOrDefault(m => m.IsCow && m.Source == path && m.Options.Split(',').Contains("rw"))?.MountPoint;
-    }
-
     [DllImport("libc", SetLastError = true)]
     private static extern int syncfs(int fd);
 
@@ -65,7 +54,7 @@ public static partial class Program
         return null;
     }
 
-    private static int SnapshotThroughMount(string mountPoint, string name, bool create)
+    internal static int SnapshotThroughMount(string mountPoint, string name, bool create)
     {
         var (code, message) = SnapshotOnMount(mountPoint, name, create);
         if (code != 0) return Fail(message!);
@@ -80,7 +69,7 @@ public static partial class Program
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ($"cannot list {mountPoint}/.snapshots: {e.Message}", null); }
     }
 
-    private static int ListThroughMount(string mountPoint, bool json)
+    internal static int ListThroughMount(string mountPoint, bool json)
     {
         var (err, names) = ListSnapshotsOnMount(mountPoint);
         if (err != null) return Fail(err);

@@ -92,9 +92,9 @@ public sealed partial class ControlServer
                 return ControlProtocol.Error("EBUSY", $"snapshot '{name}' is what {p.Config.MountPoint} shows (mounted read-only): unmount it first");
             _mounts.Use(p.Config.Name, (pool, _) => (code, message) = EngineCreateOrDelete(pool, verb == "snapshot-create", name));
         }
-        else (code, message) = Program.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
+        else (code, message) = MountedSnapshots.SnapshotOnMount(p.Config.MountPoint, name, create: verb == "snapshot-create");
         if (code == Errno.EBUSY && verb == "snapshot-delete")
-            message = _mounts.WithPool(p.Config.Name, pool => Program.HeldMessage(pool, name)) ?? message;   // name the holds
+            message = _mounts.WithPool(p.Config.Name, pool => SnapshotCommands.HeldMessage(pool, name)) ?? message;   // name the holds
         if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
         _log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
         return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
@@ -182,7 +182,7 @@ public sealed partial class ControlServer
                 if (SnapshotRestoreOps.PathsProblem(paths) is { } pp) return ControlProtocol.Error("EINVAL", pp);
                 // Dirty pages the kernel holds (writeback cache) would be written back over the restored files when
                 // it drops them: push them to the pool first, as a snapshot does.
-                if (!dryRun && Program.SyncMount(p.Config.MountPoint, name!) is { } failed)
+                if (!dryRun && MountedSnapshots.SyncMount(p.Config.MountPoint, name!) is { } failed)
                     return ControlProtocol.Error(failed.Code.ToString(), $"snapshot restore {name}: syncfs of {p.Config.MountPoint} failed ({failed.Code}); nothing was restored");
                 r = _mounts.WithPool(label, pool => SnapshotRestoreOps.Restore(pool, label, name!, paths, dryRun));
                 break;

@@ -142,7 +142,7 @@ public sealed class RetentionScheduler(ServeConfig config, IServedPools pools, T
                     if (d.Rule == RetentionRule.MinFree) spaceDeleted = true;
                 }
                 else log.LogError("retention of pool {Name}: cannot delete snapshot {Snapshot} ({Reason}): {Error}; going on with the others",
-                    pc.Name, d.Name, d.Reason, e == Errno.EBUSY ? Program.HeldMessage(pool, d.Name) : $"{e} ({Syscall.strerror(e)})");
+                    pc.Name, d.Name, d.Reason, e == Errno.EBUSY ? SnapshotCommands.HeldMessage(pool, d.Name) : $"{e} ({Syscall.strerror(e)})");
             }
             // Only the space rule's first deletion (with its post, for a pre) was applied: measure again and ask again (each round
             // deletes a snapshot, so this ends). A failing space deletion stops the rounds.
@@ -161,7 +161,7 @@ public static class ServiceSnapshots
     public static (Errno Code, string Name, string? Message) Create(Pool pool, string? mountPoint, string name,
         IReadOnlyDictionary<string, string> properties, bool suffixOnCollision = true)
     {
-        if (mountPoint != null && Program.SyncMount(mountPoint, name) is { } fail) return (fail.Code, name, fail.Message);
+        if (mountPoint != null && MountedSnapshots.SyncMount(mountPoint, name) is { } fail) return (fail.Code, name, fail.Message);
         for (int i = 1; ; i++)
         {
             var candidate = i == 1 ? name : $"{name}-{i}";

@@ -21,7 +21,7 @@ public static class ServeCommand
 
     public static Command Create()
     {
-        var config = new Option<string>("--config") { Description = "configuration file (default: $COW_CONFIG, else /etc/cow/cow.conf)", DefaultValueFactory = _ => Program.ConfigFile };
+        var config = new Option<string>("--config") { Description = "configuration file (default: $COW_CONFIG, else /etc/cow/cow.conf)", DefaultValueFactory = _ => PoolLocator.ConfigFile };
         var check = new Option<bool>("--check") { Description = "only check the configuration: print every error with its line and column; exit 0 if valid, 2 if not" };
         var cmd = new Command("serve", "run as the Cow service (systemd Type=notify): mount every pool of the configuration, serve the control socket, unmount and commit on SIGTERM") { config, check };
         cmd.SetAction(r => Run(r.GetValue(config)!, r.GetValue(check)));

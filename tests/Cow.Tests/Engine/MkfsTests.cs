@@ -40,7 +40,7 @@ public class MkfsTests
         try
         {
             var o = new PoolCreateOptions { BaseSize = baseSize, LogSize = 16 << 20, BlockSize = blockSize };
-            long expected = Pool.BaseDataBlocks(o);
+            long expected = Cow.Core.Import.PoolImport.BaseDataBlocks(o);
             using var p = Pool.Create(Path.Combine(dir, "pool"), o);
             Assert.Equal(expected, p.Engine.DeviceUsage().Single(u => u.Cookie == Cow.Core.Format.FormatConstants.BaseCookie).DataBlocks);
         }
@@ -64,7 +64,7 @@ public class MkfsTests
             Assert.Equal(4, plan.DataBlocks);
             File.Delete(Path.Combine(src, "b"));
             var folder = Path.Combine(dir, "pool");
-            var e = Assert.Throws<PoolException>(() => Pool.CreateWithImport(folder, o, plan));
+            var e = Assert.Throws<PoolException>(() => Cow.Core.Import.PoolImport.Create(folder, o, plan));
             Assert.Contains($"import source {Path.Combine(src, "b")}: cannot be read", e.Message);
             Assert.Contains($"no pool was made: the pool folder {folder} was removed", e.Message);
             Assert.False(Directory.Exists(folder));

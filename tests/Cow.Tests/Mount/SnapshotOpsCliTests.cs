@@ -49,7 +49,7 @@ public class SnapshotOpsCliTests
             using (var p = Pool.Open(pool))
             {
                 Assert.Equal(new[] { "backup" }, p.Engine.ListSnapshots().Single().Holds);
-                Assert.Contains("is held by 'backup'; release it first", Cli.Program.HeldMessage(p, "s1"));
+                Assert.Contains("is held by 'backup'; release it first", Cli.SnapshotCommands.HeldMessage(p, "s1"));
             }
             (code, _, err) = Cow("snapshot", "release", pool, "s1", "other");
             Assert.Equal(1, code);

@@ -2,23 +2,25 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using Cow.Core;
-using Cow.Core.Engine;
 using Cow.Fuse.Mounting;
 using Mono.Unix.Native;
 using Spectre.Console;
+using static Cow.Cli.CliCommon;
+using static Cow.Cli.FileCommands;
 
 namespace Cow.Cli;
 
 /// <summary><c>cow demo</c>, the main job on an embedded default (<c>bash .ci/demo</c>): a pool of sparse image files
 /// in a folder, mounted through /dev/fuse by this process; write a file, snapshot, change it, show the old version
 /// under <c>.snapshots</c>, restore it sharing blocks, unmount, fsck — each step printed with the command a user
-/// would type. Without root or /dev/fuse it runs the same story on the unmounted pool and says why.</summary>
-public static partial class Program
+/// would type. Without root or /dev/fuse it runs the same story on the unmounted pool and says why. Stateless:
+/// each run works on its own pool folder.</summary>
+internal static class DemoCommand
 {
     private const string DemoMarker = ".cow-demo";
     private const int DemoFileBytes = 16 << 20, DemoChangeBytes = 1 << 20;
 
-    private static Command Demo()
+    internal static Command Create()
     {
         var dir = new Argument<string>("pool") { Description = "pool folder to create (default ./demo-pool; a previous demo pool there is replaced)", DefaultValueFactory = _ => "demo-pool" };
         var remove = new Option<bool>("--remove") { Description = "remove the pool folder afterwards" };
@@ -237,5 +239,20 @@ public static partial class Program
                 AnsiConsole.MarkupLine($"the pool stays in {Markup.Escape(pool)}: try [bold]cow ls {Markup.Escape(pool)} /[/], [bold]cow cat {Markup.Escape(pool)} /data.txt --snapshot before[/], [bold]cow snapshot list {Markup.Escape(pool)}[/]");
             return report.Clean ? 0 : 1;
         }
+    }
+
+    /// <summary>Referenced and exclusive bytes per snapshot (and of the live tree unless <paramref name="snapshotsOnly"/>).</summary>
+    private static Table SpaceTable(Pool pool, bool snapshotsOnly)
+    {
+        var t = new Table().AddColumn("snapshot").AddColumn("generation").AddColumn("created (UTC)")
+            .AddColumn(new TableColumn("referenced").RightAligned()).AddColumn(new TableColumn("exclusive").RightAligned());
+        foreach (var s in pool.Snapshots.SpaceReport())
+        {
+            if (snapshotsOnly && s.Name == "") continue;
+            t.AddRow(s.Name == "" ? "(live)" : Markup.Escape(s.Name), s.Generation.ToString(),
+                s.Name == "" ? "" : DateTime.UnixEpoch.AddTicks(s.CreatedNs / 100).ToString("yyyy-MM-dd HH:mm:ss"),
+                Bytes(s.ReferencedBytes), Bytes(s.ExclusiveBytes));
+        }
+        return t;
     }
 }

@@ -8,6 +8,9 @@ using Cow.Cli.Service;
 using Cow.Core;
 using Cow.Core.Retention;
 using Mono.Unix.Native;
+using static Cow.Cli.CliCommon;
+using static Cow.Cli.PoolLocator;
+using static Cow.Cli.ServiceRouting;
 
 namespace Cow.Cli;
 
@@ -22,11 +25,11 @@ namespace Cow.Cli;
 /// without the service: mkdir in <c>.snapshots</c> cannot record properties, so wrap refuses before running
 /// anything. Exit codes: the command's; 1 when the pre snapshot cannot be taken (the command is not run) or
 /// when only the post snapshot failed and the command exited 0; 2 bad usage; 127 the command cannot be started
-/// (its post snapshot is still taken, with exit_code 127).
+/// (its post snapshot is still taken, with exit_code 127). Stateless: thread-safe.
 /// </summary>
-public static partial class Program
+internal static class SnapshotWrapCommand
 {
-    internal static Command SnapshotWrapCommand()
+    internal static Command Create()
     {
         var prefix = new Option<string>("--name") { Description = "prefix of the snapshot names (PREFIX-pre-..., PREFIX-post-...)", DefaultValueFactory = _ => "wrap" };
         var command = new Argument<string[]>("command") { Description = "the command and its arguments, after --", Arity = ArgumentArity.OneOrMore };

@@ -1,4 +1,3 @@
-using System.CommandLine;
 using System.Text.Json.Nodes;
 using Cow.Core;
 using Cow.Core.Engine;
@@ -50,40 +49,5 @@ public static class SnapshotRestoreOps
             ? $"dry run: {changed} path(s) would change; nothing was changed"
             : $"restored from snapshot '{name}': {changed} path(s) changed, every data block shared with the snapshot";
         return OpResult.Done(msg, rows);
-    }
-}
-
-public static partial class Program
-{
-    internal static Command SnapshotRestoreCommand()
-    {
-        var paths = new Argument<string[]>("path") { Description = "paths in the pool (from its root, e.g. /etc/fstab; / for the whole tree)", Arity = ArgumentArity.OneOrMore };
-        var dryRun = new Option<bool>("--dry-run", "-n") { Description = "change nothing; list what would change" };
-        var json = new Option<bool>("--json") { Description = "one JSON array of {path, action} (action: created, replaced, removed, attributes, unchanged)" };
-        var c = new Command("restore", "put the snapshot's version of files or trees back at their paths in the live tree, replacing what is there and sharing every data block (like snapper's undochange; through the Cow service when it serves the pool)") { PoolArg, OpsSnapshotArg, paths, dryRun, json };
-        c.SetAction(r => Guard(() =>
-        {
-            string pool = r.GetValue(PoolArg)!, name = r.GetValue(OpsSnapshotArg)!;
-            var ps = r.GetValue(paths) ?? [];
-            bool dry = r.GetValue(dryRun), asJson = r.GetValue(json);
-            if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
-            if (SnapshotRestoreOps.PathsProblem(ps) is { } pp) return Usage(pp);
-            int Print(JsonArray rows, string message, string suffix)
-            {
-                if (asJson) { Console.WriteLine(rows.ToJsonString(JsonOut)); return 0; }
-                foreach (var x in rows.OfType<JsonObject>())
-                    Console.WriteLine($"{(string?)x["action"],-10}  {Printable((string)x["path"]!)}");
-                Console.WriteLine(message + suffix);
-                return 0;
-            }
-            return OpViaService(pool, "snapshot-restore", name, new JsonObject { ["paths"] = new JsonArray(ps.Select(x => (JsonNode)JsonValue.Create(x)!).ToArray()), ["dryRun"] = dry },
-                       resp => Print((JsonArray)resp["changes"]!.DeepClone(), (string?)resp["message"] ?? "", $" (through {(string?)resp["via"]})"))
-                ?? WithUnmountedPool(pool, "restore", p =>
-                {
-                    var res = Busy($"restoring from '{name}'", () => SnapshotRestoreOps.Restore(p, pool, name, ps, dry));
-                    return res.Code != 0 ? Report(res) : Print((JsonArray)res.Data!, res.Message, "");
-                });
-        }));
-        return c;
     }
 }

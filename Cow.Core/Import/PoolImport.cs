@@ -1,11 +1,13 @@
 using Cow.Core.Devices;
 using Cow.Core.Format;
-using Cow.Core.Import;
 using Cow.Core.Metadata;
 
-namespace Cow.Core;
+namespace Cow.Core.Import;
 
-public sealed partial class Pool
+/// <summary><c>mkfs --import</c>: makes a pool with <see cref="Pool.Create(string, PoolCreateOptions)"/> and fills its root from an
+/// <see cref="ImportPlan"/> (<see cref="TreeImporter"/>), all or nothing: a refused or failed import undoes mkfs.
+/// Stateless; each call works on its own new pool.</summary>
+public static class PoolImport
 {
     /// <summary>
     /// mkfs as one step that either makes the whole pool or leaves nothing behind: refuses (before writing anything)
@@ -14,7 +16,7 @@ public sealed partial class Pool
     /// full base device, an I/O error, <paramref name="ct"/> cancelled) it undoes mkfs (<see cref="MkfsUndo"/>) and
     /// throws <see cref="PoolException"/> saying what failed and in which state it left the folder and devices.
     /// </summary>
-    public static Pool CreateWithImport(string folder, PoolCreateOptions options, ImportPlan? plan, Action<string>? status = null, CancellationToken ct = default)
+    public static Pool Create(string folder, PoolCreateOptions options, ImportPlan? plan, Action<string>? status = null, CancellationToken ct = default)
     {
         folder = Path.GetFullPath(folder);
         if (plan != null && plan.BlockSize != options.BlockSize) throw new ArgumentException("the plan was scanned for another block size", nameof(plan));
@@ -31,7 +33,7 @@ public sealed partial class Pool
         Pool? pool = null;
         try
         {
-            pool = Create(folder, options);
+            pool = Pool.Create(folder, options);
             if (plan != null) TreeImporter.Run(pool.Engine, plan, pool.Live.RootIno, status, ct);
             return pool;
         }
@@ -138,8 +140,8 @@ public sealed partial class Pool
 
         private static IEnumerable<string> OwnFiles(string folder)
         {
-            var meta = Path.Combine(folder, MetadataFile);
-            return [meta, MetadataStore.LogPath(meta), Path.Combine(folder, LockFile), Path.Combine(folder, BaseImage), Path.Combine(folder, LogImage)];
+            var meta = Path.Combine(folder, Pool.MetadataFile);
+            return [meta, MetadataStore.LogPath(meta), Path.Combine(folder, Pool.LockFile), Path.Combine(folder, Pool.BaseImage), Path.Combine(folder, Pool.LogImage)];
         }
 
         /// <summary>Undoes mkfs; <paramref name="written"/>[cookie − 1]: whether data blocks were written on that device.

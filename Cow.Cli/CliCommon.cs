@@ -1,0 +1,59 @@
+using System.Text.Json;
+using Cow.Core;
+using Mono.Unix.Native;
+using Spectre.Console;
+
+namespace Cow.Cli;
+
+/// <summary>What every verb family of the <c>cow</c> command shares: the error-to-exit-code guard, the exit-code
+/// helpers (<see cref="Fail"/> 1, <see cref="Usage"/> 2), how errnos, byte counts and --json documents are written,
+/// and whether progress may be drawn. Stateless apart from the immutable <see cref="JsonOut"/>: thread-safe.</summary>
+internal static class CliCommon
+{
+    /// <summary>Runs a command body, turning the administrator-facing errors into a message and exit code 1.</summary>
+    internal static int Guard(Func<int> body)
+    {
+        try { return body(); }
+        catch (PoolException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+        catch (IOException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+        catch (UnauthorizedAccessException e) { Console.Error.WriteLine($"cow: {e.Message}"); return 1; }
+    }
+
+    /// <summary>Progress displays only when stdout is a terminal that Spectre can draw on.</summary>
+    internal static bool Interactive => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
+    /// <summary>Runs <paramref name="work"/> under a spinner naming it when stdout is a terminal (long rollbacks,
+    /// clones, diffs and deletions of large trees); plain otherwise. Nothing may be printed inside it.</summary>
+    internal static T Busy<T>(string what, Func<T> work)
+    {
+        if (!Interactive) return work();
+        T result = default!;
+        AnsiConsole.Status().Start(Markup.Escape(what), _ => result = work());
+        return result;
+    }
+
+    /// <summary>Prints "cow: MESSAGE" to standard error; exit code 1 (the operation failed).</summary>
+    internal static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
+
+    /// <summary>Prints "cow: MESSAGE" to standard error; exit code 2 (bad usage).</summary>
+    internal static int Usage(string message) { Console.Error.WriteLine($"cow: {message}"); return 2; }
+
+    internal static string Describe(Errno e) => $"{e} ({Syscall.strerror(e)})";
+
+    /// <summary>Throws an <see cref="IOException"/> (exit 1 under <see cref="Guard"/>) when <paramref name="e"/> is an error.</summary>
+    internal static void Check(Errno e, string what)
+    {
+        if (e != 0) throw new IOException($"{what}: {Describe(e)}");
+    }
+
+    internal static string Bytes(long b) => b switch
+    {
+        >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{b / (double)(1L << 20):F2} MiB",
+        >= 1L << 10 => $"{b / 1024.0:F1} KiB",
+        _ => $"{b} B",
+    };
+
+    /// <summary>How every --json document is written: indented, readable text, one document.</summary>
+    internal static readonly JsonSerializerOptions JsonOut = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+}
