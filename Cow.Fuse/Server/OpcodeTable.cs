@@ -4,6 +4,12 @@ using System.Text.Unicode;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.AttributeHandlers;
+using static Cow.Fuse.Server.DirectoryHandlers;
+using static Cow.Fuse.Server.FileHandlers;
+using static Cow.Fuse.Server.IomapHandlers;
+using static Cow.Fuse.Server.NamespaceHandlers;
+using static Cow.Fuse.Server.XattrHandlers;
 
 namespace Cow.Fuse.Server;
 
@@ -21,11 +27,14 @@ public readonly record struct OpcodeEntry(OpHandler? Handler, int MinPayload, bo
 /// whether a reply is sent). FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY send no reply. Every opcode
 /// not in the table is answered ENOSYS by <see cref="RequestDispatcher"/>; the ones of the kernel's fuse.h
 /// left so on purpose are listed in <see cref="Build"/> with the reason. Node ids are resolved through
-/// <see cref="NodeTable"/>. The handlers live in the partial files OpcodeTable.*.cs. The experimental
-/// fuse-iomap opcodes (4089..4095, numbers in <see cref="ExperimentalConstants"/>) have their rows in
-/// OpcodeTable.Iomap.cs.
+/// <see cref="NodeTable"/>. The table and INIT/DESTROY live here with the reply helpers every handler uses; the
+/// handlers live in one static class per message family (<see cref="AttributeHandlers"/>,
+/// <see cref="NamespaceHandlers"/>, <see cref="DirectoryHandlers"/>, <see cref="FileHandlers"/>,
+/// <see cref="XattrHandlers"/>, <see cref="SnapshotDirHandlers"/>, <see cref="IomapHandlers"/>), stateless like
+/// this table. The experimental fuse-iomap opcodes (4089..4095, numbers in <see cref="ExperimentalConstants"/>)
+/// have their rows in <see cref="IomapHandlers"/>.
 /// </summary>
-public static partial class OpcodeTable
+public static class OpcodeTable
 {
     private const int TableSize = 64;
     // NotImplemented first: static initialisers run in textual order and Build() reads it.
@@ -132,7 +141,7 @@ public static partial class OpcodeTable
     /// <c>--read-ahead 8192 --max-read 256</c>, which 64 / 48 did not.</summary>
     public const ushort MaxBackground = 256, CongestionThreshold = 192;
 
-    private static Errno Init(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Init(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         uint major = MemoryMarshal.Read<uint>(p), minor = MemoryMarshal.Read<uint>(p[4..]);
@@ -193,7 +202,7 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno Destroy(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Destroy(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         d.MarkDestroyed();
@@ -203,7 +212,7 @@ public static partial class OpcodeTable
     /// <summary>Nothing to do: FORGET / BATCH_FORGET (node ids are never reused and the engine keeps no lookup
     /// counts; no reply), INTERRUPT (requests are handled synchronously, nothing is left to interrupt; no
     /// reply), NOTIFY_REPLY (no RETRIEVE is ever sent; no reply) and FLUSH (nothing is buffered per handle).</summary>
-    private static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Nothing(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         return 0;
@@ -233,16 +242,16 @@ public static partial class OpcodeTable
 
     /// <summary>A name that a directory operation creates (or renames to): <see cref="ReadName(ReadOnlySpan{byte}, Errno, out string, out int)"/>
     /// with EILSEQ for names that are not UTF-8 (Cow cannot store them).</summary>
-    private static Errno ReadNewName(ReadOnlySpan<byte> p, out string name, out int consumed) => ReadName(p, Errno.EILSEQ, out name, out consumed);
+    internal static Errno ReadNewName(ReadOnlySpan<byte> p, out string name, out int consumed) => ReadName(p, Errno.EILSEQ, out name, out consumed);
 
-    private static bool IsDotName(string name) => name is "." or "..";
+    internal static bool IsDotName(string name) => name is "." or "..";
 
     /// <summary>True when <paramref name="name"/> in <paramref name="parent"/> is <c>.snapshots</c> in the root of a live mount.</summary>
-    private static bool IsSnapshotDirEntry(RequestDispatcher d, in FuseNode parent, string name) =>
+    internal static bool IsSnapshotDirEntry(RequestDispatcher d, in FuseNode parent, string name) =>
         parent.Slot == NodeTable.RootSlot && parent.Ino == Core.Engine.Engine.RootIno && d.Nodes.HasSnapshotDir
         && string.Equals(name, NodeTable.SnapshotDirName, StringComparison.Ordinal);
 
-    private static Errno Write<T>(Span<byte> reply, in T value, out int n) where T : unmanaged
+    internal static Errno Write<T>(Span<byte> reply, in T value, out int n) where T : unmanaged
     {
         n = 0;
         if (!Wire.TryWrite(reply, in value)) return Errno.EIO;
@@ -251,7 +260,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>Writes fuse_entry_out for inode <paramref name="a"/> of the tree in <paramref name="slot"/>.</summary>
-    private static Errno EntryReply(RequestDispatcher d, int slot, in InodeAttr a, Span<byte> reply, out int n)
+    internal static Errno EntryReply(RequestDispatcher d, int slot, in InodeAttr a, Span<byte> reply, out int n)
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;

@@ -3,15 +3,21 @@ using System.Runtime.InteropServices;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.AttributeHandlers;
+using static Cow.Fuse.Server.NamespaceHandlers;
 
 namespace Cow.Fuse.Server;
 
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
+
 // OPEN, OPENDIR, RELEASE, READ, WRITE, FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, LSEEK, COPY_FILE_RANGE(_64).
-public static partial class OpcodeTable
+internal static class FileHandlers
 {
-    private const uint O_ACCMODE = 3, O_TRUNC = 0x200;
+    internal const uint O_ACCMODE = 3, O_TRUNC = 0x200;
     /// <summary>fuse_open_out.fh of a file the engine has counted open (RELEASE pairs only those).</summary>
-    private const ulong EngineOpenFh = 1;
+    internal const ulong EngineOpenFh = 1;
 
     /// <summary>
     /// OPEN. Snapshot files never change, so their pages stay cached across opens (FOPEN_KEEP_CACHE); live
@@ -19,7 +25,7 @@ public static partial class OpcodeTable
     /// open), live files opened for writing bypass it (see <see cref="RequestDispatcher.LiveFileOpenFlagsFor"/>).
     /// With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us.
     /// </summary>
-    private static Errno Open(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Open(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -54,7 +60,7 @@ public static partial class OpcodeTable
     /// (FUSE_OPEN_KILL_SUIDGID: the opener lacks CAP_FSETID) the truncation also clears setuid, and setgid of a
     /// group-executable file, as truncate(2) does. <paramref name="fh"/> is
     /// <see cref="EngineOpenFh"/> when the engine counted the open (live tree).</summary>
-    private static Errno OpenNode(FileSystemView view, long ino, uint flags, bool killSuidgid, ref InodeAttr attr, out ulong fh)
+    internal static Errno OpenNode(FileSystemView view, long ino, uint flags, bool killSuidgid, ref InodeAttr attr, out ulong fh)
     {
         fh = 0;
         // O_TRUNC truncates whatever the access mode (Linux does it for O_RDONLY|O_TRUNC too; with
@@ -81,7 +87,7 @@ public static partial class OpcodeTable
     /// <summary>OPENDIR: snapshot directories never change, so the kernel may cache their listings
     /// (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE). A live directory is counted open in the engine and gets a handle
     /// in <see cref="RequestDispatcher.Dirs"/> (see <see cref="DirHandles"/>).</summary>
-    private static Errno Opendir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Opendir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -108,14 +114,14 @@ public static partial class OpcodeTable
     }
 
     /// <summary>RELEASEDIR: forgets the handle and releases its engine open.</summary>
-    private static Errno Releasedir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Releasedir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         d.Dirs.Release(MemoryMarshal.Read<FuseReleaseIn>(p).Fh);
         return 0;
     }
 
-    private static Errno Release(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Release(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseReleaseIn>(p);
@@ -129,7 +135,7 @@ public static partial class OpcodeTable
     /// buffers it came into from the device, and the reply is gathered from them (writev) instead of copied
     /// together first; the buffers' checksums were computed as they were loaded.
     /// </summary>
-    private static unsafe Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    internal static unsafe Errno Read(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -156,7 +162,7 @@ public static partial class OpcodeTable
     /// kernel has already placed the data and its offsets, possibly past our end of file, are the truth.
     /// FUSE_WRITE_KILL_SUIDGID clears setuid/setgid after the write.
     /// </summary>
-    private static Errno WriteData(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno WriteData(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -180,7 +186,7 @@ public static partial class OpcodeTable
     /// <summary>A READ or READDIR was served: the atime update the mount's options ask for
     /// (<see cref="FuseMountOptions.Atime"/>). None while the mount is frozen (Linux's touch_atime waits for a
     /// thaw; Cow skips it rather than stall a read). The read stands whatever this answers.</summary>
-    private static void NoteRead(RequestDispatcher d, FileSystemView view, long ino, bool directory)
+    internal static void NoteRead(RequestDispatcher d, FileSystemView view, long ino, bool directory)
     {
         var a = d.Options.Atime;
         if (a.Policy == AtimePolicy.Noatime || (directory && a.NoDirAtime) || view.ReadOnly || d.Frozen) return;
@@ -225,7 +231,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>FSYNC / FSYNCDIR: every change so far becomes durable (one group commit; fdatasync alike).</summary>
-    private static Errno Fsync(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Fsync(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -234,7 +240,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>SYNCFS: one group commit of the pool.</summary>
-    private static Errno Syncfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Syncfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         return d.Pool.Live.Fsync(d.Root.RootIno);
@@ -242,7 +248,7 @@ public static partial class OpcodeTable
 
     /// <summary>FALLOCATE: allocate (reserves the space: FallocateReservations.cs; Cow allocates blocks on write), keep-size,
     /// punch-hole and zero-range; other modes EOPNOTSUPP (the engine's answer).</summary>
-    private static Errno Fallocate(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Fallocate(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -256,7 +262,7 @@ public static partial class OpcodeTable
     /// <summary>LSEEK: SEEK_DATA and SEEK_HOLE through the engine. The kernel answers SEEK_SET/CUR/END
     /// itself; if asked anyway, SEEK_SET and SEEK_END are answered, SEEK_CUR (whose position only the
     /// kernel knows) is EINVAL.</summary>
-    private static Errno Lseek(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Lseek(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         const uint SeekSet = 0, SeekEnd = 2, SeekData = 3, SeekHole = 4;
@@ -300,7 +306,7 @@ public static partial class OpcodeTable
     /// is in the same tree or in a snapshot under <c>.snapshots</c> (blocks are shared either way: restoring a
     /// file with <c>cp .snapshots/S/f f</c> takes no new space). Anything else is EXDEV (the kernel then copies
     /// through splice itself).</summary>
-    private static Errno CopyFileRange(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno CopyFileRange(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseCopyFileRangeIn>(p);

@@ -3,15 +3,21 @@ using System.Text;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.FileHandlers;
+using static Cow.Fuse.Server.SnapshotDirHandlers;
 
 namespace Cow.Fuse.Server;
 
-// LOOKUP, GETATTR, SETATTR, STATX, ACCESS, STATFS, READLINK.
-public static partial class OpcodeTable
-{
-    private const uint S_ISUID = 0x800, S_ISGID = 0x400, S_IXGRP = 0x8;
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
 
-    private static Errno Lookup(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+// LOOKUP, GETATTR, SETATTR, STATX, ACCESS, STATFS, READLINK.
+internal static class AttributeHandlers
+{
+    internal const uint S_ISUID = 0x800, S_ISGID = 0x400, S_IXGRP = 0x8;
+
+    public static Errno Lookup(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = ReadName(p, Errno.ENOENT, out string name);   // a name that is not UTF-8 cannot exist in Cow
@@ -47,7 +53,7 @@ public static partial class OpcodeTable
         return Write(reply, in o, out n);
     }
 
-    private static Errno Getattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Getattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -64,7 +70,7 @@ public static partial class OpcodeTable
     /// Cow needs, FATTR_KILL_SUIDGID, and a chown of a non-directory, clear setuid, and setgid of a group-executable
     /// file, as the kernel would (with FUSE_HANDLE_KILLPRIV_V2 it leaves that to the server). A request that changes nothing answers the current attributes.
     /// </summary>
-    private static Errno Setattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Setattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -143,7 +149,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>STATX: the attributes with the birth time (STATX_BASIC_STATS | STATX_BTIME, whatever was asked).</summary>
-    private static Errno Statx(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Statx(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
@@ -174,7 +180,7 @@ public static partial class OpcodeTable
     /// ACCESS (sent only without default_permissions): Cow does not enforce permissions itself, so the answer
     /// is whether the node exists, and EROFS for W_OK in a read-only tree (as access(2) on a read-only mount).
     /// </summary>
-    private static Errno Access(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Access(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         const uint W_OK = 2;
@@ -187,7 +193,7 @@ public static partial class OpcodeTable
         return (i.Mask & W_OK) != 0 && node.View.ReadOnly ? Errno.EROFS : 0;
     }
 
-    private static Errno Statfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Statfs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         var s = d.Root.StatFs();
         var o = new FuseStatfsOut
@@ -202,7 +208,7 @@ public static partial class OpcodeTable
         return Write(reply, in o, out n);
     }
 
-    private static Errno Readlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Readlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);

@@ -3,11 +3,17 @@ using System.Text;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.FileHandlers;
+using static Cow.Fuse.Server.SnapshotDirHandlers;
 
 namespace Cow.Fuse.Server;
 
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
+
 // READDIR, READDIRPLUS.
-public static partial class OpcodeTable
+internal static class DirectoryHandlers
 {
     [ThreadStatic] private static List<DirEntryInfo>? t_entries;
 
@@ -15,9 +21,9 @@ public static partial class OpcodeTable
     /// every engine entry (whose offsets are smaller), so that engine offsets stay as they are.</summary>
     private const long SnapshotDirOffset = long.MaxValue;
 
-    private static Errno Readdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: false, out n);
+    public static Errno Readdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: false, out n);
 
-    private static Errno Readdirplus(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: true, out n);
+    public static Errno Readdirplus(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => ReadDirectory(d, in h, p, reply, plus: true, out n);
 
     /// <summary>
     /// READDIR / READDIRPLUS. d_ino is st_ino (see <see cref="NodeTable"/>); READDIRPLUS entries carry node

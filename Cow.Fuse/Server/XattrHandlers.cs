@@ -3,18 +3,23 @@ using System.Text;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.AttributeHandlers;
 
 namespace Cow.Fuse.Server;
 
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
+
 // SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR.
-public static partial class OpcodeTable
+internal static class XattrHandlers
 {
     /// <summary>
     /// SETXATTR: fuse_setxattr_in is 8 bytes (FUSE_COMPAT_SETXATTR_IN_SIZE) unless FUSE_SETXATTR_EXT was
     /// granted, then 16; the name and the value follow. XATTR_CREATE / XATTR_REPLACE; other flags EINVAL.
     /// FUSE_SETXATTR_ACL_KILL_SGID clears S_ISGID in the same change as the ACL (and the mode it implies).
     /// </summary>
-    private static Errno Setxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Setxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         int size = (d.NegotiatedFlags & FuseInitFlags.SetxattrExt) != 0 ? FuseSetxattrIn.Size : FuseConstants.CompatSetxattrInSize;
@@ -35,7 +40,7 @@ public static partial class OpcodeTable
         return view.SetXattr(node.Ino, name, value[..(int)valueSize].ToArray(), set);
     }
 
-    private static Errno Getxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Getxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseGetxattrIn>(p);
@@ -54,7 +59,7 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno Listxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Listxattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseGetxattrIn>(p);
@@ -75,7 +80,7 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno Removexattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Removexattr(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = ReadName(p, Errno.ENODATA, out string name);

@@ -4,16 +4,23 @@ using System.Text.Unicode;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.AttributeHandlers;
+using static Cow.Fuse.Server.FileHandlers;
+using static Cow.Fuse.Server.SnapshotDirHandlers;
 
 namespace Cow.Fuse.Server;
+
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
 
 // MKNOD, MKDIR, SYMLINK, LINK, CREATE, TMPFILE, UNLINK, RMDIR, RENAME, RENAME2.
 // With FUSE_DONT_MASK (granted with FUSE_POSIX_ACL) modes arrive without the umask: the engine applies the
 // umask field of mknod_in / mkdir_in / create_in (TMPFILE too), or the parent's default ACL instead (posix_acl_create). A
 // kernel that did not grant it applied the umask already; applying it again changes nothing.
-public static partial class OpcodeTable
+internal static class NamespaceHandlers
 {
-    private const uint S_IFMT = 0xF000, S_IFDIR = 0x4000, O_EXCL = 0x80, O_APPEND = 0x400;
+    internal const uint S_IFMT = 0xF000, S_IFDIR = 0x4000, O_EXCL = 0x80, O_APPEND = 0x400;
     private const int SymlinkMax = 4095;
 
     /// <summary>Where a new node goes and who owns it: the parent's tree and inode, and the owner from
@@ -38,7 +45,7 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno Mknod(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Mknod(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         // fuse_mknod_in gained umask and padding in 7.12; before that it was mode and rdev (8 bytes).
@@ -55,7 +62,7 @@ public static partial class OpcodeTable
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
 
-    private static Errno Mkdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Mkdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseMkdirIn>(p);
@@ -70,7 +77,7 @@ public static partial class OpcodeTable
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
 
-    private static Errno Symlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Symlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var e = ReadNewName(p, out string name, out int used);
@@ -88,7 +95,7 @@ public static partial class OpcodeTable
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
 
-    private static Errno Link(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Link(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseLinkIn>(p);
@@ -108,7 +115,7 @@ public static partial class OpcodeTable
     /// <summary>CREATE: create and open in one. An existing name (a race with the kernel's own lookup) is
     /// EEXIST with O_EXCL and otherwise opened as OPEN would (O_TRUNC included). The reply is fuse_entry_out
     /// followed by fuse_open_out.</summary>
-    private static Errno Create(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Create(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         // fuse_create_in is 16 bytes from 7.12; before, CREATE sent fuse_open_in (flags, mode).
@@ -144,7 +151,7 @@ public static partial class OpcodeTable
     /// <summary>TMPFILE (open with O_TMPFILE): a regular file with no name and nlink 0 in the directory of the
     /// node id, opened; linkat(AT_EMPTY_PATH) names it (the VFS refuses that for O_TMPFILE | O_EXCL), the
     /// last close deletes it otherwise. The name the kernel sends ("/") is not used. Reply as CREATE's.</summary>
-    private static Errno Tmpfile(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Tmpfile(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseCreateIn>(p);
@@ -167,9 +174,9 @@ public static partial class OpcodeTable
         return e;
     }
 
-    private static Errno Unlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => Remove(d, in h, p, directory: false, out n);
+    public static Errno Unlink(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => Remove(d, in h, p, directory: false, out n);
 
-    private static Errno Rmdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => Remove(d, in h, p, directory: true, out n);
+    public static Errno Rmdir(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n) => Remove(d, in h, p, directory: true, out n);
 
     private static Errno Remove(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, bool directory, out int n)
     {
@@ -184,14 +191,14 @@ public static partial class OpcodeTable
         return directory ? parent.View!.Rmdir(parent.Ino, name) : parent.View!.Unlink(parent.Ino, name);
     }
 
-    private static Errno Rename(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Rename(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseRenameIn>(p);
         return RenameCore(d, in h, i.NewDir, 0, p[FuseRenameIn.Size..]);
     }
 
-    private static Errno Rename2(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno Rename2(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         var i = MemoryMarshal.Read<FuseRename2In>(p);

@@ -4,19 +4,24 @@ using Cow.Core.Engine;
 using Cow.Core.Format;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
+using static Cow.Fuse.Server.FileHandlers;
 
 namespace Cow.Fuse.Server;
+
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
 
 // EXPERIMENTAL fuse-iomap: IOMAP_CONFIG, IOMAP_BEGIN, IOMAP_END, IOMAP_IOEND, FREEZE_FS, UNFREEZE_FS,
 // SHUTDOWN_FS (docs/iomap.md). Served only when INIT granted FUSE_IOMAP; otherwise ENOSYS. Payloads must have
 // exactly the size of their struct: a different size means the kernel speaks another posting of the ABI.
-public static partial class OpcodeTable
+internal static class IomapHandlers
 {
     // The rows of opcodes ExperimentalConstants.OpFreezeFs .. OpIomapEnd, in that order (see Get). Built
     // without NotImplemented: static initialisers of partial files run in an unspecified order. Their minimum
     // payload is 0: without iomap every one of them is ENOSYS whatever it carries, so each handler checks its
     // (exact) size itself, after the grant.
-    private static readonly OpcodeEntry[] IomapRows = BuildIomapRows();
+    internal static readonly OpcodeEntry[] IomapRows = BuildIomapRows();
 
     private static OpcodeEntry[] BuildIomapRows()
     {
@@ -47,7 +52,7 @@ public static partial class OpcodeTable
     /// for: block size, max links, time granularity and range (ns timestamps in an i64), max file size, s_id
     /// "cow" and the pool uuid. No mapping cache size: Cow never puts mappings in the kernel's cache.
     /// </summary>
-    private static Errno IomapConfig(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno IomapConfig(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap is not { } io) return Errno.ENOSYS;
@@ -102,7 +107,7 @@ public static partial class OpcodeTable
     /// </list>
     /// Snapshot trees are read-only: write ops get EROFS.
     /// </summary>
-    private static Errno IomapBegin(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno IomapBegin(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap is not { } io) return Errno.ENOSYS;
@@ -192,7 +197,7 @@ public static partial class OpcodeTable
     /// its ioend. A mapping without space (hole, delalloc, pure overwrite) holds nothing. A device cookie no
     /// registered device has is EINVAL, and nothing changes.
     /// </summary>
-    private static Errno IomapEnd(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno IomapEnd(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap is not { } io) return Errno.ENOSYS;
@@ -223,7 +228,7 @@ public static partial class OpcodeTable
     /// handed out for is EINVAL, and nothing changes. An error releases every allocation of the range.
     /// SWAPOFF: nothing to do.
     /// </summary>
-    private static Errno IomapIoend(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno IomapIoend(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap is not { } io) return Errno.ENOSYS;
@@ -268,7 +273,7 @@ public static partial class OpcodeTable
     /// that would change the pool gets EBUSY — refused, not held, so that no worker blocks while UNFREEZE_FS
     /// waits to be read. (The kernel sends no such request while frozen; RELEASE and FORGET still work.)
     /// </summary>
-    private static Errno FreezeFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno FreezeFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap == null) return Errno.ENOSYS;
@@ -279,7 +284,7 @@ public static partial class OpcodeTable
         return 0;
     }
 
-    private static Errno UnfreezeFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno UnfreezeFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap == null) return Errno.ENOSYS;
@@ -291,7 +296,7 @@ public static partial class OpcodeTable
 
     /// <summary>SHUTDOWN_FS (the kernel's FS_IOC_SHUTDOWN, or its block device went away): commits what can
     /// be committed, then every request gets EIO (<see cref="RequestDispatcher.ShutDown"/>).</summary>
-    private static Errno ShutdownFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
+    public static Errno ShutdownFs(RequestDispatcher d, in FuseInHeader h, ReadOnlySpan<byte> p, Span<byte> reply, out int n)
     {
         n = 0;
         if (d.Iomap == null) return Errno.ENOSYS;

@@ -2,19 +2,23 @@ using System.Text;
 using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
+using static Cow.Fuse.Server.OpcodeTable;
 
 namespace Cow.Fuse.Server;
 
+// Every handler has the OpHandler signature, whether it uses each argument or not.
+#pragma warning disable IDE0060
+
 // The virtual .snapshots directory of a live mount (like ZFS's .zfs/snapshot): lists the snapshots, looks
 // them up as read-only trees, makes one on mkdir and deletes one on rmdir. Nothing else changes it (EROFS).
-public static partial class OpcodeTable
+internal static class SnapshotDirHandlers
 {
     private const uint SnapshotDirMode = 0x4000 | 0x16D; // drwxr-xr-x without w: 0555
-    private const uint DirType = 0x4000 >> 12;
+    internal const uint DirType = 0x4000 >> 12;
 
     /// <summary>Attributes of <c>.snapshots</c>: a 0555 directory owned by root, nlink 2, times = the newest
     /// snapshot's creation (the mount time while there is none).</summary>
-    private static InodeAttr SnapshotDirAttr(RequestDispatcher d)
+    internal static InodeAttr SnapshotDirAttr(RequestDispatcher d)
     {
         long t = 0;
         foreach (var s in d.Pool.Snapshots.List()) t = Math.Max(t, s.CreatedNs);
@@ -22,7 +26,7 @@ public static partial class OpcodeTable
         return new InodeAttr(1, SnapshotDirMode, 2, 0, 0, 0, 0, 0, 4096, t, t, t, t);
     }
 
-    private static Errno SnapshotDirEntryReply(RequestDispatcher d, Span<byte> reply, out int n)
+    internal static Errno SnapshotDirEntryReply(RequestDispatcher d, Span<byte> reply, out int n)
     {
         var a = SnapshotDirAttr(d);
         var entry = Entry(in a, NodeTable.SnapshotDirNodeId, NodeTable.SnapshotDirStIno);
@@ -44,7 +48,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>LOOKUP in <c>.snapshots</c>: "." is itself, ".." the mount root, any other name a snapshot.</summary>
-    private static Errno LookupInSnapshotDir(RequestDispatcher d, string name, Span<byte> reply, out int n)
+    internal static Errno LookupInSnapshotDir(RequestDispatcher d, string name, Span<byte> reply, out int n)
     {
         n = 0;
         if (name == ".") return SnapshotDirEntryReply(d, reply, out n);
@@ -57,7 +61,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>mkdir .snapshots/NAME: takes snapshot NAME of the live tree (durable on return).</summary>
-    private static Errno MakeSnapshot(RequestDispatcher d, string name, Span<byte> reply, out int n)
+    internal static Errno MakeSnapshot(RequestDispatcher d, string name, Span<byte> reply, out int n)
     {
         n = 0;
         if (Core.PoolSnapshots.NameProblem(name) != null) return IsDotName(name) ? Errno.EEXIST : Errno.EINVAL;
@@ -68,7 +72,7 @@ public static partial class OpcodeTable
     }
 
     /// <summary>rmdir .snapshots/NAME: deletes snapshot NAME; its node ids become ESTALE.</summary>
-    private static Errno DeleteSnapshot(RequestDispatcher d, string name)
+    internal static Errno DeleteSnapshot(RequestDispatcher d, string name)
     {
         if (name == ".") return Errno.EINVAL;
         if (name == "..") return Errno.ENOTEMPTY;
@@ -84,7 +88,7 @@ public static partial class OpcodeTable
     /// entries carry node id 0 (the kernel then makes no dentry and looks names up on use), so listing
     /// gives out no node-id slots.
     /// </summary>
-    private static Errno ReadSnapshotDir(RequestDispatcher d, long offset, Span<byte> dst, bool plus, out int n)
+    internal static Errno ReadSnapshotDir(RequestDispatcher d, long offset, Span<byte> dst, bool plus, out int n)
     {
         n = 0;
         Span<byte> name = stackalloc byte[RequestDispatcher.MaxNameLength * 3 + 8];
