@@ -112,7 +112,7 @@ public static partial class OpcodeTable
         var e = ResolveIomapNode(d, h.NodeId, i.AttrIno, out var node);
         if (e != 0) return e;
         if (i.Pos > long.MaxValue || i.Count == 0 || i.Count > long.MaxValue) return Errno.EINVAL;
-        var op = (IomapOp)i.OpFlags;
+        if (!IomapWire.TryOp(i.OpFlags, out var op, out uint unknown)) return ForeignOpFlags(d, "IOMAP_BEGIN", i.OpFlags, unknown);
         if ((op & (IomapOp.Dax | IomapOp.Atomic | IomapOp.SwapFile)) != 0) return Errno.EOPNOTSUPP;
         long pos = (long)i.Pos, count = (long)i.Count;
         bool write = (op & WriteOps) != 0;
@@ -170,8 +170,20 @@ public static partial class OpcodeTable
 
     private static FuseIomapIo ToWire(in IomapMapping m) => new()
     {
-        Offset = (ulong)m.Offset, Length = (ulong)m.Length, Addr = m.Address, Type = (ushort)m.Type, Flags = (ushort)m.Flags, Dev = m.Device,
+        Offset = (ulong)m.Offset, Length = (ulong)m.Length, Addr = m.Address, Type = IomapWire.ToWire(m.Type), Flags = IomapWire.ToWire(m.Flags), Dev = m.Device,
     };
+
+    private static int _foreignOpFlagsLogged;
+
+    /// <summary>Op flags with bits the ABI Cow speaks does not define: the kernel speaks another snapshot of
+    /// fuse-iomap (e.g. the v7 posting's SWAPFILE 1&lt;&lt;30). EINVAL, and the first few are logged naming the ABI.</summary>
+    private static Errno ForeignOpFlags(RequestDispatcher d, string what, uint opflags, uint unknown)
+    {
+        if (Interlocked.Increment(ref _foreignOpFlagsLogged) <= 5)
+            d.LogLine($"{what}: op flags 0x{opflags:x} carry bits 0x{unknown:x} that {ExperimentalConstants.AbiName} does not define: "
+                + "this kernel speaks another fuse-iomap ABI snapshot; answered EINVAL");
+        return Errno.EINVAL;
+    }
 
     /// <summary>The node of an iomap request: a file of a mounted or browsed tree whose st_ino is
     /// <paramref name="attrIno"/> (the fuse_attr.ino the kernel knows it by; EINVAL otherwise). EISDIR for
@@ -202,13 +214,14 @@ public static partial class OpcodeTable
         var e = ResolveIomapNode(d, h.NodeId, i.AttrIno, out var node);
         if (e != 0) return e;
         if (i.Pos >= (ulong)Engine.MaxFileSize || i.Count > long.MaxValue || i.Written < 0) return Errno.EINVAL;
+        if (!IomapWire.TryOp(i.OpFlags, out var op, out uint unknown)) return ForeignOpFlags(d, "IOMAP_END", i.OpFlags, unknown);
         var m = i.Map;
-        if (m.Offset > long.MaxValue || m.Length > long.MaxValue) return Errno.EINVAL;
+        if (m.Offset > long.MaxValue || m.Length > long.MaxValue || !IomapWire.TryType(m.Type, out var type)) return Errno.EINVAL;
         uint dev = 0;
         if (m.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(m.Dev, out dev)) return Errno.EINVAL;
         if (node.View!.ReadOnly) return 0;   // nothing is ever allocated for a snapshot
-        var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, (MappingType)m.Type, (MappingFlags)m.Flags, dev);
-        return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, (IomapOp)i.OpFlags, in map);
+        var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, type, IomapWire.FlagsFromWire(m.Flags), dev);
+        return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, op, in map);
     }
 
     // ------------------------------------------------------------------ IOMAP_IOEND
