@@ -128,6 +128,7 @@ public static partial class OpcodeTable
             return Write(reply, in none, out n);
         }
         if (e != 0) return e;
+        if (size is long newSize) d.Iomap?.Delalloc.Truncate(h.NodeId, newSize);   // pages past the new end are gone
         return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), d.AttrFlags(node.Slot), reply, out n);
     }
 

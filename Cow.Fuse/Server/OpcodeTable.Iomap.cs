@@ -139,6 +139,14 @@ public static partial class OpcodeTable
         if (e != 0) return e;
         var read = pair.Read;
         var wm = pair.Write;
+        if ((op & IomapOp.Report) != 0 && !write && read.Type == MappingType.Hole
+            && io.Delalloc.FirstOverlap(h.NodeId, read.Offset, read.Offset + read.Length, out long dFrom, out long dTo))
+        {
+            // Written but not yet written back: the kernel's dirty pages are data (DELALLOC), not a hole.
+            read = dFrom <= pos ? new IomapMapping(dFrom, dTo - dFrom, FormatConstants.NoAddress, MappingType.Delalloc, MappingFlags.None, 0)
+                : IomapMapping.Hole(read.Offset, dFrom - read.Offset);
+            wm = new IomapMapping(read.Offset, read.Length, FormatConstants.NoAddress, MappingType.PureOverwrite, MappingFlags.None, 0);
+        }
         if (writeType is MappingType.PureOverwrite || (writeType != null && (op & IomapOp.Write) == 0 && read.Type == MappingType.Hole))
             wm = new IomapMapping(read.Offset, read.Length, FormatConstants.NoAddress, MappingType.PureOverwrite, MappingFlags.None, 0);
         else if (writeType is MappingType.Delalloc)
@@ -153,6 +161,13 @@ public static partial class OpcodeTable
             if (allocate) d.Pool.IomapEnd(node.Ino, pos, count, 0, op, pair.Write);   // give the allocation back
             d.LogLine($"IOMAP_BEGIN inode {node.Ino} pos {pos} count {count} op 0x{i.OpFlags:x}: reply would break the kernel's rules ({problem}); answered EIO");
             return Errno.EIO;
+        }
+        // The kernel dirties [pos, pos+count) of its page cache under a DELALLOC answer (buffered write, page
+        // fault, zeroing of data): remembered for reports until writeback (ioend) or a short write (iomap_end).
+        if (kw.Type == MappingType.Delalloc)
+        {
+            long from = Math.Max(pos, kw.Offset), to = Math.Min(pos + count, kw.Offset + kw.Length);
+            io.Delalloc.Add(h.NodeId, from, to - from);
         }
         var o = new FuseIomapBeginOut { Read = ToWire(kr), Write = ToWire(kw) };
         return Write(reply, in o, out n);
@@ -220,6 +235,8 @@ public static partial class OpcodeTable
         uint dev = 0;
         if (m.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(m.Dev, out dev)) return Errno.EINVAL;
         if (node.View!.ReadOnly) return 0;   // nothing is ever allocated for a snapshot
+        if (type == MappingType.Delalloc && i.Written < (long)i.Count)   // a short buffered write: the rest was never dirtied
+            io.Delalloc.Remove(h.NodeId, (long)i.Pos + i.Written, (long)i.Count - i.Written);
         var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, type, IomapWire.FlagsFromWire(m.Flags), dev);
         return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, op, in map);
     }
@@ -252,6 +269,9 @@ public static partial class OpcodeTable
         if (i.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(i.Dev, out dev)) return Errno.EINVAL;
         var pool = d.Pool;
         long newSize;
+        // Written back (or failed and discarded): no longer the kernel's dirty pages. Only ioends of page-cache
+        // writeback (or without an allocation: a discarded folio) can end a delayed allocation.
+        if ((i.Flags & (uint)FuseIomapIoendFlags.Direct) == 0) io.Delalloc.Remove(h.NodeId, (long)i.Pos, (long)i.Written);
         if ((i.Flags & (uint)FuseIomapIoendFlags.Swapoff) != 0)
         {
             e = view.GetAttr(node.Ino, out var a);
