@@ -119,9 +119,10 @@ public static partial class OpcodeTable
             {
                 Mode = mode, Uid = uid, Gid = gid, Size = size, AtimeNs = atime, MtimeNs = mtime, CtimeNs = ctime, AtimeNow = atimeNow, MtimeNow = mtimeNow,
             }, out attr);
-        if (e == Errno.ENOENT && mode == null && uid == null && gid == null && size == null && d.WritebackCacheGranted)
+        if (e == Errno.ENOENT && mode == null && uid == null && gid == null && size == null && (d.WritebackCacheGranted || d.IomapGranted))
         {
-            // With the writeback cache the kernel flushes the times of an inode it still caches after the
+            // With the writeback cache (and for fuse-iomap inodes, whose c/mtime the kernel caches the same way)
+            // the kernel flushes the times of an inode it still caches after the
             // file was unlinked and closed (syncfs, writeback); the inode is gone here, so there is nothing
             // to keep. Failing would fail the caller's syncfs. The kernel ignores this reply's attributes.
             var none = new FuseAttrOut();

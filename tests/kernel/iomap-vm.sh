@@ -39,6 +39,9 @@ do_umount() {
   return $rc
 }
 
+# The tests of the posix and exerciser steps format the disks for pools of their own: a new pool after them.
+remkfs_mount() { $COW mkfs $POOL --base-device /dev/vda --log-device /dev/vdb --force >/dev/null && do_mount; }
+
 $COW mkfs $POOL --base-device /dev/vda --log-device /dev/vdb --force >/dev/null; step mkfs $?
 do_mount; step mount $?
 mounted || { echo "@@IOMAP-VM rc=1@@"; exit 1; }
@@ -98,8 +101,9 @@ for s in $STEPS; do
       --filter "FullyQualifiedName~${POSIX_FILTER:-Cow.Tests.Mount.PosixMountTests}" --logger "console;verbosity=normal" > /tmp/posix.out 2>&1
     rc=$?
     grep -E "^\s+(Passed|Failed|Skipped) |Total tests|Passed:|Failed:|Skipped:|Error Message|Assert" /tmp/posix.out | head -80
+    [ -d /scratch ] && cp /tmp/posix.out /scratch/ 2>/dev/null
     step posix $rc
-    do_mount
+    remkfs_mount
     ;;
   exerciser)
     # The random mount exerciser against a mount on these disks with --iomap on; its seed is printed (rerun:
@@ -111,8 +115,9 @@ for s in $STEPS; do
       --filter "FullyQualifiedName~Cow.Tests.Mount.RandomMountExerciserTests.RandomOperationsMatchTheModel" --logger "console;verbosity=detailed" > /tmp/exerciser.out 2>&1
     rc=$?
     grep -E "COW_SEED|Passed|Failed|Skipped|Total|failed:" /tmp/exerciser.out | head -30
+    [ -d /scratch ] && cp /tmp/exerciser.out /scratch/ 2>/dev/null
     step exerciser $rc
-    do_mount
+    remkfs_mount
     ;;
   *) echo "unknown step $s"; step "$s" 2;;
   esac
