@@ -43,7 +43,9 @@ public sealed class MountedPool : IDisposable
             {
                 Iomap = iomapEnv switch
                 {
-                    "on" => IomapMode.On, "off" => IomapMode.Off, "auto" => IomapMode.Auto,
+                    "on" => IomapMode.On,
+                    "off" => IomapMode.Off,
+                    "auto" => IomapMode.Auto,
                     _ => throw new ArgumentException($"COW_TEST_IOMAP must be on, off or auto, not '{iomapEnv}'"),
                 },
             };
