@@ -172,8 +172,9 @@ public static partial class OpcodeTable
         if (d.Options.OverIoUring) wanted |= FuseInitFlags.OverIoUring;
         // With iomap the kernel writes file data itself and no FUSE_WRITE carries FUSE_WRITE_KILL_SUIDGID: the
         // kernel must clear setuid/setgid (and security.capability) itself, with SETATTR / REMOVEXATTR, which it
-        // does only without HANDLE_KILLPRIV_V2.
-        if (iomap) wanted = (wanted | FuseInitFlags.Iomap) & ~FuseInitFlags.HandleKillprivV2;
+        // does only without HANDLE_KILLPRIV_V2 — and, for open(O_TRUNC), only without ATOMIC_O_TRUNC (with it
+        // the kernel skips the truncating SETATTR that carries the mode change).
+        if (iomap) wanted = (wanted | FuseInitFlags.Iomap) & ~(FuseInitFlags.HandleKillprivV2 | FuseInitFlags.AtomicOTrunc);
         // Off: the mount side decided (--iomap off, or ADD_IOMAP refused under auto) and logged why.
         else if (mode == IomapMode.Off) { }
         else if (foreignAbi) d.LogLine($"userspace I/O: {foreignWhy}");

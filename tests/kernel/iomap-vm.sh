@@ -40,7 +40,7 @@ do_umount() {
 }
 
 # The tests of the posix and exerciser steps format the disks for pools of their own: a new pool after them.
-remkfs_mount() { $COW mkfs $POOL --base-device /dev/vda --log-device /dev/vdb --force >/dev/null && do_mount; }
+remkfs_mount() { rm -rf $POOL; $COW mkfs $POOL --base-device /dev/vda --log-device /dev/vdb --force >/dev/null && do_mount; }
 
 $COW mkfs $POOL --base-device /dev/vda --log-device /dev/vdb --force >/dev/null; step mkfs $?
 do_mount; step mount $?
