@@ -333,11 +333,43 @@ public sealed class FileBlockDevice : IBlockDevice
         }
     }
 
-    /// <inheritdoc />
-    public void DropCached(long offset, long length) => _readAhead?.Invalidate(offset, length);
+    /// <summary>Forgets [<paramref name="offset"/>, +<paramref name="length"/>): the O_DIRECT read-ahead's
+    /// chunks, and the clean pages the kernel's page cache of this file or block device holds of it (reads that
+    /// <see cref="DirectReadAhead"/> does not serve go through that cache, and the kernel's own read-ahead of
+    /// them fills it past what was asked). With fuse-iomap the kernel writes the range with bios straight to the
+    /// device, which leaves pages cached earlier in place: read through them, an ioend's checksums (and every
+    /// later read, in this process or the next) would see the bytes from before the write.</summary>
+    public void DropCached(long offset, long length)
+    {
+        _readAhead?.Invalidate(offset, length);
+        if (length <= 0) return;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            Syscall.posix_fadvise((int)_handle.DangerousGetHandle(), offset, length, PosixFadviseAdvice.POSIX_FADV_DONTNEED);
+        }
+        catch (ObjectDisposedException) { }
+        finally { if (added) _handle.DangerousRelease(); }
+    }
 
-    /// <inheritdoc />
-    public void Settle(long offset, long length) => _writeBehind?.WaitForOverlapping(offset, length);
+    /// <summary>Puts every write made through <see cref="Write"/> to [<paramref name="offset"/>, +<paramref name="length"/>)
+    /// on the device: writes held back by the write-behind land, and writes it left to the page cache (small ones,
+    /// or every one where O_DIRECT is refused) are written back from it (sync_file_range). With fuse-iomap the
+    /// kernel reads the range with bios straight from the device, past that page cache.</summary>
+    public void Settle(long offset, long length)
+    {
+        _writeBehind?.WaitForOverlapping(offset, length);
+        if (length <= 0) return;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            if (!DirectIo.WriteBackRange((int)_handle.DangerousGetHandle(), offset, length))
+                throw new IOException($"device {Name}: writing back [{offset}, +{length}) (sync_file_range) failed: {LastError()}");
+        }
+        finally { if (added) _handle.DangerousRelease(); }
+    }
 
     /// <summary>Writes what is written behind (without fdatasync) and closes the file descriptors.</summary>
     public void Dispose()

@@ -38,7 +38,7 @@ public enum FuseAttrFlags : uint
     Dax = 1u << 1,
     /// <summary>FUSE_ATTR_EXCLUSIVE (experimental, iomap).</summary>
     Exclusive = ExperimentalConstants.AttrExclusive,
-    /// <summary>FUSE_ATTR_IOMAP (experimental, iomap).</summary>
+    /// <summary>FUSE_ATTR_IOMAP = EXCLUSIVE | __FUSE_ATTR_IOMAP (experimental, iomap; 12 in the ABI Cow speaks).</summary>
     Iomap = ExperimentalConstants.AttrIomap,
 }
 

@@ -125,15 +125,17 @@ internal static class AttributeHandlers
             {
                 Mode = mode, Uid = uid, Gid = gid, Size = size, AtimeNs = atime, MtimeNs = mtime, CtimeNs = ctime, AtimeNow = atimeNow, MtimeNow = mtimeNow,
             }, out attr);
-        if (e == Errno.ENOENT && mode == null && uid == null && gid == null && size == null && d.WritebackCacheGranted)
+        if (e == Errno.ENOENT && mode == null && uid == null && gid == null && size == null && (d.WritebackCacheGranted || d.IomapGranted))
         {
-            // With the writeback cache the kernel flushes the times of an inode it still caches after the
+            // With the writeback cache (and for fuse-iomap inodes, whose c/mtime the kernel caches the same way)
+            // the kernel flushes the times of an inode it still caches after the
             // file was unlinked and closed (syncfs, writeback); the inode is gone here, so there is nothing
             // to keep. Failing would fail the caller's syncfs. The kernel ignores this reply's attributes.
             var none = new FuseAttrOut();
             return Write(reply, in none, out n);
         }
         if (e != 0) return e;
+        if (size is long newSize) d.Iomap?.Delalloc.Truncate(h.NodeId, newSize);   // pages past the new end are gone
         return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), d.AttrFlags(node.Slot), reply, out n);
     }
 

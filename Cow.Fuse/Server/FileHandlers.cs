@@ -256,7 +256,11 @@ internal static class FileHandlers
         if (node.IsSnapshotDir) return Errno.EISDIR;
         var i = MemoryMarshal.Read<FuseFallocateIn>(p);
         if (i.Offset > long.MaxValue || i.Length > long.MaxValue) return Errno.EINVAL;   // negative as loff_t
-        return node.View!.Fallocate(node.Ino, (FallocateMode)(int)i.Mode, (long)i.Offset, (long)i.Length);
+        var mode = (FallocateMode)(int)i.Mode;
+        e = node.View!.Fallocate(node.Ino, mode, (long)i.Offset, (long)i.Length);
+        // fuse-iomap: the kernel wrote the range back before a punch or zero (its pages are gone).
+        if (e == 0 && (mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0) d.Iomap?.Delalloc.Remove(h.NodeId, (long)i.Offset, (long)i.Length);
+        return e;
     }
 
     /// <summary>LSEEK: SEEK_DATA and SEEK_HOLE through the engine. The kernel answers SEEK_SET/CUR/END

@@ -30,7 +30,11 @@ internal sealed class IomapConnection : IMappingInvalidationListener
     {
         _d = d;
         DeviceSizes = KernelDeviceSize;
+        Delalloc = new IomapDelalloc(d.Pool.BlockSize);
     }
+
+    /// <summary>Ranges the kernel holds dirty under a DELALLOC answer, for reports (SEEK_DATA/HOLE, FIEMAP).</summary>
+    public IomapDelalloc Delalloc { get; }
 
     /// <summary><see cref="KernelDeviceSize"/> as a delegate made once (reply validation allocates nothing).</summary>
     public Func<uint, long?> DeviceSizes { get; }

@@ -117,7 +117,7 @@ internal static class IomapHandlers
         var e = ResolveIomapNode(d, h.NodeId, i.AttrIno, out var node);
         if (e != 0) return e;
         if (i.Pos > long.MaxValue || i.Count == 0 || i.Count > long.MaxValue) return Errno.EINVAL;
-        var op = (IomapOp)i.OpFlags;
+        if (!IomapWire.TryOp(i.OpFlags, out var op, out uint unknown)) return ForeignOpFlags(d, "IOMAP_BEGIN", i.OpFlags, unknown);
         if ((op & (IomapOp.Dax | IomapOp.Atomic | IomapOp.SwapFile)) != 0) return Errno.EOPNOTSUPP;
         long pos = (long)i.Pos, count = (long)i.Count;
         bool write = (op & WriteOps) != 0;
@@ -144,6 +144,14 @@ internal static class IomapHandlers
         if (e != 0) return e;
         var read = pair.Read;
         var wm = pair.Write;
+        if ((op & IomapOp.Report) != 0 && !write && read.Type == MappingType.Hole
+            && io.Delalloc.FirstOverlap(h.NodeId, read.Offset, read.Offset + read.Length, out long dFrom, out long dTo))
+        {
+            // Written but not yet written back: the kernel's dirty pages are data (DELALLOC), not a hole.
+            read = dFrom <= pos ? new IomapMapping(dFrom, dTo - dFrom, FormatConstants.NoAddress, MappingType.Delalloc, MappingFlags.None, 0)
+                : IomapMapping.Hole(read.Offset, dFrom - read.Offset);
+            wm = new IomapMapping(read.Offset, read.Length, FormatConstants.NoAddress, MappingType.PureOverwrite, MappingFlags.None, 0);
+        }
         if (writeType is MappingType.PureOverwrite || (writeType != null && (op & IomapOp.Write) == 0 && read.Type == MappingType.Hole))
             wm = new IomapMapping(read.Offset, read.Length, FormatConstants.NoAddress, MappingType.PureOverwrite, MappingFlags.None, 0);
         else if (writeType is MappingType.Delalloc)
@@ -158,6 +166,13 @@ internal static class IomapHandlers
             if (allocate) d.Pool.IomapEnd(node.Ino, pos, count, 0, op, pair.Write);   // give the allocation back
             d.LogLine($"IOMAP_BEGIN inode {node.Ino} pos {pos} count {count} op 0x{i.OpFlags:x}: reply would break the kernel's rules ({problem}); answered EIO");
             return Errno.EIO;
+        }
+        // The kernel dirties [pos, pos+count) of its page cache under a DELALLOC answer (buffered write, page
+        // fault, zeroing of data): remembered for reports until writeback (ioend) or a short write (iomap_end).
+        if (kw.Type == MappingType.Delalloc)
+        {
+            long from = Math.Max(pos, kw.Offset), to = Math.Min(pos + count, kw.Offset + kw.Length);
+            io.Delalloc.Add(h.NodeId, from, to - from);
         }
         var o = new FuseIomapBeginOut { Read = ToWire(kr), Write = ToWire(kw) };
         return Write(reply, in o, out n);
@@ -175,8 +190,20 @@ internal static class IomapHandlers
 
     private static FuseIomapIo ToWire(in IomapMapping m) => new()
     {
-        Offset = (ulong)m.Offset, Length = (ulong)m.Length, Addr = m.Address, Type = (ushort)m.Type, Flags = (ushort)m.Flags, Dev = m.Device,
+        Offset = (ulong)m.Offset, Length = (ulong)m.Length, Addr = m.Address, Type = IomapWire.ToWire(m.Type), Flags = IomapWire.ToWire(m.Flags), Dev = m.Device,
     };
+
+    private static int _foreignOpFlagsLogged;
+
+    /// <summary>Op flags with bits the ABI Cow speaks does not define: the kernel speaks another snapshot of
+    /// fuse-iomap (e.g. the v7 posting's SWAPFILE 1&lt;&lt;30). EINVAL, and the first few are logged naming the ABI.</summary>
+    private static Errno ForeignOpFlags(RequestDispatcher d, string what, uint opflags, uint unknown)
+    {
+        if (Interlocked.Increment(ref _foreignOpFlagsLogged) <= 5)
+            d.LogLine($"{what}: op flags 0x{opflags:x} carry bits 0x{unknown:x} that {ExperimentalConstants.AbiName} does not define: "
+                + "this kernel speaks another fuse-iomap ABI snapshot; answered EINVAL");
+        return Errno.EINVAL;
+    }
 
     /// <summary>The node of an iomap request: a file of a mounted or browsed tree whose st_ino is
     /// <paramref name="attrIno"/> (the fuse_attr.ino the kernel knows it by; EINVAL otherwise). EISDIR for
@@ -207,13 +234,16 @@ internal static class IomapHandlers
         var e = ResolveIomapNode(d, h.NodeId, i.AttrIno, out var node);
         if (e != 0) return e;
         if (i.Pos >= (ulong)Engine.MaxFileSize || i.Count > long.MaxValue || i.Written < 0) return Errno.EINVAL;
+        if (!IomapWire.TryOp(i.OpFlags, out var op, out uint unknown)) return ForeignOpFlags(d, "IOMAP_END", i.OpFlags, unknown);
         var m = i.Map;
-        if (m.Offset > long.MaxValue || m.Length > long.MaxValue) return Errno.EINVAL;
+        if (m.Offset > long.MaxValue || m.Length > long.MaxValue || !IomapWire.TryType(m.Type, out var type)) return Errno.EINVAL;
         uint dev = 0;
         if (m.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(m.Dev, out dev)) return Errno.EINVAL;
         if (node.View!.ReadOnly) return 0;   // nothing is ever allocated for a snapshot
-        var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, (MappingType)m.Type, (MappingFlags)m.Flags, dev);
-        return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, (IomapOp)i.OpFlags, in map);
+        if (type == MappingType.Delalloc && i.Written < (long)i.Count)   // a short buffered write: the rest was never dirtied
+            io.Delalloc.Remove(h.NodeId, (long)i.Pos + i.Written, (long)i.Count - i.Written);
+        var map = new IomapMapping((long)m.Offset, (long)m.Length, m.Addr, type, IomapWire.FlagsFromWire(m.Flags), dev);
+        return d.Pool.IomapEnd(node.Ino, (long)i.Pos, (long)i.Count, i.Written, op, in map);
     }
 
     // ------------------------------------------------------------------ IOMAP_IOEND
@@ -244,6 +274,9 @@ internal static class IomapHandlers
         if (i.Dev != ExperimentalConstants.IomapNoDevice && !io.TryEngineCookie(i.Dev, out dev)) return Errno.EINVAL;
         var pool = d.Pool;
         long newSize;
+        // Written back (or failed and discarded): no longer the kernel's dirty pages. Only ioends of page-cache
+        // writeback (or without an allocation: a discarded folio) can end a delayed allocation.
+        if ((i.Flags & (uint)FuseIomapIoendFlags.Direct) == 0) io.Delalloc.Remove(h.NodeId, (long)i.Pos, (long)i.Written);
         if ((i.Flags & (uint)FuseIomapIoendFlags.Swapoff) != 0)
         {
             e = view.GetAttr(node.Ino, out var a);

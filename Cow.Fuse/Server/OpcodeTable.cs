@@ -164,19 +164,29 @@ public static class OpcodeTable
         // there is a way to register the devices. Required but impossible: INIT fails (EPROTO).
         bool iomapOffered = (offered & ExperimentalConstants.InitIomap) != 0;
         var mode = d.Options.Iomap;
-        bool iomap = iomapOffered && mode != IomapMode.Off && d.Options.IomapDevices != null;
+        // Every fuse-iomap posting says minor 99; an offer at another minor is an ABI Cow does not know.
+        bool foreignAbi = iomapOffered && minor != ExperimentalConstants.IomapMinorVersion;
+        string foreignWhy = $"the kernel offers FUSE_IOMAP at protocol 7.{minor}, but Cow speaks {ExperimentalConstants.AbiName} "
+            + $"(protocol 7.{ExperimentalConstants.IomapMinorVersion}; its structs, mapping types and op flags differ between snapshots)";
+        bool iomap = iomapOffered && !foreignAbi && mode != IomapMode.Off && d.Options.IomapDevices != null;
         if (!iomap && mode == IomapMode.On)
         {
-            d.RefuseIomap(iomapOffered
+            d.RefuseIomap(foreignAbi ? $"fuse-iomap required (--iomap on) but {foreignWhy}; refusing INIT"
+                : iomapOffered
                 ? "fuse-iomap required (--iomap on) but no device registrar is configured; refusing INIT"
                 : $"fuse-iomap required (--iomap on) but the kernel did not offer it (protocol 7.{minor}, FUSE_IOMAP not in flags2: "
                   + "it needs a kernel with the fuse-iomap patches, fuse.enable_iomap=Y and CAP_SYS_RAWIO); refusing INIT");
             return Errno.EPROTO;
         }
-        if (iomap) wanted |= FuseInitFlags.Iomap;
         if (d.Options.OverIoUring) wanted |= FuseInitFlags.OverIoUring;
+        // With iomap the kernel writes file data itself and no FUSE_WRITE carries FUSE_WRITE_KILL_SUIDGID: the
+        // kernel must clear setuid/setgid (and security.capability) itself, with SETATTR / REMOVEXATTR, which it
+        // does only without HANDLE_KILLPRIV_V2 — and, for open(O_TRUNC), only without ATOMIC_O_TRUNC (with it
+        // the kernel skips the truncating SETATTR that carries the mode change).
+        if (iomap) wanted = (wanted | FuseInitFlags.Iomap) & ~(FuseInitFlags.HandleKillprivV2 | FuseInitFlags.AtomicOTrunc);
         // Off: the mount side decided (--iomap off, or ADD_IOMAP refused under auto) and logged why.
         else if (mode == IomapMode.Off) { }
+        else if (foreignAbi) d.LogLine($"userspace I/O: {foreignWhy}");
         else if (iomapOffered) d.LogLine("userspace I/O: the kernel offered fuse-iomap but no device registrar is configured");
         else d.LogLine("userspace I/O: kernel did not offer fuse-iomap");
         var granted = (FuseInitFlags)offered & wanted;

@@ -199,7 +199,7 @@ public sealed class RequestDispatcher
             _iomap = io;
             if (!Root.ReadOnly)
             {
-                _liveAttrFlags = ExperimentalConstants.AttrIomap | ExperimentalConstants.AttrExclusive;
+                _liveAttrFlags = ExperimentalConstants.AttrIomap;   // EXCLUSIVE | __FUSE_ATTR_IOMAP
                 io.Attach();
             }
             LogLine($"fuse-iomap granted: the kernel does data I/O on {Pool.Devices.Count} devices (protocol 7.{minor})");

@@ -37,7 +37,11 @@ internal readonly record struct KMap(ulong Offset, ulong Length, ulong Addr, ush
 /// </summary>
 internal sealed class IomapPeer : IDisposable
 {
-    public const ushort Hole = 0, Delalloc = 1, Mapped = 2, Unwritten = 3, Inline = 4, PureOverwrite = 255;
+    // Wire mapping types of the ABI Cow speaks (FUSE_IOMAP_TYPE_*, ../shared/kernel/uapi-numbers.txt).
+    public const ushort Hole = (ushort)FuseIomapType.Hole, Delalloc = (ushort)FuseIomapType.Delalloc, Mapped = (ushort)FuseIomapType.Mapped,
+        Unwritten = (ushort)FuseIomapType.Unwritten, Inline = (ushort)FuseIomapType.Inline, PureOverwrite = (ushort)FuseIomapType.PureOverwrite,
+        RetryCache = (ushort)FuseIomapType.RetryCache, Nocache = (ushort)FuseIomapType.Nocache,
+        MappedStripe = (ushort)FuseIomapType.MappedStripe, UnwrittenStripe = (ushort)FuseIomapType.UnwrittenStripe;
     public const int O_RDWR = 2;
     public const uint RootNode = 1;
 
@@ -320,9 +324,27 @@ internal sealed class IomapPeer : IDisposable
 
     // ------------------------------------------------------------------ iomap requests
 
-    public (int Error, KMap Read, KMap Write) BeginRaw(ulong node, ulong attrIno, long pos, long count, IomapOp op, uint reserved = 0, int extraBytes = 0)
+    /// <summary>The kernel's fuse_iomap_op_to_server: the wire op flags of an iomap operation, written here from
+    /// the ABI's numbers (not taken from the server's translation).</summary>
+    public static uint WireOp(IomapOp op)
     {
-        var i = new FuseIomapBeginIn { OpFlags = (uint)op, Reserved = reserved, AttrIno = attrIno, Pos = (ulong)pos, Count = (ulong)count };
+        uint w = 0;
+        void Map(IomapOp o, FuseIomapOpFlags f) { if ((op & o) != 0) w |= (uint)f; }
+        Map(IomapOp.Write, FuseIomapOpFlags.Write); Map(IomapOp.Zero, FuseIomapOpFlags.Zero); Map(IomapOp.Report, FuseIomapOpFlags.Report);
+        Map(IomapOp.Fault, FuseIomapOpFlags.Fault); Map(IomapOp.Direct, FuseIomapOpFlags.Direct); Map(IomapOp.NoWait, FuseIomapOpFlags.Nowait);
+        Map(IomapOp.OverwriteOnly, FuseIomapOpFlags.OverwriteOnly); Map(IomapOp.Unshare, FuseIomapOpFlags.Unshare); Map(IomapOp.Dax, FuseIomapOpFlags.Dax);
+        Map(IomapOp.Atomic, FuseIomapOpFlags.Atomic); Map(IomapOp.DontCache, FuseIomapOpFlags.Dontcache);
+        Map(IomapOp.Writeback, FuseIomapOpFlags.Writeback); Map(IomapOp.SwapFile, FuseIomapOpFlags.Swapfile);
+        return w;
+    }
+
+    public (int Error, KMap Read, KMap Write) BeginRaw(ulong node, ulong attrIno, long pos, long count, IomapOp op, uint reserved = 0, int extraBytes = 0)
+        => BeginWire(node, attrIno, pos, count, WireOp(op), reserved, extraBytes);
+
+    /// <summary>IOMAP_BEGIN with raw wire op flags.</summary>
+    public (int Error, KMap Read, KMap Write) BeginWire(ulong node, ulong attrIno, long pos, long count, uint opflags, uint reserved = 0, int extraBytes = 0)
+    {
+        var i = new FuseIomapBeginIn { OpFlags = opflags, Reserved = reserved, AttrIno = attrIno, Pos = (ulong)pos, Count = (ulong)count };
         byte[] payload = Bytes(i);
         if (extraBytes > 0) payload = [.. payload, .. new byte[extraBytes]];
         if (extraBytes < 0) payload = payload[..^(-extraBytes)];
@@ -346,7 +368,7 @@ internal sealed class IomapPeer : IDisposable
     {
         var i = new FuseIomapEndIn
         {
-            OpFlags = (uint)op, Reserved = reserved, AttrIno = attrIno, Pos = (ulong)pos, Count = (ulong)count, Written = written, Map = map.ToWire(),
+            OpFlags = WireOp(op), Reserved = reserved, AttrIno = attrIno, Pos = (ulong)pos, Count = (ulong)count, Written = written, Map = map.ToWire(),
         };
         return Errno(FuseOpcode.IomapEnd, node, Bytes(i));
     }
@@ -365,42 +387,74 @@ internal sealed class IomapPeer : IDisposable
 
     // ------------------------------------------------------------------ the kernel's rules
 
-    /// <summary>fuse_iomap_check_mapping of the kernel: what it refuses with -EFSCORRUPTED.</summary>
+    /// <summary>fuse_iomap_check_mapping of the kernel (fs/fuse/fuse_iomap.c in ../shared/kernel/fuse-iomap-7.2.13.patch):
+    /// what it refuses with -EFSCORRUPTED ("bad data from server"), check for check. Cow configures no kernel mapping
+    /// cache and sends no upserts, so the inode has no cache: RETRY_CACHE is refused (fuse_inode_caches_iomaps).</summary>
     public void CheckMapping(in KMap m, bool writeMapping, string what)
     {
-        Assert.True(m.Type is Hole or Delalloc or Mapped or Unwritten or Inline || (writeMapping && m.Type == PureOverwrite), $"{what}: type {m.Type}");
-        Assert.True((m.Flags & ~0xFF) == 0, $"{what}: flags 0x{m.Flags:x}");
-        Assert.True(m.Length != 0, $"{what}: zero length");
-        Assert.True(m.Offset % (ulong)BlockSize == 0 && m.Length % (ulong)BlockSize == 0, $"{what}: {m} not aligned");
-        Assert.True(m.Offset + m.Length > m.Offset, $"{what}: {m} overflows");
-        Assert.True(m.Offset < (ulong)MaxBytes, $"{what}: {m} starts past maxbytes");
+        // fuse_iomap_check_type: exactly the FUSE_IOMAP_TYPE_* of this ABI.
+        Assert.True(m.Type is Hole or Delalloc or Mapped or Unwritten or Inline or PureOverwrite or RetryCache or Nocache or MappedStripe or UnwrittenStripe,
+            $"{what}: !fuse_iomap_check_type({m.Type})");
+        // fuse_iomap_check_flags: FUSE_IOMAP_F_ALL = NEW..WANT_IOMAP_END.
+        Assert.True((m.Flags & ~(ushort)FuseIomapFlags.ReplyMask) == 0, $"{what}: !fuse_iomap_check_flags(0x{m.Flags:x})");
+        Assert.True(m.Length != 0, $"{what}: map->length == 0");
+        Assert.True(m.Offset % (ulong)BlockSize == 0, $"{what}: {m}: offset not aligned to {BlockSize}");
+        Assert.True(m.Length % (ulong)BlockSize == 0, $"{what}: {m}: length not aligned to {BlockSize}");
+        Assert.True(m.Offset + m.Length >= m.Offset, $"{what}: {m}: check_add_overflow(offset, length)");
+        Assert.True(m.Offset < (ulong)MaxBytes, $"{what}: {m}: offset >= s_maxbytes");
         switch (m.Type)
         {
-            case Mapped or Unwritten:
-                Assert.True(_devs.ContainsKey(m.Dev), $"{what}: {m} names device {m.Dev}, which is not registered");
-                Assert.True(m.Addr != ulong.MaxValue, $"{what}: {m} has no address");
-                Assert.True(m.Addr % (ulong)BlockSize == 0, $"{what}: {m} address not aligned");
-                Assert.True(m.Addr + m.Length > m.Addr && (long)(m.Addr + m.Length) <= _devSize[m.Dev], $"{what}: {m} runs past device {m.Dev} ({_devSize[m.Dev]} bytes)");
+            case Mapped or Unwritten or MappedStripe or UnwrittenStripe:
+                Assert.True(m.Dev != 0, $"{what}: {m}: map->dev == FUSE_IOMAP_DEV_NULL");
+                Assert.True(m.Addr != ulong.MaxValue, $"{what}: {m}: map->addr == FUSE_IOMAP_NULL_ADDR");
+                break;
+            case Delalloc or Hole or Inline:
+                Assert.True(m.Dev == 0, $"{what}: {m}: map->dev != FUSE_IOMAP_DEV_NULL");
+                Assert.True(m.Addr == ulong.MaxValue, $"{what}: {m}: map->addr != FUSE_IOMAP_NULL_ADDR");
                 break;
             case PureOverwrite:
+                Assert.True(writeMapping, $"{what}: {m}: pure overwrite as a read mapping (iodir != WRITE_MAPPING)");
                 Assert.True(m.Flags == 0 && m.Dev == 0 && m.Addr == ulong.MaxValue, $"{what}: pure overwrite {m} carries state");
                 break;
-            default:
-                Assert.True(m.Dev == 0 && m.Addr == ulong.MaxValue, $"{what}: {m} has a device or an address");
+            case RetryCache or Nocache:
+                Assert.True(m.Type != RetryCache, $"{what}: {m}: RETRY_CACHE without a mapping cache (!fuse_inode_caches_iomaps)");
+                Assert.True(m.Flags == 0 && m.Dev == 0 && m.Addr == ulong.MaxValue, $"{what}: {m}: cache instruction carries state");
                 break;
         }
+        if (m.Addr != ulong.MaxValue) Assert.True(m.Addr + m.Length >= m.Addr, $"{what}: {m}: check_add_overflow(addr, length)");
+        // fuse_iomap_find_bdev: no stripe device is ever configured (Cow does not stripe) -> -EFSCORRUPTED; a
+        // MAPPED/UNWRITTEN cookie must name a registered iomap backing device.
+        Assert.True(m.Type is not (MappedStripe or UnwrittenStripe), $"{what}: {m}: striped mapping but no stripe device was configured");
+        if (m.Type is Mapped or Unwritten)
+            Assert.True(_devs.ContainsKey(m.Dev), $"{what}: {m} names device {m.Dev}, which is not registered (fuse_iomap_find_bdev)");
     }
 
-    /// <summary>fuse_iomap_begin_validate, plus Cow's promises: both mappings cover one range, and a write
-    /// mapping with space is out of place — SHARED, on blocks nothing references.</summary>
+    /// <summary>fuse_iomap_begin_validate (every check), plus Cow's own promises: both mappings cover one range,
+    /// addresses are block-aligned and inside their device, and a write mapping with space is out of place —
+    /// SHARED, on blocks nothing references.</summary>
     public void CheckReply(long pos, IomapOp op, in KMap r, in KMap w)
     {
         CheckMapping(r, false, "read mapping");
         CheckMapping(w, true, "write mapping");
-        Assert.True(r.Start <= pos && pos < r.End, $"read mapping {r} does not cover {pos}");
-        Assert.True(w.Start <= pos && pos < w.End, $"write mapping {w} does not cover {pos}");
+        Assert.True(r.Type != Nocache && w.Type != Nocache, "NOCACHE in an iomap_begin reply");
+        Assert.True(r.Offset <= (ulong)pos && (ulong)pos < r.Offset + r.Length, $"read mapping {r} does not cover {pos}");
+        Assert.True(w.Offset <= (ulong)pos && (ulong)pos < w.Offset + w.Length, $"write mapping {w} does not cover {pos}");
+        if ((op & (IomapOp.Report | IomapOp.Atomic | IomapOp.SwapFile)) != 0)   // !fuse_iomap_can_cache
+            Assert.True(r.Type != RetryCache && w.Type != RetryCache, "RETRY_CACHE for an uncached operation");
+        if ((op & IomapOp.Atomic) != 0)
+        {
+            var wm = w.Type == PureOverwrite ? r : w;
+            Assert.True(wm.Type is Mapped or Unwritten && (wm.Flags & (ushort)FuseIomapFlags.AtomicBio) != 0, $"atomic write mapping {wm} without ATOMIC_BIO");
+        }
+        // Cow's promises (stricter than the kernel):
+        foreach (var (m, name) in new[] { (r, "read"), (w, "write") })
+            if (m.Type is Mapped or Unwritten)
+            {
+                Assert.True(m.Addr % (ulong)BlockSize == 0, $"{name} mapping {m}: address not aligned");
+                Assert.True((long)(m.Addr + m.Length) <= _devSize[m.Dev], $"{name} mapping {m} runs past device {m.Dev} ({_devSize[m.Dev]} bytes)");
+            }
         Assert.True(r.Offset == w.Offset && r.Length == w.Length, $"read {r} and write {w} cover different ranges");
-        bool writeOp = (op & (IomapOp.Write | IomapOp.Zero | IomapOp.Unshare | IomapOp.Writeback)) != 0;
+        bool writeOp = (WireOp(op) & (uint)FuseIomapOpFlags.WriteMask) != 0;   // fuse_is_iomap_file_write
         if (!writeOp) Assert.Equal(PureOverwrite, w.Type);
         if (w.Type == Mapped)
         {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Cow.Core;
 using Cow.Fuse.Mounting;
+using Cow.Fuse.Server;
 using Xunit;
 
 namespace Cow.Tests.Mount;
@@ -33,9 +34,27 @@ public sealed class MountedPool : IDisposable
             Log = line => { lock (Log) Log.Add(line); },
         };
         if (adjust != null) _settings = adjust(_settings);
+        // The kernel tier (tests/kernel/iomap-vm.sh) runs mount tests inside the fuse-iomap VM with
+        // COW_TEST_IOMAP=on|auto|off (the mount's --iomap) and COW_TEST_IOMAP_DEVICES=BASE,LOG (block devices
+        // formatted for every pool, instead of image files: one pool at a time, so run one test class serially).
+        var iomapEnv = Environment.GetEnvironmentVariable("COW_TEST_IOMAP");
+        if (!string.IsNullOrEmpty(iomapEnv))
+            _settings = _settings with
+            {
+                Iomap = iomapEnv switch
+                {
+                    "on" => IomapMode.On,
+                    "off" => IomapMode.Off,
+                    "auto" => IomapMode.Auto,
+                    _ => throw new ArgumentException($"COW_TEST_IOMAP must be on, off or auto, not '{iomapEnv}'"),
+                },
+            };
+        var devices = Environment.GetEnvironmentVariable("COW_TEST_IOMAP_DEVICES")?.Split(',', StringSplitOptions.RemoveEmptyEntries);
+        if (devices != null && devices.Length != 2) throw new ArgumentException("COW_TEST_IOMAP_DEVICES must name two devices: BASE,LOG");
         try
         {
-            Pool.Create(PoolDir, new PoolCreateOptions { BaseSize = baseSize, LogSize = logSize }).Dispose();
+            Pool.Create(PoolDir, devices == null ? new PoolCreateOptions { BaseSize = baseSize, LogSize = logSize }
+                : new PoolCreateOptions { BaseDevice = devices[0], LogDevice = devices[1], Force = true }).Dispose();
             if (snapshot == null) MountNow();
         }
         catch { Dispose(); throw; }
