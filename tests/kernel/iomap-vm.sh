@@ -95,10 +95,12 @@ for s in $STEPS; do
     ;;
   posix)
     # The project's POSIX suite against a Cow mount on these disks with --iomap on (MountedPool reads
-    # COW_TEST_IOMAP / COW_TEST_IOMAP_DEVICES: every test formats the two disks and mounts them).
+    # COW_TEST_IOMAP / COW_TEST_IOMAP_DEVICES: every test formats the two disks and mounts them, so the test
+    # classes run one after the other: two at once would format the same disks under each other).
     do_umount
     COW_TEST_IOMAP=on COW_TEST_IOMAP_DEVICES=/dev/vda,/dev/vdb dotnet test "$REPO/tests/Cow.Tests/bin/Release/net10.0/Cow.Tests.dll" \
-      --filter "FullyQualifiedName~${POSIX_FILTER:-Cow.Tests.Mount.PosixMountTests}" --logger "console;verbosity=normal" > /tmp/posix.out 2>&1
+      --filter "${POSIX_FILTER:-FullyQualifiedName~Cow.Tests.Mount.Posix|FullyQualifiedName~Cow.Tests.Posix.MountPosixCasesTests}" --logger "console;verbosity=normal" \
+      -- xUnit.ParallelizeTestCollections=false > /tmp/posix.out 2>&1
     rc=$?
     grep -E "^\s+(Passed|Failed|Skipped) |Total tests|Passed:|Failed:|Skipped:|Error Message|Assert" /tmp/posix.out | head -80
     [ -d /scratch ] && cp /tmp/posix.out /scratch/ 2>/dev/null
