@@ -16,6 +16,7 @@ namespace Cow.Tests.Kernel;
 /// Skipped, with the reason, where the VM cannot run: no qemu-system-x86_64, no ../shared/kernel, not root.
 /// </summary>
 [Trait("Tier", "kernel")]
+[Collection(KernelVmCollection.Name)]
 public sealed class IomapVmTests(ITestOutputHelper output)
 {
     /// <summary>The repository checkout the tests were built in (tests/Cow.Tests/bin/Release/net10.0 is five levels down).</summary>
@@ -118,4 +119,12 @@ public sealed class IomapVmTests(ITestOutputHelper output)
         Assert.Contains("fuse-iomap: pool device /dev/vda", o);
         AssertClean(o, "checks", "remount", "kill", "umount");
     }
+}
+
+/// <summary>The VM tests run alone, after the other test collections: the guest runs under software emulation and
+/// takes both cores for minutes, which would starve the timing-sensitive mount tests running beside it.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class KernelVmCollection
+{
+    public const string Name = "kernel VM (alone)";
 }
