@@ -100,7 +100,7 @@ for s in $STEPS; do
     do_umount
     COW_TEST_IOMAP=on COW_TEST_IOMAP_DEVICES=/dev/vda,/dev/vdb dotnet test "$REPO/tests/Cow.Tests/bin/Release/net10.0/Cow.Tests.dll" \
       --filter "${POSIX_FILTER:-FullyQualifiedName~Cow.Tests.Mount.Posix|FullyQualifiedName~Cow.Tests.Posix.MountPosixCasesTests}" --logger "console;verbosity=normal" \
-      -- xUnit.ParallelizeTestCollections=false > /tmp/posix.out 2>&1
+      --blame-hang --blame-hang-timeout "${POSIX_HANG:-300s}" -- xUnit.ParallelizeTestCollections=false > /tmp/posix.out 2>&1
     rc=$?
     grep -E "^\s+(Passed|Failed|Skipped) |Total tests|Passed:|Failed:|Skipped:|Error Message|Assert" /tmp/posix.out | head -80
     [ -d /scratch ] && cp /tmp/posix.out /scratch/ 2>/dev/null
