@@ -119,15 +119,17 @@ internal static class MountCommands
             pool.Problem += Log;
             // The control socket listens before the mount appears; the pool is handed to it once mounted.
             (var served, control) = Service.MountControl.Listen(folder, settings, Log);
-            try { m = MountedFileSystem.Start(pool, settings); }
-            catch (MountException e) when (e.IomapUnavailable) { Fail(e.Message); return ExitIomapUnavailable; }
-            catch (MountException e) { return Fail(e.Message); }
+            // Signals are taken before the mount appears: one that arrives while it is being set up stops the
+            // server as soon as it is up (unmounted and committed), instead of killing it with the mount in place.
             using var stop = new ManualResetEventSlim(false);
             string? why = null;
             void OnSignal(PosixSignalContext ctx) { ctx.Cancel = true; why ??= ctx.Signal.ToString(); stop.Set(); }
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
             using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
+            try { m = MountedFileSystem.Start(pool, settings); }
+            catch (MountException e) when (e.IomapUnavailable) { Fail(e.Message); return ExitIomapUnavailable; }
+            catch (MountException e) { return Fail(e.Message); }
             // From here the pool and its mount belong to the served set, as under cow serve: the control socket
             // answers every snapshot verb, and a rollback unmounts and mounts again with the same settings.
             int workers = m.Session.Workers;

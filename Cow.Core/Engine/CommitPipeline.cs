@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Cow.Core.Devices;
 using Cow.Core.Format;
 using Cow.Core.Metadata;
@@ -209,6 +210,7 @@ internal sealed class CommitPipeline : IDisposable
     /// would leave part of the change in memory for a later commit to make durable, so it is fail-stop like the
     /// commit path: the pool turns read-only and the exception is rethrown as the commit's
     /// (<see cref="CommitFailedException"/>), naming <paramref name="what"/>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]   // its frame in the logged stack says where the failure was caught
     public void FailStop(string what, Action step)
     {
         try { step(); }

@@ -98,12 +98,13 @@ for s in $STEPS; do
     # COW_TEST_IOMAP / COW_TEST_IOMAP_DEVICES: every test formats the two disks and mounts them, so the test
     # classes run one after the other: two at once would format the same disks under each other).
     do_umount
+    # Written straight to /scratch when it is shared: the host can follow the run while it goes.
+    out=/tmp/posix.out; [ -d /scratch ] && out=/scratch/posix.out
     COW_TEST_IOMAP=on COW_TEST_IOMAP_DEVICES=/dev/vda,/dev/vdb dotnet test "$REPO/tests/Cow.Tests/bin/Release/net10.0/Cow.Tests.dll" \
       --filter "${POSIX_FILTER:-FullyQualifiedName~Cow.Tests.Mount.Posix|FullyQualifiedName~Cow.Tests.Posix.MountPosixCasesTests}" --logger "console;verbosity=normal" \
-      --blame-hang --blame-hang-timeout "${POSIX_HANG:-300s}" -- xUnit.ParallelizeTestCollections=false > /tmp/posix.out 2>&1
+      --blame-hang --blame-hang-timeout "${POSIX_HANG:-300s}" -- xUnit.ParallelizeTestCollections=false > "$out" 2>&1
     rc=$?
-    grep -E "^\s+(Passed|Failed|Skipped) |Total tests|Passed:|Failed:|Skipped:|Error Message|Assert" /tmp/posix.out | head -80
-    [ -d /scratch ] && cp /tmp/posix.out /scratch/ 2>/dev/null
+    grep -E "^\s+(Passed|Failed|Skipped) |Total tests|Passed:|Failed:|Skipped:|Error Message|Assert" "$out" | head -80
     step posix $rc
     remkfs_mount
     ;;

@@ -28,7 +28,14 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
     /// <summary>Starts a foreground server and waits until its mount is up.</summary>
     private Process StartForeground(string mp, params string[] extra)
     {
-        var p = Process.Start(CowProgram.StartInfo(["mount", "--foreground", PoolDir, mp, .. extra]))!;
+        // Started as from a terminal, with the signals at their default: a runner that ignores SIGINT (a shell's
+        // background job does) would hand that on, and .NET, like any program, leaves an inherited SIG_IGN of
+        // SIGINT in place, so the server would never see the signal the test sends.
+        var psi = CowProgram.StartInfo(["mount", "--foreground", PoolDir, mp, .. extra]);
+        psi.ArgumentList.Insert(0, psi.FileName);
+        psi.ArgumentList.Insert(0, "--default-signal=INT,QUIT,TERM,HUP");
+        psi.FileName = "env";
+        var p = Process.Start(psi)!;
         _servers.Add(p);
         p.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (output) output.WriteLine("server: " + e.Data); };
         p.BeginErrorReadLine();
@@ -37,7 +44,7 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         {
             Assert.False(p.HasExited, $"server exited with {(p.HasExited ? p.ExitCode : 0)} before mounting");
             Assert.True(DateTime.UtcNow < until, "mount did not appear within 30 s");
-            Thread.Sleep(20);
+            Thread.Sleep(1);
         }
         return p;
     }
@@ -109,6 +116,25 @@ public sealed class MountLifecycleTests(ITestOutputHelper output) : IDisposable
         using var pool = Pool.Open(PoolDir);
         Assert.Equal(0, (int)pool.Live.Resolve("/note.txt", out var a));
         Assert.Equal(25, a.Size);
+    }
+
+    /// <summary>A signal sent the moment the mount appears (the server may still be setting up) stops the server
+    /// cleanly: exit 0, unmounted, the pool closed — not killed by the signal with a dead mount left behind.</summary>
+    [SkippableFact]
+    public void A_signal_as_soon_as_the_mount_appears_still_unmounts_cleanly()
+    {
+        MakePool();
+        var mp = NewMountPoint();
+        for (int round = 0; round < 3; round++)
+        {
+            var p = StartForeground(mp);
+            Assert.Equal(0, Mono.Unix.Native.Syscall.kill(p.Id, Mono.Unix.Native.Signum.SIGINT));
+            Assert.True(p.WaitForExit(30_000), "server did not exit within 30 s of the signal");
+            Assert.Equal(0, p.ExitCode);
+            Assert.Null(MountTable.Find(mp));
+        }
+        using var pool = Pool.Open(PoolDir);
+        Assert.True(pool.Fsck().Clean);
     }
 
     [SkippableFact]
