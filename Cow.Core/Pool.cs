@@ -314,6 +314,7 @@ public sealed partial class Pool : IDisposable
     {
         store.EnsureLaterIndexes();
         var pool = store.LoadPool();
+        if (!pool.ChunkSegs) store.FillChunkSegs(pool);   // the cleaner finds chunks by segs (format.md 9)
         var blocks = store.LoadDevices().ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize);
         var engine = new Engine.Engine(store, pool, devs, blocks);
         engine.RemoveOrphans();

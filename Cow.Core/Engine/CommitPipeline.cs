@@ -140,10 +140,32 @@ internal sealed class CommitPipeline : IDisposable
     /// <para>Fail-stop: any exception from here on makes the pool read-only before the lock that guards the
     /// dirty state is let go; the last durable commit stays as it was (nothing after the failure reaches the
     /// metadata store). Throws <see cref="CommitFailedException"/> (an IOException).</para></summary>
-    public void CommitLocked(Action<MetadataBatch>? inside)
+    public void CommitLocked(Action<MetadataBatch>? inside) => CommitLocked(inside, null);
+
+    /// <summary>
+    /// A commit that carries the cleaner's moves (format.md 6, "Relocation"); the caller holds <c>commitLock</c>.
+    /// <paramref name="relocate"/> runs under <c>stateLock</c> before the gather: it points the mappings in
+    /// memory at the copies and returns the moves, which the metadata transaction applies to every stored chunk.
+    /// <c>stateLock</c> is held until that transaction is durable, so that no chunk is loaded from the store
+    /// in between with the old addresses; the blocks moved from are freed like any other of the commit.
+    /// </summary>
+    public void CommitRelocating(Func<List<Relocation>> relocate) => CommitLocked(null, relocate);
+
+    private void CommitLocked(Action<MetadataBatch>? inside, Func<List<Relocation>>? relocate)
     {
         if (_closed) throw new ObjectDisposedException("pool", "the pool is closed");
         ThrowIfFailed();
+        bool holdState = relocate != null;
+        if (holdState) Monitor.Enter(_stateLock);
+        try
+        {
+            CommitLockedThenRelease(inside, relocate, ref holdState);
+        }
+        finally { if (holdState) Monitor.Exit(_stateLock); }
+    }
+
+    private void CommitLockedThenRelease(Action<MetadataBatch>? inside, Func<List<Relocation>>? relocate, ref bool holdingState)
+    {
         MetadataBatch batch = null!;
         List<(uint Cookie, List<(long, long)> Ranges)> frees = null!;
         long seq;
@@ -154,7 +176,14 @@ internal sealed class CommitPipeline : IDisposable
             seq = _pool.CommitSeq + 1;
             try
             {
+                List<Relocation>? moves = null;
+                if (relocate != null)
+                {
+                    moves = relocate();
+                    Fault("relocate");
+                }
                 batch = _versions.Gather();
+                if (moves != null) batch.Relocations.AddRange(moves);
                 _space.GatherDirtySegments(batch);
                 Fault("gather");
                 if (inside != null)
@@ -176,8 +205,11 @@ internal sealed class CommitPipeline : IDisposable
             FlushDataDevices();
             Fault("write");
             _store.Commit(batch);
+            foreach (var (ino, index) in batch.RelocatedLive)
+                _mappings.Record(ino, index * FormatConstants.ChunkBlocks, FormatConstants.ChunkBlocks);
         }
         catch (Exception e) { throw Fail(seq, "while writing it", e); }
+        if (holdingState) { Monitor.Exit(_stateLock); holdingState = false; }
         try
         {
             // Whoever caches mappings of live files hears of every change this commit freed blocks for

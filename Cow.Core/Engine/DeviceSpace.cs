@@ -41,6 +41,11 @@ internal sealed class DeviceSpace
     }
 
     public long FreeBlocks => Blocks - _busyCount;
+    /// <summary>Segments of the device (the last may be short).</summary>
+    public int SegmentCount => _segmentFree.Length;
+    /// <summary>Log device only: the <c>sequence</c> of each segment's header as far as known (0: not read yet),
+    /// the age the cleaner weighs segments by (LogCleaner.cs).</summary>
+    public long[]? HeaderSequence;
     public long DataBlocks => Blocks - (Blocks + FormatConstants.SegmentBlocks - 1) / FormatConstants.SegmentBlocks;
     public uint RefCount(long block) => _refs[block];
     public bool IsBusy(long block) => (_busy[block >> 6] & (1UL << (int)(block & 63))) != 0;
@@ -75,6 +80,56 @@ internal sealed class DeviceSpace
             if (_refs[b]++ == 0) SetBusy(b, true);
             _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
         }
+    }
+
+    /// <summary>Blocks of segment <paramref name="segment"/> that something maps (count above 0).</summary>
+    public int LiveBlocks(int segment)
+    {
+        long first = (long)segment * FormatConstants.SegmentBlocks, end = Math.Min(Blocks, first + FormatConstants.SegmentBlocks);
+        int n = 0;
+        for (long b = first + 1; b < end; b++) if (_refs[b] != 0) n++;
+        return n;
+    }
+
+    /// <summary>Data blocks of segment <paramref name="segment"/> (all but its reserved first block).</summary>
+    public int Capacity(int segment) => SegmentCapacity(segment);
+
+    /// <summary>The runs of mapped blocks (count above 0) of segment <paramref name="segment"/>, in address order.</summary>
+    public List<(long Start, long Count)> LiveRuns(int segment)
+    {
+        var runs = new List<(long, long)>();
+        long first = (long)segment * FormatConstants.SegmentBlocks, end = Math.Min(Blocks, first + FormatConstants.SegmentBlocks);
+        for (long b = first + 1; b < end; b++)
+        {
+            if (_refs[b] == 0) continue;
+            long s0 = b;
+            while (b + 1 < end && _refs[b + 1] != 0) b++;
+            runs.Add((s0, b - s0 + 1));
+        }
+        return runs;
+    }
+
+    /// <summary>Gives block <paramref name="block"/> (reserved, unmapped: just allocated) <paramref name="refs"/>
+    /// mappings at once: the block the cleaner copied another's data to takes over all of its mappings.</summary>
+    public void AdoptRefs(long block, uint refs)
+    {
+        CheckRange(block, 1);
+        if (_refs[block] != 0) throw new InvalidOperationException($"space map of device {Cookie}: block {block} adopts mappings but has {_refs[block]}");
+        if (refs == 0) return;
+        _refs[block] = refs;
+        SetBusy(block, true);
+        _dirtySegments.Add(block / FormatConstants.SegmentBlocks);
+    }
+
+    /// <summary>Drops every mapping of block <paramref name="block"/> (they moved to a copy): freed, deferred to
+    /// the commit like any free. Returns how many there were.</summary>
+    public uint ReleaseAll(long block)
+    {
+        uint n = _refs[block];
+        if (n == 0) return 0;
+        _refs[block] = 1;
+        Release(block, 1);
+        return n;
     }
 
     /// <summary>Drops one reference; blocks reaching zero stay busy until <see cref="ReleasePendingFrees"/>.</summary>

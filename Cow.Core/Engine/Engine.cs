@@ -137,6 +137,7 @@ public sealed partial class Engine : IDisposable
         _ctx.SnapshotOps = new SnapshotManager(_ctx);
         _ctx.Restorer = new SnapshotRestorer(_ctx);
         _ctx.Importer = new ImportWriter(_ctx);
+        _ctx.Cleaner = new LogCleaner(_ctx);
         _ctx.Prealloc.LoadPreallocTotal();
     }
 
@@ -198,6 +199,7 @@ public sealed partial class Engine : IDisposable
 
     public void Dispose()
     {
+        _ctx.Cleaner.Stop();
         _commits.Close(() =>
         {
             try { Store.Dispose(); }

@@ -42,6 +42,7 @@ internal sealed class EngineContext
     public SnapshotManager SnapshotOps { get; set; } = null!;
     public SnapshotRestorer Restorer { get; set; } = null!;
     public ImportWriter Importer { get; set; } = null!;
+    public LogCleaner Cleaner { get; set; } = null!;
 }
 
 /// <summary>

@@ -32,8 +32,10 @@ internal sealed class FileDataPath(EngineContext context) : EnginePart(context)
             while (n > 0)
             {
                 BlockRun run;
+                long epoch;
                 lock (StateLock)
                 {
+                    epoch = Space.ReleaseEpoch;
                     if (tree.Gone) return Errno.ESTALE;
                     var c = tree.Chunk(ino, fb / ChunkBlocks);
                     run = ExtentMap.FindRun(c, fb, n);
@@ -53,6 +55,11 @@ internal sealed class FileDataPath(EngineContext context) : EnginePart(context)
                     bool deviceSums = BlockSize == IBlockDevice.ChecksumBlockBytes;
                     DeviceReadResult how;
                     ReuseGate.EnterReadLock();
+                    // Frees are released only with the gate held in write mode: if none was released since the
+                    // mapping was looked up, its blocks cannot be handed out again before the read ends; if some
+                    // were, the mapping may be stale (its blocks freed, by an overwrite or a cleaner move, and
+                    // reused): look it up again.
+                    if (Space.ReleaseEpoch != epoch) { ReuseGate.ExitReadLock(); continue; }
                     try
                     {
                         how = deviceSums

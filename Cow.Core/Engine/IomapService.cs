@@ -8,7 +8,7 @@ namespace Cow.Core.Engine;
 
 /// <summary>The iomap service: the contract the kernel's fuse-iomap asks (IOMAP_BEGIN, IOMAP_END, IOMAP_IOEND) and
 /// that the userspace data path uses too. Read mappings come from the <see cref="ExtentMap"/>; write mappings
-/// are fresh log space from the <see cref="SpaceAllocator"/>, remembered in <see cref="WriteReservations"/>
+/// are fresh space from the <see cref="SpaceAllocator"/> (the log device while it has room, else the base device), remembered in <see cref="WriteReservations"/>
 /// until an ioend commits them into the file (<see cref="RemapRange"/>) or iomap_end releases them. Every map
 /// change is recorded for the <see cref="MappingInvalidations"/>. State: scratch of IoEnd only. Under the engine's <c>_lock</c>; no device data I/O except a
 /// new log segment's header and an ioend's checksum read-back.</summary>
@@ -68,23 +68,22 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
                 return 0;
             }
             var li = Live(ino)!;
-            var log = Space.Log;
             long want = callerMerges ? Math.Min(endBlock - fb, ChunkBlocks - fb % ChunkBlocks) : run.Blocks;
             // Fallocate reservations are not free space for others (FallocateReservations.cs).
             if (Space.Preallocated != 0 && (want = Prealloc.WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
-            long n = log.Allocate(want, out long start);
+            long n = Space.AllocateForWrite(want, out uint device, out long start);
             if (n == 0) return Errno.ENOSPC;
-            if (!OpenSegmentIfNew(log, start))
+            if (device == FormatConstants.LogCookie && !OpenSegmentIfNew(Space.Log, start))
             {
-                log.Unreserve(start, n);
+                Space[device].Unreserve(start, n);
                 return Errno.EIO;
             }
             var readRun = run with { Blocks = Math.Min(run.Blocks, n) };
             run = run with { Blocks = n };
-            Reservations.Add(li, fb, n, log.Cookie, start);
+            Reservations.Add(li, fb, n, device, start);
             var readMap = ToMapping(readRun);
             var flags = MappingFlags.Shared | (run.IsHole && readRun.Blocks == n ? MappingFlags.New : MappingFlags.None);
-            pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, n << BlockShift, (ulong)start << BlockShift, MappingType.Mapped, flags, log.Cookie));
+            pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, n << BlockShift, (ulong)start << BlockShift, MappingType.Mapped, flags, device));
             return 0;
         }
     }
@@ -96,7 +95,8 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
         long seg = start / FormatConstants.SegmentBlocks;
         if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return true; }
         var block = new byte[BlockSize];
-        new SegmentHeader(PoolState.PoolUuid, (ulong)seg, (ulong)PoolState.SegmentSeq++, PoolState.LiveGen).Write(block);
+        long sequence = PoolState.SegmentSeq++;
+        new SegmentHeader(PoolState.PoolUuid, (ulong)seg, (ulong)sequence, PoolState.LiveGen).Write(block);
         try { Devices[log.Cookie].Write((seg * FormatConstants.SegmentBlocks) << BlockShift, block); }
         catch (IOException e)
         {
@@ -104,6 +104,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             return false;
         }
         log.OpenSegment = seg;
+        log.HeaderSequence?[seg] = sequence;
         NoteDeviceWrite(log.Cookie);
         return true;
     }

@@ -40,6 +40,9 @@ internal sealed class RecordVersioner(PoolRecord pool, LiveTreeCache cache, Spac
 
     public bool IsDirty(ChunkRecord c) => _dirtyChunks.Contains(c);
 
+    /// <summary>The chunks changed since the last commit (the cleaner points them at moved blocks).</summary>
+    public IEnumerable<ChunkRecord> DirtyChunks => _dirtyChunks;
+
     public long NewRid() => pool.NextRid++;
 
     public bool SharedWithSnapshot(VersionedRecord r) => r.Birth <= NewestSnapshotGen;

@@ -43,6 +43,9 @@ internal sealed class SnapshotCatalog
     /// <summary>The frozen tree of generation <paramref name="gen"/>.</summary>
     public ITreeReader View(long gen) => _trees.View(gen);
 
+    /// <summary>Forgets the records the frozen trees cached (the cleaner moved blocks they map: they reload).</summary>
+    public void DropCachedRecords() => _trees.DropCachedRecords();
+
     /// <summary>A new snapshot, the newest (inside the commit that records it).</summary>
     public void Add(SnapshotRecord snap)
     {

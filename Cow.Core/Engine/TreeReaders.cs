@@ -31,6 +31,13 @@ internal sealed class SnapshotCache(MetadataStore store)
         return v;
     }
 
+    /// <summary>Drops every cached record of every view (the cleaner moved blocks they may map); the views stay usable.</summary>
+    public void DropCachedRecords()
+    {
+        foreach (var v in _views.Values) v.Clear();
+        _entries = 0;
+    }
+
     public void Forget(long gen)
     {
         if (_views.Remove(gen, out var v)) v.Gone = true;

@@ -59,7 +59,7 @@ public enum SeekWhence { Data = 3, Hole = 4 }
 /// <summary>Space of one pool device in blocks of the pool's block size (cow df): <paramref name="DataBlocks"/>
 /// excludes the segment headers; <paramref name="UsedBlocks"/> are referenced by some view, reserved by a write in
 /// flight, or freed by a commit not yet durable; <paramref name="FreeBlocks"/> = DataBlocks − UsedBlocks.
-/// <paramref name="TakesNewWrites"/>: whether new writes allocate on it (today only the log device, format.md §1).</summary>
+/// <paramref name="TakesNewWrites"/>: whether new writes allocate on it (every data device: the log first, format.md §1).</summary>
 public readonly record struct DeviceUsage(uint Cookie, long DataBlocks, long UsedBlocks, long FreeBlocks, bool TakesNewWrites);
 
 public readonly record struct SnapshotSpace(string Name, long Generation, long CreatedNs, long ReferencedBytes, long ExclusiveBytes);

@@ -19,6 +19,11 @@ internal sealed class MetadataBatch
     public readonly List<long> DeletedInodes = new(), DeletedDirents = new(), DeletedChunks = new(), DeletedSpaceMaps = new();
     /// <summary>Snapshots to delete, by generation (their <c>_id</c>).</summary>
     public readonly List<long> DeletedSnapshots = new();
+    /// <summary>Blocks the log cleaner moved, sorted by device and address, not overlapping: applied after every
+    /// other change, to every chunk document that maps them (format.md 6, "Relocation").</summary>
+    public readonly List<Relocation> Relocations = new();
+    /// <summary>Filled by the commit: the live chunks (ino, index) whose stored map <see cref="Relocations"/> changed.</summary>
+    public readonly List<(long Ino, long Index)> RelocatedLive = new();
     /// <summary>Versions that stop being live: (kind, rid, death).</summary>
     public readonly List<(RecordKind Kind, long Rid, long Death)> Retired = new();
 

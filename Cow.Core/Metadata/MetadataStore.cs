@@ -91,10 +91,50 @@ internal sealed class MetadataStore : IDisposable
     public void EnsureLaterIndexes()
     {
         bool created = _inodes.EnsureIndex("birth") | _dirents.EnsureIndex("birth") | _chunks.EnsureIndex("birth")
-            | _dirents.EnsureIndex("child") | _inodes.EnsureIndex("prealloc_blocks");
+            | _dirents.EnsureIndex("child") | _inodes.EnsureIndex("prealloc_blocks") | _chunks.EnsureIndex("segs", "$.segs[*]");
         // As after every commit: into the data file (fsynced), log truncated.
         if (created) _db.Checkpoint();
     }
+
+    /// <summary>
+    /// Gives every chunk document its <c>segs</c> (format.md 5.6) and sets the pool's <c>chunk_segs</c>, in one
+    /// transaction: for a pool whose pool document lacks <c>chunk_segs</c> (made before <c>segs</c>, or last
+    /// written by a build that predates it, which may have written chunks without <c>segs</c>). The log
+    /// cleaner finds the chunks that map a segment by <c>segs</c>, so none may lack it. Returns the documents rewritten.
+    /// </summary>
+    public long FillChunkSegs(PoolRecord pool)
+    {
+        long n = 0;
+        if (!_db.BeginTrans()) throw new InvalidOperationException("a metadata transaction is already open on this thread");
+        try
+        {
+            foreach (var d in _chunks.FindAll().ToList())
+            {
+                var segs = ChunkBson.SegsOf(ChunkBson.FromBson(d).Extents);
+                if (d.TryGetValue("segs", out var old) && old == segs) continue;
+                d["segs"] = segs;
+                _chunks.Update(d);
+                n++;
+            }
+            pool.ChunkSegs = true;
+            _pool.Upsert(pool.ToBson());
+            _db.Commit();
+        }
+        catch
+        {
+            _db.Rollback();
+            pool.ChunkSegs = false;
+            throw;
+        }
+        _db.Checkpoint();
+        CommitCount++;
+        return n;
+    }
+
+    /// <summary>Every chunk version (any generation) that maps a block of segment <paramref name="segment"/> of
+    /// device <paramref name="device"/>, by the <c>segs</c> index.</summary>
+    public List<ChunkRecord> ChunksMapping(uint device, long segment) =>
+        _chunks.Find(BsonExpression.Create("$.segs[*] ANY = @0", Relocation.SegmentKey(device, segment))).Select(ChunkBson.FromBson).ToList();
 
     /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
     public List<DirentRecord> LoadLinks(long child, long gen) => LoadDirents(BsonExpression.Create("$.child = @0", child), gen);
@@ -246,6 +286,7 @@ internal sealed class MetadataStore : IDisposable
             if (batch.Chunks.Count > 0) _chunks.Upsert(batch.Chunks);
             if (batch.SpaceMaps.Count > 0) _spacemaps.Upsert(batch.SpaceMaps);
             if (batch.Snapshots.Count > 0) _snapshots.Upsert(batch.Snapshots);
+            if (batch.Relocations.Count > 0) Relocate(batch);
             if (batch.Pool != null) _pool.Upsert(batch.Pool.ToBson());
             _db.Commit();
         }
@@ -258,6 +299,30 @@ internal sealed class MetadataStore : IDisposable
         // them into the data file, which is fsynced before the log is truncated.
         _db.Checkpoint();
         CommitCount++;
+    }
+
+    /// <summary>Inside a commit, after its other changes: points every chunk document (any generation) that maps
+    /// a block <see cref="MetadataBatch.Relocations"/> moved at the new place (found by <c>segs</c>), and lists the
+    /// live ones in <see cref="MetadataBatch.RelocatedLive"/>.</summary>
+    private void Relocate(MetadataBatch batch)
+    {
+        var moves = batch.Relocations;
+        var keys = new SortedSet<long>();
+        foreach (var m in moves)
+            for (long s = m.FromAddress / FormatConstants.SegmentBlocks; s <= (m.FromEnd - 1) / FormatConstants.SegmentBlocks; s++)
+                keys.Add(Relocation.SegmentKey(m.FromDevice, s));
+        var seen = new HashSet<long>();
+        foreach (var key in keys)
+            foreach (var d in _chunks.Find(BsonExpression.Create("$.segs[*] ANY = @0", key)).ToList())
+            {
+                if (!seen.Add(d["_id"].AsInt64)) continue;
+                var c = ChunkBson.FromBson(d);
+                var moved = Relocation.Apply(c.Extents, moves);
+                if (moved == null) continue;
+                c.Extents = moved;
+                _chunks.Update(c.ToBson());
+                if (c.Death == FormatConstants.Forever) batch.RelocatedLive.Add((c.Ino, c.Index));
+            }
     }
 
     public void Dispose()

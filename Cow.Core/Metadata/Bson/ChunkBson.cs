@@ -24,9 +24,12 @@ internal static class ChunkBson
         return new BsonDocument
         {
             ["_id"] = r.Rid, ["ino"] = r.Ino, ["index"] = r.Index, ["key"] = ChunkRecord.Key(r.Ino, r.Index), ["birth"] = r.Birth,
-            ["death"] = r.Death, ["map"] = map, ["sums"] = sums,
+            ["death"] = r.Death, ["map"] = map, ["sums"] = sums, ["segs"] = SegsOf(r.Extents),
         };
     }
+
+    /// <summary><c>segs</c>: every device segment the chunk maps a block of (<see cref="Relocation.SegmentsOf"/>).</summary>
+    internal static BsonArray SegsOf(IReadOnlyList<Extent> extents) => new(Relocation.SegmentsOf(extents).Select(k => new BsonValue(k)));
 
     internal static ChunkRecord FromBson(BsonDocument d)
     {

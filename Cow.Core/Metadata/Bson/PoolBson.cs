@@ -5,12 +5,17 @@ namespace Cow.Core.Metadata;
 /// <summary>The BSON mapping of <see cref="PoolRecord"/>: field names as in format.md ("Metadata file"). Stateless.</summary>
 internal static class PoolBson
 {
-    internal static BsonDocument ToBson(this PoolRecord r) => new()
+    internal static BsonDocument ToBson(this PoolRecord r)
     {
-        ["_id"] = 1, ["pool_uuid"] = r.PoolUuid, ["format_version"] = r.FormatVersion, ["block_size"] = r.BlockSize,
-        ["live_gen"] = r.LiveGen, ["next_ino"] = r.NextIno, ["next_rid"] = r.NextRid, ["commit_seq"] = r.CommitSeq,
-        ["segment_seq"] = r.SegmentSeq, ["log_cursor"] = r.LogCursor, ["created_ns"] = r.CreatedNs, ["label"] = r.Label,
-    };
+        var d = new BsonDocument
+        {
+            ["_id"] = 1, ["pool_uuid"] = r.PoolUuid, ["format_version"] = r.FormatVersion, ["block_size"] = r.BlockSize,
+            ["live_gen"] = r.LiveGen, ["next_ino"] = r.NextIno, ["next_rid"] = r.NextRid, ["commit_seq"] = r.CommitSeq,
+            ["segment_seq"] = r.SegmentSeq, ["log_cursor"] = r.LogCursor, ["created_ns"] = r.CreatedNs, ["label"] = r.Label,
+        };
+        if (r.ChunkSegs) d["chunk_segs"] = 1;
+        return d;
+    }
 
     internal static PoolRecord FromBson(BsonDocument d) => new()
     {
@@ -18,5 +23,6 @@ internal static class PoolBson
         LiveGen = d["live_gen"].AsInt64, NextIno = d["next_ino"].AsInt64, NextRid = d["next_rid"].AsInt64,
         CommitSeq = d["commit_seq"].AsInt64, SegmentSeq = d["segment_seq"].AsInt64, LogCursor = d["log_cursor"].AsInt64,
         CreatedNs = d["created_ns"].AsInt64, Label = d["label"].AsString,
+        ChunkSegs = d.TryGetValue("chunk_segs", out var cs) && cs.IsNumber && cs.AsInt32 == 1,
     };
 }

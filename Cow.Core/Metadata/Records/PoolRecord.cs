@@ -28,6 +28,9 @@ internal sealed class PoolRecord
     public long CreatedNs;
     /// <summary><c>label</c>: the pool's label.</summary>
     public string Label = "";
+    /// <summary><c>chunk_segs</c>: every chunk document carries <c>segs</c> (written by this build; a build that
+    /// predates <c>segs</c> rewrites the pool document without it, and the next open fills <c>segs</c> in again).</summary>
+    public bool ChunkSegs = true;
 
     /// <summary>A copy (every field is a value or an immutable string).</summary>
     public PoolRecord Clone() => (PoolRecord)MemberwiseClone();

@@ -204,9 +204,9 @@ public class EngineBasicsTests
     }
 
     [Fact]
-    public void FullLogDeviceGivesEnospcLosesNothingAndDeletesFreeSpace()
+    public void AFullPoolGivesEnospcLosesNothingAndDeletesFreeSpace()
     {
-        using var p = new MemoryPool(logSize: 16 << 20); // 16 MiB log
+        using var p = new MemoryPool(baseSize: 8 << 20, logSize: 16 << 20); // full: the log, then the base device
         long keep = CreateFile(p.Live, "/keep");
         var kept = Pattern(4 << 20, 1);
         WriteAt(p.Live, keep, 0, kept);
@@ -219,7 +219,7 @@ public class EngineBasicsTests
         {
             e = p.Live.Write(fill, off, chunk, out int n);
             off += n;
-            Assert.True(off < 64 << 20, "the log never filled up");
+            Assert.True(off < 64 << 20, "the pool never filled up");
             if (e == 0 && n < chunk.Length) { e = p.Live.Write(fill, off, chunk, out n); off += n; }
         }
         Assert.Equal(Mono.Unix.Native.Errno.ENOSPC, e);

@@ -1,5 +1,6 @@
 using Cow.Core.Engine;
 using Cow.Core.Format;
+using Cow.Core.Metadata;
 using Xunit;
 
 namespace Cow.Tests.EngineParts;
@@ -10,17 +11,65 @@ namespace Cow.Tests.EngineParts;
 public class SpaceAndReservationsTests
 {
     [Fact]
-    public void Only_the_log_takes_new_writes_and_fallocate_reservations_are_not_free()
+    public void Every_device_less_the_reserve_is_free_and_fallocate_reservations_are_not()
     {
         using var p = new EngineParts();
-        long logFree = p.Space.Log.FreeBlocks;
-        Assert.Equal(logFree, p.Space.FreeForNewWrites());
+        long all = p.Space.Devices.Values.Sum(d => d.FreeBlocks);
+        long reserve = p.Space.ReserveBlocks;
+        Assert.Equal(p.Space.Devices.Values.Sum(d => d.DataBlocks) / 100, reserve);
+        Assert.Equal(all - reserve, p.Space.FreeForNewWrites());
+        Assert.Equal(p.Space.Devices.Values.Sum(d => d.DataBlocks) - reserve, p.Space.SizeBlocks());
         p.Space.Preallocated = 100;
-        Assert.Equal(logFree - 100, p.Space.FreeForNewWrites());
-        p.Space.Preallocated = logFree + 5;
+        Assert.Equal(all - reserve - 100, p.Space.FreeForNewWrites());
+        p.Space.Preallocated = all + 5;
         Assert.Equal(0, p.Space.FreeForNewWrites());
-        Assert.False(SpaceAllocator.TakesNewWrites(FormatConstants.BaseCookie));
-        Assert.True(SpaceAllocator.TakesNewWrites(FormatConstants.LogCookie));
+    }
+
+    [Fact]
+    public void New_writes_take_the_log_then_the_base_device_and_never_the_reserve()
+    {
+        using var p = new EngineParts();
+        var log = p.Space.Log;
+        var base_ = p.Space[FormatConstants.BaseCookie];
+        Assert.Equal(5, p.Space.AllocateForWrite(5, out uint dev, out long at));
+        Assert.Equal(FormatConstants.LogCookie, dev);
+        Assert.True(log.IsBusy(at));
+        // Fill the log: the next writes go to the base device.
+        while (log.FreeBlocks > 0) log.Allocate(FormatConstants.SegmentBlocks, out _);
+        Assert.True(p.Space.AllocateForWrite(5, out dev, out at) > 0);
+        Assert.Equal(FormatConstants.BaseCookie, dev);
+        // Fill everything but the reserve: new writes get nothing, the cleaner still gets room.
+        long room = p.Space.Devices.Values.Sum(d => d.FreeBlocks) - p.Space.ReserveBlocks;
+        while (room > 0) room -= base_.Allocate(Math.Min(room, FormatConstants.SegmentBlocks), out _);
+        Assert.Equal(0, p.Space.AllocateForWrite(5, out _, out _));
+        Assert.Equal(0, p.Space.FreeForNewWrites());
+        Assert.True(p.Space.AllocateForRelocation(5, out dev, out _) > 0);
+        Assert.Equal(FormatConstants.BaseCookie, dev);
+    }
+
+    [Fact]
+    public void A_transfer_moves_every_mapping_to_the_copy_and_skips_blocks_freed_meanwhile()
+    {
+        using var p = new EngineParts();
+        var log = p.Space.Log;
+        var base_ = p.Space[FormatConstants.BaseCookie];
+        log.Allocate(4, out long from);
+        log.AddRef(from, 4);
+        log.AddRef(from, 1);          // block 0 is shared (two mappings)
+        log.Release(from + 2, 1);     // block 2 was freed while being copied
+        base_.Allocate(4, out long to);
+        var moved = p.Space.Transfer(new Relocation(FormatConstants.LogCookie, from, 4, FormatConstants.BaseCookie, to));
+        Assert.Equal([new Relocation(FormatConstants.LogCookie, from, 2, FormatConstants.BaseCookie, to),
+            new Relocation(FormatConstants.LogCookie, from + 3, 1, FormatConstants.BaseCookie, to + 3)], moved);
+        Assert.Equal(2u, base_.RefCount(to));
+        Assert.Equal(1u, base_.RefCount(to + 1));
+        Assert.False(base_.IsBusy(to + 2));   // its room was given back
+        Assert.Equal(1u, base_.RefCount(to + 3));
+        for (int i = 0; i < 4; i++) Assert.Equal(0u, log.RefCount(from + i));
+        Assert.True(log.IsBusy(from));         // freed, but not free before the commit
+        var frees = p.Space.TakePendingFrees();
+        p.Space.ReleaseFrees(frees);
+        Assert.False(log.IsBusy(from));
     }
 
     [Fact]

@@ -153,8 +153,9 @@ public class RetentionSchedulerTests
     [SkippableFact]
     public void TheSpaceRuleDeletesOldestFirstAndMeasuresAgainAfterEach()
     {
-        // A small log device: fill it, snapshot between writes, then ask for more free space than there is.
-        using var mp = new MemoryPool(logSize: 64L << 20);
+        // A small pool (a 64 MiB log, a 1 MiB base device): fill it, snapshot between writes, then ask for more
+        // free space than there is.
+        using var mp = new MemoryPool(baseSize: 1L << 20, logSize: 64L << 20);
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         mp.Engine.SnapshotClock = () => clock.GetUtcNow().UtcDateTime;
         var tl = new Dictionary<string, string> { ["kind"] = "timeline" };
@@ -170,8 +171,8 @@ public class RetentionSchedulerTests
         }
         var st = mp.Live.StatFs();
         int freePct = (int)(st.FreeBlocks * 100 / st.Blocks);
-        // Each snapshot holds 8 MiB of the ~64 MiB the pool can hold (the log: the empty base device is not counted,
-        // StatFsTests) alone, about 12.5 points: wanting 20 points more than free needs two deletions; the rules
+        // Each snapshot holds 8 MiB of the ~64 MiB the pool can hold (every device less the reserve, StatFsTests)
+        // alone, about 12.5 points: wanting 20 points more than free needs two deletions; the rules
         // measure after each, so exactly the oldest ones go until it is reached.
         int want = freePct + 20;
         var log = new ListLogger();
@@ -185,12 +186,11 @@ public class RetentionSchedulerTests
         Assert.Empty(mp.Pool.Fsck().Problems);
     }
     [SkippableFact]
-    public void TheSpaceRuleDoesNotCountTheEmptyBaseDeviceAsUsedOrFree()
+    public void TheSpaceRuleCountsTheSpaceOfEveryDevice()
     {
-        // A large empty base device (it takes no new writes) and a 64 MiB log, a quarter of it held by two snapshots:
-        // 75 % of what the pool can hold is free. Were the base device counted (used or free), this would be
-        // about 8 % or about 96 % free, not 75 %.
-        using var mp = new MemoryPool(baseSize: 512L << 20, logSize: 64L << 20);
+        // A 64 MiB base device and a 64 MiB log, 16 MiB of it held by two snapshots: about 87 % of what the pool
+        // can hold is free (every device less the 1 % reserve). Were only the log counted, about 75 %.
+        using var mp = new MemoryPool(baseSize: 64L << 20, logSize: 64L << 20);
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         mp.Engine.SnapshotClock = () => clock.GetUtcNow().UtcDateTime;
         var data = new byte[8 << 20];
@@ -204,13 +204,13 @@ public class RetentionSchedulerTests
             clock.Advance(TimeSpan.FromHours(1));
         }
         var st = mp.Live.StatFs();
-        Assert.InRange(st.FreeBlocks * 100 / st.Blocks, 73, 75);
+        Assert.InRange(st.FreeBlocks * 100 / st.Blocks, 86, 88);
         var log = new ListLogger();
-        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 70 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
+        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 80 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
         Assert.Equal(new[] { "timeline-0", "timeline-1" }, Names(mp));
         Assert.DoesNotContain("min-free-percent", log.All);
-        // 80 % is more than is free: the oldest goes (and one deletion, 12.5 points, reaches it).
-        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 80 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
+        // 90 % is more than is free: the oldest goes (and one deletion, about 6.3 points, reaches it).
+        new RetentionScheduler(Config(new RetentionConfig { MinFreePercent = 90 }), new OnePool(mp.Pool), clock, log).Tick(clock.GetUtcNow().UtcDateTime, false);
         Assert.Equal(new[] { "timeline-1" }, Names(mp));
         Assert.Empty(mp.Pool.Fsck().Problems);
     }

@@ -1,0 +1,390 @@
+using System.Diagnostics;
+using Cow.Core.Format;
+using Cow.Core.Metadata;
+
+namespace Cow.Core.Engine;
+
+/// <summary>How the background cleaner runs (cow mount and cow serve; <c>cow clean</c> runs one pass now).</summary>
+public sealed record CleanerSettings
+{
+    /// <summary>A pass starts when less than this share of the log device's data blocks is free (percent).</summary>
+    public double StartBelowFreePercent { get; init; } = 25;
+    /// <summary>A background pass stops once this share of the log is free (percent).</summary>
+    public double StopAtFreePercent { get; init; } = 40;
+    /// <summary>Share of the time the cleaner may spend moving data (0 &lt; share ≤ 1): after a batch that took
+    /// t, it pauses t × (1 − share) / share. Below <see cref="UrgentBelowFreePercent"/> it runs flat out.</summary>
+    public double Share { get; init; } = 0.25;
+    /// <summary>Below this share of free log (percent) the cleaner ignores <see cref="Share"/>.</summary>
+    public double UrgentBelowFreePercent { get; init; } = 5;
+    /// <summary>How often the background cleaner looks at the log when it is idle.</summary>
+    public TimeSpan Poll { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>A clear message when a value is out of range, else null.</summary>
+    public string? Problem() =>
+        StartBelowFreePercent is < 0 or > 100 ? $"cleaner start threshold {StartBelowFreePercent} is not a percentage"
+        : StopAtFreePercent is < 0 or > 100 ? $"cleaner stop threshold {StopAtFreePercent} is not a percentage"
+        : StopAtFreePercent < StartBelowFreePercent ? $"cleaner stop threshold {StopAtFreePercent} % is below its start threshold {StartBelowFreePercent} %"
+        : Share is <= 0 or > 1 ? $"cleaner share {Share} is not in (0, 1]"
+        : null;
+}
+
+/// <summary>What one cleaning pass did.</summary>
+/// <param name="Stop">Why it stopped: "reached" (the log has the free share asked for), "nothing to move"
+/// (no segment whose cleaning frees space), "base full" (no room to move to), "cancelled", "frozen",
+/// "failed: ..." (an I/O error or a failed commit; nothing of the batch was committed).</param>
+public sealed record CleanerPass(long BlocksMoved, long SegmentsCleaned, long Batches, double Seconds, string Stop,
+    long LogFreeBlocks, long LogDataBlocks);
+
+/// <summary>The cleaner's state (cow status, cow df): whether the background cleaner runs, what it is doing,
+/// totals since the pool was opened and the last pass.</summary>
+public sealed record CleanerStatus(bool Background, string State, long BlocksMoved, long SegmentsCleaned, long Passes,
+    long LogFreeBlocks, long LogDataBlocks, CleanerPass? LastPass);
+
+/// <summary>
+/// The log cleaner (format.md 6, "Relocation"): moves the live blocks of log segments onto the base device,
+/// out of place, so that log segments become free again. Segments are chosen by cost-benefit as in Sprite
+/// LFS: benefit/cost = (1 − u) × age / (1 + u), u the segment's live share, age how many segments were opened
+/// on the log since it was (its header's <c>sequence</c>). Hot and cold data stay apart by construction:
+/// new writes go to the log, what survives long enough to be cleaned settles on the base device.
+/// <para>A batch: under <c>StateLock</c>, choose segments and reserve room on the base device; outside every
+/// lock, copy the blocks (the space allocator watches for blocks freed and handed out again meanwhile); then
+/// one commit (<see cref="CommitPipeline.CommitRelocating"/>) in which every mapping of a copied block,
+/// in memory and in every stored chunk version of any generation (found by <c>segs</c>), is pointed at the
+/// copy with the same checksum, and the old blocks are freed. A crash before that commit leaves the copies
+/// unreferenced (free); after it, the move is complete. Nothing else is persisted: after a restart the next
+/// pass chooses again.</para>
+/// <para>State: totals and the last pass, guarded by <c>_statusLock</c> (taken alone, never with another lock);
+/// <c>_passLock</c> makes passes (background and <c>cow clean</c>) one at a time and is taken before every
+/// engine lock. The background thread is owned here (<see cref="Start"/>, <see cref="Stop"/>).</para>
+/// </summary>
+internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
+{
+    /// <summary>Live blocks one batch moves at most (a whole segment is never split over two batches).</summary>
+    internal const int BatchBlocks = 4096;
+
+    private readonly object _passLock = new(), _statusLock = new();
+    private long _blocksMoved, _segmentsCleaned, _passes;
+    private CleanerPass? _lastPass;
+    private string _state = "idle";
+    private Thread? _thread;
+    private CancellationTokenSource? _stop;
+    private readonly AutoResetEvent _wake = new(false);
+    private CleanerSettings _settings = new();
+
+    /// <summary>Tests only: called after a batch's copies are written and before its commit.</summary>
+    internal Action? AfterCopyHook { get; set; }
+
+    public CleanerStatus Status()
+    {
+        long free, data;
+        lock (StateLock) { free = Space.Log.FreeBlocks; data = Space.Log.DataBlocks; }
+        lock (_statusLock)
+            return new CleanerStatus(_thread != null, _state, _blocksMoved, _segmentsCleaned, _passes, free, data, _lastPass);
+    }
+
+    /// <summary>Starts the background cleaner (once; later calls change its settings).</summary>
+    public void Start(CleanerSettings settings)
+    {
+        if (settings.Problem() is { } p) throw new ArgumentException(p, nameof(settings));
+        lock (_statusLock)
+        {
+            _settings = settings;
+            if (_thread != null) { _wake.Set(); return; }
+            _stop = new CancellationTokenSource();
+            var token = _stop.Token;
+            _thread = new Thread(() => Background(token)) { IsBackground = true, Name = "cow-cleaner" };
+            _thread.Start();
+        }
+    }
+
+    /// <summary>Stops the background cleaner, waiting for the batch in progress (its commit or its undoing).</summary>
+    public void Stop()
+    {
+        Thread? t;
+        lock (_statusLock)
+        {
+            t = _thread;
+            _stop?.Cancel();
+            _thread = null;
+        }
+        _wake.Set();
+        t?.Join();
+    }
+
+    /// <summary>Wakes the background cleaner to look at the log now (a write found the log full).</summary>
+    public void Nudge() => _wake.Set();
+
+    private void Background(CancellationToken token)
+    {
+        while (!token.IsCancellationRequested)
+        {
+            CleanerSettings s;
+            lock (_statusLock) s = _settings;
+            if (!Failed && !Commits.Frozen && LogFreePercent() < s.StartBelowFreePercent)
+            {
+                var pass = Clean(s.StopAtFreePercent, s.Share, s.UrgentBelowFreePercent, token);
+                // A pass that could not help (nothing to move, base full, an error) waits for the next poll.
+                if (pass.Stop == "reached" || pass.Stop == "cancelled") continue;
+            }
+            _wake.WaitOne(s.Poll);
+        }
+    }
+
+    private double LogFreePercent()
+    {
+        lock (StateLock) return 100.0 * Space.Log.FreeBlocks / Math.Max(1, Space.Log.DataBlocks);
+    }
+
+    /// <summary>
+    /// One pass: moves batches until <paramref name="untilFreePercent"/> of the log is free, or nothing more
+    /// can be gained. <paramref name="share"/> bounds the time spent moving (see <see cref="CleanerSettings.Share"/>).
+    /// </summary>
+    public CleanerPass Clean(double untilFreePercent, double share, double urgentBelowPercent, CancellationToken token)
+    {
+        lock (_passLock)
+        {
+            var clock = Stopwatch.StartNew();
+            long moved = 0, cleaned = 0, batches = 0;
+            string stop;
+            SetState("cleaning");
+            try
+            {
+                while (true)
+                {
+                    if (token.IsCancellationRequested) { stop = "cancelled"; break; }
+                    if (Failed) { stop = "failed: the pool is read-only after an earlier failure"; break; }
+                    if (Commits.Frozen) { stop = "frozen"; break; }
+                    double free = LogFreePercent();
+                    if (free >= untilFreePercent) { stop = "reached"; break; }
+                    var batchClock = Stopwatch.StartNew();
+                    var (result, blocks, segments) = RunBatch();
+                    if (result != null) { stop = result; break; }
+                    moved += blocks; cleaned += segments; batches++;
+                    lock (_statusLock) { _blocksMoved += blocks; _segmentsCleaned += segments; }
+                    if (share < 1 && free >= urgentBelowPercent)
+                    {
+                        var pause = batchClock.Elapsed * ((1 - share) / share);
+                        if (token.WaitHandle.WaitOne(pause)) { stop = "cancelled"; break; }
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException)
+            {
+                stop = "failed: " + e.Message;
+            }
+            long logFree, logData;
+            lock (StateLock) { logFree = Space.Log.FreeBlocks; logData = Space.Log.DataBlocks; }
+            var pass = new CleanerPass(moved, cleaned, batches, clock.Elapsed.TotalSeconds, stop, logFree, logData);
+            lock (_statusLock)
+            {
+                _passes++;
+                _lastPass = pass;
+                _state = stop.StartsWith("failed", StringComparison.Ordinal) ? stop : stop == "base full" ? "base full" : "idle";
+            }
+            return pass;
+        }
+    }
+
+    private void SetState(string state)
+    {
+        lock (_statusLock) _state = state;
+    }
+
+    /// <summary>One batch: plan, copy, commit. Returns (why the pass stops, or null; blocks moved; segments
+    /// emptied). An I/O error while copying undoes the batch (the reserved room is given back) and throws.</summary>
+    private (string? Stop, long Blocks, long Segments) RunBatch()
+    {
+        ReadSegmentAges();
+        List<Relocation> plan;
+        List<int> segments;
+        lock (StateLock)
+        {
+            if (Failed) return ("failed: the pool is read-only after an earlier failure", 0, 0);
+            segments = ChooseSegments();
+            if (segments.Count == 0) return ("nothing to move", 0, 0);
+            plan = ReserveTargets(segments);
+            if (plan.Count == 0) return ("base full", 0, 0);
+            Space.WatchReleases();
+        }
+        bool committed = false;
+        try
+        {
+            Copy(plan);
+            AfterCopyHook?.Invoke();
+            List<Relocation> moved = new();
+            lock (CommitLock)
+            {
+                if (Commits.Frozen) return ("frozen", 0, 0);
+                Commits.CommitRelocating(() => moved = Apply(plan));
+                committed = true;
+            }
+            long blocks = moved.Sum(m => m.Blocks), emptied;
+            lock (StateLock) emptied = segments.Count(s => Space.Log.LiveBlocks(s) == 0);
+            return (null, blocks, emptied);
+        }
+        finally
+        {
+            if (!committed)
+                lock (StateLock)
+                {
+                    Space.StopWatchingReleases();
+                    // Not committed (an error, a freeze): the copies are unreferenced, their room is free again.
+                    // After a failed commit the pool is read-only and the room stays reserved: harmless.
+                    if (!Failed) foreach (var m in plan) Space[m.ToDevice].Unreserve(m.ToAddress, m.Blocks);
+                }
+        }
+    }
+
+    /// <summary>Log segments to clean, best first by cost-benefit, until their live blocks fill a batch. Under StateLock.</summary>
+    private List<int> ChooseSegments()
+    {
+        var log = Space.Log;
+        long now = PoolState.SegmentSeq;
+        long openSeg = log.OpenSegment >= 0 ? log.OpenSegment : log.Cursor / FormatConstants.SegmentBlocks;
+        var scored = new List<(double Score, double Age, int Segment, int Live)>();
+        for (int s = 0; s < log.SegmentCount; s++)
+        {
+            if (s == openSeg) continue;   // the allocator is filling it
+            int live = log.LiveBlocks(s), cap = log.Capacity(s);
+            if (live == 0) continue;   // nothing to move (its busy blocks are freed or in flight)
+            double u = (double)live / cap;
+            long born = log.HeaderSequence is { } seqs ? seqs[s] : 0;
+            double age = Math.Max(1, now - born);
+            scored.Add(((1 - u) * age / (1 + u), age, s, live));
+        }
+        // Unlike Sprite LFS, the cleaner moves data to another device, so even a full segment frees log space
+        // when moved: full segments (score 0) come last, oldest first.
+        scored.Sort((a, b) => b.Score != a.Score ? b.Score.CompareTo(a.Score) : b.Age.CompareTo(a.Age));
+        var chosen = new List<int>();
+        long total = 0;
+        foreach (var (_, _, s, live) in scored)
+        {
+            if (chosen.Count > 0 && total + live > BatchBlocks) break;
+            chosen.Add(s);
+            total += live;
+        }
+        return chosen;
+    }
+
+    /// <summary>Reserves room on the base device for every live run of <paramref name="segments"/> (as much as
+    /// there is); the moves planned, sorted by source address. Under StateLock.</summary>
+    private List<Relocation> ReserveTargets(List<int> segments)
+    {
+        var plan = new List<Relocation>();
+        foreach (int s in segments)
+            foreach (var (start, count) in Space.Log.LiveRuns(s))
+            {
+                long done = 0;
+                while (done < count)
+                {
+                    long n = Space.AllocateForRelocation(count - done, out uint dev, out long at);
+                    if (n == 0) return Sorted(plan);
+                    plan.Add(new Relocation(FormatConstants.LogCookie, start + done, n, dev, at));
+                    done += n;
+                }
+            }
+        return Sorted(plan);
+    }
+
+    private static List<Relocation> Sorted(List<Relocation> l)
+    {
+        l.Sort((a, b) => a.FromDevice != b.FromDevice ? a.FromDevice.CompareTo(b.FromDevice) : a.FromAddress.CompareTo(b.FromAddress));
+        return l;
+    }
+
+    /// <summary>Copies every planned run, outside every lock.</summary>
+    private void Copy(List<Relocation> plan)
+    {
+        const int maxBlocks = 256;
+        var buffer = new byte[maxBlocks << BlockShift];
+        var written = new HashSet<uint>();
+        foreach (var m in plan)
+            for (long done = 0; done < m.Blocks; done += maxBlocks)
+            {
+                int n = (int)Math.Min(maxBlocks, m.Blocks - done);
+                var span = buffer.AsSpan(0, n << BlockShift);
+                Devices[m.FromDevice].Read((m.FromAddress + done) << BlockShift, span);
+                Devices[m.ToDevice].Write((m.ToAddress + done) << BlockShift, span);
+                if (written.Add(m.ToDevice)) NoteDeviceWrite(m.ToDevice);
+            }
+    }
+
+    /// <summary>
+    /// Inside the commit, under StateLock: every block of the plan that is still mapped, and was not freed and
+    /// handed out again while it was being copied, moves: its copy takes over all its mappings
+    /// (<see cref="SpaceAllocator.Transfer"/>), the live chunks in memory and in the write-behind set are
+    /// pointed at the copies (and their cached mappings invalidated), the snapshot trees' cached records are
+    /// dropped. Returns the moves actually made, sorted, for the metadata transaction to apply to the store.
+    /// </summary>
+    private List<Relocation> Apply(List<Relocation> plan)
+    {
+        var reused = Space.StopWatchingReleases();
+        var moves = new List<Relocation>();
+        foreach (var m in plan)
+            foreach (var piece in WithoutReused(m, reused))
+                if (piece.Reused) Space[m.ToDevice].Unreserve(piece.Move.ToAddress, piece.Move.Blocks);
+                else moves.AddRange(Space.Transfer(piece.Move));
+        Sorted(moves);
+        if (moves.Count == 0) return moves;
+        var seen = new HashSet<ChunkRecord>(ReferenceEqualityComparer.Instance);
+        foreach (var li in Cache.Inodes)
+            foreach (var (index, c) in li.Chunks)
+                if (c != null && seen.Add(c) && Relocation.Apply(c.Extents, moves) is { } moved)
+                {
+                    c.Extents = moved;
+                    if (!li.Deleted) Mappings.Record(li.Ino, index * ChunkBlocks, ChunkBlocks);
+                }
+        foreach (var c in Versions.DirtyChunks)
+            if (seen.Add(c) && Relocation.Apply(c.Extents, moves) is { } moved) c.Extents = moved;
+        Snapshots.DropCachedRecords();
+        return moves;
+    }
+
+    /// <summary><paramref name="m"/> cut into the pieces whose source blocks were (Reused) or were not released
+    /// for reuse while the batch was copied.</summary>
+    private static IEnumerable<(Relocation Move, bool Reused)> WithoutReused(Relocation m, List<(uint Cookie, long Start, long Count)> reused)
+    {
+        if (reused.Count == 0) { yield return (m, false); yield break; }
+        long at = 0;
+        while (at < m.Blocks)
+        {
+            bool r = IsReused(m.FromDevice, m.FromAddress + at, reused);
+            long end = at + 1;
+            while (end < m.Blocks && IsReused(m.FromDevice, m.FromAddress + end, reused) == r) end++;
+            yield return (new Relocation(m.FromDevice, m.FromAddress + at, end - at, m.ToDevice, m.ToAddress + at), r);
+            at = end;
+        }
+    }
+
+    private static bool IsReused(uint dev, long block, List<(uint Cookie, long Start, long Count)> reused)
+    {
+        foreach (var (c, s, n) in reused) if (c == dev && block >= s && block < s + n) return true;
+        return false;
+    }
+
+    /// <summary>Reads the header <c>sequence</c> of every log segment not read yet (once per open; new headers
+    /// are recorded as they are written). Outside every lock.</summary>
+    private void ReadSegmentAges()
+    {
+        long[]? seqs;
+        int count;
+        lock (StateLock) { seqs = Space.Log.HeaderSequence; count = Space.Log.SegmentCount; }
+        if (seqs != null) return;
+        seqs = new long[count];
+        var block = new byte[BlockSize];
+        var dev = Devices[FormatConstants.LogCookie];
+        for (int s = 1; s < count; s++)
+        {
+            try { dev.Read(((long)s * FormatConstants.SegmentBlocks) << BlockShift, block); }
+            catch (IOException) { continue; }
+            if (SegmentHeader.TryRead(block) is { } h && h.PoolUuid == PoolState.PoolUuid && h.SegmentIndex == (ulong)s)
+                seqs[s] = (long)h.Sequence;
+        }
+        lock (StateLock)
+        {
+            // A header written meanwhile is newer than what was read: keep the larger.
+            if (Space.Log.HeaderSequence is { } fresh) for (int s = 0; s < count; s++) fresh[s] = Math.Max(fresh[s], seqs[s]);
+            else Space.Log.HeaderSequence = seqs;
+        }
+    }
+}
