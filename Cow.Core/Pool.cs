@@ -90,6 +90,19 @@ public sealed partial class Pool : IDisposable
     public int BlockSize => Engine.BlockSize;
     /// <summary>Blocks of each device: data, used, free (df).</summary>
     public IReadOnlyList<DeviceUsage> DeviceUsage() => Engine.DeviceUsage();
+
+    /// <summary>Runs a log-cleaning pass now, at full speed: moves live blocks off the log device onto the base
+    /// device until <paramref name="untilFreePercent"/> of the log is free or nothing more can be moved.</summary>
+    public CleanerPass CleanLog(double untilFreePercent = 100, CancellationToken token = default) => Engine.CleanLog(untilFreePercent, token);
+
+    /// <summary>Starts (or re-configures) the background cleaner; it stops when the pool closes.</summary>
+    public void StartCleaner(CleanerSettings settings) => Engine.StartCleaner(settings);
+
+    /// <summary>Stops the background cleaner (waits for the batch in progress).</summary>
+    public void StopCleaner() => Engine.StopCleaner();
+
+    /// <summary>What the cleaner is doing and has done since the pool was opened.</summary>
+    public CleanerStatus CleanerStatus() => Engine.CleanerStatus();
     /// <summary>Problems the engine reports for an administrator (a failed commit, a checksum mismatch...).</summary>
     public event Action<string>? Problem { add => Engine.Problem += value; remove => Engine.Problem -= value; }
 
