@@ -76,6 +76,10 @@ public static class Fsck
         var inodes = store.AllInodes().ToList();
         var dirents = store.AllDirents().ToList();
         var chunks = store.AllChunks().ToList();
+        // Invariant 9: the cleaner finds the chunks that map a segment by segs, so a chunk whose segs is wrong
+        // would keep pointing at blocks the cleaner moved and freed.
+        foreach (var (rid, ino, problem) in store.ChunkSegsProblems())
+            r.Add("segs", $"chunk record {rid}: {problem}", ino);
         r.Inodes = inodes.Count; r.Chunks = chunks.Count;
 
         void CheckVersion(VersionedRecord v, string what, long ino)

@@ -131,6 +131,17 @@ internal sealed class MetadataStore : IDisposable
         return n;
     }
 
+    /// <summary>fsck: every chunk document whose <c>segs</c> is missing or is not the segments its <c>map</c> covers.</summary>
+    public IEnumerable<(long Rid, long Ino, string Problem)> ChunkSegsProblems()
+    {
+        foreach (var d in _chunks.FindAll())
+        {
+            var want = ChunkBson.SegsOf(ChunkBson.FromBson(d).Extents);
+            if (!d.TryGetValue("segs", out var have)) yield return (d["_id"].AsInt64, d["ino"].AsInt64, "has no segs");
+            else if (have != want) yield return (d["_id"].AsInt64, d["ino"].AsInt64, $"segs {have} differs from the segments its map covers {want}");
+        }
+    }
+
     /// <summary>Every chunk version (any generation) that maps a block of segment <paramref name="segment"/> of
     /// device <paramref name="device"/>, by the <c>segs</c> index.</summary>
     public List<ChunkRecord> ChunksMapping(uint device, long segment) =>

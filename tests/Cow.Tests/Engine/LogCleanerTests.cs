@@ -92,6 +92,44 @@ public class LogCleanerTests(ITestOutputHelper output)
         Assert.Equal(0, status.BlocksMoved);   // totals are per open
     }
 
+    /// <summary>A build from before <c>segs</c> writes chunks without it and drops <c>chunk_segs</c> from the pool
+    /// document: the next open gives every chunk its segs again, and the cleaner then moves their blocks too.
+    /// fsck names a chunk whose segs is wrong.</summary>
+    [Fact]
+    public void Chunks_an_older_build_wrote_without_segs_get_them_at_open_and_fsck_checks_them()
+    {
+        using var p = AgedPool();
+        string before = Contents(p);
+        void EditMetadata(Action<LiteDB.ILiteCollection<LiteDB.BsonDocument>, LiteDB.ILiteCollection<LiteDB.BsonDocument>> edit)
+        {
+            using var db = new LiteDB.LiteDatabase(Cow.Core.Devices.BlockDeviceStream.Open(p.MetaMem), new LiteDB.BsonMapper(),
+                Cow.Core.Devices.BlockDeviceStream.Open(p.MetaLogMem));
+            edit(db.GetCollection("chunks"), db.GetCollection("pool"));
+            db.Checkpoint();
+        }
+        p.ReopenAfter(() => EditMetadata((chunks, pool) =>
+        {
+            foreach (var d in chunks.FindAll().ToList()) { d.Remove("segs"); chunks.Update(d); }
+            var pd = pool.FindById(1);
+            pd.Remove("chunk_segs");
+            pool.Update(pd);
+        }));
+        p.AssertClean();   // segs were filled in at open
+        Assert.True(p.Engine.CleanLog(100).BlocksMoved > 0);
+        Assert.Equal(before, Contents(p));
+        p.AssertClean();
+        // A wrong segs (not what an older build leaves: it keeps chunk_segs, so nothing fills it in) is found.
+        p.ReopenAfter(() => EditMetadata((chunks, _) =>
+        {
+            var d = chunks.FindAll().First(x => x["map"].AsBinary.Length > 0);
+            d["segs"] = new LiteDB.BsonArray(new LiteDB.BsonValue(12345L));
+            chunks.Update(d);
+        }));
+        var report = p.Pool.Fsck();
+        Assert.False(report.Clean);
+        Assert.Contains("segs", report.ToString());
+    }
+
     [Fact]
     public void Freed_log_blocks_are_reused_and_snapshots_read_through_their_new_place()
     {

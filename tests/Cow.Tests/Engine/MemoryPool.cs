@@ -56,6 +56,14 @@ public sealed class MemoryPool : IDisposable
         Pool = Pool.Open(Media(fresh: false));
     }
 
+    /// <summary>Closes cleanly, runs <paramref name="whileClosed"/> (which may change the devices), and opens again.</summary>
+    public void ReopenAfter(Action whileClosed)
+    {
+        Pool.Dispose();
+        whileClosed();
+        Pool = Pool.Open(Media(fresh: false));
+    }
+
     /// <summary>Cuts power on every device (unflushed writes lost) and opens the pool again.</summary>
     public void PowerCutAndReboot(PowerCutMode mode = PowerCutMode.DropUnflushed, int seed = 0)
     {
