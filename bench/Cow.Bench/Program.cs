@@ -5,17 +5,23 @@ using Cow.Core.FileSystem;
 
 // Cow engine benchmark: the engine's throughput beside raw pwrite to the same kind of image file, in
 // one run (one process, same disk), medians of --runs repetitions. Not a test: it prints figures.
-// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--scale] [--dir DIR] [--seq-mib N] [--rand-ops N]
+// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--scale | --cleaner [--base-mib N] [--log-mib N] [--snapshot-seconds S]] [--dir DIR] [--seq-mib N] [--rand-ops N]
 //        [--rand-file-mib N] [--runs N] [--files N] [--snapshots N] [--prefault-mib N]
 
-var opt = Options.Parse(args.Where(a => a != "--scale").ToArray());
+var opt = Options.Parse(args.Where(a => a != "--scale" && a != "--cleaner").ToArray());
 bool scaleOnly = args.Contains("--scale");
+bool cleanerOnly = args.Contains("--cleaner");
 Directory.CreateDirectory(opt.Dir);
 var work = Path.Combine(opt.Dir, $"cow-bench-{Environment.ProcessId}");
 Directory.CreateDirectory(work);
 Console.WriteLine($"# Cow engine benchmark  {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC  dir={work}  runs={opt.Runs} (medians)");
 Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Version}, seq {opt.SeqMiB} MiB, random {opt.RandOps} x 4 KiB over {opt.RandFileMiB} MiB");
 var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
+if (cleanerOnly)
+{
+    try { CleanerBench.Run(work, opt.BaseMiB, opt.LogMiB, opt.SnapshotSeconds, () => Settle(opt)); } finally { Directory.Delete(work, true); }
+    return 0;
+}
 if (scaleOnly)
 {
     try { ScaleSweep(work); } finally { Directory.Delete(work, true); }
@@ -313,7 +319,7 @@ static (double One, double Many, double Piled) SnapshotTimes(string work, int fi
     return (one, many, piled);
 }
 
-sealed record Options(string Dir, int SeqMiB, int RandOps, int RandFileMiB, int Runs, int Files, int Snapshots, int PrefaultMiB)
+sealed record Options(string Dir, int SeqMiB, int RandOps, int RandFileMiB, int Runs, int Files, int Snapshots, int PrefaultMiB, long BaseMiB = 1024, long LogMiB = 512, double SnapshotSeconds = 30)
 {
     public static Options Parse(string[] a)
     {
@@ -329,6 +335,9 @@ sealed record Options(string Dir, int SeqMiB, int RandOps, int RandFileMiB, int 
                 "--files" => o with { Files = int.Parse(a[i + 1]) },
                 "--snapshots" => o with { Snapshots = int.Parse(a[i + 1]) },
                 "--prefault-mib" => o with { PrefaultMiB = int.Parse(a[i + 1]) },
+                "--base-mib" => o with { BaseMiB = long.Parse(a[i + 1]) },
+                "--log-mib" => o with { LogMiB = long.Parse(a[i + 1]) },
+                "--snapshot-seconds" => o with { SnapshotSeconds = double.Parse(a[i + 1], System.Globalization.CultureInfo.InvariantCulture) },
                 _ => throw new ArgumentException($"unknown option {a[i]}"),
             };
         return o;

@@ -234,6 +234,39 @@ public class LogCleanerTests(ITestOutputHelper output)
         p.AssertClean();
     }
 
+    /// <summary>On a pool full to ENOSPC the cleaner still moves (into the reserve), and deleting a snapshot and
+    /// files makes room for writes again.</summary>
+    [Fact]
+    public void On_a_full_pool_the_cleaner_moves_and_deletes_make_room()
+    {
+        using var p = new MemoryPool(baseSize: 24L << 20, logSize: 16L << 20);
+        var fs = p.Live;
+        long keep = CreateFile(fs, "/keep");
+        WriteAt(fs, keep, 0, Pattern(6 * Mi, 1));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("s", out _));
+        WriteAt(fs, keep, 0, Pattern(6 * Mi, 2));   // s alone holds the first 6 MiB now
+        var chunk = Pattern(Mi, 3);
+        Mono.Unix.Native.Errno e = 0;
+        for (int i = 0; e == 0; i++)
+        {
+            long f = CreateFile(fs, $"/fill{i}");
+            e = fs.Write(f, 0, chunk, out _);
+        }
+        Assert.Equal(Mono.Unix.Native.Errno.ENOSPC, e);
+        Assert.Equal(0, (int)fs.Fsync(fs.RootIno));
+        string before = Contents(p);
+        var pass = p.Engine.CleanLog(100);
+        output.WriteLine(pass.ToString());
+        Assert.True(pass.BlocksMoved > 0, pass.ToString());
+        Assert.Equal(before, Contents(p));
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("s"));
+        Assert.Equal(0, (int)fs.Unlink(fs.RootIno, "fill0"));
+        long n = CreateFile(fs, "/after");
+        WriteAt(fs, n, 0, Pattern(4 * Mi, 4));
+        Assert.Equal(0, (int)fs.Fsync(n));
+        p.AssertClean();
+    }
+
     [Fact]
     public void Writes_and_snapshots_while_the_background_cleaner_runs_lose_nothing()
     {
