@@ -19,7 +19,7 @@ Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Vers
 var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
 if (cleanerOnly)
 {
-    try { CleanerBench.Run(work, opt.BaseMiB, opt.LogMiB, opt.SnapshotSeconds, () => Settle(opt)); } finally { Directory.Delete(work, true); }
+    try { CleanerBench.Run(work, opt.BaseMiB, opt.LogMiB, opt.SnapshotSeconds, opt.Runs, () => Settle(opt)); } finally { Directory.Delete(work, true); }
     return 0;
 }
 if (scaleOnly)
