@@ -63,6 +63,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             var run = ExtentMap.FindRun(tree.Chunk(ino, fb / ChunkBlocks), fb, endBlock - fb);
             if (!write)
             {
+                if (run.IsHole && run.FileBlock + run.Blocks < endBlock && (run.FileBlock + run.Blocks) % ChunkBlocks == 0) run = run with { Blocks = HoleEnd(tree, ino, run.FileBlock + run.Blocks, endBlock) - run.FileBlock };
                 var read = ToMapping(run);
                 pair = new IomapPair(read, new IomapMapping(read.Offset, read.Length, FormatConstants.NoAddress, MappingType.PureOverwrite, MappingFlags.None, 0));
                 return 0;
@@ -86,6 +87,26 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             pair = new IomapPair(readMap, new IomapMapping(readMap.Offset, n << BlockShift, (ulong)start << BlockShift, MappingType.Mapped, flags, device));
             return 0;
         }
+    }
+
+    /// <summary>
+    /// Where a hole that reaches the chunk boundary <paramref name="from"/> ends: the first mapped block at or after
+    /// it, at most <paramref name="limit"/> (blocks). A read-side hole mapping is not cut at chunk boundaries: the
+    /// kernel walks a range one mapping per IOMAP_BEGIN (zeroing from EOF to a write far past it, truncate up,
+    /// SEEK_DATA/SEEK_HOLE), and over a hole of 2^50 bytes one mapping per 4 MiB chunk is 2^28 round trips.
+    /// The next chunk is looked at directly; only if it maps nothing are the file's chunks searched.
+    /// </summary>
+    private static long HoleEnd(ITreeReader tree, long ino, long from, long limit)
+    {
+        var next = tree.Chunk(ino, from / ChunkBlocks);
+        if (next != null && next.Extents.Count > 0) return Math.Min(limit, from + next.Extents[0].First);
+        foreach (var c in tree.Chunks(ino))   // in index order
+        {
+            long start = c.Index * ChunkBlocks;
+            if (start < from || c.Extents.Count == 0) continue;
+            return Math.Min(limit, start + c.Extents[0].First);
+        }
+        return limit;
     }
 
     /// <summary>Writes the header of a log segment the first time the allocator enters it (format.md, "Log device").

@@ -215,6 +215,43 @@ public sealed class IomapPeerTests
         Assert.Equal(expect, k.Read(n, ino, 0, expect.Length));
     }
 
+    /// <summary>The kernel walks a range one IOMAP_BEGIN per mapping: zeroing from EOF up to a write far past it
+    /// (fuse_iomap_write_zero_eof), truncate up, SEEK_DATA/SEEK_HOLE. A hole is one mapping up to the next data,
+    /// across empty and absent chunks: cut at every 4 MiB chunk, a write at the end of a 2^50-byte file took 2^28
+    /// round trips (the POSIX case HugeSparseFilesUpToTheSizeLimit hung in the fuse-iomap VM).</summary>
+    [Fact]
+    public void A_hole_is_one_mapping_up_to_the_next_data_across_chunks()
+    {
+        using var k = new IomapPeer().Start();
+        var f = k.Create(RootNode, "huge");
+        ulong n = f.NodeId, ino = f.Attr.Ino;
+        long max = Cow.Core.Engine.Engine.MaxFileSize, gib = 1L << 30;
+        k.DirectWrite(n, ino, 0, Pattern(4096, 1));
+        k.DirectWrite(n, ino, gib + (5L << 12), Pattern(4096, 2));   // inside a chunk, not at its start
+        k.DirectWrite(n, ino, max - 4096, Pattern(4096, 3));
+        foreach (var op in new[] { IomapOp.None, IomapOp.Report, IomapOp.Zero })
+        {
+            var (r, w) = k.Begin(n, ino, 4096, max - 4096, op);
+            Assert.Equal((Hole, 4096L, gib + (5L << 12)), (r.Type, r.Start, r.End));
+            Assert.Equal(PureOverwrite, w.Type);
+            (r, _) = k.Begin(n, ino, gib + (6L << 12), max - gib, op);
+            Assert.Equal((Hole, max - 4096), (r.Type, r.End));
+            (r, _) = k.Begin(n, ino, 8192, 3 << 20, op);   // never past what was asked
+            Assert.Equal((Hole, 8192L + (3 << 20)), (r.Type, r.End));
+        }
+        // the walk of a zeroing from just after the first block to the last block: three mappings
+        k.Zero(n, ino, 4096, max - 8192, max);
+        var (rr, _) = k.Begin(n, ino, max - 4096, 4096, IomapOp.None);
+        Assert.Equal(Mapped, rr.Type);
+        Assert.Equal(Pattern(4096, 3), k.Read(n, ino, max - 4096, 4096));
+        // a chunk punched empty is a hole too
+        k.Punch(n, gib + (5L << 12), 4096);
+        var (r2, _) = k.Begin(n, ino, 4096, max - 4096, IomapOp.Report);
+        Assert.Equal((Hole, max - 4096), (r2.Type, r2.End));
+        k.Syncfs();
+        Assert.True(k.Pool.Fsck().Clean);
+    }
+
     [Fact]
     public void Zeroing_leaves_holes_alone_and_rewrites_data_blocks_out_of_place()
     {

@@ -42,6 +42,9 @@ public sealed unsafe partial class MountPosixTarget(MountedPool mount, string ro
     public uint Umask { get; } = PosixTargets.ProcessUmask();
     public string Root => root;
 
+    /// <summary>The kernel granted fuse-iomap on this mount (the kernel tier runs the cases with --iomap on).</summary>
+    public bool IomapGranted => mount.Mount?.Dispatcher.IomapGranted == true;
+
     private string P(string path) => path is "" or "." ? root : Path.Combine(root, path);
 
     public string AbsolutePath(string path) => P(path);
