@@ -136,6 +136,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
             catch (Exception e) when (e is IOException)
             {
                 stop = "failed: " + e.Message;
+                Report($"log cleaner: a batch failed and was undone (nothing of it was committed): {e}");
             }
             long logFree, logData;
             lock (StateLock) { logFree = Space.Log.FreeBlocks; logData = Space.Log.DataBlocks; }
