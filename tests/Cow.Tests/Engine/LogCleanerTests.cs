@@ -130,6 +130,32 @@ public class LogCleanerTests(ITestOutputHelper output)
         Assert.Contains("segs", report.ToString());
     }
 
+    /// <summary>A write error on the base device while a batch copies: the pass stops and says so, the batch is
+    /// undone (its room given back, nothing committed), the failure is reported, the pool keeps working and the
+    /// next pass moves everything.</summary>
+    [Fact]
+    public void A_write_error_while_copying_undoes_the_batch_and_the_next_pass_succeeds()
+    {
+        using var p = AgedPool(faulty: true);
+        var problems = new List<string>();
+        p.Engine.Problem += m => { lock (problems) problems.Add(m); };
+        string before = Contents(p);
+        long baseUsed = Usage(p, FormatConstants.BaseCookie).UsedBlocks;
+        p.BaseFault!.FailWriteNumber(3);
+        var pass = p.Engine.CleanLog(100);
+        Assert.StartsWith("failed: ", pass.Stop);
+        Assert.Equal(0, pass.BlocksMoved);
+        Assert.Equal(baseUsed, Usage(p, FormatConstants.BaseCookie).UsedBlocks);
+        Assert.Contains(problems, m => m.Contains("log cleaner: a batch failed"));
+        Assert.Equal(before, Contents(p));
+        long f = CreateFile(p.Live, "/still-writable");
+        WriteAt(p.Live, f, 0, Pattern(100_000, 6));
+        Assert.Equal(0, (int)p.Live.Fsync(f));
+        Assert.True(p.Engine.CleanLog(100).BlocksMoved > 0);
+        Assert.Equal(before, Contents(p));
+        p.AssertClean();
+    }
+
     [Fact]
     public void Freed_log_blocks_are_reused_and_snapshots_read_through_their_new_place()
     {
