@@ -50,10 +50,21 @@ internal static class MountCommands
         {
             Description = "comma-separated mount options: relatime (the default: a read updates atime when it is not newer than mtime/ctime or is a day old), strictatime (every read), noatime (never), nodiratime (listing a directory never updates its atime)",
         };
+        var cleaner = new Option<string>("--cleaner")
+        {
+            Description = "the background log cleaner, started once the mount is up: it moves live data off the log device onto the base device "
+                + "when the log runs low on free space ('on', the default; also for --snapshot mounts, whose pool is writable), or 'off'",
+            DefaultValueFactory = _ => "on",
+        };
+        cleaner.AcceptOnlyFromAmong("on", "off");
+        var cleanerStart = new Option<string?>("--cleaner-start") { Description = "a background pass starts when less than this percentage of the log is free (default 25)" };
+        var cleanerStop = new Option<string?>("--cleaner-stop") { Description = "a background pass stops once this percentage of the log is free (default 40, or --cleaner-start when higher)" };
+        var cleanerShare = new Option<string?>("--cleaner-share") { Description = "share of the time a background pass may spend moving data, above 0 and at most 1 (default 0.25; below 5 % free log it runs flat out)" };
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
-            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, options, log, daemonChild,
+            PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, options, log,
+            cleaner, cleanerStart, cleanerStop, cleanerShare, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -69,6 +80,23 @@ internal static class MountCommands
             var atime = new AtimeOptions();
             foreach (var word in (r.GetValue(options) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 if (!AtimeOptions.TryApply(word, ref atime)) return Usage($"-o: unknown mount option '{word}' (known: relatime, strictatime, noatime, nodiratime, diratime)");
+            double? Parsed(Option<string?> o, Func<string, string, (double?, string?)> parse)
+            {
+                if (r.GetValue(o) is not { } text) return null;
+                var (v, problem) = parse(text, o.Name);
+                return problem != null ? throw new FormatException(problem) : v;
+            }
+            Core.FileSystem.CleanerSettings? cleanerSettings;
+            try
+            {
+                double? start = Parsed(cleanerStart, (t, n) => (CleanerOptions.Percent(t, n, out var p), p));
+                double? stop = Parsed(cleanerStop, (t, n) => (CleanerOptions.Percent(t, n, out var p), p));
+                double? share = Parsed(cleanerShare, (t, n) => (CleanerOptions.Share(t, n, out var p), p));
+                cleanerSettings = CleanerOptions.Settings(start, stop, share, "--cleaner-start", "--cleaner-stop", out var problem);
+                if (problem != null) return Usage(problem);
+            }
+            catch (FormatException e) { return Usage(e.Message); }
+            if (r.GetValue(cleaner) == "off") cleanerSettings = null;
             var settings = new MountSettings
             {
                 Atime = atime,
@@ -79,13 +107,13 @@ internal static class MountCommands
             };
             bool child = r.GetValue(daemonChild);
             if (!r.GetValue(foreground) && !child) return StartBackground(folder, mp);
-            return ServeMount(folder, settings, child, r.GetValue(log) ?? Path.Combine(folder, "mount.log"));
+            return ServeMount(folder, settings, cleanerSettings, child, r.GetValue(log) ?? Path.Combine(folder, "mount.log"));
         }));
         return cmd;
     }
 
     /// <summary>Runs the mount in this process until it is unmounted or a SIGINT/SIGTERM/SIGHUP arrives.</summary>
-    private static int ServeMount(string folder, MountSettings settings, bool backgroundChild, string logPath)
+    private static int ServeMount(string folder, MountSettings settings, Core.FileSystem.CleanerSettings? cleaner, bool backgroundChild, string logPath)
     {
         if (backgroundChild) Syscall.setsid();   // leave the terminal's session: no SIGHUP when it closes
         var logLock = new object();
@@ -118,7 +146,7 @@ internal static class MountCommands
             }
             pool.Problem += Log;
             // The control socket listens before the mount appears; the pool is handed to it once mounted.
-            (var served, control) = Service.MountControl.Listen(folder, settings, Log);
+            (var served, control) = Service.MountControl.Listen(folder, settings, cleaner, Log);
             // Signals are taken before the mount appears: one that arrives while it is being set up stops the
             // server as soon as it is up (unmounted and committed), instead of killing it with the mount in place.
             using var stop = new ManualResetEventSlim(false);
@@ -135,12 +163,12 @@ internal static class MountCommands
             int workers = m.Session.Workers;
             bool closed = false;
             served.PoolClosed += _ => { closed = true; stop.Set(); };
-            served.Adopt(Service.MountControl.PoolConfigOf(folder, settings), settings, pool, m);
+            served.Adopt(Service.MountControl.PoolConfigOf(folder, settings, cleaner), settings, pool, m);   // starts the cleaner
             owner = served;
             handedOver = true;
             m = null;
             Log($"mounted {folder}{(settings.Snapshot != null ? $" (snapshot {settings.Snapshot}, read-only)" : "")} on {settings.MountPoint} with {workers} worker threads"
-                + (control != null ? $"; control socket {Service.MountControl.Endpoint().Socket}" : ""));
+                + $"; cleaner {CleanerOptions.Describe(cleaner)}" + (control != null ? $"; control socket {Service.MountControl.Endpoint().Socket}" : ""));
             if (backgroundChild) DetachFromParent();
             stop.Wait();
             control?.Dispose();   // no more requests: then unmount and close

@@ -96,8 +96,8 @@ internal static class PoolCommands
 
     internal static Command Df()
     {
-        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes (the pool as df(1) on the mount shows it), devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}]}" };
-        var cmd = new Command("df", "space of the pool: size, used and free bytes per device, and per snapshot referenced and exclusive bytes (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, json };
+        var json = new Option<bool>("--json") { Description = "one JSON object {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes (the pool as df(1) on the mount shows it), devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views: [{name (\"\" for the live tree), generation, created_utc, referenced_bytes, exclusive_bytes, holds, properties}], cleaner: {background, state, blocks_moved, bytes_moved, segments_cleaned, passes, log_data_blocks, log_free_blocks, log_free_bytes, log_free_percent, last_pass}}" };
+        var cmd = new Command("df", "space of the pool: size, used and free bytes per device, per snapshot referenced and exclusive bytes, and what the log cleaner has done (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, json };
         cmd.SetAction(r => Guard(() =>
         {
             int Print(System.Text.Json.Nodes.JsonObject doc)
@@ -111,7 +111,9 @@ internal static class PoolCommands
                 long bs = (long)doc["block_size"]!, blocks = (long)doc["blocks"]!, used = (long)doc["used_blocks"]!, free = (long)doc["free_blocks"]!;
                 Console.WriteLine($"pool: size {Bytes(blocks * bs)}, used {Bytes(used * bs)}, free for new writes {Bytes(free * bs)} "
                                   + $"({blocks:N0} / {used:N0} / {free:N0} blocks of {bs} bytes; df(1) on the mount shows the same)");
-                Console.WriteLine("size = used + free for new writes: a device that takes no new writes (the base device) counts only its used part");
+                Console.WriteLine("size = every device's data blocks less a 1 % reserve; new writes go to the log device, and to the base device when the log is full");
+                if (doc["cleaner"] is System.Text.Json.Nodes.JsonObject cleaner)
+                    foreach (var line in CleanerReport.StatusLines(cleaner)) Console.WriteLine(line);
                 var devices = new Table().AddColumn("device").AddColumn("role").AddColumn("path")
                     .AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("used").RightAligned())
                     .AddColumn(new TableColumn("free").RightAligned()).AddColumn("new writes");

@@ -35,26 +35,39 @@ internal static class ServiceCommands
         return cmd;
     }
 
+    /// <summary>The cleaner object of the <c>cow mount</c> process serving <paramref name="mountPoint"/> (its status row),
+    /// or null when no such process answers.</summary>
+    private static JsonObject? MountCleaner(string mountPoint)
+    {
+        JsonObject? cleaner = null;
+        ViaService(mountPoint, (_, p) => { cleaner = p["cleaner"]?.DeepClone() as JsonObject; return 0; });
+        return cleaner;
+    }
+
     internal static Command Status()
     {
-        var json = new Option<bool>("--json") { Description = "one JSON object: {service: true, pid, uptimeSeconds, socket, pools: [...]} or {service: false, reason, mounts: [{pool, mountpoint}]}" };
-        var cmd = new Command("status", "show the running Cow service (pools, mount points, mount options, pid, uptime) through its control socket ($COW_SOCKET or /run/cow/cow.sock); without a service, the Cow mounts of this machine") { json };
+        var json = new Option<bool>("--json") { Description = "one JSON object: {service: true, pid, uptimeSeconds, socket, pools: [{name, path, mountpoint, mounted, ..., cleaner}]} or {service: false, reason, mounts: [{pool, mountpoint, cleaner}]}" };
+        var cmd = new Command("status", "show the running Cow service (pools, mount points, mount options, what the log cleaner does, pid, uptime) through its control socket ($COW_SOCKET or /run/cow/cow.sock); without a service, the Cow mounts of this machine and their cleaners") { json };
         cmd.SetAction(pr => Guard(() =>
         {
             bool j = pr.GetValue(json);
             using var c = ControlClient.TryConnect(ControlClient.SocketPath, out var why);
-            if (c == null && j)
-            {
-                var mounts = new JsonArray(MountTable.Read().Where(m => m.IsCow).Select(m => (JsonNode)new JsonObject { ["pool"] = m.Source, ["mountpoint"] = m.MountPoint }).ToArray());
-                Console.WriteLine(new JsonObject { ["service"] = false, ["reason"] = why, ["mounts"] = mounts }.ToJsonString(JsonOut));
-                return 0;
-            }
             if (c == null)
             {
+                // Each cow mount answers for its pool on its own control socket: its cleaner (null when it has none).
+                var rows = MountTable.Read().Where(m => m.IsCow).Select(m => (m.Source, m.MountPoint, Cleaner: MountCleaner(m.MountPoint))).ToList();
+                if (j)
+                {
+                    var mounts = new JsonArray(rows.Select(m => (JsonNode)new JsonObject { ["pool"] = m.Source, ["mountpoint"] = m.MountPoint, ["cleaner"] = m.Cleaner }).ToArray());
+                    Console.WriteLine(new JsonObject { ["service"] = false, ["reason"] = why, ["mounts"] = mounts }.ToJsonString(JsonOut));
+                    return 0;
+                }
                 Console.WriteLine($"no Cow service ({why})");
-                var t = new Table().AddColumn("pool").AddColumn("mount point");
-                foreach (var m in MountTable.Read().Where(m => m.IsCow)) t.AddRow(Markup.Escape(m.Source), Markup.Escape(m.MountPoint));
+                var t = new Table().AddColumn("pool").AddColumn("mount point").AddColumn("cleaner");
+                foreach (var m in rows) t.AddRow(Markup.Escape(m.Source), Markup.Escape(m.MountPoint), Markup.Escape(CleanerReport.Cell(m.Cleaner)));
                 AnsiConsole.Write(t);
+                foreach (var m in rows.Where(m => m.Cleaner != null))
+                    foreach (var line in CleanerReport.StatusLines(m.Cleaner!)) Console.WriteLine($"{m.MountPoint}: {line}");
                 return 0;
             }
             return ServiceResult(c.Request(new JsonObject { ["verb"] = "status" }), r =>
@@ -67,16 +80,23 @@ internal static class ServiceCommands
                     return 0;
                 }
                 Console.WriteLine($"Cow service pid {(int?)r["pid"]}, up {TimeSpan.FromSeconds((long?)r["uptimeSeconds"] ?? 0)}, control socket {(string?)r["socket"]}");
-                var t = new Table().AddColumn("pool").AddColumn("path").AddColumn("mount point").AddColumn("mounted").AddColumn("options");
-                foreach (var p in ((JsonArray)r["pools"]!).OfType<JsonObject>())
+                var t = new Table().AddColumn("pool").AddColumn("path").AddColumn("mount point").AddColumn("mounted").AddColumn("options").AddColumn("cleaner");
+                var pools = ((JsonArray)r["pools"]!).OfType<JsonObject>().ToList();
+                foreach (var p in pools)
                 {
+                    var cleaner = p["cleaner"] as JsonObject;
                     var opts = $"threads={(int?)p["threads"]} iomap={(string?)p["iomap"]}"
                         + ((bool?)p["writebackCache"] == true ? " writeback-cache" : "") + ((bool?)p["pageCache"] == true ? " page-cache" : "")
-                        + ((bool?)p["showSnapshots"] == true ? " show-snapshots" : "") + (p["allowOther"] is { } ao ? $" allow-other={((bool)ao ? "yes" : "no")}" : "");
+                        + ((bool?)p["showSnapshots"] == true ? " show-snapshots" : "") + (p["allowOther"] is { } ao ? $" allow-other={((bool)ao ? "yes" : "no")}" : "")
+                        + (cleaner == null ? "" : cleaner["settings"] is JsonObject cs
+                            ? $" cleaner={CleanerOptions.Num((double?)cs["start_percent"] ?? 0)}..{CleanerOptions.Num((double?)cs["stop_percent"] ?? 0)}%/{CleanerOptions.Num((double?)cs["share"] ?? 0)}"
+                            : " cleaner=off");
                     t.AddRow(Markup.Escape((string?)p["name"] ?? ""), Markup.Escape((string?)p["path"] ?? ""), Markup.Escape((string?)p["mountpoint"] ?? ""),
-                        (bool?)p["mounted"] == true ? "yes" : "no", Markup.Escape(opts));
+                        (bool?)p["mounted"] == true ? "yes" : "no", Markup.Escape(opts), Markup.Escape(CleanerReport.Cell(cleaner)));
                 }
                 AnsiConsole.Write(t);
+                foreach (var p in pools.Where(p => p["cleaner"] is JsonObject))
+                    foreach (var line in CleanerReport.StatusLines((JsonObject)p["cleaner"]!)) Console.WriteLine($"{(string?)p["name"]}: {line}");
                 return 0;
             });
         }));

@@ -137,8 +137,9 @@ public static class SnapshotOpsCore
 
     /// <summary>cow df's document: {block_size, blocks, used_blocks, free_blocks, size_bytes, used_bytes, free_bytes,
     /// devices: [{cookie, role, path, size_bytes, data_bytes, used_bytes, free_bytes, takes_writes}], views:
-    /// SnapshotRows(live first)}. The pool figures are statfs's (what df(1) on the mount shows): blocks = used +
-    /// free, free = what new writes can use. Every number is a JSON integer (long).</summary>
+    /// SnapshotRows(live first), cleaner: <see cref="CleanerReport.StatusObject"/>}. The pool figures are statfs's
+    /// (what df(1) on the mount shows): blocks = every device's data blocks less the pool's reserve, free = what new
+    /// writes can use. Every count is a JSON integer (long).</summary>
     public static JsonObject DfDocument(Pool p)
     {
         var st = p.Live.StatFs();
@@ -159,6 +160,7 @@ public static class SnapshotOpsCore
         {
             ["block_size"] = bs, ["blocks"] = st.Blocks, ["used_blocks"] = st.UsedBlocks, ["free_blocks"] = st.FreeBlocks,
             ["size_bytes"] = st.Blocks * bs, ["used_bytes"] = st.UsedBlocks * bs, ["free_bytes"] = st.FreeBlocks * bs, ["devices"] = devices, ["views"] = SnapshotRows(p, includeLive: true),
+            ["cleaner"] = CleanerReport.StatusObject(p.CleanerStatus(), bs),
         };
     }
 }

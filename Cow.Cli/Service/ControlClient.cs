@@ -17,8 +17,19 @@ public sealed class ControlClient : IDisposable
 
     public static string SocketPath => Environment.GetEnvironmentVariable("COW_SOCKET") is { Length: > 0 } s ? s : ControlConfig.DefaultSocket;
 
-    private ControlClient(Socket s)
+    /// <summary>The socket this client is connected to.</summary>
+    public string SocketFile { get; }
+
+    /// <summary>How long <see cref="Request"/> waits for an answer (default 120 s); zero: as long as it takes.</summary>
+    public TimeSpan ReceiveTimeout
     {
+        get => TimeSpan.FromMilliseconds(_socket.ReceiveTimeout);
+        set => _socket.ReceiveTimeout = (int)value.TotalMilliseconds;
+    }
+
+    private ControlClient(Socket s, string path)
+    {
+        SocketFile = path;
         _socket = s;
         var stream = new NetworkStream(s, ownsSocket: false);
         _reader = new StreamReader(stream, new UTF8Encoding(false));
@@ -32,7 +43,7 @@ public sealed class ControlClient : IDisposable
         why = null;
         if (!File.Exists(path)) { why = $"no control socket at {path}"; return null; }
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try { s.Connect(new UnixDomainSocketEndPoint(path)); s.ReceiveTimeout = 120_000; return new ControlClient(s); }
+        try { s.Connect(new UnixDomainSocketEndPoint(path)); s.ReceiveTimeout = 120_000; return new ControlClient(s, path); }
         catch (SocketException e) { s.Dispose(); why = $"cannot connect to {path}: {e.Message}"; return null; }
     }
 

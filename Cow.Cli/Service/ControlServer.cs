@@ -180,7 +180,7 @@ public sealed partial class ControlServer : IHostedService, IDisposable
                         ? $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket"
                         : $"permission denied: only root and the user who mounted the pool (uid {_endpoint.OwnerUid}) may use this control socket");
                 }
-                else response = Handle(line, cred.uid);
+                else response = Handle(line, cred.uid, c);
                 Write(net, response);
                 if (!more) break;
             }
@@ -268,7 +268,9 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// <c>{"verb":"snapshot-clone","pool":P,"name":N,"destination":D,"from":F?}</c>,
 /// <c>{"verb":"snapshot-restore","pool":P,"name":N,"paths":[...],"dryRun":B?}</c> (rows {path, action} in "changes"),
 /// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;
-/// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c>
+/// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c> (with the "cleaner" object),
+/// <c>{"verb":"clean","pool":P,"until":PERCENT?}</c> (a cleaning pass now; the answer is cow clean's document; it
+/// ends early, "cancelled", when the client closes the connection or on <c>{"verb":"clean-cancel","pool":P}</c>)
 /// (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
@@ -10,29 +11,32 @@ namespace Cow.Cli.Service;
 /// run on the connection's task; they reach pools only through <see cref="PoolMounts"/> (thread-safe).</summary>
 public sealed partial class ControlServer
 {
-    /// <summary>One verb: the request (a JSON object, "verb" already read) and the caller's uid to the response.</summary>
-    internal delegate JsonObject VerbHandler(ControlServer server, JsonObject request, uint uid);
+    /// <summary>One verb: the request (a JSON object, "verb" already read), the caller's uid and the connection
+    /// (null when not on a socket: tests) to the response.</summary>
+    internal delegate JsonObject VerbHandler(ControlServer server, JsonObject request, uint uid, Socket? peer);
 
     /// <summary>Every verb, in the order the error messages list them.</summary>
     internal static readonly IReadOnlyList<KeyValuePair<string, VerbHandler>> Verbs =
     [
-        new("status", (s, _, _) => s.Status()),
-        new("snapshot-create", (s, r, u) => s.CreateDeleteOrList("snapshot-create", r, u)),
-        new("snapshot-list", (s, r, u) => s.CreateDeleteOrList("snapshot-list", r, u)),
-        new("snapshot-delete", (s, r, u) => s.CreateDeleteOrList("snapshot-delete", r, u)),
-        new("snapshot-hold", (s, r, u) => s.SnapshotOp("snapshot-hold", r, u)),
-        new("snapshot-release", (s, r, u) => s.SnapshotOp("snapshot-release", r, u)),
-        new("snapshot-diff", (s, r, u) => s.SnapshotOp("snapshot-diff", r, u)),
-        new("snapshot-clone", (s, r, u) => s.SnapshotOp("snapshot-clone", r, u)),
-        new("snapshot-restore", (s, r, u) => s.SnapshotOp("snapshot-restore", r, u)),
-        new("snapshot-rollback", (s, r, u) => s.SnapshotOp("snapshot-rollback", r, u)),
-        new("df", (s, r, _) => s.Df(r)),
+        new("status", (s, _, _, _) => s.Status()),
+        new("snapshot-create", (s, r, u, _) => s.CreateDeleteOrList("snapshot-create", r, u)),
+        new("snapshot-list", (s, r, u, _) => s.CreateDeleteOrList("snapshot-list", r, u)),
+        new("snapshot-delete", (s, r, u, _) => s.CreateDeleteOrList("snapshot-delete", r, u)),
+        new("snapshot-hold", (s, r, u, _) => s.SnapshotOp("snapshot-hold", r, u)),
+        new("snapshot-release", (s, r, u, _) => s.SnapshotOp("snapshot-release", r, u)),
+        new("snapshot-diff", (s, r, u, _) => s.SnapshotOp("snapshot-diff", r, u)),
+        new("snapshot-clone", (s, r, u, _) => s.SnapshotOp("snapshot-clone", r, u)),
+        new("snapshot-restore", (s, r, u, _) => s.SnapshotOp("snapshot-restore", r, u)),
+        new("snapshot-rollback", (s, r, u, _) => s.SnapshotOp("snapshot-rollback", r, u)),
+        new("df", (s, r, _, _) => s.Df(r)),
+        new("clean", (s, r, u, peer) => s.Clean(r, u, peer)),
+        new("clean-cancel", (s, r, u, _) => s.CleanCancel(r, u)),
     ];
 
     private static readonly string VerbList = string.Join(", ", Verbs.Select(v => v.Key));
 
     /// <summary>Answers one request line (already permission-checked).</summary>
-    internal JsonObject Handle(string line, uint uid)
+    internal JsonObject Handle(string line, uint uid, Socket? peer = null)
     {
         JsonObject req;
         try
@@ -50,7 +54,7 @@ public sealed partial class ControlServer
         if (bad != null) return bad;
         if (verb == null) return ControlProtocol.Error("EINVAL", $"the request has no \"verb\" ({VerbList})");
         foreach (var (name, handler) in Verbs)
-            if (name == verb) return handler(this, req, uid);
+            if (name == verb) return handler(this, req, uid, peer);
         return ControlProtocol.Error("EINVAL", $"unknown verb '{verb}' ({VerbList})");
     }
 
@@ -124,6 +128,71 @@ public sealed partial class ControlServer
         if (doc == null) return NotServed(p.Config.Name);
         doc["ok"] = true; doc["pool"] = p.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
         return doc;
+    }
+
+    /// <summary><c>clean</c>: a cleaning pass now on the mounted pool (<see cref="PoolMounts.Clean"/>), until
+    /// "until" percent of the log is free (a number from 0 to 100, default 100). It ends early when the client
+    /// closes its connection or a <c>clean-cancel</c> request names the pool (it then reports "cancelled").
+    /// The answer is cow clean's document (<see cref="CleanerReport.CleanDocument"/>).</summary>
+    private JsonObject Clean(JsonObject req, uint uid, Socket? peer)
+    {
+        var p = RequestedPool("clean", req, out var bad);
+        if (p == null) return bad!;
+        double until = 100;
+        if (req["until"] is { } un && !(un is JsonValue uv && uv.TryGetValue(out until) && double.IsFinite(until) && until is >= 0 and <= 100))
+            return ControlProtocol.Error("EINVAL", "\"until\" must be a number from 0 to 100 (the percentage of the log to be free)");
+        using var hangUp = new HangUpWatch(peer);
+        var r = _mounts.Clean(p.Config.Name, until, hangUp.Token);
+        if (r is not { } done) return NotServed(p.Config.Name);
+        _log.LogInformation("control socket: clean on pool {Pool} (uid {Uid}): {Blocks} blocks moved, {Segments} segments cleaned in {Seconds:0.0} s; stopped: {Stop}",
+            p.Config.Name, uid, done.Pass.BlocksMoved, done.Pass.SegmentsCleaned, done.Pass.Seconds, done.Pass.Stop);
+        var doc = CleanerReport.CleanDocument(until, done.Before, done.Pass, done.BlockSize);
+        doc["ok"] = true; doc["pool"] = p.Config.Name; doc["mountpoint"] = p.Config.MountPoint;
+        return doc;
+    }
+
+    /// <summary><c>clean-cancel</c>: cancels the <c>clean</c> passes running on the pool ("cancelled": how many).</summary>
+    private JsonObject CleanCancel(JsonObject req, uint uid)
+    {
+        var p = RequestedPool("clean-cancel", req, out var bad);
+        if (p == null) return bad!;
+        int n = _mounts.CancelCleans(p.Config.Name);
+        if (n > 0) _log.LogInformation("control socket: clean-cancel on pool {Pool} (uid {Uid}): {Count} pass(es) cancelled", p.Config.Name, uid, n);
+        return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["cancelled"] = n };
+    }
+
+    /// <summary>A token cancelled when the client of a connection hangs up (closes it, or its process ends) while a
+    /// long request runs: a thread polls the socket for POLLHUP every 100 ms until disposed. A client that only
+    /// ends its sending side (shutdown) is not taken for gone: it still reads the answer.</summary>
+    private sealed class HangUpWatch : IDisposable
+    {
+        private readonly CancellationTokenSource _cts = new();
+        private volatile bool _done;
+
+        public CancellationToken Token => _cts.Token;
+
+        public HangUpWatch(Socket? peer)
+        {
+            if (peer == null) return;
+            int fd = (int)peer.Handle;
+            new Thread(() =>
+            {
+                var fds = new[] { new Pollfd { fd = fd, events = 0 } };
+                while (!_done)
+                {
+                    if (Syscall.poll(fds, 100) > 0 && (fds[0].revents & (PollEvents.POLLHUP | PollEvents.POLLERR | PollEvents.POLLNVAL)) != 0)
+                    {
+                        if (!_done) _cts.Cancel();
+                        return;
+                    }
+                }
+            })
+            { IsBackground = true, Name = "cow-control-hangup" }.Start();
+        }
+
+        /// <summary>Ends the watch (its thread stops within 100 ms; the token is left to the collector, since the
+        /// thread may still be looking at it).</summary>
+        public void Dispose() => _done = true;
     }
 
     private JsonObject NotServed(string poolName) => ControlProtocol.Error("ENOENT", _endpoint.Server == "mount"
@@ -201,18 +270,29 @@ public sealed partial class ControlServer
         return resp;
     }
 
+    /// <summary>The <c>cleaner</c> of a pool's status row: <see cref="CleanerReport.StatusObject"/> with the configured
+    /// "settings" (null: off); null when the pool is not mounted.</summary>
+    private static JsonObject? CleanerObject(ServedPool p)
+    {
+        if (p.Cleaner is not { } c) return null;
+        var o = CleanerReport.StatusObject(c, p.BlockSize);
+        o["settings"] = CleanerReport.SettingsObject(p.Config.Cleaner);
+        return o;
+    }
+
     /// <summary><c>status</c>: the server ("serve" or "mount"), its pid, uptime and socket, and every pool with its
     /// mount options.</summary>
     private JsonObject Status()
     {
         var pools = new JsonArray();
-        foreach (var p in _mounts.Status())
+        foreach (var p in _mounts.Status(cleaner: true))
             pools.Add(new JsonObject
             {
                 ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
                 ["writebackCache"] = p.Config.WritebackCache, ["pageCache"] = p.Config.PageCache, ["showSnapshots"] = p.Config.ShowSnapshots,
                 ["threads"] = p.Config.Threads, ["allowOther"] = p.Config.AllowOther, ["iomap"] = p.IomapMode ?? p.Config.Iomap.ToString().ToLowerInvariant(),
                 ["snapshot"] = p.Snapshot,
+                ["cleaner"] = CleanerObject(p),
             });
         return new JsonObject
         {

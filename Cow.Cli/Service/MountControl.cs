@@ -39,8 +39,9 @@ public static class MountControl
 
     /// <summary>The pool as the control socket names it: a <c>cow mount</c> has no configured name, so its pool is
     /// called by its folder's name (the requests may also give the pool folder or the mount point).</summary>
-    public static PoolConfig PoolConfigOf(string folder, MountSettings s) => new()
+    public static PoolConfig PoolConfigOf(string folder, MountSettings s, Core.FileSystem.CleanerSettings? cleaner) => new()
     {
+        Cleaner = cleaner,
         Name = Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)) is { Length: > 0 } n ? n : folder,
         Path = folder, MountPoint = s.MountPoint, WritebackCache = s.WritebackCache, PageCache = !s.DirectIo, ReadAheadKib = s.ReadAheadKib,
         MaxReadKib = s.MaxReadKib, ShowSnapshots = s.SnapshotDirVisible, Threads = s.Threads, AllowOther = s.AllowOther, Iomap = s.Iomap,
@@ -51,9 +52,9 @@ public static class MountControl
     /// first requests to the new mount do not wait for it. The <see cref="ControlServer"/> is null when its
     /// socket could not be made (logged: the mount works, without control requests). Until the pool is adopted,
     /// requests are answered "serves no mounted pool".</summary>
-    public static (PoolMounts Mounts, ControlServer? Server) Listen(string folder, MountSettings settings, Action<string> logLine)
+    public static (PoolMounts Mounts, ControlServer? Server) Listen(string folder, MountSettings settings, Core.FileSystem.CleanerSettings? cleaner, Action<string> logLine)
     {
-        var pc = PoolConfigOf(folder, settings);
+        var pc = PoolConfigOf(folder, settings, cleaner);
         var mounts = new PoolMounts(new ServeConfig { Control = new ControlConfig(), Pools = [pc] }, new LineLogger<PoolMounts>(logLine))
         { RestartHint = $"mount it again (cow mount {folder} {settings.MountPoint})", EndsWhenUnmounted = true };
         var endpoint = Endpoint();

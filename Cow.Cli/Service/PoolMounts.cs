@@ -10,14 +10,17 @@ namespace Cow.Cli.Service;
 public sealed class ServeStartException(string message) : Exception(message);
 
 /// <summary>One pool served by <c>cow serve</c> or <c>cow mount</c>, as <c>status</c> reports it (<see cref="Snapshot"/>:
-/// the snapshot mounted read-only instead of the live tree, or null).</summary>
-public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode, string? Snapshot = null);
+/// the snapshot mounted read-only instead of the live tree, or null;
+/// <see cref="Cleaner"/> and <see cref="BlockSize"/>: the cleaner's state and the pool's block size, when asked for and mounted.</summary>
+public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode, string? Snapshot = null, Core.FileSystem.CleanerStatus? Cleaner = null, int BlockSize = 0);
 
 /// <summary>
 /// The pools mounted by this process: for <c>cow serve</c>, the hosted service that mounts every pool of the
 /// configuration (Pool.Open, then MountedFileSystem.Start) and, on stop, unmounts each (lazily if busy), commits
 /// and closes it; for <c>cow mount</c>, the one pool it mounted (<see cref="Adopt"/>). The control socket
-/// (<see cref="ControlServer"/>) works on either the same way.
+/// (<see cref="ControlServer"/>) works on either the same way. Once a pool is mounted, its background cleaner
+/// starts with the pool's settings (<see cref="PoolConfig.Cleaner"/>; none when off); it pauses while a rollback
+/// has the pool unmounted and while <see cref="Clean"/> (cow clean) runs a pass, and stops before the pool closes.
 /// Start is all or nothing: when one pool fails, the pools mounted before it are unmounted and closed and
 /// <see cref="ServeStartException"/> names the pool and the reason, so the service never runs half of its
 /// configuration (systemd sees the start fail; Restart=on-failure tries again). A mount that is unmounted
@@ -26,8 +29,12 @@ public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMo
 /// <see cref="WithPool{T}"/>, <see cref="WithPoolUnmounted{T}"/>, <see cref="Use"/> and the mount-ended watcher
 /// may run on any thread concurrently with them. <c>_lock</c> guards the list and each entry's Mount/Pool/EndWatch
 /// fields; each pool's <c>Served.Use</c> lock is held while an operation uses the pool (Use, WithPool,
-/// WithPoolUnmounted, Close), so a pool is never closed or remounted under a user. Lock order: <c>_lock</c>
-/// before <c>Served.Use</c>, never the reverse (Use reads the list under <c>_lock</c> and releases it first).
+/// WithPoolUnmounted, Close), so a pool is never closed or remounted under a user. A cleaning pass
+/// (<see cref="Clean"/>, which may run for minutes) does not hold <c>Use</c>: it registers in <c>Served.Cleans</c>
+/// (guarded by <c>Served.CleanLock</c>, taken last), and Close cancels the passes and waits for them before it
+/// closes the pool. Every close runs under <c>_lock</c>, so <see cref="Status"/> reads the cleaner's state under it.
+/// Lock order: <c>_lock</c> before <c>Served.Use</c> before <c>Served.CleanLock</c>, never the reverse (Use reads
+/// the list under <c>_lock</c> and releases it first).
 /// </summary>
 public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IHostedService, IServedPools
 {
@@ -41,6 +48,10 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         public Pool? Pool;
         public MountedFileSystem? Mount;
         public RegisteredWaitHandle? EndWatch;
+        /// <summary>Guards <see cref="Cleans"/>; taken after <see cref="Use"/>, never before.</summary>
+        public readonly object CleanLock = new();
+        /// <summary>The cleaning passes running now (<see cref="Clean"/>), each cancellable.</summary>
+        public readonly List<CancellationTokenSource> Cleans = new();
     }
 
     private readonly object _lock = new();
@@ -64,6 +75,16 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     {
         var s = new Served(pc) { Settings = settings, Pool = pool, Mount = mount };
         lock (_lock) { _served.Add(s); Watch(s); }
+        lock (s.Use) StartCleaner(s);
+    }
+
+    /// <summary>Starts the background cleaner of a mounted pool with its settings, unless it is off or a
+    /// <see cref="Clean"/> pass runs (it starts again when that ends). Called with <c>s.Use</c> held.</summary>
+    private static void StartCleaner(Served s)
+    {
+        if (s.Config.Cleaner is not { } settings || s.Pool == null || s.Mount == null) return;
+        lock (s.CleanLock) if (s.Cleans.Count > 0) return;
+        s.Pool.StartCleaner(settings);
     }
 
     private MountSettings SettingsOf(Served s) =>
@@ -83,6 +104,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
                 throw new ServeStartException($"pool {pc.Name} ({pc.Path}) cannot be mounted on {pc.MountPoint}: {e.Message}");
             }
             lock (_lock) { _served.Add(s); Watch(s); }
+            lock (s.Use) StartCleaner(s);
         }
         log.LogInformation("serving {Count} pool(s); pid {Pid}", config.Pools.Count, Environment.ProcessId);
         return Task.CompletedTask;
@@ -98,7 +120,8 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
             pool.Problem += line => log.LogError("pool {Name}: {Problem}", pc.Name, line);
             var mount = MountedFileSystem.Start(pool, pc.ToMountSettings(line => log.LogInformation("pool {Name}: {Line}", pc.Name, line)));
             s.Pool = pool; s.Mount = mount;
-            log.LogInformation("mounted pool {Name} ({Path}) on {MountPoint} with {Threads} worker threads", pc.Name, pc.Path, pc.MountPoint, mount.Session.Workers);
+            log.LogInformation("mounted pool {Name} ({Path}) on {MountPoint} with {Threads} worker threads; cleaner {Cleaner}", pc.Name, pc.Path, pc.MountPoint, mount.Session.Workers,
+                Cli.CleanerOptions.Describe(pc.Cleaner));
         }
         catch { pool.Dispose(); throw; }
     }
@@ -123,6 +146,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     private void CloseLocked(Served s)
     {
         var sw = Stopwatch.StartNew();
+        StopCleaning(s);
         try { s.Mount?.Unmount(lazyIfBusy: true); }
         catch (MountException e) { log.LogError("pool {Name}: unmount of {MountPoint} failed: {Reason}", s.Config.Name, s.Config.MountPoint, e.Message); }
         s.Mount = null;
@@ -131,6 +155,19 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         catch (Exception e) when (e is PoolException or IOException) { log.LogError("pool {Name}: closing failed: {Reason}", s.Config.Name, e.Message); }
         s.Pool = null;
         PoolClosed?.Invoke(s.Config.Name);
+    }
+
+    /// <summary>Cancels the <see cref="Clean"/> passes of a pool, waits until they have ended (each at the end of its
+    /// batch), and stops its background cleaner. Called with <c>s.Use</c> held.</summary>
+    private static void StopCleaning(Served s)
+    {
+        if (s.Pool == null) return;
+        lock (s.CleanLock)
+        {
+            foreach (var c in s.Cleans) c.Cancel();
+            while (s.Cleans.Count > 0) Monitor.Wait(s.CleanLock);
+        }
+        s.Pool.StopCleaner();
     }
 
     private void StopAll()
@@ -153,12 +190,64 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         return Task.CompletedTask;
     }
 
-    /// <summary>Every configured pool and whether it is mounted now.</summary>
-    public IReadOnlyList<ServedPool> Status()
+    /// <summary>Every configured pool and whether it is mounted now; with <paramref name="cleaner"/>, also the
+    /// cleaner's state of each mounted pool (read under <c>_lock</c>, under which every close runs).</summary>
+    public IReadOnlyList<ServedPool> Status(bool cleaner = false)
     {
         lock (_lock)
             return _served.Select(s => new ServedPool(s.Config, s.Mount != null,
-                s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off", s.Settings?.Snapshot)).ToArray();
+                s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off", s.Settings?.Snapshot,
+                cleaner && s.Mount != null && s.Pool != null ? s.Pool.CleanerStatus() : null, s.Pool?.BlockSize ?? 0)).ToArray();
+    }
+
+    /// <summary>
+    /// Runs a cleaning pass now on the mounted pool <paramref name="name"/> (cow clean): the background cleaner
+    /// pauses (at the end of its batch) and the pass runs at full speed until <paramref name="untilFreePercent"/>
+    /// of the log is free, nothing more can be moved, or <paramref name="token"/> or <see cref="CancelCleans"/>
+    /// cancels it; then the background cleaner starts again. The pool is not closed while the pass runs (a close
+    /// cancels it and waits), but other operations on the pool are not held up by it. Returns the cleaner's state
+    /// before the pass, the pass and the block size; null when the pool is not mounted.
+    /// </summary>
+    public (Core.FileSystem.CleanerStatus Before, Core.FileSystem.CleanerPass Pass, int BlockSize)? Clean(string name, double untilFreePercent, CancellationToken token)
+    {
+        Served? s;
+        lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == name);
+        if (s == null) return null;
+        Pool pool;
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        lock (s.Use)
+        {
+            if (s.Pool == null || s.Mount == null) { cts.Dispose(); return null; }
+            pool = s.Pool;
+            lock (s.CleanLock) s.Cleans.Add(cts);
+            pool.StopCleaner();   // waits for its batch in progress; the pass below then runs alone
+        }
+        try
+        {
+            var before = pool.CleanerStatus();
+            return (before, pool.CleanLog(untilFreePercent, cts.Token), pool.BlockSize);
+        }
+        finally
+        {
+            lock (s.CleanLock) { s.Cleans.Remove(cts); Monitor.PulseAll(s.CleanLock); }
+            cts.Dispose();
+            // The last pass to end starts the background cleaner again (unless the pool was closed meanwhile).
+            lock (s.Use) if (s.Pool == pool) StartCleaner(s);
+        }
+    }
+
+    /// <summary>Cancels every <see cref="Clean"/> pass running on the pool <paramref name="name"/> (cow clean's
+    /// Ctrl-C); each ends at the end of its batch and reports "cancelled". Returns how many were running.</summary>
+    public int CancelCleans(string name)
+    {
+        Served? s;
+        lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == name);
+        if (s == null) return 0;
+        lock (s.CleanLock)
+        {
+            foreach (var c in s.Cleans) c.Cancel();
+            return s.Cleans.Count;
+        }
     }
 
     /// <summary>Runs <paramref name="op"/> on the engine of the mounted pool <paramref name="name"/> (configured
@@ -192,10 +281,12 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         if (s.Mount == null || s.Pool == null) return null;
         s.EndWatch?.Unregister(null);
         s.EndWatch = null;
+        s.Pool.StopCleaner();   // paused while the pool is unmounted; started again once it is mounted
         try { s.Mount.Unmount(lazyIfBusy: false); }
         catch (MountException e)
         {
             Watch(s);
+            StartCleaner(s);
             return busy($"{s.Config.MountPoint} is busy ({e.Message}): files are open or a process works in it (fuser -vm {s.Config.MountPoint} lists them); close them and try again");
         }
         s.Mount = null;
@@ -207,6 +298,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
             s.Mount = MountedFileSystem.Start(s.Pool, SettingsOf(s));
             log.LogInformation("pool {Name}: mounted again on {MountPoint}", s.Config.Name, s.Config.MountPoint);
             Watch(s);
+            StartCleaner(s);
             return result;
         }
         catch (Exception e) when (e is MountException or IOException or UnauthorizedAccessException or ArgumentException)

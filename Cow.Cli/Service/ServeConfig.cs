@@ -36,6 +36,9 @@ public sealed record PoolConfig
     /// <summary><c>atime</c> (relatime, strictatime or noatime) and <c>nodiratime</c>.</summary>
     public Core.FileSystem.AtimeOptions Atime { get; init; }
     public RetentionConfig? Retention { get; init; }
+    /// <summary>The background cleaner, started once the pool is mounted (<c>cleaner</c>, <c>cleaner-start</c>,
+    /// <c>cleaner-stop</c>, <c>cleaner-share</c>); null: off.</summary>
+    public Core.FileSystem.CleanerSettings? Cleaner { get; init; } = new();
     /// <summary>Line of the section header (log and error messages).</summary>
     public int Line { get; init; }
 
@@ -70,7 +73,8 @@ public sealed class ServeConfig
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
-    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime"];
+    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime",
+        "cleaner", "cleaner-start", "cleaner-stop", "cleaner-share"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
@@ -233,11 +237,13 @@ public sealed class ServeConfig
                     if (s.Entries.TryGetValue("atime", out var at) && (at.Value is not ("relatime" or "strictatime" or "noatime") || !Core.FileSystem.AtimeOptions.TryApply(at.Value, ref atime)))
                         Err(at.Line, at.ValueCol, $"atime must be relatime, strictatime or noatime, not '{at.Value}'");
                     atime = atime with { NoDirAtime = Bool(s, "nodiratime", Err) ?? false };
+                    var cleaner = Cleaner(s, Err);
                     pools.Add(new PoolConfig
                     {
                         Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap, Atime = atime,
                         WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? true, ReadAheadKib = readAhead,
                         MaxReadKib = maxRead, ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
+                        Cleaner = cleaner,
                     });
                     break;
                 }
@@ -285,6 +291,31 @@ public sealed class ServeConfig
             case "no" or "false" or "off" or "0": return false;
             default: err(e.Line, e.ValueCol, $"{key} must be yes or no, not '{e.Value}'"); return null;
         }
+    }
+
+    /// <summary>The cleaner keys of a [pool NAME] section: null when <c>cleaner = no</c>, else the settings (the
+    /// defaults for keys not given). Each bad value is reported at its value; a stop threshold below the start
+    /// threshold at the stop's value.</summary>
+    private static Core.FileSystem.CleanerSettings? Cleaner(Section s, Action<int, int, string> err)
+    {
+        bool on = Bool(s, "cleaner", err) ?? true;
+        double? Value(string key, Func<string, string, (double?, string?)> parse)
+        {
+            if (!s.Entries.TryGetValue(key, out var e)) return null;
+            var (v, problem) = parse(e.Value, key);
+            if (problem != null) err(e.Line, e.ValueCol, problem);
+            return v;
+        }
+        static (double?, string?) Percent(string text, string key) => (CleanerOptions.Percent(text, key, out var p), p);
+        static (double?, string?) Share(string text, string key) => (CleanerOptions.Share(text, key, out var p), p);
+        double? start = Value("cleaner-start", Percent), stop = Value("cleaner-stop", Percent), share = Value("cleaner-share", Share);
+        var settings = CleanerOptions.Settings(start, stop, share, "cleaner-start", "cleaner-stop", out var problem);
+        if (problem != null)
+        {
+            var at = s.Entries.GetValueOrDefault("cleaner-stop") ?? s.Entries.GetValueOrDefault("cleaner-start");
+            err(at?.Line ?? s.Line, at?.ValueCol ?? s.NameCol, problem);
+        }
+        return on ? settings : null;
     }
 
     private static int? Count(Section s, string key, Action<int, int, string> err, int max = 1_000_000)

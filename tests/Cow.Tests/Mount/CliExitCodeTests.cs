@@ -28,6 +28,15 @@ public class CliExitCodeTests
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "6")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--max-read", "2048")]
     [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "-o", "noatime,bogus")]              // not an atime option
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner", "sometimes")]           // cleaner options
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner-start", "101")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner-stop", "lots")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner-share", "0")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner-share", "1.5")]
+    [InlineData("mount", "/nonexistent/pool", "/nonexistent/mnt", "-f", "--cleaner-start", "50", "--cleaner-stop", "30")]
+    [InlineData("clean", "/nonexistent/pool", "--until", "101")]                                             // cow clean
+    [InlineData("clean", "/nonexistent/pool", "--until", "half")]
+    [InlineData("clean")]
     public void BadUsageExitsWithTwo(params string[] args)
     {
         var (code, _, err) = CowProgram.Run(args);

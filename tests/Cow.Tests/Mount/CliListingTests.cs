@@ -73,11 +73,20 @@ public class CliListingTests : IDisposable
         Assert.Equal(Path.Combine(_pool, "log.img"), (string)devices[1]["path"]!);
         foreach (var d in devices)
             Assert.Equal((long)d["data_bytes"]!, (long)d["used_bytes"]! + (long)d["free_bytes"]!);
-        // 10,000 + 100 bytes of file data: three and one 4 KiB blocks on the log, which alone takes new writes.
+        // 10,000 + 100 bytes of file data: three and one 4 KiB blocks on the log, where new writes go first; the base
+        // device takes them once the log is full.
         Assert.Equal(4 * 4096L, (long)devices[1]["used_bytes"]!);
         Assert.Equal(0L, (long)devices[0]["used_bytes"]!);
-        Assert.True((bool)devices[1]["takes_writes"]!);
-        Assert.False((bool)devices[0]["takes_writes"]!);
-        Assert.Equal((long)df["free_bytes"]!, (long)devices[1]["free_bytes"]!);
+        Assert.All(devices, d => Assert.True((bool)d["takes_writes"]!));
+        // The pool's size is every device's data blocks less a 1 % reserve; free is every device's free blocks less it.
+        long bs = (long)df["block_size"]!, data = devices.Sum(d => (long)d["data_bytes"]!) / bs, reserve = data / 100;
+        Assert.Equal((data - reserve) * bs, (long)df["size_bytes"]!);
+        Assert.Equal(devices.Sum(d => (long)d["free_bytes"]!) - reserve * bs, (long)df["free_bytes"]!);
+        Assert.Equal(4 * 4096L, (long)df["used_bytes"]!);
+        // The cleaner: not running on an unmounted pool; the log's free share.
+        var cleaner = (JsonObject)df["cleaner"]!;
+        Assert.False((bool)cleaner["background"]!);
+        Assert.Equal((long)devices[1]["free_bytes"]!, (long)cleaner["log_free_bytes"]!);
+        Assert.Contains("cleaner: no background cleaner", text);
     }
 }

@@ -5,7 +5,8 @@ using Xunit;
 namespace Cow.Tests.Mount;
 
 /// <summary>df(1) on a mount and <c>cow df</c> on the pool report the same size, used and free bytes, and they are
-/// honest: a fresh pool with a large empty base device shows nothing used, and its size is what new writes can use.</summary>
+/// honest: a fresh pool shows nothing used, and its size is every device's data blocks less the pool's 1 % reserve
+/// (new writes go to the log, then to the base device).</summary>
 [Trait("Tier", "mount")]
 public class DfMountTests
 {
@@ -34,7 +35,7 @@ public class DfMountTests
         var fresh = Df(mp.MountPoint);
         Assert.Equal(0, fresh.Used);
         Assert.Equal(fresh.Size, fresh.Avail);
-        Assert.InRange(fresh.Size, 250L << 20, 256L << 20);   // the log's data blocks; not the 512 MiB base device
+        Assert.InRange(fresh.Size, 740L << 20, (768L << 20) * 99 / 100);   // both devices' data blocks, less 1 %
 
         File.WriteAllBytes(mp.P("f"), new byte[1 << 20].Select((_, i) => (byte)(i * 7 + 1)).ToArray());
         Sync(mp.MountPoint);
@@ -51,8 +52,10 @@ public class DfMountTests
         Assert.Equal(after.Used, (long)doc["used_bytes"]!);
         Assert.Equal(after.Avail, (long)doc["free_bytes"]!);
         Assert.Equal((long)doc["blocks"]! * (long)doc["block_size"]!, (long)doc["size_bytes"]!);
+        long bs = (long)doc["block_size"]!, data = ((JsonArray)doc["devices"]!).Sum(d => (long)d!["data_bytes"]!) / bs;
+        Assert.Equal((data - data / 100) * bs, (long)doc["size_bytes"]!);
         var text = CowProgram.Run("df", mp.PoolDir);
-        Assert.Contains("size 255.", text.Out.Split('\n')[0]);
+        Assert.Contains($"size {Cli.CliCommon.Bytes(after.Size)}", text.Out.Split('\n')[0]);
         Assert.Contains("used 1.00 MiB", text.Out);
         Assert.Contains("df(1) on the mount shows the same", text.Out);
     }

@@ -27,6 +27,10 @@ public class ServeConfigTests
         threads = 8
         allow-other = no
         iomap = off
+        cleaner = yes
+        cleaner-start = 30
+        cleaner-stop = 50%
+        cleaner-share = 0.5
 
         [pool home]
         path = /srv/pools/home
@@ -103,7 +107,9 @@ public class ServeConfigTests
         Assert.False(d.AllowOther);
         Assert.Equal(IomapMode.Off, d.Iomap);
         Assert.Equal(new RetentionConfig { Timeline = true, Hourly = 24, Daily = 7, Weekly = 4, Monthly = 12, Yearly = 1, MaxSnapshots = 100, MinFreePercent = 10 }, d.Retention);
+        Assert.Equal(new Cow.Core.FileSystem.CleanerSettings { StartBelowFreePercent = 30, StopAtFreePercent = 50, Share = 0.5 }, d.Cleaner);
         var h = c.Pools[1];
+        Assert.Equal(new Cow.Core.FileSystem.CleanerSettings(), h.Cleaner);   // on by default, with the engine's defaults
         Assert.Null(h.Retention);
         Assert.Null(h.AllowOther);
         Assert.Equal(IomapMode.Auto, h.Iomap);
@@ -119,6 +125,31 @@ public class ServeConfigTests
         Assert.False(hm.DirectIo);
         Assert.Equal(1024, hm.ReadAheadKib);
         Assert.Equal(0, hm.MaxReadKib);
+    }
+
+    [SkippableFact]
+    public void CleanerKeysAndTheirErrors()
+    {
+        const string head = "[pool a]\npath = /p\nmountpoint = /m\n";
+        Assert.Null(ServeConfig.Parse(head + "cleaner = no\ncleaner-share = 1\n", "x.conf", out var errors)!.Pools[0].Cleaner);
+        Assert.Empty(errors);
+        // Only a start threshold above the default stop: the stop follows it.
+        var c = ServeConfig.Parse(head + "cleaner-start = 60\n", "x.conf", out errors)!;
+        Assert.Equal((60.0, 60.0, 0.25), (c.Pools[0].Cleaner!.StartBelowFreePercent, c.Pools[0].Cleaner!.StopAtFreePercent, c.Pools[0].Cleaner!.Share));
+        Assert.Equal(0.1, ServeConfig.Parse(head + "cleaner-share = 10%\n", "x.conf", out _)!.Pools[0].Cleaner!.Share, 6);
+        foreach (var (line, message) in new[]
+        {
+            ("cleaner = sometimes", "x.conf:4:11: cleaner must be yes or no, not 'sometimes'"),
+            ("cleaner-start = 101", "x.conf:4:17: cleaner-start must be a percentage from 0 to 100, not '101'"),
+            ("cleaner-stop = lots", "x.conf:4:16: cleaner-stop must be a percentage from 0 to 100, not 'lots'"),
+            ("cleaner-share = 0", "x.conf:4:17: cleaner-share must be a fraction of the time above 0 and at most 1 (e.g. 0.25, or 25%), not '0'"),
+            ("cleaner-share = 1.5", "x.conf:4:17: cleaner-share must be a fraction of the time above 0 and at most 1 (e.g. 0.25, or 25%), not '1.5'"),
+            ("cleaner-start = 50\ncleaner-stop = 30", "x.conf:5:16: cleaner-stop 30 % is below cleaner-start 50 %"),
+        })
+        {
+            Assert.Null(ServeConfig.Parse(head + line + "\n", "x.conf", out errors));
+            Assert.Contains(message, string.Join("\n", errors));
+        }
     }
 
     [SkippableFact]

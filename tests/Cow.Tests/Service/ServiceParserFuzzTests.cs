@@ -122,10 +122,10 @@ public class ServiceParserFuzzTests(ITestOutputHelper output)
     private static readonly string[] Verbs =
     [
         "status", "snapshot-create", "snapshot-delete", "snapshot-list", "snapshot-hold", "snapshot-release",
-        "snapshot-diff", "snapshot-clone", "snapshot-rollback", "df", "reboot", "", "STATUS",
+        "snapshot-diff", "snapshot-clone", "snapshot-rollback", "df", "clean", "clean-cancel", "reboot", "", "STATUS",
     ];
 
-    private static readonly string[] Keys = ["verb", "pool", "name", "tag", "to", "destination", "from", "properties", "extra"];
+    private static readonly string[] Keys = ["verb", "pool", "name", "tag", "to", "destination", "from", "properties", "until", "extra"];
 
     private static JsonNode? RandomValue(Random r, int depth = 0) => r.Next(depth > 3 ? 6 : 9) switch
     {
