@@ -71,7 +71,7 @@ public sealed class CleanerKillTests(ITestOutputHelper output) : IDisposable
         return (u.Single(x => x.Cookie == FormatConstants.BaseCookie).UsedBlocks, u.Single(x => x.Cookie == FormatConstants.LogCookie).UsedBlocks);
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_pass_killed_mid_way_leaves_a_clean_pool_and_the_next_pass_completes()
     {
         int seed = Environment.GetEnvironmentVariable("COW_SEED") is { } s ? int.Parse(s) : System.Random.Shared.Next();
