@@ -29,6 +29,9 @@ do_mount() {   # do_mount [extra cow mount args]
   i=0
   while [ $i -lt 240 ]; do mounted && break; kill -0 $MPID 2>/dev/null || break; sleep 0.25; i=$((i+1)); done
   if ! mounted; then echo "cow mount did not mount; log:"; tail -20 $LOG; return 1; fi
+  # The mount is visible before the kernel's INIT is answered, and the grant is logged then: wait for it.
+  i=0
+  while [ $i -lt 80 ] && ! grep -q "fuse-iomap granted" $LOG; do sleep 0.25; i=$((i+1)); done
   grep -q "fuse-iomap granted" $LOG || { echo "fuse-iomap was not granted; log:"; tail -20 $LOG; return 1; }
   return 0
 }
