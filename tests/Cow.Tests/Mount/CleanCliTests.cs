@@ -20,19 +20,7 @@ public sealed class CleanCliTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => _scratch.Dispose();
 
     /// <summary>Runs cow with no service reachable (COW_SOCKET and COW_CONFIG name nothing).</summary>
-    private (int Code, string Out, string Err) Cow(params string[] args)
-    {
-        var psi = CowProgram.StartInfo(args);
-        psi.Environment["COW_SOCKET"] = Path.Combine(_scratch.Root, "no-service.sock");
-        psi.Environment["COW_CONFIG"] = Path.Combine(_scratch.Root, "no-such.conf");
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException($"cow {string.Join(' ', args)} did not finish in 120 s"); }
-        var r = (p.ExitCode, stdout, err.Result);
-        output.WriteLine($"cow {string.Join(' ', args)} -> {r.ExitCode}\n{r.stdout}{r.Item3}");
-        return r;
-    }
+    private (int Code, string Out, string Err) Cow(params string[] args) => _scratch.RunCow(output, args);
 
     private static string Ok((int Code, string Out, string Err) r)
     {

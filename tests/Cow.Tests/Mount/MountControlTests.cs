@@ -18,20 +18,7 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
     private string PoolDir => _scratch.PoolDir;
 
     /// <summary>Runs cow with no service reachable (COW_SOCKET names nothing) and the given extra environment.</summary>
-    private (int Code, string Out, string Err) Cow(string[] args, params (string Key, string Value)[] env)
-    {
-        var psi = CowProgram.StartInfo(args);
-        psi.Environment["COW_SOCKET"] = Path.Combine(_scratch.Root, "no-service.sock");
-        psi.Environment["COW_CONFIG"] = Path.Combine(_scratch.Root, "no-such.conf");
-        foreach (var (k, v) in env) psi.Environment[k] = v;
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException($"cow {string.Join(' ', args)} did not finish in 120 s"); }
-        var r = (p.ExitCode, stdout, err.Result);
-        output.WriteLine($"cow {string.Join(' ', args)} -> {r.ExitCode}\n{r.stdout}{r.Item3}");
-        return r;
-    }
+    private (int Code, string Out, string Err) Cow(string[] args, params (string Key, string Value)[] env) => _scratch.RunCow(output, args, env);
 
     private (int Code, string Out, string Err) Cow(params string[] args) => Cow(args, []);
 

@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace Cow.Tests.Mount;
 
@@ -22,6 +24,23 @@ public sealed class MountScratch(string prefix) : IDisposable
         Directory.CreateDirectory(mp);
         _mounts.Add(mp);
         return mp;
+    }
+
+    /// <summary>Runs cow to completion with no service reachable (COW_SOCKET and COW_CONFIG name nothing in this
+    /// folder), with <paramref name="env"/> added; logs the command and what it printed to <paramref name="output"/>.</summary>
+    public (int Code, string Out, string Err) RunCow(ITestOutputHelper output, string[] args, params (string Key, string Value)[] env)
+    {
+        var psi = CowProgram.StartInfo(args);
+        psi.Environment["COW_SOCKET"] = Path.Combine(Root, "no-service.sock");
+        psi.Environment["COW_CONFIG"] = Path.Combine(Root, "no-such.conf");
+        foreach (var (k, v) in env) psi.Environment[k] = v;
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var stdout = p.StandardOutput.ReadToEnd();
+        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException($"cow {string.Join(' ', args)} did not finish in 120 s"); }
+        var r = (p.ExitCode, stdout, err.Result);
+        output.WriteLine($"cow {string.Join(' ', args)} -> {r.ExitCode}\n{r.stdout}{r.Item3}");
+        return r;
     }
 
     /// <summary><c>cow mkfs PoolDir</c> with a 64 MiB base and a <paramref name="logSize"/> log (root and /dev/fuse required).</summary>
