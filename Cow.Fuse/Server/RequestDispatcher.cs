@@ -15,7 +15,8 @@ public sealed record FuseMountOptions
     /// <summary>When reads update atime (<c>cow mount -o relatime|strictatime|noatime,nodiratime</c>): the server
     /// owns atime (the kernel marks FUSE inodes S_NOATIME and drops its cached atime after a READ or READDIR).</summary>
     public AtimeOptions Atime { get; init; }
-    /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only).</summary>
+    /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only). With fuse-iomap granted it is requested
+    /// anyway (OpcodeTable.Init): the kernel must keep the size of iomap inodes its own in SETATTR.</summary>
     public bool WritebackCache { get; init; }
     /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>
     public bool SnapshotDirVisible { get; init; }
