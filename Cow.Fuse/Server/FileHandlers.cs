@@ -258,8 +258,13 @@ internal static class FileHandlers
         if (i.Offset > long.MaxValue || i.Length > long.MaxValue) return Errno.EINVAL;   // negative as loff_t
         var mode = (FallocateMode)(int)i.Mode;
         e = node.View!.Fallocate(node.Ino, mode, (long)i.Offset, (long)i.Length);
-        // fuse-iomap: the kernel wrote the range back before a punch or zero (its pages are gone).
-        if (e == 0 && (mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0) d.Iomap?.Delalloc.Remove(h.NodeId, (long)i.Offset, (long)i.Length);
+        // fuse-iomap: the kernel wrote the range back before a punch or zero (its pages are gone). Its iomap
+        // fallocate path then keeps the cached attributes (st_blocks) but for an extending one: drop them.
+        if (e == 0 && (mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0 && d.Iomap is { } io)
+        {
+            io.Delalloc.Remove(h.NodeId, (long)i.Offset, (long)i.Length);
+            InvalidateAttributes(d, h.NodeId);
+        }
         return e;
     }
 

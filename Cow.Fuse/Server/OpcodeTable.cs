@@ -278,7 +278,8 @@ public static class OpcodeTable
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
-        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
+        var visible = d.Visible(slot, nodeId, in a);
+        var entry = Entry(in visible, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
         return Write(reply, in entry, out n);
     }
 

@@ -166,6 +166,15 @@ public sealed class RequestDispatcher
     /// FUSE_ATTR_EXCLUSIVE for every inode of a live mounted tree when iomap was granted, else 0.</summary>
     public uint AttrFlags(int slot) => slot == NodeTable.RootSlot ? _liveAttrFlags : 0;
 
+    /// <summary><paramref name="a"/> as stat shows it: under fuse-iomap, st_blocks of a live file also counts the
+    /// blocks the kernel holds dirty over holes (<see cref="IomapDelalloc"/>), placed only at writeback.</summary>
+    internal InodeAttr Visible(int slot, ulong nodeId, in InodeAttr a)
+    {
+        if (_iomap is not { } io || slot != NodeTable.RootSlot || !a.IsRegular) return a;
+        long unplaced = io.Delalloc.UnplacedBytes(nodeId);
+        return unplaced == 0 ? a : a with { Blocks512 = a.Blocks512 + unplaced / 512 };
+    }
+
     /// <summary>Called by the session that serves this dispatcher: the connection's /dev/fuse descriptor
     /// (handed to <see cref="IIomapDeviceRegistrar.Register"/>) and how to send notifications on it.</summary>
     public void AttachConnection(int fuseFd, NotifySender? send)
