@@ -34,8 +34,9 @@ internal static class AttributeHandlers
         return EntryReply(d, parent.Slot, in attr, reply, out n);
     }
 
-    /// <summary>The attributes of <paramref name="node"/> and its st_ino.</summary>
-    private static Errno NodeAttr(RequestDispatcher d, in FuseNode node, out InodeAttr attr, out ulong stIno)
+    /// <summary>The attributes of <paramref name="node"/> (node id <paramref name="nodeId"/>) as stat shows
+    /// them, and its st_ino.</summary>
+    private static Errno NodeAttr(RequestDispatcher d, ulong nodeId, in FuseNode node, out InodeAttr attr, out ulong stIno)
     {
         if (node.IsSnapshotDir)
         {
@@ -44,7 +45,9 @@ internal static class AttributeHandlers
             return 0;
         }
         stIno = d.Nodes.StIno(node.Slot, node.Ino);
-        return node.View!.GetAttr(node.Ino, out attr);
+        var e = node.View!.GetAttr(node.Ino, out attr);
+        if (e == 0) attr = d.Visible(node.Slot, nodeId, in attr);
+        return e;
     }
 
     private static Errno AttrReply(in InodeAttr attr, ulong stIno, uint attrFlags, Span<byte> reply, out int n)
@@ -58,7 +61,7 @@ internal static class AttributeHandlers
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
         if (e != 0) return e;
-        e = NodeAttr(d, in node, out var attr, out ulong stIno);
+        e = NodeAttr(d, h.NodeId, in node, out var attr, out ulong stIno);
         if (e != 0) return e;
         return AttrReply(in attr, stIno, node.IsSnapshotDir ? 0 : d.AttrFlags(node.Slot), reply, out n);
     }
@@ -136,6 +139,7 @@ internal static class AttributeHandlers
         }
         if (e != 0) return e;
         if (size is long newSize) d.Iomap?.Delalloc.Truncate(h.NodeId, newSize);   // pages past the new end are gone
+        attr = d.Visible(node.Slot, h.NodeId, in attr);
         return AttrReply(in attr, d.Nodes.StIno(node.Slot, node.Ino), d.AttrFlags(node.Slot), reply, out n);
     }
 
@@ -156,7 +160,7 @@ internal static class AttributeHandlers
         n = 0;
         var e = d.Nodes.Resolve(h.NodeId, out var node);
         if (e != 0) return e;
-        e = NodeAttr(d, in node, out var a, out ulong stIno);
+        e = NodeAttr(d, h.NodeId, in node, out var a, out ulong stIno);
         if (e != 0) return e;
         const uint StatxBasicStats = 0x7FF, StatxBtime = 0x800;
         uint rdev = EncodeDev(a.Rdev);

@@ -72,7 +72,10 @@ internal static class DirectoryHandlers
                     FuseEntryOut entry = default;
                     entry.Attr.Ino = stIno;
                     if (!dot && view.GetAttr(ent.Ino, out var a) == 0 && NodeTable.TryNodeId(node.Slot, a.Ino, out ulong id))
-                        entry = Entry(in a, id, stIno, d.AttrFlags(node.Slot), d.Nodes.Generation(node.Slot, a.Ino, a.BtimeNs));
+                    {
+                        var visible = d.Visible(node.Slot, id, in a);
+                        entry = Entry(in visible, id, stIno, d.AttrFlags(node.Slot), d.Nodes.Generation(node.Slot, a.Ino, a.BtimeNs));
+                    }
                     ok = FuseDirentLayout.TryWriteDirentplus(dst[n..], in entry, (ulong)ent.NextOffset, ent.Type, nm, out written);
                 }
                 else ok = FuseDirentLayout.TryWriteDirent(dst[n..], stIno, (ulong)ent.NextOffset, ent.Type, nm, out written);

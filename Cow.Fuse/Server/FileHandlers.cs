@@ -258,8 +258,13 @@ internal static class FileHandlers
         if (i.Offset > long.MaxValue || i.Length > long.MaxValue) return Errno.EINVAL;   // negative as loff_t
         var mode = (FallocateMode)(int)i.Mode;
         e = node.View!.Fallocate(node.Ino, mode, (long)i.Offset, (long)i.Length);
-        // fuse-iomap: the kernel wrote the range back before a punch or zero (its pages are gone).
-        if (e == 0 && (mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0) d.Iomap?.Delalloc.Remove(h.NodeId, (long)i.Offset, (long)i.Length);
+        // fuse-iomap: the kernel wrote the range back before a punch or zero (its pages are gone). Its iomap
+        // fallocate path then keeps the cached attributes (st_blocks) but for an extending one: drop them.
+        if (e == 0 && (mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0 && d.Iomap is { } io)
+        {
+            io.Delalloc.Remove(h.NodeId, (long)i.Offset, (long)i.Length);
+            InvalidateAttributes(d, h.NodeId);
+        }
         return e;
     }
 
@@ -273,10 +278,13 @@ internal static class FileHandlers
         var e = d.Nodes.Resolve(h.NodeId, out var node);
         if (e != 0) return e;
         if (node.IsSnapshotDir) return Errno.EINVAL;
-        // With the writeback cache the kernel holds dirty pages the engine has not seen and does not flush
-        // them before LSEEK: an answer from the extent map could call fresh data a hole. ENOSYS makes the
-        // kernel use its generic lseek (all data up to the size, the hole at EOF), which is always true.
-        if (d.WritebackCacheGranted) return Errno.ENOSYS;
+        // With the writeback cache the kernel holds dirty pages of a writable file the engine has not seen and
+        // does not flush them before LSEEK: an answer from the extent map could call fresh data a hole. ENOSYS
+        // makes the kernel use its generic lseek (all data up to the size, the hole at EOF), which is always
+        // true — but for the whole connection from then on. A read-only (snapshot) file has no dirty pages: its
+        // answer comes from the engine. Under fuse-iomap (which asks for the writeback cache) only such files send
+        // LSEEK at all: the kernel answers SEEK_DATA/SEEK_HOLE of iomap inodes with IOMAP_BEGIN.
+        if (d.WritebackCacheGranted && !node.View!.ReadOnly) return Errno.ENOSYS;
         var i = MemoryMarshal.Read<FuseLseekIn>(p);
         long offset = (long)i.Offset, result;
         switch (i.Whence)

@@ -16,6 +16,9 @@ internal sealed class IomapDelalloc(int blockSize)
 {
     private readonly object _gate = new();
     private readonly Dictionary<ulong, List<(long Start, long End)>> _byNode = new();   // sorted, disjoint, non-adjacent; bytes
+    // The part of those ranges that was a hole in the engine when it was dirtied: blocks that writeback will
+    // add to the file (st_blocks counts them now, as XFS and ext4 count their delayed allocations).
+    private readonly Dictionary<ulong, List<(long Start, long End)>> _newByNode = new();
 
     private long Down(long b) => b / blockSize * blockSize;
     private long Up(long b) => b > long.MaxValue - blockSize ? long.MaxValue / blockSize * blockSize : (b + blockSize - 1) / blockSize * blockSize;
@@ -23,24 +26,31 @@ internal sealed class IomapDelalloc(int blockSize)
     /// <summary>Number of nodes with delalloc ranges (tests, diagnostics).</summary>
     public int Nodes { get { lock (_gate) return _byNode.Count; } }
 
-    /// <summary>[pos, pos+count) of <paramref name="node"/> is dirty in the kernel's page cache, not yet placed.</summary>
-    public void Add(ulong node, long pos, long count)
+    /// <summary>[pos, pos+count) of <paramref name="node"/> is dirty in the kernel's page cache, not yet placed;
+    /// <paramref name="overHole"/>: the engine maps no block there (writeback will add blocks to the file).</summary>
+    public void Add(ulong node, long pos, long count, bool overHole = false)
     {
         if (count <= 0) return;
         long s = Down(pos), e = Up(pos + count);
         lock (_gate)
         {
-            if (!_byNode.TryGetValue(node, out var list)) _byNode[node] = list = new();
-            int i = 0;
-            while (i < list.Count && list[i].End < s) i++;
-            while (i < list.Count && list[i].Start <= e)
-            {
-                s = Math.Min(s, list[i].Start);
-                e = Math.Max(e, list[i].End);
-                list.RemoveAt(i);
-            }
-            list.Insert(i, (s, e));
+            Add(_byNode, node, s, e);
+            if (overHole) Add(_newByNode, node, s, e);
         }
+    }
+
+    private static void Add(Dictionary<ulong, List<(long Start, long End)>> byNode, ulong node, long s, long e)
+    {
+        if (!byNode.TryGetValue(node, out var list)) byNode[node] = list = new();
+        int i = 0;
+        while (i < list.Count && list[i].End < s) i++;
+        while (i < list.Count && list[i].Start <= e)
+        {
+            s = Math.Min(s, list[i].Start);
+            e = Math.Max(e, list[i].End);
+            list.RemoveAt(i);
+        }
+        list.Insert(i, (s, e));
     }
 
     /// <summary>[pos, pos+count) of <paramref name="node"/> is placed, given back or gone; whole blocks inside
@@ -52,19 +62,38 @@ internal sealed class IomapDelalloc(int blockSize)
         if (s >= e) return;
         lock (_gate)
         {
-            if (!_byNode.TryGetValue(node, out var list)) return;
-            for (int i = 0; i < list.Count; i++)
-            {
-                var (a, b) = list[i];
-                if (b <= s || a >= e) continue;
-                list.RemoveAt(i);
-                if (b > e) list.Insert(i, (e, b));
-                if (a < s) list.Insert(i, (a, s));
-                i--;
-                if (a < s) i++;
-                if (b > e) i++;
-            }
-            if (list.Count == 0) _byNode.Remove(node);
+            Remove(_byNode, node, s, e);
+            Remove(_newByNode, node, s, e);
+        }
+    }
+
+    private static void Remove(Dictionary<ulong, List<(long Start, long End)>> byNode, ulong node, long s, long e)
+    {
+        if (!byNode.TryGetValue(node, out var list)) return;
+        for (int i = 0; i < list.Count; i++)
+        {
+            var (a, b) = list[i];
+            if (b <= s || a >= e) continue;
+            list.RemoveAt(i);
+            if (b > e) list.Insert(i, (e, b));
+            if (a < s) list.Insert(i, (a, s));
+            i--;
+            if (a < s) i++;
+            if (b > e) i++;
+        }
+        if (list.Count == 0) byNode.Remove(node);
+    }
+
+    /// <summary>Writeback of [pos, pos+count) of <paramref name="node"/> completed or failed (IOMAP_IOEND): every
+    /// block it touched is placed or discarded, also the last one when the write ended at EOF inside it.</summary>
+    public void Placed(ulong node, long pos, long count)
+    {
+        if (count <= 0) return;
+        long s = Down(pos), e = count >= long.MaxValue - pos ? long.MaxValue : Up(pos + count);
+        lock (_gate)
+        {
+            Remove(_byNode, node, s, e);
+            Remove(_newByNode, node, s, e);
         }
     }
 
@@ -72,7 +101,20 @@ internal sealed class IomapDelalloc(int blockSize)
     public void Truncate(ulong node, long size) => Remove(node, Up(Math.Max(0, size)), long.MaxValue);
 
     /// <summary>Forgets the node (the kernel forgot it).</summary>
-    public void Forget(ulong node) { lock (_gate) _byNode.Remove(node); }
+    public void Forget(ulong node) { lock (_gate) { _byNode.Remove(node); _newByNode.Remove(node); } }
+
+    /// <summary>Bytes (whole blocks) of <paramref name="node"/> dirtied over holes and not yet placed: what
+    /// st_blocks adds to the engine's count until writeback places them.</summary>
+    public long UnplacedBytes(ulong node)
+    {
+        lock (_gate)
+        {
+            if (!_newByNode.TryGetValue(node, out var list)) return 0;
+            long sum = 0;
+            foreach (var (a, b) in list) sum += b - a;
+            return sum;
+        }
+    }
 
     /// <summary>The first delalloc range of <paramref name="node"/> overlapping [start, end), clipped to it; false if none.</summary>
     public bool FirstOverlap(ulong node, long start, long end, out long from, out long to)

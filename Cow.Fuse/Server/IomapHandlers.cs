@@ -168,11 +168,12 @@ internal static class IomapHandlers
             return Errno.EIO;
         }
         // The kernel dirties [pos, pos+count) of its page cache under a DELALLOC answer (buffered write, page
-        // fault, zeroing of data): remembered for reports until writeback (ioend) or a short write (iomap_end).
+        // fault, zeroing of data): remembered for reports until writeback (ioend) or a short write (iomap_end),
+        // and, over a hole, counted in st_blocks until then.
         if (kw.Type == MappingType.Delalloc)
         {
             long from = Math.Max(pos, kw.Offset), to = Math.Min(pos + count, kw.Offset + kw.Length);
-            io.Delalloc.Add(h.NodeId, from, to - from);
+            io.Delalloc.Add(h.NodeId, from, to - from, overHole: read.Type == MappingType.Hole);
         }
         var o = new FuseIomapBeginOut { Read = ToWire(kr), Write = ToWire(kw) };
         return Write(reply, in o, out n);
@@ -276,7 +277,7 @@ internal static class IomapHandlers
         long newSize;
         // Written back (or failed and discarded): no longer the kernel's dirty pages. Only ioends of page-cache
         // writeback (or without an allocation: a discarded folio) can end a delayed allocation.
-        if ((i.Flags & (uint)FuseIomapIoendFlags.Direct) == 0) io.Delalloc.Remove(h.NodeId, (long)i.Pos, (long)i.Written);
+        if ((i.Flags & (uint)FuseIomapIoendFlags.Direct) == 0) io.Delalloc.Placed(h.NodeId, (long)i.Pos, (long)i.Written);
         if ((i.Flags & (uint)FuseIomapIoendFlags.Swapoff) != 0)
         {
             e = view.GetAttr(node.Ino, out var a);

@@ -158,8 +158,6 @@ public static class OpcodeTable
         if ((offered & (ulong)FuseInitFlags.InitExt) != 0 && p.Length >= 20) offered |= (ulong)MemoryMarshal.Read<uint>(p[16..]) << 32;
 
         var wanted = Wanted;
-        // Write-back caching of a read-only tree would only buffer writes that fail.
-        if (d.Options.WritebackCache && !d.Root.ReadOnly) wanted |= FuseInitFlags.WritebackCache;
         // fuse-iomap (experimental): echoed only when the kernel offered it, it is not switched off, and
         // there is a way to register the devices. Required but impossible: INIT fails (EPROTO).
         bool iomapOffered = (offered & ExperimentalConstants.InitIomap) != 0;
@@ -184,6 +182,12 @@ public static class OpcodeTable
         // does only without HANDLE_KILLPRIV_V2 — and, for open(O_TRUNC), only without ATOMIC_O_TRUNC (with it
         // the kernel skips the truncating SETATTR that carries the mode change).
         if (iomap) wanted = (wanted | FuseInitFlags.Iomap) & ~(FuseInitFlags.HandleKillprivV2 | FuseInitFlags.AtomicOTrunc);
+        // Write-back caching of a read-only tree would only buffer writes that fail. With iomap it is asked for
+        // always: the kernel then keeps the size (and c/mtime) of an iomap inode its own in SETATTR and writes
+        // its dirty pages back first. Without it, the 7.2.13 kernel's fuse_do_setattr takes i_size from the
+        // reply and cuts the page cache to it, so a chmod or utimensat of a file with appended bytes not yet
+        // written back (Cow has not seen them) dropped those bytes (docs/iomap.md, "Known limits").
+        if ((d.Options.WritebackCache || iomap) && !d.Root.ReadOnly) wanted |= FuseInitFlags.WritebackCache;
         // Off: the mount side decided (--iomap off, or ADD_IOMAP refused under auto) and logged why.
         else if (mode == IomapMode.Off) { }
         else if (foreignAbi) d.LogLine($"userspace I/O: {foreignWhy}");
@@ -274,7 +278,8 @@ public static class OpcodeTable
     {
         n = 0;
         if (!NodeTable.TryNodeId(slot, a.Ino, out ulong nodeId)) return Errno.EOVERFLOW;
-        var entry = Entry(in a, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
+        var visible = d.Visible(slot, nodeId, in a);
+        var entry = Entry(in visible, nodeId, d.Nodes.StIno(slot, a.Ino), d.AttrFlags(slot), d.Nodes.Generation(slot, a.Ino, a.BtimeNs));
         return Write(reply, in entry, out n);
     }
 

@@ -15,7 +15,8 @@ public sealed record FuseMountOptions
     /// <summary>When reads update atime (<c>cow mount -o relatime|strictatime|noatime,nodiratime</c>): the server
     /// owns atime (the kernel marks FUSE inodes S_NOATIME and drops its cached atime after a READ or READDIR).</summary>
     public AtimeOptions Atime { get; init; }
-    /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only).</summary>
+    /// <summary>Request FUSE_WRITEBACK_CACHE at INIT (live mounts only). With fuse-iomap granted it is requested
+    /// anyway (OpcodeTable.Init): the kernel must keep the size of iomap inodes its own in SETATTR.</summary>
     public bool WritebackCache { get; init; }
     /// <summary>List <c>.snapshots</c> in readdir of the root (lookups of it always work on a live mount).</summary>
     public bool SnapshotDirVisible { get; init; }
@@ -164,6 +165,15 @@ public sealed class RequestDispatcher
     /// <summary>fuse_attr.flags for an inode of the tree in <paramref name="slot"/>: FUSE_ATTR_IOMAP |
     /// FUSE_ATTR_EXCLUSIVE for every inode of a live mounted tree when iomap was granted, else 0.</summary>
     public uint AttrFlags(int slot) => slot == NodeTable.RootSlot ? _liveAttrFlags : 0;
+
+    /// <summary><paramref name="a"/> as stat shows it: under fuse-iomap, st_blocks of a live file also counts the
+    /// blocks the kernel holds dirty over holes (<see cref="IomapDelalloc"/>), placed only at writeback.</summary>
+    internal InodeAttr Visible(int slot, ulong nodeId, in InodeAttr a)
+    {
+        if (_iomap is not { } io || slot != NodeTable.RootSlot || !a.IsRegular) return a;
+        long unplaced = io.Delalloc.UnplacedBytes(nodeId);
+        return unplaced == 0 ? a : a with { Blocks512 = a.Blocks512 + unplaced / 512 };
+    }
 
     /// <summary>Called by the session that serves this dispatcher: the connection's /dev/fuse descriptor
     /// (handed to <see cref="IIomapDeviceRegistrar.Register"/>) and how to send notifications on it.</summary>

@@ -4,7 +4,8 @@
 # kernel's cached mtime although Cow stores and answers them (a fresh mount shows them), and st_blocks stays
 # stale after a hole punch until the attribute timeout, and a SETATTR (chmod) of a file with appended bytes not
 # yet written back sets the kernel's size back to Cow's and drops those bytes. Not a test: it prints what it sees.
-# WB=1 mounts with --writeback-cache (then the kernel keeps its own size and times in SETATTR).
+# WB=1 mounts with --writeback-cache (then the kernel keeps its own size and times in SETATTR). Cow now asks for
+# the writeback cache whenever iomap is granted, so both settings show the WB=1 behaviour (docs/iomap.md).
 #   ../shared/kernel/vm-run.sh --mkdisk /tmp/b.img:1G --mkdisk /tmp/l.img:2G -- \
 #     env COW="dotnet $PWD/Cow.Cli/bin/Release/net10.0/cow.dll" sh $PWD/tests/kernel/attr-repro.sh
 COW=${COW:?set COW to the cow command}

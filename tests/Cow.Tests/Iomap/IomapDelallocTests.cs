@@ -58,4 +58,44 @@ public sealed class IomapDelallocTests
         k.Truncate(n, ino, 256 << 10);
         Assert.Equal(0, k.D.Iomap!.Delalloc.Nodes);
     }
+
+    /// <summary>st_blocks counts blocks dirtied over holes before writeback places them, as XFS and ext4 count
+    /// delayed allocations (on the fuse-iomap kernel st_blocks was 0 right after buffered writes); overwrites of
+    /// placed blocks add nothing; a hole punch drops the kernel's cached attributes (FUSE_NOTIFY_INVAL_INODE).</summary>
+    [Fact]
+    public void St_blocks_counts_dirty_blocks_over_holes_until_writeback()
+    {
+        using var k = new IomapPeer().Start();
+        var f = k.Create(RootNode, "f");
+        ulong n = f.NodeId, ino = f.Attr.Ino;
+        k.Truncate(n, ino, 1 << 20);
+        Assert.Equal(0UL, k.GetAttr(n).Blocks);
+        k.BeginRaw(n, ino, 64 << 10, 100, IomapOp.Write);
+        k.BeginRaw(n, ino, (64 << 10) + 200, 100, IomapOp.Write);   // the same block again
+        k.BeginRaw(n, ino, (512 << 10) - 10, 20, IomapOp.Write);    // across two blocks
+        Assert.Equal(3UL * Bs / 512, k.GetAttr(n).Blocks);
+        Assert.Equal(3UL * Bs / 512, k.Lookup(RootNode, "f").Attr.Blocks);
+        // Written back: the engine counts the block, no longer the delayed allocation.
+        k.WriteBack(n, ino, 64 << 10, new byte[Bs], eof: 1 << 20);
+        Assert.Equal(3UL * Bs / 512, k.GetAttr(n).Blocks);
+        // Dirtying the placed block again adds nothing.
+        k.BeginRaw(n, ino, 64 << 10, Bs, IomapOp.Write);
+        Assert.Equal(3UL * Bs / 512, k.GetAttr(n).Blocks);
+        // A punch drops the dirty blocks (the kernel wrote them back first; here they are just gone) and tells
+        // the kernel its cached attributes are stale.
+        k.DrainNotifications();
+        int before = k.OtherNotifications;
+        k.Punch(n, 0, 1 << 20);
+        k.DrainNotifications();
+        Assert.Equal(before + 1, k.OtherNotifications);
+        Assert.Equal(0UL, k.GetAttr(n).Blocks);
+        Assert.Equal(0, k.D.Iomap!.Delalloc.Nodes);
+        // Writeback that ends at EOF inside its block places the whole block: counted once, by the engine.
+        var g = k.Create(RootNode, "g");
+        k.BeginRaw(g.NodeId, g.Attr.Ino, 0, 100, IomapOp.Write);
+        Assert.Equal((ulong)Bs / 512, k.GetAttr(g.NodeId).Blocks);
+        k.WriteBack(g.NodeId, g.Attr.Ino, 0, new byte[Bs], eof: 100);
+        Assert.Equal((ulong)Bs / 512, k.GetAttr(g.NodeId).Blocks);
+        Assert.Equal(0, k.D.Iomap!.Delalloc.Nodes);
+    }
 }

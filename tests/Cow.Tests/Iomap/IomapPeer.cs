@@ -188,7 +188,8 @@ internal sealed class IomapPeer : IDisposable
     };
 
     public const FuseInitFlags KernelFlags = FuseInitFlags.AsyncRead | FuseInitFlags.BigWrites | FuseInitFlags.MaxPages | FuseInitFlags.InitExt
-        | FuseInitFlags.DoReaddirplus | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc | FuseInitFlags.DirectIoAllowMmap;
+        | FuseInitFlags.DoReaddirplus | FuseInitFlags.ParallelDirops | FuseInitFlags.AtomicOTrunc | FuseInitFlags.DirectIoAllowMmap
+        | FuseInitFlags.WritebackCache;
 
     /// <summary>INIT as an iomap kernel sends it (minor 99, FUSE_IOMAP in flags2) or as a mainline one.</summary>
     public (FuseOutHeader H, FuseInitOut Out) Init(bool offerIomap = true, uint minor = 99)

@@ -60,8 +60,6 @@ public abstract partial class PosixCases
     [SkippableFact]
     public void PunchHoleAndFallocateInAMebibyte()
     {
-        SkipUnderIomap("fuse-iomap test kernel: st_blocks right after a hole punch is the old value until the attribute timeout "
-            + "(its iomap branch of fuse_file_fallocate returns before the attribute invalidation; docs/iomap.md, Known limits)");
         var data = Pattern((int)MiB, 6);
         using (var f = Open("f", O_RDWR | O_CREAT))
         {
