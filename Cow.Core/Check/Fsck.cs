@@ -274,11 +274,8 @@ public static class Fsck
         return r;
     }
 
-    /// <summary>Most snapshots named per inode; the rest are counted.</summary>
-    private const int MaxSnapshotsNamed = 5;
-
     /// <summary>Gives every problem about an inode the inode's paths: in the live tree, then in each snapshot that
-    /// sees it (newest first), by walking visible directory entries up to the root.</summary>
+    /// sees it (newest first), by walking visible directory entries up to the root (<see cref="InodePaths"/>).</summary>
     private static void NamePaths(FsckReport r, List<InodeRecord> inodes, List<DirentRecord> dirents, long liveGen, IReadOnlyList<SnapshotRecord> snaps)
     {
         if (!r.Problems.Any(p => p.Ino > 0)) return;
@@ -293,35 +290,9 @@ public static class Fsck
                     if (!m.TryGetValue(d.Child, out var l)) m[d.Child] = l = new List<(long, string)>();
                     l.Add((d.Dir, d.Name));
                 }
-            foreach (var l in m.Values) l.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
             return byChild[g] = m;
         }
-        // One path up to the root through first names, or null if the chain breaks or loops.
-        string? PathOf(long g, long ino)
-        {
-            var parts = new List<string>();
-            var seen = new HashSet<long>();
-            while (ino != Engine.Engine.RootIno)
-            {
-                if (!seen.Add(ino) || !Names(g).TryGetValue(ino, out var l)) return null;
-                parts.Add(l[0].Name);
-                ino = l[0].Dir;
-            }
-            parts.Reverse();
-            return "/" + string.Join("/", parts);
-        }
-        List<string> PathsIn(long g, long ino)
-        {
-            if (ino == Engine.Engine.RootIno) return ["/"];
-            var list = new List<string>();
-            if (!Names(g).TryGetValue(ino, out var names)) return list;
-            foreach (var (dir, name) in names.Take(4))
-                if (PathOf(g, dir) is { } parent) list.Add((parent == "/" ? "" : parent) + "/" + name);
-            if (names.Count > 4) list.Add($"and {names.Count - 4} more names");
-            return list;
-        }
-        var views = new List<(long Gen, string Prefix)> { (liveGen, "") };
-        views.AddRange(snaps.OrderByDescending(s => s.Gen).Select(s => (s.Gen, $"snapshot {s.Name}: ")));
+        var namer = new InodePaths((g, ino) => Names(g).TryGetValue(ino, out var l) ? l : []);
         var wanted = r.Problems.Where(p => p.Ino > 0).Select(p => p.Ino).ToHashSet();
         var versions = inodes.Where(x => wanted.Contains(x.Ino)).GroupBy(x => x.Ino).ToDictionary(x => x.Key, x => x.ToList());
         var described = new Dictionary<long, string>();
@@ -331,21 +302,8 @@ public static class Fsck
             if (p.Ino <= 0) continue;
             if (!described.TryGetValue(p.Ino, out var text))
             {
-                var parts = new List<string>();
-                int snapshotsNamed = 0, snapshotsMore = 0;
-                bool inLive = false;
-                foreach (var (g, prefix) in views)
-                {
-                    if (!versions.TryGetValue(p.Ino, out var vs) || !vs.Any(x => x.VisibleAt(g))) continue;
-                    var paths = PathsIn(g, p.Ino);
-                    if (paths.Count == 0) continue;
-                    if (g == liveGen) inLive = true;
-                    else if (snapshotsNamed == MaxSnapshotsNamed) { snapshotsMore++; continue; }
-                    else snapshotsNamed++;
-                    parts.Add(prefix + string.Join(", ", paths));
-                }
-                if (snapshotsMore > 0) parts.Add($"{snapshotsMore} more snapshots");
-                text = parts.Count == 0 ? "no path: orphan" : (inLive ? "" : "not in the live tree; ") + string.Join("; ", parts);
+                var vs = versions.GetValueOrDefault(p.Ino);
+                text = InodePaths.Describe(namer.InViews(p.Ino, liveGen, snaps, g => vs != null && vs.Any(x => x.VisibleAt(g))));
                 described[p.Ino] = text;
             }
             r.Problems[i] = p with { Paths = text };
