@@ -106,6 +106,20 @@ public sealed partial class Pool : IDisposable
     /// <summary>Problems the engine reports for an administrator (a failed commit, a checksum mismatch...).</summary>
     public event Action<string>? Problem { add => Engine.Problem += value; remove => Engine.Problem -= value; }
 
+    /// <summary>
+    /// Scrubs the pool while it is in use: reads every block the committed metadata references, at most
+    /// <see cref="ScrubSettings.RateBytesPerSecond"/> on average, and compares it with its checksum; the damaged ones
+    /// come back by device block, inode, offset and path in the live tree and each snapshot that sees them. Nothing
+    /// is repaired (Cow keeps no second copy). One scrub at a time ("busy" otherwise); <paramref name="token"/> or
+    /// <see cref="CancelScrub"/> stops it, and so does closing the pool (which waits for it).
+    /// <paramref name="progress"/> is called from the scrubbing thread after each segment.
+    /// </summary>
+    public ScrubReport Scrub(ScrubSettings? settings = null, Action<ScrubProgress>? progress = null, CancellationToken token = default) =>
+        Engine.Scrub(settings ?? new ScrubSettings(), progress, token);
+
+    /// <summary>Cancels the scrub running on this pool (it returns "cancelled"); false when none runs.</summary>
+    public bool CancelScrub() => Engine.CancelScrub();
+
     /// <summary>Checks the pool (<see cref="Check.Fsck"/>); <paramref name="progress"/> hears (data blocks verified, to verify).</summary>
     public Check.FsckReport Fsck(bool verifyData = true, Action<long, long>? progress = null) => Check.Fsck.Run(Engine, verifyData, progress);
 

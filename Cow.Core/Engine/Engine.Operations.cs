@@ -84,4 +84,14 @@ public sealed partial class Engine
     /// source. Throws (IOException) when the source cannot be read.</summary>
     public delegate int ImportReader(long offset, Span<byte> buffer);
     public Errno ImportData(long ino, long length, IReadOnlyList<(long Offset, long Length)> dataRanges, ImportReader read, CancellationToken ct = default) => _ctx.Importer.ImportData(ino, length, dataRanges, read, ct);
+
+    // Scrubber
+    /// <summary>Reads every referenced block at a bounded rate and compares it with its checksum (cow scrub; Scrubber.cs).</summary>
+    public ScrubReport Scrub(ScrubSettings settings, Action<ScrubProgress>? progress = null, CancellationToken token = default) => _ctx.Scrubber.Scrub(settings, progress, token);
+    /// <summary>Cancels the scrub in progress; false when none runs.</summary>
+    public bool CancelScrub() => _ctx.Scrubber.Cancel();
+    /// <summary>Tests only: runs after a scrub loaded a segment's mappings, before it enters the reuse gate.</summary>
+    internal Action? ScrubAfterLoadHook { set => _ctx.Scrubber.AfterLoadHook = value; }
+    /// <summary>Tests only: segments a scrub read again because blocks were released meanwhile.</summary>
+    internal long ScrubRedone => _ctx.Scrubber.Redone;
 }

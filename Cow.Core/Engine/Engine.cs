@@ -18,7 +18,8 @@ namespace Cow.Core.Engine;
 /// <item>Operation families, stateless over those parts (<see cref="EnginePart"/>): <see cref="IomapService"/>,
 /// <see cref="FileDataPath"/>, <see cref="RangeCloner"/>, <see cref="FallocateReservations"/>,
 /// <see cref="NamespaceOps"/>, <see cref="InodeAttributes"/>, <see cref="SnapshotManager"/> (with the pure
-/// <see cref="SnapshotDiff"/>), <see cref="SnapshotRestorer"/>, <see cref="ImportWriter"/>; pure helpers
+/// <see cref="SnapshotDiff"/>), <see cref="SnapshotRestorer"/>, <see cref="ImportWriter"/>, <see cref="LogCleaner"/>,
+/// <see cref="Scrubber"/>; pure helpers
 /// <see cref="ExtentMap"/> and <see cref="SnapshotDiff"/>.</item>
 /// </list>
 /// <para>Threading: thread-safe. Lock order (every part and family follows it):
@@ -138,6 +139,7 @@ public sealed partial class Engine : IDisposable
         _ctx.Restorer = new SnapshotRestorer(_ctx);
         _ctx.Importer = new ImportWriter(_ctx);
         _ctx.Cleaner = new LogCleaner(_ctx);
+        _ctx.Scrubber = new Scrubber(_ctx);
         _ctx.Prealloc.LoadPreallocTotal();
     }
 
@@ -200,6 +202,7 @@ public sealed partial class Engine : IDisposable
     public void Dispose()
     {
         _ctx.Cleaner.Stop();
+        _ctx.Scrubber.Stop();
         _commits.Close(() =>
         {
             try { Store.Dispose(); }

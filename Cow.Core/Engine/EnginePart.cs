@@ -43,6 +43,7 @@ internal sealed class EngineContext
     public SnapshotRestorer Restorer { get; set; } = null!;
     public ImportWriter Importer { get; set; } = null!;
     public LogCleaner Cleaner { get; set; } = null!;
+    public Scrubber Scrubber { get; set; } = null!;
 }
 
 /// <summary>
