@@ -24,6 +24,7 @@ public static class Program
         root.Subcommands.Add(FileCommands.Ls());
         root.Subcommands.Add(SnapshotCommands.Create());
         root.Subcommands.Add(PoolCommands.Df());
+        root.Subcommands.Add(ScrubCommand.Create());
         root.Subcommands.Add(PoolCommands.Fsck());
         root.Subcommands.Add(CleanCommand.Create());
         root.Subcommands.Add(MountCommands.Mount());

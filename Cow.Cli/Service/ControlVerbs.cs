@@ -31,6 +31,8 @@ public sealed partial class ControlServer
         new("df", (s, r, _, _) => s.Df(r)),
         new("clean", (s, r, u, peer) => s.Clean(r, u, peer)),
         new("clean-cancel", (s, r, u, _) => s.CleanCancel(r, u)),
+        new("scrub", (s, r, u, _) => s.Scrub(r, u)),
+        new("scrub-cancel", (s, r, _, _) => s.ScrubCancel(r)),
     ];
 
     private static readonly string VerbList = string.Join(", ", Verbs.Select(v => v.Key));

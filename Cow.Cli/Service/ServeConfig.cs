@@ -39,6 +39,8 @@ public sealed record PoolConfig
     /// <summary>The background cleaner, started once the pool is mounted (<c>cleaner</c>, <c>cleaner-start</c>,
     /// <c>cleaner-stop</c>, <c>cleaner-share</c>); null: off.</summary>
     public Core.FileSystem.CleanerSettings? Cleaner { get; init; } = new();
+    /// <summary>The scheduled scrub (<c>scrub-every</c>, <c>scrub-rate</c>); null: none.</summary>
+    public ScrubSchedule? Scrub { get; init; }
     /// <summary>Line of the section header (log and error messages).</summary>
     public int Line { get; init; }
 
@@ -68,13 +70,13 @@ public sealed record ControlConfig
 /// <see cref="Parse"/> reports every problem with its line and column, all at once. Immutable once parsed:
 /// safe to share between threads.
 /// </summary>
-public sealed class ServeConfig
+public sealed partial class ServeConfig
 {
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
     private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime",
-        "cleaner", "cleaner-start", "cleaner-stop", "cleaner-share"];
+        "cleaner", "cleaner-start", "cleaner-stop", "cleaner-share", "scrub-every", "scrub-rate"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
 
@@ -244,6 +246,7 @@ public sealed class ServeConfig
                         WritebackCache = Bool(s, "writeback-cache", Err) ?? false, PageCache = Bool(s, "page-cache", Err) ?? true, ReadAheadKib = readAhead,
                         MaxReadKib = maxRead, ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
                         Cleaner = cleaner,
+                        Scrub = Scrub(s, Err),
                     });
                     break;
                 }
