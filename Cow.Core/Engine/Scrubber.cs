@@ -12,20 +12,21 @@ namespace Cow.Core.Engine;
 /// it with the CRC-32C its chunk records (format.md 5.6 <c>sums</c>); damaged blocks are reported by device block,
 /// then by inode and offset, then by path in the live tree and in each snapshot that sees that version of the
 /// data. Cow keeps no second copy of anything, so nothing is repaired (<see cref="ScrubReport.NoRepair"/>).
-/// <para>A pass commits first, then walks every device segment that has referenced blocks (<see cref="DeviceSpace.LiveBlocks"/>),
-/// one segment at a time: under <c>StateLock</c> it notes <see cref="SpaceAllocator.ReleaseEpoch"/> and loads every
-/// committed chunk version that maps the segment (<see cref="MetadataStore.ChunksMapping"/>, the <c>segs</c> index),
-/// which says, for each block, the checksum expected and who maps it; outside the lock it enters the reuse gate in
-/// read mode and, if a commit released freed blocks in between (the epoch moved: a block may have been handed out
-/// again and rewritten), leaves it and does that segment again; else it reads the mapped blocks in runs, compares,
-/// and leaves the gate. It never holds <c>StateLock</c> during a device read. Between segments it sleeps as long as
-/// keeps it to <see cref="ScrubSettings.RateBytesPerSecond"/>. Blocks mapped only by changes not committed when
-/// their segment is read are not checked in this pass (<see cref="ScrubReport.NotChecked"/>); data the cleaner moves
-/// to a segment already read is checked by the next pass.</para>
+/// <para>A pass commits first, then walks every device segment that has referenced blocks (<see cref="DeviceSpace.LiveBlocks"/>).
+/// Per segment, under <c>StateLock</c>, it notes <see cref="SpaceAllocator.ReleaseEpoch"/> and loads every committed
+/// chunk version that maps the segment (<see cref="MetadataStore.ChunksMapping"/>, the <c>segs</c> index), which says,
+/// for each block, the checksum expected and who maps it. Then, outside the lock, a run of mapped blocks at a time (at
+/// most 1 MiB): it enters the reuse gate in read mode and, if a commit released freed blocks since the load (the epoch
+/// moved: a block may have been handed out again and rewritten), leaves it and loads the segment's mappings again,
+/// going on from that run; else it reads the run, compares, and leaves the gate. So the gate is held for one read of
+/// at most 1 MiB, and <c>StateLock</c> never during a device read. After each run it sleeps as long as keeps the pass
+/// to <see cref="ScrubSettings.RateBytesPerSecond"/>. Blocks mapped only by changes not committed when their segment
+/// is loaded are not checked in this pass (<see cref="ScrubReport.NotChecked"/>); data the cleaner moves to a segment
+/// already read is checked by the next pass.</para>
 /// <para>State: the scrub in progress (one at a time per pool: another gets "busy") and whether the engine is
 /// closing, guarded by <c>_statusLock</c>, which is taken alone. <see cref="Stop"/> (the engine's close) cancels the
 /// scrub in progress and waits for it, so a caller may run a scrub outside whatever keeps the pool open.
-/// Locks in the engine's order: the reuse gate, then <c>StateLock</c> for the naming at the end; never both.</para>
+/// It takes the reuse gate (read mode) and <c>StateLock</c> one at a time, never one inside the other.</para>
 /// </summary>
 internal sealed class Scrubber(EngineContext context) : EnginePart(context)
 {
@@ -41,7 +42,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
     /// <summary>Tests only: called after a segment's mappings were loaded, before the reuse gate is entered.</summary>
     internal Action? AfterLoadHook { get; set; }
 
-    /// <summary>Segments read again because blocks were released while their mappings were loaded (tests).</summary>
+    /// <summary>How often a segment's mappings were loaded again because blocks were released meanwhile (tests).</summary>
     internal long Redone => Interlocked.Read(ref _redone);
 
     /// <summary>One mapping of a block in the segment being checked: the checksum its chunk version records, the
@@ -103,6 +104,20 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
         _idle.Wait();
     }
 
+    /// <summary>What one pass has found and read so far, and what it reads with (one pass at a time: <c>_running</c>).</summary>
+    private sealed class Pass(ScrubSettings settings, CancellationToken token, int bufferBytes, int blockShift)
+    {
+        public readonly ScrubSettings Settings = settings;
+        public readonly CancellationToken Token = token;
+        public readonly List<Found> Found = new();
+        public readonly HashSet<(uint, long)> DamagedBlocks = new();
+        public readonly byte[] Buffer = new byte[bufferBytes];
+        public readonly uint[] Sums = new uint[bufferBytes >> blockShift];
+        public readonly Stopwatch Pace = new();
+        public long Checked;
+        public string Stop = "complete";
+    }
+
     private ScrubReport Run(ScrubSettings settings, Action<ScrubProgress>? progress, CancellationToken token)
     {
         var clock = Stopwatch.StartNew();
@@ -119,32 +134,21 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
             devices = Space.Devices.OrderBy(d => d.Key).Select(d => (d.Key, d.Value.SegmentCount)).ToList();
             foreach (var u in Space.Usage()) toCheck += u.UsedBlocks;
         }
-        var found = new List<Found>();
-        var damagedBlocks = new HashSet<(uint, long)>();
-        long checkedBlocks = 0;
-        string stop = "complete";
-        var buffer = new byte[Math.Max(ReadBytes, BlockSize)];
-        var sums = new uint[buffer.Length >> BlockShift];
-        var pace = Stopwatch.StartNew();
+        var pass = new Pass(settings, token, Math.Max(ReadBytes, BlockSize), BlockShift);
+        pass.Pace.Start();
         foreach (var (dev, segmentCount) in devices)
         {
-            for (int seg = 0; seg < segmentCount && stop == "complete"; seg++)
+            for (int seg = 0; seg < segmentCount && pass.Stop == "complete"; seg++)
             {
-                if (token.IsCancellationRequested) { stop = StopReason(); break; }
-                int n = CheckSegment(dev, seg, buffer, sums, found, damagedBlocks, token);
-                if (n == 0) continue;
-                checkedBlocks += n;
-                progress?.Invoke(new ScrubProgress(checkedBlocks, Math.Max(toCheck, checkedBlocks), damagedBlocks.Count));
-                if (settings.RateBytesPerSecond > 0)
-                {
-                    var due = TimeSpan.FromSeconds((double)(checkedBlocks << BlockShift) / settings.RateBytesPerSecond) - pace.Elapsed;
-                    if (due > TimeSpan.Zero && token.WaitHandle.WaitOne(due)) stop = StopReason();
-                }
+                long before = pass.Checked;
+                CheckSegment(pass, dev, seg);
+                if (pass.Checked != before)
+                    progress?.Invoke(new ScrubProgress(pass.Checked, Math.Max(toCheck, pass.Checked), pass.DamagedBlocks.Count));
             }
-            if (stop != "complete") break;
+            if (pass.Stop != "complete") break;
         }
-        var damage = Name(found);
-        return new ScrubReport(checkedBlocks, checkedBlocks << BlockShift, clock.Elapsed.TotalSeconds, stop, damagedBlocks.Count, damage);
+        var damage = Name(pass.Found);
+        return new ScrubReport(pass.Checked, pass.Checked << BlockShift, clock.Elapsed.TotalSeconds, pass.Stop, pass.DamagedBlocks.Count, damage);
     }
 
     private string StopReason()
@@ -152,44 +156,57 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
         lock (_statusLock) return _closed ? "closed" : "cancelled";
     }
 
-    /// <summary>Checks segment <paramref name="seg"/> of device <paramref name="dev"/>; returns the blocks checked
-    /// (0: nothing referenced there, or cancelled).</summary>
-    private int CheckSegment(uint dev, int seg, byte[] buffer, uint[] sums, List<Found> found, HashSet<(uint, long)> damagedBlocks, CancellationToken token)
+    /// <summary>Checks segment <paramref name="seg"/> of device <paramref name="dev"/>, a run of mapped blocks at a time
+    /// (each under the reuse gate, then paced), loading its mappings again when blocks were released meanwhile.</summary>
+    private void CheckSegment(Pass pass, uint dev, int seg)
     {
-        while (!token.IsCancellationRequested)
+        long first = (long)seg * FormatConstants.SegmentBlocks;
+        List<Mapping>?[]? maps = null;
+        long epoch = 0;
+        int next = 0;   // blocks of the segment before it are done
+        while (true)
         {
-            long epoch;
-            List<ChunkRecord> chunks;
-            lock (StateLock)
+            if (pass.Token.IsCancellationRequested) { pass.Stop = StopReason(); return; }
+            if (maps == null)
             {
-                if (Space[dev].LiveBlocks(seg) == 0) return 0;
-                epoch = Space.ReleaseEpoch;
-                chunks = Store.ChunksMapping(dev, seg);
+                List<ChunkRecord> chunks;
+                lock (StateLock)
+                {
+                    if (Space[dev].LiveBlocks(seg) == 0) return;
+                    epoch = Space.ReleaseEpoch;
+                    chunks = Store.ChunksMapping(dev, seg);
+                }
+                AfterLoadHook?.Invoke();
+                maps = Plan(dev, seg, chunks);
             }
-            AfterLoadHook?.Invoke();
-            var maps = Plan(dev, seg, chunks, out int mapped);
-            if (mapped == 0) return 0;
+            while (next < maps.Length && maps[next] == null) next++;
+            if (next == maps.Length) return;
+            int n = 1;
+            while (n < pass.Sums.Length && next + n < maps.Length && maps[next + n] != null) n++;
             ReuseGate.EnterReadLock();
             try
             {
-                // Frees are released only with the gate held in write mode: at the same epoch, no block loaded above
-                // was handed out again; at another, one may have been (and rewritten): load again.
-                if (Space.ReleaseEpoch != epoch) { Interlocked.Increment(ref _redone); continue; }
-                Verify(dev, (long)seg * FormatConstants.SegmentBlocks, maps, buffer, sums, found, damagedBlocks);
+                // Frees are released only with the gate held in write mode: at the epoch of the load, no block loaded
+                // was handed out again; at another, one may have been (and rewritten): load the mappings again.
+                if (Space.ReleaseEpoch != epoch) { Interlocked.Increment(ref _redone); maps = null; continue; }
+                Verify(pass, dev, first + next, maps.AsSpan(next, n));
             }
             finally { ReuseGate.ExitReadLock(); }
-            return mapped;
+            next += n;
+            pass.Checked += n;
+            if (pass.Settings.RateBytesPerSecond > 0)
+            {
+                var due = TimeSpan.FromSeconds((double)(pass.Checked << BlockShift) / pass.Settings.RateBytesPerSecond) - pass.Pace.Elapsed;
+                if (due > TimeSpan.Zero && pass.Token.WaitHandle.WaitOne(due)) { pass.Stop = StopReason(); return; }
+            }
         }
-        return 0;
     }
 
-    /// <summary>For each block of the segment (by its index in it), the committed mappings of it; <paramref name="mapped"/>:
-    /// how many blocks have one.</summary>
-    private static List<Mapping>?[] Plan(uint dev, int seg, List<ChunkRecord> chunks, out int mapped)
+    /// <summary>For each block of the segment (by its index in it), the committed mappings of it (null: none).</summary>
+    private static List<Mapping>?[] Plan(uint dev, int seg, List<ChunkRecord> chunks)
     {
         var maps = new List<Mapping>?[FormatConstants.SegmentBlocks];
         long first = (long)seg * FormatConstants.SegmentBlocks;
-        mapped = 0;
         foreach (var c in chunks)
             foreach (var e in c.Extents)
             {
@@ -199,55 +216,49 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
                 {
                     int k = (int)(b - e.Address);
                     ref var l = ref maps[(int)(b - first)];
-                    if (l == null) { l = new List<Mapping>(1); mapped++; }
+                    l ??= new List<Mapping>(1);
                     l.Add(new Mapping(c.Sums[e.First + k], c.Ino, c.Index * ChunkBlocks + e.First + k, c.Birth, c.Death));
                 }
             }
         return maps;
     }
 
-    /// <summary>Reads the mapped blocks of a segment in runs and compares each with every checksum recorded for it.
-    /// With the reuse gate held (read mode).</summary>
-    private void Verify(uint dev, long first, List<Mapping>?[] maps, byte[] buffer, uint[] sums, List<Found> found, HashSet<(uint, long)> damagedBlocks)
+    /// <summary>Reads one run of mapped blocks (<paramref name="maps"/>, from device block <paramref name="start"/>) and
+    /// compares each with every checksum recorded for it. With the reuse gate held (read mode).</summary>
+    private void Verify(Pass pass, uint dev, long start, ReadOnlySpan<List<Mapping>?> maps)
     {
         var device = Devices[dev];
-        int maxBlocks = buffer.Length >> BlockShift;
-        bool deviceSums = BlockSize == IBlockDevice.ChecksumBlockBytes;
-        for (int i = 0; i < maps.Length;)
+        int n = maps.Length;
+        var span = pass.Buffer.AsSpan(0, n << BlockShift);
+        var blockSums = pass.Sums.AsSpan(0, n);
+        bool readFailed = false;
+        try
         {
-            if (maps[i] == null) { i++; continue; }
-            int n = 1;
-            while (n < maxBlocks && i + n < maps.Length && maps[i + n] != null) n++;
-            var span = buffer.AsSpan(0, n << BlockShift);
-            var blockSums = sums.AsSpan(0, n);
-            bool readFailed = false;
-            try
-            {
-                var how = deviceSums ? device.ReadOrLend((first + i) << BlockShift, span, blockSums, null) : Read(device, (first + i) << BlockShift, span);
-                if (how == DeviceReadResult.Read)
-                    for (int k = 0; k < n; k++) blockSums[k] = Crc32C.Compute(span.Slice(k << BlockShift, BlockSize));
-            }
-            catch (IOException)
-            {
-                // Which blocks? One at a time: those that still fail are reported as unreadable.
-                readFailed = true;
-                for (int k = 0; k < n; k++)
-                {
-                    var one = span.Slice(k << BlockShift, BlockSize);
-                    try
-                    {
-                        device.Read((first + i + k) << BlockShift, one);
-                        blockSums[k] = Crc32C.Compute(one);
-                    }
-                    catch (IOException e) { Note(dev, first + i + k, maps[i + k]!, null, "read error: " + e.Message, found, damagedBlocks); }
-                }
-            }
+            var how = BlockSize == IBlockDevice.ChecksumBlockBytes
+                ? device.ReadOrLend(start << BlockShift, span, blockSums, null)
+                : Read(device, start << BlockShift, span);
+            if (how == DeviceReadResult.Read)
+                for (int k = 0; k < n; k++) blockSums[k] = Crc32C.Compute(span.Slice(k << BlockShift, BlockSize));
+        }
+        catch (IOException)
+        {
+            // Which blocks? One at a time: those that still fail are reported as unreadable.
+            readFailed = true;
             for (int k = 0; k < n; k++)
             {
-                if (readFailed && damagedBlocks.Contains((dev, first + i + k))) continue;   // unreadable: noted above
-                Note(dev, first + i + k, maps[i + k]!, blockSums[k], "checksum mismatch", found, damagedBlocks);
+                var one = span.Slice(k << BlockShift, BlockSize);
+                try
+                {
+                    device.Read((start + k) << BlockShift, one);
+                    blockSums[k] = Crc32C.Compute(one);
+                }
+                catch (IOException e) { Note(pass, dev, start + k, maps[k]!, null, "read error: " + e.Message); }
             }
-            i += n;
+        }
+        for (int k = 0; k < n; k++)
+        {
+            if (readFailed && pass.DamagedBlocks.Contains((dev, start + k))) continue;   // unreadable: noted above
+            Note(pass, dev, start + k, maps[k]!, blockSums[k], "checksum mismatch");
         }
     }
 
@@ -259,13 +270,13 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
 
     /// <summary>Records the mappings of block <paramref name="block"/> whose checksum is not <paramref name="actual"/>
     /// (all of them when the block could not be read: <paramref name="actual"/> null), one per file block.</summary>
-    private static void Note(uint dev, long block, List<Mapping> maps, uint? actual, string problem, List<Found> found, HashSet<(uint, long)> damagedBlocks)
+    private static void Note(Pass pass, uint dev, long block, List<Mapping> maps, uint? actual, string problem)
     {
         foreach (var g in maps.Where(m => actual != m.Sum).GroupBy(m => (m.Ino, m.FileBlock)))
         {
-            damagedBlocks.Add((dev, block));
-            if (found.Count < ScrubReport.MaxListed)
-                found.Add(new Found(dev, block, g.Key.Ino, g.Key.FileBlock, problem, g.Select(m => (m.Birth, m.Death)).ToList()));
+            pass.DamagedBlocks.Add((dev, block));
+            if (pass.Found.Count < ScrubReport.MaxListed)
+                pass.Found.Add(new Found(dev, block, g.Key.Ino, g.Key.FileBlock, problem, g.Select(m => (m.Birth, m.Death)).ToList()));
         }
     }
 
