@@ -112,7 +112,7 @@ public sealed partial class Pool : IDisposable
     /// come back by device block, inode, offset and path in the live tree and each snapshot that sees them. Nothing
     /// is repaired (Cow keeps no second copy). One scrub at a time ("busy" otherwise); <paramref name="token"/> or
     /// <see cref="CancelScrub"/> stops it, and so does closing the pool (which waits for it).
-    /// <paramref name="progress"/> is called from the scrubbing thread after each segment.
+    /// <paramref name="progress"/> is called from the scrubbing thread after each read (at most 1 MiB).
     /// </summary>
     public ScrubReport Scrub(ScrubSettings? settings = null, Action<ScrubProgress>? progress = null, CancellationToken token = default) =>
         Engine.Scrub(settings ?? new ScrubSettings(), progress, token);

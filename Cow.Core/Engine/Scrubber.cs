@@ -54,7 +54,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
 
     /// <summary>
     /// Checks every referenced block once (see the type's summary). <paramref name="progress"/> is called from this
-    /// thread after each segment. Returns at once with <see cref="ScrubReport.Stop"/> "busy" when another scrub of
+    /// thread after each run read (at most 1 MiB). Returns at once with <see cref="ScrubReport.Stop"/> "busy" when another scrub of
     /// this pool runs; "cancelled" when <paramref name="token"/> or <see cref="Cancel"/> stopped it, "closed" when the
     /// pool closed under it (what was found until then is reported either way). Throws
     /// <see cref="ObjectDisposedException"/> on a closed pool.
@@ -105,9 +105,11 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
     }
 
     /// <summary>What one pass has found and read so far, and what it reads with (one pass at a time: <c>_running</c>).</summary>
-    private sealed class Pass(ScrubSettings settings, CancellationToken token, int bufferBytes, int blockShift)
+    private sealed class Pass(ScrubSettings settings, Action<ScrubProgress>? progress, long toCheck, CancellationToken token, int bufferBytes, int blockShift)
     {
         public readonly ScrubSettings Settings = settings;
+        public readonly Action<ScrubProgress>? Progress = progress;
+        public readonly long ToCheck = toCheck;
         public readonly CancellationToken Token = token;
         public readonly List<Found> Found = new();
         public readonly HashSet<(uint, long)> DamagedBlocks = new();
@@ -134,17 +136,11 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
             devices = Space.Devices.OrderBy(d => d.Key).Select(d => (d.Key, d.Value.SegmentCount)).ToList();
             foreach (var u in Space.Usage()) toCheck += u.UsedBlocks;
         }
-        var pass = new Pass(settings, token, Math.Max(ReadBytes, BlockSize), BlockShift);
+        var pass = new Pass(settings, progress, toCheck, token, Math.Max(ReadBytes, BlockSize), BlockShift);
         pass.Pace.Start();
         foreach (var (dev, segmentCount) in devices)
         {
-            for (int seg = 0; seg < segmentCount && pass.Stop == "complete"; seg++)
-            {
-                long before = pass.Checked;
-                CheckSegment(pass, dev, seg);
-                if (pass.Checked != before)
-                    progress?.Invoke(new ScrubProgress(pass.Checked, Math.Max(toCheck, pass.Checked), pass.DamagedBlocks.Count));
-            }
+            for (int seg = 0; seg < segmentCount && pass.Stop == "complete"; seg++) CheckSegment(pass, dev, seg);
             if (pass.Stop != "complete") break;
         }
         var damage = Name(pass.Found);
@@ -194,6 +190,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
             finally { ReuseGate.ExitReadLock(); }
             next += n;
             pass.Checked += n;
+            pass.Progress?.Invoke(new ScrubProgress(pass.Checked, Math.Max(pass.ToCheck, pass.Checked), pass.DamagedBlocks.Count));
             if (pass.Settings.RateBytesPerSecond > 0)
             {
                 var due = TimeSpan.FromSeconds((double)(pass.Checked << BlockShift) / pass.Settings.RateBytesPerSecond) - pass.Pace.Elapsed;
