@@ -270,7 +270,10 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;
 /// EBUSY while the mount is in use), <c>{"verb":"df","pool":P}</c> (with the "cleaner" object),
 /// <c>{"verb":"clean","pool":P,"until":PERCENT?}</c> (a cleaning pass now; the answer is cow clean's document; it
-/// ends early, "cancelled", when the client closes the connection or on <c>{"verb":"clean-cancel","pool":P}</c>)
+/// ends early, "cancelled", when the client closes the connection or on <c>{"verb":"clean-cancel","pool":P}</c>),
+/// <c>{"verb":"scrub","pool":P,"rate":BYTES_PER_S?}</c> (a scrub now; the answer is cow scrub's document; EBUSY while
+/// another runs; it ends early, "cancelled", when the client closes the connection or on
+/// <c>{"verb":"scrub-cancel","pool":P}</c>)
 /// (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>

@@ -31,7 +31,7 @@ public sealed partial class ControlServer
         new("df", (s, r, _, _) => s.Df(r)),
         new("clean", (s, r, u, peer) => s.Clean(r, u, peer)),
         new("clean-cancel", (s, r, u, _) => s.CleanCancel(r, u)),
-        new("scrub", (s, r, u, _) => s.Scrub(r, u)),
+        new("scrub", (s, r, u, peer) => s.Scrub(r, u, peer)),
         new("scrub-cancel", (s, r, _, _) => s.ScrubCancel(r)),
     ];
 

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Cow.Core.FileSystem;
 
@@ -11,8 +12,9 @@ public sealed partial class ControlServer
 {
     /// <summary><c>scrub</c>: scrubs the mounted pool at "rate" bytes per second (a whole number, 0: unlimited;
     /// default <see cref="ScrubSettings.DefaultRateBytesPerSecond"/>) and answers with cow scrub's document
-    /// (<see cref="ScrubCommand.Document"/>); EBUSY when a scrub of the pool already runs.</summary>
-    private JsonObject Scrub(JsonObject req, uint uid)
+    /// (<see cref="ScrubCommand.Document"/>); EBUSY when a scrub of the pool already runs. It ends early
+    /// ("cancelled") when the client closes its connection or a <c>scrub-cancel</c> request names the pool.</summary>
+    private JsonObject Scrub(JsonObject req, uint uid, Socket? peer)
     {
         var p = RequestedPool("scrub", req, out var bad);
         if (p == null) return bad!;
@@ -22,7 +24,8 @@ public sealed partial class ControlServer
         var pool = _mounts.WithPool(p.Config.Name, x => x);
         if (pool == null) return NotServed(p.Config.Name);
         ScrubReport report;
-        try { report = pool.Scrub(new ScrubSettings { RateBytesPerSecond = rate }); }
+        using var hangUp = new HangUpWatch(peer);
+        try { report = pool.Scrub(new ScrubSettings { RateBytesPerSecond = rate }, null, hangUp.Token); }
         catch (ObjectDisposedException) { return NotServed(p.Config.Name); }   // closed between the lookup and the scrub
         if (report.Stop == "busy")
             return ControlProtocol.Error("EBUSY", $"a scrub of pool {p.Config.Name} is already running (another cow scrub, or the service's scrub-every); try again when it has finished");

@@ -22,20 +22,7 @@ public sealed class ScrubCliTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _scratch.Dispose();
 
-    /// <summary>Runs cow with no service reachable (COW_SOCKET and COW_CONFIG name nothing).</summary>
-    private (int Code, string Out, string Err) Cow(params string[] args)
-    {
-        var psi = CowProgram.StartInfo(args);
-        psi.Environment["COW_SOCKET"] = Path.Combine(_scratch.Root, "no-service.sock");
-        psi.Environment["COW_CONFIG"] = Path.Combine(_scratch.Root, "no-such.conf");
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException($"cow {string.Join(' ', args)} did not finish in 120 s"); }
-        var r = (p.ExitCode, stdout, err.Result);
-        output.WriteLine($"cow {string.Join(' ', args)} -> {r.ExitCode}\n{r.stdout}{r.Item3}");
-        return r;
-    }
+    private (int Code, string Out, string Err) Cow(params string[] args) => _scratch.RunCow(output, args);
 
     /// <summary>The names of every field, nested objects' fields as parent.child: the shape of a document.</summary>
     private static string[] Shape(JsonNode? n, string prefix = "") => n switch
@@ -198,5 +185,15 @@ public sealed class ScrubCliTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("the scrub did not finish (cancelled)", stderr.Result);
         // The mount serves on, and a new scrub runs to its end.
         Assert.Equal(0, Cow("scrub", mp, "--rate", "0").Code);
+
+        // A client that goes away (killed) cancels its scrub in the server: the next one is not refused as busy.
+        using var killed = Process.Start(psi)!;
+        Thread.Sleep(3000);
+        killed.Kill();
+        Assert.True(killed.WaitForExit(30_000));
+        var again = Cow("scrub", mp, "--rate", "0");
+        Assert.True(again.Code == 0, again.Err);
+        var log = File.ReadAllText(Path.Combine(PoolDir, "mount.log"));
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(log, @"scrub through the control socket \(uid 0\) stopped early \(cancelled\)"));
     }
 }
