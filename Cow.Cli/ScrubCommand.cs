@@ -16,7 +16,8 @@ namespace Cow.Cli;
 /// the scrub runs in the process that mounted it, through its control socket (<c>scrub</c>); on an unmounted pool here.
 /// Damaged blocks are listed with the file's paths in the live tree and in each snapshot that sees them; nothing is
 /// repaired (Cow keeps no second copy). Ctrl-C (SIGINT, SIGTERM, SIGHUP) cancels it (through the socket:
-/// <c>scrub-cancel</c>) and what was found so far is reported; a second Ctrl-C ends the command at once. Exit codes:
+/// <c>scrub-cancel</c>) and what was found so far is reported; a second Ctrl-C ends the command at once (which, closing
+/// the connection, cancels a scrub running in the server too). Exit codes:
 /// 0 every block checked and none damaged, 1 damage found, or the scrub did not finish (cancelled, another scrub
 /// running) or could not run, 2 bad usage. Stateless: thread-safe.</summary>
 internal static class ScrubCommand
@@ -64,7 +65,7 @@ internal static class ScrubCommand
             {
                 var name = (string?)p["name"];
                 // Ctrl-C: a second connection asks the server to cancel the scrub; the answer to the first then
-                // reports what it found. A second Ctrl-C ends this program (the scrub then runs on to its end there).
+                // reports what it found. A second Ctrl-C ends this program (closing the connection cancels the scrub too).
                 int signals = 0;
                 void OnSignal(PosixSignalContext ctx)
                 {
