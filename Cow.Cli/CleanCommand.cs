@@ -56,29 +56,7 @@ internal static class CleanCommand
             var viaService = ViaService(poolArg, (c, p) =>
             {
                 var name = (string?)p["name"];
-                // Ctrl-C: a second connection asks the server to cancel the pass; the answer to the first then
-                // reports what moved. A second Ctrl-C ends this program (closing the connection cancels it too).
-                int signals = 0;
-                void OnSignal(PosixSignalContext ctx)
-                {
-                    if (Interlocked.Increment(ref signals) > 1) return;   // the default action: the process ends
-                    ctx.Cancel = true;
-                    Console.Error.WriteLine("cow: cancelling the cleaning pass at the end of its batch (Ctrl-C again to leave at once)");
-                    ThreadPool.QueueUserWorkItem(_ =>
-                    {
-                        try
-                        {
-                            using var cancel = ControlClient.TryConnect(c.SocketFile, out string? _);
-                            cancel?.Request(new JsonObject { ["verb"] = "clean-cancel", ["pool"] = name });
-                        }
-                        catch (IOException) { }
-                    });
-                }
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-                c.ReceiveTimeout = TimeSpan.Zero;   // a pass takes as long as it takes
-                var resp = c.Request(new JsonObject { ["verb"] = "clean", ["pool"] = name, ["until"] = target });
+                var resp = RequestCancellable(c, new JsonObject { ["verb"] = "clean", ["pool"] = name, ["until"] = target }, "clean-cancel", name, "cancelling the cleaning pass at the end of its batch");
                 if (resp["ok"]?.GetValue<bool>() != true)
                 {
                     Console.Error.WriteLine($"cow: {(string?)resp["message"]} ({(string?)resp["error"]})");

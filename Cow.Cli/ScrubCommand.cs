@@ -64,29 +64,7 @@ internal static class ScrubCommand
             var viaService = ViaService(poolArg, (c, p) =>
             {
                 var name = (string?)p["name"];
-                // Ctrl-C: a second connection asks the server to cancel the scrub; the answer to the first then
-                // reports what it found. A second Ctrl-C ends this program (closing the connection cancels the scrub too).
-                int signals = 0;
-                void OnSignal(PosixSignalContext ctx)
-                {
-                    if (Interlocked.Increment(ref signals) > 1) return;   // the default action: the process ends
-                    ctx.Cancel = true;
-                    Console.Error.WriteLine("cow: cancelling the scrub (Ctrl-C again to leave at once)");
-                    ThreadPool.QueueUserWorkItem(_ =>
-                    {
-                        try
-                        {
-                            using var cancel = ControlClient.TryConnect(c.SocketFile, out string? _);
-                            cancel?.Request(new JsonObject { ["verb"] = "scrub-cancel", ["pool"] = name });
-                        }
-                        catch (IOException) { }
-                    });
-                }
-                using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-                using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-                using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-                c.ReceiveTimeout = TimeSpan.Zero;   // a scrub takes as long as the pool's data at the rate asked
-                var resp = c.Request(new JsonObject { ["verb"] = "scrub", ["pool"] = name, ["rate"] = bytesPerSecond });
+                var resp = RequestCancellable(c, new JsonObject { ["verb"] = "scrub", ["pool"] = name, ["rate"] = bytesPerSecond }, "scrub-cancel", name, "cancelling the scrub");
                 if (resp["ok"]?.GetValue<bool>() != true)
                 {
                     Console.Error.WriteLine($"cow: {(string?)resp["message"]} ({(string?)resp["error"]})");

@@ -68,4 +68,36 @@ internal static class ServiceRouting
     /// error on standard error and exit code 1.</summary>
     internal static int ServiceResult(JsonObject r, Func<JsonObject, int> ok)
         => r["ok"]?.GetValue<bool>() == true ? ok(r) : Fail($"{(string?)r["message"]} ({(string?)r["error"]})");
+
+    /// <summary>
+    /// A long request through the control socket (<c>cow clean</c>, <c>cow scrub</c>) that Ctrl-C (SIGINT, SIGTERM,
+    /// SIGHUP) cancels: the first signal sends <paramref name="cancelVerb"/> for <paramref name="pool"/> on a second
+    /// connection, and the answer to the first request then reports what was done; a second signal ends this program
+    /// (closing the connection cancels the work in the server too). No receive timeout: the work takes as long as it
+    /// takes. Returns the answer.
+    /// </summary>
+    internal static JsonObject RequestCancellable(ControlClient c, JsonObject request, string cancelVerb, string? pool, string cancelling)
+    {
+        int signals = 0;
+        void OnSignal(System.Runtime.InteropServices.PosixSignalContext ctx)
+        {
+            if (Interlocked.Increment(ref signals) > 1) return;   // the default action: the process ends
+            ctx.Cancel = true;
+            Console.Error.WriteLine($"cow: {cancelling} (Ctrl-C again to leave at once)");
+            ThreadPool.QueueUserWorkItem(_ =>
+            {
+                try
+                {
+                    using var cancel = ControlClient.TryConnect(c.SocketFile, out string? _);
+                    cancel?.Request(new JsonObject { ["verb"] = cancelVerb, ["pool"] = pool });
+                }
+                catch (IOException) { }
+            });
+        }
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
+        using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, OnSignal);
+        c.ReceiveTimeout = TimeSpan.Zero;
+        return c.Request(request);
+    }
 }
