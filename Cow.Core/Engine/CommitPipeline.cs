@@ -293,10 +293,18 @@ internal sealed class CommitPipeline : IDisposable
     private void TimedCommit()
     {
         if (_failure != null || _closed || _frozen || !HasChanges()) return;
-        try { Commit(); }
+        // A timer callback runs on the thread pool; it must not wait there for the commit lock, whose holder may be
+        // waiting for LiteDB's writer task, itself a thread-pool task (many waiting callbacks starve it). A commit
+        // in progress makes the changes durable anyway; the next tick takes the rest.
+        if (!Monitor.TryEnter(_commitLock)) return;
+        try
+        {
+            if (!_frozen) CommitLocked(null);
+        }
         catch (ObjectDisposedException) { }
         catch (CommitFailedException) { /* reported with its stack where it failed */ }
         catch (Exception e) { _report($"background commit failed: {e}"); }
+        finally { Monitor.Exit(_commitLock); }
     }
 
     /// <summary>The last commit before the pool closes (none after a failure); afterwards every commit throws
