@@ -46,19 +46,20 @@ public sealed class CleanerKillTests(ITestOutputHelper output) : IDisposable
         return string.Join("\n", lines);
     }
 
-    /// <summary>Round <paramref name="round"/> of changes: a snapshot, then 24 MiB files overwritten in part and one
-    /// new, so the log holds live data and data only snapshots map. Returns what every view reads.</summary>
+    /// <summary>Round <paramref name="round"/> of changes: a snapshot (the one two rounds older deleted), then 16 MiB
+    /// of each of four files written, so the log holds live data and data only snapshots map. Returns what every view reads.</summary>
     private string Change(int round)
     {
         using var p = Pool.Open(PoolDir);
         var fs = p.Live;
         Assert.Equal(0, (int)p.Snapshots.Create($"r{round}", out _));
+        if (round >= 2) Assert.Equal(0, (int)p.Snapshots.Delete($"r{round - 2}"));   // two kept: the pool does not fill
         for (int f = 0; f < 4; f++)
         {
             string name = $"f{f}";
             if (fs.Lookup(fs.RootIno, name, out var a) != 0) Assert.Equal(0, (int)fs.Create(fs.RootIno, name, 0x1A4, 0, 0, out a));
-            var data = Bytes(round * 10 + f, 6 << 20);
-            Assert.Equal(0, (int)fs.Write(a.Ino, (long)(round % 4) * (6 << 20), data, out _));
+            var data = Bytes(round * 10 + f, 16 << 20);
+            Assert.Equal(0, (int)fs.Write(a.Ino, (long)(round % 4) * (16 << 20), data, out _));
         }
         Assert.Equal(0, (int)fs.Fsync(fs.RootIno));
         return Contents(p);
@@ -80,10 +81,11 @@ public sealed class CleanerKillTests(ITestOutputHelper output) : IDisposable
         using (Pool.Create(PoolDir, new PoolCreateOptions { BaseSize = 512L << 20, LogSize = 256L << 20 })) { }
         int killedMidPass = 0;
         string expected = "";
-        // The kill comes after a seeded delay that adapts: later when the last kill came before anything moved (a
-        // loaded machine starts the program slowly), sooner when the pass had finished.
-        int delay = rng.Next(150, 700);
-        for (int round = 0; round < 8; round++)
+        // The kill comes after a seeded delay that adapts by bisection: between the longest delay that killed the
+        // program before anything moved (a loaded machine starts it slowly) and the shortest by which the pass had
+        // finished.
+        int delay = rng.Next(150, 700), tooEarly = 0, tooLate = int.MaxValue;
+        for (int round = 0; round < 10; round++)
         {
             expected = Change(round);
             var before = Usage();
@@ -97,7 +99,11 @@ public sealed class CleanerKillTests(ITestOutputHelper output) : IDisposable
             var after = Usage();
             bool mid = killed && after.BaseUsed > before.BaseUsed;
             if (mid) killedMidPass++;
-            delay = !killed ? delay * 2 / 3 : mid ? delay + rng.Next(-100, 100) : delay + 250;
+            if (!killed) tooLate = Math.Min(tooLate, delay);
+            else if (!mid) tooEarly = Math.Max(tooEarly, delay);
+            delay = mid ? delay + rng.Next(-30, 30)
+                : tooLate == int.MaxValue ? delay * 2
+                : (tooEarly + tooLate) / 2;
             output.WriteLine($"round {round}: {(killed ? "killed" : $"finished ({clean.ExitCode})")}; base used {before.BaseUsed} -> {after.BaseUsed} blocks, log used {before.LogUsed} -> {after.LogUsed}{(mid ? " (mid-pass)" : "")}");
             var fsck = CowProgram.Run("fsck", PoolDir);
             Assert.True(fsck.Code == 0, $"round {round}: cow fsck after the kill: {fsck.Out}{fsck.Err}");
