@@ -28,12 +28,17 @@ public sealed record PoolCreateOptions
 
 /// <summary>A pool's devices and metadata streams, already open: how tests build pools on memory and
 /// fault-injecting devices. The pool takes ownership.</summary>
-public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream MetadataData, Stream MetadataLog);
+public sealed record PoolMedia(IBlockDevice Base, IBlockDevice Log, Stream MetadataData, Stream MetadataLog)
+{
+    /// <summary>Devices added after mkfs (<see cref="Pool.AddDevice(IBlockDevice, DeviceRole, bool)"/>), by cookie.</summary>
+    public IReadOnlyDictionary<uint, IBlockDevice> Added { get; init; } = new Dictionary<uint, IBlockDevice>();
+}
 
-/// <summary>One device of an open pool: its engine cookie (1 = base, 2 = log), role, where it lives (an
-/// absolute image-file or block-device path; for pools on given media, that device's name) and the bytes the
-/// pool uses on it (a whole number of blocks, at most the device's length). Immutable.</summary>
-public sealed record PoolDevice(uint Cookie, DeviceRole Role, string Path, long SizeBytes);
+/// <summary>One device of an open pool: its engine cookie (1 = base and 2 = log from mkfs, 3.. added later), role,
+/// where it lives (an absolute image-file or block-device path; for pools on given media, that device's name), the
+/// bytes the pool uses on it (a whole number of blocks, at most the device's length) and whether it is being
+/// removed. Immutable.</summary>
+public sealed record PoolDevice(uint Cookie, DeviceRole Role, string Path, long SizeBytes, DeviceState State = DeviceState.InService);
 
 /// <summary>Opening or creating a pool failed; <see cref="Exception.Message"/> says what and where, for an administrator.</summary>
 public sealed class PoolException(string message, Exception? inner = null) : Exception(message, inner);
@@ -61,21 +66,19 @@ public sealed partial class Pool : IDisposable
     /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
     public PoolSnapshots Snapshots { get; }
     public string? Folder { get; }
-    /// <summary>The pool's devices, by cookie (immutable; what a kernel-side user such as fuse-iomap needs to
-    /// open them itself).</summary>
-    public IReadOnlyList<PoolDevice> Devices { get; }
+    /// <summary>The pool's devices now, by cookie (what a kernel-side user such as fuse-iomap needs to open them
+    /// itself); <c>cow device add</c> and <c>remove</c> change it (<see cref="AddDeviceListener"/>).</summary>
+    public IReadOnlyList<PoolDevice> Devices => Engine.DeviceManager.List();
     private readonly FileStream? _lock;
 
-    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile, IEnumerable<(uint Cookie, DeviceRole Role, string Path)> devices)
+    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile)
     {
         Engine = engine; Folder = folder; _lock = lockFile;
         Live = new FileSystemView(engine, engine.LiveTree, null);
         Snapshots = new PoolSnapshots(this);
-        Devices = devices.OrderBy(d => d.Cookie).Select(d => new PoolDevice(d.Cookie, d.Role, d.Path, engine.DeviceBytes(d.Cookie) ?? 0)).ToArray();
+        // Paths in the device table are relative to the pool folder when the device lives in it.
+        engine.DeviceManager.Describe = r => new PoolDevice(r.Cookie, r.Role, folder != null ? Path.GetFullPath(r.Path, folder) : r.Path, r.DeviceSize, r.State);
     }
-
-    private static (uint, DeviceRole, string)[] MediaDevices(PoolMedia m) =>
-        [(FormatConstants.BaseCookie, DeviceRole.Base, m.Base.Name), (FormatConstants.LogCookie, DeviceRole.Log, m.Log.Name)];
 
     /// <summary>Opens a read-only view of a snapshot; null if there is none by that name.</summary>
     public FileSystemView? Snapshot(string name)
@@ -153,7 +156,7 @@ public sealed partial class Pool : IDisposable
                 foreach (var f in created.Append(Path.Combine(folder, LockFile)).Where(File.Exists))
                     File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             var engine = Format(new PoolMedia(b, l, data, log), options, basePath, logPath);
-            return new Pool(engine, folder, lockFile, [(FormatConstants.BaseCookie, DeviceRole.Base, Path.GetFullPath(basePath, folder)), (FormatConstants.LogCookie, DeviceRole.Log, Path.GetFullPath(logPath, folder))]);
+            return new Pool(engine, folder, lockFile);
         }
         catch
         {
@@ -168,7 +171,7 @@ public sealed partial class Pool : IDisposable
     public static Pool Create(PoolMedia media, PoolCreateOptions options)
     {
         CheckBlockSize(options.BlockSize);
-        return new Pool(Format(media, options, media.Base.Name, media.Log.Name), null, null, MediaDevices(media));
+        return new Pool(Format(media, options, media.Base.Name, media.Log.Name), null, null);
     }
 
     private static void CheckBlockSize(int bs)
@@ -244,7 +247,7 @@ public sealed partial class Pool : IDisposable
         var batch = new MetadataBatch { Pool = pool };
         batch.Add(root);
         store.Commit(batch);
-        return new Engine.Engine(store, pool, new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log }, blocks);
+        return new Engine.Engine(store, pool, new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log });
     }
 
     // ------------------------------------------------------------------ open
@@ -290,7 +293,7 @@ public sealed partial class Pool : IDisposable
                     devs[rec.Cookie] = FileBlockDevice.Open(Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path), writable: true);
                 var (data, log) = MetadataStore.OpenFiles(meta, create: false);
                 var store = OpenStore(meta, data, log);
-                return new Pool(BuildEngine(store, devs), folder, lockFile, table.Select(rec => (rec.Cookie, rec.Role, Path.GetFullPath(rec.Path, folder))));
+                return new Pool(BuildEngine(store, devs), folder, lockFile);
             }
             catch { foreach (var d in devs.Values) d.Dispose(); throw; }
         }
@@ -310,14 +313,18 @@ public sealed partial class Pool : IDisposable
             var poolRec = store.LoadPool();
             CheckPoolRecord(poolRec, "metadata");
             var table = store.LoadDevices();
-            var given = new Dictionary<uint, IBlockDevice> { [1] = media.Base, [2] = media.Log };
+            var given = new Dictionary<uint, IBlockDevice>(media.Added) { [1] = media.Base, [2] = media.Log };
+            var used = new Dictionary<uint, IBlockDevice>();
             foreach (var rec in table)
             {
                 if (!given.TryGetValue(rec.Cookie, out var dev))
                     throw new PoolException($"{rec.Role.ToString().ToLowerInvariant()} device (cookie {rec.Cookie}, uuid {rec.DeviceUuid}) is missing");
                 CheckDevice(dev, rec, table, poolRec);
+                used[rec.Cookie] = dev;
             }
-            return new Pool(BuildEngine(store, given), null, null, MediaDevices(media));
+            // A given device the table no longer has (removed) is not the pool's: closed here.
+            foreach (var (c, d) in given) if (!used.ContainsKey(c)) d.Dispose();
+            return new Pool(BuildEngine(store, used), null, null);
         }
         catch { store.Dispose(); throw; }
     }
@@ -333,7 +340,7 @@ public sealed partial class Pool : IDisposable
     {
         if (p.FormatVersion > FormatConstants.FormatVersion)
             throw new PoolException($"metadata file {where} has Cow format version {p.FormatVersion}, newer than this build understands ({FormatConstants.FormatVersion}); use a newer cow");
-        if (p.FormatVersion < FormatConstants.FormatVersion)
+        if (p.FormatVersion < FormatConstants.OldestFormatVersion)
             throw new PoolException($"metadata file {where} has Cow format version {p.FormatVersion}, which this build no longer reads");
     }
 
@@ -342,8 +349,7 @@ public sealed partial class Pool : IDisposable
         store.EnsureLaterIndexes();
         var pool = store.LoadPool();
         if (!pool.ChunkSegs) store.FillChunkSegs(pool);   // the cleaner finds chunks by segs (format.md 9)
-        var blocks = store.LoadDevices().ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize);
-        var engine = new Engine.Engine(store, pool, devs, blocks);
+        var engine = new Engine.Engine(store, pool, devs);
         engine.RemoveOrphans();
         return engine;
     }

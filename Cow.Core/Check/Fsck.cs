@@ -245,17 +245,22 @@ public static class Fsck
                     r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }
 
-        // Log segment headers of segments holding referenced data.
-        var log = engine.Devices[FormatConstants.LogCookie];
+        // Log segment headers of segments holding referenced data, on every log device.
         var header = new byte[bs];
-        foreach (var seg in refs.Keys.Where(k => k.Item1 == FormatConstants.LogCookie).Select(k => k.Item2 / FormatConstants.SegmentBlocks).Distinct())
+        foreach (var (logCookie, logSpace) in engine.Space)
         {
-            if (seg == 0) continue;
-            log.Read((seg * FormatConstants.SegmentBlocks) << shift, header);
-            var h = SegmentHeader.TryRead(header);
-            if (h == null) r.Add("segment", $"log segment {seg} holds data but has no valid segment header", 0, -1, FormatConstants.LogCookie, seg * FormatConstants.SegmentBlocks);
-            else if (h.Value.PoolUuid != pool.PoolUuid || h.Value.SegmentIndex != (ulong)seg)
-                r.Add("segment", $"log segment {seg} header names pool {h.Value.PoolUuid} segment {h.Value.SegmentIndex}", 0, -1, FormatConstants.LogCookie, seg * FormatConstants.SegmentBlocks);
+            if (logSpace.Role != DeviceRole.Log) continue;
+            var log = engine.Devices[logCookie];
+            string name = logCookie == FormatConstants.LogCookie ? "log segment" : $"log device {logCookie} segment";
+            foreach (var seg in refs.Keys.Where(k => k.Item1 == logCookie).Select(k => k.Item2 / FormatConstants.SegmentBlocks).Distinct())
+            {
+                if (seg == 0) continue;
+                log.Read((seg * FormatConstants.SegmentBlocks) << shift, header);
+                var h = SegmentHeader.TryRead(header);
+                if (h == null) r.Add("segment", $"{name} {seg} holds data but has no valid segment header", 0, -1, logCookie, seg * FormatConstants.SegmentBlocks);
+                else if (h.Value.PoolUuid != pool.PoolUuid || h.Value.SegmentIndex != (ulong)seg)
+                    r.Add("segment", $"{name} {seg} header names pool {h.Value.PoolUuid} segment {h.Value.SegmentIndex}", 0, -1, logCookie, seg * FormatConstants.SegmentBlocks);
+            }
         }
 
         if (verifyData)

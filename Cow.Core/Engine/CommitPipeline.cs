@@ -34,7 +34,7 @@ internal sealed class CommitPipeline : IDisposable
     private readonly LiveTreeCache _cache;
     private readonly MappingInvalidations _mappings;
     private readonly Action<string> _report;
-    private readonly int[] _deviceWrites = new int[8]; // per cookie: 1 when written since last flush (Interlocked)
+    private readonly int[] _deviceWrites = new int[FormatConstants.MaxDeviceCookie + 1]; // per cookie: 1 when written since last flush (Interlocked)
     private volatile Exception? _failure;
     private volatile bool _frozen;
     private volatile bool _closed;
@@ -192,7 +192,7 @@ internal sealed class CommitPipeline : IDisposable
                     Fault("snapshot");
                 }
                 _pool.CommitSeq++;
-                _pool.LogCursor = _space.Log.Cursor;
+                if (_space.TryGet(FormatConstants.LogCookie, out var log) && log.Role == DeviceRole.Log) _pool.LogCursor = log.Cursor;
                 batch.Pool = _pool.Clone();
                 frees = _space.TakePendingFrees();
                 listenerFailuresBefore = _mappings.TakeFailureMark();

@@ -16,6 +16,11 @@ internal sealed class DeviceSpace
 {
     public readonly uint Cookie;
     public readonly long Blocks;
+    /// <summary>The device's role: log devices take new writes first and are cleaned; base devices hold what settles.</summary>
+    public readonly DeviceRole Role;
+    /// <summary>Being removed (device table <c>state</c> 1): no block of it is handed out, its data is being moved
+    /// off, and it counts in neither the pool's size nor its free space.</summary>
+    public bool Draining;
     private readonly uint[] _refs;
     private readonly ulong[] _busy;
     private readonly HashSet<long> _dirtySegments = new();
@@ -28,9 +33,10 @@ internal sealed class DeviceSpace
     /// <summary>Segment the cursor last opened (its header was written), or -1.</summary>
     public long OpenSegment = -1;
 
-    public DeviceSpace(uint cookie, long blocks)
+    public DeviceSpace(uint cookie, long blocks, DeviceRole? role = null)
     {
         Cookie = cookie; Blocks = blocks;
+        Role = role ?? (cookie == FormatConstants.LogCookie ? DeviceRole.Log : DeviceRole.Base);
         _refs = new uint[blocks];
         _busy = new ulong[(blocks + 63) / 64];
         _segmentFree = new int[(blocks + FormatConstants.SegmentBlocks - 1) / FormatConstants.SegmentBlocks];
@@ -88,6 +94,14 @@ internal sealed class DeviceSpace
         long first = (long)segment * FormatConstants.SegmentBlocks, end = Math.Min(Blocks, first + FormatConstants.SegmentBlocks);
         int n = 0;
         for (long b = first + 1; b < end; b++) if (_refs[b] != 0) n++;
+        return n;
+    }
+
+    /// <summary>Blocks that something maps (count above 0), over the whole device.</summary>
+    public long ReferencedBlocks()
+    {
+        long n = 0;
+        foreach (var r in _refs) if (r != 0) n++;
         return n;
     }
 

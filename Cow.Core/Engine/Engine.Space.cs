@@ -39,6 +39,9 @@ public sealed partial class Engine
     /// <summary>Tests only: runs after a cleaner batch's copies are written and before its commit.</summary>
     internal Action? CleanerAfterCopyHook { set => _ctx.Cleaner.AfterCopyHook = value; }
 
+    /// <summary>Devices joining and leaving the pool (DeviceManager.cs).</summary>
+    internal DeviceManager DeviceManager => _ctx.DeviceManager;
+
     /// <summary>Space of every device, by cookie (cow df).</summary>
     public IReadOnlyList<DeviceUsage> DeviceUsage()
     {

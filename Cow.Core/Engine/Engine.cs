@@ -19,7 +19,7 @@ namespace Cow.Core.Engine;
 /// <see cref="FileDataPath"/>, <see cref="RangeCloner"/>, <see cref="FallocateReservations"/>,
 /// <see cref="NamespaceOps"/>, <see cref="InodeAttributes"/>, <see cref="SnapshotManager"/> (with the pure
 /// <see cref="SnapshotDiff"/>), <see cref="SnapshotRestorer"/>, <see cref="ImportWriter"/>, <see cref="LogCleaner"/>,
-/// <see cref="Scrubber"/>; pure helpers
+/// <see cref="Scrubber"/>, <see cref="DeviceManager"/>; pure helpers
 /// <see cref="ExtentMap"/> and <see cref="SnapshotDiff"/>.</item>
 /// </list>
 /// <para>Threading: thread-safe. Lock order (every part and family follows it):
@@ -49,7 +49,10 @@ public sealed partial class Engine : IDisposable
     private readonly ReaderWriterLockSlim _reuseGate = new(LockRecursionPolicy.SupportsRecursion);
 
     internal readonly MetadataStore Store;
-    private readonly Dictionary<uint, IBlockDevice> _devices;
+    /// <summary>The open devices by cookie. Concurrent: data I/O looks devices up without a lock; a device joins
+    /// (<see cref="DeviceManager"/>) before any block of it is handed out and leaves, with <c>_reuseGate</c> held in
+    /// write mode, only after no committed or cached mapping names it.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<uint, IBlockDevice> _devices;
     private readonly PoolRecord _pool;   // the pool record: changed in place under _lock, written by each commit
 
     // The parts (each says what it owns and how it is guarded).
@@ -92,22 +95,26 @@ public sealed partial class Engine : IDisposable
     /// failed mapping-invalidation listeners with the exception's full text and stack).</summary>
     public event Action<string>? Problem;
 
-    internal Engine(MetadataStore store, PoolRecord pool, IReadOnlyDictionary<uint, IBlockDevice> devices,
-        IReadOnlyDictionary<uint, long> deviceBlocks)
+    /// <summary>The engine over an open store and the devices of its device table (by cookie).</summary>
+    internal Engine(MetadataStore store, PoolRecord pool, IReadOnlyDictionary<uint, IBlockDevice> devices)
     {
         Store = store;
         _pool = pool;
         BlockSize = pool.BlockSize;
         BlockShift = System.Numerics.BitOperations.Log2((uint)BlockSize);
-        _devices = new Dictionary<uint, IBlockDevice>(devices);
-        _space = new SpaceAllocator(deviceBlocks);
+        _devices = new(devices);
+        var table = store.LoadDevices();
+        _space = new SpaceAllocator(table.ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize), table.ToDictionary(d => d.Cookie, d => d.Role));
+        foreach (var d in table) _space[d.Cookie].Draining = d.State == DeviceState.Removing;
         foreach (var seg in store.LoadSpaceMaps())
             if (_space.TryGet(seg.Device, out var sp)) sp.Load(new SpaceMapRecordView(seg.Segment, seg.Refs));
             else throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
-        var logSpace = _space.Log;
-        logSpace.Cursor = pool.LogCursor;
+        // Logs added by cow device add resume at block 1 (their cursor is not stored: any free block is valid).
+        foreach (var l in _space.Devices.Values) if (l.Role == DeviceRole.Log) l.Cursor = 1;
+        if (_space.TryGet(FormatConstants.LogCookie, out var logSpace) && logSpace.Role == DeviceRole.Log)
+            logSpace.Cursor = pool.LogCursor;
         long cursorSeg = pool.LogCursor / FormatConstants.SegmentBlocks;
-        if (cursorSeg > 0 && (cursorSeg * FormatConstants.SegmentBlocks) < logSpace.Blocks)
+        if (logSpace != null && logSpace.Role == DeviceRole.Log && cursorSeg > 0 && (cursorSeg * FormatConstants.SegmentBlocks) < logSpace.Blocks)
         {
             // The segment the allocator resumes in keeps its header (rewriting a header of a segment that
             // holds committed data would rely on that write landing whole).
@@ -124,7 +131,7 @@ public sealed partial class Engine : IDisposable
         _commits = new CommitPipeline(_commitLock, _lock, _reuseGate, store, pool, _devices, _versions, _space, _cache, _mappings, Report);
         _ctx = new EngineContext
         {
-            StateLock = _lock, CommitLock = _commitLock, ReuseGate = _reuseGate, Store = store, Devices = _devices, Pool = pool,
+            StateLock = _lock, CommitLock = _commitLock, ReuseGate = _reuseGate, Store = store, Devices = _devices, DeviceSlots = _devices, Pool = pool,
             Cache = _cache, Versions = _versions, Space = _space, Reservations = _reservations, Mappings = _mappings,
             Commits = _commits, Snapshots = _snapshots, WritesInProgress = _writesInProgress,
             Report = Report, ReportIoFailure = ReportIoFailure, DeliverTreeChanges = DeliverTreeChanges,
@@ -140,12 +147,16 @@ public sealed partial class Engine : IDisposable
         _ctx.Importer = new ImportWriter(_ctx);
         _ctx.Cleaner = new LogCleaner(_ctx);
         _ctx.Scrubber = new Scrubber(_ctx);
+        _ctx.DeviceManager = new DeviceManager(_ctx);
         _ctx.Prealloc.LoadPreallocTotal();
     }
 
     internal long LiveGen => _pool.LiveGen;
     internal IBlockDevice Device(uint cookie) => _devices[cookie];
-    internal long? DeviceBytes(uint cookie) => _devices.ContainsKey(cookie) ? _space[cookie].Blocks << BlockShift : null;
+    internal long? DeviceBytes(uint cookie)
+    {
+        lock (_lock) return _space.TryGet(cookie, out var s) ? s.Blocks << BlockShift : null;
+    }
 
     private void Report(string message) => Problem?.Invoke(message);
 

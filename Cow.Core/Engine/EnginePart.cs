@@ -19,6 +19,8 @@ internal sealed class EngineContext
     public required ReaderWriterLockSlim ReuseGate { get; init; }
     public required MetadataStore Store { get; init; }
     public required IReadOnlyDictionary<uint, IBlockDevice> Devices { get; init; }
+    /// <summary>The same devices, for the one part that adds and removes them (<see cref="DeviceManager"/>).</summary>
+    public required System.Collections.Concurrent.ConcurrentDictionary<uint, IBlockDevice> DeviceSlots { get; init; }
     public required PoolRecord Pool { get; init; }
     public required LiveTreeCache Cache { get; init; }
     public required RecordVersioner Versions { get; init; }
@@ -44,6 +46,7 @@ internal sealed class EngineContext
     public ImportWriter Importer { get; set; } = null!;
     public LogCleaner Cleaner { get; set; } = null!;
     public Scrubber Scrubber { get; set; } = null!;
+    public DeviceManager DeviceManager { get; set; } = null!;
 }
 
 /// <summary>
@@ -87,6 +90,7 @@ internal abstract class EnginePart(EngineContext context)
     protected SnapshotManager SnapshotOps => context.SnapshotOps;
     protected SnapshotRestorer Restorer => context.Restorer;
     protected ImportWriter Importer => context.Importer;
+    protected LogCleaner Cleaner => context.Cleaner;
 
     protected int BlockSize => PoolState.BlockSize;
     protected int BlockShift { get; } = System.Numerics.BitOperations.Log2((uint)context.Pool.BlockSize);

@@ -74,7 +74,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             if (Space.Preallocated != 0 && (want = Prealloc.WriteAllowance(li, fb, want)) == 0) return Errno.ENOSPC;
             long n = Space.AllocateForWrite(want, out uint device, out long start);
             if (n == 0) return Errno.ENOSPC;
-            if (device == FormatConstants.LogCookie && !OpenSegmentIfNew(Space.Log, start))
+            if (Space[device].Role == DeviceRole.Log && !OpenSegmentIfNew(Space[device], start))
             {
                 Space[device].Unreserve(start, n);
                 return Errno.EIO;

@@ -6,10 +6,10 @@ using Cow.Core.Metadata;
 namespace Cow.Core.Engine;
 
 /// <summary>
-/// The log cleaner (format.md 6, "Relocation"): moves the live blocks of log segments onto the base device,
+/// The log cleaner (format.md 6, "Relocation"): moves the live blocks of log segments onto the base devices,
 /// out of place, so that log segments become free again. Segments are chosen by cost-benefit as in Sprite
 /// LFS: benefit/cost = (1 − u) × age / (1 + u), u the segment's live share, age how many segments were opened
-/// on the log since it was (its header's <c>sequence</c>). Hot and cold data stay apart by construction:
+/// on the logs since it was (its header's <c>sequence</c>); every log device in service is cleaned. Hot and cold data stay apart by construction:
 /// new writes go to the log, what survives long enough to be cleaned settles on the base device.
 /// <para>A batch: under <c>StateLock</c>, choose segments and reserve room on the base device; outside every
 /// lock, copy the blocks (the space allocator watches for blocks freed and handed out again meanwhile); then
@@ -20,7 +20,9 @@ namespace Cow.Core.Engine;
 /// pass chooses again.</para>
 /// <para>State: totals and the last pass, guarded by <c>_statusLock</c> (taken alone, never with another lock);
 /// <c>_passLock</c> makes passes (background and <c>cow clean</c>) one at a time and is taken before every
-/// engine lock. The background thread is owned here (<see cref="Start"/>, <see cref="Stop"/>).</para>
+/// engine lock; a device removal's moves (<see cref="DeviceManager"/>) run their batches inside it too
+/// (<see cref="AsPass"/>, <see cref="RunBatch"/>). The background thread is owned here (<see cref="Start"/>,
+/// <see cref="Stop"/>); it also carries on a removal that a restart interrupted.</para>
 /// </summary>
 internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
 {
@@ -42,7 +44,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
     public CleanerStatus Status()
     {
         long free, data;
-        lock (StateLock) { free = Space.Log.FreeBlocks; data = Space.Log.DataBlocks; }
+        lock (StateLock) (free, data) = LogSpace();
         lock (_statusLock)
             return new CleanerStatus(_thread != null, _state, _blocksMoved, _segmentsCleaned, _passes, free, data, _lastPass);
     }
@@ -85,6 +87,12 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         {
             CleanerSettings s;
             lock (_statusLock) s = _settings;
+            if (!Failed && !Commits.Frozen && Context.DeviceManager.HasRemovals)
+            {
+                // A removal that a crash or a restart interrupted goes on here, at the cleaner's share.
+                var r = Context.DeviceManager.ResumeRemovals(s.Share, token);
+                if (r == "removed" || r == "cancelled") continue;
+            }
             if (!Failed && !Commits.Frozen && LogFreePercent() < s.StartBelowFreePercent)
             {
                 var pass = Clean(s.StopAtFreePercent, s.Share, s.UrgentBelowFreePercent, token);
@@ -95,9 +103,21 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         }
     }
 
+    /// <summary>Free and data blocks of the logs in service (0, 0 when the pool has none). Under StateLock.</summary>
+    private (long Free, long Data) LogSpace()
+    {
+        long free = 0, data = 0;
+        foreach (var l in Space.Logs) { free += l.FreeBlocks; data += l.DataBlocks; }
+        return (free, data);
+    }
+
     private double LogFreePercent()
     {
-        lock (StateLock) return 100.0 * Space.Log.FreeBlocks / Math.Max(1, Space.Log.DataBlocks);
+        lock (StateLock)
+        {
+            var (free, data) = LogSpace();
+            return data == 0 ? 100 : 100.0 * free / data;
+        }
     }
 
     /// <summary>
@@ -122,7 +142,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
                     double free = LogFreePercent();
                     if (free >= untilFreePercent) { stop = "reached"; break; }
                     var batchClock = Stopwatch.StartNew();
-                    var (result, blocks, segments) = RunBatch();
+                    var (result, blocks, segments) = RunBatch(ChooseAndReserve);
                     if (result != null) { stop = result; break; }
                     moved += blocks; cleaned += segments; batches++;
                     lock (_statusLock) { _blocksMoved += blocks; _segmentsCleaned += segments; }
@@ -139,7 +159,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
                 Report($"log cleaner: a batch failed and was undone (nothing of it was committed): {e}");
             }
             long logFree, logData;
-            lock (StateLock) { logFree = Space.Log.FreeBlocks; logData = Space.Log.DataBlocks; }
+            lock (StateLock) (logFree, logData) = LogSpace();
             var pass = new CleanerPass(moved, cleaned, batches, clock.Elapsed.TotalSeconds, stop, logFree, logData);
             lock (_statusLock)
             {
@@ -156,20 +176,40 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         lock (_statusLock) _state = state;
     }
 
-    /// <summary>One batch: plan, copy, commit. Returns (why the pass stops, or null; blocks moved; segments
-    /// emptied). An I/O error while copying undoes the batch (the reserved room is given back) and throws.</summary>
-    private (string? Stop, long Blocks, long Segments) RunBatch()
+    /// <summary>Runs <paramref name="work"/> as a pass: no cleaning pass or other relocation runs meanwhile.</summary>
+    internal T AsPass<T>(Func<T> work)
     {
+        lock (_passLock) return work();
+    }
+
+    /// <summary>The cleaner's planner: the best log segments by cost-benefit, with room reserved for their live
+    /// blocks on the base devices. Under StateLock.</summary>
+    private (string? Stop, List<Relocation> Plan, List<(uint Cookie, int Segment)> Segments) ChooseAndReserve()
+    {
+        var segments = ChooseSegments();
+        if (segments.Count == 0) return ("nothing to move", [], segments);
+        var plan = ReserveTargets(segments, (want, from) => (Space.AllocateForRelocation(want, out uint d, out long a), d, a));
+        return (plan.Count == 0 ? "base full" : null, plan, segments);
+    }
+
+    /// <summary>
+    /// One batch: plan (<paramref name="planner"/>, under StateLock: why there is nothing to do, or the moves with
+    /// their room reserved and the segments they empty), copy, commit. Returns (why the pass stops, or null; blocks
+    /// moved; segments emptied). An I/O error while copying undoes the batch (the reserved room is given back) and
+    /// throws. Called with the pass lock held (<see cref="Clean"/>, <see cref="AsPass"/>).
+    /// </summary>
+    internal (string? Stop, long Blocks, long Segments) RunBatch(Func<(string? Stop, List<Relocation> Plan, List<(uint Cookie, int Segment)> Segments)> planner)
+    {
+        if (!Monitor.IsEntered(_passLock)) throw new InvalidOperationException("a relocation batch runs inside a pass");
         ReadSegmentAges();
         List<Relocation> plan;
-        List<int> segments;
+        List<(uint Cookie, int Segment)> segments;
         lock (StateLock)
         {
             if (Failed) return ("failed: the pool is read-only after an earlier failure", 0, 0);
-            segments = ChooseSegments();
-            if (segments.Count == 0) return ("nothing to move", 0, 0);
-            plan = ReserveTargets(segments);
-            if (plan.Count == 0) return ("base full", 0, 0);
+            string? why;
+            (why, plan, segments) = planner();
+            if (why != null) return (why, 0, 0);
             Space.WatchReleases();
         }
         bool committed = false;
@@ -185,7 +225,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
                 committed = true;
             }
             long blocks = moved.Sum(m => m.Blocks), emptied;
-            lock (StateLock) emptied = segments.Count(s => Space.Log.LiveBlocks(s) == 0);
+            lock (StateLock) emptied = segments.Count(s => Space[s.Cookie].LiveBlocks(s.Segment) == 0);
             return (null, blocks, emptied);
         }
         finally
@@ -201,27 +241,30 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         }
     }
 
-    /// <summary>Log segments to clean, best first by cost-benefit, until their live blocks fill a batch. Under StateLock.</summary>
-    private List<int> ChooseSegments()
+    /// <summary>Segments of the logs in service to clean, best first by cost-benefit, until their live blocks fill a
+    /// batch. Under StateLock.</summary>
+    private List<(uint Cookie, int Segment)> ChooseSegments()
     {
-        var log = Space.Log;
         long now = PoolState.SegmentSeq;
-        long openSeg = log.OpenSegment >= 0 ? log.OpenSegment : log.Cursor / FormatConstants.SegmentBlocks;
-        var scored = new List<(double Score, double Age, int Segment, int Live)>();
-        for (int s = 0; s < log.SegmentCount; s++)
+        var scored = new List<(double Score, double Age, (uint, int) Segment, int Live)>();
+        foreach (var log in Space.Logs)
         {
-            if (s == openSeg) continue;   // the allocator is filling it
-            int live = log.LiveBlocks(s), cap = log.Capacity(s);
-            if (live == 0) continue;   // nothing to move (its busy blocks are freed or in flight)
-            double u = (double)live / cap;
-            long born = log.HeaderSequence is { } seqs ? seqs[s] : 0;
-            double age = Math.Max(1, now - born);
-            scored.Add(((1 - u) * age / (1 + u), age, s, live));
+            long openSeg = log.OpenSegment >= 0 ? log.OpenSegment : log.Cursor / FormatConstants.SegmentBlocks;
+            for (int s = 0; s < log.SegmentCount; s++)
+            {
+                if (s == openSeg) continue;   // the allocator is filling it
+                int live = log.LiveBlocks(s), cap = log.Capacity(s);
+                if (live == 0) continue;   // nothing to move (its busy blocks are freed or in flight)
+                double u = (double)live / cap;
+                long born = log.HeaderSequence is { } seqs ? seqs[s] : 0;
+                double age = Math.Max(1, now - born);
+                scored.Add(((1 - u) * age / (1 + u), age, (log.Cookie, s), live));
+            }
         }
         // Unlike Sprite LFS, the cleaner moves data to another device, so even a full segment frees log space
         // when moved: full segments (score 0) come last, oldest first.
         scored.Sort((a, b) => b.Score != a.Score ? b.Score.CompareTo(a.Score) : b.Age.CompareTo(a.Age));
-        var chosen = new List<int>();
+        var chosen = new List<(uint, int)>();
         long total = 0;
         foreach (var (_, _, s, live) in scored)
         {
@@ -232,20 +275,21 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         return chosen;
     }
 
-    /// <summary>Reserves room on the base device for every live run of <paramref name="segments"/> (as much as
-    /// there is); the moves planned, sorted by source address. Under StateLock.</summary>
-    private List<Relocation> ReserveTargets(List<int> segments)
+    /// <summary>Reserves room (<paramref name="allocate"/>: (blocks, device, address) for at most so many blocks moved
+    /// from a device) for every live run of <paramref name="segments"/>, as much as there is; the moves planned,
+    /// sorted by source. Under StateLock.</summary>
+    internal List<Relocation> ReserveTargets(List<(uint Cookie, int Segment)> segments, Func<long, uint, (long Blocks, uint Device, long Address)> allocate)
     {
         var plan = new List<Relocation>();
-        foreach (int s in segments)
-            foreach (var (start, count) in Space.Log.LiveRuns(s))
+        foreach (var (cookie, s) in segments)
+            foreach (var (start, count) in Space[cookie].LiveRuns(s))
             {
                 long done = 0;
                 while (done < count)
                 {
-                    long n = Space.AllocateForRelocation(count - done, out uint dev, out long at);
+                    var (n, dev, at) = allocate(count - done, cookie);
                     if (n == 0) return Sorted(plan);
-                    plan.Add(new Relocation(FormatConstants.LogCookie, start + done, n, dev, at));
+                    plan.Add(new Relocation(cookie, start + done, n, dev, at));
                     done += n;
                 }
             }
@@ -328,29 +372,31 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         return false;
     }
 
-    /// <summary>Reads the header <c>sequence</c> of every log segment not read yet (once per open; new headers
-    /// are recorded as they are written). Outside every lock.</summary>
+    /// <summary>Reads the header <c>sequence</c> of every segment of every log not read yet (once per open and log;
+    /// new headers are recorded as they are written). Outside every lock.</summary>
     private void ReadSegmentAges()
     {
-        long[]? seqs;
-        int count;
-        lock (StateLock) { seqs = Space.Log.HeaderSequence; count = Space.Log.SegmentCount; }
-        if (seqs != null) return;
-        seqs = new long[count];
-        var block = new byte[BlockSize];
-        var dev = Devices[FormatConstants.LogCookie];
-        for (int s = 1; s < count; s++)
+        List<DeviceSpace> unread;
+        lock (StateLock) unread = Space.Logs.Where(l => l.HeaderSequence == null).ToList();
+        foreach (var log in unread)
         {
-            try { dev.Read(((long)s * FormatConstants.SegmentBlocks) << BlockShift, block); }
-            catch (IOException) { continue; }
-            if (SegmentHeader.TryRead(block) is { } h && h.PoolUuid == PoolState.PoolUuid && h.SegmentIndex == (ulong)s)
-                seqs[s] = (long)h.Sequence;
-        }
-        lock (StateLock)
-        {
-            // A header written meanwhile is newer than what was read: keep the larger.
-            if (Space.Log.HeaderSequence is { } fresh) for (int s = 0; s < count; s++) fresh[s] = Math.Max(fresh[s], seqs[s]);
-            else Space.Log.HeaderSequence = seqs;
+            int count = log.SegmentCount;
+            var seqs = new long[count];
+            var block = new byte[BlockSize];
+            if (!Devices.TryGetValue(log.Cookie, out var dev)) continue;
+            for (int s = 1; s < count; s++)
+            {
+                try { dev.Read(((long)s * FormatConstants.SegmentBlocks) << BlockShift, block); }
+                catch (IOException) { continue; }
+                if (SegmentHeader.TryRead(block) is { } h && h.PoolUuid == PoolState.PoolUuid && h.SegmentIndex == (ulong)s)
+                    seqs[s] = (long)h.Sequence;
+            }
+            lock (StateLock)
+            {
+                // A header written meanwhile is newer than what was read: keep the larger.
+                if (log.HeaderSequence is { } fresh) for (int s = 0; s < count; s++) fresh[s] = Math.Max(fresh[s], seqs[s]);
+                else log.HeaderSequence = seqs;
+            }
         }
     }
 }

@@ -168,7 +168,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
                 List<ChunkRecord> chunks;
                 lock (StateLock)
                 {
-                    if (Space[dev].LiveBlocks(seg) == 0) return;
+                    if (!Space.TryGet(dev, out var devSpace) || devSpace.LiveBlocks(seg) == 0) return;
                     epoch = Space.ReleaseEpoch;
                     chunks = Store.ChunksMapping(dev, seg);
                 }
@@ -224,7 +224,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
     /// compares each with every checksum recorded for it. With the reuse gate held (read mode).</summary>
     private void Verify(Pass pass, uint dev, long start, ReadOnlySpan<List<Mapping>?> maps)
     {
-        var device = Devices[dev];
+        if (!Devices.TryGetValue(dev, out var device)) return;   // removed meanwhile (cow device remove): its blocks moved elsewhere, unverified by this pass
         int n = maps.Length;
         var span = pass.Buffer.AsSpan(0, n << BlockShift);
         var blockSums = pass.Sums.AsSpan(0, n);

@@ -8,8 +8,9 @@ namespace Cow.Core.Engine;
 /// The pool's space: one <see cref="DeviceSpace"/> per device (reference counts, busy bits, the next-fit
 /// allocator, frees deferred to the commit that makes them durable, blocks held back from reuse) and the
 /// total of fallocate reservations kept out of the free space (format.md "spacemaps", FallocateReservations.cs).
-/// <para>It decides where new writes go (<see cref="AllocateForWrite"/>: the log, then the base device), where the
-/// cleaner moves data (<see cref="AllocateForRelocation"/>), what is free (<see cref="FreeForNewWrites"/>, less the
+/// <para>It decides where new writes go (<see cref="AllocateForWrite"/>: the logs, then the base devices), where the
+/// cleaner moves data (<see cref="AllocateForRelocation"/>) and where a removed device's data goes
+/// (<see cref="AllocateForEvacuation"/>); devices join and leave (<see cref="AddDevice"/>, <see cref="RemoveDevice"/>); what is free (<see cref="FreeForNewWrites"/>, less the
 /// <see cref="ReserveBlocks"/>), moves mappings to copies (<see cref="Transfer"/>), and hands a commit its dirty
 /// space-map segments and deferred frees.
 /// The reuse gate (a freed block is not reallocated while a reader may still read it) is the engine's
@@ -20,9 +21,12 @@ internal sealed class SpaceAllocator
 {
     private readonly Dictionary<uint, DeviceSpace> _devices = new();
 
-    public SpaceAllocator(IReadOnlyDictionary<uint, long> deviceBlocks)
+    /// <param name="deviceBlocks">Blocks of each device, by cookie.</param>
+    /// <param name="roles">Role of each device (default: cookie 2 is the log, every other a base device).</param>
+    public SpaceAllocator(IReadOnlyDictionary<uint, long> deviceBlocks, IReadOnlyDictionary<uint, DeviceRole>? roles = null)
     {
-        foreach (var (cookie, blocks) in deviceBlocks) _devices[cookie] = new DeviceSpace(cookie, blocks);
+        foreach (var (cookie, blocks) in deviceBlocks)
+            _devices[cookie] = new DeviceSpace(cookie, blocks, roles != null && roles.TryGetValue(cookie, out var r) ? r : null);
     }
 
     /// <summary>The space of device <paramref name="cookie"/>.</summary>
@@ -33,89 +37,120 @@ internal sealed class SpaceAllocator
     /// <summary>Every device's space, by cookie.</summary>
     public IReadOnlyDictionary<uint, DeviceSpace> Devices => _devices;
 
-    /// <summary>The log device's space: where new writes allocate.</summary>
-    public DeviceSpace Log => _devices[FormatConstants.LogCookie];
+    /// <summary>A device added to the pool (cow device add): its blocks are free at once, except block 0 of each segment.</summary>
+    public DeviceSpace AddDevice(uint cookie, long blocks, DeviceRole role)
+    {
+        if (_devices.ContainsKey(cookie)) throw new InvalidOperationException($"device cookie {cookie} is already in the pool");
+        var sp = new DeviceSpace(cookie, blocks, role) { Cursor = 1 };
+        _devices[cookie] = sp;
+        return sp;
+    }
+
+    /// <summary>Drops a removed device, which must hold no mapping, no reservation and no pending free.</summary>
+    public void RemoveDevice(uint cookie)
+    {
+        var sp = _devices[cookie];
+        if (sp.ReferencedBlocks() != 0 || sp.HasPendingFrees) throw new InvalidOperationException($"device {cookie} is removed while it still holds data");
+        _devices.Remove(cookie);
+    }
+
+    /// <summary>The log devices in service (new writes go there first; the cleaner empties them), by cookie.</summary>
+    public IEnumerable<DeviceSpace> Logs => _devices.Values.Where(s => s.Role == DeviceRole.Log && !s.Draining).OrderBy(s => s.Cookie);
 
     /// <summary>The sum of prealloc_blocks over the live inodes: held out of the free space (FallocateReservations.cs).</summary>
     public long Preallocated { get; set; }
 
     /// <summary>
-    /// The pool's reserve (format.md §1): 1 % of the data blocks of every device, kept from new writes so
-    /// that the cleaner can always move the live blocks of a log segment onto the base device, even when
-    /// writes have filled everything else. Not part of the pool's size.
+    /// The pool's reserve (format.md §1): 1 % of the data blocks of every device in service, kept from new writes
+    /// so that the cleaner can always move the live blocks of a log segment onto a base device, even when writes
+    /// have filled everything else. Not part of the pool's size.
     /// </summary>
     public long ReserveBlocks
     {
         get
         {
             long data = 0;
-            foreach (var s in _devices.Values) data += s.DataBlocks;
+            foreach (var s in _devices.Values) if (!s.Draining) data += s.DataBlocks;
             return data / 100;
         }
     }
 
-    private long FreeBlocksAll()
+    private long FreeBlocksInService()
     {
         long free = 0;
-        foreach (var s in _devices.Values) free += s.FreeBlocks;
+        foreach (var s in _devices.Values) if (!s.Draining) free += s.FreeBlocks;
         return free;
     }
 
-    /// <summary>Blocks new writes can still get: the free blocks of every device less the reserve and the
+    /// <summary>Blocks new writes can still get: the free blocks of every device in service less the reserve and the
     /// fallocate reservations. Anything else that holds blocks back from new writes subtracts here.</summary>
-    public long FreeForNewWrites() => Math.Max(0, FreeBlocksAll() - ReserveBlocks - Preallocated);
+    public long FreeForNewWrites() => Math.Max(0, FreeBlocksInService() - ReserveBlocks - Preallocated);
 
-    /// <summary>statfs's f_blocks: the data blocks of every device less the reserve.</summary>
+    /// <summary>statfs's f_blocks: the data blocks of every device in service less the reserve.</summary>
     public long SizeBlocks()
     {
         long blocks = 0;
-        foreach (var s in _devices.Values) blocks += s.DataBlocks;
+        foreach (var s in _devices.Values) if (!s.Draining) blocks += s.DataBlocks;
         return blocks - ReserveBlocks;
     }
 
     /// <summary>
-    /// Space for a new write (iomap_begin): at most <paramref name="want"/> blocks in one segment, on the log
-    /// device while it has a free block, else on the base device; never from the reserve (the caller already
-    /// took fallocate reservations into account). Returns the number of blocks (0: the pool is full) and
-    /// where they are; they are busy (reserved) until mapped or unreserved.
+    /// Space for a new write (iomap_begin): at most <paramref name="want"/> blocks in one segment, on the log device
+    /// in service with the most free blocks while any has one (several logs share the writes), else on the base
+    /// device with the most; never from the reserve (the caller already took fallocate reservations into account).
+    /// Returns the number of blocks (0: the pool is full) and where they are; they are busy (reserved) until mapped
+    /// or unreserved.
     /// </summary>
     public long AllocateForWrite(long want, out uint cookie, out long start)
     {
         cookie = 0; start = -1;
-        long room = FreeBlocksAll() - ReserveBlocks;
+        long room = FreeBlocksInService() - ReserveBlocks;
         if (room <= 0) return 0;
         want = Math.Min(want, room);
-        var log = Log;
-        long n = log.Allocate(want, out start);
-        if (n > 0) { cookie = log.Cookie; return n; }
+        long n = AllocateFromRole(DeviceRole.Log, want, 0, out cookie, out start);
+        return n > 0 ? n : AllocateFromRole(DeviceRole.Base, want, 0, out cookie, out start);
+    }
+
+    /// <summary>At most <paramref name="want"/> blocks in one segment of the device of role <paramref name="role"/> in
+    /// service (other than <paramref name="except"/>) with the most free blocks; 0 when none has any.</summary>
+    private long AllocateFromRole(DeviceRole role, long want, uint except, out uint cookie, out long start)
+    {
+        cookie = 0; start = -1;
+        DeviceSpace? best = null;
         foreach (var s in _devices.Values)
+            if (s.Role == role && !s.Draining && s.Cookie != except && s.FreeBlocks > 0 && (best == null || s.FreeBlocks > best.FreeBlocks))
+                best = s;
+        if (best == null) return 0;
+        long n = best.Allocate(want, out start);
+        if (n > 0) { cookie = best.Cookie; return n; }
+        // The most free one had no run (cannot happen with a free block, but stay correct): try the others.
+        foreach (var s in _devices.Values.OrderBy(x => x.Cookie))
         {
-            if (s.Cookie == FormatConstants.LogCookie) continue;
+            if (s.Role != role || s.Draining || s.Cookie == except || s == best) continue;
             n = s.Allocate(want, out start);
             if (n > 0) { cookie = s.Cookie; return n; }
         }
         return 0;
     }
 
-    /// <summary>Space for the cleaner to move log blocks to: at most <paramref name="want"/> blocks in one
-    /// segment of a device other than the log; the reserve may be used. 0 when there is none.</summary>
-    public long AllocateForRelocation(long want, out uint cookie, out long start)
+    /// <summary>Space for the cleaner to move log blocks to: at most <paramref name="want"/> blocks in one segment
+    /// of the base device in service with the most free blocks; the reserve may be used. 0 when there is none.</summary>
+    public long AllocateForRelocation(long want, out uint cookie, out long start) =>
+        AllocateFromRole(DeviceRole.Base, want, 0, out cookie, out start);
+
+    /// <summary>Space for the blocks of a device being removed (<paramref name="from"/>): a base device in service
+    /// first, else a log device in service; the reserve may be used. 0 when no device has a free block.</summary>
+    public long AllocateForEvacuation(long want, uint from, out uint cookie, out long start)
     {
-        cookie = 0; start = -1;
-        foreach (var s in _devices.Values)
-        {
-            if (s.Cookie == FormatConstants.LogCookie) continue;
-            long n = s.Allocate(want, out start);
-            if (n > 0) { cookie = s.Cookie; return n; }
-        }
-        return 0;
+        long n = AllocateFromRole(DeviceRole.Base, want, from, out cookie, out start);
+        return n > 0 ? n : AllocateFromRole(DeviceRole.Log, want, from, out cookie, out start);
     }
 
-    /// <summary>Free blocks of the devices the cleaner moves data to (every device but the log).</summary>
+    /// <summary>Free blocks of the devices the cleaner moves data to (the base devices in service).</summary>
     public long FreeForRelocation()
     {
         long free = 0;
-        foreach (var s in _devices.Values) if (s.Cookie != FormatConstants.LogCookie) free += s.FreeBlocks;
+        foreach (var s in _devices.Values) if (s.Role == DeviceRole.Base && !s.Draining) free += s.FreeBlocks;
         return free;
     }
 
@@ -151,9 +186,9 @@ internal sealed class SpaceAllocator
         return moved;
     }
 
-    /// <summary>Space of every device, by cookie (cow df). Every data device takes new writes (format.md §1).</summary>
+    /// <summary>Space of every device, by cookie (cow df). Every device in service takes new writes (format.md §1).</summary>
     public IReadOnlyList<DeviceUsage> Usage() => _devices.Values.OrderBy(s => s.Cookie)
-        .Select(s => new DeviceUsage(s.Cookie, s.DataBlocks, s.DataBlocks - s.FreeBlocks, s.FreeBlocks, TakesNewWrites: true)).ToArray();
+        .Select(s => new DeviceUsage(s.Cookie, s.DataBlocks, s.DataBlocks - s.FreeBlocks, s.FreeBlocks, TakesNewWrites: !s.Draining)).ToArray();
 
     public bool HasPendingFrees => _devices.Values.Any(sp => sp.HasPendingFrees);
 

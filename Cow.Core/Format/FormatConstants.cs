@@ -3,8 +3,20 @@ namespace Cow.Core.Format;
 /// <summary>Fixed numbers of the on-disk contract (format.md). Changing any of them is a format change.</summary>
 public static class FormatConstants
 {
-    /// <summary>format.md "Versions": the only format this build reads and writes.</summary>
-    public const uint FormatVersion = 1;
+    /// <summary>format.md "Versions": the newest format this build reads and writes. Version 2 is a pool whose
+    /// device table changed after mkfs (<c>cow device add</c>/<c>remove</c>).</summary>
+    public const uint FormatVersion = 2;
+
+    /// <summary>The oldest format this build reads, and the one mkfs writes: a pool stays version 1 until its
+    /// device table changes (format.md "Versions").</summary>
+    public const uint OldestFormatVersion = 1, MkfsFormatVersion = 1;
+
+    /// <summary>The largest device cookie, so that a pool never has more devices than one fuse-iomap connection
+    /// registers (1024: the fuse-iomap patch's backing ids 1..1024, <c>fuse_iomap_backing_ops</c> id_end 1025).</summary>
+    public const uint MaxDeviceCookie = 1024;
+
+    /// <summary>The first cookie <c>cow device add</c> gives out (1 and 2 are mkfs's base and log devices).</summary>
+    public const uint FirstAddedCookie = 3;
 
     /// <summary>Superblock <c>magic</c>: the ASCII bytes "COWPOOL1" read as a little-endian u64.</summary>
     public const ulong SuperblockMagic = 0x314C4F4F50574F43UL;
@@ -31,7 +43,7 @@ public static class FormatConstants
     /// <summary>Address meaning "no address" in a mapping (the kernel's FUSE_IOMAP_NULL_ADDR).</summary>
     public const ulong NoAddress = ulong.MaxValue;
 
-    /// <summary>Device cookies fixed by the design: 1 = base device, 2 = log device; 3.. = extra devices.</summary>
+    /// <summary>Device cookies mkfs gives: 1 = base device, 2 = log device; devices added later get 3.. (either role).</summary>
     public const uint BaseCookie = 1, LogCookie = 2;
 
     /// <summary>Generation stored in <c>death</c> of a record that is still live.</summary>
@@ -41,10 +53,19 @@ public static class FormatConstants
 /// <summary>Superblock <c>role</c>: what a device is for in its pool.</summary>
 public enum DeviceRole : uint
 {
-    /// <summary>Holds data that was there first (imported at mkfs); never a write target.</summary>
+    /// <summary>Capacity: data imported at mkfs, data the cleaner moved off the logs, new writes when no log has room.</summary>
     Base = 1,
-    /// <summary>Receives every new write, appended out of place.</summary>
+    /// <summary>Receives every new write while it has room, appended out of place; cleaned onto base devices.</summary>
     Log = 2,
-    /// <summary>An extra device of a multi-device pool (reserved for a later version; refused by v1).</summary>
+    /// <summary>Reserved (never written; a device table or superblock naming it is refused).</summary>
     Extra = 3,
+}
+
+/// <summary>Device table <c>state</c> (format.md 5.2).</summary>
+public enum DeviceState
+{
+    /// <summary>In service: takes data as its role says.</summary>
+    InService = 0,
+    /// <summary>Being removed: takes no new block; its data is being moved to the other devices.</summary>
+    Removing = 1,
 }

@@ -10,7 +10,7 @@ namespace Cow.Core.Format;
 public sealed record Superblock
 {
     /// <summary><c>format_version</c> (offset 8, u32).</summary>
-    public uint FormatVersion { get; init; } = FormatConstants.FormatVersion;
+    public uint FormatVersion { get; init; } = FormatConstants.MkfsFormatVersion;
     /// <summary><c>role</c> (offset 12, u32): 1 base, 2 log, 3 extra.</summary>
     public DeviceRole Role { get; init; }
     /// <summary><c>pool_uuid</c> (offset 16, 16 bytes): the pool this device belongs to.</summary>
@@ -73,11 +73,11 @@ public sealed record Superblock
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(b[8..]);
         if (BinaryPrimitives.ReadUInt32LittleEndian(b[252..]) != Crc32C.Compute(b[..252]))
         { problem = "has a corrupt superblock (checksum mismatch)"; return null; }
-        if (version != FormatConstants.FormatVersion)
+        if (version < FormatConstants.OldestFormatVersion || version > FormatConstants.FormatVersion)
         {
             problem = version > FormatConstants.FormatVersion
                 ? $"was formatted with Cow format version {version}, newer than this build understands (version {FormatConstants.FormatVersion}); use a newer cow"
-                : $"uses Cow format version {version}, which this build no longer reads (it reads version {FormatConstants.FormatVersion})";
+                : $"uses Cow format version {version}, which this build no longer reads (it reads versions {FormatConstants.OldestFormatVersion} to {FormatConstants.FormatVersion})";
             return null;
         }
         return new Superblock

@@ -24,6 +24,10 @@ internal sealed class MetadataBatch
     public readonly List<Relocation> Relocations = new();
     /// <summary>Filled by the commit: the live chunks (ino, index) whose stored map <see cref="Relocations"/> changed.</summary>
     public readonly List<(long Ino, long Index)> RelocatedLive = new();
+    /// <summary>Device table rows to write (added devices, state changes) and to delete (removed devices), by cookie.</summary>
+    internal readonly List<BsonDocument> Devices = new();
+    public readonly List<uint> DeletedDevices = new();
+    public void Add(DeviceRecord r) => Devices.Add(r.ToBson());
     /// <summary>Versions that stop being live: (kind, rid, death).</summary>
     public readonly List<(RecordKind Kind, long Rid, long Death)> Retired = new();
 
@@ -44,5 +48,5 @@ internal sealed class MetadataBatch
     }, r.Rid, death));
 
     public int Count => Inodes.Count + Dirents.Count + Chunks.Count + SpaceMaps.Count + Snapshots.Count + DeletedInodes.Count
-        + DeletedDirents.Count + DeletedChunks.Count + DeletedSpaceMaps.Count + DeletedSnapshots.Count + Retired.Count;
+        + DeletedDirents.Count + DeletedChunks.Count + DeletedSpaceMaps.Count + DeletedSnapshots.Count + Retired.Count + Devices.Count + DeletedDevices.Count;
 }

@@ -298,6 +298,8 @@ internal sealed class MetadataStore : IDisposable
             if (batch.SpaceMaps.Count > 0) _spacemaps.Upsert(batch.SpaceMaps);
             if (batch.Snapshots.Count > 0) _snapshots.Upsert(batch.Snapshots);
             if (batch.Relocations.Count > 0) Relocate(batch);
+            foreach (var c in batch.DeletedDevices) _devices.Delete((int)c);
+            if (batch.Devices.Count > 0) _devices.Upsert(batch.Devices);
             if (batch.Pool != null) _pool.Upsert(batch.Pool.ToBson());
             _db.Commit();
         }

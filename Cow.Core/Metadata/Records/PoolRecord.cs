@@ -9,7 +9,7 @@ internal sealed class PoolRecord
     /// <summary><c>pool_uuid</c>: equals <c>pool_uuid</c> in every device superblock.</summary>
     public Guid PoolUuid;
     /// <summary><c>format_version</c>: the format of this metadata file (1).</summary>
-    public int FormatVersion = (int)FormatConstants.FormatVersion;
+    public int FormatVersion = (int)FormatConstants.MkfsFormatVersion;
     /// <summary><c>block_size</c>: bytes per block, as in every superblock.</summary>
     public int BlockSize;
     /// <summary><c>live_gen</c>: generation of the live tree; every snapshot's gen is smaller.</summary>

@@ -18,6 +18,9 @@ public sealed class MemoryPool : IDisposable
     public MemoryBlockDevice MetaMem { get; }
     public MemoryBlockDevice MetaLogMem { get; }
     public FaultInjectingBlockDevice? BaseFault, LogFault, MetaFault, MetaLogFault;
+    /// <summary>Devices added with <see cref="AddDevice"/>, by cookie (and their fault-injecting fronts when faulty).</summary>
+    public Dictionary<uint, MemoryBlockDevice> AddedMem { get; } = new();
+    public Dictionary<uint, FaultInjectingBlockDevice> AddedFault { get; } = new();
     public Pool Pool { get; private set; }
     public FileSystemView Live => Pool.Live;
     public Core.Engine.Engine Engine => Pool.Engine;
@@ -46,7 +49,24 @@ public sealed class MemoryPool : IDisposable
         }
         Stream data = fresh ? new BlockDeviceStream(m) : BlockDeviceStream.Open(m);
         Stream log = fresh ? new BlockDeviceStream(ml) : BlockDeviceStream.Open(ml);
-        return new PoolMedia(b, l, data, log);
+        var added = new Dictionary<uint, IBlockDevice>();
+        foreach (var (cookie, mem) in AddedMem)
+            added[cookie] = _faulty ? AddedFault[cookie] = new FaultInjectingBlockDevice(mem, mem.Name) : mem;
+        return new PoolMedia(b, l, data, log) { Added = added };
+    }
+
+    /// <summary>Adds a memory device of <paramref name="size"/> bytes to the pool (behind a fault-injecting device when
+    /// faulty); it is given again at every reopen.</summary>
+    public PoolDevice AddDevice(string name, long size, Cow.Core.Format.DeviceRole role)
+    {
+        var mem = new MemoryBlockDevice(name, size);
+        IBlockDevice dev = mem;
+        FaultInjectingBlockDevice? fault = null;
+        if (_faulty) dev = fault = new FaultInjectingBlockDevice(mem, name);
+        var d = Pool.AddDevice(dev, role);
+        AddedMem[d.Cookie] = mem;
+        if (fault != null) AddedFault[d.Cookie] = fault;
+        return d;
     }
 
     /// <summary>Closes cleanly and opens again.</summary>
@@ -68,7 +88,7 @@ public sealed class MemoryPool : IDisposable
     public void PowerCutAndReboot(PowerCutMode mode = PowerCutMode.DropUnflushed, int seed = 0)
     {
         if (!_faulty) throw new InvalidOperationException("power cuts need faulty: true");
-        foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }) if (!f.HasLostPower) f.PowerCut(mode, seed);
+        foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }.Concat(AddedFault.Values)) if (!f.HasLostPower) f.PowerCut(mode, seed);
         Abandon();
         Pool = Pool.Open(Media(fresh: false));
     }

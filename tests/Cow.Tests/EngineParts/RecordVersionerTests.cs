@@ -46,7 +46,7 @@ public class RecordVersionerTests
     {
         using var p = new EngineParts();
         var li = p.NewFile();
-        var log = p.Space.Log;
+        var log = p.Space[FormatConstants.LogCookie];
         Assert.Equal(4, log.Allocate(4, out long start));
         var c = p.Versions.MutableChunk(li, 0);
         c.Extents.Add(new Extent(0, 4, FormatConstants.LogCookie, start));

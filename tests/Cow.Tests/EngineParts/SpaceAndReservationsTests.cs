@@ -29,7 +29,7 @@ public class SpaceAndReservationsTests
     public void New_writes_take_the_log_then_the_base_device_and_never_the_reserve()
     {
         using var p = new EngineParts();
-        var log = p.Space.Log;
+        var log = p.Space[FormatConstants.LogCookie];
         var base_ = p.Space[FormatConstants.BaseCookie];
         Assert.Equal(5, p.Space.AllocateForWrite(5, out uint dev, out long at));
         Assert.Equal(FormatConstants.LogCookie, dev);
@@ -51,7 +51,7 @@ public class SpaceAndReservationsTests
     public void A_transfer_moves_every_mapping_to_the_copy_and_skips_blocks_freed_meanwhile()
     {
         using var p = new EngineParts();
-        var log = p.Space.Log;
+        var log = p.Space[FormatConstants.LogCookie];
         var base_ = p.Space[FormatConstants.BaseCookie];
         log.Allocate(4, out long from);
         log.AddRef(from, 4);
@@ -76,7 +76,7 @@ public class SpaceAndReservationsTests
     public void A_freed_block_stays_busy_until_its_commit_releases_it_or_holds_it_back()
     {
         using var p = new EngineParts();
-        var log = p.Space.Log;
+        var log = p.Space[FormatConstants.LogCookie];
         Assert.Equal(8, log.Allocate(8, out long start));
         p.Space.AddRef(FormatConstants.LogCookie, start, 8);
         long free = log.FreeBlocks;
@@ -100,7 +100,7 @@ public class SpaceAndReservationsTests
     {
         using var p = new EngineParts();
         var li = p.NewFile();
-        var log = p.Space.Log;
+        var log = p.Space[FormatConstants.LogCookie];
         Assert.Equal(6, log.Allocate(6, out long start));
         p.Reservations.Add(li, fileBlock: 10, blocks: 6, FormatConstants.LogCookie, start);
         Assert.Equal(1, li.Reservations);
