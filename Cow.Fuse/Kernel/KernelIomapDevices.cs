@@ -28,8 +28,10 @@ namespace Cow.Fuse.Kernel;
 /// /dev/fuse descriptor is closed (its number may already belong to another file). Ending the connection is
 /// what makes the kernel drop its references to the registered devices; closing ours releases the rest.
 /// </para>
-/// Threading: <see cref="Register"/> and <see cref="Dispose"/> take one lock, so they never interleave;
-/// <see cref="Register"/> succeeds at most once per instance (the contract: once per connection);
+/// <see cref="Add"/> registers one more device the same way after the mount (cow device add); <see cref="Release"/>
+/// tries BACKING_CLOSE for a device that left the pool.
+/// Threading: <see cref="Register"/>, <see cref="Add"/>, <see cref="Release"/> and <see cref="Dispose"/> take one lock,
+/// so they never interleave; <see cref="Register"/> succeeds at most once per instance (the contract: once per connection);
 /// <see cref="Dispose"/> is idempotent. <see cref="Registered"/> may be read from any thread.
 /// </summary>
 public sealed class KernelIomapDevices : IIomapDeviceRegistrar
@@ -109,6 +111,66 @@ public sealed class KernelIomapDevices : IIomapDeviceRegistrar
             foreach (var (r, h) in result.Zip(_held))
                 _log?.Invoke($"fuse-iomap: pool device {h.Device.Path} (engine cookie {r.EngineCookie}) registered as {r.BlockDevicePath}{(h.Loop != null ? " (loop device)" : "")}, kernel device {r.KernelCookie}");
             return result;
+        }
+    }
+
+    /// <inheritdoc />
+    public RegisteredIomapDevice Add(int fuseFd, PoolDeviceInfo device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_registeredOnce) throw new InvalidOperationException("devices are added to a connection after its first registration");
+            if (_held.Count >= ExperimentalConstants.MaxIomapDevices)
+                throw new IomapDeviceException($"the connection has {_held.Count} devices; fuse-iomap registers at most {ExperimentalConstants.MaxIomapDevices}");
+            if (device.EngineCookie == 0 || _held.Any(h => h.Device.EngineCookie == device.EngineCookie))
+                throw new IomapDeviceException($"pool device {device.Path}: engine cookie {device.EngineCookie} is {(device.EngineCookie == 0 ? "reserved" : "already registered")}");
+            if (device.SizeBytes <= 0) throw new IomapDeviceException($"pool device {device.Path} (engine cookie {device.EngineCookie}): size {device.SizeBytes} bytes");
+            if (!_hasSysRawio()) throw new IomapDeviceException(Capabilities.MissingSysRawioMessage);
+            var h = new Held { Device = device };
+            try
+            {
+                Acquire(h);
+                h.KernelCookie = BackingOpen(fuseFd, h);
+            }
+            catch (IomapDeviceException)
+            {
+                unsafe
+                {
+                    if (h.KernelCookie is uint id && fuseFd >= 0) LibC.Ioctl(fuseFd, FuseDevIoctl.BackingClose, &id);
+                }
+                h.Block?.Dispose();
+                h.Loop?.Dispose();
+                throw;
+            }
+            _held.Add(h);
+            var r = new RegisteredIomapDevice(device.EngineCookie, h.KernelCookie.Value, h.Block!.Path, device.SizeBytes);
+            _registered = [.. _registered, r];
+            _log?.Invoke($"fuse-iomap: pool device {device.Path} (engine cookie {r.EngineCookie}) added as {r.BlockDevicePath}{(h.Loop != null ? " (loop device)" : "")}, kernel device {r.KernelCookie}");
+            return r;
+        }
+    }
+
+    /// <inheritdoc />
+    public unsafe bool Release(int fuseFd, uint engineCookie)
+    {
+        lock (_gate)
+        {
+            var h = _held.FirstOrDefault(x => x.Device.EngineCookie == engineCookie);
+            if (_disposed || h == null || h.KernelCookie is not uint id) return false;
+            // An iomap kernel may refuse (EBUSY) while mounted; it then keeps the device until the connection ends, and
+            // so do we (our exclusive descriptor and the loop device go at Dispose).
+            if (LibC.Ioctl(fuseFd, FuseDevIoctl.BackingClose, &id) < 0)
+            {
+                _log?.Invoke($"fuse-iomap: pool device {h.Device.Path} left the pool; the kernel keeps it registered until unmount ({LibC.Describe(LibC.LastErrno)})");
+                return false;
+            }
+            h.Block?.Dispose();
+            h.Loop?.Dispose();
+            _held.Remove(h);
+            _registered = _registered.Where(r => r.EngineCookie != engineCookie).ToArray();
+            return true;
         }
     }
 

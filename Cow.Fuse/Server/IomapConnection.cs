@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Cow.Core.Engine;
+using Cow.Core.FileSystem;
 using Cow.Fuse.Protocol;
 using Mono.Unix.Native;
 
@@ -9,18 +10,20 @@ namespace Cow.Fuse.Server;
 /// The fuse-iomap state of one connection, made when INIT grants iomap: the pool's devices as the kernel
 /// names them (registered once, on the first IOMAP_CONFIG, through <see cref="FuseMountOptions.IomapDevices"/>),
 /// the translation between engine device cookies and kernel device cookies, and the engine listener that
-/// turns extent-map changes of live files into FUSE_NOTIFY_IOMAP_INVAL_MAPPINGS.
-/// <para>Threading: thread-safe. Registration runs at most once, under <c>_gate</c>; the device table is
-/// immutable once made and published through a volatile field, so lookups take no lock. Notifications are
+/// turns extent-map changes of live files into FUSE_NOTIFY_IOMAP_INVAL_MAPPINGS; devices added to the mounted pool
+/// are registered with the kernel before any mapping names them (<see cref="DeviceAdding"/>).
+/// <para>Threading: thread-safe. Registration runs at most once, and device changes one at a time, under <c>_gate</c>;
+/// each device table is immutable, replaced whole and published through a volatile field, so lookups take no lock. Notifications are
 /// sent from whichever thread the engine delivers on (one write(2) each, which the kernel and a
 /// SOCK_SEQPACKET socket keep whole), and never call back into the engine.</para>
 /// </summary>
-internal sealed class IomapConnection : IMappingInvalidationListener
+internal sealed class IomapConnection : IMappingInvalidationListener, IDeviceChangeListener
 {
     private readonly RequestDispatcher _d;
     private readonly object _gate = new();
     private volatile DeviceTable? _table;
     private bool _registrationTried;           // under _gate
+    private readonly List<PoolDeviceInfo> _joining = new();   // under _gate: devices added before the first registration
     private Errno _registrationErrno;          // under _gate
     private volatile string? _registrationError;
     private volatile bool _attached;
@@ -81,6 +84,7 @@ internal sealed class IomapConnection : IMappingInvalidationListener
             _registrationTried = true;
             var registrar = _d.Options.IomapDevices;
             var pool = _d.Pool.Devices.Select(v => new PoolDeviceInfo(v.Cookie, v.Path, v.SizeBytes)).ToList();
+            foreach (var j in _joining) if (!pool.Any(p => p.EngineCookie == j.EngineCookie)) pool.Add(j);
             string? problem;
             IReadOnlyList<RegisteredIomapDevice>? got = null;
             if (registrar == null) problem = "no device registrar is configured";
@@ -143,12 +147,13 @@ internal sealed class IomapConnection : IMappingInvalidationListener
 
     // ------------------------------------------------------------------ invalidation
 
-    /// <summary>Starts listening to the engine's extent-map changes (iomap granted on a live mount).</summary>
+    /// <summary>Starts listening to the engine's extent-map changes and device changes (iomap granted on a live mount).</summary>
     public void Attach()
     {
         if (_attached) return;
         _attached = true;
         _d.Pool.AddMappingListener(this);
+        _d.Pool.AddDeviceListener(this);
     }
 
     /// <summary>Stops listening (connection gone or DESTROY). Idempotent.</summary>
@@ -157,6 +162,42 @@ internal sealed class IomapConnection : IMappingInvalidationListener
         if (!_attached) return;
         _attached = false;
         _d.Pool.RemoveMappingListener(this);
+        _d.Pool.RemoveDeviceListener(this);
+    }
+
+    /// <summary>
+    /// A device joins the mounted pool (cow device add): registered with the kernel (BACKING_OPEN) now, before the
+    /// engine hands out any block of it, and added to the translation table. Before the first IOMAP_CONFIG it is
+    /// remembered and registered with the others. A failure refuses the add (the exception's message says why).
+    /// </summary>
+    public void DeviceAdding(Cow.Core.PoolDevice device)
+    {
+        var info = new PoolDeviceInfo(device.Cookie, device.Path, device.SizeBytes);
+        lock (_gate)
+        {
+            if (!_registrationTried) { _joining.Add(info); return; }
+            if (_table is not { } table)
+                throw new IomapDeviceException($"the pool's devices are not registered with the kernel ({_registrationError}); device {device.Path} cannot be added to this mount");
+            var registrar = _d.Options.IomapDevices ?? throw new IomapDeviceException("no device registrar is configured");
+            var r = registrar.Add(_d.FuseFd, info);
+            if (r.EngineCookie != device.Cookie || r.KernelCookie == ExperimentalConstants.IomapNoDevice || table.ByKernel(r.KernelCookie) != null || r.SizeBytes < device.SizeBytes)
+                throw new IomapDeviceException($"the registrar answered {r} for device {device.Path} (engine cookie {device.Cookie}, {device.SizeBytes} bytes)");
+            _table = new DeviceTable([.. table.Devices, r]);
+            _d.LogLine($"fuse-iomap: device {device.Path} joined the pool as engine device {r.EngineCookie}, kernel device {r.KernelCookie}");
+        }
+    }
+
+    /// <summary>A device left the pool: no mapping names it any more. Dropped from the table; the registrar releases it
+    /// when the kernel lets go of it.</summary>
+    public void DeviceRemoved(Cow.Core.PoolDevice device)
+    {
+        lock (_gate)
+        {
+            _joining.RemoveAll(j => j.EngineCookie == device.Cookie);
+            if (_table is not { } table) return;
+            _table = new DeviceTable(table.Devices.Where(d => d.EngineCookie != device.Cookie).ToArray());
+            _d.Options.IomapDevices?.Release(_d.FuseFd, device.Cookie);
+        }
     }
 
     /// <summary>

@@ -36,6 +36,16 @@ public interface IIomapDeviceRegistrar : IDisposable
     /// with a message an administrator can act on (missing privilege, not a block device, device busy,
     /// kernel refused) — nothing stays registered or attached when it throws.</summary>
     IReadOnlyList<RegisteredIomapDevice> Register(int fuseFd, IReadOnlyList<PoolDeviceInfo> devices);
+
+    /// <summary>Registers one more device with the same connection after <see cref="Register"/> succeeded (a device
+    /// added to the mounted pool: <c>cow device add</c>), before any mapping names it. Throws
+    /// <see cref="IomapDeviceException"/> as <see cref="Register"/> does; nothing stays registered then.</summary>
+    RegisteredIomapDevice Add(int fuseFd, PoolDeviceInfo device) =>
+        throw new IomapDeviceException($"pool device {device.Path}: this connection's device registrar cannot register devices after the mount");
+
+    /// <summary>A device left the pool (no mapping names it any more): releases what was held for it where the kernel
+    /// lets go of it now (BACKING_CLOSE); false when it keeps it until the connection ends.</summary>
+    bool Release(int fuseFd, uint engineCookie) => false;
 }
 
 /// <summary>A device could not be registered for iomap; the message says which and why.</summary>

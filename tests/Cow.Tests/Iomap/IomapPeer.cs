@@ -210,13 +210,20 @@ internal sealed class IomapPeer : IDisposable
         var o = Read<FuseIomapConfigOut>(body);
         BlockSize = (int)o.SBlocksize;
         MaxBytes = o.SMaxBytes;
+        OpenRegisteredDevices();
+        return (0, o);
+    }
+
+    /// <summary>Opens, for the peer's own I/O, every device the registrar has registered and the peer has not opened
+    /// (after IOMAP_CONFIG, and after a device was added to the mounted pool).</summary>
+    public void OpenRegisteredDevices()
+    {
         foreach (var d in Registrar.Answered)
             if (!_devs.ContainsKey(d.KernelCookie))
             {
                 _devs[d.KernelCookie] = File.OpenHandle(d.BlockDevicePath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
                 _devSize[d.KernelCookie] = d.SizeBytes;
             }
-        return (0, o);
     }
 
     /// <summary>INIT with iomap and IOMAP_CONFIG, both succeeding.</summary>

@@ -32,5 +32,24 @@ internal sealed class TestRegistrar(params uint[] cookies) : IIomapDeviceRegistr
         return Answered;
     }
 
+    /// <summary>Devices registered after the mount (<see cref="Add"/>) and released (<see cref="Release"/>).</summary>
+    public readonly List<RegisteredIomapDevice> Added = new();
+    public readonly List<uint> Released = new();
+
+    public RegisteredIomapDevice Add(int fuseFd, PoolDeviceInfo device)
+    {
+        if (FailWith != null) throw new IomapDeviceException(FailWith);
+        var r = new RegisteredIomapDevice(device.EngineCookie, 100 + (uint)Added.Count, device.Path, device.SizeBytes);
+        Added.Add(r);
+        Answered = [.. Answered, r];
+        return r;
+    }
+
+    public bool Release(int fuseFd, uint engineCookie)
+    {
+        Released.Add(engineCookie);
+        return true;
+    }
+
     public void Dispose() => Disposals++;
 }
