@@ -88,7 +88,11 @@ public sealed class MemoryPool : IDisposable
     public void PowerCutAndReboot(PowerCutMode mode = PowerCutMode.DropUnflushed, int seed = 0)
     {
         if (!_faulty) throw new InvalidOperationException("power cuts need faulty: true");
-        foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }.Concat(AddedFault.Values)) if (!f.HasLostPower) f.PowerCut(mode, seed);
+        foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }.Concat(AddedFault.Values))
+        {
+            try { if (!f.HasLostPower) f.PowerCut(mode, seed); }
+            catch (ObjectDisposedException) { /* a device removed from the pool was closed: nothing of it is unflushed */ }
+        }
         Abandon();
         Pool = Pool.Open(Media(fresh: false));
     }
