@@ -24,6 +24,9 @@ public sealed record PoolCreateOptions
     public uint RootGid { get; init; }
     /// <summary>Format given devices even when they already hold a Cow superblock (destroys that pool).</summary>
     public bool Force { get; init; }
+    /// <summary>A pool on its devices (<see cref="Pool.CreateOnDevices"/>): bytes of the log device kept for the metadata
+    /// (null: <see cref="Pool.DefaultMetadataBytes"/>).</summary>
+    public long? MetadataSize { get; init; }
 }
 
 /// <summary>A pool's devices and metadata streams, already open: how tests build pools on memory and
@@ -71,13 +74,18 @@ public sealed partial class Pool : IDisposable
     public IReadOnlyList<PoolDevice> Devices => Engine.DeviceManager.List();
     private readonly FileStream? _lock;
 
-    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile)
+    private Pool(Engine.Engine engine, string? folder, FileStream? lockFile, string? source = null, IBlockDevice? metadataDevice = null,
+        IReadOnlyDictionary<uint, string>? foundAt = null)
     {
-        Engine = engine; Folder = folder; _lock = lockFile;
+        Engine = engine; Folder = folder; _lock = lockFile; _metadataDevice = metadataDevice;
+        Source = folder ?? source ?? "memory";
+        LockPath = lockFile?.Name;
         Live = new FileSystemView(engine, engine.LiveTree, null);
         Snapshots = new PoolSnapshots(this);
         // Paths in the device table are relative to the pool folder when the device lives in it.
-        engine.DeviceManager.Describe = r => new PoolDevice(r.Cookie, r.Role, folder != null ? Path.GetFullPath(r.Path, folder) : r.Path, r.DeviceSize, r.State);
+        // A pool on its devices finds them by uuid: where they are now may differ from the path the table keeps.
+        engine.DeviceManager.Describe = r => new PoolDevice(r.Cookie, r.Role,
+            foundAt != null && foundAt.TryGetValue(r.Cookie, out var at) ? at : folder != null ? Path.GetFullPath(r.Path, folder) : r.Path, r.DeviceSize, r.State);
     }
 
     /// <summary>Opens a read-only view of a snapshot; null if there is none by that name.</summary>
@@ -214,22 +222,27 @@ public sealed partial class Pool : IDisposable
 
     /// <summary>Writes superblocks (flushed), then the metadata with the root directory: the pool exists
     /// once its metadata commit is durable (format.md, "mkfs").</summary>
-    private static Engine.Engine Format(PoolMedia media, PoolCreateOptions o, string basePath, string logPath)
+    private static Engine.Engine Format(PoolMedia media, PoolCreateOptions o, string basePath, string logPath, MetadataRegion? meta = null)
     {
         int bs = o.BlockSize;
-        var poolUuid = Guid.NewGuid();
+        var poolUuid = meta?.PoolUuid ?? Guid.NewGuid();
         long now = Cow.Core.Engine.Engine.NowNs();
         var devices = new List<DeviceRecord>();
         var blocks = new Dictionary<uint, long>();
         foreach (var (dev, cookie, role, path) in new[] { (media.Base, FormatConstants.BaseCookie, DeviceRole.Base, basePath), (media.Log, FormatConstants.LogCookie, DeviceRole.Log, logPath) })
         {
-            long nblocks = dev.Length / bs;
-            if (nblocks < 16) throw new PoolException($"{role.ToString().ToLowerInvariant()} device {dev.Name} is too small: {dev.Length} bytes, at least {16 * bs} needed");
+            // The log device of a pool that keeps its metadata on its devices ends with the metadata region.
+            long usable = role == DeviceRole.Log && meta != null ? meta.DataOffset : dev.Length;
+            long nblocks = usable / bs;
+            if (nblocks < 16) throw new PoolException($"{role.ToString().ToLowerInvariant()} device {dev.Name} is too small: {usable} bytes{(usable != dev.Length ? " besides its metadata region" : "")}, at least {16 * bs} needed");
             var sb = new Superblock
             {
                 Role = role, PoolUuid = poolUuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie, BlockSize = (uint)bs,
                 DeviceSize = (ulong)(nblocks * bs), DataStart = (ulong)bs, DeviceCount = 2, CreatedNs = now, Label = o.Label,
+                FormatVersion = meta != null ? FormatConstants.FormatVersion : FormatConstants.MkfsFormatVersion,
             };
+            if (role == DeviceRole.Log && meta != null)
+                sb = sb with { MetaDataOffset = (ulong)meta.DataOffset, MetaDataBytes = (ulong)meta.DataBytes, MetaLogOffset = (ulong)meta.LogOffset, MetaLogBytes = (ulong)meta.LogBytes };
             var block = new byte[bs];
             sb.Write(block);
             dev.Write(0, block);
@@ -237,7 +250,11 @@ public sealed partial class Pool : IDisposable
             devices.Add(new DeviceRecord { Cookie = cookie, DeviceUuid = sb.DeviceUuid, Role = role, Path = path, DeviceSize = nblocks * bs });
             blocks[cookie] = nblocks;
         }
-        var pool = new PoolRecord { PoolUuid = poolUuid, BlockSize = bs, CreatedNs = now, Label = o.Label, LiveGen = 1, NextIno = 2, NextRid = 2, LogCursor = 1 };
+        var pool = new PoolRecord
+        {
+            PoolUuid = poolUuid, BlockSize = bs, CreatedNs = now, Label = o.Label, LiveGen = 1, NextIno = 2, NextRid = 2, LogCursor = 1,
+            FormatVersion = (int)(meta != null ? FormatConstants.FormatVersion : FormatConstants.MkfsFormatVersion),
+        };
         var store = MetadataStore.Create(media.MetadataData, media.MetadataLog, pool, devices);
         var root = new InodeRecord
         {
@@ -253,7 +270,8 @@ public sealed partial class Pool : IDisposable
     // ------------------------------------------------------------------ open
 
     /// <summary>
-    /// Opens the pool in <paramref name="folder"/>. Everything is checked before anything is written:
+    /// Opens the pool in <paramref name="folder"/>, or, when it names a device or image file, the pool on devices that
+    /// device belongs to (<see cref="OpenDevice"/>). Everything is checked before anything is written:
     /// the metadata file is first read through a scratch overlay, each device's superblock is checked
     /// against the device table (missing, swapped, foreign, truncated, wrong format), and the first
     /// problem found is thrown as a <see cref="PoolException"/> naming the device and what is wrong.
@@ -262,7 +280,7 @@ public sealed partial class Pool : IDisposable
     {
         folder = Path.GetFullPath(folder);
         var meta = Path.Combine(folder, MetadataFile);
-        if (File.Exists(folder)) throw new PoolException($"{folder} is a file, not a pool folder");
+        if (File.Exists(folder)) return OpenDevice(folder);   // a device (or image file) of a pool that lives on its devices
         if (!Directory.Exists(folder)) throw new PoolException($"pool folder {folder} does not exist");
         if (!File.Exists(meta)) throw new PoolException($"{folder} is not a Cow pool: metadata file {MetadataFile} not found");
         var lockFile = TakeLock(folder);
@@ -418,9 +436,13 @@ public sealed partial class Pool : IDisposable
             throw new PoolException($"{what} is truncated: it has {dev.Length} bytes, but was formatted with {sb.DeviceSize} bytes");
     }
 
-    private static FileStream TakeLock(string folder)
+    private static FileStream TakeLock(string folder) => TakeLockAt(Path.Combine(folder, LockFile), folder);
+
+    /// <summary>Takes the pool's exclusive lock at <paramref name="path"/> (<paramref name="pool"/> names the pool in
+    /// the message when another process holds it).</summary>
+    private static FileStream TakeLockAt(string path, string pool)
     {
-        var path = Path.Combine(folder, LockFile);
+        var folder = pool;
         try
         {
             // .NET on Linux takes an exclusive flock for FileShare.None: a second opener, in this
@@ -459,6 +481,10 @@ public sealed partial class Pool : IDisposable
     public void Dispose()
     {
         try { Engine.Dispose(); }
-        finally { _lock?.Dispose(); }
+        finally
+        {
+            _metadataDevice?.Dispose();
+            _lock?.Dispose();
+        }
     }
 }

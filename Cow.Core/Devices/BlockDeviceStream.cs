@@ -121,6 +121,9 @@ public sealed class BlockDeviceStream : Stream
         return new BlockDeviceStream(device, bestSequence, bestLength);
     }
 
+    /// <summary>For a metadata log stream: the data stream that must be durable before this one is truncated.</summary>
+    public Stream? FlushBeforeTruncate { get; set; }
+
     /// <summary>The device the stream lives on.</summary>
     public IBlockDevice Device => _device;
 
@@ -273,6 +276,8 @@ public sealed class BlockDeviceStream : Stream
     public override void SetLength(long value)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(value);
+        // Truncating the metadata log ends a checkpoint: the data stream must be durable first (as DurableFileStream).
+        if (FlushBeforeTruncate is { } first && value < Length) first.Flush();
         lock (_gate)
         {
             ThrowIfDisposed();

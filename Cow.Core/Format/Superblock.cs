@@ -33,7 +33,18 @@ public sealed record Superblock
     public long CreatedNs { get; init; }
     /// <summary><c>label</c> (offset 88, 32 bytes UTF-8, zero padded): the pool's label.</summary>
     public string Label { get; init; } = "";
-    // offsets 120..251 reserved, zero. <c>checksum</c> (offset 252, u32): CRC-32C of bytes 0..251.
+    /// <summary><c>meta_data_offset</c> (offset 120, u64; version 2): byte offset on this device of the region holding the
+    /// pool's metadata data stream, 0 when this device holds no metadata (the metadata is in a pool folder or on another device).</summary>
+    public ulong MetaDataOffset { get; init; }
+    /// <summary><c>meta_data_bytes</c> (offset 128, u64): bytes of that region.</summary>
+    public ulong MetaDataBytes { get; init; }
+    /// <summary><c>meta_log_offset</c> (offset 136, u64): byte offset of the region holding the metadata's write-ahead log.</summary>
+    public ulong MetaLogOffset { get; init; }
+    /// <summary><c>meta_log_bytes</c> (offset 144, u64): bytes of that region.</summary>
+    public ulong MetaLogBytes { get; init; }
+    /// <summary>True when this device holds the pool's metadata.</summary>
+    public bool HoldsMetadata => MetaDataOffset != 0;
+    // offsets 152..251 reserved, zero. <c>checksum</c> (offset 252, u32): CRC-32C of bytes 0..251.
 
     public void Write(Span<byte> block)
     {
@@ -54,6 +65,10 @@ public sealed record Superblock
         var label = Encoding.UTF8.GetBytes(Label);
         if (label.Length > 32) throw new ArgumentException("label is longer than 32 bytes");
         label.CopyTo(b[88..120]);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[120..], MetaDataOffset);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[128..], MetaDataBytes);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[136..], MetaLogOffset);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[144..], MetaLogBytes);
         BinaryPrimitives.WriteUInt32LittleEndian(b[252..], Crc32C.Compute(b[..252]));
     }
 
@@ -94,6 +109,10 @@ public sealed record Superblock
             SegmentBlocks = BinaryPrimitives.ReadUInt32LittleEndian(b[76..]),
             CreatedNs = BinaryPrimitives.ReadInt64LittleEndian(b[80..]),
             Label = Encoding.UTF8.GetString(b[88..120]).TrimEnd('\0'),
+            MetaDataOffset = BinaryPrimitives.ReadUInt64LittleEndian(b[120..]),
+            MetaDataBytes = BinaryPrimitives.ReadUInt64LittleEndian(b[128..]),
+            MetaLogOffset = BinaryPrimitives.ReadUInt64LittleEndian(b[136..]),
+            MetaLogBytes = BinaryPrimitives.ReadUInt64LittleEndian(b[144..]),
         };
     }
 }

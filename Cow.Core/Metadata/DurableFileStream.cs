@@ -36,7 +36,8 @@ public sealed class DurableFileStream : FileStream
 /// </summary>
 public sealed class ScratchOverlayStream : Stream
 {
-    private readonly FileStream? _file;
+    private readonly Stream? _file;
+    private readonly bool _ownsFile = true;
     private readonly SortedDictionary<long, byte[]> _pages = new();
     private const int Page = 4096;
     private long _length, _position;
@@ -48,6 +49,15 @@ public sealed class ScratchOverlayStream : Stream
             _file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
             _length = _file.Length;
         }
+    }
+
+    /// <summary>Over a readable, seekable stream (a metadata stream on a device), which it never writes, nor
+    /// disposes unless <paramref name="owns"/>.</summary>
+    public ScratchOverlayStream(Stream under, bool owns)
+    {
+        _file = under;
+        _ownsFile = owns;
+        _length = under.Length;
     }
 
     public override bool CanRead => true;
@@ -103,7 +113,7 @@ public sealed class ScratchOverlayStream : Stream
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _file?.Dispose();
+        if (disposing && _ownsFile) _file?.Dispose();
         base.Dispose(disposing);
     }
 }

@@ -5,10 +5,10 @@ using Cow.Core.FileSystem;
 
 // Cow engine benchmark: the engine's throughput beside raw pwrite to the same kind of image file, in
 // one run (one process, same disk), medians of --runs repetitions. Not a test: it prints figures.
-// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--scale | --cleaner [--base-mib N] [--log-mib N] [--snapshot-seconds S]] [--dir DIR] [--seq-mib N] [--rand-ops N]
+// Usage: dotnet run -c Release --project bench/Cow.Bench -- [--scale | --devices | --cleaner [--base-mib N] [--log-mib N] [--snapshot-seconds S]] [--dir DIR] [--seq-mib N] [--rand-ops N]
 //        [--rand-file-mib N] [--runs N] [--files N] [--snapshots N] [--prefault-mib N]
 
-var opt = Options.Parse(args.Where(a => a != "--scale" && a != "--cleaner").ToArray());
+var opt = Options.Parse(args.Where(a => a != "--scale" && a != "--cleaner" && a != "--devices").ToArray());
 bool scaleOnly = args.Contains("--scale");
 bool cleanerOnly = args.Contains("--cleaner");
 Directory.CreateDirectory(opt.Dir);
@@ -17,6 +17,11 @@ Directory.CreateDirectory(work);
 Console.WriteLine($"# Cow engine benchmark  {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC  dir={work}  runs={opt.Runs} (medians)");
 Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Version}, seq {opt.SeqMiB} MiB, random {opt.RandOps} x 4 KiB over {opt.RandFileMiB} MiB");
 var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
+if (args.Contains("--devices"))
+{
+    try { DeviceBench.Run(work); } finally { Directory.Delete(work, true); }
+    return 0;
+}
 if (cleanerOnly)
 {
     try { CleanerBench.Run(work, opt.BaseMiB, opt.LogMiB, opt.SnapshotSeconds, opt.Runs, () => Settle(opt)); } finally { Directory.Delete(work, true); }

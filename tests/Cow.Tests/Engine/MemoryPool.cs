@@ -25,11 +25,19 @@ public sealed class MemoryPool : IDisposable
     public FileSystemView Live => Pool.Live;
     public Core.Engine.Engine Engine => Pool.Engine;
     private readonly bool _faulty;
+    private readonly long _logDataBytes;
+    /// <summary>Bytes of the log device kept for the metadata when it lives there (a pool on its devices), else 0.</summary>
+    public const long MetadataOnLogBytes = 48L << 20;
+    private readonly bool _metadataOnLog;
 
-    public MemoryPool(long baseSize = 64 << 20, long logSize = 256 << 20, bool faulty = false, int blockSize = 4096)
+    /// <param name="metadataOnLog">Keep the metadata streams in two windows at the end of the log device, as a pool on
+    /// its devices does (format.md 2), instead of on devices of their own.</param>
+    public MemoryPool(long baseSize = 64 << 20, long logSize = 256 << 20, bool faulty = false, int blockSize = 4096, bool metadataOnLog = false)
     {
         BaseMem = new MemoryBlockDevice("base", baseSize);
-        LogMem = new MemoryBlockDevice("log", logSize);
+        _metadataOnLog = metadataOnLog;
+        _logDataBytes = logSize;
+        LogMem = new MemoryBlockDevice("log", logSize + (metadataOnLog ? MetadataOnLogBytes : 0));
         MetaMem = new MemoryBlockDevice("meta", 1L << 30);
         MetaLogMem = new MemoryBlockDevice("meta-log", 1L << 30);
         _faulty = faulty;
@@ -47,8 +55,16 @@ public sealed class MemoryPool : IDisposable
             m = MetaFault = new FaultInjectingBlockDevice(MetaMem, "meta");
             ml = MetaLogFault = new FaultInjectingBlockDevice(MetaLogMem, "meta-log");
         }
+        if (_metadataOnLog)
+        {
+            // The layout of a pool on its devices: the log's data blocks, then the metadata and its log, one device.
+            m = new DeviceWindow(l, _logDataBytes, MetadataOnLogBytes / 4 * 3, "metadata", ownsInner: false);
+            ml = new DeviceWindow(l, _logDataBytes + MetadataOnLogBytes / 4 * 3, MetadataOnLogBytes / 4, "metadata log", ownsInner: false);
+            l = new DeviceWindow(l, 0, _logDataBytes, "log data", ownsInner: false);
+        }
         Stream data = fresh ? new BlockDeviceStream(m) : BlockDeviceStream.Open(m);
-        Stream log = fresh ? new BlockDeviceStream(ml) : BlockDeviceStream.Open(ml);
+        var log = fresh ? new BlockDeviceStream(ml) : BlockDeviceStream.Open(ml);
+        log.FlushBeforeTruncate = data;
         var added = new Dictionary<uint, IBlockDevice>();
         foreach (var (cookie, mem) in AddedMem)
             added[cookie] = _faulty ? AddedFault[cookie] = new FaultInjectingBlockDevice(mem, mem.Name) : mem;
@@ -90,6 +106,7 @@ public sealed class MemoryPool : IDisposable
         if (!_faulty) throw new InvalidOperationException("power cuts need faulty: true");
         foreach (var f in new[] { BaseFault!, LogFault!, MetaFault!, MetaLogFault! }.Concat(AddedFault.Values))
         {
+            if (_metadataOnLog && (f == MetaFault || f == MetaLogFault)) continue;   // not used: the metadata is on the log
             try { if (!f.HasLostPower) f.PowerCut(mode, seed); }
             catch (ObjectDisposedException) { /* a device removed from the pool was closed: nothing of it is unflushed */ }
         }
