@@ -37,7 +37,7 @@ internal static class MountCommands
         var threads = new Option<int>("--threads") { Description = "FUSE worker threads", DefaultValueFactory = _ => MountSettings.DefaultThreads };
         var allowOther = new Option<bool?>("--allow-other") { Description = "let other users use the mount (default: yes when mounted by root)" };
         var fusermount = new Option<bool>("--fusermount") { Description = "mount through fusermount3 even as root (the way non-root users mount)" };
-        var log = new Option<string?>("--log") { Description = "log file of a background server (default: mount.log in the pool folder)" };
+        var log = new Option<string?>("--log") { Description = "log file of a background server (default: mount.log in the pool folder; for a pool on its devices /run/cow/pool-UUID.log)" };
         var iomap = new Option<string>("--iomap")
         {
             Description = "kernel fuse-iomap (the kernel does file I/O straight to the pool's block devices; experimental kernels only, needs CAP_SYS_RAWIO): "
@@ -107,7 +107,10 @@ internal static class MountCommands
             };
             bool child = r.GetValue(daemonChild);
             if (!r.GetValue(foreground) && !child) return StartBackground(folder, mp);
-            return ServeMount(folder, settings, cleanerSettings, child, r.GetValue(log) ?? Path.Combine(folder, "mount.log"));
+            // A pool on its devices has no folder: its server logs beside its lock (/run/cow/pool-UUID.log).
+            string defaultLog = Directory.Exists(folder) || Pool.LockPathOf(folder) is not { } lockPath
+                ? Path.Combine(folder, "mount.log") : Path.ChangeExtension(lockPath, ".log");
+            return ServeMount(folder, settings, cleanerSettings, child, r.GetValue(log) ?? defaultLog);
         }));
         return cmd;
     }
@@ -257,7 +260,7 @@ internal static class MountCommands
                 return 0;
             }
             // The server sees the connection end, commits and closes the pool: wait for its lock to go.
-            var lockPath = Path.Combine(entry.Source, Pool.LockFile);
+            var lockPath = Pool.LockPathOf(entry.Source) ?? Path.Combine(entry.Source, Pool.LockFile);
             var until = DateTime.UtcNow.AddSeconds(r.GetValue(timeout));
             while (LockHolder(lockPath) is int pid)
             {

@@ -37,7 +37,9 @@ internal static class PoolCommands
         var import = new Option<string[]>("--import") { Description = "file or directory that becomes /NAME in the pool (its base name), placed on the base device with its modes, owners, times, symlinks, hard links, xattrs and ACLs, holes, fifos and device nodes (repeatable)", AllowMultipleArgumentsPerToken = true };
         var importRoot = new Option<string?>("--import-root") { Description = "directory whose contents become the pool's root (and whose own mode, owner, times and xattrs the root takes), like --import" };
         var force = new Option<bool>("--force") { Description = "format given devices even if they hold another Cow pool (destroys it)" };
-        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import, importRoot, force };
+        var onDevices = new Option<bool>("--on-devices") { Description = "make a pool that lives on its devices, with no folder: POOL is the log device (a block device, or an image file made with --log-size), which also holds the metadata; --base-device is required. Implied when POOL is a block device" };
+        var metaSize = new Option<string?>("--metadata-size") { Description = "with --on-devices: bytes of the log device kept for the metadata (default: an eighth of it, from 64M to 16G)" };
+        var cmd = new Command("mkfs", "make a new pool: sparse image files in POOL by default, or a pool on its devices (--on-devices)") { PoolArg, baseSize, logSize, blockSize, baseDev, logDev, label, import, importRoot, force, onDevices, metaSize };
         cmd.SetAction(r => Guard(() =>
         {
             long bsz, lsz;
@@ -60,6 +62,25 @@ internal static class PoolCommands
                 BaseSize = bsz, LogSize = lsz, BlockSize = r.GetValue(blockSize), BaseDevice = r.GetValue(baseDev),
                 LogDevice = r.GetValue(logDev), Label = r.GetValue(label)!, Force = r.GetValue(force),
             };
+            var poolPath = r.GetValue(PoolArg)!;
+            bool devicesPool = r.GetValue(onDevices) || IsBlockDevice(poolPath);
+            if (devicesPool)
+            {
+                if (options.LogDevice != null) return Usage($"with --on-devices, POOL ({poolPath}) is the log device: drop --log-device {options.LogDevice}");
+                if (options.BaseDevice == null) return Usage("a pool on its devices needs --base-device (a block device, or an image file made with --base-size)");
+                if (sources.Count > 0) return Usage("--import and --import-root make a pool in a folder; a pool on its devices starts empty (copy the files in through its mount)");
+                long? msz = null;
+                if (r.GetValue(metaSize) is { } ms)
+                {
+                    try { msz = ParseSize(ms); }
+                    catch (FormatException e) { return Usage(e.Message); }
+                }
+                using var made = Pool.CreateOnDevices(options with { LogDevice = poolPath, MetadataSize = msz });
+                Console.WriteLine($"made pool {made.Uuid} on {made.Devices.Single(d => d.Cookie == Core.Format.FormatConstants.BaseCookie).Path} (base) and {made.Source} (log, with the metadata); block size {made.BlockSize}");
+                Console.WriteLine($"open it through any of its devices: cow mount {made.Source} MNT");
+                return 0;
+            }
+            if (r.GetValue(metaSize) != null) return Usage("--metadata-size is for a pool on its devices (--on-devices)");
             Core.Import.ImportPlan? plan = null;
             if (sources.Count > 0)
             {
@@ -76,7 +97,7 @@ internal static class PoolCommands
             using var pool = plan != null && Interactive
                 ? AnsiConsole.Status().Start("importing", ctx => Make(what => ctx.Status(Markup.Escape($"importing {what}"))))
                 : Make(_ => { });
-            Console.WriteLine($"made pool {pool.Folder} (uuid {pool.Uuid}, block size {pool.BlockSize})");
+            Console.WriteLine($"made pool {pool.Source} (uuid {pool.Uuid}, block size {pool.BlockSize}{(pool.Folder == null ? "; its metadata is on its log device: open it through any of its devices" : "")})");
             if (plan != null)
             {
                 long used = pool.DeviceUsage().Single(u => u.Cookie == Core.Format.FormatConstants.BaseCookie).UsedBlocks;
@@ -88,6 +109,50 @@ internal static class PoolCommands
         }));
         return cmd;
     }
+
+    /// <summary><c>cow pool scan [PATH...] [--json]</c>: the Cow pools whose devices are on this machine's block devices
+    /// (and in or beside the PATHs given: folders or image files), each with its label, uuid, where its metadata is
+    /// and the devices found. Reads block 0 of each device; writes nothing; needs read access to the devices.</summary>
+    internal static Command PoolGroup()
+    {
+        var paths = new Argument<string[]>("path") { Description = "folders or image files to look in besides the block devices", Arity = ArgumentArity.ZeroOrMore };
+        var json = new Option<bool>("--json") { Description = "a JSON array of {uuid, label, metadata_device, devices: [{path, cookie, role, format_version, size_bytes}]}" };
+        var scan = new Command("scan", "list the Cow pools found on this machine's block devices (and in or beside the paths given); a pool on its devices mounts with 'cow mount DEVICE MNT'") { paths, json };
+        scan.SetAction(r => Guard(() =>
+        {
+            var found = Pool.Scan(r.GetValue(paths) ?? []);
+            if (r.GetValue(json))
+            {
+                var arr = new System.Text.Json.Nodes.JsonArray();
+                foreach (var p in found)
+                    arr.Add(new System.Text.Json.Nodes.JsonObject
+                    {
+                        ["uuid"] = p.Uuid.ToString(), ["label"] = p.Label, ["metadata_device"] = p.MetadataDevice,
+                        ["devices"] = new System.Text.Json.Nodes.JsonArray(p.Devices.Select(d => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                        {
+                            ["path"] = d.Path, ["cookie"] = d.Cookie, ["role"] = d.Role.ToString().ToLowerInvariant(),
+                            ["format_version"] = d.FormatVersion, ["size_bytes"] = d.SizeBytes,
+                        }).ToArray()),
+                    });
+                Console.WriteLine(arr.ToJsonString(JsonOut));
+                return 0;
+            }
+            if (found.Count == 0) { Console.WriteLine("no Cow pool found"); return 0; }
+            foreach (var p in found)
+            {
+                Console.WriteLine($"pool {p.Uuid}{(p.Label.Length > 0 ? $" ({p.Label})" : "")}: "
+                    + (p.MetadataDevice != null ? $"metadata on {p.MetadataDevice}; mount with: cow mount {p.MetadataDevice} MNT"
+                        : "metadata in a pool folder (not on its devices), or on a device not found"));
+                foreach (var d in p.Devices)
+                    Console.WriteLine($"  {d.Cookie,4}  {d.Role.ToString().ToLowerInvariant(),-4}  {Bytes(d.SizeBytes),10}  {d.Path}");
+            }
+            return 0;
+        }));
+        return new Command("pool", "pools as a whole: find them on this machine's devices") { scan };
+    }
+
+    private static bool IsBlockDevice(string path) =>
+        Mono.Unix.Native.Syscall.stat(path, out var st) == 0 && (st.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) == Mono.Unix.Native.FilePermissions.S_IFBLK;
 
     private static bool IsSymlink(string path)
     {

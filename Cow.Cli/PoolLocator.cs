@@ -63,7 +63,13 @@ internal static class PoolLocator
         try { mounts = MountTable.Read(); } catch (IOException) { return null; }
         var at = mounts.LastOrDefault(m => m.MountPoint == path);
         if (at != null && at.IsCow) return path;
-        return mounts.LastOrDefault(m => m.IsCow && m.Source == path && m.Options.Split(',').Contains("rw"))?.MountPoint;
+        var byName = mounts.LastOrDefault(m => m.IsCow && m.Source == path && m.Options.Split(',').Contains("rw"));
+        if (byName != null || !File.Exists(path)) return byName?.MountPoint;
+        // A device of a pool that lives on its devices: the mount names the device holding the metadata; the same
+        // pool has the same lock.
+        if (Pool.LockPathOf(path) is not { } lockPath) return null;
+        return mounts.LastOrDefault(m => m.IsCow && m.Options.Split(',').Contains("rw") && m.Source.StartsWith('/') && !Directory.Exists(m.Source)
+            && Pool.LockPathOf(m.Source) == lockPath)?.MountPoint;
     }
 
     /// <summary>Opens a pool folder for a command that works on an unmounted pool. When POOL is a Cow mount point

@@ -18,6 +18,7 @@ public static class Program
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 1000;
         var root = new RootCommand("Cow: a copy-on-write snapshot filesystem. Pools are folders holding image files (or naming block devices) and a metadata file.");
         root.Subcommands.Add(PoolCommands.Mkfs());
+        root.Subcommands.Add(PoolCommands.PoolGroup());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(FileCommands.Put());
         root.Subcommands.Add(FileCommands.Cat());

@@ -41,7 +41,7 @@ internal static class ServiceRouting
     {
         if (MountedAt(poolOrMountPoint) is not { } mp || MountTable.Find(mp) is not { } entry) return null;
         var folder = entry.Source;
-        var pid = LockHolder(Path.Combine(folder, Core.Pool.LockFile));
+        var pid = LockHolder(Core.Pool.LockPathOf(folder) ?? Path.Combine(folder, Core.Pool.LockFile));
         if (pid == null && Mounter.IsDisconnected(mp))
             return Fail($"pool {folder} is mounted at {mp}, but no process serves it any more (its server died): 'cow umount {mp}' clears the mount; then 'cow fsck {folder}'");
         if (pid is null or < 0 || MountControl.ProcessUid(pid.Value) is not { } uid) return null;

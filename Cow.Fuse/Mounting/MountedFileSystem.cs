@@ -116,7 +116,7 @@ public sealed class MountedFileSystem : IDisposable
             throw new ArgumentException($"The pool has no snapshot named '{s.Snapshot}' (cow snapshot list shows them).", nameof(s));
         int fd = Mounter.Mount(new MountRequest
         {
-            Source = pool.Folder ?? "cow",
+            Source = pool.Source,
             MountPoint = mp,
             AllowOther = s.AllowOther ?? Mounter.IsRoot,
             ReadOnly = s.Snapshot != null,
