@@ -32,6 +32,33 @@ internal static class CliCommon
         return result;
     }
 
+    /// <summary>As <see cref="Busy{T}(string, Func{T})"/>, with a way for <paramref name="work"/> to say how far it
+    /// got (shown after <paramref name="what"/> on the spinner). On a terminal the spinner shows each report; when
+    /// stdout is not one, a report goes to standard error as a line at most every <paramref name="lineEvery"/>
+    /// (none when null). <paramref name="work"/> may report from any thread.</summary>
+    internal static T Busy<T>(string what, Func<Action<string>, T> work, TimeSpan? lineEvery)
+    {
+        if (Interactive)
+        {
+            T result = default!;
+            AnsiConsole.Status().Start(Markup.Escape(what), ctx => result = work(text => ctx.Status(Markup.Escape($"{what}: {text}"))));
+            return result;
+        }
+        if (lineEvery is not { } every) return work(_ => { });
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var gate = new object();
+        TimeSpan next = every;
+        return work(text =>
+        {
+            lock (gate)
+            {
+                if (clock.Elapsed < next) return;
+                next = clock.Elapsed + every;
+                Console.Error.WriteLine($"cow: {what}: {text}");
+            }
+        });
+    }
+
     /// <summary>Prints "cow: MESSAGE" to standard error; exit code 1 (the operation failed).</summary>
     internal static int Fail(string message) { Console.Error.WriteLine($"cow: {message}"); return 1; }
 

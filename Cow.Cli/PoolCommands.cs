@@ -11,7 +11,9 @@ namespace Cow.Cli;
 /// pool as a whole. Stateless: thread-safe.</summary>
 internal static class PoolCommands
 {
-    private static long ParseSize(string text)
+    /// <summary>A size as mkfs's --base-size and --log-size and cow device add's --size take it: bytes, or a whole
+    /// number with K, M, G or T (powers of 1024). Throws <see cref="FormatException"/> with the message.</summary>
+    internal static long ParseSize(string text)
     {
         var s = text.Trim();
         long mult = 1;

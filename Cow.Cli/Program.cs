@@ -4,7 +4,7 @@ using Spectre.Console;
 namespace Cow.Cli;
 
 /// <summary>The <c>cow</c> command: its entry point and the table of verbs; each verb family lives in its own type
-/// (<see cref="PoolCommands"/>, <see cref="FileCommands"/>, <see cref="SnapshotCommands"/>, <see cref="MountCommands"/>, <see cref="CleanCommand"/>,
+/// (<see cref="PoolCommands"/>, <see cref="FileCommands"/>, <see cref="SnapshotCommands"/>, <see cref="MountCommands"/>, <see cref="CleanCommand"/>, <see cref="DeviceCommands"/>,
 /// <see cref="ServiceCommands"/>, <see cref="Service.ServeCommand"/>, <see cref="DemoCommand"/>), sharing
 /// <see cref="CliCommon"/>, <see cref="PoolLocator"/> and <see cref="ServiceRouting"/>. Exit codes: 0 success, 1 the
 /// operation failed (the message says why), 2 bad usage, 3 <c>cow mount --iomap on</c> refused because the kernel
@@ -28,6 +28,7 @@ public static class Program
         root.Subcommands.Add(ScrubCommand.Create());
         root.Subcommands.Add(PoolCommands.Fsck());
         root.Subcommands.Add(CleanCommand.Create());
+        root.Subcommands.Add(DeviceCommands.Create());
         root.Subcommands.Add(MountCommands.Mount());
         root.Subcommands.Add(MountCommands.Umount());
         root.Subcommands.Add(Service.ServeCommand.Create());

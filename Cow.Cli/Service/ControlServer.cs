@@ -31,7 +31,7 @@ public sealed record ControlEndpoint(string Socket, string? Group, int Mode, uin
 /// SO_PEERCRED: root, the socket's owner and members of the allowed group (primary or supplementary group of
 /// the calling process, read from /proc/PID/status at connect time) only; anyone else gets an EACCES response
 /// and nothing is done. Malformed requests get an error response and the connection stays open.
-/// Threading: one accept thread; each connection is served on its own task; requests go to
+/// Threading: one accept thread; each connection is served on a thread of its own; requests go to
 /// <see cref="PoolMounts"/>, which is thread-safe. Snapshot operations of one pool may run concurrently
 /// (the kernel and the engine order them).
 /// </summary>
@@ -117,7 +117,11 @@ public sealed partial class ControlServer : IHostedService, IDisposable
             try { c = _listener!.Accept(); }
             catch (SocketException) { if (_stopping) return; continue; }
             catch (ObjectDisposedException) { return; }
-            _ = Task.Run(() => Serve(c));
+            // A thread of its own, not the thread pool's: a connection blocks its thread while it waits for the
+            // next request or runs a long one (clean, scrub, device-remove), and a few of them must not make a
+            // cancel request wait for the pool to grow (seen on a 2-CPU machine: a clean-cancel or
+            // device-remove-cancel arrived after the work it was to cancel had ended).
+            new Thread(() => Serve(c)) { IsBackground = true, Name = "cow-control-connection" }.Start();
         }
     }
 
@@ -273,7 +277,14 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// ends early, "cancelled", when the client closes the connection or on <c>{"verb":"clean-cancel","pool":P}</c>),
 /// <c>{"verb":"scrub","pool":P,"rate":BYTES_PER_S?}</c> (a scrub now; the answer is cow scrub's document; EBUSY while
 /// another runs; it ends early, "cancelled", when the client closes the connection or on
-/// <c>{"verb":"scrub-cancel","pool":P}</c>)
+/// <c>{"verb":"scrub-cancel","pool":P}</c>),
+/// <c>{"verb":"device-add","pool":P,"path":ABSOLUTE_PATH,"role":"log"|"base","size":BYTES?,"force":B?}</c> (adds a device;
+/// the answer is cow device add's document; only root and the socket's owner may ask, since the server opens or creates
+/// the path), <c>{"verb":"device-remove","pool":P,"device":COOKIE_OR_ABSOLUTE_PATH}</c> (moves the device's data to the
+/// other devices and drops it; the answer is cow device remove's document; ENOSPC, sizes named, when the data would
+/// not fit; it ends early, "cancelled", when the client closes the connection or on
+/// <c>{"verb":"device-remove-cancel","pool":P}</c>), <c>{"verb":"device-list","pool":P}</c> (the rows of cow device
+/// list in "devices")
 /// (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>

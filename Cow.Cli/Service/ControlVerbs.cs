@@ -8,7 +8,7 @@ namespace Cow.Cli.Service;
 
 /// <summary>The verbs of the control socket (<see cref="ControlProtocol"/>), the same for <c>cow serve</c> and for
 /// <c>cow mount</c>: <see cref="Verbs"/> maps each verb to its handler, the one place to add a verb. Handlers
-/// run on the connection's task; they reach pools only through <see cref="PoolMounts"/> (thread-safe).</summary>
+/// run on the connection's thread; they reach pools only through <see cref="PoolMounts"/> (thread-safe).</summary>
 public sealed partial class ControlServer
 {
     /// <summary>One verb: the request (a JSON object, "verb" already read), the caller's uid and the connection
@@ -33,6 +33,10 @@ public sealed partial class ControlServer
         new("clean-cancel", (s, r, u, _) => s.CleanCancel(r, u)),
         new("scrub", (s, r, u, peer) => s.Scrub(r, u, peer)),
         new("scrub-cancel", (s, r, _, _) => s.ScrubCancel(r)),
+        new("device-add", (s, r, u, _) => s.DeviceAdd(r, u)),
+        new("device-remove", (s, r, u, peer) => s.DeviceRemove(r, u, peer)),
+        new("device-remove-cancel", (s, r, u, _) => s.DeviceRemoveCancel(r, u)),
+        new("device-list", (s, r, _, _) => s.DeviceList(r)),
     ];
 
     private static readonly string VerbList = string.Join(", ", Verbs.Select(v => v.Key));

@@ -30,9 +30,10 @@ public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMo
 /// may run on any thread concurrently with them. <c>_lock</c> guards the list and each entry's Mount/Pool/EndWatch
 /// fields; each pool's <c>Served.Use</c> lock is held while an operation uses the pool (Use, WithPool,
 /// WithPoolUnmounted, Close), so a pool is never closed or remounted under a user. A cleaning pass
-/// (<see cref="Clean"/>, which may run for minutes) does not hold <c>Use</c>: it registers in <c>Served.Cleans</c>
-/// (guarded by <c>Served.CleanLock</c>, taken last), and Close cancels the passes and waits for them before it
-/// closes the pool. Every close runs under <c>_lock</c>, so <see cref="Status"/> reads the cleaner's state under it.
+/// (<see cref="Clean"/>, which may run for minutes) and a device removal (<see cref="RemoveDevice"/>, which may run
+/// for hours) do not hold <c>Use</c>: they register in <c>Served.Cleans</c> and <c>Served.Removals</c> (guarded by
+/// <c>Served.CleanLock</c>, taken last), and Close cancels them and waits for them before it closes the pool.
+/// Every close runs under <c>_lock</c>, so <see cref="Status"/> reads the cleaner's state under it.
 /// Lock order: <c>_lock</c> before <c>Served.Use</c> before <c>Served.CleanLock</c>, never the reverse (Use reads
 /// the list under <c>_lock</c> and releases it first).
 /// </summary>
@@ -52,6 +53,8 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         public readonly object CleanLock = new();
         /// <summary>The cleaning passes running now (<see cref="Clean"/>), each cancellable.</summary>
         public readonly List<CancellationTokenSource> Cleans = new();
+        /// <summary>The device removals running now (<see cref="RemoveDevice"/>), each cancellable; guarded by <see cref="CleanLock"/>.</summary>
+        public readonly List<CancellationTokenSource> Removals = new();
     }
 
     private readonly object _lock = new();
@@ -79,11 +82,12 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     }
 
     /// <summary>Starts the background cleaner of a mounted pool with its settings, unless it is off or a
-    /// <see cref="Clean"/> pass runs (it starts again when that ends). Called with <c>s.Use</c> held.</summary>
+    /// <see cref="Clean"/> pass or a <see cref="RemoveDevice"/> runs (it starts again when that ends). Called with
+    /// <c>s.Use</c> held.</summary>
     private static void StartCleaner(Served s)
     {
         if (s.Config.Cleaner is not { } settings || s.Pool == null || s.Mount == null) return;
-        lock (s.CleanLock) if (s.Cleans.Count > 0) return;
+        lock (s.CleanLock) if (s.Cleans.Count > 0 || s.Removals.Count > 0) return;
         s.Pool.StartCleaner(settings);
     }
 
@@ -157,15 +161,15 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         PoolClosed?.Invoke(s.Config.Name);
     }
 
-    /// <summary>Cancels the <see cref="Clean"/> passes of a pool, waits until they have ended (each at the end of its
-    /// batch), and stops its background cleaner. Called with <c>s.Use</c> held.</summary>
+    /// <summary>Cancels the <see cref="Clean"/> passes and <see cref="RemoveDevice"/> removals of a pool, waits until
+    /// they have ended (each at the end of its batch), and stops its background cleaner. Called with <c>s.Use</c> held.</summary>
     private static void StopCleaning(Served s)
     {
         if (s.Pool == null) return;
         lock (s.CleanLock)
         {
-            foreach (var c in s.Cleans) c.Cancel();
-            while (s.Cleans.Count > 0) Monitor.Wait(s.CleanLock);
+            foreach (var c in s.Cleans.Concat(s.Removals)) c.Cancel();
+            while (s.Cleans.Count > 0 || s.Removals.Count > 0) Monitor.Wait(s.CleanLock);
         }
         s.Pool.StopCleaner();
     }
@@ -210,43 +214,76 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     /// </summary>
     public (Core.FileSystem.CleanerStatus Before, Core.FileSystem.CleanerPass Pass, int BlockSize)? Clean(string name, double untilFreePercent, CancellationToken token)
     {
+        (Core.FileSystem.CleanerStatus, Core.FileSystem.CleanerPass, int)? result = null;
+        if (!RunAlone(name, s => s.Cleans, token, (pool, t) => result = (pool.CleanerStatus(), pool.CleanLog(untilFreePercent, t), pool.BlockSize))) return null;
+        return result;
+    }
+
+    /// <summary>
+    /// Removes the device <paramref name="cookieOrPath"/> (a cookie, or an absolute path) from the mounted pool
+    /// <paramref name="name"/> (cow device remove): as <see cref="Clean"/>, the background cleaner pauses (so that it
+    /// does not try to carry the removal on at the same time) and starts again when the removal ends; the data moves
+    /// at full speed until the device is empty, or <paramref name="token"/> or <see cref="CancelRemovals"/> cancels
+    /// it (the device then stays marked removing, and the background cleaner carries the removal on at its share).
+    /// <paramref name="progress"/> hears of each batch. Throws <see cref="Core.FileSystem.DeviceOperationException"/>
+    /// when the removal is refused. Null when the pool is not mounted.
+    /// </summary>
+    public Core.FileSystem.DeviceRemoval? RemoveDevice(string name, string cookieOrPath, Action<Core.FileSystem.DeviceRemovalProgress>? progress, CancellationToken token)
+    {
+        Core.FileSystem.DeviceRemoval? result = null;
+        if (!RunAlone(name, s => s.Removals, token, (pool, t) => result = pool.RemoveDevice(cookieOrPath, 1, progress, t))) return null;
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="work"/> on the mounted pool <paramref name="name"/> with its background cleaner
+    /// paused, registered in <paramref name="list"/> (so that a close cancels it and waits for it) with a token
+    /// cancelled by <paramref name="token"/> or a cancel of that list; then the last of them to end starts the
+    /// background cleaner again (unless the pool was closed meanwhile). False when the pool is not mounted.</summary>
+    private bool RunAlone(string name, Func<Served, List<CancellationTokenSource>> list, CancellationToken token, Action<Pool, CancellationToken> work)
+    {
         Served? s;
         lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == name);
-        if (s == null) return null;
+        if (s == null) return false;
         Pool pool;
         var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
         lock (s.Use)
         {
-            if (s.Pool == null || s.Mount == null) { cts.Dispose(); return null; }
+            if (s.Pool == null || s.Mount == null) { cts.Dispose(); return false; }
             pool = s.Pool;
-            lock (s.CleanLock) s.Cleans.Add(cts);
-            pool.StopCleaner();   // waits for its batch in progress; the pass below then runs alone
+            lock (s.CleanLock) list(s).Add(cts);
+            pool.StopCleaner();   // waits for its batch in progress; the work below then runs alone
         }
         try
         {
-            var before = pool.CleanerStatus();
-            return (before, pool.CleanLog(untilFreePercent, cts.Token), pool.BlockSize);
+            work(pool, cts.Token);
+            return true;
         }
         finally
         {
-            lock (s.CleanLock) { s.Cleans.Remove(cts); Monitor.PulseAll(s.CleanLock); }
+            lock (s.CleanLock) { list(s).Remove(cts); Monitor.PulseAll(s.CleanLock); }
             cts.Dispose();
-            // The last pass to end starts the background cleaner again (unless the pool was closed meanwhile).
+            // The last one to end starts the background cleaner again (unless the pool was closed meanwhile).
             lock (s.Use) if (s.Pool == pool) StartCleaner(s);
         }
     }
 
     /// <summary>Cancels every <see cref="Clean"/> pass running on the pool <paramref name="name"/> (cow clean's
     /// Ctrl-C); each ends at the end of its batch and reports "cancelled". Returns how many were running.</summary>
-    public int CancelCleans(string name)
+    public int CancelCleans(string name) => Cancel(name, s => s.Cleans);
+
+    /// <summary>Cancels every <see cref="RemoveDevice"/> running on the pool <paramref name="name"/> (cow device
+    /// remove's Ctrl-C); each ends at the end of its batch and reports "cancelled". Returns how many were running.</summary>
+    public int CancelRemovals(string name) => Cancel(name, s => s.Removals);
+
+    private int Cancel(string name, Func<Served, List<CancellationTokenSource>> list)
     {
         Served? s;
         lock (_lock) s = _served.FirstOrDefault(x => x.Config.Name == name);
         if (s == null) return 0;
         lock (s.CleanLock)
         {
-            foreach (var c in s.Cleans) c.Cancel();
-            return s.Cleans.Count;
+            foreach (var c in list(s)) c.Cancel();
+            return list(s).Count;
         }
     }
 

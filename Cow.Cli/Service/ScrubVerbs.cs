@@ -5,7 +5,7 @@ using Cow.Core.FileSystem;
 namespace Cow.Cli.Service;
 
 /// <summary>The control socket's <c>scrub</c> and <c>scrub-cancel</c> verbs (<c>cow scrub</c> on a mounted pool).
-/// The scrub runs on the connection's task, outside the pool's use lock (<see cref="PoolMounts.Use"/>): it may take
+/// The scrub runs on the connection's thread, outside the pool's use lock (<see cref="PoolMounts.Use"/>): it may take
 /// hours, and must not hold up unmounts, rollbacks or other verbs; closing the pool cancels it and waits for it
 /// (the engine's <c>Scrubber.Stop</c>).</summary>
 public sealed partial class ControlServer

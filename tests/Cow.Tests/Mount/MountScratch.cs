@@ -16,6 +16,9 @@ public sealed class MountScratch(string prefix) : IDisposable
     private readonly List<string> _mounts = new();
 
     public string PoolDir => Path.Combine(Root, "pool");
+
+    /// <summary>The working folder of the cow processes <see cref="RunCow"/> starts (null: this process's).</summary>
+    public string? WorkingDirectory { get; set; }
     public IReadOnlyList<string> MountPoints => _mounts;
 
     public string NewMountPoint()
@@ -31,6 +34,7 @@ public sealed class MountScratch(string prefix) : IDisposable
     public (int Code, string Out, string Err) RunCow(ITestOutputHelper output, string[] args, params (string Key, string Value)[] env)
     {
         var psi = CowProgram.StartInfo(args);
+        if (WorkingDirectory != null) psi.WorkingDirectory = WorkingDirectory;
         psi.Environment["COW_SOCKET"] = Path.Combine(Root, "no-service.sock");
         psi.Environment["COW_CONFIG"] = Path.Combine(Root, "no-such.conf");
         foreach (var (k, v) in env) psi.Environment[k] = v;
