@@ -61,17 +61,16 @@ internal static class DeviceCommands
     }
 
     /// <summary>Adds the device at <paramref name="fullPath"/> (absolute) and answers with <c>cow device add --json</c>'s
-    /// document: its row (<see cref="Row"/>), "created" (a new image file was made), "format_version" (2) and "note"
-    /// (<see cref="FormatNote"/> when this was the pool's first device change as far as its cookies tell: it had
-    /// exactly devices 1 and 2, else null). Throws <see cref="DeviceOperationException"/> when refused.</summary>
+    /// document: its row (<see cref="Row"/>), "created" (a new image file was made), "format_version" (the pool's, now 2)
+    /// and "note" (<see cref="FormatNote"/> when this add upgraded the pool from version 1, else null). Throws <see cref="DeviceOperationException"/> when refused.</summary>
     internal static JsonObject AddDocument(Pool pool, string fullPath, DeviceRole role, long? size, bool force)
     {
-        bool first = pool.Devices.Select(d => d.Cookie).Order().SequenceEqual([FormatConstants.BaseCookie, FormatConstants.LogCookie]);
+        bool first = pool.FormatVersion < (int)FormatConstants.FormatVersion;
         bool created = !File.Exists(fullPath) && !Directory.Exists(fullPath) && !fullPath.StartsWith("/dev/", StringComparison.Ordinal);
         var d = pool.AddDevice(fullPath, role, size, force);
         var doc = Row(d, pool.DeviceUsage().FirstOrDefault(u => u.Cookie == d.Cookie), pool.BlockSize);
         doc["created"] = created;
-        doc["format_version"] = 2;
+        doc["format_version"] = pool.FormatVersion;
         doc["note"] = first ? FormatNote : null;
         return doc;
     }

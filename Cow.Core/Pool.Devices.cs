@@ -16,8 +16,10 @@ public sealed partial class Pool
 
     /// <summary>
     /// Adds a device to the pool, online or not: an existing block device or image file (used whole), or a new image
-    /// file of <paramref name="createSize"/> bytes. It is refused when it already holds a Cow superblock of another
-    /// pool (unless <paramref name="force"/>) or is already a device of this one. Its superblock is written and
+    /// file of <paramref name="createSize"/> bytes. It is refused when it is already a device of this pool, and, unless
+    /// <paramref name="force"/>, when it holds a Cow superblock of another pool or any other data in its first 64 KiB
+    /// (a filesystem, a partition table); a superblock of this pool in no table row (an add that did not commit, a
+    /// removal whose wipe did not happen) is taken as it is. Its superblock is written and
     /// flushed, the device listeners hear of it (fuse-iomap registers it with the kernel), then one commit adds it
     /// to the device table and upgrades the pool to format version 2; it takes data at once. Throws
     /// <see cref="DeviceOperationException"/> with a message for an administrator.
@@ -78,7 +80,10 @@ public sealed partial class Pool
         {
             var old = new byte[FormatConstants.SuperblockSize];
             dev.Read(0, old);
-            if (Superblock.TryRead(old, out _) is { } sb)
+            var sb0 = Superblock.TryRead(old, out _);
+            if (sb0 == null && !force && HoldsData(dev))
+                throw new DeviceOperationException(Errno.EEXIST, $"device {dev.Name} is not empty (its first 64 KiB hold data: a filesystem, a partition table or another program's data); refusing to add it without --force, which destroys what it holds");
+            if (sb0 is { } sb)
             {
                 if (sb.PoolUuid == Uuid && Engine.DeviceManager.HasDevice(sb.DeviceUuid))
                     throw new DeviceOperationException(Errno.EEXIST, $"device {dev.Name} is already a device of this pool");
@@ -106,6 +111,15 @@ public sealed partial class Pool
             catch (IOException e) { throw new DeviceOperationException(Errno.EIO, $"device {dev.Name}: its superblock cannot be written: {e.Message}", e); }
             return (dev, new DeviceRecord { Cookie = cookie, DeviceUuid = sb.DeviceUuid, Role = role, Path = stored, DeviceSize = blocks * bs });
         });
+    }
+
+    /// <summary>True when the first 64 KiB of <paramref name="dev"/> are not all zero (where filesystems, partition tables
+    /// and volume labels keep their signatures).</summary>
+    private static bool HoldsData(IBlockDevice dev)
+    {
+        var head = new byte[(int)Math.Min(dev.Length, 64 * 1024)];
+        dev.Read(0, head);
+        return head.AsSpan().IndexOfAnyExcept((byte)0) >= 0;
     }
 
     private static void CheckRole(DeviceRole role)

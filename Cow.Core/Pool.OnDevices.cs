@@ -161,7 +161,9 @@ public sealed partial class Pool
     {
         device = Path.GetFullPath(device);
         var sb = ReadSuperblock(device, out var problem)
-            ?? throw new PoolException($"{device} is neither a pool folder nor a device of a Cow pool: it {problem}");
+            ?? throw new PoolException(device.StartsWith("/dev/", StringComparison.Ordinal)
+                ? $"{device} is not a device of a Cow pool: it {problem}"
+                : $"{device} is a file, not a pool folder nor a device of a Cow pool (it {problem})");
         var members = new Dictionary<Guid, (Superblock Sb, string Path)>();
         foreach (var c in Candidates([device]))
             if (ReadSuperblock(c, out _) is { } s && s.PoolUuid == sb.PoolUuid && !members.ContainsKey(s.DeviceUuid)) members[s.DeviceUuid] = (s, c);

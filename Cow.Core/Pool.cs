@@ -99,6 +99,8 @@ public sealed partial class Pool : IDisposable
     public Guid Uuid => Engine.PoolUuid;
     /// <summary>Bytes per block.</summary>
     public int BlockSize => Engine.BlockSize;
+    /// <summary>The pool's <c>format_version</c> (format.md 9): 1, or 2 once its device table changed or it lives on its devices.</summary>
+    public int FormatVersion => Engine.FormatVersion;
     /// <summary>Blocks of each device: data, used, free (df).</summary>
     public IReadOnlyList<DeviceUsage> DeviceUsage() => Engine.DeviceUsage();
 

@@ -13,7 +13,8 @@ namespace Cow.Core.Engine;
 /// moves log blocks (<see cref="LogCleaner.RunBatch"/>: copy, then one commit that points every mapping of every
 /// generation at the copy), and once it holds nothing, one commit drops it from the table.
 /// <para>State: the device table (<c>_table</c>, copies of the stored rows) guarded by <c>StateLock</c>; the listeners
-/// by <c>_listenersLock</c> (taken alone). Adds, the marking and the drop hold <c>CommitLock</c>; a removal's moves
+/// and the last problem a resumed removal reported by <c>_listenersLock</c> (taken alone); <c>_removing</c> (Interlocked)
+/// makes removals one at a time. Adds, the marking and the drop hold <c>CommitLock</c>; a removal's moves
 /// run as a cleaner pass (one relocation at a time). Devices leave <see cref="EngineContext.DeviceSlots"/> with
 /// <c>ReuseGate</c> held in write mode, so that no reader is inside a read of them.</para>
 /// </summary>
@@ -126,6 +127,18 @@ internal sealed class DeviceManager : EnginePart
     /// </summary>
     public DeviceRemoval Remove(uint cookie, double share, Action<DeviceRemovalProgress>? progress, CancellationToken token)
     {
+        // One removal at a time, checked before anything is marked: a refused call changes nothing.
+        if (Interlocked.Increment(ref _removing) > 1)
+        {
+            Interlocked.Decrement(ref _removing);
+            throw new DeviceOperationException(Mono.Unix.Native.Errno.EBUSY, "a device removal is already running on this pool");
+        }
+        try { return RemoveAlone(cookie, share, progress, token); }
+        finally { Interlocked.Decrement(ref _removing); }
+    }
+
+    private DeviceRemoval RemoveAlone(uint cookie, double share, Action<DeviceRemovalProgress>? progress, CancellationToken token)
+    {
         var clock = Stopwatch.StartNew();
         DeviceRecord row;
         lock (CommitLock)
@@ -181,6 +194,7 @@ internal sealed class DeviceManager : EnginePart
     /// <c>cow device remove</c>). Returns the last removal's stop, or null when there was none.</summary>
     public string? ResumeRemovals(double share, CancellationToken token)
     {
+        if (Volatile.Read(ref _removing) > 0) return null;   // one runs now (cow device remove): nothing to resume
         List<uint> marked;
         lock (StateLock) marked = _table.Values.Where(d => d.State == DeviceState.Removing).Select(d => d.Cookie).ToList();
         string? stop = null;
@@ -191,24 +205,33 @@ internal sealed class DeviceManager : EnginePart
             {
                 var r = Remove(c, share, null, token);
                 stop = r.Stop;
+                if (r.Stop is "no room" or "frozen" || r.Stop.StartsWith("failed", StringComparison.Ordinal)) ReportOnce($"removal of device {c} stopped: {r.Stop}");
                 if (r.Stop == "removed") Report($"device {c} ({r.Device.Path}) was removed from the pool: its data was moved to the other devices");
             }
-            catch (DeviceOperationException e) { Report($"removal of device {c}: {e.Message}"); return e.Message; }
-            catch (Exception e) when (e is IOException or CommitFailedException) { Report($"removal of device {c} stopped: {e}"); return "failed: " + e.Message; }
+            catch (DeviceOperationException e) when (e.Errno == Mono.Unix.Native.Errno.EBUSY) { return null; }   // started meanwhile
+            catch (DeviceOperationException e) { ReportOnce($"removal of device {c}: {e.Message}"); return e.Message; }
+            catch (Exception e) when (e is IOException or CommitFailedException) { ReportOnce($"removal of device {c} stopped: {e}"); return "failed: " + e.Message; }
         }
         return stop;
+    }
+
+    private string? _lastResumeReport;   // under _listenersLock: the background cleaner retries every poll
+
+    /// <summary>Reports <paramref name="message"/> unless it is the one reported last (a retry that fails the same way).</summary>
+    private void ReportOnce(string message)
+    {
+        lock (_listenersLock)
+        {
+            if (message == _lastResumeReport) return;
+            _lastResumeReport = message;
+        }
+        Report(message);
     }
 
     /// <summary>Moves every block of device <paramref name="cookie"/> (marked removing) to the other devices. Returns
     /// "removed" when it holds nothing any more (no mapping, no write in flight), else why it stopped.</summary>
     private (string Stop, long Moved, long Left) Evacuate(uint cookie, double share, Action<DeviceRemovalProgress>? progress, CancellationToken token)
     {
-        if (Interlocked.Increment(ref _removing) > 1)
-        {
-            Interlocked.Decrement(ref _removing);
-            throw new DeviceOperationException(Mono.Unix.Native.Errno.EBUSY, "a device removal is already running on this pool");
-        }
-        try
         {
             long moved = 0;
             var inFlightSince = Stopwatch.StartNew();
@@ -245,7 +268,6 @@ internal sealed class DeviceManager : EnginePart
                 }
             }
         }
-        finally { Interlocked.Decrement(ref _removing); }
     }
 
     private long Left(uint cookie)

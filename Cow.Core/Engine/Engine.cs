@@ -152,6 +152,11 @@ public sealed partial class Engine : IDisposable
     }
 
     internal long LiveGen => _pool.LiveGen;
+    /// <summary>The pool document's format_version (changed under _lock by a device change).</summary>
+    public int FormatVersion
+    {
+        get { lock (_lock) return _pool.FormatVersion; }
+    }
     internal IBlockDevice Device(uint cookie) => _devices[cookie];
     internal long? DeviceBytes(uint cookie)
     {

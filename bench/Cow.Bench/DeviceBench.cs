@@ -7,18 +7,32 @@ using Cow.Core.Format;
 /// (d1) <c>cow device add</c> of a log device while a writer overwrites a working set at full speed: how long the add
 /// takes and the writer's throughput (median of 0.5 s windows) before, during and after it. (d2) <c>cow device
 /// remove</c> of a 1 GiB device holding 512 MiB of live data (the log of a base 2 GiB + log 1 GiB pool) while the same
-/// writer runs: how long the removal takes, its move rate, and the writer's throughput before and during it. The
-/// peer of each is the same writer on the same pool in the same run just before.
+/// writer runs, flat out (share 1, the default of cow device remove) and at the background cleaner's share (0.25): how
+/// long the removal takes, its move rate, and the writer's throughput before and during it. The peer of each is the
+/// same writer on the same pool in the same run just before.
 /// </summary>
 static class DeviceBench
 {
     private const int Mi = 1 << 20;
 
-    public static void Run(string work)
+    public static void Run(string work, int runs)
     {
-        Console.WriteLine($"# device benchmark: image files in {work}");
-        AddUnderLoad(work);
-        RemoveUnderLoad(work);
+        Console.WriteLine($"# device benchmark: image files in {work}; {runs} runs of each, medians");
+        var add = Enumerable.Range(0, runs).Select(i => AddUnderLoad(work, i)).ToList();
+        Console.WriteLine($"(d1) cow device add of a 512 MiB log image to a base 1 GiB + log 512 MiB pool under a full-speed writer "
+            + $"(random 1 MiB overwrites of a 128 MiB working set, fsync every 64 MiB, background cleaner on): the add took {Median(add.Select(a => a.AddMs).ToList()):F0} ms; "
+            + $"writer {Median(add.Select(a => a.Before).ToList()):F0} MiB/s before, {Median(add.Select(a => a.After).ToList()):F0} MiB/s after "
+            + $"(after/before {Median(add.Select(a => a.After / a.Before).ToList()):F2}); {Median(add.Select(a => a.OnNewMiB).ToList()):F0} MiB of the writes after it went to the new log; "
+            + $"fsck {(add.All(a => a.Clean) ? "clean" : "NOT CLEAN")}");
+        foreach (double share in new[] { 1.0, 0.25 })
+        {
+            var rm = Enumerable.Range(0, runs).Select(i => RemoveUnderLoad(work, i, share)).ToList();
+            Console.WriteLine($"(d2) cow device remove of the 1 GiB log holding {Median(rm.Select(r => r.LiveMiB).ToList()):F0} MiB of live data (50 %) under the same writer, share {share}: "
+                + $"{string.Join(",", rm.Select(r => r.Stop).Distinct())} in {Median(rm.Select(r => r.Seconds).ToList()):F1} s "
+                + $"({Median(rm.Select(r => r.MovedMiB / r.Seconds).ToList()):F0} MiB/s moved); writer {Median(rm.Select(r => r.Before).ToList()):F0} MiB/s before, "
+                + $"{Median(rm.Select(r => r.During).ToList()):F0} MiB/s during (during/before {Median(rm.Select(r => r.During / r.Before).ToList()):F2}); "
+                + $"fsck {(rm.All(r => r.Clean) ? "clean" : "NOT CLEAN")}");
+        }
     }
 
     private static double Median(List<double> v)
@@ -99,10 +113,10 @@ static class DeviceBench
     }
 
     // (d1)
-    private static void AddUnderLoad(string work)
+    private static (double AddMs, double Before, double After, double OnNewMiB, bool Clean) AddUnderLoad(string work, int run)
     {
-        var dir = Path.Combine(work, "pool-add");
-        using var p = Pool.Create(dir, new PoolCreateOptions { BaseSize = 1024L * Mi, LogSize = 512L * Mi });
+        var dir = Path.Combine(work, $"pool-add-{run}");
+        var p = Pool.Create(dir, new PoolCreateOptions { BaseSize = 1024L * Mi, LogSize = 512L * Mi });
         p.StartCleaner(new Cow.Core.FileSystem.CleanerSettings());
         var inos = MakeFiles(p, "w", 4, 32L * Mi);
         var w = new Writer(p, inos, 32L * Mi).Start();
@@ -117,33 +131,34 @@ static class DeviceBench
         w.Stop();
         long onNew = p.DeviceUsage().Single(u => u.Cookie == d.Cookie).UsedBlocks * p.BlockSize;
         var fsck = p.Fsck(verifyData: false);
-        Console.WriteLine($"(d1) cow device add (512 MiB log image) on a pool under a full-speed writer: the add took {addSecs * 1000:F0} ms; "
-            + $"writer median {w.MedianOf("before"):F0} MiB/s before, {w.MedianOf("during"):F0} during the add's 0.5 s window, {w.MedianOf("after"):F0} after "
-            + $"(after/before {w.MedianOf("after") / w.MedianOf("before"):F2}); {onNew / Mi} MiB of the writes since went to the new log; fsck {(fsck.Clean ? "clean" : "NOT CLEAN")}");
         p.StopCleaner();
+        p.Dispose();
+        Directory.Delete(dir, true);
+        return (addSecs * 1000, w.MedianOf("before"), w.MedianOf("after"), onNew / (double)Mi, fsck.Clean);
     }
 
     // (d2)
-    private static void RemoveUnderLoad(string work)
+    private static (double LiveMiB, string Stop, double Seconds, double MovedMiB, double Before, double During, bool Clean) RemoveUnderLoad(string work, int run, double share)
     {
-        var dir = Path.Combine(work, "pool-remove");
-        using var p = Pool.Create(dir, new PoolCreateOptions { BaseSize = 2048L * Mi, LogSize = 1024L * Mi });
-        // 512 MiB of live data on the log (its share of a 1 GiB device: 50 %), then a working set for the writer.
-        MakeFiles(p, "data", 8, 64L * Mi);
-        var inos = MakeFiles(p, "w", 2, 32L * Mi);
+        var dir = Path.Combine(work, $"pool-remove-{run}");
+        var p = Pool.Create(dir, new PoolCreateOptions { BaseSize = 2048L * Mi, LogSize = 1024L * Mi });
+        // The writer's working set, then 512 MiB of live data: together half of the 1 GiB log.
+        var inos = MakeFiles(p, "w", 4, 32L * Mi);
+        MakeFiles(p, "data", 6, 64L * Mi);
         long live = p.DeviceUsage().Single(u => u.Cookie == FormatConstants.LogCookie).UsedBlocks * (long)p.BlockSize;
         var w = new Writer(p, inos, 32L * Mi).Start();
         Thread.Sleep(4000);
         w.Phase = "during";
         var clock = Stopwatch.StartNew();
-        var r = p.RemoveDevice(FormatConstants.LogCookie.ToString());
+        var r = p.RemoveDevice(FormatConstants.LogCookie.ToString(), share);
         double secs = clock.Elapsed.TotalSeconds;
         w.Phase = "after";
-        Thread.Sleep(2000);
         w.Stop();
         var fsck = p.Fsck(verifyData: false);
-        Console.WriteLine($"(d2) cow device remove of the 1 GiB log holding {live / Mi} MiB ({100.0 * live / (1024L * Mi):F0} %) under a full-speed writer: {r.Stop} in {secs:F1} s, "
-            + $"{r.BlocksMoved * (long)p.BlockSize / Mi} MiB moved ({r.BlocksMoved * (double)p.BlockSize / Mi / secs:F0} MiB/s); writer median {w.MedianOf("before"):F0} MiB/s before, "
-            + $"{w.MedianOf("during"):F0} during (during/before {w.MedianOf("during") / w.MedianOf("before"):F2}), {w.MedianOf("after"):F0} after; fsck {(fsck.Clean ? "clean" : "NOT CLEAN")}");
+        p.Dispose();
+        Directory.Delete(dir, true);
+        // A removal shorter than a window leaves none "during": the window that ended after it covers it.
+        double during = w.MedianOf("during") is var d && !double.IsNaN(d) ? d : w.MedianOf("after");
+        return (live / (double)Mi, r.Stop, secs, r.BlocksMoved * (double)p.BlockSize / Mi, w.MedianOf("before"), during, fsck.Clean);
     }
 }

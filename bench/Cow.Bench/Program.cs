@@ -19,7 +19,7 @@ Console.WriteLine($"# {Environment.ProcessorCount} cores, .NET {Environment.Vers
 var rows = new List<(string Test, string Unit, double Cow, double Peer, string PeerName)>();
 if (args.Contains("--devices"))
 {
-    try { DeviceBench.Run(work); } finally { Directory.Delete(work, true); }
+    try { DeviceBench.Run(work, opt.Runs); } finally { Directory.Delete(work, true); }
     return 0;
 }
 if (cleanerOnly)

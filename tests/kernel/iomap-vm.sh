@@ -5,7 +5,8 @@
 #   @@STEP <name> rc=<rc>@@       one per step;   CHECK OK|FAIL <name>   from iomap_checks.py
 #   @@DMESG-BAD <n>@@             guest dmesg lines with "bad data from server", WARNING, BUG, Oops, ...
 #   @@IOMAP-VM rc=<rc>@@          last line: 0 when every step passed and dmesg is clean
-# usage (inside): iomap-vm.sh [step ...]   steps: checks remount kill posix exerciser (default: checks remount)
+# usage (inside): iomap-vm.sh [step ...]   steps: checks remount kill posix exerciser devices (default: checks remount)
+#   (devices needs a third disk, /dev/vdc)
 # Env: COW = the cow command (e.g. "dotnet /path/Cow.Cli/bin/Release/net10.0/cow.dll"), REPO = the checkout,
 #      COW_SEED (checks, exerciser), KILL_ROUNDS (default 3).
 set -u
@@ -127,6 +128,37 @@ for s in $STEPS; do
     [ -d /scratch ] && cp /tmp/exerciser.out /scratch/ 2>/dev/null
     step exerciser $rc
     remkfs_mount
+    ;;
+  devices)
+    # cow device add on the mounted pool: the new disk (/dev/vdc) is registered with the kernel (BACKING_OPEN) before
+    # any mapping names it, and files written after it land on it (the emptier log takes new writes) through the
+    # kernel's I/O. Then cow device remove of the original log (/dev/vdb), online: its blocks move to the others and
+    # the kernel's cached mappings are invalidated before the old blocks go. Every file reads back the same (page
+    # cache dropped), writes go on, fsck is clean after the unmount, and a fresh mount reads everything again.
+    [ -b /dev/vdc ] || { echo "devices: no /dev/vdc (a third disk is needed)"; step devices 2; continue; }
+    ok=0
+    chk() { [ "$1" = 0 ] || { echo "devices: $2 failed"; ok=1; }; }
+    cmpall() { echo 3 > /proc/sys/vm/drop_caches; for f in $*; do cmp /tmp/$f $M/$f || { echo "devices: $f differs ($2)"; ok=1; }; done; }
+    dd if=/dev/urandom of=/tmp/d0 bs=1M count=8 2>/dev/null
+    cp /tmp/d0 $M/d0 && sync -f $M/d0; chk $? "write d0"
+    $COW device add $M /dev/vdc --role log > /tmp/dev.out 2>&1; chk $? "cow device add"; cat /tmp/dev.out
+    grep -q "joined the pool" $LOG; chk $? "registration of the added device with the kernel"
+    dd if=/dev/urandom of=/tmp/d1 bs=1M count=24 2>/dev/null
+    cp /tmp/d1 $M/d1 && sync -f $M/d1; chk $? "write d1"
+    $COW device list $M --json > /tmp/devlist.json 2>&1; chk $? "cow device list"
+    $PY -c 'import json,sys; d=[x for x in json.load(open("/tmp/devlist.json")) if x["cookie"]==3]; sys.exit(0 if d and d[0]["used_bytes"]>0 else 1)'; chk $? "writes landing on the added device"
+    cmpall "d0 d1" "after the add"
+    $COW device remove $M 2 > /tmp/dev.out 2>&1; chk $? "cow device remove of the log"; cat /tmp/dev.out
+    cmpall "d0 d1" "after the removal"
+    dd if=/dev/urandom of=/tmp/d2 bs=1M count=8 2>/dev/null
+    cp /tmp/d2 $M/d2 && sync -f $M/d2; chk $? "write d2 after the removal"
+    cmpall "d0 d1 d2" "after writing on"
+    do_umount; chk $? "unmount"
+    $COW fsck $POOL > /tmp/fsck.out 2>&1; r=$?; [ $r = 0 ] || head -20 /tmp/fsck.out; chk $r "fsck"
+    do_mount; chk $? "mount again"
+    cmpall "d0 d1 d2" "after a fresh mount"
+    $COW device list $M; grep -E "device|joined|registered|keeps" $LOG | tail -8
+    step devices $ok
     ;;
   *) echo "unknown step $s"; step "$s" 2;;
   esac

@@ -119,7 +119,7 @@ public sealed class PoolOnDevicesTests : IDisposable
         var e = Assert.Throws<PoolException>(() => Pool.Open(Path.Combine(folder, Pool.LogImage)));
         Assert.Contains("pool folder", e.Message);
         var n = Assert.Throws<PoolException>(() => Pool.Open(Path.Combine(folder, Pool.MetadataFile)));
-        Assert.Contains("neither a pool folder nor a device", n.Message);
+        Assert.Contains("is a file, not a pool folder nor a device of a Cow pool", n.Message);
     }
 
     [Fact]

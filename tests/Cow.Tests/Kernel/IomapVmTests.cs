@@ -66,6 +66,7 @@ public sealed class IomapVmTests(ITestOutputHelper output)
             foreach (var a in new[]
             {
                 "--append", "fuse.debug_iomap=1", "--mkdisk", Path.Combine(dir, "base.img") + ":1G", "--mkdisk", Path.Combine(dir, "log.img") + ":2G",
+                "--mkdisk", Path.Combine(dir, "extra.img") + ":1G",   // /dev/vdc: the devices step adds it to the mounted pool
                 "--scratch", dir, "--timeout", "600", "--",
                 "env", $"COW=dotnet {Path.Combine(Repo, "Cow.Cli/bin/Release/net10.0/cow.dll")}", $"REPO={Repo}", "COW_SEED=21",
                 "sh", Path.Combine(Repo, "tests/kernel/iomap-vm.sh"),
@@ -118,6 +119,17 @@ public sealed class IomapVmTests(ITestOutputHelper output)
         Assert.Contains("@@CHECKS pass=14 fail=0@@", o);
         Assert.Contains("fuse-iomap: pool device /dev/vda", o);
         AssertClean(o, "checks", "remount", "kill", "umount");
+    }
+
+    /// <summary>cow device add of a third disk to the pool mounted with fuse-iomap (registered with the kernel before any
+    /// mapping names it; new writes land on it), then cow device remove of the original log online, with every byte
+    /// read back through the kernel's I/O after each, fsck clean and a fresh mount.</summary>
+    [SkippableFact]
+    public void Devices_added_and_removed_on_a_mounted_pool_work_with_the_kernel_doing_the_io()
+    {
+        SkipUnlessTheVmCanRun();
+        var o = RunVm("devices");
+        AssertClean(o, "devices", "umount");
     }
 }
 
