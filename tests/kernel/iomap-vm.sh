@@ -6,7 +6,7 @@
 #   @@DMESG-BAD <n>@@             guest dmesg lines with "bad data from server", WARNING, BUG, Oops, ...
 #   @@IOMAP-VM rc=<rc>@@          last line: 0 when every step passed and dmesg is clean
 # usage (inside): iomap-vm.sh [step ...]   steps: checks remount kill posix exerciser devices (default: checks remount)
-#   (devices needs a third disk, /dev/vdc)
+#   (devices needs a third disk, /dev/vdc, larger than /dev/vdb)
 # Env: COW = the cow command (e.g. "dotnet /path/Cow.Cli/bin/Release/net10.0/cow.dll"), REPO = the checkout,
 #      COW_SEED (checks, exerciser), KILL_ROUNDS (default 3).
 set -u
@@ -130,15 +130,15 @@ for s in $STEPS; do
     remkfs_mount
     ;;
   devices)
-    # cow device add on the mounted pool: the new disk (/dev/vdc) is registered with the kernel (BACKING_OPEN) before
-    # any mapping names it, and files written after it land on it (the emptier log takes new writes) through the
+    # cow device add on the mounted pool: the new disk (/dev/vdc, larger than the log) is registered with the kernel
+    # (BACKING_OPEN) before any mapping names it, and files written after it land on it (the emptier log) through the
     # kernel's I/O. Then cow device remove of the original log (/dev/vdb), online: its blocks move to the others and
     # the kernel's cached mappings are invalidated before the old blocks go. Every file reads back the same (page
     # cache dropped), writes go on, fsck is clean after the unmount, and a fresh mount reads everything again.
     [ -b /dev/vdc ] || { echo "devices: no /dev/vdc (a third disk is needed)"; step devices 2; continue; }
     ok=0
     chk() { [ "$1" = 0 ] || { echo "devices: $2 failed"; ok=1; }; }
-    cmpall() { echo 3 > /proc/sys/vm/drop_caches; for f in $*; do cmp /tmp/$f $M/$f || { echo "devices: $f differs ($2)"; ok=1; }; done; }
+    cmpall() { echo 3 > /proc/sys/vm/drop_caches; for f in $1; do cmp /tmp/$f $M/$f || { echo "devices: $f differs ($2)"; ok=1; }; done; }
     dd if=/dev/urandom of=/tmp/d0 bs=1M count=8 2>/dev/null
     cp /tmp/d0 $M/d0 && sync -f $M/d0; chk $? "write d0"
     $COW device add $M /dev/vdc --role log > /tmp/dev.out 2>&1; chk $? "cow device add"; cat /tmp/dev.out

@@ -66,7 +66,7 @@ public sealed class IomapVmTests(ITestOutputHelper output)
             foreach (var a in new[]
             {
                 "--append", "fuse.debug_iomap=1", "--mkdisk", Path.Combine(dir, "base.img") + ":1G", "--mkdisk", Path.Combine(dir, "log.img") + ":2G",
-                "--mkdisk", Path.Combine(dir, "extra.img") + ":1G",   // /dev/vdc: the devices step adds it to the mounted pool
+                "--mkdisk", Path.Combine(dir, "extra.img") + ":3G",   // /dev/vdc: the devices step adds it to the mounted pool
                 "--scratch", dir, "--timeout", "600", "--",
                 "env", $"COW=dotnet {Path.Combine(Repo, "Cow.Cli/bin/Release/net10.0/cow.dll")}", $"REPO={Repo}", "COW_SEED=21",
                 "sh", Path.Combine(Repo, "tests/kernel/iomap-vm.sh"),
