@@ -76,6 +76,8 @@ public sealed partial class Pool
         long blocks = dev.Length / bs;
         if (blocks < MinDeviceBlocks)
             throw new DeviceOperationException(Errno.EINVAL, $"device {dev.Name} is too small: {dev.Length} bytes, at least {MinDeviceBlocks * bs} needed");
+        if (Cow.Core.Engine.DeviceSpace.TooLarge(blocks, bs) is { } tooLarge)
+            throw new DeviceOperationException(Errno.EFBIG, $"device {dev.Name}: {tooLarge}");
         if (dev.Length >= FormatConstants.SuperblockSize)
         {
             var old = new byte[FormatConstants.SuperblockSize];

@@ -237,6 +237,7 @@ public sealed partial class Pool : IDisposable
             long usable = role == DeviceRole.Log && meta != null ? meta.DataOffset : dev.Length;
             long nblocks = usable / bs;
             if (nblocks < 16) throw new PoolException($"{role.ToString().ToLowerInvariant()} device {dev.Name} is too small: {usable} bytes{(usable != dev.Length ? " besides its metadata region" : "")}, at least {16 * bs} needed");
+            if (Cow.Core.Engine.DeviceSpace.TooLarge(nblocks, bs) is { } tooLarge) throw new PoolException($"{role.ToString().ToLowerInvariant()} device {dev.Name}: {tooLarge}");
             var sb = new Superblock
             {
                 Role = role, PoolUuid = poolUuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie, BlockSize = (uint)bs,
@@ -434,6 +435,8 @@ public sealed partial class Pool : IDisposable
             throw new PoolException($"{what}: superblock says cookie {sb.DeviceCookie} role {sb.Role}, the device table says cookie {rec.Cookie} role {rec.Role}");
         if (sb.BlockSize != pool.BlockSize)
             throw new PoolException($"{what}: superblock block size {sb.BlockSize} differs from the pool's {pool.BlockSize}");
+        if (Cow.Core.Engine.DeviceSpace.TooLarge(rec.DeviceSize / pool.BlockSize, pool.BlockSize) is { } tooLarge)
+            throw new PoolException($"{what}: {tooLarge}");
         if ((ulong)dev.Length < sb.DeviceSize)
             throw new PoolException($"{what} is truncated: it has {dev.Length} bytes, but was formatted with {sb.DeviceSize} bytes");
     }

@@ -33,8 +33,18 @@ internal sealed class DeviceSpace
     /// <summary>Segment the cursor last opened (its header was written), or -1.</summary>
     public long OpenSegment = -1;
 
+    /// <summary>The most blocks a device may have: the space map keeps a count per block in one array (format.md 1).</summary>
+    public const long MaxBlocks = 0x7FFF_FFC7;   // Array.MaxLength
+
+    /// <summary>Why a device of <paramref name="blocks"/> blocks of <paramref name="blockSize"/> bytes cannot be opened, or null.</summary>
+    public static string? TooLarge(long blocks, int blockSize) => blocks <= MaxBlocks ? null
+        : $"{blocks:N0} blocks of {blockSize} bytes ({blocks * (double)blockSize / (1L << 40):0.#} TiB) is more than this version opens: "
+          + $"it keeps a reference count per block in memory, at most {MaxBlocks:N0} blocks per device "
+          + $"({MaxBlocks * (double)blockSize / (1L << 40):0.#} TiB at this block size; a larger block size, up to 65536, allows more)";
+
     public DeviceSpace(uint cookie, long blocks, DeviceRole? role = null)
     {
+        if (TooLarge(blocks, 4096) != null) throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"device {cookie}: more than {MaxBlocks} blocks");
         Cookie = cookie; Blocks = blocks;
         Role = role ?? (cookie == FormatConstants.LogCookie ? DeviceRole.Log : DeviceRole.Base);
         _refs = new uint[blocks];
