@@ -68,16 +68,7 @@ internal static class CleanCommand
 
             using var pool = OpenUnmounted(poolArg, "cow clean", "the process that mounts it runs the background cleaner", viaService: true);
             using var cts = new CancellationTokenSource();
-            int count = 0;
-            void Cancel(PosixSignalContext ctx)
-            {
-                if (Interlocked.Increment(ref count) > 1) return;   // the default action: the process ends
-                ctx.Cancel = true;   // nothing printed here: a spinner may be drawing; the report says "cancelled"
-                cts.Cancel();
-            }
-            using var i = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
-            using var t2 = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
-            using var h = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Cancel);
+            using var signals = CancelOnFirstSignal(cts);
             var before = pool.CleanerStatus();
             var pass = Busy("cleaning the log", () => pool.CleanLog(target, cts.Token));
             return Print(CleanerReport.CleanDocument(target, before, pass, pool.BlockSize), null);

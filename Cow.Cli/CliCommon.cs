@@ -83,4 +83,26 @@ internal static class CliCommon
 
     /// <summary>How every --json document is written: indented, readable text, one document.</summary>
     internal static readonly JsonSerializerOptions JsonOut = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>Until disposed, the first SIGINT, SIGTERM or SIGHUP cancels <paramref name="cts"/> (the work stops at its
+    /// next safe point and reports "cancelled"; nothing is printed here, as a spinner or bar may be drawing); a second
+    /// one has its default action and ends the process.</summary>
+    internal static IDisposable CancelOnFirstSignal(CancellationTokenSource cts)
+    {
+        int count = 0;
+        void Cancel(System.Runtime.InteropServices.PosixSignalContext ctx)
+        {
+            if (Interlocked.Increment(ref count) > 1) return;
+            ctx.Cancel = true;
+            cts.Cancel();
+        }
+        var regs = new[] { System.Runtime.InteropServices.PosixSignal.SIGINT, System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGHUP }
+            .Select(sig => System.Runtime.InteropServices.PosixSignalRegistration.Create(sig, Cancel)).ToArray();
+        return new Registrations(regs);
+    }
+
+    private sealed class Registrations(IDisposable[] all) : IDisposable
+    {
+        public void Dispose() { foreach (var r in all) r.Dispose(); }
+    }
 }

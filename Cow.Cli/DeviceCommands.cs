@@ -212,16 +212,7 @@ internal static class DeviceCommands
 
             using var pool = OpenUnmounted(poolArg, "cow device remove", "the process that mounts it has to remove the device", viaService: true);
             using var cts = new CancellationTokenSource();
-            int count = 0;
-            void Cancel(PosixSignalContext ctx)
-            {
-                if (Interlocked.Increment(ref count) > 1) return;   // the default action: the process ends
-                ctx.Cancel = true;   // nothing printed here: a spinner may be drawing; the report says "cancelled"
-                cts.Cancel();
-            }
-            using var i = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
-            using var t = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
-            using var h = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Cancel);
+            using var signals = CancelOnFirstSignal(cts);
             long bs = pool.BlockSize;
             var removal = Busy($"removing device {arg}",
                 report => pool.RemoveDevice(dev, 1, pr => report($"{Bytes(pr.BlocksMoved * bs)} moved, {Bytes(pr.BlocksLeft * bs)} left"), cts.Token),

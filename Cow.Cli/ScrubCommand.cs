@@ -76,16 +76,7 @@ internal static class ScrubCommand
 
             using var pool = OpenUnmounted(poolArg, "cow scrub", "scrub MP instead (the process that mounts it runs the scrub)", viaService: true);
             using var cts = new CancellationTokenSource();
-            int count = 0;
-            void Cancel(PosixSignalContext ctx)
-            {
-                if (Interlocked.Increment(ref count) > 1) return;   // the default action: the process ends
-                ctx.Cancel = true;   // nothing printed here: a bar may be drawing; the report says "cancelled"
-                cts.Cancel();
-            }
-            using var i = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
-            using var t = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
-            using var h = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Cancel);
+            using var signals = CancelOnFirstSignal(cts);
             var settings = new ScrubSettings { RateBytesPerSecond = bytesPerSecond };
             ScrubReport report = null!;
             if (Interactive && !asJson)

@@ -9,7 +9,8 @@ namespace Cow.Tests.Engine;
 [Trait("Tier", "kernel")]
 public class LoopDevicePoolTests
 {
-    private static string? Run(string file, string args)
+    /// <summary>Runs a program (losetup) to completion: its trimmed standard output, or null when it failed.</summary>
+    internal static string? Run(string file, string args)
     {
         var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = Process.Start(psi)!;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Xunit;
 using Xunit.Abstractions;
@@ -25,14 +24,7 @@ public sealed class PoolOnDevicesCliTests(ITestOutputHelper output) : IDisposabl
 
     private (int Code, string Out, string Err) Cow(params string[] args) => _scratch.RunCow(output, args);
 
-    private static string? Run(string file, string args)
-    {
-        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        string o = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return p.ExitCode == 0 ? o.Trim() : null;
-    }
+    private static string? Run(string file, string args) => Engine.LoopDevicePoolTests.Run(file, args);
 
     private void Exercise(string baseDev, string logDev, bool scanWithoutPaths)
     {
