@@ -32,12 +32,18 @@ public interface IMappingInvalidationListener
 
 /// <summary>
 /// A change of the live tree made behind the kernel's back (not by a request the kernel sent: a snapshot
-/// restore): with <see cref="Name"/> set, entry <see cref="Name"/> of directory <see cref="Parent"/> was
+/// restore or clone, a snapshot created or deleted; a listener ignores those that a request it serves made): with <see cref="Name"/> set, entry <see cref="Name"/> of directory <see cref="Parent"/> was
 /// removed, made or replaced (a cached dentry or negative dentry of it is stale); with <see cref="Ino"/> set,
 /// inode <see cref="Ino"/>'s attributes, and for a file its contents, changed (cached attributes and pages
 /// are stale).
 /// </summary>
-public readonly record struct TreeChange(long Parent, string? Name, long Ino);
+public readonly record struct TreeChange(long Parent, string? Name, long Ino)
+{
+    /// <summary><see cref="Parent"/> of a change of the snapshot list: entry <see cref="Name"/> of the <c>.snapshots</c>
+    /// directory a mount shows (a snapshot created or deleted, not through the mount); with <see cref="Ino"/> =
+    /// <see cref="SnapshotList"/> and no name, that directory's attributes.</summary>
+    public const long SnapshotList = -1;
+}
 
 /// <summary>
 /// Told about <see cref="TreeChange"/>s, after they are committed, on the thread that made them, with no

@@ -72,8 +72,9 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 batch.Add(snap);
             });
             snapshot = snap;
-            return 0;
         }
+        DeliverTreeChanges([new TreeChange(TreeChange.SnapshotList, name, 0), new TreeChange(0, null, TreeChange.SnapshotList)]);
+        return 0;
     }
 
     /// <summary>
@@ -82,6 +83,13 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     /// (<see cref="SnapshotHolds"/> names the holds) or the pool is frozen.
     /// </summary>
     public Errno DeleteSnapshot(string name)
+    {
+        var e = DeleteSnapshotLocked(name);
+        if (e == 0) DeliverTreeChanges([new TreeChange(TreeChange.SnapshotList, name, 0), new TreeChange(0, null, TreeChange.SnapshotList)]);
+        return e;
+    }
+
+    private Errno DeleteSnapshotLocked(string name)
     {
         // The state lock is held throughout (it is reentrant): a record retired in memory between the
         // first commit and the query would otherwise escape the purge and leak.
@@ -361,9 +369,18 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     /// </summary>
     public Errno CloneSnapshot(string name, string destinationPath, string sourcePath = "/")
     {
+        var e = CloneSnapshotLocked(name, destinationPath, sourcePath, out long parentIno, out string newName);
+        if (e == 0) DeliverTreeChanges([new TreeChange(parentIno, newName, 0), new TreeChange(0, null, parentIno)]);
+        return e;
+    }
+
+    private Errno CloneSnapshotLocked(string name, string destinationPath, string sourcePath, out long parentIno, out string newName)
+    {
+        parentIno = 0;
+        newName = "";
         var parts = destinationPath.Split('/', StringSplitOptions.RemoveEmptyEntries);
         if (parts.Length == 0) return Errno.EINVAL;
-        string newName = parts[^1];
+        newName = parts[^1];
         var ne = CheckName(newName);
         if (ne != 0) return ne;
         lock (CommitLock)
@@ -371,7 +388,7 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             {
                 var e0 = SnapshotForChange(name, out var snap);
                 if (e0 != 0) return e0;
-                var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out long parentIno);
+                var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out parentIno);
                 if (e != 0) return e;
                 var parent = Names.LiveDir(parentIno, out e);
                 if (parent == null) return e;
@@ -379,9 +396,10 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 var tree = Snapshots.View(snap.Gen);
                 e = ResolveIn(tree, sourcePath, out long top);
                 if (e != 0) return e;
+                string leaf = newName;
                 Commits.FailStop($"while cloning snapshot '{name}' to {destinationPath}", () =>
                 {
-                    CloneSubtreeLocked(tree, top, parent, newName, NowNs());
+                    CloneSubtreeLocked(tree, top, parent, leaf, NowNs());
                     Commits.Fault("clone");
                 });
                 Commits.CommitLocked(null);

@@ -175,8 +175,13 @@ internal static class FileHandlers
         bool append = (i.Flags & O_APPEND) != 0 && (i.WriteFlags & FuseWriteIn.WriteCache) == 0 && !d.WritebackCacheGranted;
         // With the writeback cache the kernel owns mtime/ctime of written files (it sends them with SETATTR,
         // possibly before writes it had queued): a write must not overwrite them with the server's clock.
+        // With the writeback cache the kernel keeps the attributes it has (the written bytes are its own), so st_blocks
+        // would stay as it was before writeback placed them: when a write changes it, the attributes are dropped.
+        long blocksBefore = d.WritebackCacheGranted && node.View!.GetAttr(node.Ino, out var before) == 0 ? before.Blocks512 : -1;
         e = node.View!.Write(node.Ino, (long)i.Offset, data[..(int)i.Size_], out int written, append, touchTimes: !d.WritebackCacheGranted);
         if (e != 0) return e;
+        if (blocksBefore >= 0 && node.View.GetAttr(node.Ino, out var after) == 0 && after.Blocks512 != blocksBefore)
+            InvalidateAttributes(d, h.NodeId);
         if ((i.WriteFlags & FuseWriteIn.WriteKillSuidgid) != 0 && written > 0 && KillSuidgid(node.View, node.Ino))
             InvalidateAttributes(d, h.NodeId);
         var o = new FuseWriteOut { Size_ = (uint)written };

@@ -94,7 +94,11 @@ public sealed class RequestDispatcher
     public const int RequestBufferSize = (int)MaxWrite + 4096;
     /// <summary>A reply buffer that holds any reply (a 1 MiB read plus fuse_out_header).</summary>
     public const int ReplyBufferSize = (int)MaxWrite + 4096;
-    public const ulong EntryTimeoutSeconds = 1, AttrTimeoutSeconds = 1;
+    /// <summary>How long the kernel may keep entries and attributes: long, since Cow is the only writer of its
+    /// namespace. What changes behind the kernel's back is told to it (FUSE_NOTIFY_INVAL_ENTRY/INODE): restore, clone,
+    /// snapshots created or deleted not through the mount (<see cref="TreeChangeNotifier"/>), atime updates, setuid
+    /// bits cleared by a write, blocks placed by writeback (FileHandlers.InvalidateAttributes). Rollback unmounts.</summary>
+    public const ulong EntryTimeoutSeconds = 3600, AttrTimeoutSeconds = 3600;
 
     private volatile int _state; // 0 = waiting for INIT, 1 = initialised, 2 = destroyed
     private volatile int _hold;  // 0 = serving, HoldFrozen, HoldShutDown
@@ -239,6 +243,12 @@ public sealed class RequestDispatcher
     [ThreadStatic] private static ReadSegments? t_readSegments;
     internal static ReadSegments? ReadSegmentsOfThisWorker => t_readSegments;
 
+    /// <summary>True on a worker thread while it runs a request's handler: a change the engine reports then was made by
+    /// a request the kernel sent (it knows of it), and a notification about it could wait on a lock that request's
+    /// caller holds in the kernel (<see cref="TreeChangeNotifier"/>).</summary>
+    [ThreadStatic] private static bool t_servingRequest;
+    internal static bool ServingRequest => t_servingRequest;
+
     /// <summary>
     /// <see cref="Dispatch(ReadOnlySpan{byte}, Span{byte})"/> for a transport that can send a reply gathered from
     /// several pieces: a READ may leave its data as <paramref name="readSegments"/>' segments (whose scratch
@@ -292,6 +302,7 @@ public sealed class RequestDispatcher
         var body = reply[FuseOutHeader.Size..];
         Errno e;
         int n;
+        t_servingRequest = true;
         try
         {
             e = entry.Handler(this, in h, payload, body, out n);
@@ -303,6 +314,7 @@ public sealed class RequestDispatcher
             e = Errno.EIO;
             n = 0;
         }
+        finally { t_servingRequest = false; }
         if (!entry.Replies) return 0;
         if (e != 0) n = 0;
         else if ((uint)n > (uint)body.Length)
