@@ -252,7 +252,13 @@ public static class Mounter
         catch (System.ComponentModel.Win32Exception e) { throw new MountException($"cannot run {Fusermount} ({e.Message}); install the fuse3 package"); }
     }
 
-    /// <summary>True when <paramref name="mountPoint"/> is a FUSE mount whose server is gone (stat fails with ENOTCONN).</summary>
+    /// <summary>True when <paramref name="mountPoint"/> is a FUSE mount whose server is gone: stat or statfs fails with
+    /// ENOTCONN. stat alone is not enough: the kernel answers it from attributes it caches for long (an hour with Cow)
+    /// even after the connection was aborted; statfs always asks the server.</summary>
     public static bool IsDisconnected(string mountPoint)
-        => Syscall.stat(MountTable.Normalize(mountPoint), out _) != 0 && Stdlib.GetLastError() == Errno.ENOTCONN;
+    {
+        var mp = MountTable.Normalize(mountPoint);
+        if (Syscall.stat(mp, out _) != 0) return Stdlib.GetLastError() == Errno.ENOTCONN;
+        return Syscall.statvfs(mp, out _) != 0 && Stdlib.GetLastError() == Errno.ENOTCONN;
+    }
 }

@@ -73,8 +73,8 @@ public sealed class DispatcherTests : DispatchTestBase
         Assert.Equal(FuseEntryOut.Size, body.Length);
         var e = MemoryMarshal.Read<FuseEntryOut>(body);
         Assert.Equal((ulong)ino, e.NodeId);
-        Assert.Equal(1ul, e.EntryValid);
-        Assert.Equal(1ul, e.AttrValid);
+        Assert.Equal(RequestDispatcher.EntryTimeoutSeconds, e.EntryValid);
+        Assert.Equal(RequestDispatcher.AttrTimeoutSeconds, e.AttrValid);
         Assert.Equal((ulong)ino, e.Attr.Ino);
         Assert.Equal(12ul, e.Attr.Size_);
         Assert.Equal(0x81A4u, e.Attr.Mode);
@@ -84,7 +84,7 @@ public sealed class DispatcherTests : DispatchTestBase
         var (h2, body2) = Call(FuseOpcode.Getattr, (ulong)ino, Bytes(new FuseGetattrIn()));
         Assert.Equal(0, h2.Error);
         var ao = MemoryMarshal.Read<FuseAttrOut>(body2);
-        Assert.Equal(1ul, ao.AttrValid);
+        Assert.Equal(RequestDispatcher.AttrTimeoutSeconds, ao.AttrValid);
         Assert.Equal((ulong)(a.MtimeNs / 1_000_000_000), ao.Attr.Mtime);
         Assert.Equal((uint)(a.MtimeNs % 1_000_000_000), ao.Attr.Mtimensec);
         Assert.Equal((ulong)a.Blocks512, ao.Attr.Blocks);
