@@ -104,7 +104,7 @@ internal static class FileCommands
                 foreach (var d in entries)
                 {
                     fs.GetAttr(d.Ino, out var a);
-                    rows.Add(new System.Text.Json.Nodes.JsonObject { ["name"] = d.Name, ["ino"] = a.Ino, ["mode"] = Convert.ToString(a.Mode, 8), ["size"] = a.Size });
+                    rows.Add((System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject { ["name"] = d.Name, ["ino"] = a.Ino, ["mode"] = Convert.ToString(a.Mode, 8), ["size"] = a.Size });
                 }
                 Console.WriteLine(rows.ToJsonString(JsonOut));
                 return 0;

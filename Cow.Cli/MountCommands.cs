@@ -213,7 +213,7 @@ internal static class MountCommands
         var exe = Environment.ProcessPath ?? throw new IOException("cannot find the path of this program to start the background server");
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         // Under 'dotnet cow.dll' the first argument is the assembly; under the apphost it is the program itself.
-        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "cow.dll"));
         foreach (var a in Environment.GetCommandLineArgs().Skip(1)) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add("--background-child");
         using var p = Process.Start(psi) ?? throw new IOException($"cannot start {exe}");

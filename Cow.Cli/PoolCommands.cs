@@ -127,7 +127,7 @@ internal static class PoolCommands
             {
                 var arr = new System.Text.Json.Nodes.JsonArray();
                 foreach (var p in found)
-                    arr.Add(new System.Text.Json.Nodes.JsonObject
+                    arr.Add((System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
                     {
                         ["uuid"] = p.Uuid.ToString(), ["label"] = p.Label, ["metadata_device"] = p.MetadataDevice,
                         ["devices"] = new System.Text.Json.Nodes.JsonArray(p.Devices.Select(d => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject

@@ -81,6 +81,14 @@ internal static class PoolLocator
             throw new PoolException($"the pool is mounted at {mp} and {verb} opens the pool folder itself: {instead.Replace("MP", mp)}, "
                                     + $"or unmount it first ('cow umount {mp}')"
                                     + (viaService ? $"; a pool mounted by cow mount or cow serve answers {verb} through its control socket, which the process holding this one does not have" : ""));
+        return OpenPool(poolArg);
+    }
+
+    /// <summary>Opens a pool in this process (an unmounted pool); the fast front end hands the command over to the full
+    /// program instead (<see cref="FrontEnd.HandOver"/>).</summary>
+    internal static Pool OpenPool(string poolArg)
+    {
+        FrontEnd.HandOver();
         return Pool.Open(poolArg);
     }
 

@@ -16,6 +16,7 @@ public static class Program
         // Redirected output (logs, pipes, CI) has no width: Spectre would wrap every line and table at 80
         // columns, splitting values such as UUIDs and paths. Lines and tables keep their natural width there.
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 1000;
+        if (FrontEnd.Active && !FrontEnd.Serves(args)) FrontEnd.HandOver();   // the fast front end runs only socket verbs
         var root = new RootCommand("Cow: a copy-on-write snapshot filesystem. Pools are folders holding image files (or naming block devices) and a metadata file.");
         root.Subcommands.Add(PoolCommands.Mkfs());
         root.Subcommands.Add(PoolCommands.PoolGroup());

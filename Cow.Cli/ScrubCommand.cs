@@ -99,8 +99,8 @@ internal static class ScrubCommand
         foreach (var d in r.Damaged)
         {
             var paths = new JsonArray();
-            foreach (var p in d.Paths) paths.Add(new JsonObject { ["snapshot"] = p.Snapshot, ["path"] = p.Path });
-            damaged.Add(new JsonObject
+            foreach (var p in d.Paths) paths.Add((JsonNode)new JsonObject { ["snapshot"] = p.Snapshot, ["path"] = p.Path });
+            damaged.Add((JsonNode)new JsonObject
             {
                 ["device"] = (long)d.Device, ["block"] = d.Block, ["ino"] = d.Ino, ["offset"] = d.Offset, ["problem"] = d.Problem,
                 ["paths"] = paths, ["paths_text"] = d.PathsText,

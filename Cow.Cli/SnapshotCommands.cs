@@ -33,7 +33,7 @@ internal static class SnapshotCommands
             var poolArg = PoolOf(r);
             if (SnapshotViaService(poolArg, n, create: true) is int viaService) return viaService;
             if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, n, create: true);
-            using var pool = Pool.Open(poolArg);
+            using var pool = OpenPool(poolArg);
             var e = pool.Snapshots.Create(n, out var s);
             if (e == Errno.EEXIST) return Fail($"a snapshot named '{n}' already exists");
             if (e != 0) return Fail($"snapshot create {n}: {Describe(e)}");
@@ -46,7 +46,7 @@ internal static class SnapshotCommands
             var poolArg = PoolOf(r);
             if (SnapshotViaService(poolArg, r.GetValue(name)!, create: false) is int viaService) return viaService;
             if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
-            using var pool = Pool.Open(poolArg);
+            using var pool = OpenPool(poolArg);
             var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Snapshots.Delete(r.GetValue(name)!));
             if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
             return e switch
@@ -65,7 +65,7 @@ internal static class SnapshotCommands
             var poolArg = PoolOf(r);
             if (ListViaService(poolArg, j) is int viaService) return viaService;
             if (MountedAt(poolArg) is { } mp) return ListThroughMount(mp, j);
-            using var pool = Pool.Open(poolArg);
+            using var pool = OpenPool(poolArg);
             PrintSnapshotRows(SnapshotOpsCore.SnapshotRows(pool, includeLive: false), j);
             return 0;
         }));

@@ -97,7 +97,7 @@ public static class SnapshotOpsCore
         if (e != 0) return OpResult.Failed(e, $"snapshot diff: {Describe(e)}");
         var rows = new JsonArray();
         foreach (var x in changes)
-            rows.Add(new JsonObject { ["path"] = x.Path, ["kind"] = KindName(x.Kind), ["ino"] = x.Ino, ["old_path"] = x.OldPath });
+            rows.Add((JsonNode)new JsonObject { ["path"] = x.Path, ["kind"] = KindName(x.Kind), ["ino"] = x.Ino, ["old_path"] = x.OldPath });
         return OpResult.Done("", rows);
     }
 
@@ -123,7 +123,7 @@ public static class SnapshotOpsCore
             recs.TryGetValue(s.Name, out var rec);
             var props = new JsonObject();
             if (rec != null) foreach (var (k, v) in rec.Properties) props[k] = v;
-            rows.Add(new JsonObject
+            rows.Add((JsonNode)new JsonObject
             {
                 ["name"] = s.Name, ["generation"] = s.Generation,
                 ["created_utc"] = s.Name == "" ? null : DateTime.UnixEpoch.AddTicks(s.CreatedNs / 100).ToString("yyyy-MM-ddTHH:mm:ss.fffZ"),
@@ -149,7 +149,7 @@ public static class SnapshotOpsCore
         foreach (var d in p.Devices)
         {
             var u = usage.GetValueOrDefault(d.Cookie);
-            devices.Add(new JsonObject
+            devices.Add((JsonNode)new JsonObject
             {
                 ["cookie"] = (long)d.Cookie, ["role"] = d.Role.ToString().ToLowerInvariant(), ["path"] = d.Path,
                 ["size_bytes"] = d.SizeBytes, ["data_bytes"] = u.DataBlocks * bs, ["used_bytes"] = u.UsedBlocks * bs,

@@ -43,7 +43,7 @@ public static class SnapshotRestoreOps
         if (e == Errno.EINVAL) return OpResult.Usage($"'{bad}' is not a valid path in the pool");
         if (e != 0) return OpResult.Failed(e, $"snapshot restore {name}: {e} ({Syscall.strerror(e)}); nothing was changed");
         var rows = new JsonArray();
-        foreach (var c in changes) rows.Add(new JsonObject { ["path"] = c.Path, ["action"] = ActionName(c.Action) });
+        foreach (var c in changes) rows.Add((JsonNode)new JsonObject { ["path"] = c.Path, ["action"] = ActionName(c.Action) });
         int changed = changes.Count(c => c.Action != RestoreAction.Unchanged);
         string msg = dryRun
             ? $"dry run: {changed} path(s) would change; nothing was changed"

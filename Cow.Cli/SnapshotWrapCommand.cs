@@ -92,7 +92,7 @@ internal static class SnapshotWrapCommand
         if (viaService != null) return (taken, error);
         if (MountedAt(pool) is { } mp)
             return (null, $"pool {pool} is mounted at {mp} without the Cow service (no service serving it answers on {ControlClient.SocketPath}): a snapshot taken through the mount cannot record the pre/post properties. Run the pool under cow serve, or unmount it");
-        using var opened = Pool.Open(pool);
+        using var opened = OpenPool(pool);
         var (code, n, message) = ServiceSnapshots.Create(opened, null, name, props);
         return code == 0 ? (n, null) : (null, message);
     }

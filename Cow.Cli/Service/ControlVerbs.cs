@@ -292,7 +292,7 @@ public sealed partial class ControlServer
     {
         var pools = new JsonArray();
         foreach (var p in _mounts.Status(cleaner: true))
-            pools.Add(new JsonObject
+            pools.Add((JsonNode)new JsonObject
             {
                 ["name"] = p.Config.Name, ["path"] = p.Config.Path, ["mountpoint"] = p.Config.MountPoint, ["mounted"] = p.Mounted,
                 ["writebackCache"] = p.Config.WritebackCache, ["pageCache"] = p.Config.PageCache, ["showSnapshots"] = p.Config.ShowSnapshots,

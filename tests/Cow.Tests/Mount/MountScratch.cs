@@ -31,9 +31,13 @@ public sealed class MountScratch(string prefix) : IDisposable
 
     /// <summary>Runs cow to completion with no service reachable (COW_SOCKET and COW_CONFIG name nothing in this
     /// folder), with <paramref name="env"/> added; logs the command and what it printed to <paramref name="output"/>.</summary>
-    public (int Code, string Out, string Err) RunCow(ITestOutputHelper output, string[] args, params (string Key, string Value)[] env)
+    public (int Code, string Out, string Err) RunCow(ITestOutputHelper output, string[] args, params (string Key, string Value)[] env) =>
+        Run(output, CowProgram.StartInfo(args), args, env);
+
+    /// <summary><see cref="RunCow"/> with another program (<paramref name="psi"/>, given <paramref name="args"/>): the
+    /// fast front end.</summary>
+    public (int Code, string Out, string Err) Run(ITestOutputHelper output, ProcessStartInfo psi, string[] args, params (string Key, string Value)[] env)
     {
-        var psi = CowProgram.StartInfo(args);
         if (WorkingDirectory != null) psi.WorkingDirectory = WorkingDirectory;
         psi.Environment["COW_SOCKET"] = Path.Combine(Root, "no-service.sock");
         psi.Environment["COW_CONFIG"] = Path.Combine(Root, "no-such.conf");
