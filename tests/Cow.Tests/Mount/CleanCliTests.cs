@@ -22,11 +22,7 @@ public sealed class CleanCliTests(ITestOutputHelper output) : IDisposable
     /// <summary>Runs cow with no service reachable (COW_SOCKET and COW_CONFIG name nothing).</summary>
     private (int Code, string Out, string Err) Cow(params string[] args) => _scratch.RunCow(output, args);
 
-    private static string Ok((int Code, string Out, string Err) r)
-    {
-        Assert.True(r.Code == 0, $"exit {r.Code}: {r.Err}");
-        return r.Out;
-    }
+    private static string Ok((int Code, string Out, string Err) r) => MountScratch.Ok(r);
 
     private static JsonObject Json((int Code, string Out, string Err) r) => (JsonObject)JsonNode.Parse(Ok(r))!;
 

@@ -26,11 +26,7 @@ public sealed class DeviceCliTests(ITestOutputHelper output) : IDisposable
 
     private (int Code, string Out, string Err) Cow(params string[] args) => _scratch.RunCow(output, args);
 
-    private static string Ok((int Code, string Out, string Err) r)
-    {
-        Assert.True(r.Code == 0, $"exit {r.Code}: {r.Err}");
-        return r.Out;
-    }
+    private static string Ok((int Code, string Out, string Err) r) => MountScratch.Ok(r);
 
     private static JsonNode Json((int Code, string Out, string Err) r) => JsonNode.Parse(Ok(r))!;
 

@@ -34,6 +34,13 @@ public sealed class MountScratch(string prefix) : IDisposable
     public (int Code, string Out, string Err) RunCow(ITestOutputHelper output, string[] args, params (string Key, string Value)[] env) =>
         Run(output, CowProgram.StartInfo(args), args, env);
 
+    /// <summary>The standard output of a cow run that must have succeeded (exit 0; else the assertion names its stderr).</summary>
+    public static string Ok((int Code, string Out, string Err) r)
+    {
+        Assert.True(r.Code == 0, $"exit {r.Code}: {r.Err}");
+        return r.Out;
+    }
+
     /// <summary><see cref="RunCow"/> with another program (<paramref name="psi"/>, given <paramref name="args"/>): the
     /// fast front end.</summary>
     public (int Code, string Out, string Err) Run(ITestOutputHelper output, ProcessStartInfo psi, string[] args, params (string Key, string Value)[] env)
