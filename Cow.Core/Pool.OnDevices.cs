@@ -102,10 +102,10 @@ public sealed partial class Pool
         problem = null;
         try
         {
-            using var dev = FileBlockDevice.Open(path, writable: false);
-            if (dev.Length < FormatConstants.SuperblockSize) { problem = "is too small to hold a superblock"; return null; }
+            // One small read: no block-device object (its read-ahead and write-behind descriptors) for a probe.
+            using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
             var block = new byte[FormatConstants.SuperblockSize];
-            dev.Read(0, block);
+            if (RandomAccess.Read(h, block, 0) < block.Length) { problem = "is too small to hold a superblock"; return null; }
             return Superblock.TryRead(block, out problem);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException) { problem = e.Message; return null; }

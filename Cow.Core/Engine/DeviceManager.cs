@@ -232,40 +232,38 @@ internal sealed class DeviceManager : EnginePart
     /// "removed" when it holds nothing any more (no mapping, no write in flight), else why it stopped.</summary>
     private (string Stop, long Moved, long Left) Evacuate(uint cookie, double share, Action<DeviceRemovalProgress>? progress, CancellationToken token)
     {
+        long moved = 0;
+        var inFlightSince = Stopwatch.StartNew();
+        while (true)
         {
-            long moved = 0;
-            var inFlightSince = Stopwatch.StartNew();
-            while (true)
+            if (token.IsCancellationRequested) return ("cancelled", moved, Left(cookie));
+            var batchClock = Stopwatch.StartNew();
+            string? stop;
+            long blocks;
+            try { (stop, blocks, _) = Cleaner.AsPass(() => Cleaner.RunBatch(() => PlanEvacuation(cookie))); }
+            catch (IOException e)
             {
-                if (token.IsCancellationRequested) return ("cancelled", moved, Left(cookie));
-                var batchClock = Stopwatch.StartNew();
-                string? stop;
-                long blocks;
-                try { (stop, blocks, _) = Cleaner.AsPass(() => Cleaner.RunBatch(() => PlanEvacuation(cookie))); }
-                catch (IOException e)
-                {
-                    Report($"device removal: a batch failed and was undone (nothing of it was committed): {e}");
-                    return ("failed: " + e.Message, moved, Left(cookie));
-                }
-                moved += blocks;
-                if (stop == "evacuated")
-                {
-                    bool writesInFlight;
-                    lock (StateLock) writesInFlight = Reservations.PendingBlocks().Any(b => b.Item1 == cookie);
-                    if (!writesInFlight) return ("removed", moved, 0);
-                    // Writes that were given blocks of the device before it was marked: moved once they end.
-                    if (inFlightSince.Elapsed > TimeSpan.FromMinutes(1)) return ("failed: writes given blocks of the device before the removal began have not ended", moved, Left(cookie));
-                    if (token.WaitHandle.WaitOne(20)) return ("cancelled", moved, Left(cookie));
-                    continue;
-                }
-                if (stop != null) return (stop, moved, Left(cookie));
-                inFlightSince.Restart();
-                progress?.Invoke(new DeviceRemovalProgress(moved, Left(cookie)));
-                if (share < 1)
-                {
-                    var pause = batchClock.Elapsed * ((1 - share) / share);
-                    if (token.WaitHandle.WaitOne(pause)) return ("cancelled", moved, Left(cookie));
-                }
+                Report($"device removal: a batch failed and was undone (nothing of it was committed): {e}");
+                return ("failed: " + e.Message, moved, Left(cookie));
+            }
+            moved += blocks;
+            if (stop == "evacuated")
+            {
+                bool writesInFlight;
+                lock (StateLock) writesInFlight = Reservations.PendingBlocks().Any(b => b.Item1 == cookie);
+                if (!writesInFlight) return ("removed", moved, 0);
+                // Writes that were given blocks of the device before it was marked: moved once they end.
+                if (inFlightSince.Elapsed > TimeSpan.FromMinutes(1)) return ("failed: writes given blocks of the device before the removal began have not ended", moved, Left(cookie));
+                if (token.WaitHandle.WaitOne(20)) return ("cancelled", moved, Left(cookie));
+                continue;
+            }
+            if (stop != null) return (stop, moved, Left(cookie));
+            inFlightSince.Restart();
+            progress?.Invoke(new DeviceRemovalProgress(moved, Left(cookie)));
+            if (share < 1)
+            {
+                var pause = batchClock.Elapsed * ((1 - share) / share);
+                if (token.WaitHandle.WaitOne(pause)) return ("cancelled", moved, Left(cookie));
             }
         }
     }

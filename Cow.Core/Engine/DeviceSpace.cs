@@ -82,6 +82,7 @@ internal sealed class DeviceSpace
         long first = seg.Segment * FormatConstants.SegmentBlocks;
         for (int i = 0; i < seg.Refs.Length && first + i < Blocks; i++)
         {
+            if (_refs[first + i] == 0 && seg.Refs[i] != 0) _referenced++;
             _refs[first + i] = seg.Refs[i];
             if (seg.Refs[i] != 0) SetBusy(first + i, true);
         }
@@ -93,7 +94,7 @@ internal sealed class DeviceSpace
         for (long b = start; b < start + count; b++)
         {
             if (_refs[b] == uint.MaxValue) throw new InvalidOperationException($"space map of device {Cookie}: block {b} has 2^32-1 references");
-            if (_refs[b]++ == 0) SetBusy(b, true);
+            if (_refs[b]++ == 0) { SetBusy(b, true); _referenced++; }
             _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
         }
     }
@@ -107,13 +108,10 @@ internal sealed class DeviceSpace
         return n;
     }
 
-    /// <summary>Blocks that something maps (count above 0), over the whole device.</summary>
-    public long ReferencedBlocks()
-    {
-        long n = 0;
-        foreach (var r in _refs) if (r != 0) n++;
-        return n;
-    }
+    /// <summary>Blocks that something maps (count above 0), over the whole device: kept as counts change, so a device
+    /// removal can ask after every batch without a scan of the device.</summary>
+    public long ReferencedBlocks() => _referenced;
+    private long _referenced;
 
     /// <summary>Data blocks of segment <paramref name="segment"/> (all but its reserved first block).</summary>
     public int Capacity(int segment) => SegmentCapacity(segment);
@@ -141,6 +139,7 @@ internal sealed class DeviceSpace
         if (_refs[block] != 0) throw new InvalidOperationException($"space map of device {Cookie}: block {block} adopts mappings but has {_refs[block]}");
         if (refs == 0) return;
         _refs[block] = refs;
+        _referenced++;
         SetBusy(block, true);
         _dirtySegments.Add(block / FormatConstants.SegmentBlocks);
     }
@@ -166,6 +165,7 @@ internal sealed class DeviceSpace
             _dirtySegments.Add(b / FormatConstants.SegmentBlocks);
             if (--_refs[b] == 0)
             {
+                _referenced--;
                 // Runs of consecutive blocks are kept as one range (a freed extent is one entry, not one per block).
                 int last = _pendingFree.Count - 1;
                 if (last >= 0 && _pendingFree[last].Start + _pendingFree[last].Count == b)
