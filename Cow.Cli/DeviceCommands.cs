@@ -27,7 +27,7 @@ namespace Cow.Cli;
 internal static class DeviceCommands
 {
     /// <summary>Said the first time a pool's devices change (format.md 9, "Versions").</summary>
-    internal const string FormatNote = "pools with added or removed devices are format version 2; cow builds before this one cannot open them";
+    internal const string FormatNote = "this change upgraded the pool to format version 3; cow builds before this one cannot open it";
 
     /// <summary>How often a removal's progress is written to standard error when stdout is not a terminal.</summary>
     private static readonly TimeSpan ProgressLineEvery = TimeSpan.FromSeconds(5);
@@ -61,8 +61,8 @@ internal static class DeviceCommands
     }
 
     /// <summary>Adds the device at <paramref name="fullPath"/> (absolute) and answers with <c>cow device add --json</c>'s
-    /// document: its row (<see cref="Row"/>), "created" (a new image file was made), "format_version" (the pool's, now 2)
-    /// and "note" (<see cref="FormatNote"/> when this add upgraded the pool from version 1, else null). Throws <see cref="DeviceOperationException"/> when refused.</summary>
+    /// document: its row (<see cref="Row"/>), "created" (a new image file was made), "format_version" (the pool's, now 3)
+    /// and "note" (<see cref="FormatNote"/> when this add upgraded the pool from version 1 or 2, else null). Throws <see cref="DeviceOperationException"/> when refused.</summary>
     internal static JsonObject AddDocument(Pool pool, string fullPath, DeviceRole role, long? size, bool force)
     {
         bool first = pool.FormatVersion < (int)FormatConstants.FormatVersion;

@@ -99,7 +99,7 @@ public sealed partial class Pool
         {
             var sb = new Superblock
             {
-                FormatVersion = FormatConstants.FormatVersion, Role = role, PoolUuid = Uuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie,
+                FormatVersion = FormatConstants.DevicesFormatVersion, Role = role, PoolUuid = Uuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie,
                 BlockSize = (uint)bs, DeviceSize = (ulong)(blocks * bs), DataStart = (ulong)bs, DeviceCount = (uint)Devices.Count + 1,
                 CreatedNs = Cow.Core.Engine.Engine.NowNs(), Label = Engine.DeviceManager.PoolLabel,
             };

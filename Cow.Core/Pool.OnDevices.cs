@@ -169,7 +169,7 @@ public sealed partial class Pool
             if (ReadSuperblock(c, out _) is { } s && s.PoolUuid == sb.PoolUuid && !members.ContainsKey(s.DeviceUuid)) members[s.DeviceUuid] = (s, c);
         var host = members.Values.FirstOrDefault(m => m.Sb.HoldsMetadata);
         if (host.Path == null)
-            throw new PoolException(sb.FormatVersion < FormatConstants.FormatVersion || members.Values.All(m => m.Sb.FormatVersion < FormatConstants.FormatVersion)
+            throw new PoolException(sb.FormatVersion < FormatConstants.DevicesFormatVersion || members.Values.All(m => m.Sb.FormatVersion < FormatConstants.DevicesFormatVersion)
                 ? $"{device} is a {sb.Role.ToString().ToLowerInvariant()} device of pool {sb.PoolUuid}{(sb.Label.Length > 0 ? $" ({sb.Label})" : "")}, whose metadata is in a pool folder: open that folder"
                 : $"{device} is a device of pool {sb.PoolUuid}, but the device holding its metadata (its log device) was not found among this machine's block devices{(File.Exists(device) && !device.StartsWith("/dev/", StringComparison.Ordinal) ? " and the files beside " + device : "")}");
         var region = new MetadataRegion(sb.PoolUuid, (long)host.Sb.MetaDataOffset, (long)host.Sb.MetaDataBytes, (long)host.Sb.MetaLogOffset, (long)host.Sb.MetaLogBytes);

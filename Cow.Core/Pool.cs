@@ -242,7 +242,7 @@ public sealed partial class Pool : IDisposable
             {
                 Role = role, PoolUuid = poolUuid, DeviceUuid = Guid.NewGuid(), DeviceCookie = cookie, BlockSize = (uint)bs,
                 DeviceSize = (ulong)(nblocks * bs), DataStart = (ulong)bs, DeviceCount = 2, CreatedNs = now, Label = o.Label,
-                FormatVersion = meta != null ? FormatConstants.FormatVersion : FormatConstants.MkfsFormatVersion,
+                FormatVersion = meta != null ? FormatConstants.DevicesFormatVersion : FormatConstants.MkfsFormatVersion,
             };
             if (role == DeviceRole.Log && meta != null)
                 sb = sb with { MetaDataOffset = (ulong)meta.DataOffset, MetaDataBytes = (ulong)meta.DataBytes, MetaLogOffset = (ulong)meta.LogOffset, MetaLogBytes = (ulong)meta.LogBytes };
@@ -256,7 +256,7 @@ public sealed partial class Pool : IDisposable
         var pool = new PoolRecord
         {
             PoolUuid = poolUuid, BlockSize = bs, CreatedNs = now, Label = o.Label, LiveGen = 1, NextIno = 2, NextRid = 2, LogCursor = 1,
-            FormatVersion = (int)(meta != null ? FormatConstants.FormatVersion : FormatConstants.MkfsFormatVersion),
+            FormatVersion = (int)FormatConstants.FormatVersion,
         };
         var store = MetadataStore.Create(media.MetadataData, media.MetadataLog, pool, devices);
         var root = new InodeRecord

@@ -224,16 +224,26 @@ public static class Fsck
             }
         }
         r.ReferencedBlocks = refs.Count;
-        var persisted = new Dictionary<(uint, long), uint>();
-        foreach (var seg in store.LoadSpaceMaps())
-            for (int i = 0; i < seg.Refs.Length; i++)
-                if (seg.Refs[i] != 0) persisted[(seg.Device, seg.Segment * FormatConstants.SegmentBlocks + i)] = seg.Refs[i];
+        // Space maps, a segment at a time, over the segments something maps, the persisted maps name or memory holds busy.
+        var persisted = new Dictionary<(uint, long), RefRun[]>();
+        foreach (var seg in store.LoadSpaceMaps()) persisted[(seg.Device, seg.Segment)] = seg.Runs;
         var reserved = engine.ReservedBlocks();
-        foreach (var (cookie, sp) in engine.Space)
-            for (long b = 0; b < sp.Blocks; b++)
+        var segments = new HashSet<(uint, long)>(persisted.Keys);
+        foreach (var (dev, b) in refs.Keys) segments.Add((dev, b / FormatConstants.SegmentBlocks));
+        foreach (var (cookie, sp) in engine.Space) foreach (long seg in sp.OccupiedSegments()) segments.Add((cookie, seg));
+        foreach (var (cookie, seg) in segments.OrderBy(k => k))
+        {
+            if (!engine.Space.TryGetValue(cookie, out var sp)) { r.Add("space-map", $"space map of segment {seg} names unknown device cookie {cookie}", 0, -1, cookie); continue; }
+            long first = seg * FormatConstants.SegmentBlocks, end = Math.Min(sp.Blocks, first + FormatConstants.SegmentBlocks);
+            var diskRuns = persisted.GetValueOrDefault((cookie, seg)) ?? [];
+            int k = 0;
+            for (long b = first; b < end; b++)
             {
+                int i = (int)(b - first);
+                while (k < diskRuns.Length && diskRuns[k].End <= i) k++;
+                uint disk = k < diskRuns.Length && diskRuns[k].First <= i ? diskRuns[k].Refs : 0;
                 uint expect = refs.GetValueOrDefault((cookie, b));
-                uint mem = sp.RefCount(b), disk = persisted.GetValueOrDefault((cookie, b));
+                uint mem = sp.RefCount(b);
                 if (mem != expect || disk != expect)
                 {
                     var who = owner.TryGetValue((cookie, b), out var o) ? o : (0, -1, 0);
@@ -244,6 +254,7 @@ public static class Fsck
                 if (expect == 0 && sp.IsBusy(b) && !DeviceSpace.IsReservedByFormat(b) && !reserved.Contains((cookie, b)) && !sp.IsHeldBack(b))
                     r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }
+        }
 
         // Log segment headers of segments holding referenced data, on every log device.
         var header = new byte[bs];

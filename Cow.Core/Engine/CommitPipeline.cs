@@ -184,7 +184,7 @@ internal sealed class CommitPipeline : IDisposable
                 }
                 batch = _versions.Gather();
                 if (moves != null) batch.Relocations.AddRange(moves);
-                _space.GatherDirtySegments(batch);
+                _space.GatherDirtySegments(batch, dense: _pool.FormatVersion < FormatConstants.RunSpaceMapsVersion);
                 Fault("gather");
                 if (inside != null)
                 {

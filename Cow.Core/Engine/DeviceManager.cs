@@ -275,15 +275,15 @@ internal sealed class DeviceManager : EnginePart
 
     /// <summary>The next batch of a removal: segments of the device that hold mapped blocks, up to a batch, with room
     /// reserved on the other devices (base first). Under StateLock.</summary>
-    private (string? Stop, List<Relocation> Plan, List<(uint Cookie, int Segment)> Segments) PlanEvacuation(uint cookie)
+    private (string? Stop, List<Relocation> Plan, List<(uint Cookie, long Segment)> Segments) PlanEvacuation(uint cookie)
     {
         if (!Space.TryGet(cookie, out var sp)) return ("evacuated", [], []);
-        var segments = new List<(uint, int)>();
+        var segments = new List<(uint, long)>();
         long total = 0;
-        for (int s = 0; s < sp.SegmentCount && total < LogCleaner.BatchBlocks; s++)
+        foreach (long s in sp.UsedSegments())
         {
+            if (total >= LogCleaner.BatchBlocks) break;
             int live = sp.LiveBlocks(s);
-            if (live == 0) continue;
             segments.Add((cookie, s));
             total += live;
         }

@@ -107,7 +107,7 @@ public sealed partial class Engine : IDisposable
         _space = new SpaceAllocator(table.ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize), table.ToDictionary(d => d.Cookie, d => d.Role));
         foreach (var d in table) _space[d.Cookie].Draining = d.State == DeviceState.Removing;
         foreach (var seg in store.LoadSpaceMaps())
-            if (_space.TryGet(seg.Device, out var sp)) sp.Load(new SpaceMapRecordView(seg.Segment, seg.Refs));
+            if (_space.TryGet(seg.Device, out var sp)) sp.Load(seg.Segment, seg.Runs);
             else throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
         // Logs added by cow device add resume at block 1 (their cursor is not stored: any free block is valid).
         foreach (var l in _space.Devices.Values) if (l.Role == DeviceRole.Log) l.Cursor = 1;

@@ -125,7 +125,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             return false;
         }
         log.OpenSegment = seg;
-        log.HeaderSequence?[seg] = sequence;
+        log.NoteSegmentSequence(seg, sequence);
         NoteDeviceWrite(log.Cookie);
         return true;
     }

@@ -184,7 +184,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
 
     /// <summary>The cleaner's planner: the best log segments by cost-benefit, with room reserved for their live
     /// blocks on the base devices. Under StateLock.</summary>
-    private (string? Stop, List<Relocation> Plan, List<(uint Cookie, int Segment)> Segments) ChooseAndReserve()
+    private (string? Stop, List<Relocation> Plan, List<(uint Cookie, long Segment)> Segments) ChooseAndReserve()
     {
         var segments = ChooseSegments();
         if (segments.Count == 0) return ("nothing to move", [], segments);
@@ -198,12 +198,12 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
     /// moved; segments emptied). An I/O error while copying undoes the batch (the reserved room is given back) and
     /// throws. Called with the pass lock held (<see cref="Clean"/>, <see cref="AsPass"/>).
     /// </summary>
-    internal (string? Stop, long Blocks, long Segments) RunBatch(Func<(string? Stop, List<Relocation> Plan, List<(uint Cookie, int Segment)> Segments)> planner)
+    internal (string? Stop, long Blocks, long Segments) RunBatch(Func<(string? Stop, List<Relocation> Plan, List<(uint Cookie, long Segment)> Segments)> planner)
     {
         if (!Monitor.IsEntered(_passLock)) throw new InvalidOperationException("a relocation batch runs inside a pass");
         ReadSegmentAges();
         List<Relocation> plan;
-        List<(uint Cookie, int Segment)> segments;
+        List<(uint Cookie, long Segment)> segments;
         lock (StateLock)
         {
             if (Failed) return ("failed: the pool is read-only after an earlier failure", 0, 0);
@@ -243,20 +243,19 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
 
     /// <summary>Segments of the logs in service to clean, best first by cost-benefit, until their live blocks fill a
     /// batch. Under StateLock.</summary>
-    private List<(uint Cookie, int Segment)> ChooseSegments()
+    private List<(uint Cookie, long Segment)> ChooseSegments()
     {
         long now = PoolState.SegmentSeq;
-        var scored = new List<(double Score, double Age, (uint, int) Segment, int Live)>();
+        var scored = new List<(double Score, double Age, (uint, long) Segment, int Live)>();
         foreach (var log in Space.Logs)
         {
             long openSeg = log.OpenSegment >= 0 ? log.OpenSegment : log.Cursor / FormatConstants.SegmentBlocks;
-            for (int s = 0; s < log.SegmentCount; s++)
+            foreach (long s in log.UsedSegments())
             {
                 if (s == openSeg) continue;   // the allocator is filling it
                 int live = log.LiveBlocks(s), cap = log.Capacity(s);
-                if (live == 0) continue;   // nothing to move (its busy blocks are freed or in flight)
                 double u = (double)live / cap;
-                long born = log.HeaderSequence is { } seqs ? seqs[s] : 0;
+                long born = log.SegmentSequence(s);
                 double age = Math.Max(1, now - born);
                 scored.Add(((1 - u) * age / (1 + u), age, (log.Cookie, s), live));
             }
@@ -264,7 +263,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         // Unlike Sprite LFS, the cleaner moves data to another device, so even a full segment frees log space
         // when moved: full segments (score 0) come last, oldest first.
         scored.Sort((a, b) => b.Score != a.Score ? b.Score.CompareTo(a.Score) : b.Age.CompareTo(a.Age));
-        var chosen = new List<(uint, int)>();
+        var chosen = new List<(uint, long)>();
         long total = 0;
         foreach (var (_, _, s, live) in scored)
         {
@@ -278,7 +277,7 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
     /// <summary>Reserves room (<paramref name="allocate"/>: (blocks, device, address) for at most so many blocks moved
     /// from a device) for every live run of <paramref name="segments"/>, as much as there is; the moves planned,
     /// sorted by source. Under StateLock.</summary>
-    internal List<Relocation> ReserveTargets(List<(uint Cookie, int Segment)> segments, Func<long, uint, (long Blocks, uint Device, long Address)> allocate)
+    internal List<Relocation> ReserveTargets(List<(uint Cookie, long Segment)> segments, Func<long, uint, (long Blocks, uint Device, long Address)> allocate)
     {
         var plan = new List<Relocation>();
         foreach (var (cookie, s) in segments)
@@ -372,30 +371,30 @@ internal sealed class LogCleaner(EngineContext context) : EnginePart(context)
         return false;
     }
 
-    /// <summary>Reads the header <c>sequence</c> of every segment of every log not read yet (once per open and log;
-    /// new headers are recorded as they are written). Outside every lock.</summary>
+    /// <summary>Reads the header <c>sequence</c> of every segment holding data of every log not read yet (once per open
+    /// and log; new headers are recorded as they are written). Outside every lock.</summary>
     private void ReadSegmentAges()
     {
-        List<DeviceSpace> unread;
-        lock (StateLock) unread = Space.Logs.Where(l => l.HeaderSequence == null).ToList();
-        foreach (var log in unread)
+        List<(DeviceSpace Log, List<long> Segments)> unread;
+        lock (StateLock) unread = Space.Logs.Where(l => !l.SequencesRead).Select(l => (l, l.UsedSegments())).ToList();
+        foreach (var (log, segments) in unread)
         {
-            int count = log.SegmentCount;
-            var seqs = new long[count];
+            var seqs = new List<(long, long)>(segments.Count);
             var block = new byte[BlockSize];
             if (!Devices.TryGetValue(log.Cookie, out var dev)) continue;
-            for (int s = 1; s < count; s++)
+            foreach (long s in segments)
             {
-                try { dev.Read(((long)s * FormatConstants.SegmentBlocks) << BlockShift, block); }
+                if (s == 0) continue;
+                try { dev.Read((s * FormatConstants.SegmentBlocks) << BlockShift, block); }
                 catch (IOException) { continue; }
                 if (SegmentHeader.TryRead(block) is { } h && h.PoolUuid == PoolState.PoolUuid && h.SegmentIndex == (ulong)s)
-                    seqs[s] = (long)h.Sequence;
+                    seqs.Add((s, (long)h.Sequence));
             }
             lock (StateLock)
             {
-                // A header written meanwhile is newer than what was read: keep the larger.
-                if (log.HeaderSequence is { } fresh) for (int s = 0; s < count; s++) fresh[s] = Math.Max(fresh[s], seqs[s]);
-                else log.HeaderSequence = seqs;
+                // A header written meanwhile is newer than what was read: the larger is kept.
+                foreach (var (s, seq) in seqs) if (log.LiveBlocks(s) > 0) log.NoteSegmentSequence(s, seq);
+                log.SequencesRead = true;
             }
         }
     }

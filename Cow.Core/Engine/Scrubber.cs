@@ -129,18 +129,22 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
             try { Commits.Commit(); }
             catch (IOException) { /* reported by the commit (the pool is now read-only); the committed records stay readable */ }
         }
-        List<(uint Cookie, int Segments)> devices;
+        List<(uint Cookie, List<long> Segments)> devices;
         long toCheck = 0;
         lock (StateLock)
         {
-            devices = Space.Devices.OrderBy(d => d.Key).Select(d => (d.Key, d.Value.SegmentCount)).ToList();
+            devices = Space.Devices.OrderBy(d => d.Key).Select(d => (d.Key, d.Value.UsedSegments())).ToList();
             foreach (var u in Space.Usage()) toCheck += u.UsedBlocks;
         }
         var pass = new Pass(settings, progress, toCheck, token, Math.Max(ReadBytes, BlockSize), BlockShift);
         pass.Pace.Start();
-        foreach (var (dev, segmentCount) in devices)
+        foreach (var (dev, segments) in devices)
         {
-            for (int seg = 0; seg < segmentCount && pass.Stop == "complete"; seg++) CheckSegment(pass, dev, seg);
+            foreach (long seg in segments)
+            {
+                if (pass.Stop != "complete") break;
+                CheckSegment(pass, dev, seg);
+            }
             if (pass.Stop != "complete") break;
         }
         var damage = Name(pass.Found);
@@ -154,7 +158,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
 
     /// <summary>Checks segment <paramref name="seg"/> of device <paramref name="dev"/>, a run of mapped blocks at a time
     /// (each under the reuse gate, then paced), loading its mappings again when blocks were released meanwhile.</summary>
-    private void CheckSegment(Pass pass, uint dev, int seg)
+    private void CheckSegment(Pass pass, uint dev, long seg)
     {
         long first = (long)seg * FormatConstants.SegmentBlocks;
         List<Mapping>?[]? maps = null;
@@ -200,7 +204,7 @@ internal sealed class Scrubber(EngineContext context) : EnginePart(context)
     }
 
     /// <summary>For each block of the segment (by its index in it), the committed mappings of it (null: none).</summary>
-    private static List<Mapping>?[] Plan(uint dev, int seg, List<ChunkRecord> chunks)
+    private static List<Mapping>?[] Plan(uint dev, long seg, List<ChunkRecord> chunks)
     {
         var maps = new List<Mapping>?[FormatConstants.SegmentBlocks];
         long first = (long)seg * FormatConstants.SegmentBlocks;

@@ -192,14 +192,15 @@ internal sealed class SpaceAllocator
 
     public bool HasPendingFrees => _devices.Values.Any(sp => sp.HasPendingFrees);
 
-    /// <summary>A commit's gather: the space-map segments changed since the last commit go into <paramref name="batch"/>.</summary>
-    public void GatherDirtySegments(MetadataBatch batch)
+    /// <summary>A commit's gather: the space-map segments changed since the last commit go into <paramref name="batch"/>,
+    /// as <c>refs</c> when <paramref name="dense"/> (a pool of format version 1 or 2), else as <c>runs</c>.</summary>
+    public void GatherDirtySegments(MetadataBatch batch, bool dense)
     {
         foreach (var (cookie, sp) in _devices)
-            foreach (var (seg, refs, allZero) in sp.TakeDirtySegments())
+            foreach (var (seg, runs) in sp.TakeDirtySegments())
             {
-                if (allZero) batch.DeletedSpaceMaps.Add(SpaceMapRecord.Id(cookie, seg));
-                else batch.Add(new SpaceMapRecord { Device = cookie, Segment = seg, Refs = refs });
+                if (runs.Length == 0) batch.DeletedSpaceMaps.Add(SpaceMapRecord.Id(cookie, seg));
+                else batch.Add(new SpaceMapRecord { Device = cookie, Segment = seg, Runs = runs, Dense = dense });
             }
     }
 

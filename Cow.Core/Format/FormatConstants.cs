@@ -3,13 +3,25 @@ namespace Cow.Core.Format;
 /// <summary>Fixed numbers of the on-disk contract (format.md). Changing any of them is a format change.</summary>
 public static class FormatConstants
 {
-    /// <summary>format.md "Versions": the newest format this build reads and writes. Version 2 is a pool whose
-    /// device table changed after mkfs (<c>cow device add</c>/<c>remove</c>).</summary>
-    public const uint FormatVersion = 2;
+    /// <summary>format.md "Versions": the newest format this build reads and writes, and the one mkfs gives a pool
+    /// (its <c>pool</c> document). Version 2 is a pool whose device table changed after mkfs; version 3 writes space
+    /// maps as count runs (<c>runs</c>, 5.7).</summary>
+    public const uint FormatVersion = 3;
 
-    /// <summary>The oldest format this build reads, and the one mkfs writes: a pool stays version 1 until its
-    /// device table changes (format.md "Versions").</summary>
-    public const uint OldestFormatVersion = 1, MkfsFormatVersion = 1;
+    /// <summary>The oldest format this build reads.</summary>
+    public const uint OldestFormatVersion = 1;
+
+    /// <summary>Superblock <c>format_version</c> of the devices mkfs makes for a pool folder: 1, the superblock layout
+    /// every later version reads (version 3 changed only the metadata).</summary>
+    public const uint MkfsFormatVersion = 1;
+
+    /// <summary>Superblock <c>format_version</c> of an added device and of the devices of a pool on its devices (the
+    /// <c>meta_*</c> fields).</summary>
+    public const uint DevicesFormatVersion = 2;
+
+    /// <summary>The pool format version from which space maps are written as <c>runs</c> (5.7); older pools keep
+    /// writing <c>refs</c> until a device change upgrades them.</summary>
+    public const uint RunSpaceMapsVersion = 3;
 
     /// <summary>The largest device cookie, so that a pool never has more devices than one fuse-iomap connection
     /// registers (1024: the fuse-iomap patch's backing ids 1..1024, <c>fuse_iomap_backing_ops</c> id_end 1025).</summary>

@@ -210,7 +210,8 @@ internal sealed class MetadataStore : IDisposable
     public PoolRecord LoadPool() => PoolBson.FromBson(_pool.FindById(1));
     public List<DeviceRecord> LoadDevices() => _devices.FindAll().Select(DeviceBson.FromBson).OrderBy(d => d.Cookie).ToList();
     internal List<SnapshotRecord> LoadSnapshots() => _snapshots.FindAll().Select(SnapshotBson.FromBson).OrderBy(s => s.Gen).ToList();
-    public List<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson).ToList();
+    /// <summary>Every space-map document, read as they are enumerated (a pool's space maps are not held at once).</summary>
+    public IEnumerable<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson);
 
     public InodeRecord? LoadInode(long ino, long gen)
     {

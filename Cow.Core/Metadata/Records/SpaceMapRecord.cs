@@ -1,4 +1,4 @@
-using Cow.Core.Format;
+using Cow.Core.Engine;
 
 namespace Cow.Core.Metadata;
 
@@ -11,8 +11,11 @@ internal sealed class SpaceMapRecord
     public uint Device;
     /// <summary><c>segment</c>: segment index (device block / 1024).</summary>
     public long Segment;
-    /// <summary><c>refs</c>: u32 little-endian per block: how many chunk records (of any generation) reference it.</summary>
-    public uint[] Refs = new uint[FormatConstants.SegmentBlocks];
+    /// <summary><c>runs</c> (version 3) or <c>refs</c> (versions 1 and 2, one u32 per block), read into runs: the
+    /// segment's blocks with a count above 0, in block order.</summary>
+    public RefRun[] Runs = [];
+    /// <summary>Written as <c>refs</c> (a pool of format version 1 or 2) instead of <c>runs</c>.</summary>
+    public bool Dense;
 
     public static long Id(uint dev, long segment) => ((long)dev << 40) + segment;
 }

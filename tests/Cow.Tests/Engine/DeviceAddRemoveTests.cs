@@ -37,12 +37,12 @@ public class DeviceAddRemoveTests(ITestOutputHelper output)
     public void An_added_log_takes_new_writes_the_pool_grows_and_it_survives_a_reopen()
     {
         using var p = new MemoryPool(baseSize: 64L * Mi, logSize: 32L * Mi);
-        Assert.Equal(1, FormatVersion(p));
+        Assert.Equal((int)FormatConstants.FormatVersion, FormatVersion(p));
         var size0 = p.Live.StatFs().Blocks;
         var d = p.AddDevice("log2", 32L * Mi, DeviceRole.Log);
         Assert.Equal(FormatConstants.FirstAddedCookie, d.Cookie);
         Assert.Equal(DeviceRole.Log, d.Role);
-        Assert.Equal(2, FormatVersion(p));
+        Assert.Equal((int)FormatConstants.FormatVersion, FormatVersion(p));
         Assert.True(p.Live.StatFs().Blocks > size0 + 7000, $"size {size0} -> {p.Live.StatFs().Blocks}");
 
         WriteFiles(p, "f", 8, 3 * Mi + 17, 1);
@@ -97,7 +97,7 @@ public class DeviceAddRemoveTests(ITestOutputHelper output)
         Assert.Equal(0, r.BlocksLeft);
         Assert.NotEmpty(progress);
         Assert.DoesNotContain(p.Pool.Devices, x => x.Cookie == FormatConstants.LogCookie);
-        Assert.Equal(2, FormatVersion(p));
+        Assert.Equal((int)FormatConstants.FormatVersion, FormatVersion(p));
         // The removed device's superblock is wiped: it can be used again.
         var sb = new byte[FormatConstants.SuperblockSize];
         p.LogMem.Read(0, sb);
@@ -145,7 +145,7 @@ public class DeviceAddRemoveTests(ITestOutputHelper output)
         Assert.Contains("MiB of data", e.Message);
         Assert.Contains("free", e.Message);
         Assert.All(p.Pool.Devices, x => Assert.Equal(DeviceState.InService, x.State));
-        Assert.Equal(1, FormatVersion(p));
+        Assert.Equal((int)FormatConstants.FormatVersion, FormatVersion(p));
         Assert.Equal(before, LogCleanerTests.Contents(p));
         p.AssertClean();
     }
@@ -181,7 +181,7 @@ public class DeviceAddRemoveTests(ITestOutputHelper output)
         var role = Assert.Throws<DeviceOperationException>(() => p.Pool.AddDevice(new MemoryBlockDevice("x", 8L * Mi), DeviceRole.Extra));
         Assert.Equal(Mono.Unix.Native.Errno.EINVAL, role.Errno);
         Assert.Equal(2, p.Pool.Devices.Count);
-        Assert.Equal(1, FormatVersion(p));
+        Assert.Equal((int)FormatConstants.FormatVersion, FormatVersion(p));
         // Forced, the foreign device joins.
         Assert.Equal(3u, p.Pool.AddDevice(other.BaseMem, DeviceRole.Base, force: true).Cookie);
     }

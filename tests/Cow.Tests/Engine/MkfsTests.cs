@@ -93,19 +93,18 @@ public class MkfsTests
         finally { Directory.Delete(dir, true); }
     }
 
-    /// <summary>A device with more blocks than the space map's per-block array holds (over 8 TiB at 4 KiB blocks) is
-    /// refused with the limit named, not an OverflowException; the same size at 64 KiB blocks is within it.</summary>
+    /// <summary>A device with more blocks than the space map addresses (over 4 PiB at 4 KiB blocks) is refused with the
+    /// limit named, not an OverflowException.</summary>
     [Fact]
     public void A_device_over_the_space_map_limit_is_refused_naming_the_limit()
     {
         var meta = new Cow.Core.Devices.MemoryBlockDevice("meta", 1L << 30);
         var metaLog = new Cow.Core.Devices.MemoryBlockDevice("meta-log", 1L << 30);
-        var media = new PoolMedia(new Cow.Core.Devices.MemoryBlockDevice("base", 64L << 20), new Cow.Core.Devices.MemoryBlockDevice("log", 64L << 40),
+        var media = new PoolMedia(new Cow.Core.Devices.MemoryBlockDevice("base", 64L << 20), new Cow.Core.Devices.MemoryBlockDevice("log", 8L << 50),
             new Cow.Core.Devices.BlockDeviceStream(meta), new Cow.Core.Devices.BlockDeviceStream(metaLog));
         var e = Assert.Throws<PoolException>(() => Pool.Create(media, new PoolCreateOptions()));
         Assert.Contains("log device log", e.Message);
-        Assert.Contains("64 TiB", e.Message);
-        Assert.Contains("at most 2,147,483,591 blocks per device", e.Message);
-        Assert.Contains("larger block size", e.Message);
+        Assert.Contains("8192 TiB", e.Message);
+        Assert.Contains("at most 1,099,511,627,776 blocks per device (4 PiB at this block size)", e.Message);
     }
 }
