@@ -75,6 +75,8 @@ internal static class CliCommon
 
     internal static string Bytes(long b) => b switch
     {
+        >= 1L << 50 => $"{b / (double)(1L << 50):F2} PiB",
+        >= 1L << 40 => $"{b / (double)(1L << 40):F2} TiB",
         >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
         >= 1L << 20 => $"{b / (double)(1L << 20):F2} MiB",
         >= 1L << 10 => $"{b / 1024.0:F1} KiB",
