@@ -193,7 +193,8 @@ public static class Fsck
         // Extents: shape, bounds, reference counts, one content per block, checksums. A block may be
         // mapped at several (inode, file block) places (range clones share blocks); each mapping is one
         // reference, and all of them must describe the same data.
-        var refs = new Dictionary<(uint, long), uint>();
+        // Per block: mappings, live mappings and the generations of the versions that map it.
+        var refs = new Dictionary<(uint, long), BlockUse>();
         var owner = new Dictionary<(uint, long), (long Ino, long FileBlock, uint Sum)>();
         foreach (var c in chunks)
         {
@@ -212,7 +213,8 @@ public static class Fsck
                     var key = (e.Device, b);
                     long fb = c.Index * FormatConstants.ChunkBlocks + e.First + k;
                     if (DeviceSpace.IsReservedByFormat(b)) r.Add("extents", "extent covers a segment's reserved first block", c.Ino, fb << shift, e.Device, b);
-                    refs[key] = refs.GetValueOrDefault(key) + 1;
+                    ref var use = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(refs, key, out _);
+                    use.Add(c.Birth, c.Death);
                     uint sum = c.Sums[e.First + k];
                     if (owner.TryGetValue(key, out var o))
                     {
@@ -226,7 +228,12 @@ public static class Fsck
         r.ReferencedBlocks = refs.Count;
         // Space maps, a segment at a time, over the segments something maps, the persisted maps name or memory holds busy.
         var persisted = new Dictionary<(uint, long), RefRun[]>();
-        foreach (var seg in store.LoadSpaceMaps()) persisted[(seg.Device, seg.Segment)] = seg.Runs;
+        var denseSegments = new HashSet<(uint, long)>();   // refs documents (versions 1 and 2): counts only
+        foreach (var seg in store.LoadSpaceMaps())
+        {
+            persisted[(seg.Device, seg.Segment)] = seg.Runs;
+            if (seg.Dense) denseSegments.Add((seg.Device, seg.Segment));
+        }
         var reserved = engine.ReservedBlocks();
         var segments = new HashSet<(uint, long)>(persisted.Keys);
         foreach (var (dev, b) in refs.Keys) segments.Add((dev, b / FormatConstants.SegmentBlocks));
@@ -236,18 +243,28 @@ public static class Fsck
             if (!engine.Space.TryGetValue(cookie, out var sp)) { r.Add("space-map", $"space map of segment {seg} names unknown device cookie {cookie}", 0, -1, cookie); continue; }
             long first = seg * FormatConstants.SegmentBlocks, end = Math.Min(sp.Blocks, first + FormatConstants.SegmentBlocks);
             var diskRuns = persisted.GetValueOrDefault((cookie, seg)) ?? [];
+            bool diskDense = denseSegments.Contains((cookie, seg));
             int k = 0;
             for (long b = first; b < end; b++)
             {
                 int i = (int)(b - first);
                 while (k < diskRuns.Length && diskRuns[k].End <= i) k++;
-                uint disk = k < diskRuns.Length && diskRuns[k].First <= i ? diskRuns[k].Refs : 0;
-                uint expect = refs.GetValueOrDefault((cookie, b));
-                uint mem = sp.RefCount(b);
+                RefRun? diskRun = k < diskRuns.Length && diskRuns[k].First <= i ? diskRuns[k] : null;
+                uint disk = diskRun?.Refs ?? 0;
+                BlockUse? want = refs.TryGetValue((cookie, b), out var w) ? w : null;
+                uint expect = want?.Refs ?? 0;
+                var memRun = sp.RunAt(b);
+                uint mem = memRun?.Refs ?? 0;
+                var who = owner.TryGetValue((cookie, b), out var o) ? o : (0, -1, 0);
                 if (mem != expect || disk != expect)
-                {
-                    var who = owner.TryGetValue((cookie, b), out var o) ? o : (0, -1, 0);
                     r.Add(expect == 0 ? "leak" : "space-map", $"space map says {disk} references (in memory {mem}), the extent maps make {expect}", who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
+                else if (want is { } x)
+                {
+                    // Live mappings and the generations that see the block (what snapshot sizes are made of).
+                    if (GenerationProblem(memRun!.Value, x, views) is { } pm)
+                        r.Add("space-map", $"in memory: {pm}", who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
+                    else if (!diskDense && GenerationProblem(diskRun!.Value, x, views) is { } pd)
+                        r.Add("space-map", pd, who.Item1, who.Item2 >= 0 ? who.Item2 << shift : -1, cookie, b);
                 }
                 if (expect > 0 && !sp.IsBusy(b)) r.Add("space-map", "referenced block is marked free", 0, -1, cookie, b);
                 if (expect > 0 && reserved.Contains((cookie, b))) r.Add("owned-twice", "referenced block is also reserved for a write in flight", 0, -1, cookie, b);
@@ -255,6 +272,17 @@ public static class Fsck
                     r.Add("leak", "block is marked in use, but nothing references or reserves it", 0, -1, cookie, b);
             }
         }
+
+        // The generation histogram is the sum of the space maps' classes.
+        var classes = new Dictionary<EraKey, long>();
+        foreach (var (_, sp) in engine.Space)
+            foreach (long seg in sp.UsedSegments())
+                foreach (var run in sp.CountRuns(seg))
+                    classes[run.Eras] = classes.GetValueOrDefault(run.Eras) + run.Count;
+        var histogram = engine.GenerationClasses;
+        foreach (var key in classes.Keys.Union(histogram.Keys))
+            if (classes.GetValueOrDefault(key) != histogram.GetValueOrDefault(key))
+                r.Add("space-map", $"the generation histogram holds {histogram.GetValueOrDefault(key)} blocks of eras {key}, the space maps {classes.GetValueOrDefault(key)}");
 
         // Log segment headers of segments holding referenced data, on every log device.
         var header = new byte[bs];
@@ -336,5 +364,56 @@ public static class Fsck
             if (sb == null) r.Add("superblock", $"device {dev.Name} {problem}", 0, -1, cookie, 0);
             else if (sb.PoolUuid != engine.PoolUuid || sb.DeviceCookie != cookie) r.Add("superblock", $"device {dev.Name}: superblock names pool {sb.PoolUuid} cookie {sb.DeviceCookie}", 0, -1, cookie, 0);
         }
+    }
+
+    /// <summary>The chunk versions that map one block: how many, how many live, and their [birth, death) intervals.</summary>
+    private struct BlockUse
+    {
+        public uint Refs, Live;
+        private long _birth, _death;
+        private List<(long, long)>? _more;
+
+        public void Add(long birth, long death)
+        {
+            if (death == FormatConstants.Forever) Live++;
+            if (Refs++ == 0) { _birth = birth; _death = death; }
+            else (_more ??= new()).Add((birth, death));
+        }
+
+        /// <summary>The one version's [birth, death), or null when several map the block.</summary>
+        public readonly (long, long)? Single => _more == null ? (_birth, _death) : null;
+
+        /// <summary>The indexes of the views (ascending generations) that see one of the versions.</summary>
+        public readonly SortedSet<int> Views(long[] views)
+        {
+            var seen = new SortedSet<int>();
+            void Mark(long b, long d) { for (int v = GenerationHistogram.LowerBound(views, b); v < views.Length && views[v] < d; v++) seen.Add(v); }
+            Mark(_birth, _death);
+            if (_more != null) foreach (var (b, d) in _more) Mark(b, d);
+            return seen;
+        }
+    }
+
+    /// <summary>What is wrong with a space map's live count and eras for a block whose versions are <paramref name="want"/>,
+    /// or null. The eras must make the same views see the block as its versions do (format.md 5.7); their bounds may
+    /// differ where no view lies between (versions purged, or born and gone between two views).</summary>
+    private static string? GenerationProblem(RefRun have, BlockUse want, long[] views)
+    {
+        if (have.Live != want.Live) return $"space map says {have.Live} live mappings, the extent maps make {want.Live}";
+        if (have.Gaps == null && want.Single is var (wb, wd))
+        {
+            // The common case, without sets: one era, one version.
+            int hf = GenerationHistogram.LowerBound(views, have.Birth), hl = GenerationHistogram.LowerBound(views, have.Until);
+            int wf = GenerationHistogram.LowerBound(views, wb), wl = GenerationHistogram.LowerBound(views, wd);
+            if ((hf >= hl && wf >= wl) || (hf == wf && hl == wl)) return null;
+        }
+        var seen = new SortedSet<int>();
+        void Mark(long b, long d) { for (int v = GenerationHistogram.LowerBound(views, b); v < views.Length && views[v] < d; v++) seen.Add(v); }
+        foreach (var (from, to) in have.Eras.Ranges()) Mark(from, to);
+        var expect = want.Views(views);
+        if (!seen.SetEquals(expect))
+            return $"space map says views {Names(seen)} see it (eras {have.Eras}), the versions mapping it are seen by {Names(expect)}";
+        return null;
+        string Names(SortedSet<int> set) => set.Count == 0 ? "none" : string.Join(",", set.Select(i => views[i]));
     }
 }

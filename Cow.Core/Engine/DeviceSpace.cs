@@ -31,8 +31,15 @@ internal sealed class DeviceSpace
     /// <summary>A bit per segment: set when it is not completely free (in <see cref="_partial"/> or mapped once).
     /// Bits past the last segment are set.</summary>
     private readonly ulong[] _present;
-    /// <summary>A bit per segment: every data block mapped exactly once, nothing else busy (no object kept).</summary>
+    /// <summary>A bit per segment: every data block mapped exactly once by a live version, nothing else busy (no
+    /// object kept; its blocks' birth is in <see cref="_onceBirth"/>).</summary>
     private readonly ulong[] _mappedOnce;
+    /// <summary>The birth generation of the blocks of each segment kept as a <see cref="_mappedOnce"/> bit.</summary>
+    private readonly Dictionary<long, long> _onceBirth = new();
+    /// <summary>Where the blocks each era class gains and loses are counted (the pool's histogram), or null.</summary>
+    private readonly IGenerationSink? _classes;
+    /// <summary>Whether a snapshot lies in a range of generations (eras of visibility end only where one does), or null: none.</summary>
+    private readonly ViewsIn? _views;
     /// <summary>Log device: the header <c>sequence</c> of segments that hold data, as far as known, the age the cleaner
     /// weighs segments by (LogCleaner.cs); dropped when a segment becomes free.</summary>
     private readonly Dictionary<long, long> _sequence = new();
@@ -55,8 +62,10 @@ internal sealed class DeviceSpace
         : $"{blocks:N0} blocks of {blockSize} bytes ({blocks * (double)blockSize / (1L << 40):0.#} TiB) is more than this version opens: "
           + $"at most {MaxBlocks:N0} blocks per device ({MaxBlocks * (double)blockSize / (1L << 50):0.#} PiB at this block size)";
 
-    public DeviceSpace(uint cookie, long blocks, DeviceRole? role = null)
+    public DeviceSpace(uint cookie, long blocks, DeviceRole? role = null, IGenerationSink? classes = null, ViewsIn? views = null)
     {
+        _classes = classes;
+        _views = views;
         if (blocks < 1 || TooLarge(blocks, 4096) != null) throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"device {cookie}: more than {MaxBlocks} blocks");
         Cookie = cookie; Blocks = blocks;
         Role = role ?? (cookie == FormatConstants.LogCookie ? DeviceRole.Log : DeviceRole.Base);
@@ -88,8 +97,13 @@ internal sealed class DeviceSpace
     {
         if (_partial.TryGetValue(seg, out var s)) return s;
         int len = Length(seg);
-        s = Bit(_mappedOnce, seg) ? SegmentSpace.MappedOnce(len) : new SegmentSpace(len);
-        SetBit(_mappedOnce, seg, false);
+        if (Bit(_mappedOnce, seg))
+        {
+            s = SegmentSpace.MappedOnce(len, _onceBirth[seg]);
+            _onceBirth.Remove(seg);
+            SetBit(_mappedOnce, seg, false);
+        }
+        else s = new SegmentSpace(len);
         SetBit(_present, seg, true);
         _partial[seg] = s;
         return s;
@@ -108,15 +122,20 @@ internal sealed class DeviceSpace
         {
             _partial.Remove(seg);
             SetBit(_mappedOnce, seg, true);
+            _onceBirth[seg] = s.Runs[0].Birth;
         }
     }
 
-    public uint RefCount(long block)
+    public uint RefCount(long block) => RunAt(block)?.Refs ?? 0;
+
+    /// <summary>Block <paramref name="block"/>'s counts and generations as a one-block run (its segment index as
+    /// <see cref="RefRun.First"/>), or null when nothing maps it.</summary>
+    public RefRun? RunAt(long block)
     {
         long seg = block / SegmentBlocks;
         int i = (int)(block % SegmentBlocks);
-        if (_partial.TryGetValue(seg, out var s)) return s.RefCount(i);
-        return Bit(_mappedOnce, seg) && i != 0 ? 1u : 0u;
+        if (_partial.TryGetValue(seg, out var s)) return s.RunAt(i) is { } r ? r with { First = i, Count = 1 } : null;
+        return Bit(_mappedOnce, seg) && i != 0 ? new RefRun(i, 1, 1, 1, _onceBirth[seg]) : null;
     }
 
     public bool IsBusy(long block)
@@ -127,9 +146,9 @@ internal sealed class DeviceSpace
         return i == 0 || Bit(_mappedOnce, seg);
     }
 
-    /// <summary>Applies <paramref name="op"/> to the counts of [<paramref name="start"/>, +<paramref name="count"/>), a
-    /// segment at a time; blocks reaching 0 go to <paramref name="freed"/> (device blocks), if given.</summary>
-    private void Change(long start, long count, SegmentSpace.CountChange op, uint value, List<(long Start, long Count)>? freed)
+    /// <summary>Applies <paramref name="op"/> at generation <paramref name="gen"/> to the blocks of [<paramref name="start"/>,
+    /// +<paramref name="count"/>), a segment at a time; blocks reaching 0 go to <paramref name="freed"/> (device blocks).</summary>
+    private void Change(long start, long count, SegmentSpace.CountChange op, long gen, RefRun template, List<(long Start, long Count)>? freed)
     {
         CheckRange(start, count);
         for (long b = start, end = start + count; b < end;)
@@ -139,7 +158,7 @@ internal sealed class DeviceSpace
             var s = Open(seg);
             int busy = s.BusyCount, refd = s.Referenced;
             _reachedZero.Clear();
-            try { s.Change(a, e, op, value, Cookie, seg, freed != null ? _reachedZero : null); }
+            try { s.Change(a, e, op, gen, template, Cookie, seg, freed != null ? _reachedZero : null, _classes, _views); }
             finally { Settle(seg, s); }
             _busyCount += s.BusyCount - busy;
             _referenced += s.Referenced - refd;
@@ -168,10 +187,20 @@ internal sealed class DeviceSpace
         s.Load(runs, $"space map of device {Cookie} segment {segment}");
         _busyCount += s.BusyCount - busy;
         _referenced += s.Referenced;
+        if (_classes != null) foreach (var r in s.Runs) _classes.Add(r.Eras, r.Count);
         Settle(segment, s);
     }
 
-    public void AddRef(long start, long count) => Change(start, count, SegmentSpace.CountChange.Increment, 0, null);
+    /// <summary>A live version maps the blocks (a write, a copy-on-write copy, a clone), at live generation <paramref name="gen"/>.</summary>
+    public void AddRef(long start, long count, long gen) => Change(start, count, SegmentSpace.CountChange.MapLive, gen, default, null);
+
+    /// <summary>A live version that maps the blocks is retired at generation <paramref name="gen"/> (a snapshot keeps
+    /// its mappings).</summary>
+    public void Retire(long start, long count, long gen) => Change(start, count, SegmentSpace.CountChange.Retire, gen, default, null);
+
+    /// <summary>A purged retired version drops its mapping of the blocks; those reaching zero stay busy until
+    /// <see cref="ReleasePendingFrees"/>.</summary>
+    public void ReleaseRetired(long start, long count) => Change(start, count, SegmentSpace.CountChange.UnmapRetired, 0, default, _pendingFree);
 
     /// <summary>Blocks of segment <paramref name="segment"/> that something maps (count above 0).</summary>
     public int LiveBlocks(long segment)
@@ -226,31 +255,33 @@ internal sealed class DeviceSpace
     public RefRun[] CountRuns(long segment)
     {
         if (_partial.TryGetValue(segment, out var s)) return s.Runs.ToArray();
-        return Bit(_mappedOnce, segment) && Length(segment) > 1 ? [new RefRun(1, Length(segment) - 1, 1)] : [];
+        return Bit(_mappedOnce, segment) && Length(segment) > 1 ? [new RefRun(1, Length(segment) - 1, 1, 1, _onceBirth[segment])] : [];
     }
 
-    /// <summary>Gives block <paramref name="block"/> (reserved, unmapped: just allocated) <paramref name="refs"/>
-    /// mappings at once: the block the cleaner copied another's data to takes over all of its mappings.</summary>
-    public void AdoptRefs(long block, uint refs)
+    /// <summary>Gives block <paramref name="block"/> (reserved, unmapped: just allocated) the mappings, live mappings
+    /// and generations of <paramref name="from"/> at once: the block the cleaner copied another's data to takes over all
+    /// of its mappings.</summary>
+    public void AdoptRefs(long block, RefRun from)
     {
         CheckRange(block, 1);
         if (RefCount(block) != 0) throw new InvalidOperationException($"space map of device {Cookie}: block {block} adopts mappings but has {RefCount(block)}");
-        if (refs == 0) return;
-        Change(block, 1, SegmentSpace.CountChange.Set, refs, null);
+        if (from.Refs == 0) return;
+        Change(block, 1, SegmentSpace.CountChange.Set, 0, from, null);
     }
 
     /// <summary>Drops every mapping of block <paramref name="block"/> (they moved to a copy): freed, deferred to
-    /// the commit like any free. Returns how many there were.</summary>
-    public uint ReleaseAll(long block)
+    /// the commit like any free. Returns what it had (null: nothing mapped it).</summary>
+    public RefRun? ReleaseAll(long block)
     {
-        uint n = RefCount(block);
-        if (n == 0) return 0;
-        Change(block, 1, SegmentSpace.CountChange.Set, 0, _pendingFree);
-        return n;
+        var had = RunAt(block);
+        if (had == null) return null;
+        Change(block, 1, SegmentSpace.CountChange.Set, 0, default, _pendingFree);
+        return had;
     }
 
-    /// <summary>Drops one reference; blocks reaching zero stay busy until <see cref="ReleasePendingFrees"/>.</summary>
-    public void Release(long start, long count) => Change(start, count, SegmentSpace.CountChange.Decrement, 0, _pendingFree);
+    /// <summary>A live version stops mapping the blocks at generation <paramref name="gen"/>; blocks reaching zero stay
+    /// busy until <see cref="ReleasePendingFrees"/>.</summary>
+    public void Release(long start, long count, long gen) => Change(start, count, SegmentSpace.CountChange.UnmapLive, gen, default, _pendingFree);
 
     /// <summary>Makes the blocks of a range that nothing maps free (not busy) at once, segment by segment.</summary>
     private void FreeUnreferenced(long start, long count)
@@ -412,6 +443,12 @@ internal sealed class DeviceSpace
 
     /// <summary>Log device: the segments' header sequences were read since the pool was opened.</summary>
     public bool SequencesRead;
+
+    /// <summary>Every segment that is not free is written by the next commit (its space maps were rebuilt).</summary>
+    public void MarkAllDirty()
+    {
+        foreach (long seg in OccupiedSegments()) _dirtySegments.Add(seg);
+    }
 
     /// <summary>The segments changed since the last take, with their count runs (empty: every count is 0).</summary>
     public List<(long Segment, RefRun[] Runs)> TakeDirtySegments()

@@ -31,6 +31,8 @@ public sealed partial class Engine
     }
 
     internal IReadOnlyDictionary<uint, DeviceSpace> Space => _space.Devices;
+    /// <summary>The generation histogram's classes (fsck compares them with the space maps).</summary>
+    internal IReadOnlyDictionary<EraKey, long> GenerationClasses => _space.Generations.Blocks;
     internal IReadOnlyDictionary<uint, Devices.IBlockDevice> Devices => _devices;
     internal PoolRecord PoolState => _pool;
     internal IReadOnlyList<SnapshotRecord> SnapshotList => _snapshots.All;

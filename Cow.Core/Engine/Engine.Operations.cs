@@ -65,6 +65,7 @@ public sealed partial class Engine
     internal Errno CreateSnapshot(string name, out SnapshotRecord snapshot) => _ctx.SnapshotOps.CreateSnapshot(name, out snapshot);
     public Errno DeleteSnapshot(string name) => _ctx.SnapshotOps.DeleteSnapshot(name);
     public List<SnapshotSpace> SpaceReport() => _ctx.SnapshotOps.SpaceReport();
+    internal List<SnapshotSpace> SpaceReportByScan() => _ctx.SnapshotOps.SpaceReportByScan();
     internal Errno CreateSnapshot(string name, IReadOnlyDictionary<string, string>? properties, out SnapshotRecord snapshot) => _ctx.SnapshotOps.CreateSnapshot(name, properties, out snapshot);
     public IReadOnlyList<string>? SnapshotHolds(string name) => _ctx.SnapshotOps.SnapshotHolds(name);
     public Errno HoldSnapshot(string name, string tag) => _ctx.SnapshotOps.HoldSnapshot(name, tag);

@@ -104,11 +104,27 @@ public sealed partial class Engine : IDisposable
         BlockShift = System.Numerics.BitOperations.Log2((uint)BlockSize);
         _devices = new(devices);
         var table = store.LoadDevices();
-        _space = new SpaceAllocator(table.ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize), table.ToDictionary(d => d.Cookie, d => d.Role));
-        foreach (var d in table) _space[d.Cookie].Draining = d.State == DeviceState.Removing;
+        SpaceAllocator NewSpace()
+        {
+            var space = new SpaceAllocator(table.ToDictionary(d => d.Cookie, d => d.DeviceSize / pool.BlockSize), table.ToDictionary(d => d.Cookie, d => d.Role), () => pool.LiveGen, (from, to) => _snapshots!.AnyIn(from, to));
+            foreach (var d in table) space[d.Cookie].Draining = d.State == DeviceState.Removing;
+            return space;
+        }
+        _space = NewSpace();
+        bool dense = false;
         foreach (var seg in store.LoadSpaceMaps())
-            if (_space.TryGet(seg.Device, out var sp)) sp.Load(seg.Segment, seg.Runs);
-            else throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
+        {
+            if (!_space.TryGet(seg.Device, out var sp)) throw new InvalidDataException($"metadata: space map for unknown device cookie {seg.Device}");
+            if (seg.Dense) { dense = true; break; }
+            sp.Load(seg.Segment, seg.Runs);
+        }
+        if (dense)
+        {
+            // Written before version 3: refs documents carry no live counts or generations; rebuilt from the extent maps.
+            _space = NewSpace();
+            SpaceMapRebuild.FromExtentMaps(store, _space, store.LoadSnapshots().Select(x => x.Gen).ToList());
+            if (pool.FormatVersion >= FormatConstants.RunSpaceMapsVersion) foreach (var sp in _space.Devices.Values) sp.MarkAllDirty();
+        }
         // Logs added by cow device add resume at block 1 (their cursor is not stored: any free block is valid).
         foreach (var l in _space.Devices.Values) if (l.Role == DeviceRole.Log) l.Cursor = 1;
         if (_space.TryGet(FormatConstants.LogCookie, out var logSpace) && logSpace.Role == DeviceRole.Log)

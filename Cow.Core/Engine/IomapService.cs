@@ -271,7 +271,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
             var c = Versions.MutableChunk(li, idx);
             Mappings.Record(li.Ino, fb, len);
             long removed = ExtentMap.Remap(c, cb, len, dev, addr, sums.Slice(si, (int)len), ref release);
-            Space[dev].AddRef(addr, len);
+            Space.AddRef(dev, addr, len);
             rec.Blocks += len - removed;
             fb += len; addr += len; n -= len; si += (int)len;
         }

@@ -200,18 +200,24 @@ internal sealed class RecordVersioner(PoolRecord pool, LiveTreeCache cache, Spac
         }
     }
 
-    /// <summary>Deletes versions no generation sees any more (a snapshot deletion's purge); the chunks drop
-    /// their references.</summary>
+    /// <summary>Deletes versions no generation sees any more (a snapshot deletion's purge: retired versions); the
+    /// chunks drop their references.</summary>
     public void Purge(IEnumerable<long> inodes, IEnumerable<long> dirents, IEnumerable<ChunkRecord> chunks)
     {
         _removals.DeletedInodes.AddRange(inodes);
         _removals.DeletedDirents.AddRange(dirents);
         foreach (var c in chunks)
         {
-            foreach (var e in c.Extents) space.Release(e.Device, e.Address, e.Count);
+            foreach (var e in c.Extents) space.ReleaseRetired(e.Device, e.Address, e.Count);
             _removals.DeletedChunks.Add(c.Rid);
         }
     }
 
-    private void Retire(VersionedRecord r) => _removals.Retire(r, pool.LiveGen);
+    /// <summary>Ends a shared version's life in the live tree (its death is the live generation); a chunk's blocks
+    /// lose a live mapping and keep the mapping (a snapshot still maps them).</summary>
+    private void Retire(VersionedRecord r)
+    {
+        _removals.Retire(r, pool.LiveGen);
+        if (r is ChunkRecord c) foreach (var e in c.Extents) space.Retire(e.Device, e.Address, e.Count);
+    }
 }

@@ -36,6 +36,19 @@ internal sealed class SnapshotCatalog
     /// <summary>The newest snapshot's generation, 0 when there is none.</summary>
     public long NewestGen => _snapshots.Count > 0 ? _snapshots[^1].Gen : 0;
 
+    /// <summary>Whether a snapshot's generation lies in [<paramref name="from"/>, <paramref name="to"/>).</summary>
+    public bool AnyIn(long from, long to)
+    {
+        if (to <= from) return false;
+        int lo = 0, hi = _snapshots.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >> 1;
+            if (_snapshots[mid].Gen < from) lo = mid + 1; else hi = mid;
+        }
+        return lo < _snapshots.Count && _snapshots[lo].Gen < to;
+    }
+
     public int IndexOf(string name) => _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
 
     public SnapshotRecord? Find(string name) => _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));

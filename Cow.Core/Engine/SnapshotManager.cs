@@ -119,16 +119,34 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     }
 
     /// <summary>
-    /// Space per snapshot (and for the live tree, named "") : bytes of the distinct device blocks it
-    /// references (a block two files share through a range clone counts once) and bytes only it holds
-    /// (what deleting it would free). Reads every extent map: O(mapped blocks), a report, not a hot path.
-    /// <para>Per block, the generations of every chunk version mapping it (of any file) form one interval
-    /// [least birth, greatest death) with no view inside a gap: a block is only ever newly mapped while a
-    /// live version maps it (a write's new block, a chunk's copy-on-write, a clone from a live file), and
-    /// the versions a purge removes were seen by no view. So a view sees the block exactly when its
-    /// generation is in that interval.</para>
+    /// Space per snapshot (and for the live tree, named "", last): bytes of the distinct device blocks it references
+    /// (a block two files share through a range clone counts once) and bytes only it holds (what deleting it would
+    /// free). From the pool's generation histogram (<see cref="GenerationHistogram"/>): costs the number of (birth,
+    /// until) classes, not the pool's size, and reads nothing.
     /// </summary>
     public List<SnapshotSpace> SpaceReport()
+    {
+        lock (StateLock)
+        {
+            var snaps = Snapshots.All.ToList();
+            var views = snaps.Select(s => s.Gen).Append(PoolState.LiveGen).ToArray(); // ascending
+            var (referenced, exclusive) = Space.Generations.Sizes(views);
+            var result = new List<SnapshotSpace>(views.Length);
+            for (int v = 0; v < views.Length; v++)
+            {
+                var (nm, created) = v < snaps.Count ? (snaps[v].Name, snaps[v].CreatedNs) : ("", 0L);
+                result.Add(new SnapshotSpace(nm, views[v], created, referenced[v] << BlockShift, exclusive[v] << BlockShift));
+            }
+            return result;
+        }
+    }
+
+    /// <summary>
+    /// <summary>
+    /// The same report by reading every extent map (the test oracle of <see cref="SpaceReport"/>): a view sees a block
+    /// when it sees a chunk version that maps it. O(mapped blocks) in time and memory.
+    /// </summary>
+    internal List<SnapshotSpace> SpaceReportByScan()
     {
         lock (CommitLock)
         {
@@ -136,32 +154,27 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             List<SnapshotRecord> snaps; long liveGen;
             lock (StateLock) { snaps = Snapshots.All.ToList(); liveGen = PoolState.LiveGen; }
             var views = snaps.Select(s => s.Gen).Append(liveGen).ToArray(); // ascending
-            var interval = new Dictionary<(uint, long), (long Min, long Max)>();
+            var seenBy = new Dictionary<(uint, long), HashSet<int>>();
             lock (StateLock)
             {
                 foreach (var c in Store.AllChunks())
                 {
-                    long death = Math.Min(c.Death, liveGen + 1);
+                    int first = GenerationHistogram.LowerBound(views, c.Birth), last = GenerationHistogram.LowerBound(views, c.Death);
                     foreach (var e in c.Extents)
                         for (long b = e.Address; b < e.Address + e.Count; b++)
                         {
-                            var key = (e.Device, b);
-                            interval[key] = interval.TryGetValue(key, out var iv) ? (Math.Min(iv.Min, c.Birth), Math.Max(iv.Max, death)) : (c.Birth, death);
+                            if (!seenBy.TryGetValue((e.Device, b), out var set)) seenBy[(e.Device, b)] = set = new HashSet<int>();
+                            for (int v = first; v < last; v++) set.Add(v);
                         }
                 }
             }
-            var referenced = new long[views.Length + 1]; // difference array: views [first, last) see the block
+            var referenced = new long[views.Length];
             var exclusive = new long[views.Length];
-            foreach (var (min, max) in interval.Values)
+            foreach (var set in seenBy.Values)
             {
-                int first = Array.FindIndex(views, g => g >= min);
-                if (first < 0 || views[first] >= max) continue;
-                int last = first + 1;
-                while (last < views.Length && views[last] < max) last++;
-                referenced[first]++; referenced[last]--;
-                if (last == first + 1) exclusive[first]++;
+                foreach (int v in set) referenced[v]++;
+                if (set.Count == 1) exclusive[set.First()]++;
             }
-            for (int v = 1; v < views.Length; v++) referenced[v] += referenced[v - 1];
             var result = new List<SnapshotSpace>();
             for (int v = 0; v < views.Length; v++)
             {

@@ -20,14 +20,24 @@ namespace Cow.Core.Engine;
 internal sealed class SpaceAllocator
 {
     private readonly Dictionary<uint, DeviceSpace> _devices = new();
+    private readonly Func<long> _liveGen;
 
     /// <param name="deviceBlocks">Blocks of each device, by cookie.</param>
     /// <param name="roles">Role of each device (default: cookie 2 is the log, every other a base device).</param>
-    public SpaceAllocator(IReadOnlyDictionary<uint, long> deviceBlocks, IReadOnlyDictionary<uint, DeviceRole>? roles = null)
+    /// <param name="liveGen">The live generation (the pool record's), at which mappings are made and dropped.</param>
+    /// <param name="views">Whether a snapshot's generation lies in a range (null: no snapshots).</param>
+    public SpaceAllocator(IReadOnlyDictionary<uint, long> deviceBlocks, IReadOnlyDictionary<uint, DeviceRole>? roles = null, Func<long>? liveGen = null, ViewsIn? views = null)
     {
+        _liveGen = liveGen ?? (() => 1);
+        _views = views;
         foreach (var (cookie, blocks) in deviceBlocks)
-            _devices[cookie] = new DeviceSpace(cookie, blocks, roles != null && roles.TryGetValue(cookie, out var r) ? r : null);
+            _devices[cookie] = new DeviceSpace(cookie, blocks, roles != null && roles.TryGetValue(cookie, out var r) ? r : null, Generations, views);
     }
+
+    private readonly ViewsIn? _views;
+
+    /// <summary>Mapped blocks of every device by the generations that see them: the snapshot sizes (<see cref="GenerationHistogram"/>).</summary>
+    public GenerationHistogram Generations { get; } = new();
 
     /// <summary>The space of device <paramref name="cookie"/>.</summary>
     public DeviceSpace this[uint cookie] => _devices[cookie];
@@ -41,7 +51,7 @@ internal sealed class SpaceAllocator
     public DeviceSpace AddDevice(uint cookie, long blocks, DeviceRole role)
     {
         if (_devices.ContainsKey(cookie)) throw new InvalidOperationException($"device cookie {cookie} is already in the pool");
-        var sp = new DeviceSpace(cookie, blocks, role) { Cursor = 1 };
+        var sp = new DeviceSpace(cookie, blocks, role, Generations, _views) { Cursor = 1 };
         _devices[cookie] = sp;
         return sp;
     }
@@ -168,10 +178,10 @@ internal sealed class SpaceAllocator
         long runStart = -1;
         for (long i = 0; i <= m.Blocks; i++)
         {
-            uint refs = i < m.Blocks ? from.RefCount(m.FromAddress + i) : 0;
-            if (refs != 0)
+            var had = i < m.Blocks ? from.RunAt(m.FromAddress + i) : null;
+            if (had is { } run)
             {
-                to.AdoptRefs(m.ToAddress + i, refs);
+                to.AdoptRefs(m.ToAddress + i, run);
                 from.ReleaseAll(m.FromAddress + i);
                 if (runStart < 0) runStart = i;
                 continue;
@@ -253,11 +263,17 @@ internal sealed class SpaceAllocator
         return blocks;
     }
 
-    /// <summary>One more mapping of each block of device range [<paramref name="address"/>, +<paramref name="blocks"/>).</summary>
-    public void AddRef(uint device, long address, long blocks) => _devices[device].AddRef(address, blocks);
+    /// <summary>A live version maps each block of device range [<paramref name="address"/>, +<paramref name="blocks"/>).</summary>
+    public void AddRef(uint device, long address, long blocks) => _devices[device].AddRef(address, blocks, _liveGen());
 
-    /// <summary>One mapping fewer of each block of the range (freed, deferred to the commit, when none is left).</summary>
-    public void Release(uint device, long address, long blocks) => _devices[device].Release(address, blocks);
+    /// <summary>A live version stops mapping each block of the range (freed, deferred to the commit, when none is left).</summary>
+    public void Release(uint device, long address, long blocks) => _devices[device].Release(address, blocks, _liveGen());
+
+    /// <summary>A live version that maps the range is retired (a snapshot keeps its mappings).</summary>
+    public void Retire(uint device, long address, long blocks) => _devices[device].Retire(address, blocks, _liveGen());
+
+    /// <summary>A purged retired version drops its mapping of the range (freed, deferred to the commit, when none is left).</summary>
+    public void ReleaseRetired(uint device, long address, long blocks) => _devices[device].ReleaseRetired(address, blocks);
 
     /// <summary>A sink for <see cref="ExtentMap"/> operations: drops one reference on each device range they unmapped.</summary>
     public ReleaseSink Releaser => new(this);
@@ -265,5 +281,67 @@ internal sealed class SpaceAllocator
     public readonly struct ReleaseSink(SpaceAllocator space) : IDeviceRangeSink
     {
         public void Add(uint device, long address, long blocks) => space.Release(device, address, blocks);
+    }
+}
+
+/// <summary>
+/// Mapped blocks of every device counted by their eras (<see cref="RefRun"/>: the generations [birth, until), or
+/// [birth, gap from) and [gap to, until), that see them; until = forever while a live version maps them). A view — a
+/// snapshot or the live tree — sees a block exactly when its generation is in an era, so the referenced and exclusive bytes of every view
+/// (<see cref="Sizes"/>) follow from this histogram alone: a report costs the number of classes, not the pool's size.
+/// Kept as the space maps change (<see cref="DeviceSpace"/> reports each change), rebuilt from them at open.
+/// <para>Threading: not thread-safe; every member is called with the engine's state lock held.</para>
+/// </summary>
+internal sealed class GenerationHistogram : IGenerationSink
+{
+    private readonly Dictionary<EraKey, long> _blocks = new();
+
+    public void Add(EraKey eras, long blocks)
+    {
+        if (blocks == 0) return;
+        long n = _blocks.GetValueOrDefault(eras) + blocks;
+        if (n == 0) _blocks.Remove(eras);
+        else if (n < 0) throw new InvalidOperationException($"generation histogram: class {eras} would hold {n} blocks");
+        else _blocks[eras] = n;
+    }
+
+    /// <summary>Distinct era classes held.</summary>
+    public int Classes => _blocks.Count;
+
+    /// <summary>The classes and their blocks (fsck compares them with the space maps).</summary>
+    public IReadOnlyDictionary<EraKey, long> Blocks => _blocks;
+
+    /// <summary>For views at generations <paramref name="views"/> (ascending; the live tree last): the blocks each sees
+    /// (referenced) and the blocks only it sees (exclusive).</summary>
+    public (long[] Referenced, long[] Exclusive) Sizes(IReadOnlyList<long> views)
+    {
+        var referenced = new long[views.Count + 1];   // a difference array: views [first, last) see the class
+        var exclusive = new long[views.Count];
+        foreach (var (eras, n) in _blocks)
+        {
+            int seen = 0, only = -1;
+            foreach (var (from, to) in eras.Ranges())
+            {
+                int f = LowerBound(views, from), l = LowerBound(views, to);
+                if (l <= f) continue;
+                referenced[f] += n; referenced[l] -= n;
+                seen += l - f; only = f;
+            }
+            if (seen == 1) exclusive[only] += n;
+        }
+        for (int v = 1; v < views.Count; v++) referenced[v] += referenced[v - 1];
+        return (referenced[..views.Count], exclusive);
+    }
+
+    /// <summary>The first index of <paramref name="views"/> whose generation is at least <paramref name="gen"/>.</summary>
+    internal static int LowerBound(IReadOnlyList<long> views, long gen)
+    {
+        int lo = 0, hi = views.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >> 1;
+            if (views[mid] < gen) lo = mid + 1; else hi = mid;
+        }
+        return lo;
     }
 }

@@ -360,13 +360,13 @@ public class CloneRangeTests
         p.AssertClean();
         var (dev, block) = Where(p, dst, 0);
         var space = p.Engine.Space[dev];
-        p.Engine.Exclusive(() => { space.AddRef(block, 1); return 0; }); // a leaked reference: 3 for two mappings
+        p.Engine.Exclusive(() => { space.AddRef(block, 1, 1); return 0; }); // a leaked reference: 3 for two mappings
         var r = p.Pool.Fsck();
         Assert.Contains(r.Problems, x => x.Kind == "space-map" && x.Block == block);
-        p.Engine.Exclusive(() => { space.Release(block, 1); space.Release(block, 1); return 0; }); // one reference for two mappings
+        p.Engine.Exclusive(() => { space.Release(block, 1, 1); space.Release(block, 1, 1); return 0; }); // one reference for two mappings
         r = p.Pool.Fsck();
         Assert.Contains(r.Problems, x => x.Kind == "space-map" && x.Block == block);
-        p.Engine.Exclusive(() => { space.AddRef(block, 1); return 0; });
+        p.Engine.Exclusive(() => { space.AddRef(block, 1, 1); return 0; });
         p.AssertClean();
     }
 

@@ -17,8 +17,8 @@ public class LogAllocatorTests
         var sp = new DeviceSpace(FormatConstants.LogCookie, 8L * Seg) { Cursor = 1 };
         // Fill segments 0..2 completely, then free every other block of segment 1 (as random overwrites do).
         long filled = 0;
-        while (filled < 3L * Seg - 3) { long n = sp.Allocate(Seg, out long s); Assert.True(n > 0); sp.AddRef(s, n); filled += n; }
-        for (long b = Seg + 1; b < 2 * Seg; b += 2) sp.Release(b, 1);
+        while (filled < 3L * Seg - 3) { long n = sp.Allocate(Seg, out long s); Assert.True(n > 0); sp.AddRef(s, n, 1); filled += n; }
+        for (long b = Seg + 1; b < 2 * Seg; b += 2) sp.Release(b, 1, 1);
         sp.ReleasePendingFrees(sp.TakePendingFrees());
         Assert.Equal(3L * Seg, sp.Cursor);
 
@@ -32,10 +32,10 @@ public class LogAllocatorTests
     public void Without_free_segments_it_reuses_the_segment_with_most_free_blocks()
     {
         var sp = new DeviceSpace(FormatConstants.LogCookie, 4L * Seg) { Cursor = 1 };
-        while (sp.FreeBlocks > 0) { long n = sp.Allocate(Seg, out long s); Assert.True(n > 0); sp.AddRef(s, n); }
+        while (sp.FreeBlocks > 0) { long n = sp.Allocate(Seg, out long s); Assert.True(n > 0); sp.AddRef(s, n, 1); }
         Assert.Equal(0, sp.Allocate(1, out _));
-        sp.Release(Seg + 10, 5);          // segment 1: 5 free
-        sp.Release(2L * Seg + 100, 50);   // segment 2: 50 free
+        sp.Release(Seg + 10, 5, 1);          // segment 1: 5 free
+        sp.Release(2L * Seg + 100, 50, 1);   // segment 2: 50 free
         sp.ReleasePendingFrees(sp.TakePendingFrees());
         Assert.Equal(50, sp.Allocate(64, out long a));
         Assert.Equal(2L * Seg + 100, a);
@@ -55,7 +55,7 @@ public class LogAllocatorTests
             if (held.Count > 0 && rng.Next(3) == 0)
             {
                 var (s, n) = held[rng.Next(held.Count)]; held.Remove((s, n));
-                sp.Release(s, n); sp.ReleasePendingFrees(sp.TakePendingFrees());
+                sp.Release(s, n, 1); sp.ReleasePendingFrees(sp.TakePendingFrees());
                 continue;
             }
             long got = sp.Allocate(rng.Next(1, 600), out long start);
@@ -63,7 +63,7 @@ public class LogAllocatorTests
             Assert.Equal(start / Seg, (start + got - 1) / Seg);
             for (long b = start; b < start + got; b++) Assert.False(DeviceSpace.IsReservedByFormat(b));
             foreach (var (s, n) in held) Assert.True(start + got <= s || s + n <= start, $"overlap at {start}");
-            sp.AddRef(start, got); held.Add((start, got));
+            sp.AddRef(start, got, 1); held.Add((start, got));
         }
     }
 }

@@ -888,6 +888,10 @@ public class RandomOperationTests(ITestOutputHelper output)
                     Expect(0, _p.Engine.DiffSnapshotsByWalk(a, b, out var byWalk), $"diff by walk {a} {b ?? "live"}");
                     Check(byIndex.SequenceEqual(byWalk), $"diff {a} -> {b ?? "live"} by the indexes [{string.Join("; ", byIndex)}] differs from the diff by walking both trees [{string.Join("; ", byWalk)}]");
                 }
+            _current = $"checkpoint after op {_op}: sizes";
+            var scanned = _p.Engine.SpaceReportByScan();
+            var kept = _p.Engine.SpaceReport();
+            Check(scanned.SequenceEqual(kept), $"snapshot sizes from the generation histogram [{string.Join("; ", kept)}] differ from a scan of every extent map [{string.Join("; ", scanned)}]");
             _current = $"checkpoint after op {_op}: fsck";
             _fsckTime.Start();
             try { _p.AssertClean(); } finally { _fsckTime.Stop(); }

@@ -60,7 +60,7 @@ public class SpaceMapTests(ITestOutputHelper output)
                     case 3 when reserved.Count > 0:
                     {   // a write's ioend: the reserved blocks are mapped
                         var (s, n) = reserved[rng.Next(reserved.Count)]; reserved.Remove((s, n));
-                        sp.AddRef(s, n);
+                        sp.AddRef(s, n, 1);
                         for (long b = s; b < s + n; b++) { m.Refs[b]++; m.Busy[b] = true; }
                         mapped.Add((s, n));
                         break;
@@ -76,7 +76,7 @@ public class SpaceMapTests(ITestOutputHelper output)
                     {   // a clone: one more mapping of part of a mapped range
                         var (s, n) = mapped[rng.Next(mapped.Count)];
                         long a = s + rng.Next((int)n), c = rng.Next(1, (int)(s + n - a) + 1);
-                        sp.AddRef(a, c);
+                        sp.AddRef(a, c, 1);
                         for (long b = a; b < a + c; b++) { m.Refs[b]++; m.Busy[b] = true; }
                         mapped.Add((a, c));
                         break;
@@ -84,7 +84,7 @@ public class SpaceMapTests(ITestOutputHelper output)
                     case 6 or 7 when mapped.Count > 0:
                     {
                         var (s, n) = mapped[rng.Next(mapped.Count)]; mapped.Remove((s, n));
-                        sp.Release(s, n);
+                        sp.Release(s, n, 1);
                         for (long b = s; b < s + n; b++) if (--m.Refs[b] == 0) m.Pending.Add((b, 1));
                         break;
                     }
@@ -103,9 +103,10 @@ public class SpaceMapTests(ITestOutputHelper output)
                         var (ms, mn) = mapped[rng.Next(mapped.Count)];
                         long from = ms + rng.Next((int)mn), to = rs + rng.Next((int)rn);
                         if (m.Refs[to] != 0 || m.Refs[from] == 0) break;
-                        uint n = sp.ReleaseAll(from);
+                        var had = sp.ReleaseAll(from)!.Value;
+                        uint n = had.Refs;
                         Assert.Equal(m.Refs[from], n);
-                        sp.AdoptRefs(to, n);
+                        sp.AdoptRefs(to, had);
                         m.Refs[to] = n; m.Busy[to] = true; m.Refs[from] = 0; m.Pending.Add((from, 1));
                         // Every range that mapped 'from' now maps 'to' in the model's bookkeeping.
                         for (int k = 0; k < mapped.Count; k++)
@@ -183,10 +184,10 @@ public class SpaceMapTests(ITestOutputHelper output)
     {
         var sp = new DeviceSpace(FormatConstants.BaseCookie, 4L * Seg);
         long n = sp.Allocate(100, out long start);
-        sp.AddRef(start, n);
+        sp.AddRef(start, n, 1);
         long free = sp.FreeBlocks;
         // The range runs past the mapped blocks: the release is refused whole.
-        var e = Assert.Throws<InvalidOperationException>(() => sp.Release(start + 50, 100));
+        var e = Assert.Throws<InvalidOperationException>(() => sp.Release(start + 50, 100, 1));
         Assert.Contains("released with no reference", e.Message);
         for (long b = start; b < start + n; b++) Assert.Equal(1u, sp.RefCount(b));
         Assert.Equal(free, sp.FreeBlocks);
@@ -207,7 +208,7 @@ public class SpaceMapTests(ITestOutputHelper output)
         {
             long n = sp.Allocate(256, out long start);
             Assert.True(n > 0);
-            sp.AddRef(start, n);
+            sp.AddRef(start, n, 1);
             mapped += n; extents++;
         }
         Assert.True(sp.PartialSegments <= 1, $"{sp.PartialSegments} segments kept as objects");
@@ -215,7 +216,7 @@ public class SpaceMapTests(ITestOutputHelper output)
         // An overwrite in the middle frees blocks: that segment alone becomes an object, and its blocks are reused
         // only once no segment is completely free.
         long mid = 1000L * Seg + 5;
-        sp.Release(mid, 10);
+        sp.Release(mid, 10, 1);
         sp.ReleasePendingFrees(sp.TakePendingFrees());
         Assert.Equal(0u, sp.RefCount(mid));
         Assert.Equal(1u, sp.RefCount(mid + 10));

@@ -54,9 +54,9 @@ public class SpaceAndReservationsTests
         var log = p.Space[FormatConstants.LogCookie];
         var base_ = p.Space[FormatConstants.BaseCookie];
         log.Allocate(4, out long from);
-        log.AddRef(from, 4);
-        log.AddRef(from, 1);          // block 0 is shared (two mappings)
-        log.Release(from + 2, 1);     // block 2 was freed while being copied
+        log.AddRef(from, 4, 1);
+        log.AddRef(from, 1, 1);       // block 0 is shared (two mappings)
+        log.Release(from + 2, 1, 1);  // block 2 was freed while being copied
         base_.Allocate(4, out long to);
         var moved = p.Space.Transfer(new Relocation(FormatConstants.LogCookie, from, 4, FormatConstants.BaseCookie, to));
         Assert.Equal([new Relocation(FormatConstants.LogCookie, from, 2, FormatConstants.BaseCookie, to),
