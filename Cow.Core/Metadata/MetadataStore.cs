@@ -213,6 +213,10 @@ internal sealed class MetadataStore : IDisposable
     /// <summary>Every space-map document, read as they are enumerated (a pool's space maps are not held at once).</summary>
     public IEnumerable<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson);
 
+    /// <summary>The space-map document of one segment, or null when it has none (every count 0).</summary>
+    public SpaceMapRecord? LoadSpaceMap(uint device, long segment) =>
+        _spacemaps.FindById(SpaceMapRecord.Id(device, segment)) is { } d ? SpaceMapBson.FromBson(d) : null;
+
     public InodeRecord? LoadInode(long ino, long gen)
     {
         foreach (var d in _inodes.Find(BsonExpression.Create("$.ino = @0", ino)))
