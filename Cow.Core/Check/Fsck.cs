@@ -63,7 +63,7 @@ public static class Fsck
         CheckSnapshots(snaps, pool.LiveGen, r);
         // Invariant 9: the cleaner finds the chunks that map a segment by segs, so a chunk whose segs is wrong
         // would keep pointing at blocks the cleaner moved and freed.
-        foreach (var (rid, ino, problem) in store.ChunkSegsProblems())
+        foreach (var (rid, ino, problem) in store.ChunkSegsProblems(engine.CacheBudget.StorePages))
             r.Add("segs", $"chunk record {rid}: {problem}", ino);
 
         var facts = FsckViews.Load(engine, r);

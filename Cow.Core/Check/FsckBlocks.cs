@@ -35,8 +35,11 @@ internal static class FsckBlocks
         var owners = new (long Ino, long FileBlock, uint Sum, bool Set)[SegmentBlocks];
         var header = new byte[bs];
         var buf = new byte[bs];
+        long keep = engine.CacheBudget.StorePages;
+        int sinceTrim = 0;
         foreach (var (cookie, seg) in segments.OrderBy(k => k))
         {
+            if (++sinceTrim == 256) { sinceTrim = 0; store.TrimCache(keep); }   // fsck holds the store alone
             if (!engine.Space.TryGetValue(cookie, out var sp)) { r.Add("space-map", $"space map of segment {seg} names unknown device cookie {cookie}", 0, -1, cookie); continue; }
             long first = seg * SegmentBlocks, end = Math.Min(sp.Blocks, first + SegmentBlocks);
             Array.Clear(uses); Array.Clear(owners);

@@ -49,15 +49,16 @@ internal static class FsckViews
     {
         var f = new Facts();
         var withPrealloc = new HashSet<long>();
-        foreach (var i in engine.Store.AllInodes())
+        long keep = engine.CacheBudget.StorePages;   // fsck holds the store alone: LiteDB's pages are given back as it reads
+        foreach (var i in engine.Store.AllInodes(keep))
         {
             f.Inodes.Add(new InodeFact(i.Ino, i.Rid, i.Birth, i.Death, i.Mode, i.Nlink, i.Parent, i.Size, i.Blocks, i.NextPos, i.PreallocBlocks, i.Prealloc));
             if (i.Prealloc != null) withPrealloc.Add(i.Ino);
         }
-        foreach (var d in engine.Store.AllDirents())
+        foreach (var d in engine.Store.AllDirents(keep))
             f.Dirents.Add(new DirentFact(d.Rid, d.Dir, d.Child, d.Birth, d.Death, d.Pos, d.Type, d.Name));
         int shift = System.Numerics.BitOperations.Log2((uint)engine.BlockSize);
-        foreach (var c in engine.Store.AllChunks())
+        foreach (var c in engine.Store.AllChunks(keep))
         {
             uint prevEnd = 0;
             long mapped = 0, end = 0, lastFirst = 0, lastAddr = 0;
