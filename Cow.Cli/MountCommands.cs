@@ -60,11 +60,12 @@ internal static class MountCommands
         var cleanerStart = new Option<string?>("--cleaner-start") { Description = "a background pass starts when less than this percentage of the log is free (default 25)" };
         var cleanerStop = new Option<string?>("--cleaner-stop") { Description = "a background pass stops once this percentage of the log is free (default 40, or --cleaner-start when higher)" };
         var cleanerShare = new Option<string?>("--cleaner-share") { Description = "share of the time a background pass may spend moving data, above 0 and at most 1 (default 0.25; below 5 % free log it runs flat out)" };
+        var cacheSize = new Option<string?>("--cache-size") { Description = "byte budget of the metadata caches, e.g. 128M (default: a sixteenth of the memory, from 64M to 256M); the mount's memory beyond it is the runtime's and the kernel's" };
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {
             PoolArg, mountPoint, foreground, snapshot, writeback, pageCache, directIo, readAhead, maxRead, showSnapshots, threads, allowOther, fusermount, iomap, options, log,
-            cleaner, cleanerStart, cleanerStop, cleanerShare, daemonChild,
+            cleaner, cleanerStart, cleanerStop, cleanerShare, cacheSize, daemonChild,
         };
         cmd.SetAction(r => Guard(() =>
         {
@@ -97,6 +98,13 @@ internal static class MountCommands
             }
             catch (FormatException e) { return Usage(e.Message); }
             if (r.GetValue(cleaner) == "off") cleanerSettings = null;
+            long? cacheBytes = null;
+            if (r.GetValue(cacheSize) is { } cacheText)
+            {
+                try { cacheBytes = PoolCommands.ParseSize(cacheText); }
+                catch (FormatException e) { return Usage($"--cache-size: {e.Message}"); }
+                if (cacheBytes < Core.Engine.CacheBudget.MinBytes) return Usage($"--cache-size must be at least {Core.Engine.CacheBudget.MinBytes >> 20}M");
+            }
             var settings = new MountSettings
             {
                 Atime = atime,
@@ -110,13 +118,13 @@ internal static class MountCommands
             // A pool on its devices has no folder: its server logs beside its lock (/run/cow/pool-UUID.log).
             string defaultLog = Directory.Exists(folder) || Pool.LockPathOf(folder) is not { } lockPath
                 ? Path.Combine(folder, "mount.log") : Path.ChangeExtension(lockPath, ".log");
-            return ServeMount(folder, settings, cleanerSettings, child, r.GetValue(log) ?? defaultLog);
+            return ServeMount(folder, settings, cleanerSettings, cacheBytes, child, r.GetValue(log) ?? defaultLog);
         }));
         return cmd;
     }
 
     /// <summary>Runs the mount in this process until it is unmounted or a SIGINT/SIGTERM/SIGHUP arrives.</summary>
-    private static int ServeMount(string folder, MountSettings settings, Core.FileSystem.CleanerSettings? cleaner, bool backgroundChild, string logPath)
+    private static int ServeMount(string folder, MountSettings settings, Core.FileSystem.CleanerSettings? cleaner, long? cacheBytes, bool backgroundChild, string logPath)
     {
         if (backgroundChild) Syscall.setsid();   // leave the terminal's session: no SIGHUP when it closes
         var logLock = new object();
@@ -133,6 +141,7 @@ internal static class MountCommands
         Pool pool;
         try { pool = Pool.Open(folder); }
         catch (PoolException e) { return Fail(e.Message); }
+        if (cacheBytes is long budget) pool.CacheBudget = new Core.Engine.CacheBudget(budget);
         MountedFileSystem? m = null;
         Service.PoolMounts? owner = null;   // owns the pool and the mount once set
         Service.ControlServer? control = null;

@@ -65,6 +65,8 @@ public sealed partial class Pool : IDisposable
     /// <summary>Longest time a completed change waits for its group commit (default 5 s; 0: commits only on
     /// fsync, snapshot operations, size thresholds and close).</summary>
     public TimeSpan CommitInterval { get => Engine.CommitInterval; set => Engine.CommitInterval = value; }
+    /// <summary>The byte budget of the metadata caches (sized for the machine at open; <c>cow mount --cache-size</c>).</summary>
+    public Engine.CacheBudget CacheBudget { get => Engine.CacheBudget; set => Engine.CacheBudget = value; }
     public FileSystemView Live { get; }
     /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
     public PoolSnapshots Snapshots { get; }

@@ -119,6 +119,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         var pc = s.Config;
         Mounter.CheckMountPoint(pc.MountPoint);
         var pool = Pool.Open(pc.Path);
+        if (pc.CacheBytes is long cacheBytes) pool.CacheBudget = new Core.Engine.CacheBudget(cacheBytes);
         try
         {
             pool.Problem += line => log.LogError("pool {Name}: {Problem}", pc.Name, line);

@@ -26,6 +26,9 @@ public sealed record PoolConfig
     public required string Path { get; init; }
     public required string MountPoint { get; init; }
     public bool WritebackCache { get; init; }
+    /// <summary><c>cache-size</c>: the byte budget of the pool's metadata caches (null: sized for the machine,
+    /// <see cref="Core.Engine.CacheBudget.Default"/>).</summary>
+    public long? CacheBytes { get; init; }
     public bool PageCache { get; init; } = true;
     public int ReadAheadKib { get; init; } = MountSettings.DefaultReadAheadKib;
     public int MaxReadKib { get; init; } = MountSettings.DefaultMaxReadKib;
@@ -75,7 +78,7 @@ public sealed partial class ServeConfig
     public required ControlConfig Control { get; init; }
     public required IReadOnlyList<PoolConfig> Pools { get; init; }
 
-    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime",
+    private static readonly string[] PoolKeys = ["path", "mountpoint", "writeback-cache", "page-cache", "show-snapshots", "threads", "allow-other", "iomap", "read-ahead", "max-read", "atime", "nodiratime", "cache-size",
         "cleaner", "cleaner-start", "cleaner-stop", "cleaner-share", "scrub-every", "scrub-rate"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
@@ -240,6 +243,16 @@ public sealed partial class ServeConfig
                         Err(at.Line, at.ValueCol, $"atime must be relatime, strictatime or noatime, not '{at.Value}'");
                     atime = atime with { NoDirAtime = Bool(s, "nodiratime", Err) ?? false };
                     var cleaner = Cleaner(s, Err);
+                    long? cacheBytes = null;
+                    if (s.Entries.TryGetValue("cache-size", out var cs))
+                    {
+                        try
+                        {
+                            cacheBytes = PoolCommands.ParseSize(cs.Value);
+                            if (cacheBytes < Core.Engine.CacheBudget.MinBytes) Err(cs.Line, cs.ValueCol, $"cache-size must be at least {Core.Engine.CacheBudget.MinBytes >> 20}M, not '{cs.Value}'");
+                        }
+                        catch (FormatException e) { Err(cs.Line, cs.ValueCol, $"cache-size: {e.Message}"); }
+                    }
                     pools.Add(new PoolConfig
                     {
                         Name = s.Name!, Path = path ?? "", MountPoint = mp ?? "", Line = s.Line, Threads = threads, Iomap = iomap, Atime = atime,
@@ -247,6 +260,7 @@ public sealed partial class ServeConfig
                         MaxReadKib = maxRead, ShowSnapshots = Bool(s, "show-snapshots", Err) ?? false, AllowOther = Bool(s, "allow-other", Err),
                         Cleaner = cleaner,
                         Scrub = Scrub(s, Err),
+                        CacheBytes = cacheBytes,
                     });
                     break;
                 }

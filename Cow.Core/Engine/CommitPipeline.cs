@@ -99,6 +99,12 @@ internal sealed class CommitPipeline : IDisposable
     public void NoteDeviceWrite(uint cookie) => Volatile.Write(ref _deviceWrites[cookie], 1);
 
     /// <summary>Makes every completed change durable (nothing while frozen: the on-disk state must not move).</summary>
+    /// <summary>Bytes of LiteDB's page cache kept after commits (<see cref="CacheBudget.StorePages"/>; 0: unbounded).</summary>
+    public long StoreCacheBytes { get; set; }
+    /// <summary>Commits between two looks at LiteDB's page cache (each look reads its statistics).</summary>
+    private const int CacheCheckEveryCommits = 8;
+    private int _commitsSinceCacheCheck;
+
     public void Commit()
     {
         lock (_commitLock)
@@ -219,6 +225,7 @@ internal sealed class CommitPipeline : IDisposable
             Fault("frees");
             bool holdBack = _mappings.FailedSince(listenerFailuresBefore);
             long heldBack = 0;
+            bool released = false;
             _reuseGate.EnterWriteLock();
             try
             {
@@ -227,9 +234,19 @@ internal sealed class CommitPipeline : IDisposable
                     if (holdBack) heldBack = _space.HoldBack(frees);
                     else _space.ReleaseFrees(frees);
                     _cache.Trim(seq, _versions.IsDirty);
+                    // LiteDB keeps every page it touched: every few commits, give them back when over the budget
+                    // (with the commit and state locks held, nothing else uses the store).
+                    if (StoreCacheBytes > 0 && ++_commitsSinceCacheCheck >= CacheCheckEveryCommits)
+                    {
+                        _commitsSinceCacheCheck = 0;
+                        released = _store.TrimCache(StoreCacheBytes);
+                    }
                 }
             }
             finally { _reuseGate.ExitWriteLock(); }
+            // LiteDB's pages are large-object-heap arrays: given back to the system only by a full, compacting
+            // collection, which the runtime would otherwise put off (the mount's memory stays at its peak).
+            if (released) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             if (heldBack > 0)
                 _report($"commit {seq}: {heldBack} blocks it freed are held back from reuse until the pool is reopened "
                     + "(a mapping invalidation listener failed, so a cached mapping of them may still be in use)");

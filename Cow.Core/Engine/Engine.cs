@@ -82,8 +82,31 @@ public sealed partial class Engine : IDisposable
     /// <summary>Longest time a completed change waits for its group commit (0 disables the timer).</summary>
     public TimeSpan CommitInterval { get => _commits.Interval; set => _commits.Interval = value; }
 
+    /// <summary>The byte budget of the metadata caches (<see cref="Engine.CacheBudget"/>): setting it sets the chunk, inode
+    /// and snapshot-record limits and LiteDB's page cache bound. <see cref="CacheBudget.Default"/> at open.</summary>
+    public CacheBudget CacheBudget
+    {
+        get { lock (_lock) return _budget; }
+        set
+        {
+            if (value.Bytes < CacheBudget.MinBytes) throw new ArgumentOutOfRangeException(nameof(value), value.Bytes, $"a cache budget is at least {CacheBudget.MinBytes >> 20} MiB");
+            lock (_lock)
+            {
+                _budget = value;
+                _cache.ChunkLimit = value.Chunks;
+                _cache.InodeLimit = value.Inodes;
+                _snapshots.RecordLimit = value.SnapshotRecords;
+                _commits.StoreCacheBytes = value.StorePages;
+            }
+        }
+    }
+    private CacheBudget _budget;
+
     /// <summary>Upper bound on cached clean extent-map chunks (about 4–30 KiB each); trimmed after each commit.</summary>
     public int ChunkCacheLimit { get => _cache.ChunkLimit; set => _cache.ChunkLimit = value; }
+
+    /// <summary>Live inodes cached now (deleted ones until the next trim).</summary>
+    public int CachedInodeCount { get { lock (_lock) return _cache.Inodes.Count(); } }
 
     /// <summary>Extent-map chunks cached for the live tree now (clean and dirty).</summary>
     public long CachedChunks { get { lock (_lock) return _cache.ChunkCount; } }
@@ -165,6 +188,7 @@ public sealed partial class Engine : IDisposable
         _ctx.Scrubber = new Scrubber(_ctx);
         _ctx.DeviceManager = new DeviceManager(_ctx);
         _ctx.Prealloc.LoadPreallocTotal();
+        CacheBudget = CacheBudget.Default();
     }
 
     internal long LiveGen => _pool.LiveGen;

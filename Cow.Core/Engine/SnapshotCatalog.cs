@@ -49,6 +49,9 @@ internal sealed class SnapshotCatalog
         return lo < _snapshots.Count && _snapshots[lo].Gen < to;
     }
 
+    /// <summary>Records the snapshot trees keep cached before they are dropped.</summary>
+    public int RecordLimit { get => _trees.MaxEntries; set => _trees.MaxEntries = value; }
+
     public int IndexOf(string name) => _snapshots.FindIndex(s => string.Equals(s.Name, name, StringComparison.Ordinal));
 
     public SnapshotRecord? Find(string name) => _snapshots.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));

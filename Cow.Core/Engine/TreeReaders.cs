@@ -22,7 +22,8 @@ internal sealed class SnapshotCache(MetadataStore store)
 {
     private readonly Dictionary<long, SnapshotTree> _views = new();
     private int _entries;
-    private const int MaxEntries = 200_000;
+    /// <summary>Records kept before every view's are dropped (<see cref="CacheBudget.SnapshotRecords"/>).</summary>
+    public int MaxEntries { get; set; } = 200_000;
 
     public ITreeReader View(long gen)
     {

@@ -20,9 +20,9 @@ internal sealed class MetadataStore : IDisposable
     private const string InodesName = "inodes", DirentsName = "dirents", ChunksName = "chunks", SpaceMapsName = "spacemaps",
         SnapshotsName = "snapshots", DevicesName = "devices", PoolName = "pool";
 
-    private readonly LiteDatabase _db;
+    private LiteDatabase _db;
     private readonly Stream _data, _log;
-    private readonly ILiteCollection<BsonDocument> _pool, _devices, _snapshots, _inodes, _dirents, _chunks, _spacemaps;
+    private ILiteCollection<BsonDocument> _pool, _devices, _snapshots, _inodes, _dirents, _chunks, _spacemaps;
 
     /// <summary>Number of LiteDB transactions committed since open (what the "few commits" test counts).</summary>
     public long CommitCount { get; private set; }
@@ -30,13 +30,40 @@ internal sealed class MetadataStore : IDisposable
     private MetadataStore(Stream data, Stream log)
     {
         _data = data; _log = log;
+        (_db, _pool, _devices, _snapshots, _inodes, _dirents, _chunks, _spacemaps) = Connect(data, log);
+    }
+
+    private static (LiteDatabase, ILiteCollection<BsonDocument>, ILiteCollection<BsonDocument>, ILiteCollection<BsonDocument>, ILiteCollection<BsonDocument>,
+        ILiteCollection<BsonDocument>, ILiteCollection<BsonDocument>, ILiteCollection<BsonDocument>) Connect(Stream data, Stream log)
+    {
         // LiteDB writes the log on a background task that hangs every later checkpoint if a write there
         // throws: the latch turns such a failure into one the next checkpoint reports (LogWriteLatchStream).
-        _db = new LiteDatabase(data, new BsonMapper(), new LogWriteLatchStream(log));
-        _pool = _db.GetCollection(PoolName); _devices = _db.GetCollection(DevicesName); _snapshots = _db.GetCollection(SnapshotsName);
-        _inodes = _db.GetCollection(InodesName); _dirents = _db.GetCollection(DirentsName); _chunks = _db.GetCollection(ChunksName);
-        _spacemaps = _db.GetCollection(SpaceMapsName);
+        var db = new LiteDatabase(data, new BsonMapper(), new LogWriteLatchStream(log));
+        return (db, db.GetCollection(PoolName), db.GetCollection(DevicesName), db.GetCollection(SnapshotsName), db.GetCollection(InodesName),
+            db.GetCollection(DirentsName), db.GetCollection(ChunksName), db.GetCollection(SpaceMapsName));
     }
+
+    /// <summary>Bytes of LiteDB's page cache: LiteDB 5 keeps every page it read or wrote in memory and never gives any
+    /// back while the database is open (LiteDB issue 2813), so a pool's metadata would stay cached whole.</summary>
+    public long CacheBytes()
+    {
+        var info = _db.GetCollection("$database").FindAll().FirstOrDefault();
+        return info != null && info.TryGetValue("cache", out var cache) && cache.IsDocument && cache.AsDocument.TryGetValue("extendPages", out var pages)
+            ? pages.AsInt64 * 8192 : 0;
+    }
+
+    /// <summary>Gives LiteDB's page cache back (<see cref="CacheBytes"/>): closes the database and opens it again on the
+    /// same streams (committed, so nothing is lost; the next reads load pages again). The caller makes sure nothing
+    /// else uses the store meanwhile and no transaction is open (the engine: commit and state locks held).</summary>
+    public void ReleaseCache()
+    {
+        _db.Dispose();
+        (_db, _pool, _devices, _snapshots, _inodes, _dirents, _chunks, _spacemaps) = Connect(_data, _log);
+        CacheReleases++;
+    }
+
+    /// <summary>How many times <see cref="ReleaseCache"/> ran since open.</summary>
+    public long CacheReleases { get; private set; }
 
     /// <summary>Opens the metadata file pair at <paramref name="path"/> (and path-log) for writing.</summary>
     public static (Stream Data, Stream Log) OpenFiles(string path, bool create)
@@ -132,9 +159,9 @@ internal sealed class MetadataStore : IDisposable
     }
 
     /// <summary>fsck: every chunk document whose <c>segs</c> is missing or is not the segments its <c>map</c> covers.</summary>
-    public IEnumerable<(long Rid, long Ino, string Problem)> ChunkSegsProblems()
+    public IEnumerable<(long Rid, long Ino, string Problem)> ChunkSegsProblems(long releaseCacheOver = 0)
     {
-        foreach (var d in _chunks.FindAll())
+        foreach (var d in Scan(() => _chunks, releaseCacheOver))
         {
             var want = ChunkBson.SegsOf(ChunkBson.FromBson(d).Extents);
             if (!d.TryGetValue("segs", out var have)) yield return (d["_id"].AsInt64, d["ino"].AsInt64, "has no segs");
@@ -213,6 +240,10 @@ internal sealed class MetadataStore : IDisposable
     /// <summary>Every space-map document, read as they are enumerated (a pool's space maps are not held at once).</summary>
     public IEnumerable<SpaceMapRecord> LoadSpaceMaps() => _spacemaps.FindAll().Select(SpaceMapBson.FromBson);
 
+    /// <summary>The space-map document of one segment, or null when it has none (every count 0).</summary>
+    public SpaceMapRecord? LoadSpaceMap(uint device, long segment) =>
+        _spacemaps.FindById(SpaceMapRecord.Id(device, segment)) is { } d ? SpaceMapBson.FromBson(d) : null;
+
     public InodeRecord? LoadInode(long ino, long gen)
     {
         foreach (var d in _inodes.Find(BsonExpression.Create("$.ino = @0", ino)))
@@ -255,9 +286,37 @@ internal sealed class MetadataStore : IDisposable
     public List<InodeRecord> WithPrealloc(long gen) =>
         _inodes.Find(BsonExpression.Create("$.prealloc_blocks > @0", 0L)).Select(InodeBson.FromBson).Where(r => r.VisibleAt(gen)).ToList();
 
-    public IEnumerable<InodeRecord> AllInodes() => _inodes.FindAll().Select(InodeBson.FromBson);
-    public IEnumerable<DirentRecord> AllDirents() => _dirents.FindAll().Select(DirentBson.FromBson);
-    public IEnumerable<ChunkRecord> AllChunks() => _chunks.FindAll().Select(ChunkBson.FromBson);
+    public IEnumerable<InodeRecord> AllInodes(long releaseCacheOver = 0) => Scan(() => _inodes, releaseCacheOver).Select(InodeBson.FromBson);
+    public IEnumerable<DirentRecord> AllDirents(long releaseCacheOver = 0) => Scan(() => _dirents, releaseCacheOver).Select(DirentBson.FromBson);
+    public IEnumerable<ChunkRecord> AllChunks(long releaseCacheOver = 0) => Scan(() => _chunks, releaseCacheOver).Select(ChunkBson.FromBson);
+
+    /// <summary>Documents read per batch of a <see cref="Scan"/>.</summary>
+    private const int ScanBatch = 4096;
+
+    /// <summary>Every document of a collection in <c>_id</c> order, read a batch at a time; with
+    /// <paramref name="releaseCacheOver"/> above 0, LiteDB's page cache is given back between batches once it holds more
+    /// bytes than that (<see cref="ReleaseCache"/>: the caller must hold the store alone, as fsck does).</summary>
+    private IEnumerable<BsonDocument> Scan(Func<ILiteCollection<BsonDocument>> collection, long releaseCacheOver)
+    {
+        BsonValue last = BsonValue.MinValue;
+        while (true)
+        {
+            var batch = collection().Find(Query.GT("_id", last), 0, ScanBatch).ToList();
+            foreach (var d in batch) yield return d;
+            if (batch.Count < ScanBatch) yield break;
+            last = batch[^1]["_id"];
+            TrimCache(releaseCacheOver);
+        }
+    }
+
+    /// <summary>Gives LiteDB's page cache back when it holds more than <paramref name="bytes"/> (0: never); true when it
+    /// did. Only with the store held alone (the engine's commit and state locks).</summary>
+    public bool TrimCache(long bytes)
+    {
+        if (bytes <= 0 || CacheBytes() <= bytes) return false;
+        ReleaseCache();
+        return true;
+    }
 
     /// <summary>Records no view sees once a snapshot is gone: death in (<paramref name="deathAfter"/>,
     /// <paramref name="deathUpTo"/>] and birth &gt; <paramref name="bornAfter"/> (by the death index).</summary>

@@ -90,6 +90,22 @@ public class ServeConfigTests
     }
 
     [SkippableFact]
+    public void ACacheSizeIsASizeOfAtLeast32MAndABadOneIsNamedWithItsPlace()
+    {
+        var ok = ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\ncache-size = 96M\n", "x.conf", out var none);
+        Assert.Empty(none);
+        Assert.Equal(96L << 20, ok!.Pools[0].CacheBytes);
+        Assert.Null(ServeConfig.Parse("[pool a]\npath = /p\nmountpoint = /m\n", "x.conf", out _)!.Pools[0].CacheBytes);
+        foreach (var (bad, why) in new[] { ("lots", "cache-size: 'lots' is not a size"), ("1M", "cache-size must be at least 32M, not '1M'") })
+        {
+            Assert.Null(ServeConfig.Parse($"[pool a]\npath = /p\nmountpoint = /m\ncache-size = {bad}\n", "x.conf", out var errors));
+            var all = string.Join("\n", errors);
+            Assert.Contains("x.conf:4:14: ", all);
+            Assert.Contains(why, all);
+        }
+    }
+
+    [SkippableFact]
     public void AValidFileGivesEveryValueAndDefaults()
     {
         var c = ServeConfig.Parse(Valid, "cow.conf", out var errors);

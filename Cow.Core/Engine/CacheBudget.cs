@@ -1,0 +1,34 @@
+namespace Cow.Core.Engine;
+
+/// <summary>
+/// The byte budget of an engine's metadata caches and how it is shared among them (issue 23: memory bounded by
+/// configuration, not by file count). Half goes to LiteDB's page cache, which LiteDB 5 never shrinks by itself: after
+/// commits (and between fsck's batches) the store is reopened when it holds more. A quarter goes to the live tree's
+/// clean extent-map chunks, an eighth to its clean inodes (with their directories' entries), an eighth to the records
+/// of snapshot trees. The per-record sizes are estimates of the .NET objects' sizes: they turn byte shares into the
+/// counts the caches trim to. Immutable.
+/// </summary>
+public readonly record struct CacheBudget(long Bytes)
+{
+    /// <summary>A live chunk: the 4 KiB <c>sums</c> array, its extents and the record object.</summary>
+    public const int ChunkBytes = 4400;
+    /// <summary>A live inode with its record and a small directory's entries.</summary>
+    public const int InodeBytes = 1024;
+    /// <summary>A snapshot tree's cached record (inode, entry or chunk, chunks counted at their size).</summary>
+    public const int SnapshotRecordBytes = 2048;
+    /// <summary>The smallest budget accepted: below it the caches thrash.</summary>
+    public const long MinBytes = 32L << 20;
+
+    /// <summary>The default: a sixteenth of the memory this process may use, from 64 MiB to 256 MiB.</summary>
+    public static CacheBudget Default() =>
+        new(Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 16, 64L << 20, 256L << 20));
+
+    /// <summary>Bytes of LiteDB's page cache kept after a commit.</summary>
+    public long StorePages => Bytes / 2;
+    /// <summary>Clean live chunks kept after a commit.</summary>
+    public int Chunks => (int)Math.Max(64, Bytes / 4 / ChunkBytes);
+    /// <summary>Clean, closed live inodes kept after a commit.</summary>
+    public int Inodes => (int)Math.Max(64, Bytes / 8 / InodeBytes);
+    /// <summary>Records of snapshot trees kept before they are dropped.</summary>
+    public int SnapshotRecords => (int)Math.Max(256, Bytes / 8 / SnapshotRecordBytes);
+}
