@@ -3,7 +3,8 @@ namespace Cow.Core.Engine;
 /// <summary>
 /// The byte budget of an engine's metadata caches and how it is shared among them (issue 23: memory bounded by
 /// configuration, not by file count). Half goes to LiteDB's page cache, which LiteDB 5 never shrinks by itself: after
-/// commits (and between fsck's batches) the store is reopened when it holds more. A quarter goes to the live tree's
+/// commits (and between fsck's batches) the store is reopened when it holds more. Group commits are sized to it too
+/// (<see cref="CommitRecords"/>), and past <see cref="HeapCeiling"/> a commit asks for a full collection. A quarter goes to the live tree's
 /// clean extent-map chunks, an eighth to its clean inodes (with their directories' entries), an eighth to the records
 /// of snapshot trees. The per-record sizes are estimates of the .NET objects' sizes: they turn byte shares into the
 /// counts the caches trim to. Immutable.
@@ -29,6 +30,15 @@ public readonly record struct CacheBudget(long Bytes)
     public int Chunks => (int)Math.Max(64, Bytes / 4 / ChunkBytes);
     /// <summary>Clean, closed live inodes kept after a commit.</summary>
     public int Inodes => (int)Math.Max(64, Bytes / 8 / InodeBytes);
+    /// <summary>The managed heap (live objects and garbage not yet collected) past which a commit asks for a full,
+    /// compacting collection: the budget plus room for the runtime and the requests in flight. Without it the runtime
+    /// lets garbage of a busy mount pile up to several times the live data before a full collection.</summary>
+    public long HeapCeiling => Bytes + (192L << 20);
+
+    /// <summary>Changed records after which a group commit starts: a commit's batch and the LiteDB pages its transaction
+    /// touches are held at once, so a commit holds at most an eighth of the budget in chunk records.</summary>
+    public int CommitRecords => (int)Math.Clamp(Bytes / 8 / ChunkBytes, 1024, 50_000);
+
     /// <summary>Records of snapshot trees kept before they are dropped.</summary>
     public int SnapshotRecords => (int)Math.Max(256, Bytes / 8 / SnapshotRecordBytes);
 }

@@ -101,8 +101,14 @@ internal sealed class CommitPipeline : IDisposable
     /// <summary>Makes every completed change durable (nothing while frozen: the on-disk state must not move).</summary>
     /// <summary>Bytes of LiteDB's page cache kept after commits (<see cref="CacheBudget.StorePages"/>; 0: unbounded).</summary>
     public long StoreCacheBytes { get; set; }
+    /// <summary>The managed heap past which a commit asks for a full collection (<see cref="CacheBudget.HeapCeiling"/>; 0: never).</summary>
+    public long HeapCeiling { get; set; }
+    /// <summary>Shortest time between two such collections (each stops every thread for a moment).</summary>
+    private const long MinCollectionIntervalMs = 5000;
+    private long _lastCollection;
+
     /// <summary>Commits between two looks at LiteDB's page cache (each look reads its statistics).</summary>
-    private const int CacheCheckEveryCommits = 8;
+    private const int CacheCheckEveryCommits = 1;
     private int _commitsSinceCacheCheck;
 
     public void Commit()
@@ -246,7 +252,12 @@ internal sealed class CommitPipeline : IDisposable
             finally { _reuseGate.ExitWriteLock(); }
             // LiteDB's pages are large-object-heap arrays: given back to the system only by a full, compacting
             // collection, which the runtime would otherwise put off (the mount's memory stays at its peak).
-            if (released) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            // So is garbage in general: past the budget's ceiling, at most every few seconds.
+            if (released || (HeapCeiling > 0 && GC.GetTotalMemory(false) > HeapCeiling && Environment.TickCount64 - _lastCollection > MinCollectionIntervalMs))
+            {
+                GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                _lastCollection = Environment.TickCount64;
+            }
             if (heldBack > 0)
                 _report($"commit {seq}: {heldBack} blocks it freed are held back from reuse until the pool is reopened "
                     + "(a mapping invalidation listener failed, so a cached mapping of them may still be in use)");

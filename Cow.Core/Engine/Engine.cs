@@ -97,6 +97,8 @@ public sealed partial class Engine : IDisposable
                 _cache.InodeLimit = value.Inodes;
                 _snapshots.RecordLimit = value.SnapshotRecords;
                 _commits.StoreCacheBytes = value.StorePages;
+                _commits.HeapCeiling = value.HeapCeiling;
+                _commits.EveryRecords = value.CommitRecords;
             }
         }
     }
