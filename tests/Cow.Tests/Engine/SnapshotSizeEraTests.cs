@@ -61,6 +61,14 @@ public class SnapshotSizeEraTests(ITestOutputHelper output)
         Assert.Equal(0, (int)p.Live.Unlink(1, "f"));
         Step(p, "restored, c taken, deleted", ("a", Blocks + 8, 0), ("b", 8, 0), ("c", Blocks + 8, 0), ("", 8, 0));
 
+        // A third era: e is taken while f is gone, then f comes back.
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("e", out _));
+        Restore(p, "a");
+        Step(p, "restored after e", ("a", Blocks + 8, 0), ("b", 8, 0), ("c", Blocks + 8, 0), ("e", 8, 0), ("", Blocks + 8, 0));
+        Assert.Equal(0, (int)p.Live.Unlink(1, "f"));
+        Step(p, "third era gone unseen", ("a", Blocks + 8, 0), ("c", Blocks + 8, 0), ("e", 8, 0), ("", 8, 0));
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("e"));
+
         Assert.Equal(0, (int)p.Engine.DeleteSnapshot("a"));
         Step(p, "a deleted", ("b", 8, 0), ("c", Blocks + 8, Blocks), ("", 8, 0));
         p.Reopen();
