@@ -1,8 +1,8 @@
 namespace Cow.Core.Engine;
 
 /// <summary>
-/// The byte budget of an engine's metadata caches and how it is shared among them (issue 23: memory bounded by
-/// configuration, not by file count). Half goes to LiteDB's page cache, which LiteDB 5 never shrinks by itself: after
+/// The byte budget of an engine's metadata caches and how it is shared among them: the engine's memory is bounded
+/// by configuration, not by the number of files. Half goes to LiteDB's page cache, which LiteDB 5 never shrinks by itself: after
 /// commits (and between fsck's batches) the store is reopened when it holds more. Group commits are sized to it too
 /// (<see cref="CommitRecords"/>), and past <see cref="HeapCeiling"/> a commit asks for a full collection. A quarter goes to the live tree's
 /// clean extent-map chunks, an eighth to its clean inodes (with their directories' entries), an eighth to the records

@@ -6,7 +6,7 @@ namespace Cow.Tests.Mount;
 /// <summary>
 /// A pool of two 64 TiB sparse image files (on an XFS scratch filesystem on a loop device: ext4 caps a file at 16 TiB),
 /// through the real <c>cow</c> program: mkfs, mount, files written and a snapshot taken through the mount, the mount
-/// server's memory well under the 256 MiB, umount, fsck clean, a remount reading everything back. Root only;
+/// server's memory under 256 MiB, umount, fsck clean, a remount reading everything back. Root only;
 /// skipped without mkfs.xfs (.ci/setup installs xfsprogs).
 /// </summary>
 [Trait("Tier", "mount")]
