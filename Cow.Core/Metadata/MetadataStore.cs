@@ -181,8 +181,10 @@ internal sealed class MetadataStore : IDisposable
     // and never evicts it. Query.EQ(field, value) puts the value into the text, so every distinct key was
     // parsed and compiled (through the JIT) again, about 1.4 ms a lookup instead of 0.02 ms, and stayed in
     // that cache for the life of the process. The texts below are constant: compiled once.
-    private static BsonExpression BornIn(long lo, long hi) => BsonExpression.Create("$.birth > @0 AND $.birth <= @1", lo, hi);
-    private static BsonExpression DiedIn(long lo, long hi) => BsonExpression.Create("$.death > @0 AND $.death <= @1", lo, hi);
+    // One index range each: LiteDB plans "a > x AND a <= y" as a scan of one bound (for death, every live record)
+    // filtered by the other; BETWEEN (inclusive) is read as a single range of the index.
+    private static BsonExpression BornIn(long lo, long hi) => BsonExpression.Create("$.birth BETWEEN @0 AND @1", lo + 1, hi);
+    private static BsonExpression DiedIn(long lo, long hi) => BsonExpression.Create("$.death BETWEEN @0 AND @1", lo + 1, hi);
 
     /// <summary>Directory entries <paramref name="query"/> finds (by an index), seen by generation <paramref name="gen"/>.</summary>
     private List<DirentRecord> LoadDirents(BsonExpression query, long gen)
