@@ -374,6 +374,7 @@ public sealed partial class Pool : IDisposable
         if (!pool.ChunkSegs) store.FillChunkSegs(pool);   // the cleaner finds chunks by segs (format.md 9)
         var engine = new Engine.Engine(store, pool, devs);
         engine.RemoveOrphans();
+        engine.ResumePurges();
         return engine;
     }
 

@@ -67,7 +67,7 @@ public static class Fsck
             r.Add("segs", $"chunk record {rid}: {problem}", ino);
 
         var facts = FsckViews.Load(engine, r);
-        FsckViews.CheckVersions(facts, r, views, pool.LiveGen);
+        FsckViews.CheckVersions(facts, r, views, pool.LiveGen, pool.Purges);
         FsckViews.CheckViews(engine, facts, r, views, snaps);
         FsckBlocks.Check(engine, facts.Segments, r, views, verifyData, progress);
         NamePaths(r, facts, pool.LiveGen, snaps);

@@ -80,9 +80,10 @@ internal sealed class CommitPipeline : IDisposable
     public bool Closed => _closed;
 
     /// <summary>Tests only: called at named points of the commit path ("gather": after the dirty state was
-    /// taken out; "snapshot": after a snapshot operation's step ran; "purge": halfway through a snapshot
-    /// deletion's purge (its blocks released in memory, the snapshot not yet dropped); "rollback", "clone",
-    /// "restore": in the middle of those operations' in-memory step (<see cref="FailStop"/>); "write": before the
+    /// taken out; "snapshot": after a snapshot operation's step ran; "purge": in each batch of a snapshot
+    /// deletion's purge (its blocks released in memory, the batch not yet committed); "rollback", "clone",
+    /// "restore": in the middle of those operations' in-memory step (<see cref="FailStop"/>); "clone-read": after a
+    /// clone read the snapshot's subtree, holding the commit lock and not the state lock; "write": before the
     /// metadata transaction; "frees": after the commit is durable, before its freed blocks are released), so
     /// that a test can throw there. Null in production.</summary>
     public Action<string>? FaultHook { get; set; }

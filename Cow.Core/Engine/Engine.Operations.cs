@@ -39,6 +39,10 @@ public sealed partial class Engine
     public Errno Unlink(long parent, string name) => _ctx.Names.Unlink(parent, name);
     public Errno Rmdir(long parent, string name) => _ctx.Names.Rmdir(parent, name);
     internal void RemoveOrphans() => _ctx.Names.RemoveOrphans();
+    /// <summary>Finishes the snapshot purges a crash or an unmount interrupted (at open).</summary>
+    internal void ResumePurges() => _ctx.SnapshotOps.ResumePurges();
+    /// <summary>Records a snapshot purge removes per commit (0: the cache budget's commit size).</summary>
+    internal int PurgeBatchRecords { get => _ctx.SnapshotOps.PurgeBatchRecords; set => _ctx.SnapshotOps.PurgeBatchRecords = value; }
     public Errno Rename(long parent, string name, long newParent, string newName, RenameFlags flags) => _ctx.Names.Rename(parent, name, newParent, newName, flags);
     public Errno Open(long ino) => _ctx.Names.Open(ino);
     public Errno Release(long ino) => _ctx.Names.Release(ino);

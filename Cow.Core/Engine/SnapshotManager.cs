@@ -81,41 +81,105 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     /// Deletes a snapshot and every record that no remaining view (live tree or snapshot) sees any more;
     /// blocks whose last reference goes are free once this returns. EBUSY when the snapshot is held
     /// (<see cref="SnapshotHolds"/> names the holds) or the pool is frozen.
+    /// <para>Two steps, so that the mount keeps serving: one commit drops the snapshot and records a pending purge
+    /// (<see cref="PendingPurge"/>, the pool's <c>purges</c>); then <see cref="Purge"/> removes its records in
+    /// batches. A crash or an unmount in between leaves the purge pending; the next writable open finishes it.</para>
     /// </summary>
     public Errno DeleteSnapshot(string name)
     {
-        var e = DeleteSnapshotLocked(name);
-        if (e == 0) DeliverTreeChanges([new TreeChange(TreeChange.SnapshotList, name, 0), new TreeChange(0, null, TreeChange.SnapshotList)]);
-        return e;
-    }
-
-    private Errno DeleteSnapshotLocked(string name)
-    {
-        // The state lock is held throughout (it is reentrant): a record retired in memory between the
-        // first commit and the query would otherwise escape the purge and leak.
+        PendingPurge purge = default;
         lock (CommitLock)
+        {
             lock (StateLock)
             {
                 int i = Snapshots.IndexOf(name);
                 if (i < 0) return Errno.ENOENT;
                 if (Failed) return Errno.EIO;
                 if (Commits.Frozen || Snapshots[i].Holds.Count > 0) return Errno.EBUSY;
-                Commits.CommitLocked(null);
-                var snap = Snapshots[i];
-                // A failure halfway through the purge would leave part of it in memory for a later commit: fail-stop.
-                try
-                {
-                    long prev = i > 0 ? Snapshots[i - 1].Gen : 0;
-                    long next = i + 1 < Snapshots.Count ? Snapshots[i + 1].Gen : PoolState.LiveGen;
-                    var (inodes, dirents, chunks) = Store.FindUnseen(snap.Gen, next, prev);
-                    Versions.Purge(inodes, dirents, chunks);
-                    Commits.Fault("purge");
-                    Snapshots.RemoveAt(i);
-                }
-                catch (Exception e) { throw Commits.Fail(PoolState.CommitSeq + 1, $"while purging deleted snapshot '{name}'", e); }
-                Commits.CommitLocked(batch => batch.DeletedSnapshots.Add(snap.Gen));
-                return 0;
             }
+            // Under the commit lock nothing else changes the snapshot list. The catalog changes in the same
+            // critical section as the gather: every version retired before it is in this commit (and found by the
+            // purge); every change after it sees the new catalog, so no version is retired into the purge's range.
+            Commits.CommitLocked(batch =>
+            {
+                int i = Snapshots.IndexOf(name);
+                var snap = Snapshots[i];
+                long prev = i > 0 ? Snapshots[i - 1].Gen : 0;
+                long next = i + 1 < Snapshots.Count ? Snapshots[i + 1].Gen : PoolState.LiveGen;
+                purge = new PendingPurge(snap.Gen, prev, next);
+                Snapshots.RemoveAt(i);
+                PoolState.Purges.Add(purge);
+                batch.DeletedSnapshots.Add(snap.Gen);
+            });
+        }
+        DeliverTreeChanges([new TreeChange(TreeChange.SnapshotList, name, 0), new TreeChange(0, null, TreeChange.SnapshotList)]);
+        Purge(purge);
+        return 0;
+    }
+
+    /// <summary>Records a purge removes per commit (tests set it small to cut power between batches; 0: the budget's
+    /// commit size).</summary>
+    internal int PurgeBatchRecords { get; set; }
+
+    /// <summary>Finishes every pending purge (a writable open: purges a crash or an unmount interrupted).</summary>
+    public void ResumePurges()
+    {
+        List<PendingPurge> pending;
+        lock (StateLock) pending = PoolState.Purges.ToList();
+        foreach (var p in pending) Purge(p);
+    }
+
+    /// <summary>
+    /// Removes the versions pending purge <paramref name="p"/> covers, a batch per commit, and drops the purge from
+    /// the pool in the last. Cost follows what only the deleted snapshot held (the death index's range). The state
+    /// lock is held only to release a batch's blocks in memory; the commit lock is held per batch (the records are
+    /// read under it, so no relocation moves them in between). Stops without error when the engine closes (the
+    /// purge stays pending). Fail-stop: a failure halfway through a batch makes the pool read-only.
+    /// </summary>
+    private void Purge(PendingPurge p)
+    {
+        (List<long> Inodes, List<long> Dirents, List<long> Chunks) ids;
+        lock (CommitLock)
+        {
+            if (Commits.Closed) return;
+            ids = Store.FindPurgeable(p);
+        }
+        int per = PurgeBatchRecords > 0 ? PurgeBatchRecords : Math.Max(1, Commits.EveryRecords);
+        int total = ids.Inodes.Count + ids.Dirents.Count + ids.Chunks.Count, done = 0;
+        do
+        {
+            lock (CommitLock)
+            {
+                if (Commits.Closed) return;
+                int take = Math.Min(per, total - done);
+                var inodes = Slice(ids.Inodes, done, take);
+                var dirents = Slice(ids.Dirents, done - ids.Inodes.Count, take - inodes.Count);
+                var chunkIds = Slice(ids.Chunks, done - ids.Inodes.Count - ids.Dirents.Count, take - inodes.Count - dirents.Count);
+                // A version another purge covered as well may be gone already.
+                var chunks = chunkIds.Select(Store.LoadChunkVersion).OfType<ChunkRecord>().ToList();
+                done += take;
+                lock (StateLock)
+                {
+                    if (Failed) throw new IOException("the pool stopped accepting changes during a snapshot purge", Commits.Failure);
+                    try
+                    {
+                        Versions.Purge(inodes, dirents, chunks);
+                        Commits.Fault("purge");
+                    }
+                    catch (Exception e) { throw Commits.Fail(PoolState.CommitSeq + 1, $"while purging the records of deleted snapshot generation {p.Gen}", e); }
+                }
+                Commits.CommitLocked(done < total ? null : _ => PoolState.Purges.Remove(p));
+            }
+        }
+        while (done < total);
+    }
+
+    /// <summary>Up to <paramref name="count"/> items of <paramref name="list"/> from <paramref name="from"/> (clamped to the list).</summary>
+    private static List<long> Slice(List<long> list, int from, int count)
+    {
+        from = Math.Max(0, from);
+        count = Math.Min(Math.Max(0, count), list.Count - Math.Min(from, list.Count));
+        return count <= 0 ? new List<long>() : list.GetRange(from, count);
     }
 
     /// <summary>
@@ -396,60 +460,109 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
         newName = parts[^1];
         var ne = CheckName(newName);
         if (ne != 0) return ne;
+        string parentPath = string.Join('/', parts[..^1]);
+        // Under the commit lock throughout (no snapshot deletion, relocation or commit in between); the state lock,
+        // which the mount's every operation takes, only to check the destination and then to insert the copy: the
+        // snapshot's records are read without it (a 20,000-file tree is a second of store reads).
         lock (CommitLock)
+        {
+            long snapGen, top;
             lock (StateLock)
             {
                 var e0 = SnapshotForChange(name, out var snap);
                 if (e0 != 0) return e0;
-                var e = ResolveIn(LiveTree, string.Join('/', parts[..^1]), out parentIno);
+                var e = DestinationDir(parentPath, newName, out parentIno, out _);
                 if (e != 0) return e;
-                var parent = Names.LiveDir(parentIno, out e);
-                if (parent == null) return e;
-                if (DirOf(parent).ByName.ContainsKey(newName)) return Errno.EEXIST;
-                var tree = Snapshots.View(snap.Gen);
-                e = ResolveIn(tree, sourcePath, out long top);
+                e = ResolveIn(Snapshots.View(snap.Gen), sourcePath, out top);
+                if (e != 0) return e;
+                snapGen = snap.Gen;
+            }
+            var copy = ReadSubtree(new StoreTreeReader(Store, snapGen), top);
+            Commits.Fault("clone-read");
+            lock (StateLock)
+            {
+                if (Failed) return Errno.EIO;
+                if (Commits.Frozen) return Errno.EBUSY;
+                var e = DestinationDir(parentPath, newName, out parentIno, out var parent);   // the live tree moved on meanwhile
                 if (e != 0) return e;
                 string leaf = newName;
                 Commits.FailStop($"while cloning snapshot '{name}' to {destinationPath}", () =>
                 {
-                    CloneSubtreeLocked(tree, top, parent, leaf, NowNs());
+                    InsertSubtreeLocked(copy, parent!, leaf, NowNs());
                     Commits.Fault("clone");
                 });
-                Commits.CommitLocked(null);
-                return 0;
             }
+            Commits.CommitLocked(null);
+            return 0;
+        }
+    }
+
+    /// <summary>The live directory <paramref name="parentPath"/> that is to receive the new entry
+    /// <paramref name="newName"/>: ENOENT/ENOTDIR when it does not resolve, EEXIST when the name is taken. Under StateLock.</summary>
+    private Errno DestinationDir(string parentPath, string newName, out long parentIno, out LiveInode? parent)
+    {
+        parent = null;
+        var e = ResolveIn(LiveTree, parentPath, out parentIno);
+        if (e != 0) return e;
+        parent = Names.LiveDir(parentIno, out e);
+        if (parent == null) return e;
+        return DirOf(parent).ByName.ContainsKey(newName) ? Errno.EEXIST : 0;
     }
 
     /// <summary>Copies the subtree of <paramref name="tree"/> at inode <paramref name="top"/> to the new entry
     /// <paramref name="newName"/> of live directory <paramref name="parent"/> (which must not have it): new inode
     /// numbers, the same names, attributes, xattrs and hard links (within the copy), ctime <paramref name="now"/>,
     /// every data extent shared (one reference per mapping). Returns the new inode number of the top. Under StateLock.</summary>
-    internal long CloneSubtreeLocked(ITreeReader tree, long top, LiveInode parent, string newName, long now)
+    internal long CloneSubtreeLocked(ITreeReader tree, long top, LiveInode parent, string newName, long now) =>
+        InsertSubtreeLocked(ReadSubtree(tree, top), parent, newName, now);
+
+    /// <summary>A subtree of a snapshot as read for a copy: its inodes in walk order (every one once), each one's
+    /// link count within the subtree, its chunks, and its entries.</summary>
+    internal sealed record SubtreeCopy(long Top, List<InodeRecord> Inodes, Dictionary<long, uint> Links,
+        Dictionary<long, List<ChunkRecord>> Chunks, List<DirentRecord> Entries);
+
+    /// <summary>Walks the subtree of <paramref name="tree"/> at <paramref name="top"/>; changes nothing.</summary>
+    internal static SubtreeCopy ReadSubtree(ITreeReader tree, long top)
     {
-        long parentIno = parent.Ino;
-        // Walk the source subtree: every inode once (hard links counted), new inode numbers in walk order.
-        var map = new Dictionary<long, long>();
         var links = new Dictionary<long, uint>();
-        var order = new List<long>();
+        var inodes = new List<InodeRecord>();
+        var chunks = new Dictionary<long, List<ChunkRecord>>();
         var entries = new List<DirentRecord>();
         var queue = new Queue<long>();
-        map[top] = PoolState.NextIno++; order.Add(top); links[top] = 1;
-        if (IsDir(tree.Inode(top)!)) queue.Enqueue(top);
+        void Take(InodeRecord r)
+        {
+            inodes.Add(r); links[r.Ino] = 1;
+            if ((r.Mode & S_IFMT) == S_IFREG) chunks[r.Ino] = tree.Chunks(r.Ino);
+            if (IsDir(r)) queue.Enqueue(r.Ino);
+        }
+        Take(tree.Inode(top)!);
         while (queue.Count > 0)
         {
             long dir = queue.Dequeue();
             foreach (var d in tree.Dir(dir)!.ByPos.Values)
             {
                 entries.Add(d);
-                if (map.ContainsKey(d.Child)) { links[d.Child]++; continue; }
-                var c = tree.Inode(d.Child) ?? throw new InvalidDataException($"generation {tree.Gen}: directory {dir} entry '{d.Name}' names missing inode {d.Child}");
-                map[d.Child] = PoolState.NextIno++; order.Add(d.Child); links[d.Child] = 1;
-                if (IsDir(c)) queue.Enqueue(d.Child);
+                if (links.ContainsKey(d.Child)) { links[d.Child]++; continue; }
+                Take(tree.Inode(d.Child) ?? throw new InvalidDataException($"generation {tree.Gen}: directory {dir} entry '{d.Name}' names missing inode {d.Child}"));
             }
         }
-        foreach (long old in order)
+        return new SubtreeCopy(top, inodes, links, chunks, entries);
+    }
+
+    /// <summary>Adds <paramref name="copy"/> to the live tree as entry <paramref name="newName"/> of
+    /// <paramref name="parent"/>: new inode numbers in walk order; see <see cref="CloneSubtreeLocked"/>. Under StateLock.</summary>
+    private long InsertSubtreeLocked(SubtreeCopy copy, LiveInode parent, string newName, long now)
+    {
+        long parentIno = parent.Ino;
+        long top = copy.Top;
+        var map = new Dictionary<long, long>();
+        foreach (var src in copy.Inodes) map[src.Ino] = PoolState.NextIno++;
+        var links = copy.Links;
+        var entries = copy.Entries;
+        foreach (var src in copy.Inodes)
         {
-            var r = tree.Inode(old)!.Clone();
+            long old = src.Ino;
+            var r = src.Clone();
             r.Rid = Versions.NewRid(); r.Birth = PoolState.LiveGen; r.Death = FormatConstants.Forever; r.Ino = map[old];
             r.Prealloc = null; r.PreallocBlocks = 0;   // a copy holds no fallocate reservation (as cp --reflink)
             if (IsDir(r)) r.Parent = old == top ? parentIno : map[r.Parent];
@@ -459,7 +572,7 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             if (IsDir(r)) li.Dir = new DirState();
             Versions.AddInode(li);
             if ((r.Mode & S_IFMT) == S_IFREG)
-                foreach (var c in tree.Chunks(old))
+                foreach (var c in copy.Chunks[old])
                 {
                     var n = c.CloneAsNewVersion();
                     n.Rid = Versions.NewRid(); n.Birth = PoolState.LiveGen; n.Death = FormatConstants.Forever; n.Ino = r.Ino;

@@ -99,3 +99,31 @@ internal sealed class SnapshotCache(MetadataStore store)
         }
     }
 }
+
+/// <summary>A snapshot's tree read straight from the store, nothing cached: for a bulk read (a clone's walk) that must
+/// not hold the engine's state lock. A snapshot's records never change, so the caller needs only the commit lock
+/// (under it no relocation rewrites a chunk and LiteDB's cache is not released); the state lock is not taken.</summary>
+internal sealed class StoreTreeReader(MetadataStore store, long gen) : ITreeReader
+{
+    public bool ReadOnly => true;
+    public long Gen => gen;
+    public bool Gone => false;
+    public InodeRecord? Inode(long ino) => store.LoadInode(ino, gen);
+    public ChunkRecord? Chunk(long ino, long index) => store.LoadChunk(ino, index, gen);
+
+    public List<ChunkRecord> Chunks(long ino)
+    {
+        var l = store.LoadChunks(ino, gen);
+        l.Sort((a, b) => a.Index.CompareTo(b.Index));
+        return l;
+    }
+
+    public DirState? Dir(long ino)
+    {
+        var rec = Inode(ino);
+        if (rec == null || (rec.Mode & 0xF000) != 0x4000) return null;
+        var d = new DirState();
+        foreach (var e in store.LoadDirectory(ino, gen)) d.Add(e);
+        return d;
+    }
+}

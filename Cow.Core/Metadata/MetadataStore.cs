@@ -320,16 +320,17 @@ internal sealed class MetadataStore : IDisposable
         return true;
     }
 
-    /// <summary>Records no view sees once a snapshot is gone: death in (<paramref name="deathAfter"/>,
-    /// <paramref name="deathUpTo"/>] and birth &gt; <paramref name="bornAfter"/> (by the death index).</summary>
-    public (List<long> Inodes, List<long> Dirents, List<ChunkRecord> Chunks) FindUnseen(long deathAfter, long deathUpTo, long bornAfter)
+    /// <summary>Ids of the records a pending purge removes (<see cref="PendingPurge.Covers"/>), by the death index:
+    /// cost follows the records that died in its range.</summary>
+    public (List<long> Inodes, List<long> Dirents, List<long> Chunks) FindPurgeable(PendingPurge p)
     {
-        var q = DiedIn(deathAfter, deathUpTo);
-        var inodes = _inodes.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
-        var dirents = _dirents.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(d => d["_id"].AsInt64).ToList();
-        var chunks = _chunks.Find(q).Where(d => d["birth"].AsInt64 > bornAfter).Select(ChunkBson.FromBson).ToList();
-        return (inodes, dirents, chunks);
+        var q = DiedIn(p.Gen, p.Next);
+        List<long> Ids(ILiteCollection<BsonDocument> c) => c.Find(q).Where(d => d["birth"].AsInt64 > p.Prev).Select(d => d["_id"].AsInt64).ToList();
+        return (Ids(_inodes), Ids(_dirents), Ids(_chunks));
     }
+
+    /// <summary>The chunk version with record id <paramref name="rid"/>; null when there is none.</summary>
+    public ChunkRecord? LoadChunkVersion(long rid) => _chunks.FindById(rid) is { } d ? ChunkBson.FromBson(d) : null;
 
     /// <summary>Applies <paramref name="batch"/> in one transaction and makes it durable.</summary>
     public void Commit(MetadataBatch batch)

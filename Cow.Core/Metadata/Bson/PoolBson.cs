@@ -14,10 +14,30 @@ internal static class PoolBson
             ["segment_seq"] = r.SegmentSeq, ["log_cursor"] = r.LogCursor, ["created_ns"] = r.CreatedNs, ["label"] = r.Label,
         };
         if (r.ChunkSegs) d["chunk_segs"] = 1;
+        if (r.Purges.Count > 0)
+            d["purges"] = new BsonArray(r.Purges.Select(p => new BsonDocument { ["gen"] = p.Gen, ["prev"] = p.Prev, ["next"] = p.Next }));
         return d;
     }
 
-    internal static PoolRecord FromBson(BsonDocument d) => new()
+    internal static PoolRecord FromBson(BsonDocument d)
+    {
+        var r = Fields(d);
+        if (d.TryGetValue("purges", out var ps))
+        {
+            if (!ps.IsArray) throw new InvalidDataException("metadata: pool field purges is not an array");
+            foreach (var p in ps.AsArray)
+            {
+                if (!p.IsDocument || !p["gen"].IsNumber || !p["prev"].IsNumber || !p["next"].IsNumber)
+                    throw new InvalidDataException($"metadata: malformed entry of pool field purges: {p}");
+                var e = new PendingPurge(p["gen"].AsInt64, p["prev"].AsInt64, p["next"].AsInt64);
+                if (!(e.Prev < e.Gen && e.Gen < e.Next)) throw new InvalidDataException($"metadata: purges entry {p} is not prev < gen < next");
+                r.Purges.Add(e);
+            }
+        }
+        return r;
+    }
+
+    private static PoolRecord Fields(BsonDocument d) => new()
     {
         PoolUuid = d["pool_uuid"].AsGuid, FormatVersion = d["format_version"].AsInt32, BlockSize = d["block_size"].AsInt32,
         LiveGen = d["live_gen"].AsInt64, NextIno = d["next_ino"].AsInt64, NextRid = d["next_rid"].AsInt64,

@@ -31,7 +31,26 @@ internal sealed class PoolRecord
     /// <summary><c>chunk_segs</c>: every chunk document carries <c>segs</c> (written by this build; a build that
     /// predates <c>segs</c> rewrites the pool document without it, and the next open fills <c>segs</c> in again).</summary>
     public bool ChunkSegs = true;
+    /// <summary><c>purges</c>: snapshots deleted whose records are not all removed yet, oldest deletion first. Each
+    /// names the versions no view sees any more (format.md 4, "Deleting snapshot"); a writable open finishes them.</summary>
+    public List<PendingPurge> Purges = new();
 
-    /// <summary>A copy (every field is a value or an immutable string).</summary>
-    public PoolRecord Clone() => (PoolRecord)MemberwiseClone();
+    /// <summary>A copy (the fields are values or immutable strings; the purge list is copied).</summary>
+    public PoolRecord Clone()
+    {
+        var c = (PoolRecord)MemberwiseClone();
+        c.Purges = new List<PendingPurge>(Purges);
+        return c;
+    }
+}
+
+/// <summary>An entry of <c>purges</c> (format.md 5.1): deleting snapshot <c>gen</c> left the versions with
+/// <c>birth &gt; prev</c> and <c>gen &lt; death ≤ next</c> seen by no view; they are removed in batches.</summary>
+/// <param name="Gen"><c>gen</c>: the deleted snapshot's generation.</param>
+/// <param name="Prev"><c>prev</c>: the greatest view generation below it at the deletion (0: none).</param>
+/// <param name="Next"><c>next</c>: the smallest view generation above it at the deletion (the live generation if none).</param>
+internal readonly record struct PendingPurge(long Gen, long Prev, long Next)
+{
+    /// <summary>Whether version [<paramref name="birth"/>, <paramref name="death"/>) is one this purge removes.</summary>
+    public bool Covers(long birth, long death) => birth > Prev && death > Gen && death <= Next;
 }

@@ -318,6 +318,7 @@ public class CrashTests(ITestOutputHelper output)
     {
         var p = new MemoryPool(baseSize: 1 << 20, logSize: 16 << 20, faulty: true);
         p.Engine.CommitInterval = TimeSpan.Zero; // commits only at fsync/snapshot: the model's durable points
+        p.Engine.PurgeBatchRecords = 2;          // a snapshot delete purges in several commits: cuts land between them
         return p;
     }
 

@@ -151,7 +151,8 @@ public sealed class FailStopCommitTests
     /// An exception in a snapshot operation's step of the commit (after it ran: the new snapshot is recorded in
     /// memory and the live generation moved, or the deleted snapshot is gone from memory), or halfway through a
     /// deletion's purge (some of its blocks released in memory): the operation fails
-    /// with the commit's IOException, the pool is read-only, and reopening gives the last durable commit.
+    /// with the commit's IOException, the pool is read-only, and reopening gives the last durable commit (for a
+    /// purge, the one that dropped the snapshot; the reopen finishes the purge).
     /// </summary>
     [Theory]
     [InlineData("create", "snapshot")]
@@ -171,12 +172,15 @@ public sealed class FailStopCommitTests
         else Assert.ThrowsAny<IOException>(() => p.Engine.DeleteSnapshot("s2"));
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "SnapshotManager.DeleteSnapshot" : "CommitPipeline.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "SnapshotManager.Purge" : "CommitPipeline.CommitLocked");
         AssertReadOnly(p, Listing(p));
 
         p.Reopen();
+        if (point == "purge")   // the commit that dropped s2 was durable
+            committed = string.Join("\n", committed.Split('\n').Where(l => l.Split(' ').ElementAtOrDefault(1) is not { } path || !(path == "@s2" || path.StartsWith("@s2/"))));
         Assert.Equal(committed, Listing(p));
-        Assert.Equal(op == "create" ? ["s"] : new[] { "s", "s2" }, p.Engine.ListSnapshots().Select(s => s.Name).Order().ToArray());
+        // A purge starts after the commit that dropped the snapshot: the reopen finishes it.
+        Assert.Equal(op == "create" || point == "purge" ? ["s"] : new[] { "s", "s2" }, p.Engine.ListSnapshots().Select(s => s.Name).Order().ToArray());
         p.AssertClean();
     }
 

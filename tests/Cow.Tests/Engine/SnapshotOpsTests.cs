@@ -336,6 +336,32 @@ public class SnapshotOpsTests
         Assert.Equal(Pattern(5 << 20, 2)[(1 << 20)..], ReadAll(p.Live, Ino(p.Live, "/copy/g"))[(1 << 20)..]);
     }
 
+    /// <summary>A clone reads the snapshot's tree without the engine's state lock: the mount serves meanwhile (here, a
+    /// create from another thread completes while the clone has read its source and not yet inserted it), and a
+    /// destination taken meanwhile makes the clone EEXIST with nothing of it in the live tree.</summary>
+    [Fact]
+    public void A_clone_reads_its_source_while_the_live_tree_keeps_changing()
+    {
+        using var p = new MemoryPool();
+        BuildTree(p.Live);
+        Ok(p.Engine.CreateSnapshot("s", out _), "s");
+        bool createdDuringRead = false;
+        p.Engine.CommitFaultHook = at =>
+        {
+            if (at == "clone-read")
+                createdDuringRead = Task.Run(() => CreateFile(p.Live, "/made-during-clone")).Wait(TimeSpan.FromSeconds(10));
+        };
+        Ok(p.Engine.CloneSnapshot("s", "/copy"), "clone");
+        Assert.True(createdDuringRead, "a create from another thread waited for the clone's read");
+        Assert.Equal(Dump(p.Pool.Snapshot("s")!).Count - 1, Dump(p.Live).Keys.Count(k => k.StartsWith("/copy/")));
+
+        p.Engine.CommitFaultHook = at => { if (at == "clone-read") Task.Run(() => p.Live.Mkdir(1, "taken", 0x1ED, 0, 0, out _)).Wait(); };
+        Assert.Equal(Errno.EEXIST, p.Engine.CloneSnapshot("s", "/taken"));
+        p.Engine.CommitFaultHook = null;
+        Assert.DoesNotContain(Dump(p.Live).Keys, k => k.StartsWith("/taken/"));
+        p.AssertClean();
+    }
+
     // ---------------------------------------------------------------- diff
 
     [Fact]

@@ -1,0 +1,108 @@
+using Cow.Core.Check;
+using Cow.Core.Metadata;
+using Xunit;
+using static Cow.Tests.Engine.MemoryPool;
+
+namespace Cow.Tests.Engine;
+
+/// <summary>A snapshot deletion's purge (format.md 4, "Deleting snapshot"): the snapshot goes in one commit, its
+/// records in batches of their own commits while the live tree keeps changing, and a purge cut short is finished by
+/// the next open.</summary>
+[Trait("Tier", "engine")]
+public class SnapshotPurgeTests
+{
+    private const int Files = 200;
+
+    /// <summary>A pool whose snapshot "a" alone holds <see cref="Files"/> one-block files (and their entries).</summary>
+    private static long FillThenDeleteAfterSnapshot(MemoryPool p)
+    {
+        Assert.Equal(0, (int)p.Live.Mkdir(1, "d", 0x1ED, 0, 0, out _));
+        for (int i = 0; i < Files; i++) WriteAt(p.Live, CreateFile(p.Live, $"/d/f{i}"), 0, Pattern(4096, i));
+        p.Engine.Commit();
+        long freeBefore = Free(p);
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("a", out _));
+        for (int i = 0; i < Files; i++) Assert.Equal(0, (int)p.Live.Unlink(Ino(p.Live, "/d"), $"f{i}"));
+        Assert.Equal(0, (int)p.Engine.CreateSnapshot("b", out _));
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("b"));
+        return freeBefore + Files;
+    }
+
+    private static long Free(MemoryPool p) => p.Engine.DeviceUsage().Sum(u => u.FreeBlocks);
+
+    [Fact]
+    public async Task The_purge_runs_in_batches_while_the_live_tree_keeps_changing()
+    {
+        using var p = new MemoryPool();
+        long freeAfter = FillThenDeleteAfterSnapshot(p);
+        p.Engine.PurgeBatchRecords = 16;
+        int creates = 0;
+        var seen = new List<int>();
+        // Each batch takes a moment under the state lock (as a large one would): the writer must get in between.
+        p.Engine.CommitFaultHook = at => { if (at == "purge") { seen.Add(Volatile.Read(ref creates)); Thread.Sleep(2); } };
+        using var stop = new CancellationTokenSource();
+        var writer = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested && creates < 10_000)
+            {
+                CreateFile(p.Live, $"/n{creates}");
+                Interlocked.Increment(ref creates);
+                Thread.Sleep(1);
+            }
+        });
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("a"));
+        stop.Cancel();
+        await writer;
+        p.Engine.CommitFaultHook = null;
+
+        // Every file's inode, entry and chunk went, 16 a commit; creates went on between the batches.
+        Assert.True(seen.Count >= 3 * Files / 16, $"{seen.Count} batches");
+        Assert.True(seen[^1] > seen[0], $"no create completed during the purge's {seen.Count} batches");
+        Assert.Empty(p.Engine.PoolState.Purges);
+        var root = new List<Cow.Core.FileSystem.DirEntryInfo>();
+        Assert.Equal(0, (int)p.Live.ReadDir(1, 0, 100_000, root));
+        Assert.Equal(["d"], root.Select(e => e.Name).Where(n => n is not ("." or "..") && !n.StartsWith('n')));
+        Assert.Equal(0, (int)p.Live.ReadDir(Ino(p.Live, "/d"), 0, 100_000, root = new()));
+        Assert.DoesNotContain(root, e => e.Name is not ("." or ".."));
+        p.AssertClean();
+        for (int i = 0; i < creates; i++) Assert.Equal(0, (int)p.Live.Unlink(1, $"n{i}"));
+        p.Engine.Commit();
+        Assert.Equal(freeAfter, Free(p));
+    }
+
+    [Fact]
+    public void A_purge_cut_short_is_finished_by_the_next_open()
+    {
+        using var p = new MemoryPool();
+        long freeAfter = FillThenDeleteAfterSnapshot(p);
+        p.Engine.PurgeBatchRecords = 16;
+        int batches = 0;
+        p.Engine.CommitFaultHook = at => { if (at == "purge" && ++batches == 3) throw new IOException("injected fault in the third batch"); };
+        Assert.ThrowsAny<IOException>(() => p.Engine.DeleteSnapshot("a"));
+        p.Engine.CommitFaultHook = null;
+
+        p.Reopen();
+        Assert.Empty(p.Engine.ListSnapshots());
+        Assert.Empty(p.Engine.PoolState.Purges);
+        Assert.Equal(freeAfter, Free(p));
+        p.AssertClean();
+    }
+
+    [Fact]
+    public void Fsck_takes_versions_a_pending_purge_covers_for_no_leak()
+    {
+        long[] views = [5, 10];   // a snapshot at 5, the live tree at 10
+        var f = new FsckViews.Facts();
+        f.Dirents.Add(new FsckViews.DirentFact(1, 1, 2, 6, 8, 0, 0, "seen by no view"));
+        var leak = new FsckReport();
+        FsckViews.CheckVersions(f, leak, views, 10, []);
+        Assert.Contains(leak.Problems, x => x.Message.Contains("seen by no snapshot"));
+
+        var pending = new FsckReport();
+        FsckViews.CheckVersions(f, pending, views, 10, [new PendingPurge(7, 5, 10)]);
+        Assert.True(pending.Clean, pending.ToString());
+
+        var other = new FsckReport();   // a purge whose range does not hold it
+        FsckViews.CheckVersions(f, other, views, 10, [new PendingPurge(9, 5, 10)]);
+        Assert.False(other.Clean);
+    }
+}
