@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Scale through a mount (issue 23, point 6, in part): for each file count, a fresh pool is mounted and filled with
-# small files (4 KiB each, 100 per directory) by python3, then: the mount server's RSS, snapshot create (front end), 1,000 files
-# changed, a second snapshot, snapshot diff of the two, snapshot list with sizes, snapshot delete, RSS again; then
-# unmount and cow fsck (wall time and peak RSS). One run per count; times in seconds. Root.
-# usage: sudo bash bench/scale-mount.sh [COUNT...]   (default: 10000 100000)
+# Scale through a mount (issue 23, point 6): for each file count, a fresh pool is mounted and filled with small files
+# (4 KiB each, 100 per directory) by python3; then a timeline of snapshots (default 1,000), each after 10 files
+# changed, taken with the front end as a timer would; then 1,000 files changed and one more snapshot, `snapshot diff`
+# of the last two (1,000 changes), `snapshot list` with sizes, `snapshot delete` of a snapshot in the middle; the
+# mount server's RSS after the fill, after all that, and its peak (VmHWM) over the whole run; then unmount and
+# `cow fsck` (wall time and peak RSS). One run per count; times in seconds (snapshot create: milliseconds). Root.
+# usage: sudo bash bench/scale-mount.sh [COUNT...]   (default: 10000 100000 1000000)
+#        COW_SCALE_SNAPSHOTS=N  snapshots in the timeline (default 1000)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-counts=${*:-10000 100000}
+counts=${*:-10000 100000 1000000}
+snaps=${COW_SCALE_SNAPSHOTS:-1000}
 cow=(dotnet "$repo/Cow.Cli/bin/Release/net10.0/cow.dll")
 fast=("$repo/Cow.Cli/bin/aot/cow"); [ -x "${fast[0]}" ] || fast=("${cow[@]}")
 export COW_DOTNET=$(command -v dotnet) COW_DLL="$repo/Cow.Cli/bin/Release/net10.0/cow.dll"
 work=$(mktemp -d /var/tmp/cow-scale-XXXXXX)
 trap '"${cow[@]}" umount "$work/mnt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f", d / 1e9 }'; }
-rss() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
-echo "# scale through a mount, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores; seconds, MiB"
-printf "%-8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n" files fill rss snap diff1k list delete rss2 fsck fsckMiB
+mib() { awk -v k="$2" '$1 == k ":" { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
+echo "# scale through a mount, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, $snaps snapshots; seconds, MiB, snapshot create in ms"
+printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %6s %7s %7s\n" files fill rss snapMed snapMax diff1k list delete rss2 peak fsck fsckMiB
 for n in $counts; do
   rm -rf "$work/pool"; mkdir -p "$work/mnt"
-  "${cow[@]}" mkfs "$work/pool" --base-size 1G --log-size 4G >/dev/null
+  "${cow[@]}" mkfs "$work/pool" --base-size 1G --log-size 8G >/dev/null
   "${cow[@]}" mount "$work/pool" "$work/mnt" >/dev/null
   pid=$(cat "$work/pool/cow.lock")
   fill=$(secs python3 -c "
@@ -32,8 +36,21 @@ for d in range((n + 99) // 100):
         os.write(fd, block)
         os.close(fd)
 " "$work/mnt" "$n")
-  r1=$(rss "$pid")
-  snap=$(secs "${fast[@]}" snapshot create "$work/mnt" s1)
+  r1=$(mib "$pid" VmRSS)
+  # The timeline: 10 files changed, then a snapshot, $snaps times; create latencies (ms), median and maximum.
+  read -r smed smax < <(python3 -c "
+import subprocess, sys, time, statistics
+root, n, count, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+ms = []
+for s in range(count):
+    for k in range(10):
+        i = (s * 10 + k) * 7907 % n
+        with open(f'{root}/d{i // 100}/f{i % 100}', 'w') as f: f.write(f'timeline {s}')
+    t = time.perf_counter()
+    subprocess.run(fast + ['snapshot', 'create', root, f's{s + 1}'], check=True, stdout=subprocess.DEVNULL)
+    ms.append((time.perf_counter() - t) * 1000)
+print(f'{statistics.median(ms):.1f} {max(ms):.1f}')
+" "$work/mnt" "$n" "$snaps" "${fast[@]}")
   python3 -c "
 import sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -41,13 +58,13 @@ for k in range(1000):
     i = (k * 7919) % n
     with open(f'{root}/d{i // 100}/f{i % 100}', 'w') as f: f.write('changed')
 " "$work/mnt" "$n"
-  "${fast[@]}" snapshot create "$work/mnt" s2 >/dev/null
-  diff=$(secs "${cow[@]}" snapshot diff "$work/mnt" s1 s2)
+  "${fast[@]}" snapshot create "$work/mnt" last >/dev/null
+  diff=$(secs "${cow[@]}" snapshot diff "$work/mnt" "s$snaps" last)
   list=$(secs "${fast[@]}" snapshot list "$work/mnt")
-  del=$(secs "${fast[@]}" snapshot delete "$work/mnt" s1)
-  r2=$(rss "$pid")
+  del=$(secs "${fast[@]}" snapshot delete "$work/mnt" "s$(( (snaps + 1) / 2 ))")
+  r2=$(mib "$pid" VmRSS); peak=$(mib "$pid" VmHWM)
   "${cow[@]}" umount "$work/mnt" >/dev/null
   /usr/bin/time -f "%e %M" -o "$work/fsck.time" "${cow[@]}" fsck "$work/pool" >/dev/null
   read -r fsck fsckk < "$work/fsck.time"
-  printf "%-8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n" "$n" "$fill" "$r1" "$snap" "$diff" "$list" "$del" "$r2" "$fsck" "$((fsckk / 1024))"
+  printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %6s %7s %7s\n" "$n" "$fill" "$r1" "$smed" "$smax" "$diff" "$list" "$del" "$r2" "$peak" "$fsck" "$((fsckk / 1024))"
 done

@@ -63,16 +63,31 @@ public static class Fsck
         CheckSnapshots(snaps, pool.LiveGen, r);
         // Invariant 9: the cleaner finds the chunks that map a segment by segs, so a chunk whose segs is wrong
         // would keep pointing at blocks the cleaner moved and freed.
-        foreach (var (rid, ino, problem) in store.ChunkSegsProblems(engine.CacheBudget.StorePages))
+        foreach (var (rid, ino, problem) in store.ChunkSegsProblems(StorePages(engine)))
             r.Add("segs", $"chunk record {rid}: {problem}", ino);
 
         var facts = FsckViews.Load(engine, r);
+        CollectGarbage();   // what reading left (documents, the facts' grown-out arrays) before the sweep adds its own
         FsckViews.CheckVersions(facts, r, views, pool.LiveGen, pool.Purges);
-        FsckViews.CheckViews(engine, facts, r, views, snaps);
+        FsckViewSweep.Check(engine, facts, r, views, snaps);
+        facts.Chunks.Clear(); facts.Chunks.TrimExcess();   // the block checks read chunks by segment; paths need entries and inodes only
+        CollectGarbage();
         FsckBlocks.Check(engine, facts.Segments, r, views, verifyData, progress);
         NamePaths(r, facts, pool.LiveGen, snaps);
         return r;
     }
+
+    /// <summary>A full, compacting collection, the large-object heap included: between fsck's phases, so that its memory
+    /// is what it holds (at a million files, the garbage of a phase is hundreds of MiB the runtime would keep).</summary>
+    internal static void CollectGarbage()
+    {
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
+    /// <summary>LiteDB's page cache kept while fsck reads: it reads each document once, in order, so a small cache does;
+    /// the memory goes to the facts and the view sweep instead.</summary>
+    internal static long StorePages(Engine.Engine engine) => Math.Min(engine.CacheBudget.StorePages, 32L << 20);
 
     private static void CheckSnapshots(IReadOnlyList<SnapshotRecord> snaps, long liveGen, FsckReport r)
     {

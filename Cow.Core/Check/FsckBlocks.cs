@@ -35,7 +35,7 @@ internal static class FsckBlocks
         var owners = new (long Ino, long FileBlock, uint Sum, bool Set)[SegmentBlocks];
         var header = new byte[bs];
         var buf = new byte[bs];
-        long keep = engine.CacheBudget.StorePages;
+        long keep = Fsck.StorePages(engine);
         int sinceTrim = 0;
         foreach (var (cookie, seg) in segments.OrderBy(k => k))
         {

@@ -43,20 +43,30 @@ internal static class FsckViews
         public readonly HashSet<(uint Device, long Segment)> Segments = new();
     }
 
+    /// <summary>Distinct entry names kept as one string each while the facts are read.</summary>
+    private const int MaxSharedNames = 65536;
+
     /// <summary>Reads every version's facts (a pass over each collection) and checks each extent's shape and bounds
     /// (invariant 3) as the chunks stream by.</summary>
     public static Facts Load(Engine.Engine engine, FsckReport r)
     {
         var f = new Facts();
         var withPrealloc = new HashSet<long>();
-        long keep = engine.CacheBudget.StorePages;   // fsck holds the store alone: LiteDB's pages are given back as it reads
+        long keep = Fsck.StorePages(engine);   // fsck holds the store alone: LiteDB's pages are given back as it reads
         foreach (var i in engine.Store.AllInodes(keep))
         {
             f.Inodes.Add(new InodeFact(i.Ino, i.Rid, i.Birth, i.Death, i.Mode, i.Nlink, i.Parent, i.Size, i.Blocks, i.NextPos, i.PreallocBlocks, i.Prealloc));
             if (i.Prealloc != null) withPrealloc.Add(i.Ino);
         }
+        // Names repeat across directories and versions (f0..f99, index.html): one string each, up to a bound.
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var d in engine.Store.AllDirents(keep))
-            f.Dirents.Add(new DirentFact(d.Rid, d.Dir, d.Child, d.Birth, d.Death, d.Pos, d.Type, d.Name));
+        {
+            string name = d.Name;
+            if (names.TryGetValue(name, out var same)) name = same;
+            else if (names.Count < MaxSharedNames) names[name] = name;
+            f.Dirents.Add(new DirentFact(d.Rid, d.Dir, d.Child, d.Birth, d.Death, d.Pos, d.Type, name));
+        }
         int shift = System.Numerics.BitOperations.Log2((uint)engine.BlockSize);
         foreach (var c in engine.Store.AllChunks(keep))
         {
@@ -108,10 +118,11 @@ internal static class FsckViews
         foreach (var c in f.Chunks) Check(c.Rid, c.Birth, c.Death, $"chunk {c.Index}", c.Ino);
     }
 
-    /// <summary>Invariant 2 and the per-view part of 3, view by view: one visible version per key, entries naming
+    /// <summary>Invariant 2 and the per-view part of 3, each view whole: one visible version per key, entries naming
     /// existing inodes of their type in directories, link counts, orphans, and each file's extent maps (one version per
-    /// chunk, a regular file's, nothing past its end, its <c>blocks</c>, its fallocate ranges).</summary>
-    public static void CheckViews(Engine.Engine engine, Facts f, FsckReport r, long[] views, IReadOnlyList<SnapshotRecord> snaps)
+    /// chunk, a regular file's, nothing past its end, its <c>blocks</c>, its fallocate ranges). Time O(views × versions):
+    /// the test oracle of <see cref="FsckViewSweep"/>, which fsck runs.</summary>
+    public static void CheckEachViewWhole(Engine.Engine engine, Facts f, FsckReport r, long[] views, IReadOnlyList<SnapshotRecord> snaps)
     {
         int bs = engine.BlockSize, shift = System.Numerics.BitOperations.Log2((uint)bs);
         long liveGen = views[^1];
