@@ -2,11 +2,12 @@ namespace Cow.Core.Engine;
 
 /// <summary>
 /// The byte budget of an engine's metadata caches and how it is shared among them: the engine's memory is bounded
-/// by configuration, not by the number of files. Half goes to LiteDB's page cache, which LiteDB 5 never shrinks by itself: after
-/// commits (and between fsck's batches) the store is reopened when it holds more. Group commits are sized to it too
-/// (<see cref="CommitRecords"/>), and past <see cref="HeapCeiling"/> a commit asks for a full collection. A quarter goes to the live tree's
-/// clean extent-map chunks, an eighth to its clean inodes (with their directories' entries), an eighth to the records
-/// of snapshot trees. The per-record sizes are estimates of the .NET objects' sizes: they turn byte shares into the
+/// by configuration, not by the number of files. A quarter goes to LiteDB's page cache, which LiteDB 5 never shrinks by
+/// itself: after commits (and between fsck's batches) the store is reopened when it holds more; the quarter left over is
+/// room for the pages a commit's transaction touches, which LiteDB keeps until then. Group commits are sized to that
+/// (<see cref="CommitRecords"/>), and past <see cref="HeapCeiling"/> a commit asks for a full collection. A quarter goes
+/// to the live tree's clean extent-map chunks, an eighth to its clean inodes (with their directories' entries), an eighth
+/// to the records of snapshot trees. The per-record sizes are estimates of the .NET objects' sizes: they turn byte shares into the
 /// counts the caches trim to. Immutable.
 /// </summary>
 public readonly record struct CacheBudget(long Bytes)
@@ -25,7 +26,7 @@ public readonly record struct CacheBudget(long Bytes)
         new(Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 16, 64L << 20, 256L << 20));
 
     /// <summary>Bytes of LiteDB's page cache kept after a commit.</summary>
-    public long StorePages => Bytes / 2;
+    public long StorePages => Bytes / 4;
     /// <summary>Clean live chunks kept after a commit.</summary>
     public int Chunks => (int)Math.Max(64, Bytes / 4 / ChunkBytes);
     /// <summary>Clean, closed live inodes kept after a commit.</summary>
@@ -33,11 +34,12 @@ public readonly record struct CacheBudget(long Bytes)
     /// <summary>The managed heap (live objects and garbage not yet collected) past which a commit asks for a full,
     /// compacting collection: the budget plus room for the runtime and the requests in flight. Without it the runtime
     /// lets garbage of a busy mount pile up to several times the live data before a full collection.</summary>
-    public long HeapCeiling => Bytes + (192L << 20);
+    public long HeapCeiling => Bytes + (64L << 20);
 
     /// <summary>Changed records after which a group commit starts: a commit's batch and the LiteDB pages its transaction
-    /// touches are held at once, so a commit holds at most an eighth of the budget in chunk records.</summary>
-    public int CommitRecords => (int)Math.Clamp(Bytes / 8 / ChunkBytes, 1024, 50_000);
+    /// touches are held at once (several pages a record: its document and an entry in each index), so a commit holds at
+    /// most a sixteenth of the budget in chunk records.</summary>
+    public int CommitRecords => (int)Math.Clamp(Bytes / 16 / ChunkBytes, 1024, 50_000);
 
     /// <summary>Records of snapshot trees kept before they are dropped.</summary>
     public int SnapshotRecords => (int)Math.Max(256, Bytes / 8 / SnapshotRecordBytes);
