@@ -3,8 +3,10 @@
 # (4 KiB each, 100 per directory) by python3; then a timeline of snapshots (default 1,000), each after 10 files
 # changed, taken with the front end as a timer would; then 1,000 files changed and one more snapshot, `snapshot diff`
 # of the last two (1,000 changes), `snapshot list` with sizes, `snapshot delete` of a snapshot in the middle; the
-# mount server's RSS after the fill, after all that, and its peak (VmHWM) over the whole run; then unmount and
-# `cow fsck` (wall time and peak RSS). One run per count; times in seconds (snapshot create: milliseconds). Root.
+# mount server's RSS after that; then every file deleted (`rm -rf`) and every snapshot deleted, oldest first (the
+# time of all, and of the last, which alone held every file); the server's peak RSS (VmHWM) over the whole run;
+# then unmount and `cow fsck` (wall time and peak RSS). One run per count; times in seconds (snapshot create:
+# milliseconds). Root.
 # usage: sudo bash bench/scale-mount.sh [COUNT...]   (default: 10000 100000 1000000)
 #        COW_SCALE_SNAPSHOTS=N  snapshots in the timeline (default 1000)
 set -euo pipefail
@@ -19,7 +21,7 @@ trap '"${cow[@]}" umount "$work/mnt" >/dev/null 2>&1 || true; rm -rf "$work"' EX
 secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f", d / 1e9 }'; }
 mib() { awk -v k="$2" '$1 == k ":" { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 echo "# scale through a mount, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, $snaps snapshots; seconds, MiB, snapshot create in ms"
-printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %6s %7s %7s\n" files fill rss snapMed snapMax diff1k list delete rss2 peak fsck fsckMiB
+printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %7s %8s %7s %6s %7s %7s\n" files fill rss snapMed snapMax diff1k list delete rss2 rmAll delAll delLast peak fsck fsckMiB
 for n in $counts; do
   rm -rf "$work/pool"; mkdir -p "$work/mnt"
   "${cow[@]}" mkfs "$work/pool" --base-size 1G --log-size 8G >/dev/null
@@ -62,9 +64,16 @@ for k in range(1000):
   diff=$(secs "${cow[@]}" snapshot diff "$work/mnt" "s$snaps" last)
   list=$(secs "${fast[@]}" snapshot list "$work/mnt")
   del=$(secs "${fast[@]}" snapshot delete "$work/mnt" "s$(( (snaps + 1) / 2 ))")
-  r2=$(mib "$pid" VmRSS); peak=$(mib "$pid" VmHWM)
+  r2=$(mib "$pid" VmRSS)
+  rmall=$(secs rm -rf "$work"/mnt/d*)
+  t0=$(date +%s%N)
+  "${fast[@]}" snapshot list "$work/mnt" --json | python3 -c "import json, sys; print('\n'.join(s['name'] for s in json.load(sys.stdin)))" > "$work/snaps"
+  last=$(tail -1 "$work/snaps"); head -n -1 "$work/snaps" | while read -r s; do "${fast[@]}" snapshot delete "$work/mnt" "$s" >/dev/null; done
+  dellast=$(secs "${fast[@]}" snapshot delete "$work/mnt" "$last")
+  delall=$(awk -v d=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", d / 1e9 }')
+  peak=$(mib "$pid" VmHWM)
   "${cow[@]}" umount "$work/mnt" >/dev/null
   /usr/bin/time -f "%e %M" -o "$work/fsck.time" "${cow[@]}" fsck "$work/pool" >/dev/null
   read -r fsck fsckk < "$work/fsck.time"
-  printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %6s %7s %7s\n" "$n" "$fill" "$r1" "$smed" "$smax" "$diff" "$list" "$del" "$r2" "$peak" "$fsck" "$((fsckk / 1024))"
+  printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %7s %8s %7s %6s %7s %7s\n" "$n" "$fill" "$r1" "$smed" "$smax" "$diff" "$list" "$del" "$r2" "$rmall" "$delall" "$dellast" "$peak" "$fsck" "$((fsckk / 1024))"
 done

@@ -368,14 +368,9 @@ internal sealed class NamespaceOps(EngineContext context) : EnginePart(context)
             if (!IsDir(r)) return Errno.ENOTDIR;
             if (offset < 1 && into.Count < max) into.Add(new DirEntryInfo(".", ino, S_IFDIR >> 12, 1));
             if (offset < 2 && into.Count < max) into.Add(new DirEntryInfo("..", r.Parent, S_IFDIR >> 12, 2));
-            var byPos = tree.Dir(ino)!.ByPos;
-            int lo = 0, hi = byPos.Count - 1;
-            var keys = byPos.Keys;
-            while (lo <= hi) { int mid = (lo + hi) >> 1; if (keys[mid] <= offset) lo = mid + 1; else hi = mid - 1; }
-            for (int i = lo; i < byPos.Count && into.Count < max; i++)
+            foreach (var d in tree.Dir(ino)!.ByPos.After(offset))
             {
-                var d = byPos.Values[i];
-                if (d.Pos >= before) break;
+                if (into.Count >= max || d.Pos >= before) break;
                 into.Add(new DirEntryInfo(d.Name, d.Child, d.Type, d.Pos));
             }
             return 0;
