@@ -11,13 +11,20 @@ namespace Cow.Core.Check;
 /// </summary>
 internal static class FsckViews
 {
-    public readonly record struct InodeFact(long Ino, long Rid, long Birth, long Death, uint Mode, uint Nlink, long Parent,
-        long Size, long Blocks, long NextPos, long PreallocBlocks, long[]? Prealloc)
+    /// <param name="Extra">What only a directory or a file with fallocate ranges has (null for any other inode: most of them).</param>
+    public readonly record struct InodeFact(long Ino, long Rid, long Birth, long Death, uint Mode, uint Nlink, long Size, long Blocks, InodeExtra? Extra)
     {
+        public long Parent => Extra?.Parent ?? 0;
+        public long NextPos => Extra?.NextPos ?? 0;
+        public long PreallocBlocks => Extra?.PreallocBlocks ?? 0;
+        public long[]? Prealloc => Extra?.Prealloc;
         public bool VisibleAt(long gen) => Birth <= gen && gen < Death;
         public bool IsDir => (Mode & 0xF000) == 0x4000;
         public bool IsRegular => (Mode & 0xF000) == 0x8000;
     }
+
+    /// <summary>A directory's <c>parent</c> and <c>next_pos</c>, a file's fallocate ranges.</summary>
+    public sealed record InodeExtra(long Parent, long NextPos, long PreallocBlocks, long[]? Prealloc);
 
     public readonly record struct DirentFact(long Rid, long Dir, long Child, long Birth, long Death, long Pos, uint Type, string Name)
     {
@@ -55,7 +62,9 @@ internal static class FsckViews
         long keep = Fsck.StorePages(engine);   // fsck holds the store alone: LiteDB's pages are given back as it reads
         foreach (var i in engine.Store.AllInodes(keep))
         {
-            f.Inodes.Add(new InodeFact(i.Ino, i.Rid, i.Birth, i.Death, i.Mode, i.Nlink, i.Parent, i.Size, i.Blocks, i.NextPos, i.PreallocBlocks, i.Prealloc));
+            bool extra = (i.Mode & 0xF000) == 0x4000 || i.Prealloc != null || i.PreallocBlocks != 0 || i.Parent != 0 || i.NextPos != 0;
+            f.Inodes.Add(new InodeFact(i.Ino, i.Rid, i.Birth, i.Death, i.Mode, i.Nlink, i.Size, i.Blocks,
+                extra ? new InodeExtra(i.Parent, i.NextPos, i.PreallocBlocks, i.Prealloc) : null));
             if (i.Prealloc != null) withPrealloc.Add(i.Ino);
         }
         // Names repeat across directories and versions (f0..f99, index.html): one string each, up to a bound.

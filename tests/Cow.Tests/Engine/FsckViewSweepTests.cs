@@ -146,7 +146,7 @@ public class FsckViewSweepTests(ITestOutputHelper output)
                 i = Pick(f.Chunks, _ => true);
                 f.Chunks[i] = f.Chunks[i] with { Ino = f.Inodes.First(x => x.IsDir).Ino };
                 break;
-            case "parent": i = Pick(f.Inodes, x => x.IsDir && x.Ino != 1); f.Inodes[i] = f.Inodes[i] with { Parent = 424242 }; break;
+            case "parent": i = Pick(f.Inodes, x => x.IsDir && x.Ino != 1); f.Inodes[i] = f.Inodes[i] with { Extra = f.Inodes[i].Extra! with { Parent = 424242 } }; break;
             default: throw new ArgumentException(damage);
         }
     }
