@@ -3,10 +3,10 @@
 # (4 KiB each, 100 per directory) by python3; then a timeline of snapshots (default 1,000), each after 10 files
 # changed, taken with the front end as a timer would; then 1,000 files changed and one more snapshot, `snapshot diff`
 # of the last two (1,000 changes), `snapshot list` with sizes, `snapshot delete` of a snapshot in the middle; the
-# mount server's RSS after that; then every file deleted (`rm -rf`) and every snapshot deleted, oldest first (the
-# time of all, and of the last, which alone held every file); the server's peak RSS (VmHWM) over the whole run;
-# then unmount and `cow fsck` (wall time and peak RSS). One run per count; times in seconds (snapshot create:
-# milliseconds). Root.
+# mount server's RSS after that; unmount, `cow fsck` of the whole pool (wall time and peak RSS), mount again; then
+# every file deleted (`rm -rf`) and every snapshot deleted, oldest first (the time of all, and of the last, which alone
+# held every file); the server's peak RSS (VmHWM) over that mount's life. One run per count; times in seconds
+# (snapshot create: milliseconds). Root.
 # usage: sudo bash bench/scale-mount.sh [COUNT...]   (default: 10000 100000 1000000)
 #        COW_SCALE_SNAPSHOTS=N  snapshots in the timeline (default 1000)
 set -euo pipefail
@@ -64,16 +64,19 @@ for k in range(1000):
   diff=$(secs "${cow[@]}" snapshot diff "$work/mnt" "s$snaps" last)
   list=$(secs "${fast[@]}" snapshot list "$work/mnt")
   del=$(secs "${fast[@]}" snapshot delete "$work/mnt" "s$(( (snaps + 1) / 2 ))")
-  r2=$(mib "$pid" VmRSS)
+  r2=$(mib "$pid" VmRSS); peak1=$(mib "$pid" VmHWM)
+  "${cow[@]}" umount "$work/mnt" >/dev/null
+  /usr/bin/time -f "%e %M" -o "$work/fsck.time" "${cow[@]}" fsck "$work/pool" >/dev/null
+  read -r fsck fsckk < "$work/fsck.time"
+  "${cow[@]}" mount "$work/pool" "$work/mnt" >/dev/null
+  pid=$(cat "$work/pool/cow.lock")
   rmall=$(secs rm -rf "$work"/mnt/d*)
   t0=$(date +%s%N)
   "${fast[@]}" snapshot list "$work/mnt" --json | python3 -c "import json, sys; print('\n'.join(s['name'] for s in json.load(sys.stdin)))" > "$work/snaps"
   last=$(tail -1 "$work/snaps"); head -n -1 "$work/snaps" | while read -r s; do "${fast[@]}" snapshot delete "$work/mnt" "$s" >/dev/null; done
   dellast=$(secs "${fast[@]}" snapshot delete "$work/mnt" "$last")
   delall=$(awk -v d=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", d / 1e9 }')
-  peak=$(mib "$pid" VmHWM)
+  peak=$(( $(mib "$pid" VmHWM) > peak1 ? $(mib "$pid" VmHWM) : peak1 ))
   "${cow[@]}" umount "$work/mnt" >/dev/null
-  /usr/bin/time -f "%e %M" -o "$work/fsck.time" "${cow[@]}" fsck "$work/pool" >/dev/null
-  read -r fsck fsckk < "$work/fsck.time"
   printf "%-8s %7s %6s %9s %9s %7s %6s %7s %6s %7s %8s %7s %6s %7s %7s\n" "$n" "$fill" "$r1" "$smed" "$smax" "$diff" "$list" "$del" "$r2" "$rmall" "$delall" "$dellast" "$peak" "$fsck" "$((fsckk / 1024))"
 done
