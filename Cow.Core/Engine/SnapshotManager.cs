@@ -133,8 +133,9 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     /// Removes the versions pending purge <paramref name="p"/> covers, a batch per commit, and drops the purge from
     /// the pool in the last. Cost follows what only the deleted snapshot held (the death index's range). The state
     /// lock is held only to release a batch's blocks in memory; the commit lock is held per batch (the records are
-    /// read under it, so no relocation moves them in between). Stops without error when the engine closes (the
-    /// purge stays pending). Fail-stop: a failure halfway through a batch makes the pool read-only.
+    /// read under it, so no relocation moves them in between). A freeze (fsfreeze) between two batches holds the next
+    /// one until the thaw: no commit runs while frozen. Stops without error when the engine closes (the purge stays
+    /// pending). Fail-stop: a failure halfway through a batch makes the pool read-only.
     /// </summary>
     private void Purge(PendingPurge p)
     {
@@ -148,9 +149,11 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
         int total = ids.Inodes.Count + ids.Dirents.Count + ids.Chunks.Count, done = 0;
         do
         {
+            while (Commits.Frozen && !Commits.Closed) Thread.Sleep(FrozenPollMs);
             lock (CommitLock)
             {
                 if (Commits.Closed) return;
+                if (Commits.Frozen) continue;   // frozen again before the lock was taken
                 int take = Math.Min(per, total - done);
                 var inodes = Slice(ids.Inodes, done, take);
                 var dirents = Slice(ids.Dirents, done - ids.Inodes.Count, take - inodes.Count);
@@ -173,6 +176,9 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
         }
         while (done < total);
     }
+
+    /// <summary>How often a purge held by a freeze looks for the thaw.</summary>
+    private const int FrozenPollMs = 50;
 
     /// <summary>Up to <paramref name="count"/> items of <paramref name="list"/> from <paramref name="from"/> (clamped to the list).</summary>
     private static List<long> Slice(List<long> list, int from, int count)
