@@ -131,36 +131,25 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
 
     /// <summary>
     /// Removes the versions pending purge <paramref name="p"/> covers, a batch per commit, and drops the purge from
-    /// the pool in the last. Cost follows what only the deleted snapshot held (the death index's range). The state
-    /// lock is held only to release a batch's blocks in memory; the commit lock is held per batch (the records are
-    /// read under it, so no relocation moves them in between). A freeze (fsfreeze) between two batches holds the next
+    /// the pool in the last. Cost follows what only the deleted snapshot held (the death index's range), and memory
+    /// one batch (each commit gives LiteDB's pages back). The state lock is held only to release a batch's blocks in
+    /// memory; the commit lock is held per batch (the records are read under it, so no relocation moves them in
+    /// between). A freeze (fsfreeze) between two batches holds the next
     /// one until the thaw: no commit runs while frozen. Stops without error when the engine closes (the purge stays
     /// pending). Fail-stop: a failure halfway through a batch makes the pool read-only.
     /// </summary>
     private void Purge(PendingPurge p)
     {
-        (List<long> Inodes, List<long> Dirents, List<long> Chunks) ids;
-        lock (CommitLock)
-        {
-            if (Commits.Closed) return;
-            ids = Store.FindPurgeable(p);
-        }
         int per = PurgeBatchRecords > 0 ? PurgeBatchRecords : Math.Max(1, Commits.EveryRecords);
-        int total = ids.Inodes.Count + ids.Dirents.Count + ids.Chunks.Count, done = 0;
-        do
+        while (true)
         {
             while (Commits.Frozen && !Commits.Closed) Thread.Sleep(FrozenPollMs);
             lock (CommitLock)
             {
                 if (Commits.Closed) return;
                 if (Commits.Frozen) continue;   // frozen again before the lock was taken
-                int take = Math.Min(per, total - done);
-                var inodes = Slice(ids.Inodes, done, take);
-                var dirents = Slice(ids.Dirents, done - ids.Inodes.Count, take - inodes.Count);
-                var chunkIds = Slice(ids.Chunks, done - ids.Inodes.Count - ids.Dirents.Count, take - inodes.Count - dirents.Count);
-                // A version another purge covered as well may be gone already.
-                var chunks = chunkIds.Select(Store.LoadChunkVersion).OfType<ChunkRecord>().ToList();
-                done += take;
+                var (inodes, dirents, chunks) = Store.FindPurgeable(p, per);
+                bool last = inodes.Count + dirents.Count + chunks.Count < per;
                 lock (StateLock)
                 {
                     if (Failed) throw new IOException("the pool stopped accepting changes during a snapshot purge", Commits.Failure);
@@ -171,22 +160,14 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                     }
                     catch (Exception e) { throw Commits.Fail(PoolState.CommitSeq + 1, $"while purging the records of deleted snapshot generation {p.Gen}", e); }
                 }
-                Commits.CommitLocked(done < total ? null : _ => PoolState.Purges.Remove(p));
+                Commits.CommitLocked(last ? _ => PoolState.Purges.Remove(p) : null);
+                if (last) return;
             }
         }
-        while (done < total);
     }
 
     /// <summary>How often a purge held by a freeze looks for the thaw.</summary>
     private const int FrozenPollMs = 50;
-
-    /// <summary>Up to <paramref name="count"/> items of <paramref name="list"/> from <paramref name="from"/> (clamped to the list).</summary>
-    private static List<long> Slice(List<long> list, int from, int count)
-    {
-        from = Math.Max(0, from);
-        count = Math.Min(Math.Max(0, count), list.Count - Math.Min(from, list.Count));
-        return count <= 0 ? new List<long>() : list.GetRange(from, count);
-    }
 
     /// <summary>
     /// Space per snapshot (and for the live tree, named "", last): bytes of the distinct device blocks it references

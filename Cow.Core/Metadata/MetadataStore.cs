@@ -320,17 +320,20 @@ internal sealed class MetadataStore : IDisposable
         return true;
     }
 
-    /// <summary>Ids of the records a pending purge removes (<see cref="PendingPurge.Covers"/>), by the death index:
-    /// cost follows the records that died in its range.</summary>
-    public (List<long> Inodes, List<long> Dirents, List<long> Chunks) FindPurgeable(PendingPurge p)
+    /// <summary>Up to <paramref name="limit"/> of the records a pending purge removes (<see cref="PendingPurge.Covers"/>),
+    /// inodes first, then entries, then chunks, by the death index: each call reads the records that died in the range
+    /// from its start, so it costs what was removed before plus what it returns (the versions a purge leaves there,
+    /// seen by the view before it, are read again by every call). Reading stops at the limit: LiteDB keeps every page
+    /// a query reads until the next commit gives them back.</summary>
+    public (List<long> Inodes, List<long> Dirents, List<ChunkRecord> Chunks) FindPurgeable(PendingPurge p, int limit)
     {
         var q = DiedIn(p.Gen, p.Next);
-        List<long> Ids(ILiteCollection<BsonDocument> c) => c.Find(q).Where(d => d["birth"].AsInt64 > p.Prev).Select(d => d["_id"].AsInt64).ToList();
-        return (Ids(_inodes), Ids(_dirents), Ids(_chunks));
+        IEnumerable<BsonDocument> Found(ILiteCollection<BsonDocument> c) => c.Find(q).Where(d => d["birth"].AsInt64 > p.Prev);
+        var inodes = Found(_inodes).Take(limit).Select(d => d["_id"].AsInt64).ToList();
+        var dirents = Found(_dirents).Take(limit - inodes.Count).Select(d => d["_id"].AsInt64).ToList();
+        var chunks = Found(_chunks).Take(limit - inodes.Count - dirents.Count).Select(ChunkBson.FromBson).ToList();
+        return (inodes, dirents, chunks);
     }
-
-    /// <summary>The chunk version with record id <paramref name="rid"/>; null when there is none.</summary>
-    public ChunkRecord? LoadChunkVersion(long rid) => _chunks.FindById(rid) is { } d ? ChunkBson.FromBson(d) : null;
 
     /// <summary>Applies <paramref name="batch"/> in one transaction and makes it durable.</summary>
     public void Commit(MetadataBatch batch)
