@@ -88,6 +88,23 @@ public class SnapshotPurgeTests
     }
 
     [Fact]
+    public void The_pool_documents_purges_round_trip_and_malformed_ones_are_refused()
+    {
+        var pool = new PoolRecord { PoolUuid = Guid.NewGuid(), BlockSize = 4096 };
+        Assert.False(pool.ToBson().ContainsKey("purges"));   // absent when none
+        pool.Purges.Add(new PendingPurge(7, 5, 10));
+        pool.Purges.Add(new PendingPurge(3, 0, 5));
+        Assert.Equal(pool.Purges, PoolBson.FromBson(pool.ToBson()).Purges);
+        Assert.NotSame(pool.Purges, pool.Clone().Purges);
+
+        var d = pool.ToBson();
+        d["purges"] = new LiteDB.BsonArray(new LiteDB.BsonValue[] { new LiteDB.BsonDocument { ["gen"] = 5, ["prev"] = 7, ["next"] = 10 } });
+        Assert.Contains("prev < gen < next", Assert.Throws<InvalidDataException>(() => PoolBson.FromBson(d)).Message);
+        d["purges"] = 1;
+        Assert.Throws<InvalidDataException>(() => PoolBson.FromBson(d));
+    }
+
+    [Fact]
     public void Fsck_takes_versions_a_pending_purge_covers_for_no_leak()
     {
         long[] views = [5, 10];   // a snapshot at 5, the live tree at 10
