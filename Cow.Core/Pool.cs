@@ -70,6 +70,8 @@ public sealed partial class Pool : IDisposable
     public FileSystemView Live { get; }
     /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
     public PoolSnapshots Snapshots { get; }
+    /// <summary>Send and receive of snapshot streams (format.md 9).</summary>
+    public PoolReplication Replication { get; }
     public string? Folder { get; }
     /// <summary>The pool's devices now, by cookie (what a kernel-side user such as fuse-iomap needs to open them
     /// itself); <c>cow device add</c> and <c>remove</c> change it (<see cref="AddDeviceListener"/>).</summary>
@@ -84,6 +86,7 @@ public sealed partial class Pool : IDisposable
         LockPath = lockFile?.Name;
         Live = new FileSystemView(engine, engine.LiveTree, null);
         Snapshots = new PoolSnapshots(this);
+        Replication = new PoolReplication(this);
         // Paths in the device table are relative to the pool folder when the device lives in it.
         // A pool on its devices finds them by uuid: where they are now may differ from the path the table keeps.
         engine.DeviceManager.Describe = r => new PoolDevice(r.Cookie, r.Role,

@@ -68,11 +68,15 @@ public static class Fsck
 
         var facts = FsckViews.Load(engine, r);
         CollectGarbage();   // what reading left (documents, the facts' grown-out arrays) before the sweep adds its own
-        FsckViews.CheckVersions(facts, r, views, pool.LiveGen, pool.Purges);
+        FsckViews.CheckVersions(facts, r, views, pool.LiveGen, pool.Purges, pool.Receive?.Gen ?? 0);
         FsckViewSweep.Check(engine, facts, r, views, snaps);
         facts.Chunks.Clear(); facts.Chunks.TrimExcess();   // the block checks read chunks by segment; paths need entries and inodes only
         CollectGarbage();
-        FsckBlocks.Check(engine, facts.Segments, r, views, verifyData, progress);
+        // A pending receive's staged blocks are counted as the tree they will be (format.md 9.5): the space maps hold them
+        // from the live generation on, and the blocks they replaced until it; the view of the staged generation sees both
+        // as the maps do (no view lies between the two).
+        var blockViews = pool.Receive is { } rv ? snaps.Select(s => s.Gen).Append(rv.Gen).ToArray() : views;
+        FsckBlocks.Check(engine, facts.Segments, r, blockViews, verifyData, progress);
         NamePaths(r, facts, pool.LiveGen, snaps);
         return r;
     }

@@ -110,13 +110,15 @@ internal static class FsckViews
     }
 
     /// <summary>Invariant 1: every version has 1 ≤ birth &lt; death, dies no later than the live generation, and is seen
-    /// by some view.</summary>
-    public static void CheckVersions(Facts f, FsckReport r, long[] views, long liveGen, IReadOnlyList<PendingPurge> purges)
+    /// by some view; while a receive is pending (<paramref name="receiveGen"/> above 0), versions born at its generation are
+    /// staged and those it replaced die there (format.md 9.5).</summary>
+    public static void CheckVersions(Facts f, FsckReport r, long[] views, long liveGen, IReadOnlyList<PendingPurge> purges, long receiveGen = 0)
     {
         void Check(long rid, long birth, long death, string what, long ino)
         {
             if (birth < 1 || birth >= death) r.Add("version", $"{what} record {rid} has birth {birth} >= death {death}", ino);
-            if (death != FormatConstants.Forever && death > liveGen) r.Add("version", $"{what} record {rid} dies at {death}, after the live generation {liveGen}", ino);
+            if (receiveGen > 0 && birth == receiveGen) return;
+            if (death != FormatConstants.Forever && death > liveGen && death != receiveGen) r.Add("version", $"{what} record {rid} dies at {death}, after the live generation {liveGen}", ino);
             int v = Engine.GenerationHistogram.LowerBound(views, birth);
             // Versions of a deleted snapshot whose purge is under way (or was cut short: the next open finishes it).
             if ((v == views.Length || views[v] >= death) && !purges.Any(p => p.Covers(birth, death)))

@@ -99,4 +99,7 @@ public sealed partial class Engine
     internal Action? ScrubAfterLoadHook { set => _ctx.Scrubber.AfterLoadHook = value; }
     /// <summary>Tests only: segments a scrub read again because blocks were released meanwhile.</summary>
     internal long ScrubRedone => _ctx.Scrubber.Redone;
+
+    internal Replication.StreamSender Sender => _ctx.Sender;
+    internal Replication.StreamReceiver Receiver => _ctx.Receiver;
 }

@@ -187,6 +187,8 @@ public sealed partial class Engine : IDisposable
         _ctx.Restorer = new SnapshotRestorer(_ctx);
         _ctx.Importer = new ImportWriter(_ctx);
         _ctx.Cleaner = new LogCleaner(_ctx);
+        _ctx.Sender = new Replication.StreamSender(_ctx);
+        _ctx.Receiver = new Replication.StreamReceiver(_ctx);
         _ctx.Scrubber = new Scrubber(_ctx);
         _ctx.DeviceManager = new DeviceManager(_ctx);
         _ctx.Prealloc.LoadPreallocTotal();
@@ -194,6 +196,9 @@ public sealed partial class Engine : IDisposable
     }
 
     internal long LiveGen => _pool.LiveGen;
+
+    /// <summary>A stream is being received (format.md 9.5): the live tree takes no change until it finishes or is aborted.</summary>
+    public bool ReceivePending => Volatile.Read(ref _pool.Receive) != null;
     /// <summary>The pool document's format_version (changed under _lock by a device change).</summary>
     public int FormatVersion
     {

@@ -376,7 +376,7 @@ internal sealed class InodeAttributes(EngineContext context) : EnginePart(contex
     internal Errno NoteAccess(long ino, AtimePolicy policy, out bool updated)
     {
         updated = false;
-        if (policy == AtimePolicy.Noatime) return 0;
+        if (policy == AtimePolicy.Noatime || PoolState.Receive != null) return 0;   // a receive keeps the live tree as it is
         lock (StateLock)
         {
             if (Failed) return Errno.EIO;

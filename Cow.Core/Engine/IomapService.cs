@@ -53,7 +53,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
         bool write = IsWriteOp(op);
         lock (StateLock)
         {
-            if (write && tree.ReadOnly) return Errno.EROFS;
+            if (write && (tree.ReadOnly || PoolState.Receive != null)) return Errno.EROFS;
             if (write && Failed) return Errno.EIO;
             var rec = tree.Inode(ino);
             if (rec == null) return Errno.ENOENT;
@@ -111,7 +111,7 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
 
     /// <summary>Writes the header of a log segment the first time the allocator enters it (format.md, "Log device").
     /// False if that write failed: the segment stays unopened (the next allocation in it tries again).</summary>
-    private bool OpenSegmentIfNew(DeviceSpace log, long start)
+    internal bool OpenSegmentIfNew(DeviceSpace log, long start)
     {
         long seg = start / FormatConstants.SegmentBlocks;
         if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return true; }

@@ -58,7 +58,7 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             lock (StateLock)
             {
                 if (Failed) return Errno.EIO;
-                if (Commits.Frozen) return Errno.EBUSY;
+                if (Commits.Frozen || PoolState.Receive != null) return Errno.EBUSY;   // a receive's staged generation is the next one
                 if (Snapshots.Find(name) != null) return Errno.EEXIST;
             }
             var snap = new SnapshotRecord { Name = name, CreatedNs = SnapshotClock is { } clock ? (clock().Ticks - DateTime.UnixEpoch.Ticks) * 100 : NowNs() };
@@ -96,6 +96,8 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 if (i < 0) return Errno.ENOENT;
                 if (Failed) return Errno.EIO;
                 if (Commits.Frozen || Snapshots[i].Holds.Count > 0) return Errno.EBUSY;
+                // The newest snapshot is a pending receive's base: the versions the receive replaces die after it.
+                if (PoolState.Receive != null && i == Snapshots.Count - 1) return Errno.EBUSY;
             }
             // Under the commit lock nothing else changes the snapshot list. The catalog changes in the same
             // critical section as the gather: every version retired before it is in this commit (and found by the
@@ -660,6 +662,6 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
         snap = Snapshots.Find(name)!;
         if (snap == null) return Errno.ENOENT;
         if (Failed) return Errno.EIO;
-        return Commits.Frozen ? Errno.EBUSY : 0;
+        return Commits.Frozen || PoolState.Receive != null ? Errno.EBUSY : 0;   // a pending receive keeps the live tree as it is
     }
 }

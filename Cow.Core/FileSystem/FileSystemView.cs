@@ -81,10 +81,14 @@ public sealed class FileSystemView
 
     /// <summary>A change: EROFS on a snapshot; a success may start a group commit.</summary>
     private Errno Change<TArgs>(in TArgs args, Op<TArgs> op) where TArgs : allows ref struct =>
-        ReadOnly ? Errno.EROFS : Run(in args, op, commit: true);
+        Unchangeable ? Errno.EROFS : Run(in args, op, commit: true);
 
     private Errno Change<TArgs, TResult>(in TArgs args, ref TResult result, Op<TArgs, TResult> op) where TArgs : allows ref struct =>
-        ReadOnly ? Errno.EROFS : Run(in args, ref result, op, commit: true);
+        Unchangeable ? Errno.EROFS : Run(in args, ref result, op, commit: true);
+
+    /// <summary>A snapshot, or the live tree while a stream is being received into the pool (format.md 9.5): its
+    /// staged versions take the place of live ones at the end, so the live tree does not change meanwhile.</summary>
+    private bool Unchangeable => ReadOnly || _e.ReceivePending;
 
     /// <summary>The arguments of a read into a span (<see cref="Read"/>, <see cref="ReadInto"/>).</summary>
     private readonly ref struct ReadArgs(long ino, long offset, Span<byte> buffer, ReadSegments? lend)
@@ -163,7 +167,7 @@ public sealed class FileSystemView
     /// </summary>
     public Errno Accessed(long ino, AtimePolicy policy)
     {
-        if (ReadOnly || policy == AtimePolicy.Noatime) return 0;
+        if (Unchangeable || policy == AtimePolicy.Noatime) return 0;
         return Query((ino, policy), static (e, _, in a) =>
         {
             var err = e.NoteAccess(a.ino, a.policy, out bool updated);
@@ -285,6 +289,7 @@ public sealed class FileSystemView
     public Errno Open(long ino, bool writable)
     {
         if (ReadOnly) return writable ? Errno.EROFS : GetAttr(ino, out _);
+        if (writable && _e.ReceivePending) return Errno.EROFS;
         return Run(ino, static (e, _, in ino) => e.Open(ino));
     }
 
@@ -299,7 +304,7 @@ public sealed class FileSystemView
     public Errno Write(long ino, long offset, ReadOnlySpan<byte> data, out int written, bool append = false, bool touchTimes = true)
     {
         written = 0;
-        if (ReadOnly) return Errno.EROFS;
+        if (Unchangeable) return Errno.EROFS;
         // The engine's write path starts its own group commits.
         return Run(new WriteArgs(ino, offset, data, append, touchTimes), ref written,
             static (e, _, in a, out written) => e.Write(a.Ino, a.Offset, a.Data, a.Append, out written, a.TouchTimes));

@@ -226,6 +226,22 @@ internal sealed class MetadataStore : IDisposable
             _chunks.Find(q).Where(d => d["death"].AsInt64 == FormatConstants.Forever).Select(ChunkBson.FromBson).ToList());
     }
 
+    /// <summary>Versions born at generation <paramref name="gen"/> (by the birth index): a receive's staged versions.</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindBornAt(long gen)
+    {
+        var q = BornIn(gen - 1, gen);
+        return (_inodes.Find(q).Select(InodeBson.FromBson).ToList(), _dirents.Find(q).Select(DirentBson.FromBson).ToList(),
+            _chunks.Find(q).Select(ChunkBson.FromBson).ToList());
+    }
+
+    /// <summary>Versions that died at generation <paramref name="gen"/> (by the death index): those a receive replaced.</summary>
+    public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindDiedAt(long gen)
+    {
+        var q = DiedIn(gen - 1, gen);
+        return (_inodes.Find(q).Select(InodeBson.FromBson).ToList(), _dirents.Find(q).Select(DirentBson.FromBson).ToList(),
+            _chunks.Find(q).Select(ChunkBson.FromBson).ToList());
+    }
+
     /// <summary>Records generation <paramref name="gen"/> sees that died at or before <paramref name="deathUpTo"/>
     /// (by the death index): birth &lt;= gen &lt; death &lt;= deathUpTo.</summary>
     public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindSeenAtDiedBy(long gen, long deathUpTo)

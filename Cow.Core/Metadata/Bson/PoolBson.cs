@@ -16,6 +16,12 @@ internal static class PoolBson
         if (r.ChunkSegs) d["chunk_segs"] = 1;
         if (r.Purges.Count > 0)
             d["purges"] = new BsonArray(r.Purges.Select(p => new BsonDocument { ["gen"] = p.Gen, ["prev"] = p.Prev, ["next"] = p.Next }));
+        if (r.Receive is { } v)
+            d["receive"] = new BsonDocument
+            {
+                ["gen"] = v.Gen, ["snap_pool"] = v.SnapPool, ["snap_gen"] = v.SnapGen, ["base_pool"] = v.BasePool, ["base_gen"] = v.BaseGen,
+                ["name"] = v.Name, ["created_ns"] = v.CreatedNs, ["offset"] = v.Offset, ["records"] = v.Records, ["chain"] = v.Chain,
+            };
         return d;
     }
 
@@ -34,7 +40,29 @@ internal static class PoolBson
                 r.Purges.Add(e);
             }
         }
+        if (d.TryGetValue("receive", out var rv)) r.Receive = ReceiveOf(rv, r.LiveGen);
         return r;
+    }
+
+    private static PendingReceive ReceiveOf(BsonValue v, long liveGen)
+    {
+        try
+        {
+            var d = v.AsDocument;
+            var r = new PendingReceive
+            {
+                Gen = d["gen"].AsInt64, SnapPool = d["snap_pool"].AsGuid, SnapGen = d["snap_gen"].AsInt64, BasePool = d["base_pool"].AsGuid,
+                BaseGen = d["base_gen"].AsInt64, Name = d["name"].AsString, CreatedNs = d["created_ns"].AsInt64, Offset = d["offset"].AsInt64,
+                Records = d["records"].AsInt64, Chain = d["chain"].AsBinary,
+            };
+            if (r.Gen != liveGen + 1 || r.Chain is not { Length: 32 } || r.Offset < 0 || r.Records < 0 || r.Name.Length == 0)
+                throw new InvalidDataException("inconsistent fields");
+            return r;
+        }
+        catch (Exception e) when (e is InvalidCastException or NullReferenceException or InvalidDataException or KeyNotFoundException)
+        {
+            throw new InvalidDataException($"metadata: malformed pool field receive: {v} ({e.Message})");
+        }
     }
 
     private static PoolRecord Fields(BsonDocument d) => new()

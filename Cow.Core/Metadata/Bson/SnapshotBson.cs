@@ -14,6 +14,7 @@ internal static class SnapshotBson
             // An array of {k, v} pairs, not a document: LiteDB compares document keys without regard to case.
             d["props"] = new BsonArray(r.Properties.Select(kv => (BsonValue)new BsonDocument { ["k"] = kv.Key, ["v"] = kv.Value }));
         }
+        if (r.SourcePool != Guid.Empty) { d["source_pool"] = r.SourcePool; d["source_gen"] = r.SourceGen; }
         return d;
     }
 
@@ -25,6 +26,12 @@ internal static class SnapshotBson
         r.Holds.Sort(StringComparer.Ordinal);
         if (d.TryGetValue("props", out var p) && p.IsArray)
             foreach (var kv in p.AsArray) r.Properties[kv["k"].AsString] = kv["v"].AsString;
+        if (d.TryGetValue("source_pool", out var sp))
+        {
+            if (!sp.IsGuid || !d.TryGetValue("source_gen", out var sg) || !sg.IsNumber)
+                throw new InvalidDataException($"metadata: snapshot {r.Gen} has a malformed source_pool/source_gen");
+            r.SourcePool = sp.AsGuid; r.SourceGen = sg.AsInt64;
+        }
         return r;
     }
 }

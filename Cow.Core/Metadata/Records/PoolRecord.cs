@@ -34,12 +34,16 @@ internal sealed class PoolRecord
     /// <summary><c>purges</c>: snapshots deleted whose records are not all removed yet, oldest deletion first. Each
     /// names the versions no view sees any more (format.md 4, "Deleting snapshot"); a writable open finishes them.</summary>
     public List<PendingPurge> Purges = new();
+    /// <summary><c>receive</c>: a stream being received (format.md 9.5), null when none. While set, the versions born at
+    /// its <c>gen</c> (= live_gen + 1) are staged: no view sees them until the receive finishes.</summary>
+    public PendingReceive? Receive;
 
     /// <summary>A copy (the fields are values or immutable strings; the purge list is copied).</summary>
     public PoolRecord Clone()
     {
         var c = (PoolRecord)MemberwiseClone();
         c.Purges = new List<PendingPurge>(Purges);
+        c.Receive = Receive?.Copy();
         return c;
     }
 }
@@ -53,4 +57,35 @@ internal readonly record struct PendingPurge(long Gen, long Prev, long Next)
 {
     /// <summary>Whether version [<paramref name="birth"/>, <paramref name="death"/>) is one this purge removes.</summary>
     public bool Covers(long birth, long death) => birth > Prev && death > Gen && death <= Next;
+}
+
+/// <summary>The pool field <c>receive</c> (format.md 9.5): a receive that has staged part of a stream.</summary>
+internal sealed class PendingReceive
+{
+    /// <summary><c>gen</c>: the generation of the staged versions, live_gen + 1 when the receive began; the received
+    /// snapshot gets it.</summary>
+    public long Gen;
+    /// <summary><c>snap_pool</c>, <c>snap_gen</c>: the identity of the snapshot being received.</summary>
+    public Guid SnapPool;
+    public long SnapGen;
+    /// <summary><c>base_pool</c>, <c>base_gen</c>: the identity of its base (empty, 0: a full stream).</summary>
+    public Guid BasePool;
+    public long BaseGen;
+    /// <summary><c>name</c>: the name the snapshot gets here.</summary>
+    public string Name = "";
+    /// <summary><c>created_ns</c>: the snapshot's creation time on the sender.</summary>
+    public long CreatedNs;
+    /// <summary><c>offset</c>: record offset (bytes after the header) up to which the stream is applied and durable.</summary>
+    public long Offset;
+    /// <summary><c>records</c>: records applied (after the header).</summary>
+    public long Records;
+    /// <summary><c>chain</c>: the stream's chain digest after those records (32 bytes).</summary>
+    public byte[] Chain = new byte[32];
+
+    public PendingReceive Copy()
+    {
+        var c = (PendingReceive)MemberwiseClone();
+        c.Chain = (byte[])Chain.Clone();
+        return c;
+    }
 }

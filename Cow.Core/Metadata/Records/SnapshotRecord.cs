@@ -19,11 +19,16 @@ internal sealed class SnapshotRecord
     /// <summary><c>props</c>: user properties, name → value, stored as an array of <c>{k, v}</c> documents
     /// (absent or empty: none; absent in pools made before properties).</summary>
     public SortedDictionary<string, string> Properties = new(StringComparer.Ordinal);
+    /// <summary><c>source_pool</c>, <c>source_gen</c>: a received snapshot's identity on the pool that took it (format.md
+    /// 9); absent (empty, 0) for a snapshot taken here, whose identity is this pool's uuid and its generation.</summary>
+    public Guid SourcePool;
+    public long SourceGen;
 
     /// <summary>A deep copy (callers outside the engine get copies, never the engine's records).</summary>
     public SnapshotRecord Copy() => new()
     {
         Name = Name, Gen = Gen, CreatedNs = CreatedNs, CommitSeq = CommitSeq, Holds = new List<string>(Holds),
         Properties = new SortedDictionary<string, string>(Properties, StringComparer.Ordinal),
+        SourcePool = SourcePool, SourceGen = SourceGen,
     };
 }

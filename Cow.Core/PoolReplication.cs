@@ -1,0 +1,43 @@
+using Cow.Core.Replication;
+using Mono.Unix.Native;
+
+namespace Cow.Core;
+
+/// <summary>
+/// Snapshot streams of one open pool (<see cref="Pool.Replication"/>, format.md 9): send a snapshot (whole, or what
+/// changed since an older one, or the rest of an interrupted stream), receive one, and the state of a receive that
+/// stopped part-way. Every call goes to the engine (<see cref="StreamSender"/>, <see cref="StreamReceiver"/>), which
+/// does the work and its locking. Owns nothing; thread-safe as the engine is.
+/// </summary>
+public sealed class PoolReplication
+{
+    private readonly Pool _pool;
+    private Engine.Engine E => _pool.Engine;
+
+    internal PoolReplication(Pool pool) { _pool = pool; }
+
+    /// <summary>Writes snapshot <paramref name="name"/> (incremental from <paramref name="from"/> when given) to
+    /// <paramref name="output"/>. Errnos and <paramref name="problem"/>: <see cref="StreamSender.Send"/>.</summary>
+    public Errno Send(string name, string? from, Stream output, out SendSummary summary, out string? problem) =>
+        E.Sender.Send(name, from, null, output, out summary, out problem);
+
+    /// <summary>Writes the rest of the stream <paramref name="token"/> (from a receiver) names.</summary>
+    public Errno Resume(ResumeToken token, Stream output, out SendSummary summary, out string? problem) =>
+        E.Sender.Send(null, null, token, output, out summary, out problem);
+
+    /// <summary>Receives a stream (<see cref="StreamReceiver.Receive"/>).</summary>
+    public Errno Receive(Stream input, string? name, out ReceiveResult result) => E.Receiver.Receive(input, name, out result);
+
+    /// <summary>The resume token of the receive pending on this pool, or null when none is.</summary>
+    public string? PendingToken() => E.Receiver.PendingToken();
+
+    /// <summary>Drops the pending receive (ENOENT when none); <paramref name="name"/>: the snapshot it was receiving.</summary>
+    public Errno AbortReceive(out string? name) => E.Receiver.Abort(out name);
+
+    /// <summary>The cross-pool identity of snapshot <paramref name="name"/> (format.md 9), null when there is none.</summary>
+    public SnapshotIdentity? IdentityOf(string name)
+    {
+        var s = E.FindSnapshot(name);
+        return s == null ? null : E.Sender.IdentityOf(s);
+    }
+}

@@ -1,0 +1,370 @@
+using Cow.Core.Engine;
+using Cow.Core.Format;
+using Cow.Core.Metadata;
+using Mono.Unix.Native;
+
+namespace Cow.Core.Replication;
+
+/// <summary>
+/// Applies a stream's records as staged versions (format.md 9.5): every version a record makes is born at the
+/// receive's generation <c>gen</c> (= live generation + 1), which no view sees until the receive finishes; the live
+/// version it replaces or removes dies at <c>gen</c>, so the live view (one generation below) still sees it and the
+/// snapshot made at the end does not. A version already staged changes in place. So at any moment the versions
+/// visible at <c>gen</c> are the tree the stream has built so far, and a lookup "as of gen" answers what a record
+/// applies to.
+/// <para>Data goes to newly allocated blocks (the log devices first, as every write) and is mapped by staged chunks,
+/// which take a reference on every block they map; a replaced live chunk is retired, keeping its references.</para>
+/// <para>Owns the staged state changed since the last commit (<see cref="TakeInto"/> hands it to one) and caches of
+/// what it looked up, dropped at each commit. Threading: not thread-safe; the caller holds the engine's commit lock
+/// throughout (nothing else commits, relocates or changes a staged version meanwhile: the live tree refuses changes
+/// and the cleaner waits while a receive is pending); the state lock is taken here around record and space changes,
+/// and device writes happen outside it.</para>
+/// </summary>
+internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePart(context)
+{
+    private readonly Dictionary<long, InodeRecord?> _inodes = new();
+    private readonly Dictionary<long, Dictionary<string, DirentRecord>> _dirs = new();
+    private readonly Dictionary<(long, long), ChunkRecord?> _chunks = new();
+    private readonly HashSet<InodeRecord> _dirtyInodes = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<DirentRecord> _dirtyDirents = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<ChunkRecord> _dirtyChunks = new(ReferenceEqualityComparer.Instance);
+    private readonly MetadataBatch _removals = new();
+    /// <summary>Inodes this receive made (no version before it): their directories start empty, so entries are
+    /// added without looking the name up.</summary>
+    private readonly HashSet<long> _created = new();
+    private readonly List<Extent> _scratch = new();
+
+    /// <summary>Data blocks written since the last commit.</summary>
+    public long PendingBytes { get; private set; }
+    public long DataBytes { get; private set; }
+    /// <summary>Why the last record was refused (with the errno <see cref="Apply"/> returned).</summary>
+    public string? Problem { get; private set; }
+
+    /// <summary>Applies one record (not the header or end). EINVAL (with <see cref="Problem"/>) when the record does
+    /// not fit the tree built so far (the stream is not for this base, or is malformed); ENOSPC when the devices are
+    /// full; EIO on a device write failure (reported).</summary>
+    public Errno Apply(StreamRecord r)
+    {
+        Problem = null;
+        switch (r.Type)
+        {
+            case StreamRecordType.Inode: lock (StateLock) return PutInode(r.Inode!);
+            case StreamRecordType.InodeGone: lock (StateLock) return RemoveInode(r.Ino);
+            case StreamRecordType.Entry: lock (StateLock) return PutEntry(r.Ino, r.Name!, r.Pos, r.Other, r.EntryType);
+            case StreamRecordType.EntryGone: lock (StateLock) return RemoveEntry(r.Ino, r.Name!);
+            case StreamRecordType.Data: return PutData(r.Ino, r.Pos, r.Data.Span);
+            case StreamRecordType.Hole: lock (StateLock) return Punch(r.Ino, r.Pos, r.Length);
+            case StreamRecordType.Clone: lock (StateLock) return CloneRange(r.Ino, r.Pos, r.Length, r.Other, r.OtherPos);
+            default: return Refuse($"record type {(uint)r.Type} cannot be applied");
+        }
+    }
+
+    private Errno Refuse(string problem)
+    {
+        Problem = problem;
+        return Errno.EINVAL;
+    }
+
+    // ---------------------------------------------------------------- lookups as of gen
+
+    private InodeRecord? CurrentInode(long ino)
+    {
+        if (!_inodes.TryGetValue(ino, out var r)) _inodes[ino] = r = Store.LoadInode(ino, gen);
+        return r;
+    }
+
+    private Dictionary<string, DirentRecord> CurrentDir(long dir)
+    {
+        if (!_dirs.TryGetValue(dir, out var d))
+        {
+            d = new Dictionary<string, DirentRecord>(StringComparer.Ordinal);
+            if (!_created.Contains(dir)) foreach (var e in Store.LoadDirectory(dir, gen)) d[e.Name] = e;
+            _dirs[dir] = d;
+        }
+        return d;
+    }
+
+    private ChunkRecord? CurrentChunk(long ino, long index)
+    {
+        if (!_chunks.TryGetValue((ino, index), out var c))
+            _chunks[(ino, index)] = c = Store.LoadChunk(ino, index, gen);
+        return c;
+    }
+
+    /// <summary>Every chunk of <paramref name="ino"/> as of gen, in index order.</summary>
+    private List<ChunkRecord> CurrentChunks(long ino)
+    {
+        var byIndex = Store.LoadChunks(ino, gen).ToDictionary(c => c.Index);
+        foreach (var ((i, index), c) in _chunks)
+            if (i == ino) { if (c == null) byIndex.Remove(index); else byIndex[index] = c; }
+        return byIndex.Values.OrderBy(c => c.Index).ToList();
+    }
+
+    private bool Staged(VersionedRecord r) => r.Birth == gen;
+
+    /// <summary>Ends a version as of gen: a staged one is deleted (a chunk drops its references), a live one dies at gen
+    /// (a chunk's references turn from live to retired).</summary>
+    private void EndVersion(VersionedRecord r)
+    {
+        if (Staged(r))
+        {
+            switch (r)
+            {
+                case InodeRecord i: _dirtyInodes.Remove(i); _removals.DeletedInodes.Add(r.Rid); break;
+                case DirentRecord d: _dirtyDirents.Remove(d); _removals.DeletedDirents.Add(r.Rid); break;
+                case ChunkRecord c:
+                    foreach (var e in c.Extents) Space.Release(e.Device, e.Address, e.Count);
+                    _dirtyChunks.Remove(c); _removals.DeletedChunks.Add(r.Rid);
+                    break;
+            }
+            return;
+        }
+        _removals.Retire(r, gen);
+        if (r is ChunkRecord lc) foreach (var e in lc.Extents) Space.Retire(e.Device, e.Address, e.Count);
+    }
+
+    // ---------------------------------------------------------------- inodes
+
+    private Errno PutInode(StreamInode s)
+    {
+        var cur = CurrentInode(s.Ino);
+        if (cur != null && (cur.Mode & S_IFMT) != (s.Mode & S_IFMT)) return Refuse($"inode {s.Ino} changes file type (the stream is not for this pool's base)");
+        InodeRecord r;
+        if (cur != null && Staged(cur)) r = cur;
+        else
+        {
+            if (cur != null) EndVersion(cur);
+            else _created.Add(s.Ino);
+            r = new InodeRecord { Rid = Versions.NewRid(), Birth = gen, Ino = s.Ino, Blocks = cur?.Blocks ?? 0 };
+            _inodes[s.Ino] = r;
+        }
+        r.Mode = s.Mode; r.Uid = s.Uid; r.Gid = s.Gid; r.Nlink = s.Nlink; r.Size = s.Size; r.Rdev = s.Rdev;
+        r.AtimeNs = s.AtimeNs; r.MtimeNs = s.MtimeNs; r.CtimeNs = s.CtimeNs; r.BtimeNs = s.BtimeNs;
+        r.Parent = s.Parent; r.NextPos = s.NextPos; r.Target = s.Target;
+        r.Xattrs = s.Xattrs.Count == 0 ? null : s.Xattrs.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        r.Prealloc = null; r.PreallocBlocks = 0;
+        _dirtyInodes.Add(r);
+        if (s.Ino >= PoolState.NextIno) PoolState.NextIno = s.Ino + 1;
+        return 0;
+    }
+
+    /// <summary>The staged version of regular file <paramref name="ino"/> (copied from the live one when there is no
+    /// staged one yet), to account its mapped blocks.</summary>
+    private InodeRecord? MutableFile(long ino, out Errno e)
+    {
+        e = 0;
+        var cur = CurrentInode(ino);
+        if (cur == null || (cur.Mode & S_IFMT) != S_IFREG) { e = Refuse($"data for inode {ino}, which is not a regular file here"); return null; }
+        if (!Staged(cur))
+        {
+            EndVersion(cur);
+            var c = cur.Clone();
+            c.Rid = Versions.NewRid(); c.Birth = gen; c.Death = FormatConstants.Forever; c.Prealloc = null; c.PreallocBlocks = 0;
+            _inodes[ino] = cur = c;
+        }
+        _dirtyInodes.Add(cur);
+        return cur;
+    }
+
+    private Errno RemoveInode(long ino)
+    {
+        var cur = CurrentInode(ino);
+        if (cur == null) return Refuse($"inode {ino} to remove does not exist here");
+        if (ino == RootIno) return Refuse("the stream removes the root directory");
+        foreach (var c in CurrentChunks(ino)) { EndVersion(c); _chunks[(ino, c.Index)] = null; }
+        if ((cur.Mode & S_IFMT) == S_IFDIR)
+        {
+            var dir = CurrentDir(ino);
+            foreach (var d in dir.Values) EndVersion(d);
+            dir.Clear();
+        }
+        EndVersion(cur);
+        _inodes[ino] = null;
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- entries
+
+    private Errno PutEntry(long dir, string name, long pos, long child, uint type)
+    {
+        var d = CurrentInode(dir);
+        if (d == null || (d.Mode & S_IFMT) != S_IFDIR) return Refuse($"entry '{name}' in inode {dir}, which is not a directory here");
+        if (child < 1 || pos < 0) return Refuse($"entry '{name}' in directory {dir} names inode {child} at position {pos}");
+        var entries = CurrentDir(dir);
+        if (entries.TryGetValue(name, out var cur) && Staged(cur))
+        {
+            cur.Pos = pos; cur.Child = child; cur.Type = type;
+            _dirtyDirents.Add(cur);
+            return 0;
+        }
+        if (cur != null) EndVersion(cur);
+        var n = new DirentRecord { Rid = Versions.NewRid(), Birth = gen, Dir = dir, Name = name, Pos = pos, Child = child, Type = type };
+        entries[name] = n;
+        _dirtyDirents.Add(n);
+        return 0;
+    }
+
+    private Errno RemoveEntry(long dir, string name)
+    {
+        if (CurrentInode(dir) is not { } d || (d.Mode & S_IFMT) != S_IFDIR) return Refuse($"entry '{name}' to remove is in inode {dir}, which is not a directory here");
+        var entries = CurrentDir(dir);
+        if (!entries.Remove(name, out var cur)) return Refuse($"entry '{name}' to remove from directory {dir} does not exist here (the stream is not for this pool's base)");
+        EndVersion(cur);
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- data
+
+    /// <summary>The staged chunk <paramref name="index"/> of <paramref name="ino"/>, made if absent, copied (with a
+    /// reference on every block it maps) from the live one if that is all there is.</summary>
+    private ChunkRecord MutableChunk(long ino, long index)
+    {
+        var cur = CurrentChunk(ino, index);
+        if (cur == null) cur = new ChunkRecord { Rid = Versions.NewRid(), Birth = gen, Ino = ino, Index = index };
+        else if (!Staged(cur))
+        {
+            EndVersion(cur);
+            var n = cur.CloneAsNewVersion();
+            n.Rid = Versions.NewRid(); n.Birth = gen; n.Death = FormatConstants.Forever;
+            foreach (var e in n.Extents) Space.AddRef(e.Device, e.Address, e.Count);
+            cur = n;
+        }
+        _chunks[(ino, index)] = cur;
+        _dirtyChunks.Add(cur);
+        return cur;
+    }
+
+    private bool Aligned(long v) => (v & (BlockSize - 1)) == 0;
+
+    private Errno PutData(long ino, long pos, ReadOnlySpan<byte> data)
+    {
+        if (!Aligned(pos) || !Aligned(data.Length) || data.Length == 0 || pos + data.Length > MaxFileSize)
+            return Refuse($"data for inode {ino} at {pos}, {data.Length} bytes, is not whole blocks of {BlockSize} bytes within the largest file");
+        Errno e;
+        lock (StateLock) if (MutableFile(ino, out e) == null) return e;
+        long fb = pos >> BlockShift, n = data.Length >> BlockShift;
+        var sums = new uint[Math.Min(n, ChunkBlocks)];
+        while (n > 0)
+        {
+            long got, start;
+            uint dev;
+            lock (StateLock)
+            {
+                got = Space.AllocateForWrite(Math.Min(n, ChunkBlocks), out dev, out start);
+                if (got == 0) { Problem = "the pool is full"; return Errno.ENOSPC; }
+                if (Space[dev].Role == DeviceRole.Log && !Iomap.OpenSegmentIfNew(Space[dev], start))
+                {
+                    Space[dev].Unreserve(start, got);
+                    Problem = "a log segment header could not be written";
+                    return Errno.EIO;
+                }
+            }
+            var part = data[..(int)(got << BlockShift)];
+            try { Devices[dev].Write(start << BlockShift, part); }
+            catch (IOException ex)
+            {
+                lock (StateLock) Space[dev].Unreserve(start, got);
+                Report($"receive: write error on device {dev} block {start}: {ex.Message}");
+                Problem = $"write error on device {dev}: {ex.Message}";
+                return Errno.EIO;
+            }
+            NoteDeviceWrite(dev);
+            for (int i = 0; i < got; i++) sums[i] = Crc32C.Compute(part.Slice(i << BlockShift, BlockSize));
+            lock (StateLock) Map(ino, fb, got, dev, start, sums);
+            data = data[part.Length..];
+            fb += got; n -= got;
+            PendingBytes += part.Length; DataBytes += part.Length;
+        }
+        return 0;
+    }
+
+    /// <summary>Maps file blocks [fb, fb+n) of the staged file at device blocks [addr, addr+n). Under StateLock.</summary>
+    private void Map(long ino, long fb, long n, uint dev, long addr, uint[] sums)
+    {
+        var rec = _inodes[ino]!;
+        var release = Space.Releaser;
+        int si = 0;
+        while (n > 0)
+        {
+            long idx = fb / ChunkBlocks;
+            uint cb = (uint)(fb - idx * ChunkBlocks), len = (uint)Math.Min(n, ChunkBlocks - cb);
+            var c = MutableChunk(ino, idx);
+            long removed = ExtentMap.Remap(c, cb, len, dev, addr, sums.AsSpan(si, (int)len), ref release);
+            Space.AddRef(dev, addr, len);
+            rec.Blocks += len - removed;
+            fb += len; addr += len; n -= len; si += (int)len;
+        }
+    }
+
+    private Errno Punch(long ino, long pos, long length)
+    {
+        if (!Aligned(pos) || !Aligned(length) || length == 0 || pos + length > MaxFileSize) return Refuse($"hole in inode {ino} at {pos}, {length} bytes, is not whole blocks");
+        var rec = MutableFile(ino, out var e);
+        if (rec == null) return e;
+        long from = pos >> BlockShift, to = (pos + length) >> BlockShift;
+        var release = Space.Releaser;
+        foreach (var c0 in CurrentChunks(ino))
+        {
+            long start = c0.Index * ChunkBlocks;
+            if (start + ChunkBlocks <= from || start >= to) continue;
+            var c = MutableChunk(ino, c0.Index);
+            uint a = (uint)Math.Max(0, from - start), b = (uint)Math.Min(ChunkBlocks, to - start);
+            rec.Blocks -= ExtentMap.Punch(c, a, b, ref release);
+            if (c.Extents.Count == 0) { EndVersion(c); _chunks[(ino, c.Index)] = null; }
+        }
+        return 0;
+    }
+
+    private Errno CloneRange(long ino, long pos, long length, long src, long srcPos)
+    {
+        if (!Aligned(pos) || !Aligned(length) || !Aligned(srcPos) || length == 0 || pos + length > MaxFileSize || srcPos + length > MaxFileSize)
+            return Refuse($"clone into inode {ino} at {pos}, {length} bytes, from inode {src} at {srcPos} is not whole blocks");
+        if (CurrentInode(src) is not { } s || (s.Mode & S_IFMT) != S_IFREG) return Refuse($"clone from inode {src}, which is not a regular file here");
+        if (src == ino && pos < srcPos + length && srcPos < pos + length) return Refuse($"clone within inode {ino} over overlapping ranges");
+        var rec = MutableFile(ino, out var e);
+        if (rec == null) return e;
+        long fb = pos >> BlockShift, sb = srcPos >> BlockShift, n = length >> BlockShift;
+        var release = Space.Releaser;
+        var gain = new AddRefSink(Space);
+        while (n > 0)
+        {
+            long di = fb / ChunkBlocks, si = sb / ChunkBlocks;
+            uint dcb = (uint)(fb - di * ChunkBlocks), scb = (uint)(sb - si * ChunkBlocks);
+            uint len = (uint)Math.Min(n, Math.Min(ChunkBlocks - dcb, ChunkBlocks - scb));
+            var dst = MutableChunk(ino, di);
+            var from = CurrentChunk(src, si);
+            if (from == null) rec.Blocks -= ExtentMap.Punch(dst, dcb, dcb + len, ref release);
+            else rec.Blocks += ExtentMap.Clone(from, scb, scb + len, dst, dcb, _scratch, ref release, ref gain);
+            if (dst.Extents.Count == 0) { EndVersion(dst); _chunks[(ino, di)] = null; }
+            fb += len; sb += len; n -= len;
+        }
+        return 0;
+    }
+
+    private readonly struct AddRefSink(SpaceAllocator space) : IDeviceRangeSink
+    {
+        public void Add(uint device, long address, long blocks) => space.AddRef(device, address, blocks);
+    }
+
+    // ---------------------------------------------------------------- commit
+
+    /// <summary>Hands every staged change since the last commit to <paramref name="batch"/> and drops the caches.
+    /// Under StateLock (inside the commit).</summary>
+    public void TakeInto(MetadataBatch batch)
+    {
+        batch.Retired.AddRange(_removals.Retired);
+        batch.DeletedInodes.AddRange(_removals.DeletedInodes);
+        batch.DeletedDirents.AddRange(_removals.DeletedDirents);
+        batch.DeletedChunks.AddRange(_removals.DeletedChunks);
+        foreach (var r in _dirtyInodes) batch.Add(r);
+        foreach (var d in _dirtyDirents) batch.Add(d);
+        foreach (var c in _dirtyChunks) batch.Add(c);
+        _removals.Retired.Clear(); _removals.DeletedInodes.Clear(); _removals.DeletedDirents.Clear(); _removals.DeletedChunks.Clear();
+        _dirtyInodes.Clear(); _dirtyDirents.Clear(); _dirtyChunks.Clear();
+        _inodes.Clear(); _dirs.Clear(); _chunks.Clear();
+        PendingBytes = 0;
+    }
+
+    /// <summary>Changed records waiting for the next commit.</summary>
+    public int PendingRecords => _dirtyInodes.Count + _dirtyDirents.Count + _dirtyChunks.Count + _removals.Count;
+}

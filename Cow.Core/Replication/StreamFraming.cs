@@ -1,0 +1,212 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using Cow.Core.Format;
+
+namespace Cow.Core.Replication;
+
+/// <summary>
+/// The chain digest of a stream (format.md 9.1): starts as SHA-256 of the domain string and both snapshot
+/// identities, and after each record (after the header, before the end) becomes SHA-256(chain ‖ the record's frame).
+/// Its state is 32 bytes, so a receive that stops part-way keeps it and a resumed stream goes on from it.
+/// </summary>
+internal static class StreamChain
+{
+    public static byte[] Start(SnapshotIdentity snapshot, SnapshotIdentity @base)
+    {
+        var b = new byte[15 + 48];
+        "cow stream v1\0\0"u8.CopyTo(b);
+        snapshot.Pool.TryWriteBytes(b.AsSpan(15), bigEndian: true, out _);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(31), snapshot.Gen);
+        @base.Pool.TryWriteBytes(b.AsSpan(39), bigEndian: true, out _);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(55), @base.Gen);
+        return SHA256.HashData(b);
+    }
+
+    /// <summary>The chain after a record whose frame is <paramref name="head"/> (type, length), <paramref name="payload"/> and <paramref name="crc"/>.</summary>
+    public static void Append(byte[] chain, ReadOnlySpan<byte> head, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> crc)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        h.AppendData(chain);
+        h.AppendData(head);
+        h.AppendData(payload);
+        h.AppendData(crc);
+        h.GetHashAndReset(chain);
+    }
+}
+
+/// <summary>
+/// Writes a stream's record frames (format.md 9.1) to a byte stream: u32 type, u32 length, the payload, u32 CRC-32C
+/// of the three before it; keeps the record offset (bytes after the header) and the chain. Records before
+/// <see cref="SkipTo"/> are counted and chained by size only and not written (a resumed send). Not thread-safe.
+/// </summary>
+internal sealed class StreamWriter(Stream output)
+{
+    private byte[] _chain = new byte[StreamFormat.ChainBytes];
+    private readonly byte[] _head = new byte[8], _crc = new byte[4];
+    private bool _headerDone;
+
+    /// <summary>Bytes of records written (or skipped) after the header.</summary>
+    public long Offset { get; private set; }
+    /// <summary>Records after the header.</summary>
+    public long Records { get; private set; }
+    /// <summary>Bytes actually written, header included.</summary>
+    public long BytesWritten { get; private set; }
+    /// <summary>Records that begin before this record offset are not written (a resumed stream).</summary>
+    public long SkipTo { get; private set; }
+
+    /// <summary>Whether the record starting at the current offset is skipped: a sender can then avoid reading its data
+    /// (and pass <see cref="Write"/> a payload of the right length only).</summary>
+    public bool Skipping => Offset < SkipTo;
+
+    public void WriteHeader(StreamHeader h)
+    {
+        if (_headerDone) throw new InvalidOperationException("header written twice");
+        _chain = h.ResumeOffset > 0 ? (byte[])h.ResumeChain.Clone() : StreamChain.Start(h.Snapshot, h.Base);
+        SkipTo = h.ResumeOffset;
+        Frame(StreamRecordType.Header, StreamCodec.Header(h), chain: false);
+        _headerDone = true;
+        // Records before SkipTo were chained by the receiver already: the chain given is their result.
+        if (SkipTo > 0) Offset = 0;
+    }
+
+    public void Write(StreamRecordType type, ReadOnlySpan<byte> payload)
+    {
+        if (!_headerDone) throw new InvalidOperationException("record before the header");
+        long size = StreamFormat.FrameBytes + payload.Length;
+        if (Offset < SkipTo)
+        {
+            if (Offset + size > SkipTo) throw new InvalidDataException($"the resume offset {SkipTo} is not at a record boundary of this stream (a record spans {Offset}..{Offset + size})");
+            Offset += size; Records++;
+            return;
+        }
+        Frame(type, payload, chain: true);
+        Offset += size; Records++;
+    }
+
+    /// <summary>Writes the end record: records so far and the chain.</summary>
+    public void WriteEnd()
+    {
+        if (Offset < SkipTo) throw new InvalidDataException($"the resume offset {SkipTo} is past the end of this stream ({Offset} bytes of records)");
+        var p = new byte[8 + StreamFormat.ChainBytes];
+        BinaryPrimitives.WriteInt64LittleEndian(p, Records);
+        _chain.CopyTo(p, 8);
+        Frame(StreamRecordType.End, p, chain: false);
+        output.Flush();
+    }
+
+    private void Frame(StreamRecordType type, ReadOnlySpan<byte> payload, bool chain)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(_head, (uint)type);
+        BinaryPrimitives.WriteUInt32LittleEndian(_head.AsSpan(4), (uint)payload.Length);
+        uint crc = Crc32C.Append(Crc32C.Append(~0u, _head), payload);
+        BinaryPrimitives.WriteUInt32LittleEndian(_crc, ~crc);
+        output.Write(_head);
+        output.Write(payload);
+        output.Write(_crc);
+        BytesWritten += StreamFormat.FrameBytes + payload.Length;
+        if (chain) StreamChain.Append(_chain, _head, payload, _crc);
+    }
+}
+
+/// <summary>What is wrong with a stream, and where: <see cref="Offset"/> is the byte offset from the start of the
+/// stream (header included) of the frame at fault.</summary>
+public sealed class StreamDamagedException(long offset, string message, bool truncated = false, bool fatal = false)
+    : IOException($"stream damaged at byte {offset}: {message}")
+{
+    public long Offset => offset;
+    /// <summary>The stream ended early (not a damaged byte): what came before it is good.</summary>
+    public bool Truncated => truncated;
+    /// <summary>The end record does not match the records (digest or count): no record before it can be trusted.</summary>
+    public bool Fatal => fatal;
+}
+
+/// <summary>
+/// Reads and checks a stream's frames (format.md 9.1): each record's CRC as it is read, the chain and the record
+/// count at the end record. <see cref="Next"/> returns the header first and the end record last; any fault throws
+/// <see cref="StreamDamagedException"/> naming the byte offset of the frame at fault. A record's data is a slice of
+/// the reader's buffer, valid until the next call. Not thread-safe.
+/// </summary>
+public sealed class StreamReader(Stream input)
+{
+    private readonly byte[] _head = new byte[8], _crc = new byte[4];
+    private byte[] _buf = new byte[64 * 1024];
+    private byte[] _chain = new byte[StreamFormat.ChainBytes];
+    private long _pos;          // bytes consumed from input
+    private long _headerBytes;  // bytes of the header frame
+    private bool _ended;
+
+    public StreamHeader? Header { get; private set; }
+    /// <summary>Records read after the header (the original stream's count when resumed: the records before
+    /// <see cref="StreamHeader.ResumeOffset"/> are counted as given by the caller).</summary>
+    public long Records { get; private set; }
+    /// <summary>Record offset (bytes after the header, in the original stream) of the next frame.</summary>
+    public long Offset => Header == null ? 0 : Header.ResumeOffset + _pos - _headerBytes;
+    /// <summary>The chain over every record verified so far.</summary>
+    public byte[] Chain => (byte[])_chain.Clone();
+    /// <summary>Bytes read from the input.</summary>
+    public long BytesRead => _pos;
+
+    /// <summary>Records the original stream had before the resume offset (a receive that resumes knows them).</summary>
+    public long RecordsBefore { get; set; }
+
+    /// <summary>The next record, or null after the end record. The first is the header.</summary>
+    public StreamRecord? Next()
+    {
+        if (_ended) return null;
+        long at = _pos;
+        int got = ReadFull(_head);
+        if (got == 0 && Header != null) throw new StreamDamagedException(at, "the stream ends before its end record", truncated: true);
+        if (got < 8) throw new StreamDamagedException(at, got == 0 ? "the stream is empty" : "the stream ends inside a record frame", truncated: true);
+        var type = (StreamRecordType)BinaryPrimitives.ReadUInt32LittleEndian(_head);
+        uint len = BinaryPrimitives.ReadUInt32LittleEndian(_head.AsSpan(4));
+        if (len > StreamFormat.MaxPayload) throw new StreamDamagedException(at, $"a record claims {len} bytes (at most {StreamFormat.MaxPayload})");
+        if (_buf.Length < len) _buf = new byte[Math.Max(len, _buf.Length * 2)];
+        if (ReadFull(_buf.AsSpan(0, (int)len)) < len || ReadFull(_crc) < 4)
+            throw new StreamDamagedException(at, "the stream ends inside a record", truncated: true);
+        var payload = _buf.AsMemory(0, (int)len);
+        uint want = BinaryPrimitives.ReadUInt32LittleEndian(_crc);
+        uint crc = ~Crc32C.Append(Crc32C.Append(~0u, _head), payload.Span);
+        if (crc != want) throw new StreamDamagedException(at, $"record checksum mismatch (type {(uint)type}, {len} bytes)");
+        var r = new StreamRecord { Type = type, Offset = Header == null ? 0 : Offset - (_pos - at) };
+        try
+        {
+            if (Header == null)
+            {
+                if (type != StreamRecordType.Header) throw new InvalidDataException($"the stream does not begin with a header record (type {(uint)type})");
+                r.Header = Header = StreamCodec.ReadHeader(payload.Span);
+                _headerBytes = _pos;
+                _chain = Header.ResumeOffset > 0 ? (byte[])Header.ResumeChain.Clone() : StreamChain.Start(Header.Snapshot, Header.Base);
+                r.Offset = 0;
+                return r;
+            }
+            if (type == StreamRecordType.Header) throw new InvalidDataException("a second header record");
+            StreamCodec.Read(type, payload, r);
+        }
+        catch (InvalidDataException e) { throw new StreamDamagedException(at, e.Message); }
+        if (type == StreamRecordType.End)
+        {
+            long total = RecordsBefore + Records;
+            if (r.Length != total) throw new StreamDamagedException(at, $"the end record counts {r.Length} records, the stream had {total}", fatal: true);
+            if (!r.Chain!.AsSpan().SequenceEqual(_chain)) throw new StreamDamagedException(at, "the stream digest does not match its records", fatal: true);
+            _ended = true;
+            if (input.ReadByte() >= 0) throw new StreamDamagedException(_pos, "bytes follow the end record", fatal: true);
+            return r;
+        }
+        StreamChain.Append(_chain, _head, payload.Span, _crc);
+        Records++;
+        return r;
+    }
+
+    private int ReadFull(Span<byte> into)
+    {
+        int n = 0;
+        while (n < into.Length)
+        {
+            int k = input.Read(into[n..]);
+            if (k <= 0) break;
+            n += k;
+        }
+        _pos += n;
+        return n;
+    }
+}
