@@ -247,42 +247,53 @@ internal static class SnapshotCommands
     private static Command SnapshotDiffCommand()
     {
         var to = new Argument<string?>("to") { Description = "newer snapshot (default: the live tree)", Arity = ArgumentArity.ZeroOrOne };
-        var json = new Option<bool>("--json") { Description = "one JSON array of {path, kind, ino, old_path}" };
-        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, to, json };
+        var json = new Option<bool>("--json") { Description = "one JSON array of {path, kind, ino, old_path} (with --ranges also size_before, size_after, ranges)" };
+        var ranges = new Option<bool>("--ranges") { Description = "for regular files changed in data, added or removed: sizes before and after, and the changed byte ranges (data or hole) from the extent maps; no file data is read" };
+        var c = new Command("diff", "list what changed between a snapshot and a later one or the live tree (on a mounted pool through the process that mounted it: cow mount or cow serve)") { PoolArg, OpsSnapshotArg, to, json, ranges };
         c.SetAction(r => Guard(() =>
         {
             string pool = PoolOf(r), name = r.GetValue(OpsSnapshotArg)!;
             string? t = r.GetValue(to);
             if (PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
             if (t != null && PoolSnapshots.NameProblem(t) is { } np2) return Usage(np2);
+            bool withRanges = r.GetValue(ranges);
             int Print(JsonArray rows)
             {
                 if (r.GetValue(json)) { Console.WriteLine(rows.ToJsonString(JsonOut)); return 0; }
-                foreach (var x in rows.OfType<JsonObject>())
-                {
-                    string path = Printable((string)x["path"]!);
-                    Console.WriteLine((string?)x["kind"] switch
-                    {
-                        "added" => $"+\t{path}",
-                        "removed" => $"-\t{path}",
-                        "renamed" => $"R\t{Printable((string)x["old_path"]!)} -> {path}",
-                        "modified_data" => $"M\t{path}\t(data)",
-                        "modified_metadata" => $"M\t{path}\t(metadata)",
-                        _ => $"T\t{path}",
-                    });
-                }
+                foreach (var x in rows.OfType<JsonObject>()) Console.WriteLine(DiffLine(x));
                 return 0;
             }
             var extra = new JsonObject();
             if (t != null) extra["to"] = t;
+            if (withRanges) extra["ranges"] = true;
             return OpViaService(pool, "snapshot-diff", name, extra, resp => Print((JsonArray)resp["changes"]!))
                 ?? WithUnmountedPool(pool, "diff", p =>
                 {
-                    var res = Busy($"comparing '{name}' with {t ?? "the live tree"}", () => SnapshotOpsCore.Diff(p, pool, name, t));
+                    var res = Busy($"comparing '{name}' with {t ?? "the live tree"}", () => SnapshotOpsCore.Diff(p, pool, name, t, withRanges));
                     return res.Code != 0 ? Report(res) : Print((JsonArray)res.Data!);
                 });
         }));
         return c;
+    }
+
+    /// <summary>One row of <c>cow snapshot diff</c>'s text: a kind letter, the path, tab-separated; a row with sizes
+    /// (--ranges) adds "size BEFORE -> AFTER" ("-": absent) and its ranges ("data OFFSET+LENGTH, hole ...", "none").</summary>
+    internal static string DiffLine(JsonObject x)
+    {
+        string path = Printable((string)x["path"]!);
+        string line = (string?)x["kind"] switch
+        {
+            "added" => $"+\t{path}",
+            "removed" => $"-\t{path}",
+            "renamed" => $"R\t{Printable((string)x["old_path"]!)} -> {path}",
+            "modified_data" => $"M\t{path}\t(data)",
+            "modified_metadata" => $"M\t{path}\t(metadata)",
+            _ => $"T\t{path}",
+        };
+        if (x["ranges"] is not JsonArray ranges) return line;
+        static string Size(JsonNode? n) => n == null ? "-" : $"{(long)n}";
+        var parts = ranges.OfType<JsonObject>().Select(b => $"{(string?)b["kind"]} {(long)b["offset"]!}+{(long)b["length"]!}").ToList();
+        return $"{line}\tsize {Size(x["size_before"])} -> {Size(x["size_after"])}\t{(parts.Count == 0 ? "none" : string.Join(", ", parts))}";
     }
 
     /// <summary>A path on one line: control characters (a newline in a name) as \xNN, backslash doubled.</summary>

@@ -89,15 +89,29 @@ public static class SnapshotOpsCore
         };
     }
 
-    /// <summary>Data: a JSON array of {path, kind, ino, old_path}.</summary>
-    public static OpResult Diff(Pool p, string pool, string name, string? to)
+    /// <summary>Data: a JSON array of {path, kind, ino, old_path}; with <paramref name="ranges"/> every row also has
+    /// size_before, size_after (bytes, null where the path is absent) and ranges ([{offset, length, kind: "data"|"hole"}]),
+    /// all null on rows that carry none (see <see cref="SnapshotChange"/>).</summary>
+    public static OpResult Diff(Pool p, string pool, string name, string? to, bool ranges = false)
     {
-        var e = p.Snapshots.Diff(name, to, out var changes);
+        var e = p.Snapshots.Diff(name, to, out var changes, ranges);
         if (e == Errno.ENOENT) return NoSnapshot(pool, p.Snapshots.Holds(name) == null ? name : to!);
         if (e != 0) return OpResult.Failed(e, $"snapshot diff: {Describe(e)}");
         var rows = new JsonArray();
         foreach (var x in changes)
-            rows.Add((JsonNode)new JsonObject { ["path"] = x.Path, ["kind"] = KindName(x.Kind), ["ino"] = x.Ino, ["old_path"] = x.OldPath });
+        {
+            var row = new JsonObject { ["path"] = x.Path, ["kind"] = KindName(x.Kind), ["ino"] = x.Ino, ["old_path"] = x.OldPath };
+            if (ranges)
+            {
+                row["size_before"] = x.SizeBefore;
+                row["size_after"] = x.SizeAfter;
+                row["ranges"] = x.Ranges == null ? null : new JsonArray(x.Ranges.Select(b => (JsonNode)new JsonObject
+                {
+                    ["offset"] = b.Offset, ["length"] = b.Length, ["kind"] = b.Data ? "data" : "hole",
+                }).ToArray());
+            }
+            rows.Add((JsonNode)row);
+        }
         return OpResult.Done("", rows);
     }
 

@@ -71,7 +71,9 @@ public sealed class PoolSnapshots
     public Errno SetProperties(string name, IReadOnlyDictionary<string, string?> changes) => E.SetSnapshotProperties(name, changes);
     public Errno Rollback(string name) => E.RollbackToSnapshot(name);
     public Errno Clone(string name, string destinationPath, string sourcePath = "/") => E.CloneSnapshot(name, destinationPath, sourcePath);
-    public Errno Diff(string fromName, string? toName, out List<SnapshotChange> changes) => E.DiffSnapshots(fromName, toName, out changes);
+    /// <summary>What changed from <paramref name="fromName"/> to <paramref name="toName"/> (null: the live tree);
+    /// <paramref name="withRanges"/>: regular files' rows also carry sizes and changed byte ranges (<see cref="SnapshotChange"/>).</summary>
+    public Errno Diff(string fromName, string? toName, out List<SnapshotChange> changes, bool withRanges = false) => E.DiffSnapshots(fromName, toName, out changes, withRanges);
     public Errno Restore(string name, IReadOnlyList<string> paths, bool dryRun, out List<Engine.RestoreChange> changes, out string? badPath) =>
         E.RestoreFromSnapshot(name, paths, dryRun, out changes, out badPath);
     /// <summary>Referenced and exclusive bytes of each snapshot and of the live tree (name "").</summary>

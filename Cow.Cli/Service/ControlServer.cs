@@ -268,7 +268,8 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// may add <c>"properties":{K:V,...}</c>, string values, recorded in the snapshot),
 /// <c>{"verb":"snapshot-list","pool":P}</c> (names in "snapshots", rows with space, holds and properties in
 /// "details"), <c>{"verb":"snapshot-hold"|"snapshot-release","pool":P,"name":N,"tag":T}</c>,
-/// <c>{"verb":"snapshot-diff","pool":P,"name":N,"to":M?}</c> (rows in "changes"),
+/// <c>{"verb":"snapshot-diff","pool":P,"name":N,"to":M?,"ranges":B?}</c> (rows in "changes"; with ranges, each also
+/// has size_before, size_after and ranges, as <c>cow snapshot diff --ranges --json</c>),
 /// <c>{"verb":"snapshot-clone","pool":P,"name":N,"destination":D,"from":F?}</c>,
 /// <c>{"verb":"snapshot-restore","pool":P,"name":N,"paths":[...],"dryRun":B?}</c> (rows {path, action} in "changes"),
 /// <c>{"verb":"snapshot-rollback","pool":P,"name":N}</c> (the pool is unmounted, rolled back and mounted again;

@@ -234,7 +234,10 @@ public sealed partial class ControlServer
             case "snapshot-diff":
             {
                 var to = Str(req, "to", out bad); if (bad != null) return bad;
-                r = _mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to));
+                bool ranges = false;
+                if (req["ranges"] is { } rn && !(rn is JsonValue rv && rv.TryGetValue(out ranges)))
+                    return ControlProtocol.Error("EINVAL", "\"ranges\" must be true or false");
+                r = _mounts.WithPool(label, pool => SnapshotOpsCore.Diff(pool, label, name!, to, ranges));
                 break;
             }
             case "snapshot-clone":

@@ -77,8 +77,8 @@ public sealed partial class Engine
     public Errno SetSnapshotProperties(string name, IReadOnlyDictionary<string, string?> changes) => _ctx.SnapshotOps.SetSnapshotProperties(name, changes);
     public Errno RollbackToSnapshot(string name) => _ctx.SnapshotOps.RollbackToSnapshot(name);
     public Errno CloneSnapshot(string name, string destinationPath, string sourcePath = "/") => _ctx.SnapshotOps.CloneSnapshot(name, destinationPath, sourcePath);
-    public Errno DiffSnapshots(string fromName, string? toName, out List<SnapshotChange> changes) => _ctx.SnapshotOps.DiffSnapshots(fromName, toName, out changes);
-    internal Errno DiffSnapshotsByWalk(string fromName, string? toName, out List<SnapshotChange> changes) => _ctx.SnapshotOps.DiffSnapshotsByWalk(fromName, toName, out changes);
+    public Errno DiffSnapshots(string fromName, string? toName, out List<SnapshotChange> changes, bool withRanges = false) => _ctx.SnapshotOps.DiffSnapshots(fromName, toName, out changes, withRanges);
+    internal Errno DiffSnapshotsByWalk(string fromName, string? toName, out List<SnapshotChange> changes, bool withRanges = false) => _ctx.SnapshotOps.DiffSnapshotsByWalk(fromName, toName, out changes, withRanges);
 
     // SnapshotRestorer
     public Errno RestoreFromSnapshot(string name, IReadOnlyList<string> paths, bool dryRun, out List<RestoreChange> changes, out string? badPath) => _ctx.Restorer.RestoreFromSnapshot(name, paths, dryRun, out changes, out badPath);

@@ -16,7 +16,12 @@ namespace Cow.Core.Engine;
 /// compared (one name moved: renamed), then data (size, extents and checksums; a symlink's target) and
 /// metadata (mode, owner, rdev, xattrs, times a read did not move alone). A removal and an addition at one
 /// path with different file types merge into <see cref="ChangeKind.TypeChanged"/>; the result is sorted by
-/// path, then kind. Thread-safe: static, and the lookups it is given are only read.
+/// path, then kind.
+/// <para>With a block size for ranges (<c>rangeBlockSize</c> &gt; 0), the data-changed, added and removed rows of
+/// regular files also carry sizes and changed byte ranges (<see cref="SnapshotChange"/>) from the extent maps of the
+/// two versions (<see cref="ChangedRanges"/>; an absent side has no chunks): only chunks of inodes already looked at
+/// are read, and no file data.</para>
+/// Thread-safe: static, and the lookups it is given are only read.
 /// </summary>
 internal static class SnapshotDiff
 {
@@ -30,8 +35,10 @@ internal static class SnapshotDiff
     /// <summary>The changes from <paramref name="a"/> to <paramref name="b"/> among the inodes
     /// <paramref name="candidates"/> (every inode with a record born or dead between the two, and every inode an
     /// entry born or dead between them names); <paramref name="dirsWithChangedEntries"/>: the directories one of
-    /// whose entries is visible in one generation only.</summary>
-    public static List<SnapshotChange> OfCandidates(Generation a, Generation b, IEnumerable<long> candidates, IReadOnlySet<long> dirsWithChangedEntries)
+    /// whose entries is visible in one generation only; <paramref name="rangeBlockSize"/>: the pool's block size to
+    /// report sizes and ranges, 0 for none.</summary>
+    public static List<SnapshotChange> OfCandidates(Generation a, Generation b, IEnumerable<long> candidates, IReadOnlySet<long> dirsWithChangedEntries,
+        int rangeBlockSize = 0)
     {
         var pathsA = new Dictionary<long, string?>();
         var pathsB = new Dictionary<long, string?>();
@@ -47,13 +54,14 @@ internal static class SnapshotDiff
             if (la.Count > 0) modeA[ino] = ra!.Mode;
             if (lb.Count > 0) modeB[ino] = rb!.Mode;
             Classify(result, ino, la.Count > 0 ? ra : null, lb.Count > 0 ? rb : null, la, lb,
-                () => a.Chunks(ino), () => b.Chunks(ino), () => dirsWithChangedEntries.Contains(ino));
+                () => a.Chunks(ino), () => b.Chunks(ino), () => dirsWithChangedEntries.Contains(ino), rangeBlockSize);
         }
         return Finish(result, modeA, modeB);
     }
 
-    /// <summary>The changes from tree <paramref name="a"/> to tree <paramref name="b"/>, both walked whole.</summary>
-    public static List<SnapshotChange> OfTrees(ITreeReader a, ITreeReader b)
+    /// <summary>The changes from tree <paramref name="a"/> to tree <paramref name="b"/>, both walked whole
+    /// (<paramref name="rangeBlockSize"/> as for <see cref="OfCandidates"/>).</summary>
+    public static List<SnapshotChange> OfTrees(ITreeReader a, ITreeReader b, int rangeBlockSize = 0)
     {
         var ta = WalkTree(a);
         var tb = WalkTree(b);
@@ -63,7 +71,7 @@ internal static class SnapshotDiff
             var ra = ta.Inodes.GetValueOrDefault(ino);
             var rb = tb.Inodes.GetValueOrDefault(ino);
             Classify(result, ino, ra, rb, ta.Links.GetValueOrDefault(ino) ?? new(), tb.Links.GetValueOrDefault(ino) ?? new(),
-                () => a.Chunks(ino), () => b.Chunks(ino), () => !SameEntries(a.Dir(ino)!, b.Dir(ino)!));
+                () => a.Chunks(ino), () => b.Chunks(ino), () => !SameEntries(a.Dir(ino)!, b.Dir(ino)!), rangeBlockSize);
         }
         return Finish(result, ta.Inodes.ToDictionary(kv => kv.Key, kv => kv.Value.Mode), tb.Inodes.ToDictionary(kv => kv.Key, kv => kv.Value.Mode));
     }
@@ -95,32 +103,57 @@ internal static class SnapshotDiff
     }
 
     /// <summary>The changes of one inode, present in the old tree (<paramref name="ra"/> non-null, named by
-    /// <paramref name="la"/>), the new one, or both.</summary>
+    /// <paramref name="la"/>), the new one, or both. Each side's chunks are loaded at most once.</summary>
     private static void Classify(List<SnapshotChange> result, long ino, InodeRecord? ra, InodeRecord? rb, List<TreeLink> la, List<TreeLink> lb,
-        Func<List<ChunkRecord>> chunksA, Func<List<ChunkRecord>> chunksB, Func<bool> entriesChanged)
+        Func<List<ChunkRecord>> chunksA, Func<List<ChunkRecord>> chunksB, Func<bool> entriesChanged, int rangeBlockSize)
     {
         if (ra == null && rb == null) return;
-        if (rb == null) { foreach (var l in la) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino)); return; }
-        if (ra == null) { foreach (var l in lb) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino)); return; }
+        List<ChunkRecord>? ca = null, cb = null;
+        List<ChunkRecord> A() => ca ??= chunksA();
+        List<ChunkRecord> B() => cb ??= chunksB();
+        // A name present on one side only: the path's file appears or disappears whole (the other side: no chunks).
+        SnapshotChange Removed(TreeLink l) => WithRanges(new SnapshotChange(l.Path, ChangeKind.Removed, ino), ra, null, A, () => [], rangeBlockSize);
+        SnapshotChange Added(TreeLink l) => WithRanges(new SnapshotChange(l.Path, ChangeKind.Added, ino), null, rb, () => [], B, rangeBlockSize);
+        if (rb == null) { foreach (var l in la) result.Add(Removed(l)); return; }
+        if (ra == null) { foreach (var l in lb) result.Add(Added(l)); return; }
         var onlyA = la.Where(x => !lb.Any(y => y.Dir == x.Dir && y.Name == x.Name)).ToList();
         var onlyB = lb.Where(y => !la.Any(x => y.Dir == x.Dir && y.Name == x.Name)).ToList();
         if (onlyA.Count == 1 && onlyB.Count == 1) result.Add(new SnapshotChange(onlyB[0].Path, ChangeKind.Renamed, ino, onlyA[0].Path));
         else
         {
-            foreach (var l in onlyA) result.Add(new SnapshotChange(l.Path, ChangeKind.Removed, ino));
-            foreach (var l in onlyB) result.Add(new SnapshotChange(l.Path, ChangeKind.Added, ino));
+            foreach (var l in onlyA) result.Add(Removed(l));
+            foreach (var l in onlyB) result.Add(Added(l));
         }
         if (ra.Rid == rb.Rid) return;
         // A file with several names is reported under the first by path of those it has in both trees (else of its new ones).
         var kept = lb.Where(y => !onlyB.Contains(y)).ToList();
         string path = (kept.Count > 0 ? kept : lb).Select(l => l.Path).Min(StringComparer.Ordinal)!;
-        bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(chunksA(), chunksB()) : ra.Target != rb.Target;
+        bool data = (ra.Mode & S_IFMT) == S_IFREG ? ra.Size != rb.Size || !SameChunks(A(), B()) : ra.Target != rb.Target;
         bool entries = IsDir(ra) && entriesChanged();
         bool meta = ra.Mode != rb.Mode || ra.Uid != rb.Uid || ra.Gid != rb.Gid || ra.Rdev != rb.Rdev || !SameXattrs(ra.Xattrs, rb.Xattrs)
             // An atime a read moved (relatime) is not a change; one set explicitly (touch -a) moved ctime too.
             || (!data && !entries && (ra.MtimeNs != rb.MtimeNs || (ra.AtimeNs != rb.AtimeNs && ra.CtimeNs != rb.CtimeNs) || ra.BtimeNs != rb.BtimeNs));
-        if (data) result.Add(new SnapshotChange(path, ChangeKind.ModifiedData, ino));
+        if (data) result.Add(WithRanges(new SnapshotChange(path, ChangeKind.ModifiedData, ino), ra, rb, A, B, rangeBlockSize));
         if (meta) result.Add(new SnapshotChange(path, ChangeKind.ModifiedMetadata, ino));
+    }
+
+    /// <summary><paramref name="c"/> with the sizes and changed byte ranges of a regular file from version
+    /// <paramref name="ra"/> (null: absent) to <paramref name="rb"/>, when <paramref name="blockSize"/> asks for them;
+    /// <paramref name="c"/> unchanged otherwise. Runs of blocks become bytes clamped to the larger size (a run past it,
+    /// e.g. blocks preallocated past the end, is dropped); adjacent runs of one kind are already merged.</summary>
+    private static SnapshotChange WithRanges(SnapshotChange c, InodeRecord? ra, InodeRecord? rb,
+        Func<List<ChunkRecord>> chunksA, Func<List<ChunkRecord>> chunksB, int blockSize)
+    {
+        var r = ra ?? rb!;
+        if (blockSize <= 0 || (r.Mode & S_IFMT) != S_IFREG) return c;
+        long end = Math.Max(ra?.Size ?? 0, rb?.Size ?? 0);
+        var ranges = new List<ByteRange>();
+        foreach (var run in ChangedRanges.Between(chunksA(), chunksB()))
+        {
+            long from = run.FileBlock * blockSize, to = Math.Min(run.End * blockSize, end);
+            if (from < to) ranges.Add(new ByteRange(from, to - from, run.Mapped));
+        }
+        return c with { SizeBefore = ra?.Size, SizeAfter = rb?.Size, Ranges = ranges };
     }
 
     /// <summary>Merges a removal and an addition at one path with different file types into

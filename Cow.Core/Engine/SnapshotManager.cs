@@ -598,10 +598,13 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     /// (its descendants are not, unless they moved themselves); a path naming inodes of different types is
     /// <see cref="ChangeKind.TypeChanged"/>; a directory whose entries changed is not reported for its times alone
     /// (its entries are); inodes without a name (unlinked while open) are not listed.</para>
+    /// <para><paramref name="withRanges"/>: regular files' data-changed, added and removed rows also carry their sizes
+    /// and changed byte ranges (<see cref="SnapshotChange"/>), from the extent maps of the inodes already looked at;
+    /// without it, no chunk is read beyond what the classification needs.</para>
     /// ENOENT when a snapshot does not exist; EBUSY when the live tree is asked for while the pool is frozen with
     /// uncommitted changes.
     /// </summary>
-    public Errno DiffSnapshots(string fromName, string? toName, out List<SnapshotChange> changes)
+    public Errno DiffSnapshots(string fromName, string? toName, out List<SnapshotChange> changes, bool withRanges = false)
     {
         changes = new List<SnapshotChange>();
         lock (CommitLock)
@@ -622,13 +625,13 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
                 var (inos, dirents) = Store.FindChangedBetween(Math.Min(ga, gb), Math.Max(ga, gb));
                 foreach (var d in dirents) { inos.Add(d.Child); }
                 var dirsWithChangedEntries = dirents.Where(d => d.VisibleAt(ga) != d.VisibleAt(gb)).Select(d => d.Dir).ToHashSet();
-                changes = SnapshotDiff.OfCandidates(Generation(ga), Generation(gb), inos, dirsWithChangedEntries);
+                changes = SnapshotDiff.OfCandidates(Generation(ga), Generation(gb), inos, dirsWithChangedEntries, withRanges ? BlockSize : 0);
                 return 0;
             }
     }
 
     /// <summary>The same diff by walking both trees whole (the test oracle for <see cref="DiffSnapshots"/>).</summary>
-    internal Errno DiffSnapshotsByWalk(string fromName, string? toName, out List<SnapshotChange> changes)
+    internal Errno DiffSnapshotsByWalk(string fromName, string? toName, out List<SnapshotChange> changes, bool withRanges = false)
     {
         changes = new List<SnapshotChange>();
         lock (StateLock)
@@ -639,7 +642,7 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             if (toName == null) b = LiveTree;
             else if (FindSnapshot(toName) is { } to) b = Snapshots.View(to.Gen);
             else return Errno.ENOENT;
-            changes = SnapshotDiff.OfTrees(Snapshots.View(from.Gen), b);
+            changes = SnapshotDiff.OfTrees(Snapshots.View(from.Gen), b, withRanges ? BlockSize : 0);
             return 0;
         }
     }

@@ -81,5 +81,38 @@ public enum ChangeKind
     TypeChanged,
 }
 
-/// <summary>One change of a diff. <see cref="OldPath"/> is set for <see cref="ChangeKind.Renamed"/>. Immutable.</summary>
-public readonly record struct SnapshotChange(string Path, ChangeKind Kind, long Ino, string? OldPath = null);
+/// <summary>Bytes [<see cref="Offset"/>, +<see cref="Length"/>) of a file that a diff with ranges reports as changed:
+/// <see cref="Data"/>, the newer version maps them (data written or changed); else they became a hole.</summary>
+public readonly record struct ByteRange(long Offset, long Length, bool Data)
+{
+    public long End => Offset + Length;
+}
+
+/// <summary>One change of a diff. <see cref="OldPath"/> is set for <see cref="ChangeKind.Renamed"/>. Immutable.
+/// <para>A diff asked for ranges sets <see cref="SizeBefore"/>, <see cref="SizeAfter"/> and <see cref="Ranges"/> on the
+/// <see cref="ChangeKind.ModifiedData"/>, <see cref="ChangeKind.Added"/> and <see cref="ChangeKind.Removed"/> rows of
+/// regular files (a size is null on the side the path is absent); every other row leaves them null. The ranges are the
+/// blocks whose mapping differs, in bytes, ascending, maximal per kind, clamped to the larger size; a size change
+/// over blocks neither version maps (a truncate that extends with a hole) is told by the sizes alone. Equality
+/// compares the ranges element by element.</para></summary>
+public readonly record struct SnapshotChange(string Path, ChangeKind Kind, long Ino, string? OldPath = null)
+{
+    public long? SizeBefore { get; init; }
+    public long? SizeAfter { get; init; }
+    public IReadOnlyList<ByteRange>? Ranges { get; init; }
+
+    public bool Equals(SnapshotChange other) =>
+        Path == other.Path && Kind == other.Kind && Ino == other.Ino && OldPath == other.OldPath
+        && SizeBefore == other.SizeBefore && SizeAfter == other.SizeAfter
+        && (ReferenceEquals(Ranges, other.Ranges) || (Ranges != null && other.Ranges != null && Ranges.SequenceEqual(other.Ranges)));
+
+    public override int GetHashCode() => HashCode.Combine(Path, Kind, Ino, OldPath, SizeBefore, SizeAfter, Ranges?.Count);
+
+    private bool PrintMembers(System.Text.StringBuilder b)
+    {
+        b.Append($"Path = {Path}, Kind = {Kind}, Ino = {Ino}, OldPath = {OldPath}");
+        if (SizeBefore != null || SizeAfter != null || Ranges != null)
+            b.Append($", SizeBefore = {SizeBefore}, SizeAfter = {SizeAfter}, Ranges = [{(Ranges == null ? "" : string.Join(", ", Ranges))}]");
+        return true;
+    }
+}
