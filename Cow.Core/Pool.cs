@@ -70,7 +70,7 @@ public sealed partial class Pool : IDisposable
     public FileSystemView Live { get; }
     /// <summary>The pool's snapshots (list, create, delete, hold, diff, restore...).</summary>
     public PoolSnapshots Snapshots { get; }
-    /// <summary>Send and receive of snapshot streams (format.md 9).</summary>
+    /// <summary>Send and receive of snapshot streams (format.md 10).</summary>
     public PoolReplication Replication { get; }
     public string? Folder { get; }
     /// <summary>The pool's devices now, by cookie (what a kernel-side user such as fuse-iomap needs to open them

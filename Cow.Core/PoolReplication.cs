@@ -4,7 +4,7 @@ using Mono.Unix.Native;
 namespace Cow.Core;
 
 /// <summary>
-/// Snapshot streams of one open pool (<see cref="Pool.Replication"/>, format.md 9): send a snapshot (whole, or what
+/// Snapshot streams of one open pool (<see cref="Pool.Replication"/>, format.md 10): send a snapshot (whole, or what
 /// changed since an older one, or the rest of an interrupted stream), receive one, and the state of a receive that
 /// stopped part-way. Every call goes to the engine (<see cref="StreamSender"/>, <see cref="StreamReceiver"/>), which
 /// does the work and its locking. Owns nothing; thread-safe as the engine is.
@@ -34,7 +34,7 @@ public sealed class PoolReplication
     /// <summary>Drops the pending receive (ENOENT when none); <paramref name="name"/>: the snapshot it was receiving.</summary>
     public Errno AbortReceive(out string? name) => E.Receiver.Abort(out name);
 
-    /// <summary>The cross-pool identity of snapshot <paramref name="name"/> (format.md 9), null when there is none.</summary>
+    /// <summary>The cross-pool identity of snapshot <paramref name="name"/> (format.md 10), null when there is none.</summary>
     public SnapshotIdentity? IdentityOf(string name)
     {
         var s = E.FindSnapshot(name);

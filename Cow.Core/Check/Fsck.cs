@@ -72,7 +72,7 @@ public static class Fsck
         FsckViewSweep.Check(engine, facts, r, views, snaps);
         facts.Chunks.Clear(); facts.Chunks.TrimExcess();   // the block checks read chunks by segment; paths need entries and inodes only
         CollectGarbage();
-        // A pending receive's staged blocks are counted as the tree they will be (format.md 9.5): the space maps hold them
+        // A pending receive's staged blocks are counted as the tree they will be (format.md 10.5): the space maps hold them
         // from the live generation on, and the blocks they replaced until it; the view of the staged generation sees both
         // as the maps do (no view lies between the two).
         var blockViews = pool.Receive is { } rv ? snaps.Select(s => s.Gen).Append(rv.Gen).ToArray() : views;

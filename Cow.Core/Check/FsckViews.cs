@@ -111,7 +111,7 @@ internal static class FsckViews
 
     /// <summary>Invariant 1: every version has 1 ≤ birth &lt; death, dies no later than the live generation, and is seen
     /// by some view; while a receive is pending (<paramref name="receiveGen"/> above 0), versions born at its generation are
-    /// staged and those it replaced die there (format.md 9.5).</summary>
+    /// staged and those it replaced die there (format.md 10.5).</summary>
     public static void CheckVersions(Facts f, FsckReport r, long[] views, long liveGen, IReadOnlyList<PendingPurge> purges, long receiveGen = 0)
     {
         void Check(long rid, long birth, long death, string what, long ino)

@@ -197,7 +197,7 @@ public sealed partial class Engine : IDisposable
 
     internal long LiveGen => _pool.LiveGen;
 
-    /// <summary>A stream is being received (format.md 9.5): the live tree takes no change until it finishes or is aborted.</summary>
+    /// <summary>A stream is being received (format.md 10.5): the live tree takes no change until it finishes or is aborted.</summary>
     public bool ReceivePending => Volatile.Read(ref _pool.Receive) != null;
     /// <summary>The pool document's format_version (changed under _lock by a device change).</summary>
     public int FormatVersion

@@ -86,7 +86,7 @@ public sealed class FileSystemView
     private Errno Change<TArgs, TResult>(in TArgs args, ref TResult result, Op<TArgs, TResult> op) where TArgs : allows ref struct =>
         Unchangeable ? Errno.EROFS : Run(in args, ref result, op, commit: true);
 
-    /// <summary>A snapshot, or the live tree while a stream is being received into the pool (format.md 9.5): its
+    /// <summary>A snapshot, or the live tree while a stream is being received into the pool (format.md 10.5): its
     /// staged versions take the place of live ones at the end, so the live tree does not change meanwhile.</summary>
     private bool Unchangeable => ReadOnly || _e.ReceivePending;
 

@@ -6,7 +6,7 @@ using Mono.Unix.Native;
 namespace Cow.Core.Replication;
 
 /// <summary>
-/// Applies a stream's records as staged versions (format.md 9.5): every version a record makes is born at the
+/// Applies a stream's records as staged versions (format.md 10.5): every version a record makes is born at the
 /// receive's generation <c>gen</c> (= live generation + 1), which no view sees until the receive finishes; the live
 /// version it replaces or removes dies at <c>gen</c>, so the live view (one generation below) still sees it and the
 /// snapshot made at the end does not. A version already staged changes in place. So at any moment the versions

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Cow.Core.Replication;
 
 /// <summary>
-/// What a sender needs to go on with a stream a receiver stopped part-way (format.md 9.6): the two snapshot
+/// What a sender needs to go on with a stream a receiver stopped part-way (format.md 10.6): the two snapshot
 /// identities, the record offset and record count the receiver has applied durably, and the chain digest there.
 /// Printed as <c>1-</c> followed by base64url of a fixed 112-byte layout (version 1). Immutable.
 /// </summary>

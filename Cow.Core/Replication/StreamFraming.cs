@@ -5,7 +5,7 @@ using Cow.Core.Format;
 namespace Cow.Core.Replication;
 
 /// <summary>
-/// The chain digest of a stream (format.md 9.1): starts as SHA-256 of the domain string and both snapshot
+/// The chain digest of a stream (format.md 10.1): starts as SHA-256 of the domain string and both snapshot
 /// identities, and after each record (after the header, before the end) becomes SHA-256(chain ‖ the record's frame).
 /// Its state is 32 bytes, so a receive that stops part-way keeps it and a resumed stream goes on from it.
 /// </summary>
@@ -35,7 +35,7 @@ internal static class StreamChain
 }
 
 /// <summary>
-/// Writes a stream's record frames (format.md 9.1) to a byte stream: u32 type, u32 length, the payload, u32 CRC-32C
+/// Writes a stream's record frames (format.md 10.1) to a byte stream: u32 type, u32 length, the payload, u32 CRC-32C
 /// of the three before it; keeps the record offset (bytes after the header) and the chain. Records before
 /// <see cref="SkipTo"/> are counted and chained by size only and not written (a resumed send). Not thread-safe.
 /// </summary>
@@ -121,7 +121,7 @@ public sealed class StreamDamagedException(long offset, string message, bool tru
 }
 
 /// <summary>
-/// Reads and checks a stream's frames (format.md 9.1): each record's CRC as it is read, the chain and the record
+/// Reads and checks a stream's frames (format.md 10.1): each record's CRC as it is read, the chain and the record
 /// count at the end record. <see cref="Next"/> returns the header first and the end record last; any fault throws
 /// <see cref="StreamDamagedException"/> naming the byte offset of the frame at fault. A record's data is a slice of
 /// the reader's buffer, valid until the next call. Not thread-safe.

@@ -12,7 +12,7 @@ namespace Cow.Core.Replication;
 public sealed record ReceiveResult(string? Snapshot, long Generation, long Records, long DataBytes, long StreamBytes, string? Problem, string? Token, long? DamageOffset);
 
 /// <summary>
-/// <c>cow receive</c> (format.md 9.5): applies a stream as staged versions (<see cref="ReceiveStaging"/>) and, once
+/// <c>cow receive</c> (format.md 10.5): applies a stream as staged versions (<see cref="ReceiveStaging"/>) and, once
 /// the end record's digest has verified every record, turns them into a read-only snapshot in one commit: the
 /// snapshot gets the staged generation, the live tree the next, so the live tree becomes the received snapshot's
 /// tree (a replica follows its source; the pool's live tree must not have changed since the base).

@@ -3,7 +3,7 @@ using System.Text;
 
 namespace Cow.Core.Replication;
 
-/// <summary>Record types of a send stream (format.md 9, "Send streams"), the <c>type</c> field of every record frame.</summary>
+/// <summary>Record types of a send stream (format.md 10, "Send streams"), the <c>type</c> field of every record frame.</summary>
 public enum StreamRecordType : uint
 {
     Header = 1,
@@ -17,7 +17,7 @@ public enum StreamRecordType : uint
     End = 9,
 }
 
-/// <summary>Fixed numbers of stream format version 1 (format.md 9).</summary>
+/// <summary>Fixed numbers of stream format version 1 (format.md 10).</summary>
 public static class StreamFormat
 {
     /// <summary><c>magic</c> of the header record.</summary>
@@ -41,7 +41,7 @@ public readonly record struct SnapshotIdentity(Guid Pool, long Gen)
     public override string ToString() => IsNone ? "none" : $"{Pool}@{Gen}";
 }
 
-/// <summary>A stream's header (format.md 9.2).</summary>
+/// <summary>A stream's header (format.md 10.2).</summary>
 /// <param name="BlockSize"><c>block_size</c>: the sender pool's block size; data offsets and lengths are multiples of it.</param>
 /// <param name="Snapshot"><c>snap_pool</c>, <c>snap_gen</c>: the identity of the snapshot sent.</param>
 /// <param name="Base"><c>base_pool</c>, <c>base_gen</c>: the identity of the base of an incremental stream (none: full).</param>
@@ -55,7 +55,7 @@ public sealed record StreamHeader(int BlockSize, SnapshotIdentity Snapshot, Snap
     public bool Incremental => !Base.IsNone;
 }
 
-/// <summary>An inode's attributes in the snapshot sent (format.md 9.3, type 2).</summary>
+/// <summary>An inode's attributes in the snapshot sent (format.md 10.3, type 2).</summary>
 public sealed record StreamInode(long Ino, uint Mode, uint Uid, uint Gid, uint Nlink, long Size, ulong Rdev,
     long AtimeNs, long MtimeNs, long CtimeNs, long BtimeNs, long Parent, long NextPos, string? Target,
     IReadOnlyList<KeyValuePair<string, byte[]>> Xattrs);
@@ -87,7 +87,7 @@ public sealed class StreamRecord
     public byte[]? Chain;
 }
 
-/// <summary>Encodes record payloads (format.md 9.3). Little-endian throughout; strings are u16 length + UTF-8.</summary>
+/// <summary>Encodes record payloads (format.md 10.3). Little-endian throughout; strings are u16 length + UTF-8.</summary>
 internal static class StreamCodec
 {
     public static byte[] Header(StreamHeader h)

@@ -8,7 +8,7 @@ namespace Cow.Core.Replication;
 public readonly record struct SendSummary(long StreamBytes, long Records, long Inodes, long DataBytes, long CloneBytes, long HoleBytes);
 
 /// <summary>
-/// <c>cow send</c>: writes a snapshot, or what changed from an older one, as a stream (format.md 9).
+/// <c>cow send</c>: writes a snapshot, or what changed from an older one, as a stream (format.md 10).
 /// <para>What is sent follows the change: an incremental stream's inodes are the ones whose records were born or died
 /// between the two generations (the birth and death indexes, as <c>snapshot diff</c> finds them), and a file's data
 /// is the blocks whose mapping differs (<see cref="ChangedRanges"/>); a full stream walks the snapshot's tree. Data
@@ -22,7 +22,7 @@ public readonly record struct SendSummary(long StreamBytes, long Records, long I
 /// </summary>
 internal sealed class StreamSender(EngineContext context) : EnginePart(context)
 {
-    /// <summary>The identity of a snapshot of this pool (format.md 9): its source's when it was received.</summary>
+    /// <summary>The identity of a snapshot of this pool (format.md 10): its source's when it was received.</summary>
     internal SnapshotIdentity IdentityOf(SnapshotRecord s) =>
         s.SourcePool != Guid.Empty ? new SnapshotIdentity(s.SourcePool, s.SourceGen) : new SnapshotIdentity(PoolState.PoolUuid, s.Gen);
 

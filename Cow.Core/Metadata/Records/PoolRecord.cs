@@ -34,7 +34,7 @@ internal sealed class PoolRecord
     /// <summary><c>purges</c>: snapshots deleted whose records are not all removed yet, oldest deletion first. Each
     /// names the versions no view sees any more (format.md 4, "Deleting snapshot"); a writable open finishes them.</summary>
     public List<PendingPurge> Purges = new();
-    /// <summary><c>receive</c>: a stream being received (format.md 9.5), null when none. While set, the versions born at
+    /// <summary><c>receive</c>: a stream being received (format.md 10.5), null when none. While set, the versions born at
     /// its <c>gen</c> (= live_gen + 1) are staged: no view sees them until the receive finishes.</summary>
     public PendingReceive? Receive;
 
@@ -59,7 +59,7 @@ internal readonly record struct PendingPurge(long Gen, long Prev, long Next)
     public bool Covers(long birth, long death) => birth > Prev && death > Gen && death <= Next;
 }
 
-/// <summary>The pool field <c>receive</c> (format.md 9.5): a receive that has staged part of a stream.</summary>
+/// <summary>The pool field <c>receive</c> (format.md 10.5): a receive that has staged part of a stream.</summary>
 internal sealed class PendingReceive
 {
     /// <summary><c>gen</c>: the generation of the staged versions, live_gen + 1 when the receive began; the received
