@@ -29,6 +29,9 @@ public static class Program
         root.Subcommands.Add(ScrubCommand.Create());
         root.Subcommands.Add(PoolCommands.Fsck());
         root.Subcommands.Add(CleanCommand.Create());
+        root.Subcommands.Add(ReplicationCommands.Send());
+        root.Subcommands.Add(ReplicationCommands.Receive());
+        root.Subcommands.Add(ReplicationCommands.Stream());
         root.Subcommands.Add(DeviceCommands.Create());
         root.Subcommands.Add(MountCommands.Mount());
         root.Subcommands.Add(MountCommands.Umount());

@@ -1,0 +1,147 @@
+using System.CommandLine;
+using Cow.Core;
+using Cow.Core.Replication;
+using Mono.Unix.Native;
+using static Cow.Cli.CliCommon;
+using static Cow.Cli.PoolLocator;
+
+namespace Cow.Cli;
+
+/// <summary><c>cow send</c>, <c>cow receive</c> and <c>cow stream verify</c> (format.md 10): snapshot streams on a pool
+/// folder (unmounted; a mounted pool through its control socket, <see cref="StreamViaService"/>). The stream goes to
+/// standard output or comes from standard input unless a file is named; what is said goes to standard error. Exit codes:
+/// 0 done, 1 failed (nothing changed, or for a receive that stopped part-way: what it verified is kept and the resume
+/// token printed), 2 bad usage. Stateless: thread-safe.</summary>
+internal static class ReplicationCommands
+{
+    internal static Command Send()
+    {
+        var snap = new Argument<string?>("snapshot") { Description = "snapshot to send (not with --resume)", Arity = ArgumentArity.ZeroOrOne };
+        var from = new Option<string?>("--from", "-i") { Description = "send only what changed since this older snapshot (an incremental stream)" };
+        var output = new Option<string?>("--output", "-o") { Description = "write the stream to this file instead of standard output" };
+        var resume = new Option<string?>("--resume") { Description = "send the rest of an interrupted stream: the token cow receive printed (or 'cow receive POOL --token' shows)" };
+        var c = new Command("send", "write a snapshot (or what changed since an older one) as a stream; 'cow send POOL SNAP | cow receive OTHER' replicates it") { PoolArg, snap, from, output, resume };
+        c.SetAction(r => Guard(() =>
+        {
+            string? name = r.GetValue(snap), fromName = r.GetValue(from), token = r.GetValue(resume), file = r.GetValue(output);
+            ResumeToken? t = null;
+            if (token != null)
+            {
+                if (name != null || fromName != null) return Usage("--resume sends what the token names: give no snapshot or --from with it");
+                t = ResumeToken.Parse(token, out var tp);
+                if (t == null) return Usage(tp!);
+            }
+            else if (name == null) return Usage("name the snapshot to send (or --resume TOKEN)");
+            if (name != null && PoolSnapshots.NameProblem(name) is { } np) return Usage(np);
+            if (fromName != null && PoolSnapshots.NameProblem(fromName) is { } fp) return Usage(fp);
+            if (file == null && !Console.IsOutputRedirected) return Usage("standard output is a terminal: redirect it, pipe it (| cow receive ...) or give -o FILE");
+            string poolArg = PoolOf(r);
+            using var pool = OpenUnmounted(poolArg, "send", "unmount it, or send from the pool's service");
+            using var sink = file == null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+            using var buffered = new BufferedStream(sink, 1 << 20);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            SendSummary sum;
+            string? problem;
+            Errno e;
+            try
+            {
+                e = t != null ? pool.Replication.Resume(t, buffered, out sum, out problem) : pool.Replication.Send(name!, fromName, buffered, out sum, out problem);
+                buffered.Flush();
+            }
+            catch (IOException ex) { return Fail($"writing the stream failed: {ex.Message}"); }
+            if (e != 0) return Fail($"send: {problem ?? Describe(e)}");
+            Console.Error.WriteLine($"cow: sent {(t != null ? "the rest of the stream" : $"'{name}'" + (fromName != null ? $" from '{fromName}'" : ""))}: "
+                + $"{Bytes(sum.StreamBytes)} in {clock.Elapsed.TotalSeconds:F1} s, {sum.Inodes} inodes, {Bytes(sum.DataBytes)} data, "
+                + $"{Bytes(sum.CloneBytes)} shared, {Bytes(sum.HoleBytes)} holes");
+            return 0;
+        }));
+        return c;
+    }
+
+    internal static Command Receive()
+    {
+        var name = new Option<string?>("--name") { Description = "name the received snapshot (default: its name on the sender)" };
+        var input = new Option<string?>("--input", "-f") { Description = "read the stream from this file instead of standard input" };
+        var token = new Option<bool>("--token") { Description = "print the resume token of the receive pending on this pool, and exit" };
+        var abort = new Option<bool>("--abort") { Description = "drop the receive pending on this pool (what it staged is freed) and exit" };
+        var c = new Command("receive", "apply a stream from cow send: the snapshot appears, read-only, only when the whole stream is applied and verified; the live tree becomes it") { PoolArg, name, input, token, abort };
+        c.SetAction(r => Guard(() =>
+        {
+            string poolArg = PoolOf(r);
+            string? n = r.GetValue(name), file = r.GetValue(input);
+            if (n != null && PoolSnapshots.NameProblem(n) is { } np) return Usage(np);
+            if (r.GetValue(token) && r.GetValue(abort)) return Usage("--token and --abort go alone");
+            using var pool = OpenUnmounted(poolArg, "receive", "unmount it first");
+            if (r.GetValue(token))
+            {
+                if (pool.Replication.PendingToken() is not { } tk) return Fail("no receive is pending on this pool");
+                Console.WriteLine(tk);
+                return 0;
+            }
+            if (r.GetValue(abort))
+            {
+                var ae = pool.Replication.AbortReceive(out var was);
+                if (ae == Errno.ENOENT) return Fail("no receive is pending on this pool");
+                if (ae != 0) return Fail($"abort: {Describe(ae)}");
+                Console.Error.WriteLine($"cow: the receive of '{was}' is dropped");
+                return 0;
+            }
+            if (file == null && !Console.IsInputRedirected) return Usage("standard input is a terminal: pipe a stream in (cow send ... | cow receive POOL) or give -f FILE");
+            using var source = file == null ? Console.OpenStandardInput() : new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var e = pool.Replication.Receive(source, n, out var res);
+            if (e == 0)
+            {
+                Console.Error.WriteLine($"cow: received snapshot '{res.Snapshot}' (generation {res.Generation}): {Bytes(res.StreamBytes)} in {clock.Elapsed.TotalSeconds:F1} s, "
+                    + $"{res.Records} records, {Bytes(res.DataBytes)} data");
+                return 0;
+            }
+            Console.Error.WriteLine($"cow: receive failed: {res.Problem ?? Describe(e)}");
+            if (res.Token != null)
+            {
+                Console.Error.WriteLine($"cow: what was verified is kept (not visible until the receive finishes); resume with:");
+                Console.Error.WriteLine($"cow:   cow send SOURCE --resume {res.Token} | cow receive {poolArg}");
+                Console.Error.WriteLine($"cow: or drop it: cow receive {poolArg} --abort");
+                Console.WriteLine(res.Token);
+            }
+            else Console.Error.WriteLine("cow: nothing was changed");
+            return 1;
+        }));
+        return c;
+    }
+
+    internal static Command Stream()
+    {
+        var file = new Argument<string>("file") { Description = "stream file ('-': standard input)" };
+        var verify = new Command("verify", "check a stream offline: every record's checksum and fields, and the digest over the whole stream; names the byte offset of the first damage") { file };
+        verify.SetAction(r => Guard(() =>
+        {
+            string f = r.GetValue(file)!;
+            using var s = f == "-" ? Console.OpenStandardInput() : new FileStream(f, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+            var reader = new Core.Replication.StreamReader(s);
+            var counts = new SortedDictionary<StreamRecordType, long>();
+            long data = 0;
+            try
+            {
+                while (reader.Next() is { } rec)
+                {
+                    counts[rec.Type] = counts.GetValueOrDefault(rec.Type) + 1;
+                    data += rec.Data.Length;
+                }
+            }
+            catch (StreamDamagedException e)
+            {
+                Console.Error.WriteLine($"cow: {f}: {e.Message}");
+                return 1;
+            }
+            var h = reader.Header!;
+            Console.WriteLine($"stream v{StreamFormat.Version} of snapshot '{h.Name}' ({h.Snapshot}), {(h.Incremental ? $"incremental from {h.Base}" : "full")}"
+                + (h.ResumeOffset > 0 ? $", resumed at offset {h.ResumeOffset}" : ""));
+            Console.WriteLine($"block size {h.BlockSize}, created {DateTime.UnixEpoch.AddTicks(h.CreatedNs / 100):u}");
+            Console.WriteLine($"{reader.BytesRead} bytes, {Bytes(data)} of data; records: {string.Join(", ", counts.Select(kv => $"{kv.Key} {kv.Value}"))}");
+            Console.WriteLine("verified: every record checksum and the stream digest");
+            return 0;
+        }));
+        return new Command("stream", "snapshot streams (cow send / cow receive)") { verify };
+    }
+}
