@@ -1,9 +1,12 @@
 using System.CommandLine;
+using System.Text.Json.Nodes;
+using Cow.Cli.Service;
 using Cow.Core;
 using Cow.Core.Replication;
 using Mono.Unix.Native;
 using static Cow.Cli.CliCommon;
 using static Cow.Cli.PoolLocator;
+using static Cow.Cli.ServiceRouting;
 
 namespace Cow.Cli;
 
@@ -36,10 +39,26 @@ internal static class ReplicationCommands
             if (fromName != null && PoolSnapshots.NameProblem(fromName) is { } fp) return Usage(fp);
             if (file == null && !Console.IsOutputRedirected) return Usage("standard output is a terminal: redirect it, pipe it (| cow receive ...) or give -o FILE");
             string poolArg = PoolOf(r);
-            using var pool = OpenUnmounted(poolArg, "send", "unmount it, or send from the pool's service");
-            using var sink = file == null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-            using var buffered = new BufferedStream(sink, 1 << 20);
+            Stream OpenSink() => file == null ? Console.OpenStandardOutput() : new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
             var clock = System.Diagnostics.Stopwatch.StartNew();
+            var via = ViaService(poolArg, (c, row) =>
+            {
+                var req = new JsonObject { ["verb"] = "send", ["pool"] = (string?)row["name"], ["name"] = name, ["from"] = fromName, ["resume"] = token };
+                using var sinkVia = OpenSink();
+                JsonObject resp;
+                try { resp = c.Download(req, sinkVia); }
+                catch (IOException ex) { return Fail($"send through {(string?)row["via"]}: {ex.Message}"); }
+                return ServiceResult(resp, x =>
+                {
+                    Console.Error.WriteLine($"cow: sent {(long)x["stream_bytes"]!} bytes in {clock.Elapsed.TotalSeconds:F1} s through {(string?)row["via"]}: {(long)x["inodes"]!} inodes, "
+                        + $"{Bytes((long)x["data_bytes"]!)} data, {Bytes((long)x["clone_bytes"]!)} shared, {Bytes((long)x["hole_bytes"]!)} holes");
+                    return 0;
+                });
+            });
+            if (via is int v) return v;
+            using var pool = OpenUnmounted(poolArg, "send", "unmount it first");
+            using var sink = OpenSink();
+            using var buffered = new BufferedStream(sink, 1 << 20);
             SendSummary sum;
             string? problem;
             Errno e;
@@ -64,13 +83,46 @@ internal static class ReplicationCommands
         var input = new Option<string?>("--input", "-f") { Description = "read the stream from this file instead of standard input" };
         var token = new Option<bool>("--token") { Description = "print the resume token of the receive pending on this pool, and exit" };
         var abort = new Option<bool>("--abort") { Description = "drop the receive pending on this pool (what it staged is freed) and exit" };
-        var c = new Command("receive", "apply a stream from cow send: the snapshot appears, read-only, only when the whole stream is applied and verified; the live tree becomes it") { PoolArg, name, input, token, abort };
+        var finish = new Option<bool>("--finish") { Description = "finish a pending receive whose stream is all here and verified (when finishing was refused: files were open) and exit" };
+        var c = new Command("receive", "apply a stream from cow send: the snapshot appears, read-only, only when the whole stream is applied and verified; the live tree becomes it (a mounted pool receives through the process that mounts it)") { PoolArg, name, input, token, abort, finish };
         c.SetAction(r => Guard(() =>
         {
             string poolArg = PoolOf(r);
             string? n = r.GetValue(name), file = r.GetValue(input);
             if (n != null && PoolSnapshots.NameProblem(n) is { } np) return Usage(np);
-            if (r.GetValue(token) && r.GetValue(abort)) return Usage("--token and --abort go alone");
+            int actions = (r.GetValue(token) ? 1 : 0) + (r.GetValue(abort) ? 1 : 0) + (r.GetValue(finish) ? 1 : 0);
+            if (actions > 1) return Usage("--token, --abort and --finish go alone");
+            bool streaming = actions == 0;
+            if (streaming && file == null && !Console.IsInputRedirected) return Usage("standard input is a terminal: pipe a stream in (cow send ... | cow receive POOL) or give -f FILE");
+            var via = ViaService(poolArg, (c, row) =>
+            {
+                string? served = (string?)row["name"];
+                JsonObject resp;
+                try
+                {
+                    if (!streaming)
+                        resp = c.Request(new JsonObject { ["verb"] = r.GetValue(token) ? "receive-token" : r.GetValue(abort) ? "receive-abort" : "receive-finish", ["pool"] = served });
+                    else
+                    {
+                        using var src = file == null ? Console.OpenStandardInput() : new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                        resp = c.Upload(new JsonObject { ["verb"] = "receive", ["pool"] = served, ["name"] = n }, src);
+                    }
+                }
+                catch (IOException ex) { return Fail($"receive through {(string?)row["via"]}: {ex.Message}"); }
+                if (resp["ok"]?.GetValue<bool>() != true && (string?)resp["token"] is { } tk)
+                {
+                    Console.Error.WriteLine($"cow: {(string?)resp["message"]}");
+                    PrintKept(tk, poolArg);
+                    return 1;
+                }
+                return ServiceResult(resp, x =>
+                {
+                    if ((string?)x["token"] is { } t) Console.WriteLine(t);
+                    else Console.Error.WriteLine($"cow: {(string?)x["message"]}");
+                    return 0;
+                });
+            });
+            if (via is int v) return v;
             using var pool = OpenUnmounted(poolArg, "receive", "unmount it first");
             if (r.GetValue(token))
             {
@@ -86,7 +138,13 @@ internal static class ReplicationCommands
                 Console.Error.WriteLine($"cow: the receive of '{was}' is dropped");
                 return 0;
             }
-            if (file == null && !Console.IsInputRedirected) return Usage("standard input is a terminal: pipe a stream in (cow send ... | cow receive POOL) or give -f FILE");
+            if (r.GetValue(finish))
+            {
+                var fe = pool.Replication.FinishReceive(out var snapName, out var fp);
+                if (fe != 0) return Fail($"finish: {fp ?? Describe(fe)}");
+                Console.Error.WriteLine($"cow: received snapshot '{snapName}'");
+                return 0;
+            }
             using var source = file == null ? Console.OpenStandardInput() : new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var e = pool.Replication.Receive(source, n, out var res);
@@ -97,17 +155,21 @@ internal static class ReplicationCommands
                 return 0;
             }
             Console.Error.WriteLine($"cow: receive failed: {res.Problem ?? Describe(e)}");
-            if (res.Token != null)
-            {
-                Console.Error.WriteLine($"cow: what was verified is kept (not visible until the receive finishes); resume with:");
-                Console.Error.WriteLine($"cow:   cow send SOURCE --resume {res.Token} | cow receive {poolArg}");
-                Console.Error.WriteLine($"cow: or drop it: cow receive {poolArg} --abort");
-                Console.WriteLine(res.Token);
-            }
+            if (res.Token != null) PrintKept(res.Token, poolArg);
             else Console.Error.WriteLine("cow: nothing was changed");
             return 1;
         }));
         return c;
+    }
+
+    /// <summary>What a receive that stopped part-way says: the token on standard output (for scripts), how to go on on
+    /// standard error.</summary>
+    private static void PrintKept(string token, string poolArg)
+    {
+        Console.Error.WriteLine("cow: what was verified is kept (not visible until the receive finishes); resume with:");
+        Console.Error.WriteLine($"cow:   cow send SOURCE --resume {token} | cow receive {poolArg}");
+        Console.Error.WriteLine($"cow: or drop it: cow receive {poolArg} --abort");
+        Console.WriteLine(token);
     }
 
     internal static Command Stream()

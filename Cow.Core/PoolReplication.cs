@@ -25,8 +25,18 @@ public sealed class PoolReplication
     public Errno Resume(ResumeToken token, Stream output, out SendSummary summary, out string? problem) =>
         E.Sender.Send(null, null, token, output, out summary, out problem);
 
-    /// <summary>Receives a stream (<see cref="StreamReceiver.Receive"/>).</summary>
-    public Errno Receive(Stream input, string? name, out ReceiveResult result) => E.Receiver.Receive(input, name, out result);
+    /// <summary>Receives a stream (<see cref="StreamReceiver.Receive"/>); with <paramref name="finish"/> false a verified
+    /// stream stays pending until <see cref="FinishReceive"/>.</summary>
+    public Errno Receive(Stream input, string? name, out ReceiveResult result, bool finish = true) => E.Receiver.Receive(input, name, finish, out result);
+
+    /// <summary>Finishes a pending receive whose stream is all applied and verified (<see cref="StreamReceiver.FinishPending"/>);
+    /// <paramref name="snapshot"/> names the snapshot it made.</summary>
+    public Errno FinishReceive(out string? snapshot, out string? problem)
+    {
+        var e = E.Receiver.FinishPending(out var s, out problem);
+        snapshot = s?.Name;
+        return e;
+    }
 
     /// <summary>The resume token of the receive pending on this pool, or null when none is.</summary>
     public string? PendingToken() => E.Receiver.PendingToken();

@@ -58,6 +58,45 @@ public sealed class ControlClient : IDisposable
         return JsonNode.Parse(resp) as JsonObject ?? throw new IOException($"the Cow service answered with something that is not a JSON object: {resp}");
     }
 
+    /// <summary>Sends a stream verb's request, then <paramref name="input"/> as chunks (<see cref="ChunkedWriteStream"/>),
+    /// then reads the response (<c>receive</c>). No time limit while it runs.</summary>
+    public JsonObject Upload(JsonObject request, Stream input)
+    {
+        ReceiveTimeout = TimeSpan.Zero;
+        _writer.WriteLine(request.ToJsonString(ControlProtocol.Json));
+        using (var net = new NetworkStream(_socket, ownsSocket: false))
+        {
+            var chunks = new ChunkedWriteStream(net);
+            var buf = new byte[ChunkedWriteStream.MaxChunk];
+            int n;
+            while ((n = input.ReadAtLeast(buf, buf.Length, throwOnEndOfStream: false)) > 0) chunks.Write(buf.AsSpan(0, n));
+            chunks.End();
+        }
+        return ReadResponse();
+    }
+
+    /// <summary>Sends a stream verb's request and copies the chunks that follow to <paramref name="output"/>, then reads the
+    /// response (<c>send</c>). No time limit while it runs.</summary>
+    public JsonObject Download(JsonObject request, Stream output)
+    {
+        ReceiveTimeout = TimeSpan.Zero;
+        _writer.WriteLine(request.ToJsonString(ControlProtocol.Json));
+        using (var net = new NetworkStream(_socket, ownsSocket: false))
+        {
+            var chunks = new ChunkedReadStream(net);
+            chunks.CopyTo(output, 1 << 20);
+            output.Flush();
+            if (chunks.Cut) throw new IOException("the Cow service closed the control connection in the middle of the stream");
+        }
+        return ReadResponse();
+    }
+
+    private JsonObject ReadResponse()
+    {
+        var resp = _reader.ReadLine() ?? throw new IOException("the Cow service closed the control connection without answering");
+        return JsonNode.Parse(resp) as JsonObject ?? throw new IOException($"the Cow service answered with something that is not a JSON object: {resp}");
+    }
+
     /// <summary>The configured pool (name, path, mount point) that a running service mounts for
     /// <paramref name="poolOrMountPoint"/> (pool folder or mount point), or null.</summary>
     public static JsonObject? FindServedPool(JsonObject status, string poolOrMountPoint)

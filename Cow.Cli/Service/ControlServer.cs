@@ -184,7 +184,12 @@ public sealed partial class ControlServer : IHostedService, IDisposable
                         ? $"permission denied: only root and members of group '{_groupName}' may use the Cow control socket"
                         : $"permission denied: only root and the user who mounted the pool (uid {_endpoint.OwnerUid}) may use this control socket");
                 }
-                else response = Handle(line, cred.uid, c);
+                else
+                {
+                    t_connection = (stream, net);   // the stream verbs read and write raw chunks after the request line
+                    try { response = Handle(line, cred.uid, c); }
+                    finally { t_connection = null; }
+                }
                 Write(net, response);
                 if (!more) break;
             }
@@ -285,7 +290,13 @@ public sealed partial class ControlServer : IHostedService, IDisposable
 /// other devices and drops it; the answer is cow device remove's document; ENOSPC, sizes named, when the data would
 /// not fit; it ends early, "cancelled", when the client closes the connection or on
 /// <c>{"verb":"device-remove-cancel","pool":P}</c>), <c>{"verb":"device-list","pool":P}</c> (the rows of cow device
-/// list in "devices")
+/// list in "devices"), <c>{"verb":"send","pool":P,"name":N?,"from":F?,"resume":TOKEN?}</c> (the stream follows the
+/// request line as chunks: u32 little-endian length and bytes, ended by a chunk of length 0; then the answer, with the
+/// stream's sizes), <c>{"verb":"receive","pool":P,"name":N?}</c> (the client sends the stream so chunked after the
+/// request line; the answer comes after its end chunk: the snapshot made, or the error with "token" and
+/// "damage_offset" when what was verified is kept; the pool is unmounted for the moment of the finishing commit),
+/// <c>{"verb":"receive-finish"|"receive-token"|"receive-abort","pool":P}</c> (the pending receive: finish a verified
+/// one, its resume token, or drop it)
 /// (P: pool name, pool folder or mount point). Responses have
 /// <c>"ok":true</c> and the result, or <c>"ok":false</c> with <c>"error"</c> (an errno name) and
 /// <c>"message"</c>. Stateless: thread-safe.</summary>

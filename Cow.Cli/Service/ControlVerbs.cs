@@ -37,6 +37,11 @@ public sealed partial class ControlServer
         new("device-remove", (s, r, u, peer) => s.DeviceRemove(r, u, peer)),
         new("device-remove-cancel", (s, r, u, _) => s.DeviceRemoveCancel(r, u)),
         new("device-list", (s, r, _, _) => s.DeviceList(r)),
+        new("send", (s, r, u, _) => s.SendVerb(r, u)),
+        new("receive", (s, r, u, _) => s.ReceiveVerb(r, u)),
+        new("receive-finish", (s, r, u, _) => s.PendingReceiveVerb("receive-finish", r, u)),
+        new("receive-token", (s, r, u, _) => s.PendingReceiveVerb("receive-token", r, u)),
+        new("receive-abort", (s, r, u, _) => s.PendingReceiveVerb("receive-abort", r, u)),
     ];
 
     private static readonly string VerbList = string.Join(", ", Verbs.Select(v => v.Key));

@@ -8,8 +8,9 @@ using Mono.Unix.Native;
 namespace Cow.Core.Replication;
 
 /// <summary>What a receive did. <see cref="Token"/> is set when the receive stopped part-way and kept what it had
-/// verified (a resumed send goes on from it); <see cref="DamageOffset"/> is the byte offset of the damage that stopped it.</summary>
-public sealed record ReceiveResult(string? Snapshot, long Generation, long Records, long DataBytes, long StreamBytes, string? Problem, string? Token, long? DamageOffset);
+/// verified (a resumed send goes on from it); <see cref="DamageOffset"/> is the byte offset of the damage that stopped it;
+/// <see cref="Verified"/>: the whole stream is applied and verified (a receive asked not to finish stops there).</summary>
+public sealed record ReceiveResult(string? Snapshot, long Generation, long Records, long DataBytes, long StreamBytes, string? Problem, string? Token, long? DamageOffset, bool Verified = false);
 
 /// <summary>
 /// <c>cow receive</c> (format.md 10.5): applies a stream as staged versions (<see cref="ReceiveStaging"/>) and, once
@@ -48,8 +49,10 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
     /// (an incremental stream's base is not here), EBUSY (a receive is pending; the live tree changed since the base;
     /// frozen); EBADMSG: the stream is damaged beyond keeping (its header, digest or the sense of its records) and
     /// what it staged is dropped. Kept (result's Token set): EIO (the stream was cut or a record damaged), ENOSPC.
+    /// With <paramref name="finish"/> false a verified stream is left pending for <see cref="FinishPending"/> (a mounted
+    /// pool finishes unmounted, as a rollback does).
     /// </summary>
-    public Errno Receive(Stream input, string? name, out ReceiveResult result)
+    public Errno Receive(Stream input, string? name, bool finish, out ReceiveResult result)
     {
         result = new ReceiveResult(null, 0, 0, 0, 0, null, null, null);
         var reader = new StreamReader(input);
@@ -107,10 +110,32 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
             result = new ReceiveResult(null, 0, stats.Item1, stats.Item2, stats.BytesRead, why ?? "the stream ended early", token, damage);
             return outcome != 0 ? outcome : Errno.EIO;
         }
-        var fe = Finish(pending, out var snap, out why);
-        if (fe == Errno.EBADMSG) { Abort(out _); }
-        result = new ReceiveResult(snap?.Name, snap?.Gen ?? 0, stats.Item1, stats.Item2, stats.BytesRead, why, fe == Errno.EBUSY ? PendingToken() : null, null);
+        if (!finish)
+        {
+            result = new ReceiveResult(null, 0, stats.Item1, stats.Item2, stats.BytesRead, null, null, null, Verified: true);
+            return 0;
+        }
+        var fe = FinishPending(out var snap, out why);
+        result = new ReceiveResult(snap?.Name, snap?.Gen ?? 0, stats.Item1, stats.Item2, stats.BytesRead, why, fe == Errno.EBUSY ? PendingToken() : null, null, Verified: true);
         return fe;
+    }
+
+    /// <summary>Finishes the pending receive whose stream was applied and verified whole: the snapshot appears and the live
+    /// tree becomes it. EINVAL when none is pending or its stream is not verified yet (resume it); EBUSY when a live file
+    /// is open (it stays pending); EBADMSG when the records do not make a tree (everything staged is dropped).</summary>
+    public Errno FinishPending(out SnapshotRecord? snap, out string? problem)
+    {
+        snap = null;
+        PendingReceive? p;
+        lock (StateLock) p = PoolState.Receive;
+        if (p is not { Verified: true })
+        {
+            problem = p == null ? "no receive is pending" : $"the stream of '{p.Name}' is not all here yet (it stopped at offset {p.Offset}): resume it";
+            return Errno.EINVAL;
+        }
+        var e = Finish(p, out snap, out problem);
+        if (e == Errno.EBADMSG) Abort(out _);
+        return e;
     }
 
     /// <summary>Checks that the stream may be received here and records the pending receive (a new one), or finds the
@@ -161,8 +186,11 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                 {
                     long baseGen = Snapshots[^1].Gen;
                     var (inos, dirents) = Store.FindChangedBetween(baseGen, PoolState.LiveGen);
+                    // A read that moved an atime (relatime on a mounted replica) is not a change: the stream's version of
+                    // the inode replaces it, or the snapshot keeps the atime the read gave it.
+                    inos.RemoveWhere(ino => OnlyAtimeMoved(ino, baseGen, PoolState.LiveGen));
                     if (inos.Count + dirents.Count > 0)
-                    { problem = $"the live tree changed since snapshot '{Snapshots[^1].Name}' ({inos.Count} inodes): roll it back to that snapshot (cow snapshot rollback) to receive on it"; return Errno.EBUSY; }
+                    { problem = $"the live tree changed since snapshot '{Snapshots[^1].Name}' ({inos.Count} inodes, {dirents.Count} entries): roll it back to that snapshot (cow snapshot rollback) to receive on it"; return Errno.EBUSY; }
                 }
             }
             var np2 = new PendingReceive
@@ -178,6 +206,18 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
             pending = np2;
             return 0;
         }
+    }
+
+    /// <summary>Whether inode <paramref name="ino"/> differs between the two generations only in its atime (same extents).</summary>
+    private bool OnlyAtimeMoved(long ino, long baseGen, long liveGen)
+    {
+        if (Store.LoadInode(ino, baseGen) is not { } a || Store.LoadInode(ino, liveGen) is not { } b) return false;
+        if (a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Nlink != b.Nlink || a.Size != b.Size || a.Blocks != b.Blocks
+            || a.Rdev != b.Rdev || a.MtimeNs != b.MtimeNs || a.CtimeNs != b.CtimeNs || a.BtimeNs != b.BtimeNs || a.Target != b.Target
+            || a.NextPos != b.NextPos || a.Parent != b.Parent || !SnapshotDiff.SameXattrs(a.Xattrs, b.Xattrs)) return false;
+        var ca = Store.LoadChunks(ino, baseGen).Select(c => c.Rid).Order();
+        var cb = Store.LoadChunks(ino, liveGen).Select(c => c.Rid).Order();
+        return ca.SequenceEqual(cb);
     }
 
     /// <summary>Records read and verified ahead of the applying thread, with where the stream stands after each.</summary>
@@ -244,9 +284,11 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
             }
             if (e == Errno.EINVAL) { CommitStaged(staging, null); return Errno.EBADMSG; }
             var last = applied > 0 ? b.Items[applied - 1] : default;
-            CommitStaged(staging, applied > 0 ? p =>
+            bool verified = e == 0 && b.Ended;   // the end record checked every record: only the finish is left
+            CommitStaged(staging, applied > 0 || verified ? p =>
             {
-                p.Offset = last.After; p.Records = last.Records; p.Chain = last.Chain;
+                if (applied > 0) { p.Offset = last.After; p.Records = last.Records; p.Chain = last.Chain; }
+                p.Verified = verified;
             }
             : null);
             Commits.Fault("receive-batch");

@@ -22,6 +22,7 @@ internal static class PoolBson
                 ["gen"] = v.Gen, ["snap_pool"] = v.SnapPool, ["snap_gen"] = v.SnapGen, ["base_pool"] = v.BasePool, ["base_gen"] = v.BaseGen,
                 ["name"] = v.Name, ["created_ns"] = v.CreatedNs, ["offset"] = v.Offset, ["records"] = v.Records, ["chain"] = v.Chain,
             };
+        if (r.Receive is { Verified: true }) d["receive"]["verified"] = true;
         return d;
     }
 
@@ -54,6 +55,7 @@ internal static class PoolBson
                 Gen = d["gen"].AsInt64, SnapPool = d["snap_pool"].AsGuid, SnapGen = d["snap_gen"].AsInt64, BasePool = d["base_pool"].AsGuid,
                 BaseGen = d["base_gen"].AsInt64, Name = d["name"].AsString, CreatedNs = d["created_ns"].AsInt64, Offset = d["offset"].AsInt64,
                 Records = d["records"].AsInt64, Chain = d["chain"].AsBinary,
+                Verified = d.TryGetValue("verified", out var vf) && vf.IsBoolean && vf.AsBoolean,
             };
             if (r.Gen != liveGen + 1 || r.Chain is not { Length: 32 } || r.Offset < 0 || r.Records < 0 || r.Name.Length == 0)
                 throw new InvalidDataException("inconsistent fields");

@@ -272,3 +272,26 @@ public class StreamRoundTripTests(ITestOutputHelper output)
         b.AssertClean();
     }
 }
+
+[Trait("Tier", "engine")]
+public class StreamFinishLaterTests
+{
+    [Fact]
+    public void A_verified_stream_left_pending_finishes_later_even_after_a_reopen()
+    {
+        using var a = new MemoryPool();
+        using var b = new MemoryPool();
+        StreamRoundTripTests.Change(a, new Random(5), 0, 40);
+        Assert.Equal(0, (int)a.Engine.CreateSnapshot("s0", out _));
+        var stream = StreamRoundTripTests.Send(a, "s0", null, out _);
+        Assert.Equal(0, (int)b.Pool.Replication.Receive(new MemoryStream(stream), null, out var r, finish: false));
+        Assert.True(r.Verified);
+        Assert.Empty(b.Pool.Snapshots.List());
+        b.AssertClean();
+        b.ReopenAfter(() => { });
+        Assert.Equal(0, (int)b.Pool.Replication.FinishReceive(out var name, out var problem));
+        Assert.Equal("s0", name);
+        StreamRoundTripTests.AssertSame(a, "s0", b, "s0");
+        b.AssertClean();
+    }
+}
