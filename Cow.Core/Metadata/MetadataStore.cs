@@ -234,6 +234,9 @@ internal sealed class MetadataStore : IDisposable
             _chunks.Find(q).Select(ChunkBson.FromBson).ToList());
     }
 
+    /// <summary>Directory entries born at generation <paramref name="gen"/> (a receive's staged entries).</summary>
+    public List<DirentRecord> FindDirentsBornAt(long gen) => _dirents.Find(BornIn(gen - 1, gen)).Select(DirentBson.FromBson).ToList();
+
     /// <summary>Versions that died at generation <paramref name="gen"/> (by the death index): those a receive replaced.</summary>
     public (List<InodeRecord> Inodes, List<DirentRecord> Dirents, List<ChunkRecord> Chunks) FindDiedAt(long gen)
     {

@@ -16,9 +16,10 @@ namespace Cow.Core.Replication;
 /// which take a reference on every block they map; a replaced live chunk is retired, keeping its references.</para>
 /// <para>Owns the staged state changed since the last commit (<see cref="TakeInto"/> hands it to one) and caches of
 /// what it looked up, dropped at each commit. Threading: not thread-safe; the caller holds the engine's commit lock
-/// throughout (nothing else commits, relocates or changes a staged version meanwhile: the live tree refuses changes
-/// and the cleaner waits while a receive is pending); the state lock is taken here around record and space changes,
-/// and device writes happen outside it.</para>
+/// throughout a batch, so nothing else commits, relocates or changes a staged version meanwhile (the live tree refuses
+/// changes while a receive is pending). Between batches the log cleaner may move blocks that staged chunks map: its
+/// relocation rewrites every chunk document that maps them, staged ones included, and nothing staged is cached here
+/// across a commit. The state lock is taken here around record and space changes; device writes happen outside it.</para>
 /// </summary>
 internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePart(context)
 {
@@ -29,8 +30,8 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
     private readonly HashSet<DirentRecord> _dirtyDirents = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<ChunkRecord> _dirtyChunks = new(ReferenceEqualityComparer.Instance);
     private readonly MetadataBatch _removals = new();
-    /// <summary>Inodes this receive made (no version before it): their directories start empty, so entries are
-    /// added without looking the name up.</summary>
+    /// <summary>Inodes this batch made (no version before it): their directories start empty, so entries are added
+    /// without looking the name up.</summary>
     private readonly HashSet<long> _created = new();
     private readonly List<Extent> _scratch = new();
 
@@ -362,6 +363,7 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         _removals.Retired.Clear(); _removals.DeletedInodes.Clear(); _removals.DeletedDirents.Clear(); _removals.DeletedChunks.Clear();
         _dirtyInodes.Clear(); _dirtyDirents.Clear(); _dirtyChunks.Clear();
         _inodes.Clear(); _dirs.Clear(); _chunks.Clear();
+        _created.Clear();   // their entries are in the store now: a later batch looks names up there
         PendingBytes = 0;
     }
 

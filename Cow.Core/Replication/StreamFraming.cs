@@ -64,9 +64,7 @@ internal sealed class StreamWriter(Stream output)
         _chain = h.ResumeOffset > 0 ? (byte[])h.ResumeChain.Clone() : StreamChain.Start(h.Snapshot, h.Base);
         SkipTo = h.ResumeOffset;
         Frame(StreamRecordType.Header, StreamCodec.Header(h), chain: false);
-        _headerDone = true;
-        // Records before SkipTo were chained by the receiver already: the chain given is their result.
-        if (SkipTo > 0) Offset = 0;
+        _headerDone = true;   // records before SkipTo were chained by the receiver: the chain given is their result
     }
 
     public void Write(StreamRecordType type, ReadOnlySpan<byte> payload)
@@ -182,7 +180,8 @@ public sealed class StreamReader(Stream input)
             if (type == StreamRecordType.Header) throw new InvalidDataException("a second header record");
             StreamCodec.Read(type, payload, r);
         }
-        catch (InvalidDataException e) { throw new StreamDamagedException(at, e.Message); }
+        // The frame's checksum held: the sender wrote these fields, so sending them again cannot help (fatal).
+        catch (InvalidDataException e) { throw new StreamDamagedException(at, e.Message, fatal: Header != null); }
         if (type == StreamRecordType.End)
         {
             long total = RecordsBefore + Records;

@@ -163,6 +163,14 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                     pending = p;
                     return 0;
                 }
+                // A pending receive of this very stream that applied nothing yet goes on from its start (a token at offset 0
+                // makes such a stream: its header is a fresh one).
+                if (p != null && p.Offset == 0 && !p.Verified && p.SnapPool == h.Snapshot.Pool && p.SnapGen == h.Snapshot.Gen
+                    && p.BasePool == h.Base.Pool && p.BaseGen == h.Base.Gen)
+                {
+                    pending = p;
+                    return 0;
+                }
                 if (p != null) { problem = $"a receive of snapshot '{p.Name}' is pending at offset {p.Offset}: resume it (token {TokenOf(p)}) or abort it (cow receive --abort)"; return Errno.EBUSY; }
                 if (SnapshotManager.SnapshotNameProblem(name) is { } np) { problem = np; return Errno.EINVAL; }
                 if (Snapshots.Find(name) != null) { problem = $"a snapshot named '{name}' exists here"; return Errno.EEXIST; }
@@ -325,7 +333,7 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                     if (!li.Deleted && (li.OpenCount > 0 || li.Pins > 0 || li.Reservations > 0 || li.WriteGate.CurrentCount == 0))
                     { problem = "a live file is open: close it and resume the send to finish the receive"; return Errno.EBUSY; }
                 if (Store.LoadInode(RootIno, g) is not { } root || !IsDir(root)) { problem = "the stream leaves no root directory"; return Errno.EBADMSG; }
-                var (_, staged, _) = Store.FindBornAt(g);
+                var staged = Store.FindDirentsBornAt(g);
                 foreach (var d in staged)
                     if (Store.LoadInode(d.Child, g) == null) { problem = $"entry '{d.Name}' of directory {d.Dir} names inode {d.Child}, which the stream does not hold"; return Errno.EBADMSG; }
                 var (di, dd, dc) = Store.FindDiedAt(g);

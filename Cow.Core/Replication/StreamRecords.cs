@@ -115,7 +115,7 @@ internal static class StreamCodec
         uint v = RU32(s, ref p);
         if (v != StreamFormat.Version) throw new InvalidDataException($"stream format version {v} is not supported (this build reads version {StreamFormat.Version})");
         int bs = (int)RU32(s, ref p);
-        if (bs < 512 || bs > 65536 || (bs & (bs - 1)) != 0) throw new InvalidDataException($"block size {bs} is not a power of two between 512 and 65536");
+        if (bs < 4096 || bs > 65536 || (bs & (bs - 1)) != 0) throw new InvalidDataException($"block size {bs} is not a power of two between 4096 and 65536");
         var snap = new SnapshotIdentity(RUuid(s, ref p), RI64(s, ref p));
         var bas = new SnapshotIdentity(RUuid(s, ref p), RI64(s, ref p));
         long created = RI64(s, ref p), resume = RI64(s, ref p);
@@ -162,13 +162,16 @@ internal static class StreamCodec
         if (tl != uint.MaxValue)
         {
             if (tl > 4096) throw new InvalidDataException($"symlink target of {tl} bytes");
-            target = Encoding.UTF8.GetString(Need(s, p, (int)tl)); p += (int)tl;
+            target = Strict(Need(s, p, (int)tl)); p += (int)tl;
         }
         int nx = BinaryPrimitives.ReadUInt16LittleEndian(Need(s, p, 2)); p += 2;
         var xattrs = new List<KeyValuePair<string, byte[]>>(nx);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < nx; i++)
         {
             string k = RStr(s, ref p);
+            if (k.Length == 0 || k.Contains('\0') || Encoding.UTF8.GetByteCount(k) > 255 || !seen.Add(k))
+                throw new InvalidDataException($"inode {ino}: xattr name '{k}' is empty, too long, has a NUL or comes twice");
             uint vl = RU32(s, ref p);
             if (vl > 65536) throw new InvalidDataException($"xattr value of {vl} bytes");
             xattrs.Add(new(k, Need(s, p, (int)vl).ToArray())); p += (int)vl;
@@ -260,8 +263,15 @@ internal static class StreamCodec
         int n = BinaryPrimitives.ReadUInt16LittleEndian(Need(s, p, 2)); p += 2;
         var v = Need(s, p, n);
         p += n;
-        try { return new UTF8Encoding(false, true).GetString(v); }
-        catch (DecoderFallbackException) { throw new InvalidDataException("a name is not valid UTF-8"); }
+        return Strict(v);
+    }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(false, true);
+
+    private static string Strict(ReadOnlySpan<byte> v)
+    {
+        try { return StrictUtf8.GetString(v); }
+        catch (DecoderFallbackException) { throw new InvalidDataException("a name or symlink target is not valid UTF-8"); }
     }
 
     private static void End(ReadOnlySpan<byte> s, int p)

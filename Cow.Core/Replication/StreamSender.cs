@@ -179,7 +179,11 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
             r.AtimeNs, r.MtimeNs, r.CtimeNs, r.BtimeNs, r.Parent, r.NextPos, r.Target,
             r.Xattrs == null ? [] : r.Xattrs.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList());
 
-        /// <summary>The blocks of a file whose mapping changed: data (or a clone of a range sent before), holes.</summary>
+        /// <summary>The blocks of a file whose mapping changed: data (or a clone of a range sent before), holes. Record
+        /// boundaries depend only on the file's logical layout (which blocks changed, which share blocks sent before and
+        /// where those went), never on where the blocks lie on the devices: data records end at file offsets that are
+        /// multiples of <see cref="StreamFormat.DataRecordBytes"/>, clone records where their source stops being
+        /// contiguous. So a stream sent again after the cleaner moved blocks is the same bytes (a resume needs that).</summary>
         private Errno SendData(long ino, List<ChunkRecord> older, List<ChunkRecord> newer)
         {
             int shift = s.BlockShift;
@@ -192,45 +196,80 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
                     HoleBytes += run.Blocks << shift;
                     continue;
                 }
+                _pending = default;
                 for (long fb = run.FileBlock; fb < run.End;)
                 {
                     var m = ExtentMap.FindRun(byIndex.GetValueOrDefault(fb / ChunkBlocksL), fb, run.End - fb);
-                    var e = m.IsHole ? 0 : SendMapped(ino, fb, m.Blocks, m.Device, m.Address);
+                    var e = m.IsHole ? Flush(ino) : Classify(ino, fb, m.Blocks, m.Device, m.Address);
                     if (e != 0) return e;
                     fb += m.Blocks;
                 }
+                var fe = Flush(ino);
+                if (fe != 0) return fe;
             }
             return 0;
         }
 
         private const long ChunkBlocksL = Format.FormatConstants.ChunkBlocks;
 
-        /// <summary>File blocks [fb, fb+n) mapped at device blocks [addr, addr+n): clone records for the parts sent
-        /// before, data records for the rest.</summary>
-        private Errno SendMapped(long ino, long fb, long n, uint dev, long addr)
+        /// <summary>The run of file blocks being gathered into records: data (<see cref="Pending.SrcIno"/> 0) or a clone of
+        /// <see cref="Pending.SrcIno"/> from <see cref="Pending.SrcBlock"/>.</summary>
+        private record struct Pending(long FileBlock, long Blocks, long SrcIno, long SrcBlock);
+        private Pending _pending;
+
+        /// <summary>File blocks [fb, fb+n) mapped at device blocks [addr, addr+n): each part sent before becomes (part of)
+        /// a clone, the rest data; adjacent parts of one kind and contiguous source are gathered.</summary>
+        private Errno Classify(long ino, long fb, long n, uint dev, long addr)
         {
-            int shift = s.BlockShift;
             while (n > 0)
             {
-                long take = n;
+                long take = n, srcIno = 0, srcBlock = 0;
                 var floor = _sent.GetViewBetween(new SentRange(dev, long.MinValue, 0, 0, 0), new SentRange(dev, addr, 0, 0, 0));
                 if (floor.Count > 0 && floor.Max is var f && f.Address + f.Blocks > addr)
                 {
                     take = Math.Min(n, f.Address + f.Blocks - addr);
-                    long srcBlock = f.FileBlock + (addr - f.Address);
-                    w.Write(StreamRecordType.Clone, StreamCodec.Longs(ino, fb << shift, take << shift, f.Ino, srcBlock << shift));
-                    CloneBytes += take << shift;
+                    srcIno = f.Ino; srcBlock = f.FileBlock + (addr - f.Address);
                 }
                 else
                 {
                     var above = _sent.GetViewBetween(new SentRange(dev, addr + 1, 0, 0, 0), new SentRange(dev, long.MaxValue, 0, 0, 0));
                     if (above.Count > 0) take = Math.Min(take, above.Min.Address - addr);
-                    take = Math.Min(take, StreamFormat.DataRecordBytes >> shift);
-                    var e = SendDataRecord(ino, fb, take);
-                    if (e != 0) return e;
                     _sent.Add(new SentRange(dev, addr, take, ino, fb));
                 }
+                var p = _pending;
+                bool joins = p.Blocks > 0 && p.FileBlock + p.Blocks == fb && p.SrcIno == srcIno && (srcIno == 0 || p.SrcBlock + p.Blocks == srcBlock);
+                if (joins) _pending = p with { Blocks = p.Blocks + take };
+                else
+                {
+                    var e = Flush(ino);
+                    if (e != 0) return e;
+                    _pending = new Pending(fb, take, srcIno, srcBlock);
+                }
                 fb += take; addr += take; n -= take;
+            }
+            return 0;
+        }
+
+        /// <summary>Sends the gathered run: one clone record, or data records cut at multiples of the data record size.</summary>
+        private Errno Flush(long ino)
+        {
+            var p = _pending;
+            _pending = default;
+            if (p.Blocks == 0) return 0;
+            int shift = s.BlockShift;
+            if (p.SrcIno != 0)
+            {
+                w.Write(StreamRecordType.Clone, StreamCodec.Longs(ino, p.FileBlock << shift, p.Blocks << shift, p.SrcIno, p.SrcBlock << shift));
+                CloneBytes += p.Blocks << shift;
+                return 0;
+            }
+            long per = StreamFormat.DataRecordBytes >> shift;
+            for (long fb = p.FileBlock, end = p.FileBlock + p.Blocks; fb < end;)
+            {
+                long n = Math.Min(end, (fb / per + 1) * per) - fb;
+                var e = SendDataRecord(ino, fb, n);
+                if (e != 0) return e;
+                fb += n;
             }
             return 0;
         }

@@ -20,7 +20,7 @@ internal sealed class SnapshotRecord
     /// (absent or empty: none; absent in pools made before properties).</summary>
     public SortedDictionary<string, string> Properties = new(StringComparer.Ordinal);
     /// <summary><c>source_pool</c>, <c>source_gen</c>: a received snapshot's identity on the pool that took it (format.md
-    /// 9); absent (empty, 0) for a snapshot taken here, whose identity is this pool's uuid and its generation.</summary>
+    /// 10); absent (empty, 0) for a snapshot taken here, whose identity is this pool's uuid and its generation.</summary>
     public Guid SourcePool;
     public long SourceGen;
 
