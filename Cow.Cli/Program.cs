@@ -32,6 +32,7 @@ public static class Program
         root.Subcommands.Add(ReplicationCommands.Send());
         root.Subcommands.Add(ReplicationCommands.Receive());
         root.Subcommands.Add(ReplicationCommands.Stream());
+        root.Subcommands.Add(ReplicationCommands.Replicate());
         root.Subcommands.Add(DeviceCommands.Create());
         root.Subcommands.Add(MountCommands.Mount());
         root.Subcommands.Add(MountCommands.Umount());

@@ -172,6 +172,26 @@ internal static class ReplicationCommands
         Console.WriteLine(token);
     }
 
+    internal static Command Replicate()
+    {
+        var source = new Argument<string>("source") { Description = "pool folder or mount point whose snapshots are sent" };
+        var target = new Argument<string>("target") { Description = "pool folder or mount point that receives them, or ssh://[user@]host[:port]/path (its cow runs through ssh)" };
+        var tag = new Option<string?>("--hold-tag") { Description = "hold tag kept on SOURCE's newest snapshot that TARGET also holds (default: replicate:TARGET, '/' as '|')" };
+        var remoteCow = new Option<string>("--remote-cow") { Description = "the cow command on an ssh target", DefaultValueFactory = _ => "cow" };
+        var dry = new Option<bool>("--dry-run", "-n") { Description = "say what would be sent, send nothing" };
+        var c = new Command("replicate", "send TARGET every snapshot of SOURCE it lacks, incrementally from the newest they share, resuming an interrupted receive first; holds that snapshot on SOURCE so retention keeps the next run's base") { source, target, tag, remoteCow, dry };
+        c.SetAction(r => Guard(() =>
+        {
+            string src = r.GetValue(source)!, dst = r.GetValue(target)!;
+            if (Replicator.TargetProblem(dst) is { } tp) return Usage(tp);
+            string holdTag = r.GetValue(tag) ?? Replicator.DefaultHoldTag(dst);
+            if (PoolSnapshots.HoldTagProblem(holdTag) is { } hp) return Usage(hp);
+            FrontEnd.HandOver();
+            return new Replicator(src, dst, holdTag, r.GetValue(remoteCow)!, m => Console.Error.WriteLine($"cow: replicate: {m}")).Run(r.GetValue(dry));
+        }));
+        return c;
+    }
+
     internal static Command Stream()
     {
         var file = new Argument<string>("file") { Description = "stream file ('-': standard input)" };

@@ -144,6 +144,8 @@ public static class SnapshotOpsCore
                 ["referenced_bytes"] = s.ReferencedBytes, ["exclusive_bytes"] = s.ExclusiveBytes,
                 ["holds"] = new JsonArray((rec?.Holds ?? new List<string>()).Select(h => (JsonNode)JsonValue.Create(h)!).ToArray()),
                 ["properties"] = props,
+                // The snapshot's name across pools (format.md 10.4): cow replicate matches snapshots by it.
+                ["identity"] = s.Name == "" ? null : p.Replication.IdentityOf(s.Name)?.ToString(),
             });
         }
         return rows;
