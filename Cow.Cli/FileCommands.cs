@@ -61,21 +61,41 @@ internal static class FileCommands
             using var pool = OpenUnmounted(PoolOf(r), "cow cat", "read it under MP (snapshots under MP/.snapshots/NAME)");
             var fs = View(pool, r.GetValue(SnapOpt));
             if (fs == null) return Fail($"no snapshot named '{r.GetValue(SnapOpt)}'");
-            var e = ReadFile(fs, r.GetValue(path)!, out var bytes);
-            if (e != 0) return Fail($"cat {r.GetValue(path)}: {Describe(e)}");
             using var o = Console.OpenStandardOutput();
-            o.Write(bytes);
+            var e = CopyFile(fs, r.GetValue(path)!, o);
+            if (e != 0) return Fail($"cat {r.GetValue(path)}: {Describe(e)}");
             return 0;
         }));
         return cmd;
     }
 
+    /// <summary>Copies the file at <paramref name="path"/> to <paramref name="output"/> 1 MiB at a time (a file of any
+    /// size: not held in memory).</summary>
+    internal static Errno CopyFile(FileSystemView fs, string path, Stream output)
+    {
+        var e = fs.Resolve(path, out var attr);
+        if (e != 0) return e;
+        if (attr.IsDirectory) return Errno.EISDIR;
+        var buf = new byte[1 << 20];
+        for (long off = 0; off < attr.Size;)
+        {
+            e = fs.Read(attr.Ino, off, buf.AsSpan(0, (int)Math.Min(buf.Length, attr.Size - off)), out int n);
+            if (e != 0) return e;
+            if (n == 0) break;
+            output.Write(buf, 0, n);
+            off += n;
+        }
+        return 0;
+    }
+
+    /// <summary>The whole file at <paramref name="path"/> in memory (small files: the demo's); EFBIG past 1 GiB.</summary>
     internal static Errno ReadFile(FileSystemView fs, string path, out byte[] bytes)
     {
         bytes = Array.Empty<byte>();
         var e = fs.Resolve(path, out var attr);
         if (e != 0) return e;
         if (attr.IsDirectory) return Errno.EISDIR;
+        if (attr.Size > 1 << 30) return Errno.EFBIG;
         bytes = new byte[attr.Size];
         e = fs.Read(attr.Ino, 0, bytes, out int n);
         if (e == 0 && n != attr.Size) Array.Resize(ref bytes, n);

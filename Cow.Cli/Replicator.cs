@@ -15,7 +15,10 @@ namespace Cow.Cli;
 /// socket and an unmounted one is opened by the command, and a TARGET <c>ssh://[user@]host[:port]/path</c> runs the
 /// target's commands through <c>ssh host cow ...</c>. Stateless between runs; one run is not thread-safe.</para>
 /// </summary>
-internal sealed class Replicator(string source, string target, string holdTag, string remoteCow, Action<string> say)
+/// <param name="say">Where progress goes; <paramref name="complain"/>: where failures go (default: standard error).</param>
+/// <param name="env">Environment for the cow commands it runs (the service gives its control socket as COW_SOCKET).</param>
+internal sealed class Replicator(string source, string target, string holdTag, string remoteCow, Action<string> say,
+    IReadOnlyDictionary<string, string>? env = null, Action<string>? complain = null)
 {
     /// <summary>The hold tag a run uses unless told another: <c>replicate:</c> and the target, '/' written as '|'.</summary>
     public static string DefaultHoldTag(string target) => "replicate:" + target.Replace('/', '|');
@@ -70,7 +73,8 @@ internal sealed class Replicator(string source, string target, string holdTag, s
 
     private int Failed(string why)
     {
-        Console.Error.WriteLine($"cow: replicate: {why}");
+        if (complain != null) complain(why);
+        else Console.Error.WriteLine($"cow: replicate: {why}");
         return 1;
     }
 
@@ -79,7 +83,7 @@ internal sealed class Replicator(string source, string target, string holdTag, s
     {
         if (!src.Any(s => s.Name == name && s.Holds.Contains(holdTag)))
             if (RunLocal(["snapshot", "hold", source, name, holdTag], capture: true) is { Code: not 0 } h)
-                Console.Error.WriteLine($"cow: replicate: holding '{name}' on {source} failed: {h.Err.Trim()}");
+                Failed($"holding '{name}' on {source} failed: {h.Err.Trim()}");
         foreach (var s in src.Where(s => s.Name != name && s.Holds.Contains(holdTag)))
             RunLocal(["snapshot", "release", source, s.Name, holdTag], capture: true);
     }
@@ -122,6 +126,7 @@ internal sealed class Replicator(string source, string target, string holdTag, s
         var (file, prefix) = Self();
         var psi = new ProcessStartInfo(file);
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
+        if (env != null) foreach (var (k, v) in env) psi.Environment[k] = v;
         return psi;
     }
 

@@ -66,6 +66,8 @@ public static class ServeCommand
         builder.Services.AddSingleton<RetentionScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RetentionScheduler>());   // after the mounts: it snapshots mounted pools
         builder.Services.AddHostedService<ScrubScheduler>();   // after the mounts: it scrubs mounted pools (scrub-every)
+        builder.Services.AddSingleton<ReplicationScheduler>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ReplicationScheduler>());   // after the mounts: it sends from mounted pools
         builder.Services.AddSingleton(new ServeConfigSource(configFile));
         builder.Services.AddHostedService<ConfigReloader>();   // SIGHUP (systemctl reload): retention at once, the rest at restart
         using var host = builder.Build();

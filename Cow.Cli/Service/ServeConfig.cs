@@ -19,6 +19,14 @@ public sealed record RetentionConfig : Core.Retention.RetentionRules
     public bool Timeline { get; init; }
 }
 
+/// <summary>Replication of one pool (<c>[replicate NAME]</c>), run by <see cref="ReplicationScheduler"/> as
+/// <c>cow replicate MOUNTPOINT TARGET</c> at every whole multiple of <see cref="Every"/>.</summary>
+/// <param name="Target"><c>target</c>: a pool folder or <c>ssh://[user@]host[:port]/path</c>.</param>
+/// <param name="Every"><c>every</c>: the interval (default 1h).</param>
+/// <param name="HoldTag"><c>hold-tag</c>: the hold kept on the newest snapshot the target holds (default replicate:TARGET).</param>
+/// <param name="RemoteCow"><c>remote-cow</c>: the cow command on an ssh target (default cow).</param>
+public sealed record ReplicateConfig(string Target, TimeSpan Every, string HoldTag, string RemoteCow);
+
 /// <summary>One <c>[pool NAME]</c> section: a pool folder and how it is mounted.</summary>
 public sealed record PoolConfig
 {
@@ -39,6 +47,8 @@ public sealed record PoolConfig
     /// <summary><c>atime</c> (relatime, strictatime or noatime) and <c>nodiratime</c>.</summary>
     public Core.FileSystem.AtimeOptions Atime { get; init; }
     public RetentionConfig? Retention { get; init; }
+    /// <summary>Its <c>[replicate NAME]</c> section; null: none.</summary>
+    public ReplicateConfig? Replicate { get; init; }
     /// <summary>The background cleaner, started once the pool is mounted (<c>cleaner</c>, <c>cleaner-start</c>,
     /// <c>cleaner-stop</c>, <c>cleaner-share</c>); null: off.</summary>
     public Core.FileSystem.CleanerSettings? Cleaner { get; init; } = new();
@@ -82,6 +92,7 @@ public sealed partial class ServeConfig
         "cleaner", "cleaner-start", "cleaner-stop", "cleaner-share", "scrub-every", "scrub-rate"];
     private static readonly string[] RetentionKeys = ["timeline", "hourly", "daily", "weekly", "monthly", "yearly", "max-snapshots", "min-free-percent"];
     private static readonly string[] ControlKeys = ["socket", "group", "mode"];
+    private static readonly string[] ReplicateKeys = ["target", "every", "hold-tag", "remote-cow"];
 
     /// <summary>Characters a value may hold without question: everything but the C0/C1 controls and DEL (tab allowed).</summary>
     private static readonly System.Buffers.SearchValues<char> PrintableOrTab = System.Buffers.SearchValues.Create(
@@ -143,13 +154,14 @@ public sealed partial class ServeConfig
                         break;
                     case "pool":
                     case "retention":
+                    case "replicate":
                         if (string.IsNullOrEmpty(name)) { Err(ln, indent + 2, $"[{kind}] needs a pool name, e.g. [{kind} data]"); break; }
                         if (name.Any(c => char.IsWhiteSpace(c) || char.IsControl(c) || c == '"')) { Err(ln, nameCol, $"pool name '{name}' must be one word (no spaces or quotes)"); break; }
                         if (sections.FirstOrDefault(s => s.Kind == kind && s.Name == name) is { } dup) { Err(ln, nameCol, $"a second [{kind} {name}] section (the first is at line {dup.Line})"); break; }
                         current = new Section(kind, name, ln, nameCol);
                         break;
                     default:
-                        Err(ln, indent + 2, $"unknown section '[{inner}]' (sections are [control], [pool NAME] and [retention NAME])");
+                        Err(ln, indent + 2, $"unknown section '[{inner}]' (sections are [control], [pool NAME], [retention NAME] and [replicate NAME])");
                         break;
                 }
                 if (current != null) sections.Add(current);
@@ -162,8 +174,8 @@ public sealed partial class ServeConfig
             var key = line[..eq].Trim();
             var value = line[(eq + 1)..].Trim();
             int valueCol = indent + eq + 2 + (line[(eq + 1)..].Length - line[(eq + 1)..].TrimStart().Length);
-            if (current == null) { Err(ln, indent + 1, $"'{key}' is outside any section (put it under [control], [pool NAME] or [retention NAME])"); continue; }
-            var allowed = current.Kind switch { "pool" => PoolKeys, "retention" => RetentionKeys, _ => ControlKeys };
+            if (current == null) { Err(ln, indent + 1, $"'{key}' is outside any section (put it under [control], [pool NAME], [retention NAME] or [replicate NAME])"); continue; }
+            var allowed = current.Kind switch { "pool" => PoolKeys, "retention" => RetentionKeys, "replicate" => ReplicateKeys, _ => ControlKeys };
             string where = current.Name == null ? $"[{current.Kind}]" : $"[{current.Kind} {current.Name}]";
             if (!allowed.Contains(key)) { Err(ln, indent + 1, $"unknown key '{key}' in {where} (known keys: {string.Join(", ", allowed)})"); continue; }
             if (current.Entries.TryGetValue(key, out var earlier)) { Err(ln, indent + 1, $"'{key}' is set twice in {where} (first at line {earlier.Line})"); continue; }
@@ -182,10 +194,14 @@ public sealed partial class ServeConfig
         var control = new ControlConfig();
         var pools = new List<PoolConfig>();
         var retentions = new Dictionary<string, RetentionConfig>();
+        var replicates = new Dictionary<string, ReplicateConfig>();
         foreach (var s in sections)
         {
             switch (s.Kind)
             {
+                case "replicate":
+                    if (Replicate(s, Err) is { } rc) replicates[s.Name!] = rc;
+                    break;
                 case "control":
                     control = new ControlConfig
                     {
@@ -279,9 +295,9 @@ public sealed partial class ServeConfig
                     Err(ra.Entries["mountpoint"].Line, ra.Entries["mountpoint"].ValueCol, $"mount point {a.MountPoint} is already used by [pool {b.Name}] (line {b.Line})");
             }
         }
-        foreach (var s in sections.Where(s => s.Kind == "retention"))
+        foreach (var s in sections.Where(s => s.Kind is "retention" or "replicate"))
             if (!pools.Any(p => p.Name == s.Name))
-                Err(s.Line, s.NameCol, $"[retention {s.Name}] names no pool: there is no [pool {s.Name}] section");
+                Err(s.Line, s.NameCol, $"[{s.Kind} {s.Name}] names no pool: there is no [pool {s.Name}] section");
         if (pools.Count == 0 && errs.Count == 0) Err(1, 1, "no [pool NAME] section: the service would serve nothing");
         errs.Sort((x, y) => x.Line != y.Line ? x.Line.CompareTo(y.Line) : x.Column.CompareTo(y.Column));
         errors = errs;
@@ -289,8 +305,34 @@ public sealed partial class ServeConfig
         return new ServeConfig
         {
             Control = control,
-            Pools = pools.Select(p => retentions.TryGetValue(p.Name, out var r) ? p with { Retention = r } : p).ToArray(),
+            Pools = pools.Select(p => retentions.TryGetValue(p.Name, out var r) ? p with { Retention = r } : p)
+                .Select(p => replicates.TryGetValue(p.Name, out var rc) ? p with { Replicate = rc } : p).ToArray(),
         };
+    }
+
+    /// <summary>A [replicate NAME] section: <c>target</c> required; <c>every</c> an interval (default 1h).</summary>
+    private static ReplicateConfig? Replicate(Section s, Action<int, int, string> err)
+    {
+        if (!s.Entries.TryGetValue("target", out var t))
+        {
+            if (!s.Damaged.Contains("target")) err(s.Line, s.NameCol, $"[replicate {s.Name}] has no 'target' (a pool folder, or ssh://host/path)");
+            return null;
+        }
+        if (!t.Value.StartsWith('/') && !t.Value.StartsWith("ssh://", StringComparison.Ordinal)) { err(t.Line, t.ValueCol, $"target must be an absolute pool folder or ssh://[user@]host[:port]/path, not '{t.Value}'"); return null; }
+        if (Replicator.TargetProblem(t.Value) is { } tp) { err(t.Line, t.ValueCol, tp); return null; }
+        var every = TimeSpan.FromHours(1);
+        if (s.Entries.TryGetValue("every", out var e))
+        {
+            if (ScrubSchedule.ParseInterval(e.Value, out var problem) is { } iv) every = iv;
+            else { err(e.Line, e.ValueCol, $"every: {problem}"); return null; }
+        }
+        string tag = Replicator.DefaultHoldTag(t.Value);
+        if (s.Entries.TryGetValue("hold-tag", out var h))
+        {
+            if (Core.PoolSnapshots.HoldTagProblem(h.Value) is { } hp) { err(h.Line, h.ValueCol, hp); return null; }
+            tag = h.Value;
+        }
+        return new ReplicateConfig(t.Value, every, tag, s.Entries.TryGetValue("remote-cow", out var rc) ? rc.Value : "cow");
     }
 
     private static string? AbsolutePath(Entry e, Action<int, int, string> err)
