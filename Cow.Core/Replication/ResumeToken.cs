@@ -5,11 +5,11 @@ namespace Cow.Core.Replication;
 /// <summary>
 /// What a sender needs to go on with a stream a receiver stopped part-way (format.md 10.6): the two snapshot
 /// identities, the record offset and record count the receiver has applied durably, and the chain digest there.
-/// Printed as <c>1-</c> followed by base64url of a fixed 112-byte layout (version 1). Immutable.
+/// Printed as <c>1-</c> followed by base64url of a fixed 80-byte layout (version 1). Immutable.
 /// </summary>
 public sealed record ResumeToken(SnapshotIdentity Snapshot, SnapshotIdentity Base, long Offset, long Records, byte[] Chain)
 {
-    private const int Bytes = 16 + 8 + 16 + 8 + 8 + 8 + 32;
+    private const int Bytes = 16 + 8 + 16 + 8 + 8 + 8 + StreamFormat.ChainBytes;
 
     public override string ToString()
     {
@@ -37,7 +37,7 @@ public sealed record ResumeToken(SnapshotIdentity Snapshot, SnapshotIdentity Bas
         if (b.Length != Bytes) { problem = $"the resume token holds {b.Length} bytes, not {Bytes}"; return null; }
         var t = new ResumeToken(new SnapshotIdentity(new Guid(b.AsSpan(0, 16), bigEndian: true), BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(16))),
             new SnapshotIdentity(new Guid(b.AsSpan(24, 16), bigEndian: true), BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(40))),
-            BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(48)), BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(56)), b.AsSpan(64, 32).ToArray());
+            BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(48)), BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(56)), b.AsSpan(64, StreamFormat.ChainBytes).ToArray());
         if (t.Offset < 0 || t.Records < 0) { problem = "the resume token's offset is negative"; return null; }
         return t;
     }

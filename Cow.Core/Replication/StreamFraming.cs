@@ -1,13 +1,14 @@
 using System.Buffers.Binary;
-using System.Security.Cryptography;
+using System.IO.Hashing;
 using Cow.Core.Format;
 
 namespace Cow.Core.Replication;
 
 /// <summary>
-/// The chain digest of a stream (format.md 10.1): starts as SHA-256 of the domain string and both snapshot
-/// identities, and after each record (after the header, before the end) becomes SHA-256(chain ‖ the record's frame).
-/// Its state is 32 bytes, so a receive that stops part-way keeps it and a resumed stream goes on from it.
+/// The chain digest of a stream (format.md 10.1): starts as XXH3-128 of the domain string and both snapshot
+/// identities, and after each record (after the header, before the end) becomes XXH3-128(chain ‖ the record's frame).
+/// Its state is 16 bytes, so a receive that stops part-way keeps it and a resumed stream goes on from it. It detects
+/// damage (a changed, lost, repeated or reordered record), not forgery: a stream is as trusted as the pipe it came by.
 /// </summary>
 internal static class StreamChain
 {
@@ -19,38 +20,48 @@ internal static class StreamChain
         BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(31), snapshot.Gen);
         @base.Pool.TryWriteBytes(b.AsSpan(39), bigEndian: true, out _);
         BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(55), @base.Gen);
-        return SHA256.HashData(b);
+        return XxHash128.Hash(b);
     }
 
     /// <summary>The chain after a record whose frame is <paramref name="head"/> (type, length), <paramref name="payload"/> and <paramref name="crc"/>.</summary>
     public static void Append(byte[] chain, ReadOnlySpan<byte> head, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> crc)
     {
-        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        h.AppendData(chain);
-        h.AppendData(head);
-        h.AppendData(payload);
-        h.AppendData(crc);
+        var h = t_hash ??= new XxHash128();
+        h.Append(chain);
+        h.Append(head);
+        h.Append(payload);
+        h.Append(crc);
         h.GetHashAndReset(chain);
     }
+
+    [ThreadStatic] private static XxHash128? t_hash;
 }
 
 /// <summary>
 /// Writes a stream's record frames (format.md 10.1) to a byte stream: u32 type, u32 length, the payload, u32 CRC-32C
 /// of the three before it; keeps the record offset (bytes after the header) and the chain. Records before
-/// <see cref="SkipTo"/> are counted and chained by size only and not written (a resumed send). Not thread-safe.
+/// <see cref="SkipTo"/> are counted and chained by size only and not written (a resumed send).
+/// <para>The checksums, the chain and the output happen on a thread of the writer's own, a few records behind the
+/// caller (each payload is copied to a pooled buffer), so that a sender reads the next data while the last is hashed
+/// and written. A failure of the output there (a closed pipe) comes back from the next call. Not thread-safe: one caller;
+/// <see cref="Dispose"/> stops the thread (after <see cref="WriteEnd"/>, or to give up).</para>
 /// </summary>
-internal sealed class StreamWriter(Stream output)
+internal sealed class StreamWriter(Stream output) : IDisposable
 {
     private byte[] _chain = new byte[StreamFormat.ChainBytes];
     private readonly byte[] _head = new byte[8], _crc = new byte[4];
     private bool _headerDone;
+    private readonly System.Collections.Concurrent.BlockingCollection<(StreamRecordType Type, byte[] Buffer, int Length, bool Chain)> _queue = new(boundedCapacity: 4);
+    private Thread? _emitter;
+    private Exception? _failure;
+    private long _bytesWritten;
 
     /// <summary>Bytes of records written (or skipped) after the header.</summary>
     public long Offset { get; private set; }
     /// <summary>Records after the header.</summary>
     public long Records { get; private set; }
-    /// <summary>Bytes actually written, header included.</summary>
-    public long BytesWritten { get; private set; }
+    /// <summary>Bytes actually written, header included (complete after <see cref="WriteEnd"/>).</summary>
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
     /// <summary>Records that begin before this record offset are not written (a resumed stream).</summary>
     public long SkipTo { get; private set; }
 
@@ -63,7 +74,7 @@ internal sealed class StreamWriter(Stream output)
         if (_headerDone) throw new InvalidOperationException("header written twice");
         _chain = h.ResumeOffset > 0 ? (byte[])h.ResumeChain.Clone() : StreamChain.Start(h.Snapshot, h.Base);
         SkipTo = h.ResumeOffset;
-        Frame(StreamRecordType.Header, StreamCodec.Header(h), chain: false);
+        Enqueue(StreamRecordType.Header, StreamCodec.Header(h), chain: false);
         _headerDone = true;   // records before SkipTo were chained by the receiver: the chain given is their result
     }
 
@@ -77,19 +88,62 @@ internal sealed class StreamWriter(Stream output)
             Offset += size; Records++;
             return;
         }
-        Frame(type, payload, chain: true);
+        Enqueue(type, payload, chain: true);
         Offset += size; Records++;
     }
 
-    /// <summary>Writes the end record: records so far and the chain.</summary>
+    /// <summary>Writes the end record (records so far and the chain), waits until everything is written and flushed.</summary>
     public void WriteEnd()
     {
         if (Offset < SkipTo) throw new InvalidDataException($"the resume offset {SkipTo} is past the end of this stream ({Offset} bytes of records)");
-        var p = new byte[8 + StreamFormat.ChainBytes];
-        BinaryPrimitives.WriteInt64LittleEndian(p, Records);
-        _chain.CopyTo(p, 8);
-        Frame(StreamRecordType.End, p, chain: false);
-        output.Flush();
+        var count = new byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(count, Records);
+        Enqueue(StreamRecordType.End, count, chain: false);   // the emitter appends the chain
+        Finish();
+        if (_failure != null) throw new IOException($"writing the stream failed: {_failure.Message}", _failure);
+    }
+
+    private void Enqueue(StreamRecordType type, ReadOnlySpan<byte> payload, bool chain)
+    {
+        if (_failure != null) throw new IOException($"writing the stream failed: {_failure.Message}", _failure);
+        if (_emitter == null)
+        {
+            _emitter = new Thread(Emit) { IsBackground = true, Name = "cow stream writer" };
+            _emitter.Start();
+        }
+        var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(payload.Length + (type == StreamRecordType.End ? StreamFormat.ChainBytes : 0));
+        payload.CopyTo(buf);
+        _queue.Add((type, buf, payload.Length, chain));
+    }
+
+    private void Emit()
+    {
+        foreach (var (type, buf, length, chain) in _queue.GetConsumingEnumerable())
+        {
+            try
+            {
+                if (_failure != null) continue;
+                int n = length;
+                if (type == StreamRecordType.End) { _chain.CopyTo(buf, length); n += StreamFormat.ChainBytes; }
+                Frame(type, buf.AsSpan(0, n), chain);
+                if (type == StreamRecordType.End) output.Flush();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or NotSupportedException) { _failure = e; }
+            finally { System.Buffers.ArrayPool<byte>.Shared.Return(buf); }
+        }
+    }
+
+    private void Finish()
+    {
+        if (!_queue.IsAddingCompleted) _queue.CompleteAdding();
+        _emitter?.Join();
+    }
+
+    /// <summary>Stops the writer's thread (what was queued is still written, unless the output failed).</summary>
+    public void Dispose()
+    {
+        Finish();
+        _queue.Dispose();
     }
 
     private void Frame(StreamRecordType type, ReadOnlySpan<byte> payload, bool chain)
@@ -101,7 +155,7 @@ internal sealed class StreamWriter(Stream output)
         output.Write(_head);
         output.Write(payload);
         output.Write(_crc);
-        BytesWritten += StreamFormat.FrameBytes + payload.Length;
+        Interlocked.Add(ref _bytesWritten, StreamFormat.FrameBytes + payload.Length);
         if (chain) StreamChain.Append(_chain, _head, payload, _crc);
     }
 }

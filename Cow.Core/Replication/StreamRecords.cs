@@ -29,8 +29,8 @@ public static class StreamFormat
     public const int MaxPayload = (1 << 20) + 4096;
     /// <summary>Bytes of file data a sender puts in one data record.</summary>
     public const int DataRecordBytes = 1 << 20;
-    /// <summary>Bytes of the chain digest (SHA-256).</summary>
-    public const int ChainBytes = 32;
+    /// <summary>Bytes of the chain digest (XXH3-128).</summary>
+    public const int ChainBytes = 16;
 }
 
 /// <summary>The identity of a snapshot across pools: the pool that took it and its generation there. A received
@@ -93,7 +93,7 @@ internal static class StreamCodec
     public static byte[] Header(StreamHeader h)
     {
         var name = Encoding.UTF8.GetBytes(h.Name);
-        var b = new byte[8 + 4 + 4 + 16 + 8 + 16 + 8 + 8 + 8 + 32 + 2 + name.Length];
+        var b = new byte[8 + 4 + 4 + 16 + 8 + 16 + 8 + 8 + 8 + StreamFormat.ChainBytes + 2 + name.Length];
         var s = b.AsSpan();
         StreamFormat.Magic.CopyTo(s);
         int p = 8;
@@ -103,7 +103,7 @@ internal static class StreamCodec
         Uuid(s, ref p, h.Base.Pool); I64(s, ref p, h.Base.Gen);
         I64(s, ref p, h.CreatedNs);
         I64(s, ref p, h.ResumeOffset);
-        h.ResumeChain.CopyTo(s[p..]); p += 32;
+        h.ResumeChain.CopyTo(s[p..]); p += StreamFormat.ChainBytes;
         Str(s, ref p, name);
         return b;
     }
@@ -119,7 +119,7 @@ internal static class StreamCodec
         var snap = new SnapshotIdentity(RUuid(s, ref p), RI64(s, ref p));
         var bas = new SnapshotIdentity(RUuid(s, ref p), RI64(s, ref p));
         long created = RI64(s, ref p), resume = RI64(s, ref p);
-        var chain = Need(s, p, 32).ToArray(); p += 32;
+        var chain = Need(s, p, StreamFormat.ChainBytes).ToArray(); p += StreamFormat.ChainBytes;
         string name = RStr(s, ref p);
         End(s, p);
         if (resume < 0) throw new InvalidDataException($"resume offset {resume} is negative");
@@ -230,7 +230,7 @@ internal static class StreamCodec
                 r.Ino = RI64(s, ref p); r.Pos = RI64(s, ref p); r.Length = RI64(s, ref p); r.Other = RI64(s, ref p); r.OtherPos = RI64(s, ref p);
                 break;
             case StreamRecordType.End:
-                r.Length = RI64(s, ref p); r.Chain = Need(s, p, 32).ToArray(); p += 32;
+                r.Length = RI64(s, ref p); r.Chain = Need(s, p, StreamFormat.ChainBytes).ToArray(); p += StreamFormat.ChainBytes;
                 break;
             default: throw new InvalidDataException($"unknown record type {(uint)type}");
         }

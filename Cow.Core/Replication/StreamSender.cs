@@ -59,7 +59,7 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
         }
         var header = new StreamHeader(BlockSize, IdentityOf(snap), from == null ? default : IdentityOf(from), snap.CreatedNs,
             resume?.Offset ?? 0, resume?.Chain ?? new byte[StreamFormat.ChainBytes], snap.Name);
-        var w = new StreamWriter(output);
+        using var w = new StreamWriter(output);
         var run = new SendRun(this, w, snap.Gen, from?.Gen);
         try
         {

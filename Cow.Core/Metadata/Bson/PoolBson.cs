@@ -57,7 +57,7 @@ internal static class PoolBson
                 Records = d["records"].AsInt64, Chain = d["chain"].AsBinary,
                 Verified = d.TryGetValue("verified", out var vf) && vf.IsBoolean && vf.AsBoolean,
             };
-            if (r.Gen != liveGen + 1 || r.Chain is not { Length: 32 } || r.Offset < 0 || r.Records < 0 || r.Name.Length == 0)
+            if (r.Gen != liveGen + 1 || r.Chain is not { Length: 16 } || r.Offset < 0 || r.Records < 0 || r.Name.Length == 0)
                 throw new InvalidDataException("inconsistent fields");
             return r;
         }

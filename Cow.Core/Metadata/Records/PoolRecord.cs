@@ -79,8 +79,8 @@ internal sealed class PendingReceive
     public long Offset;
     /// <summary><c>records</c>: records applied (after the header).</summary>
     public long Records;
-    /// <summary><c>chain</c>: the stream's chain digest after those records (32 bytes).</summary>
-    public byte[] Chain = new byte[32];
+    /// <summary><c>chain</c>: the stream's chain digest after those records (16 bytes).</summary>
+    public byte[] Chain = new byte[16];
     /// <summary><c>verified</c>: every record is applied and the end record verified them; only the finishing commit
     /// is left (absent: false).</summary>
     public bool Verified;
