@@ -135,7 +135,10 @@ internal sealed class Replicator(string source, string target, string holdTag, s
         if (!Remote) return LocalInfo(args);
         var rest = target["ssh://".Length..];
         var hostPort = rest[..rest.IndexOf('/')];
-        var psi = new ProcessStartInfo("ssh");
+        // $COW_SSH: the ssh command with its options (default ssh; its words split on spaces), e.g. a key or a port.
+        var ssh = (Environment.GetEnvironmentVariable("COW_SSH") is { Length: > 0 } cs ? cs : "ssh").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var psi = new ProcessStartInfo(ssh[0]);
+        foreach (var o in ssh.Skip(1)) psi.ArgumentList.Add(o);
         int colon = hostPort.LastIndexOf(':');
         if (colon > 0 && int.TryParse(hostPort[(colon + 1)..], out var port)) { psi.ArgumentList.Add("-p"); psi.ArgumentList.Add(port.ToString()); hostPort = hostPort[..colon]; }
         psi.ArgumentList.Add("-o"); psi.ArgumentList.Add("BatchMode=yes");
