@@ -201,6 +201,11 @@ public sealed class StreamReader(Stream input)
     /// <summary>Records the original stream had before the resume offset (a receive that resumes knows them).</summary>
     public long RecordsBefore { get; set; }
 
+    /// <summary>Data records are read into a buffer of their own, rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/>
+    /// and handed over in <see cref="StreamRecord.Rented"/> (the caller returns it), so the data outlives the next call
+    /// without a copy.</summary>
+    public bool DetachData { get; set; }
+
     /// <summary>The next record, or null after the end record. The first is the header.</summary>
     public StreamRecord? Next()
     {
@@ -212,10 +217,30 @@ public sealed class StreamReader(Stream input)
         var type = (StreamRecordType)BinaryPrimitives.ReadUInt32LittleEndian(_head);
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(_head.AsSpan(4));
         if (len > StreamFormat.MaxPayload) throw new StreamDamagedException(at, $"a record claims {len} bytes (at most {StreamFormat.MaxPayload})");
-        if (_buf.Length < len) _buf = new byte[Math.Max(len, _buf.Length * 2)];
-        if (ReadFull(_buf.AsSpan(0, (int)len)) < len || ReadFull(_crc) < 4)
+        byte[] buf;
+        if (DetachData && type == StreamRecordType.Data && Header != null) buf = System.Buffers.ArrayPool<byte>.Shared.Rent((int)len);
+        else
+        {
+            if (_buf.Length < len) _buf = new byte[Math.Max(len, _buf.Length * 2)];
+            buf = _buf;
+        }
+        bool handedOver = false;
+        try
+        {
+            var r = Frame(type, len, at, buf);
+            handedOver = buf != _buf && r != null;
+            if (handedOver) r!.Rented = buf;
+            return r;
+        }
+        finally { if (!handedOver && buf != _buf) System.Buffers.ArrayPool<byte>.Shared.Return(buf); }
+    }
+
+    /// <summary>The rest of <see cref="Next"/>: the payload and checksum of a frame whose head is read, into <paramref name="buf"/>.</summary>
+    private StreamRecord? Frame(StreamRecordType type, uint len, long at, byte[] buf)
+    {
+        if (ReadFull(buf.AsSpan(0, (int)len)) < len || ReadFull(_crc) < 4)
             throw new StreamDamagedException(at, "the stream ends inside a record", truncated: true);
-        var payload = _buf.AsMemory(0, (int)len);
+        var payload = buf.AsMemory(0, (int)len);
         uint want = BinaryPrimitives.ReadUInt32LittleEndian(_crc);
         uint crc = ~Crc32C.Append(Crc32C.Append(~0u, _head), payload.Span);
         if (crc != want) throw new StreamDamagedException(at, $"record checksum mismatch (type {(uint)type}, {len} bytes)");

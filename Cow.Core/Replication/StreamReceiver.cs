@@ -55,7 +55,7 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
     public Errno Receive(Stream input, string? name, bool finish, out ReceiveResult result)
     {
         result = new ReceiveResult(null, 0, 0, 0, 0, null, null, null);
-        var reader = new StreamReader(input);
+        var reader = new StreamReader(input) { DetachData = true };
         StreamHeader h;
         try { h = reader.Next()!.Header!; }
         catch (StreamDamagedException e) { result = result with { Problem = e.Message, DamageOffset = e.Offset }; return Errno.EBADMSG; }
@@ -71,14 +71,28 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
         string? why = null;
         long? damage = null;
         bool ended = false, fatal = false;
+        // Batches are applied under the commit lock, held from the first batch of a commit group to its commit, so that no
+        // other commit takes the group's space changes without its records (format.md 10.5). A group ends at the engine's
+        // group-commit thresholds (its data blocks, its records), at the end of the stream, or where it stopped.
+        bool locked = false;
+        var at = default(Position);
         try
         {
             foreach (var b in batches.GetConsumingEnumerable())
             {
                 try
                 {
-                    var e = ApplyBatch(staging, b, out why);
-                    if (e != 0) { outcome = e; fatal = e == Errno.EBADMSG; break; }
+                    if (!locked) { Monitor.Enter(CommitLock); locked = true; }
+                    var e = ApplyBatch(staging, b, ref at, out why);
+                    bool stop = e != 0 || b.Fault != null;
+                    if (stop || b.Ended || staging.PendingBytes >= (long)Commits.EveryBlocks * BlockSize || staging.PendingRecords >= Commits.EveryRecords)
+                    {
+                        // A record that does not fit the tree (EINVAL) drops the receive: what was staged is committed as it
+                        // is, without moving the pending position, and then aborted.
+                        CommitStaged(staging, e == Errno.EINVAL ? null : at, verified: e == 0 && b.Ended);
+                        Monitor.Exit(CommitLock); locked = false;
+                    }
+                    if (e != 0) { outcome = e == Errno.EINVAL ? Errno.EBADMSG : e; fatal = e == Errno.EINVAL; break; }
                     if (b.Fault is { } f)
                     {
                         why = f.Message;
@@ -93,6 +107,7 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
         }
         finally
         {
+            if (locked) Monitor.Exit(CommitLock);
             cts.Cancel();
             foreach (var b in batches.GetConsumingEnumerable()) b.Release();
             producer.Wait();
@@ -254,14 +269,7 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                 try { r = reader.Next(); }
                 catch (IOException e) { b.Fault = e; break; }
                 if (r == null || r.Type == StreamRecordType.End) { b.Ended = true; break; }
-                byte[]? rented = null;
-                if (r.Data.Length > 0)
-                {
-                    rented = ArrayPool<byte>.Shared.Rent(r.Data.Length);
-                    r.Data.CopyTo(rented);
-                    r.Data = rented.AsMemory(0, r.Data.Length);
-                }
-                b.Items.Add((r, reader.Offset, reader.RecordsBefore + reader.Records, reader.Chain, rented));
+                b.Items.Add((r, reader.Offset, reader.RecordsBefore + reader.Records, reader.Chain, r.Rented));
                 b.Bytes += r.Data.Length;
                 if (b.Bytes >= BatchBytes || b.Items.Count >= BatchRecords)
                 {
@@ -275,47 +283,51 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
         finally { batches.CompleteAdding(); }
     }
 
-    /// <summary>Applies a batch and commits it with the pending receive's new position. A record refused by a full
-    /// pool or a write error stops the batch: what came before it is committed (the record is applied again on
-    /// resume: every record but a removal is idempotent, and a removal is applied whole or not at all).</summary>
-    private Errno ApplyBatch(ReceiveStaging staging, RecordBatch b, out string? why)
+    /// <summary>Where the stream stands after the last record applied: its record offset, records and chain (null Chain:
+    /// no record applied yet in this receive).</summary>
+    private record struct Position(long After, long Records, byte[]? Chain);
+
+    /// <summary>Applies a batch (the caller holds the commit lock and commits later), moving <paramref name="at"/> past
+    /// each record applied. A record refused by a full pool or a write error stops the batch: the records before it are
+    /// what the next commit makes durable (the record is applied again on resume: every record but a removal is
+    /// idempotent, and a removal is applied whole or not at all). An exception is a bug: the pool fails (fail-stop).</summary>
+    private Errno ApplyBatch(ReceiveStaging staging, RecordBatch b, ref Position at, out string? why)
     {
         why = null;
-        lock (CommitLock)
+        Errno e = 0;
+        string? problem = null;
+        var pos = at;
+        Commits.FailStop("while receiving a stream", () =>
         {
-            Errno e = 0;
-            int applied = 0;
-            for (; applied < b.Items.Count; applied++)
+            foreach (var it in b.Items)
             {
-                e = staging.Apply(b.Items[applied].Record);
-                if (e != 0) { why = $"record at offset {b.Items[applied].Record.Offset}: {staging.Problem}"; break; }
+                e = staging.Apply(it.Record);
+                if (e != 0) { problem = $"record at offset {it.Record.Offset}: {staging.Problem}"; break; }
+                pos = new Position(it.After, it.Records, it.Chain);
             }
-            if (e == Errno.EINVAL) { CommitStaged(staging, null); return Errno.EBADMSG; }
-            var last = applied > 0 ? b.Items[applied - 1] : default;
-            bool verified = e == 0 && b.Ended;   // the end record checked every record: only the finish is left
-            CommitStaged(staging, applied > 0 || verified ? p =>
-            {
-                if (applied > 0) { p.Offset = last.After; p.Records = last.Records; p.Chain = last.Chain; }
-                p.Verified = verified;
-            }
-            : null);
-            Commits.Fault("receive-batch");
-            return e;
-        }
+        });
+        at = pos;
+        why = problem;
+        return e;
     }
 
-    /// <summary>Commits the staged changes and, with <paramref name="advance"/>, the pending receive's new position.</summary>
-    private void CommitStaged(ReceiveStaging staging, Action<PendingReceive>? advance) =>
+    /// <summary>Commits the staged changes and, with <paramref name="at"/>, the pending receive's new position (and
+    /// whether the end record verified the whole stream). Caller holds the commit lock. A fault point follows.</summary>
+    private void CommitStaged(ReceiveStaging staging, Position? at, bool verified)
+    {
         Commits.CommitLocked(batch =>
         {
             staging.TakeInto(batch);
-            if (advance != null && PoolState.Receive != null)
+            if (at is { } p && PoolState.Receive != null && (p.Chain != null || verified))
             {
-                var p = PoolState.Receive.Copy();
-                advance(p);
-                PoolState.Receive = p;
+                var r = PoolState.Receive.Copy();
+                if (p.Chain != null) { r.Offset = p.After; r.Records = p.Records; r.Chain = p.Chain; }
+                r.Verified = verified;
+                PoolState.Receive = r;
             }
         });
+        Commits.Fault("receive-batch");
+    }
 
     /// <summary>Turns the staged versions into the received snapshot: checks that they make a tree (the root, and every
     /// staged entry's inode, exist as of the staged generation), deletes the replaced versions no view will see, and in

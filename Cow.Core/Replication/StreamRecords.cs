@@ -85,6 +85,9 @@ public sealed class StreamRecord
     public ReadOnlyMemory<byte> Data;
     /// <summary>End: the chain digest over every record before it.</summary>
     public byte[]? Chain;
+    /// <summary>A data record read with <see cref="StreamReader.DetachData"/>: the pooled buffer <see cref="Data"/> lies in,
+    /// which its taker returns to <see cref="System.Buffers.ArrayPool{T}.Shared"/>.</summary>
+    public byte[]? Rented;
 }
 
 /// <summary>Encodes record payloads (format.md 10.3). Little-endian throughout; strings are u16 length + UTF-8.</summary>

@@ -81,8 +81,8 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
     private sealed class SendRun(StreamSender s, StreamWriter w, long gen, long? baseGen)
     {
         private readonly byte[] _payload = new byte[16 + StreamFormat.DataRecordBytes];
-        /// <summary>Device ranges sent as data, by (device, address): where in which file they went.</summary>
-        private readonly SortedSet<SentRange> _sent = new(SentRange.ByDevice);
+        /// <summary>Device ranges sent as data: where in which file they went.</summary>
+        private readonly SentIndex _sent = new();
         public long Inodes, DataBytes, CloneBytes, HoleBytes;
         public string? Problem;
         private ITreeReader _b = null!;
@@ -224,16 +224,14 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
             while (n > 0)
             {
                 long take = n, srcIno = 0, srcBlock = 0;
-                var floor = _sent.GetViewBetween(new SentRange(dev, long.MinValue, 0, 0, 0), new SentRange(dev, addr, 0, 0, 0));
-                if (floor.Count > 0 && floor.Max is var f && f.Address + f.Blocks > addr)
+                if (_sent.Find(dev, addr) is { } f)
                 {
                     take = Math.Min(n, f.Address + f.Blocks - addr);
                     srcIno = f.Ino; srcBlock = f.FileBlock + (addr - f.Address);
                 }
                 else
                 {
-                    var above = _sent.GetViewBetween(new SentRange(dev, addr + 1, 0, 0, 0), new SentRange(dev, long.MaxValue, 0, 0, 0));
-                    if (above.Count > 0) take = Math.Min(take, above.Min.Address - addr);
+                    take = _sent.NextStart(dev, addr, addr + n) - addr;
                     _sent.Add(new SentRange(dev, addr, take, ino, fb));
                 }
                 var p = _pending;
@@ -295,7 +293,42 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
     /// went to file block <see cref="FileBlock"/> of inode <see cref="Ino"/>.</summary>
     private readonly record struct SentRange(uint Device, long Address, long Blocks, long Ino, long FileBlock)
     {
-        public static readonly IComparer<SentRange> ByDevice = Comparer<SentRange>.Create((x, y) =>
-            x.Device != y.Device ? x.Device.CompareTo(y.Device) : x.Address.CompareTo(y.Address));
+        public long End => Address + Blocks;
+    }
+
+    /// <summary>The device ranges a send has sent as data, found by block: each range is listed under every segment
+    /// (1024 blocks) it covers, so a lookup reads one segment's few ranges whatever the size of the stream. Ranges do not
+    /// overlap (a block is sent once). Not thread-safe: one send.</summary>
+    private sealed class SentIndex
+    {
+        private const long SegmentBlocks = Format.FormatConstants.SegmentBlocks;
+        private readonly Dictionary<(uint, long), List<SentRange>> _bySegment = new();
+
+        public void Add(SentRange r)
+        {
+            for (long seg = r.Address / SegmentBlocks; seg <= (r.End - 1) / SegmentBlocks; seg++)
+            {
+                if (!_bySegment.TryGetValue((r.Device, seg), out var l)) _bySegment[(r.Device, seg)] = l = new List<SentRange>(2);
+                l.Add(r);
+            }
+        }
+
+        /// <summary>The range holding block <paramref name="addr"/> of <paramref name="dev"/>, or null.</summary>
+        public SentRange? Find(uint dev, long addr)
+        {
+            if (_bySegment.TryGetValue((dev, addr / SegmentBlocks), out var l))
+                foreach (var r in l) if (r.Address <= addr && addr < r.End) return r;
+            return null;
+        }
+
+        /// <summary>The first block in (<paramref name="addr"/>, <paramref name="limit"/>) that a range starts at, else <paramref name="limit"/>.</summary>
+        public long NextStart(uint dev, long addr, long limit)
+        {
+            long best = limit;
+            for (long seg = addr / SegmentBlocks; seg <= (limit - 1) / SegmentBlocks && seg * SegmentBlocks < best; seg++)
+                if (_bySegment.TryGetValue((dev, seg), out var l))
+                    foreach (var r in l) if (r.Address > addr && r.Address < best) best = r.Address;
+            return best;
+        }
     }
 }
