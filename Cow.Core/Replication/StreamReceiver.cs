@@ -138,6 +138,14 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                     pending = p;
                     return 0;
                 }
+                // A receive that stopped before its first record was applied is pending at offset 0, and its token
+                // says so: the stream resumed there is the stream from its start (resume_offset 0), which goes on
+                // with the pending receive (whatever it staged is applied again: records are idempotent).
+                if (p != null && p.Offset == 0 && p.SnapPool == h.Snapshot.Pool && p.SnapGen == h.Snapshot.Gen && p.BasePool == h.Base.Pool && p.BaseGen == h.Base.Gen)
+                {
+                    pending = p;
+                    return 0;
+                }
                 if (p != null) { problem = $"a receive of snapshot '{p.Name}' is pending at offset {p.Offset}: resume it (token {TokenOf(p)}) or abort it (cow receive --abort)"; return Errno.EBUSY; }
                 if (SnapshotManager.SnapshotNameProblem(name) is { } np) { problem = np; return Errno.EINVAL; }
                 if (Snapshots.Find(name) != null) { problem = $"a snapshot named '{name}' exists here"; return Errno.EEXIST; }
