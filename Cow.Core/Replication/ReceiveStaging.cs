@@ -128,6 +128,9 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private Errno PutInode(StreamInode s)
     {
+        // The pool's next inode number goes past every inode received: it must stay a valid number (a forged
+        // long.MaxValue would wrap it, and the live tree would then make inodes with negative numbers).
+        if (s.Ino == long.MaxValue) return Refuse($"inode number {s.Ino} is out of range");
         var cur = CurrentInode(s.Ino);
         if (cur != null && (cur.Mode & S_IFMT) != (s.Mode & S_IFMT)) return Refuse($"inode {s.Ino} changes file type (the stream is not for this pool's base)");
         InodeRecord r;
@@ -237,9 +240,14 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private bool Aligned(long v) => (v & (BlockSize - 1)) == 0;
 
+    /// <summary>Whether bytes [pos, pos + length) lie within the largest file. The decoder refuses negative offsets and
+    /// lengths; the sum is not formed, because a huge length from a damaged or forged record would overflow it past
+    /// the check (a clone would then loop over 2^51 blocks, data would land at an absurd offset).</summary>
+    private static bool WithinFile(long pos, long length) => pos <= MaxFileSize && length <= MaxFileSize - pos;
+
     private Errno PutData(long ino, long pos, ReadOnlySpan<byte> data)
     {
-        if (!Aligned(pos) || !Aligned(data.Length) || data.Length == 0 || pos + data.Length > MaxFileSize)
+        if (!Aligned(pos) || !Aligned(data.Length) || data.Length == 0 || !WithinFile(pos, data.Length))
             return Refuse($"data for inode {ino} at {pos}, {data.Length} bytes, is not whole blocks of {BlockSize} bytes within the largest file");
         Errno e;
         lock (StateLock) if (MutableFile(ino, out e) == null) return e;
@@ -299,7 +307,7 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private Errno Punch(long ino, long pos, long length)
     {
-        if (!Aligned(pos) || !Aligned(length) || length == 0 || pos + length > MaxFileSize) return Refuse($"hole in inode {ino} at {pos}, {length} bytes, is not whole blocks");
+        if (!Aligned(pos) || !Aligned(length) || length == 0 || !WithinFile(pos, length)) return Refuse($"hole in inode {ino} at {pos}, {length} bytes, is not whole blocks within the largest file");
         var rec = MutableFile(ino, out var e);
         if (rec == null) return e;
         long from = pos >> BlockShift, to = (pos + length) >> BlockShift;
@@ -318,8 +326,8 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private Errno CloneRange(long ino, long pos, long length, long src, long srcPos)
     {
-        if (!Aligned(pos) || !Aligned(length) || !Aligned(srcPos) || length == 0 || pos + length > MaxFileSize || srcPos + length > MaxFileSize)
-            return Refuse($"clone into inode {ino} at {pos}, {length} bytes, from inode {src} at {srcPos} is not whole blocks");
+        if (!Aligned(pos) || !Aligned(length) || !Aligned(srcPos) || length == 0 || !WithinFile(pos, length) || !WithinFile(srcPos, length))
+            return Refuse($"clone into inode {ino} at {pos}, {length} bytes, from inode {src} at {srcPos} is not whole blocks within the largest file");
         if (CurrentInode(src) is not { } s || (s.Mode & S_IFMT) != S_IFREG) return Refuse($"clone from inode {src}, which is not a regular file here");
         if (src == ino && pos < srcPos + length && srcPos < pos + length) return Refuse($"clone within inode {ino} over overlapping ranges");
         var rec = MutableFile(ino, out var e);

@@ -178,9 +178,10 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                     pending = p;
                     return 0;
                 }
-                // A pending receive of this very stream that applied nothing yet goes on from its start (a token at offset 0
-                // makes such a stream: its header is a fresh one).
-                if (p != null && p.Offset == 0 && !p.Verified && p.SnapPool == h.Snapshot.Pool && p.SnapGen == h.Snapshot.Gen
+                // A receive that stopped before its first record was applied is pending at offset 0, and its token says
+                // so: the stream resumed there is the stream from its start (resume_offset 0), which goes on with the
+                // pending receive (whatever it staged is applied again: records are idempotent).
+                if (p != null && p.Offset == 0 && p.SnapPool == h.Snapshot.Pool && p.SnapGen == h.Snapshot.Gen
                     && p.BasePool == h.Base.Pool && p.BaseGen == h.Base.Gen)
                 {
                     pending = p;
