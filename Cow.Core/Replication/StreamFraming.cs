@@ -5,21 +5,20 @@ using Cow.Core.Format;
 namespace Cow.Core.Replication;
 
 /// <summary>
-/// The chain digest of a stream (format.md 10.1): starts as XXH3-128 of the domain string and both snapshot
-/// identities, and after each record (after the header, before the end) becomes XXH3-128(chain ‖ the record's frame).
+/// The chain digest of a stream (format.md 10.1): starts as XXH3-128 of the domain string and the header's payload as
+/// the original stream has it (<c>resume_offset</c> 0, <c>resume_chain</c> zero), so that every header field is
+/// covered, and after each record (after the header, before the end) becomes XXH3-128(chain ‖ the record's frame).
 /// Its state is 16 bytes, so a receive that stops part-way keeps it and a resumed stream goes on from it. It detects
 /// damage (a changed, lost, repeated or reordered record), not forgery: a stream is as trusted as the pipe it came by.
 /// </summary>
 internal static class StreamChain
 {
-    public static byte[] Start(SnapshotIdentity snapshot, SnapshotIdentity @base)
+    public static byte[] Start(StreamHeader h)
     {
-        var b = new byte[15 + 48];
+        var payload = StreamCodec.Header(h with { ResumeOffset = 0, ResumeChain = new byte[StreamFormat.ChainBytes] });
+        var b = new byte[15 + payload.Length];
         "cow stream v1\0\0"u8.CopyTo(b);
-        snapshot.Pool.TryWriteBytes(b.AsSpan(15), bigEndian: true, out _);
-        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(31), snapshot.Gen);
-        @base.Pool.TryWriteBytes(b.AsSpan(39), bigEndian: true, out _);
-        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(55), @base.Gen);
+        payload.CopyTo(b, 15);
         return XxHash128.Hash(b);
     }
 
@@ -72,7 +71,7 @@ internal sealed class StreamWriter(Stream output) : IDisposable
     public void WriteHeader(StreamHeader h)
     {
         if (_headerDone) throw new InvalidOperationException("header written twice");
-        _chain = h.ResumeOffset > 0 ? (byte[])h.ResumeChain.Clone() : StreamChain.Start(h.Snapshot, h.Base);
+        _chain = h.ResumeOffset > 0 ? (byte[])h.ResumeChain.Clone() : StreamChain.Start(h);
         SkipTo = h.ResumeOffset;
         Enqueue(StreamRecordType.Header, StreamCodec.Header(h), chain: false);
         _headerDone = true;   // records before SkipTo were chained by the receiver: the chain given is their result
@@ -252,7 +251,7 @@ public sealed class StreamReader(Stream input)
                 if (type != StreamRecordType.Header) throw new InvalidDataException($"the stream does not begin with a header record (type {(uint)type})");
                 r.Header = Header = StreamCodec.ReadHeader(payload.Span);
                 _headerBytes = _pos;
-                _chain = Header.ResumeOffset > 0 ? (byte[])Header.ResumeChain.Clone() : StreamChain.Start(Header.Snapshot, Header.Base);
+                _chain = Header.ResumeOffset > 0 ? (byte[])Header.ResumeChain.Clone() : StreamChain.Start(Header);
                 r.Offset = 0;
                 return r;
             }

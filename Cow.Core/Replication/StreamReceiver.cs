@@ -173,7 +173,8 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
                     if (p == null) { problem = "this stream resumes a receive, but none is pending here"; return Errno.EINVAL; }
                     if (p.SnapPool != h.Snapshot.Pool || p.SnapGen != h.Snapshot.Gen || p.BasePool != h.Base.Pool || p.BaseGen != h.Base.Gen)
                     { problem = $"this stream is of snapshot {h.Snapshot} (base {h.Base}); the pending receive is of {p.SnapPool}@{p.SnapGen}"; return Errno.EINVAL; }
-                    if (p.Offset != h.ResumeOffset || !p.Chain.AsSpan().SequenceEqual(h.ResumeChain))
+                    // The chain at the offset stands for the original header too (10.1); its creation time is checked here.
+                    if (p.Offset != h.ResumeOffset || !p.Chain.AsSpan().SequenceEqual(h.ResumeChain) || p.CreatedNs != h.CreatedNs)
                     { problem = $"this stream resumes at offset {h.ResumeOffset}; the pending receive stopped at {p.Offset} (token {TokenOf(p)})"; return Errno.EINVAL; }
                     pending = p;
                     return 0;
@@ -220,7 +221,7 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
             var np2 = new PendingReceive
             {
                 SnapPool = h.Snapshot.Pool, SnapGen = h.Snapshot.Gen, BasePool = h.Base.Pool, BaseGen = h.Base.Gen, Name = name,
-                CreatedNs = h.CreatedNs, Chain = StreamChain.Start(h.Snapshot, h.Base),
+                CreatedNs = h.CreatedNs, Chain = StreamChain.Start(h),
             };
             Commits.CommitLocked(_ =>
             {
