@@ -89,8 +89,12 @@ public sealed class ConfigReloader(ServeConfigSource source, ServeConfig config,
         {
             var old = running.Pools.FirstOrDefault(x => x.Name == p.Name);
             if (old == null) yield return $"pool {p.Name} is new (it is mounted on {p.MountPoint} at the next restart)";
-            else if (old with { Retention = null, Line = 0 } != p with { Retention = null, Line = 0 })
-                yield return $"pool {p.Name}: its path, mount point or mount options changed";
+            else
+            {
+                if (old with { Retention = null, Replicate = null, Line = 0 } != p with { Retention = null, Replicate = null, Line = 0 })
+                    yield return $"pool {p.Name}: its path, mount point or mount options changed";
+                if (old.Replicate != p.Replicate) yield return $"pool {p.Name}: its [replicate] section changed";
+            }
         }
         foreach (var p in running.Pools.Where(x => next.Pools.All(n => n.Name != x.Name)))
             yield return $"pool {p.Name} is no longer in the file (it stays mounted on {p.MountPoint} until the next restart)";

@@ -113,22 +113,41 @@ internal sealed class IomapService(EngineContext context) : EnginePart(context)
     /// False if that write failed: the segment stays unopened (the next allocation in it tries again).</summary>
     internal bool OpenSegmentIfNew(DeviceSpace log, long start)
     {
+        if (NewSegmentHeader(log, start) is not { } h) return true;
+        try { Devices[log.Cookie].Write((h.Segment * FormatConstants.SegmentBlocks) << BlockShift, h.Block); }
+        catch (IOException e)
+        {
+            Report($"write error: header of log segment {h.Segment}: {e.Message}");
+            return false;
+        }
+        SegmentHeaderWritten(log, h);
+        return true;
+    }
+
+    /// <summary>The header a write at block <paramref name="start"/> of a log must put first into its segment, when the
+    /// allocator just entered that segment (null: the segment is open already, or is segment 0); its sequence number is
+    /// taken. The caller writes it (<see cref="OpenSegmentIfNew"/>; a receive writes it with the data that follows it, in
+    /// one write) and then calls <see cref="SegmentHeaderWritten"/>. Under StateLock.</summary>
+    internal NewSegment? NewSegmentHeader(DeviceSpace log, long start)
+    {
         long seg = start / FormatConstants.SegmentBlocks;
-        if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return true; }
+        if (seg == log.OpenSegment || seg == 0) { log.OpenSegment = seg; return null; }
         var block = new byte[BlockSize];
         long sequence = PoolState.SegmentSeq++;
         new SegmentHeader(PoolState.PoolUuid, (ulong)seg, (ulong)sequence, PoolState.LiveGen).Write(block);
-        try { Devices[log.Cookie].Write((seg * FormatConstants.SegmentBlocks) << BlockShift, block); }
-        catch (IOException e)
-        {
-            Report($"write error: header of log segment {seg}: {e.Message}");
-            return false;
-        }
-        log.OpenSegment = seg;
-        log.NoteSegmentSequence(seg, sequence);
-        NoteDeviceWrite(log.Cookie);
-        return true;
+        return new NewSegment(seg, sequence, block);
     }
+
+    /// <summary>The segment's header is on the device: the allocator's segment is open. Under StateLock.</summary>
+    internal void SegmentHeaderWritten(DeviceSpace log, NewSegment h)
+    {
+        log.OpenSegment = h.Segment;
+        log.NoteSegmentSequence(h.Segment, h.Sequence);
+        NoteDeviceWrite(log.Cookie);
+    }
+
+    /// <summary>A log segment's header to write (<see cref="NewSegmentHeader"/>).</summary>
+    internal sealed record NewSegment(long Segment, long Sequence, byte[] Block);
 
     /// <summary>Blocks handed out by iomap_begin and not yet committed or released (fsck; under StateLock).</summary>
     internal HashSet<(uint, long)> ReservedBlocks() => Reservations.PendingBlocks();

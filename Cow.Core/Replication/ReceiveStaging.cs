@@ -257,26 +257,21 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         {
             long got, start;
             uint dev;
+            IomapService.NewSegment? header = null;
             lock (StateLock)
             {
                 got = Space.AllocateForWrite(Math.Min(n, ChunkBlocks), out dev, out start);
                 if (got == 0) { Problem = "the pool is full"; return Errno.ENOSPC; }
-                if (Space[dev].Role == DeviceRole.Log && !Iomap.OpenSegmentIfNew(Space[dev], start))
-                {
-                    Space[dev].Unreserve(start, got);
-                    Problem = "a log segment header could not be written";
-                    return Errno.EIO;
-                }
+                if (Space[dev].Role == DeviceRole.Log) header = Iomap.NewSegmentHeader(Space[dev], start);
             }
             var part = data[..(int)(got << BlockShift)];
-            try { Devices[dev].Write(start << BlockShift, part); }
-            catch (IOException ex)
+            var e2 = WriteData(dev, start, part, header);
+            if (e2 != 0)
             {
                 lock (StateLock) Space[dev].Unreserve(start, got);
-                Report($"receive: write error on device {dev} block {start}: {ex.Message}");
-                Problem = $"write error on device {dev}: {ex.Message}";
-                return Errno.EIO;
+                return e2;
             }
+            if (header != null) lock (StateLock) Iomap.SegmentHeaderWritten(Space[dev], header);
             NoteDeviceWrite(dev);
             for (int i = 0; i < got; i++) sums[i] = Crc32C.Compute(part.Slice(i << BlockShift, BlockSize));
             lock (StateLock) Map(ino, fb, got, dev, start, sums);
@@ -285,6 +280,45 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
             PendingBytes += part.Length; DataBytes += part.Length;
         }
         return 0;
+    }
+
+    /// <summary>Writes <paramref name="part"/> at block <paramref name="start"/> of device <paramref name="dev"/>, and the new
+    /// segment's <paramref name="header"/> first: in the same write when the data follows it (the allocator's first block
+    /// of a segment), so the device sees one large write and no small one between (a small write into a file being written
+    /// with O_DIRECT waits for those writes to land).</summary>
+    private Errno WriteData(uint dev, long start, ReadOnlySpan<byte> part, IomapService.NewSegment? header)
+    {
+        long at = start;
+        try
+        {
+            if (header == null) Devices[dev].Write(start << BlockShift, part);
+            else if (start == header.Segment * FormatConstants.SegmentBlocks + 1)
+            {
+                at = start - 1;
+                var both = System.Buffers.ArrayPool<byte>.Shared.Rent(BlockSize + part.Length);
+                try
+                {
+                    header.Block.CopyTo(both, 0);
+                    part.CopyTo(both.AsSpan(BlockSize));
+                    Devices[dev].Write(at << BlockShift, both.AsSpan(0, BlockSize + part.Length));
+                }
+                finally { System.Buffers.ArrayPool<byte>.Shared.Return(both); }
+            }
+            else
+            {
+                at = header.Segment * FormatConstants.SegmentBlocks;
+                Devices[dev].Write(at << BlockShift, header.Block);
+                at = start;
+                Devices[dev].Write(start << BlockShift, part);
+            }
+            return 0;
+        }
+        catch (IOException ex)
+        {
+            Report($"receive: write error on device {dev} block {at}: {ex.Message}");
+            Problem = $"write error on device {dev}: {ex.Message}";
+            return Errno.EIO;
+        }
     }
 
     /// <summary>Maps file blocks [fb, fb+n) of the staged file at device blocks [addr, addr+n). Under StateLock.</summary>

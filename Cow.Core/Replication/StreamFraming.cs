@@ -91,6 +91,29 @@ internal sealed class StreamWriter(Stream output) : IDisposable
         Offset += size; Records++;
     }
 
+    /// <summary>As <see cref="Write"/>, taking over <paramref name="rented"/> (from <see cref="System.Buffers.ArrayPool{T}.Shared"/>,
+    /// payload in its first <paramref name="length"/> bytes): no copy; the writer returns it.</summary>
+    public void WriteRented(StreamRecordType type, byte[] rented, int length)
+    {
+        if (!_headerDone) throw new InvalidOperationException("record before the header");
+        long size = StreamFormat.FrameBytes + length;
+        if (Offset < SkipTo)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            if (Offset + size > SkipTo) throw new InvalidDataException($"the resume offset {SkipTo} is not at a record boundary of this stream (a record spans {Offset}..{Offset + size})");
+            Offset += size; Records++;
+            return;
+        }
+        if (_failure != null)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            throw new IOException($"writing the stream failed: {_failure.Message}", _failure);
+        }
+        StartEmitter();
+        _queue.Add((type, rented, length, true));
+        Offset += size; Records++;
+    }
+
     /// <summary>Writes the end record (records so far and the chain), waits until everything is written and flushed.</summary>
     public void WriteEnd()
     {
@@ -105,14 +128,17 @@ internal sealed class StreamWriter(Stream output) : IDisposable
     private void Enqueue(StreamRecordType type, ReadOnlySpan<byte> payload, bool chain)
     {
         if (_failure != null) throw new IOException($"writing the stream failed: {_failure.Message}", _failure);
-        if (_emitter == null)
-        {
-            _emitter = new Thread(Emit) { IsBackground = true, Name = "cow stream writer" };
-            _emitter.Start();
-        }
+        StartEmitter();
         var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(payload.Length + (type == StreamRecordType.End ? StreamFormat.ChainBytes : 0));
         payload.CopyTo(buf);
         _queue.Add((type, buf, payload.Length, chain));
+    }
+
+    private void StartEmitter()
+    {
+        if (_emitter != null) return;
+        _emitter = new Thread(Emit) { IsBackground = true, Name = "cow stream writer" };
+        _emitter.Start();
     }
 
     private void Emit()

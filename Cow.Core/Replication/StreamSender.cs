@@ -80,7 +80,6 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
     /// <summary>One send: the two views, the writer and the device ranges sent so far.</summary>
     private sealed class SendRun(StreamSender s, StreamWriter w, long gen, long? baseGen)
     {
-        private readonly byte[] _payload = new byte[16 + StreamFormat.DataRecordBytes];
         /// <summary>Device ranges sent as data: where in which file they went.</summary>
         private readonly SentIndex _sent = new();
         public long Inodes, DataBytes, CloneBytes, HoleBytes;
@@ -275,15 +274,21 @@ internal sealed class StreamSender(EngineContext context) : EnginePart(context)
         private Errno SendDataRecord(long ino, long fb, long blocks)
         {
             int shift = s.BlockShift, len = (int)(blocks << shift);
-            var payload = _payload.AsSpan(0, 16 + len);
-            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(payload, ino);
-            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(payload[8..], fb << shift);
+            // Read straight into the buffer the writer takes over: no copy of the data between here and the output.
+            var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(16 + len);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(buf, ino);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(buf.AsSpan(8), fb << shift);
             if (!w.Skipping)
             {
-                var e = s.Data.ReadBlocks(_b, ino, fb, blocks, payload[16..]);
-                if (e != 0) { Problem = e == Errno.ESTALE ? "a snapshot was deleted during the send" : $"reading inode {ino} at {fb << shift} failed"; return e; }
+                var e = s.Data.ReadBlocks(_b, ino, fb, blocks, buf.AsSpan(16, len));
+                if (e != 0)
+                {
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+                    Problem = e == Errno.ESTALE ? "a snapshot was deleted during the send" : $"reading inode {ino} at {fb << shift} failed";
+                    return e;
+                }
             }
-            w.Write(StreamRecordType.Data, payload);
+            w.WriteRented(StreamRecordType.Data, buf, 16 + len);
             DataBytes += len;
             return 0;
         }

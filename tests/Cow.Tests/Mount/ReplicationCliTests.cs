@@ -156,6 +156,41 @@ public sealed class ReplicationCliTests(ITestOutputHelper output) : IDisposable
     }
 
     [SkippableFact]
+    public void The_service_schedule_runs_replicate_and_logs_what_it_sent()
+    {
+        var src = MakeSource();
+        var dst = MakeEmpty("dst");
+        // The scheduler replicates from the pool's mount point; here the "mount point" is the pool folder itself
+        // (not mounted), which the cow commands it runs open directly. The socket it hands them names nothing.
+        var config = global::Cow.Cli.Service.ServeConfig.Parse(
+            $"[control]\nsocket = {At("none.sock")}\n[pool data]\npath = {At("unused")}\nmountpoint = {src}\n[replicate data]\ntarget = {dst}\nevery = 1h\n",
+            "test.conf", out var errors);
+        Assert.True(config != null, string.Join("\n", errors));
+        var log = new ListLogger();
+        var scheduler = new global::Cow.Cli.Service.ReplicationScheduler(config, new AlwaysMounted(), TimeProvider.System, log);
+        Assert.Equal(0, scheduler.Run(config.Pools[0], DateTime.UtcNow));
+        Assert.Contains(log.Lines, l => l.Contains("sending 's1' from 's0'"));
+        Assert.Contains(log.Lines, l => l.Contains($"replicated to {dst}"));
+        Assert.Equal(Listing(src, "s1"), Listing(dst, "s1"));
+        Assert.Equal(0, scheduler.Run(config.Pools[0], DateTime.UtcNow));
+        Assert.Contains(log.Lines, l => l.Contains("up to date"));
+    }
+
+    private sealed class AlwaysMounted : global::Cow.Cli.Service.IServedPools
+    {
+        public bool Use(string poolName, Action<Pool, string?> action) { action(null!, null); return true; }
+    }
+
+    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger<global::Cow.Cli.Service.ReplicationScheduler>
+    {
+        public readonly List<string> Lines = new();
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        { lock (Lines) Lines.Add(formatter(state, exception)); }
+    }
+
+    [SkippableFact]
     public void Replicate_to_ssh_localhost()
     {
         Skip.IfNot(File.Exists("/usr/sbin/sshd"), "no sshd here (.ci/setup installs openssh-server)");
