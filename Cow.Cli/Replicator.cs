@@ -118,7 +118,7 @@ internal sealed class Replicator(string source, string target, string holdTag, s
     private static (string File, string[] Prefix) Self()
     {
         var exe = Environment.ProcessPath ?? "cow";
-        return Path.GetFileNameWithoutExtension(exe) == "dotnet" ? (exe, [typeof(Replicator).Assembly.Location]) : (exe, []);
+        return Path.GetFileNameWithoutExtension(exe) == "dotnet" ? (exe, [Path.Combine(AppContext.BaseDirectory, "cow.dll")]) : (exe, []);
     }
 
     private ProcessStartInfo LocalInfo(string[] args)

@@ -27,14 +27,7 @@ public sealed class ReplicationScheduler(ServeConfig config, IServedPools pools,
         foreach (var p in scheduled)
             log.LogInformation("pool {Name}: replicated to {Target} every {Every}; the next run starts at {Next:u}",
                 p.Name, p.Replicate!.Target, ScrubSchedule.Describe(p.Replicate.Every), ScrubScheduler.NextBoundary(start, p.Replicate.Every));
-        while (!stop.IsCancellationRequested)
-        {
-            var now = clock.GetUtcNow().UtcDateTime;
-            var next = scheduled.Min(p => ScrubScheduler.NextBoundary(now, p.Replicate!.Every));
-            try { await Task.Delay(next - now, clock, stop); }
-            catch (OperationCanceledException) { return; }
-            foreach (var p in scheduled.Where(p => ScrubScheduler.NextBoundary(now, p.Replicate!.Every) == next)) Start(p, next);
-        }
+        await ScrubScheduler.AtBoundaries(scheduled, p => p.Replicate!.Every, Start, clock, stop);
     }
 
     private void Start(PoolConfig pc, DateTime boundary)

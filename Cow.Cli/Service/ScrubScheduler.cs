@@ -40,15 +40,24 @@ public sealed class ScrubScheduler(ServeConfig config, IServedPools pools, TimeP
         foreach (var p in scheduled)
             log.LogInformation("pool {Name}: scrubbed every {Every} at {Rate}; the next scrub starts at {Next:u}",
                 p.Name, ScrubSchedule.Describe(p.Scrub!.Every), ScrubSchedule.DescribeRate(p.Scrub.RateBytesPerSecond), NextBoundary(start, p.Scrub.Every));
+        await AtBoundaries(scheduled, p => p.Scrub!.Every, (p, at) => Start(p, at, stop), clock, stop, next => Waiting?.Invoke(next));
+    }
+
+    /// <summary>Until <paramref name="stop"/>: waits for the next whole multiple of any item's interval (<see cref="NextBoundary"/>),
+    /// then starts every item due then. <paramref name="waiting"/> hears each boundary once its wait is armed. The loop of
+    /// the scrub and replication schedules.</summary>
+    internal static async Task AtBoundaries<T>(IReadOnlyList<T> items, Func<T, TimeSpan> every, Action<T, DateTime> start, TimeProvider clock,
+        CancellationToken stop, Action<DateTime>? waiting = null)
+    {
         while (!stop.IsCancellationRequested)
         {
             var now = clock.GetUtcNow().UtcDateTime;
-            var next = scheduled.Min(p => NextBoundary(now, p.Scrub!.Every));
+            var next = items.Min(p => NextBoundary(now, every(p)));
             var delay = Task.Delay(next - now, clock, stop);
-            Waiting?.Invoke(next);
+            waiting?.Invoke(next);
             try { await delay; }
             catch (OperationCanceledException) { return; }
-            foreach (var p in scheduled.Where(p => NextBoundary(now, p.Scrub!.Every) == next)) Start(p, next, stop);
+            foreach (var p in items.Where(p => NextBoundary(now, every(p)) == next)) start(p, next);
         }
     }
 
