@@ -20,7 +20,7 @@ namespace Cow.Tests.Replication;
 /// good stream. Where only bytes were damaged (no CRC recomputed), a resume finishes the receive to the sender's
 /// snapshot.
 /// </summary>
-public class StreamFuzzTests(ITestOutputHelper output)
+public abstract class StreamFuzzCases(ITestOutputHelper output)
 {
     private int Seed()
     {
@@ -195,15 +195,7 @@ public class StreamFuzzTests(ITestOutputHelper output)
         catch (Exception e) { return $"threw {e}"; }
     }
 
-    [Fact]
-    [Trait("Tier", "engine")]
-    public void The_reader_throws_only_stream_damage_for_thousands_of_mutations() => ReaderFuzz(4000);
-
-    [Fact]
-    [Trait("Tier", "slow")]
-    public void The_reader_throws_only_stream_damage_for_a_hundred_thousand_mutations() => ReaderFuzz(100_000);
-
-    private void ReaderFuzz(int cases)
+    protected void ReaderFuzz(int cases)
     {
         var rng = new Random(Seed());
         using var a = SmallSender(rng, out var full, out var inc);
@@ -224,15 +216,7 @@ public class StreamFuzzTests(ITestOutputHelper output)
         output.WriteLine($"{cases} mutations ({string.Join(", ", byKind.OrderBy(k => k.Key).Select(k => $"{k.Key} {k.Value}"))}) in {clock.ElapsedMilliseconds} ms");
     }
 
-    [Fact]
-    [Trait("Tier", "engine")]
-    public Task A_receive_of_a_mutated_stream_returns_an_errno_and_shows_nothing() => ReceiveFuzz(300, TimeSpan.FromSeconds(15));
-
-    [Fact]
-    [Trait("Tier", "slow")]
-    public Task A_receive_of_any_of_thousands_of_mutated_streams_returns_an_errno_and_shows_nothing() => ReceiveFuzz(5000, TimeSpan.FromMinutes(10));
-
-    private async Task ReceiveFuzz(int cases, TimeSpan budget)
+    protected async Task ReceiveFuzz(int cases, TimeSpan budget)
     {
         var rng = new Random(Seed());
         using var a = SmallSender(rng, out var full, out var inc);
@@ -304,4 +288,26 @@ public class StreamFuzzTests(ITestOutputHelper output)
         catch (TimeoutException) { Assert.Fail($"{where}: the receive did not return within a minute"); throw; }
         catch (Exception e) { Assert.Fail($"{where}: the receive threw {e}"); throw; }
     }
+}
+
+/// <summary>The quick fuzz of <see cref="StreamFuzzCases"/>: thousands of reader cases, hundreds of receives.</summary>
+[Trait("Tier", "engine")]
+public class StreamFuzzTests(ITestOutputHelper output) : StreamFuzzCases(output)
+{
+    [Fact]
+    public void The_reader_throws_only_stream_damage_for_thousands_of_mutations() => ReaderFuzz(4000);
+
+    [Fact]
+    public Task A_receive_of_a_mutated_stream_returns_an_errno_and_shows_nothing() => ReceiveFuzz(300, TimeSpan.FromSeconds(15));
+}
+
+/// <summary>The long fuzz of <see cref="StreamFuzzCases"/>.</summary>
+[Trait("Tier", "slow")]
+public class StreamFuzzSlowTests(ITestOutputHelper output) : StreamFuzzCases(output)
+{
+    [Fact]
+    public void The_reader_throws_only_stream_damage_for_a_hundred_thousand_mutations() => ReaderFuzz(100_000);
+
+    [Fact]
+    public Task A_receive_of_any_of_thousands_of_mutated_streams_returns_an_errno_and_shows_nothing() => ReceiveFuzz(5000, TimeSpan.FromMinutes(10));
 }
