@@ -30,10 +30,17 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
     private readonly HashSet<DirentRecord> _dirtyDirents = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<ChunkRecord> _dirtyChunks = new(ReferenceEqualityComparer.Instance);
     private readonly MetadataBatch _removals = new();
-    /// <summary>Inodes this batch made (no version before it): their directories start empty, so entries are added
-    /// without looking the name up.</summary>
+    /// <summary>Inodes this batch made (no version before it): their directories start empty and they have no chunk, so
+    /// neither is looked up in the store.</summary>
     private readonly HashSet<long> _created = new();
     private readonly List<Extent> _scratch = new();
+    /// <summary>Inodes whose inode record this receive staged (kept across commits): with <see cref="NoPriorInodes"/>, the
+    /// only ones besides the root that the store can hold as of gen.</summary>
+    private readonly HashSet<long> _staged = new();
+
+    /// <summary>As of gen, no inode but the root has a version that this receive did not stage itself (a full stream into
+    /// an empty pool, nothing staged before it): an inode not staged by it is not looked up in the store.</summary>
+    public bool NoPriorInodes { get; init; }
 
     /// <summary>Data blocks written since the last commit.</summary>
     public long PendingBytes { get; private set; }
@@ -70,7 +77,8 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private InodeRecord? CurrentInode(long ino)
     {
-        if (!_inodes.TryGetValue(ino, out var r)) _inodes[ino] = r = Store.LoadInode(ino, gen);
+        if (!_inodes.TryGetValue(ino, out var r))
+            _inodes[ino] = r = NoPriorInodes && ino != RootIno && !_staged.Contains(ino) ? null : Store.LoadInode(ino, gen);
         return r;
     }
 
@@ -87,8 +95,9 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
 
     private ChunkRecord? CurrentChunk(long ino, long index)
     {
+        // An inode this batch made has no chunk but those this batch made, which are all here.
         if (!_chunks.TryGetValue((ino, index), out var c))
-            _chunks[(ino, index)] = c = Store.LoadChunk(ino, index, gen);
+            _chunks[(ino, index)] = c = _created.Contains(ino) ? null : Store.LoadChunk(ino, index, gen);
         return c;
     }
 
@@ -148,6 +157,7 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         r.Xattrs = s.Xattrs.Count == 0 ? null : s.Xattrs.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
         r.Prealloc = null; r.PreallocBlocks = 0;
         _dirtyInodes.Add(r);
+        _staged.Add(s.Ino);
         if (s.Ino >= PoolState.NextIno) PoolState.NextIno = s.Ino + 1;
         return 0;
     }

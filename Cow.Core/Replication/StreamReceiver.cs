@@ -63,7 +63,11 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
         var e0 = Begin(h, name, out var pending, out string? problem);
         if (e0 != 0) { result = result with { Problem = problem }; return e0; }
         reader.RecordsBefore = pending.Records;
-        var staging = new ReceiveStaging(Context, pending.Gen);
+        // A full stream into a pool that never had an inode but its root, with nothing staged yet: every inode number the
+        // stream brings is new here, so none is looked up in the store (a fresh replica's first receive).
+        bool noPrior;
+        lock (StateLock) noPrior = !h.Incremental && pending.Offset == 0 && PoolState.NextIno <= RootIno + 1 && !Store.AnyInodeBornAt(pending.Gen);
+        var staging = new ReceiveStaging(Context, pending.Gen) { NoPriorInodes = noPrior };
         var batches = new BlockingCollection<RecordBatch>(boundedCapacity: 2);
         using var cts = new CancellationTokenSource();
         var producer = Task.Run(() => Produce(reader, batches, cts.Token));
