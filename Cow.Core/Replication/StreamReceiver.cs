@@ -22,12 +22,13 @@ public sealed record ReceiveResult(string? Snapshot, long Generation, long Recor
 /// (<see cref="PendingToken"/>) lets a sender resume there; <see cref="Abort"/> drops it all. A stream refused at
 /// its header, or whose digest or records do not hold together, changes nothing.</para>
 /// <para>Threading: thread-safe; one receive at a time (the <c>receive</c> field). Records are read and verified on
-/// a second thread, a batch ahead; each batch is applied and committed under the commit lock, which is let go
-/// between batches.</para>
+/// a second thread, a batch ahead; batches are applied under the commit lock, held from the first batch of a commit
+/// group to its commit (the engine's group-commit thresholds) and let go between groups.</para>
 /// </summary>
 internal sealed class StreamReceiver(EngineContext context) : EnginePart(context)
 {
-    /// <summary>Bytes of data, and records, after which a batch is applied and committed.</summary>
+    /// <summary>Bytes of data, and records, after which the reading thread hands a batch to the applying one (tests set
+    /// them small to cut power between batches).</summary>
     internal int BatchBytes { get; set; } = 32 << 20;
     internal int BatchRecords { get; set; } = 50_000;
 
