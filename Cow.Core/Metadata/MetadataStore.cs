@@ -175,7 +175,7 @@ internal sealed class MetadataStore : IDisposable
         _chunks.Find(BsonExpression.Create("$.segs[*] ANY = @0", Relocation.SegmentKey(device, segment))).Select(ChunkBson.FromBson).ToList();
 
     /// <summary>Directory entries naming <paramref name="child"/> seen by generation <paramref name="gen"/> (by the child index).</summary>
-    public List<DirentRecord> LoadLinks(long child, long gen) => LoadDirents(Query1("$.child = @0", child), gen);
+    public List<DirentRecord> LoadLinks(long child, long gen) => LoadDirents(BsonExpression.Create("$.child = @0", child), gen);
 
     // Queries are written with parameters (@0, @1): LiteDB caches a parsed, compiled expression by its text
     // and never evicts it. Query.EQ(field, value) puts the value into the text, so every distinct key was
@@ -268,30 +268,9 @@ internal sealed class MetadataStore : IDisposable
     public SpaceMapRecord? LoadSpaceMap(uint device, long segment) =>
         _spacemaps.FindById(SpaceMapRecord.Id(device, segment)) is { } d ? SpaceMapBson.FromBson(d) : null;
 
-    /// <summary>The point queries below run often (every cold lookup): each reuses one parsed expression per text and
-    /// thread, its parameter set per use, as LiteDB parses the text again on every <see cref="BsonExpression.Create(string, BsonValue[])"/>
-    /// (its cache keeps only the compiled form). Safe because each of them reads its results to the end, or stops, before
-    /// it returns: no query with the same text runs on the thread meanwhile.</summary>
-    [ThreadStatic] private static Dictionary<string, BsonExpression>? t_queries;
-
-    private static BsonExpression Query1(string text, BsonValue p0)
-    {
-        var cache = t_queries ??= new Dictionary<string, BsonExpression>(StringComparer.Ordinal);
-        if (!cache.TryGetValue(text, out var e)) cache[text] = e = BsonExpression.Create(text, p0);
-        e.Parameters["0"] = p0;
-        return e;
-    }
-
-    private static BsonExpression Query2(string text, BsonValue p0, BsonValue p1)
-    {
-        var e = Query1(text, p0);
-        e.Parameters["1"] = p1;
-        return e;
-    }
-
     public InodeRecord? LoadInode(long ino, long gen)
     {
-        foreach (var d in _inodes.Find(Query1("$.ino = @0", ino)))
+        foreach (var d in _inodes.Find(BsonExpression.Create("$.ino = @0", ino)))
         {
             var r = InodeBson.FromBson(d);
             if (r.VisibleAt(gen)) return r;
@@ -299,11 +278,11 @@ internal sealed class MetadataStore : IDisposable
         return null;
     }
 
-    public List<DirentRecord> LoadDirectory(long dir, long gen) => LoadDirents(Query1("$.dir = @0", dir), gen);
+    public List<DirentRecord> LoadDirectory(long dir, long gen) => LoadDirents(BsonExpression.Create("$.dir = @0", dir), gen);
 
     public ChunkRecord? LoadChunk(long ino, long index, long gen)
     {
-        foreach (var d in _chunks.Find(Query1("$.key = @0", ChunkRecord.Key(ino, index))))
+        foreach (var d in _chunks.Find(BsonExpression.Create("$.key = @0", ChunkRecord.Key(ino, index))))
         {
             var r = ChunkBson.FromBson(d);
             if (r.VisibleAt(gen)) return r;
@@ -314,7 +293,7 @@ internal sealed class MetadataStore : IDisposable
     public List<ChunkRecord> LoadChunks(long ino, long gen)
     {
         var list = new List<ChunkRecord>();
-        foreach (var d in _chunks.Find(Query2("$.key BETWEEN @0 AND @1", ChunkRecord.Key(ino, 0), ChunkRecord.Key(ino, long.MaxValue))))
+        foreach (var d in _chunks.Find(BsonExpression.Create("$.key BETWEEN @0 AND @1", ChunkRecord.Key(ino, 0), ChunkRecord.Key(ino, long.MaxValue))))
         {
             var r = ChunkBson.FromBson(d);
             if (r.VisibleAt(gen)) list.Add(r);
