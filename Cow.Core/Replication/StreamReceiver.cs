@@ -71,7 +71,9 @@ internal sealed class StreamReceiver(EngineContext context) : EnginePart(context
         var staging = new ReceiveStaging(Context, pending.Gen) { NoPriorInodes = noPrior };
         var batches = new BlockingCollection<RecordBatch>(boundedCapacity: 2);
         using var cts = new CancellationTokenSource();
-        var producer = Task.Run(() => Produce(reader, batches, cts.Token));
+        // A thread of its own, not the pool's: the reader blocks (input, a full queue), and a busy mount or test host can
+        // leave a pool task unscheduled for as long as the pool takes to grow.
+        var producer = Task.Factory.StartNew(() => Produce(reader, batches, cts.Token), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         Errno outcome = 0;
         string? why = null;
         long? damage = null;
