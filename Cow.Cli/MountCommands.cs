@@ -139,7 +139,7 @@ internal static class MountCommands
         try { Mounter.CheckMountPoint(settings.MountPoint); }
         catch (MountException e) { return Fail(e.Message); }
         Pool pool;
-        try { pool = Pool.Open(folder); }
+        try { pool = Pool.Open(folder, purgeInBackground: true); }
         catch (PoolException e) { return Fail(e.Message); }
         if (cacheBytes is long budget) pool.CacheBudget = new Core.Engine.CacheBudget(budget);
         MountedFileSystem? m = null;

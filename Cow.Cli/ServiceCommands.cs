@@ -35,13 +35,14 @@ internal static class ServiceCommands
         return cmd;
     }
 
-    /// <summary>The cleaner object of the <c>cow mount</c> process serving <paramref name="mountPoint"/> (its status row),
-    /// or null when no such process answers.</summary>
-    private static JsonObject? MountCleaner(string mountPoint)
+    /// <summary>The cleaner object and pending purges of the <c>cow mount</c> process serving <paramref name="mountPoint"/>
+    /// (its status row); null and 0 when no such process answers.</summary>
+    private static (JsonObject? Cleaner, int Purges) MountRow(string mountPoint)
     {
         JsonObject? cleaner = null;
-        ViaService(mountPoint, (_, p) => { cleaner = p["cleaner"]?.DeepClone() as JsonObject; return 0; });
-        return cleaner;
+        int purges = 0;
+        ViaService(mountPoint, (_, p) => { cleaner = p["cleaner"]?.DeepClone() as JsonObject; purges = (int?)p["purgesPending"] ?? 0; return 0; });
+        return (cleaner, purges);
     }
 
     internal static Command Status()
@@ -55,10 +56,11 @@ internal static class ServiceCommands
             if (c == null)
             {
                 // Each cow mount answers for its pool on its own control socket: its cleaner (null when it has none).
-                var rows = MountTable.Read().Where(m => m.IsCow).Select(m => (m.Source, m.MountPoint, Cleaner: MountCleaner(m.MountPoint))).ToList();
+                var rows = MountTable.Read().Where(m => m.IsCow).Select(m => (m.Source, m.MountPoint, Row: MountRow(m.MountPoint)))
+                    .Select(m => (m.Source, m.MountPoint, m.Row.Cleaner, m.Row.Purges)).ToList();
                 if (j)
                 {
-                    var mounts = new JsonArray(rows.Select(m => (JsonNode)new JsonObject { ["pool"] = m.Source, ["mountpoint"] = m.MountPoint, ["cleaner"] = m.Cleaner }).ToArray());
+                    var mounts = new JsonArray(rows.Select(m => (JsonNode)new JsonObject { ["pool"] = m.Source, ["mountpoint"] = m.MountPoint, ["cleaner"] = m.Cleaner, ["purgesPending"] = m.Purges }).ToArray());
                     Console.WriteLine(new JsonObject { ["service"] = false, ["reason"] = why, ["mounts"] = mounts }.ToJsonString(JsonOut));
                     return 0;
                 }
@@ -68,6 +70,8 @@ internal static class ServiceCommands
                 AnsiConsole.Write(t);
                 foreach (var m in rows.Where(m => m.Cleaner != null))
                     foreach (var line in CleanerReport.StatusLines(m.Cleaner!)) Console.WriteLine($"{m.MountPoint}: {line}");
+                foreach (var m in rows.Where(m => m.Purges > 0))
+                    Console.WriteLine($"{m.MountPoint}: {m.Purges} deleted snapshot(s) being purged (their space is freed when it ends; cow snapshot delete --wait waits for it)");
                 return 0;
             }
             return ServiceResult(c.Request(new JsonObject { ["verb"] = "status" }), r =>
@@ -97,6 +101,8 @@ internal static class ServiceCommands
                 AnsiConsole.Write(t);
                 foreach (var p in pools.Where(p => p["cleaner"] is JsonObject))
                     foreach (var line in CleanerReport.StatusLines((JsonObject)p["cleaner"]!)) Console.WriteLine($"{(string?)p["name"]}: {line}");
+                foreach (var p in pools.Where(p => (int?)p["purgesPending"] > 0))
+                    Console.WriteLine($"{(string?)p["name"]}: {(int?)p["purgesPending"]} deleted snapshot(s) being purged (their space is freed when it ends; cow snapshot delete --wait waits for it)");
                 return 0;
             });
         }));

@@ -40,12 +40,21 @@ internal static class SnapshotCommands
             Console.WriteLine($"snapshot '{s!.Name}' at generation {s.Gen}");
             return 0;
         }));
-        var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name };
+        var wait = new Option<bool>("--wait")
+        {
+            Description = "on a mounted pool, also wait until what only the snapshot held is freed (a mount purges a deleted snapshot's "
+                + "records in the background; without --wait the command returns once the snapshot is gone). Offline, the delete always waits",
+        };
+        var delete = new Command("delete", "delete a snapshot and free what only it held") { PoolArg, name, wait };
         delete.SetAction(r => Guard(() =>
         {
             var poolArg = PoolOf(r);
-            if (SnapshotViaService(poolArg, r.GetValue(name)!, create: false) is int viaService) return viaService;
-            if (MountedAt(poolArg) is { } mp) return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
+            if (SnapshotViaService(poolArg, r.GetValue(name)!, create: false, r.GetValue(wait)) is int viaService) return viaService;
+            if (MountedAt(poolArg) is { } mp)
+            {
+                if (r.GetValue(wait)) return Fail($"cow snapshot delete --wait on {mp} needs the control socket of the process serving it, which this user cannot reach; delete without --wait ('cow status' shows the purges left)");
+                return SnapshotThroughMount(mp, r.GetValue(name)!, create: false);
+            }
             using var pool = OpenPool(poolArg);
             var e = Busy($"deleting snapshot '{r.GetValue(name)}'", () => pool.Snapshots.Delete(r.GetValue(name)!));
             if (e == 0) Console.WriteLine($"snapshot '{r.GetValue(name)}' deleted");
@@ -99,12 +108,20 @@ internal static class SnapshotCommands
         AnsiConsole.Write(t);
     }
 
-    private static int? SnapshotViaService(string poolOrMountPoint, string name, bool create) => ViaService(poolOrMountPoint, (c, p) =>
-        ServiceResult(c.Request(new JsonObject { ["verb"] = create ? "snapshot-create" : "snapshot-delete", ["pool"] = (string?)p["name"], ["name"] = name }), r =>
+    private static int? SnapshotViaService(string poolOrMountPoint, string name, bool create, bool wait = false) => ViaService(poolOrMountPoint, (c, p) =>
+    {
+        var req = new JsonObject { ["verb"] = create ? "snapshot-create" : "snapshot-delete", ["pool"] = (string?)p["name"], ["name"] = name };
+        if (wait)
+        {
+            req["wait"] = true;
+            c.ReceiveTimeout = TimeSpan.Zero;   // a purge takes what the snapshot alone held: minutes for millions of files
+        }
+        return ServiceResult(c.Request(req), r =>
         {
             if (create) Console.WriteLine($"snapshot '{name}' of {(string?)r["mountpoint"]} (through {(string?)p["via"]})");
             return 0;
-        }));
+        });
+    });
 
     private static int? ListViaService(string poolOrMountPoint, bool json) => ViaService(poolOrMountPoint, (c, p) =>
         ServiceResult(c.Request(new JsonObject { ["verb"] = "snapshot-list", ["pool"] = (string?)p["name"] }), r =>

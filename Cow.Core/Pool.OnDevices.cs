@@ -157,7 +157,7 @@ public sealed partial class Pool
     /// metadata on its devices: its other devices are found by their uuid among the block devices and the files
     /// beside <paramref name="device"/>; the checks of format.md 8 run before anything is written.
     /// </summary>
-    private static Pool OpenDevice(string device)
+    private static Pool OpenDevice(string device, bool purgeInBackground)
     {
         device = Path.GetFullPath(device);
         var sb = ReadSuperblock(device, out var problem)
@@ -203,7 +203,7 @@ public sealed partial class Pool
             metaDev = FileBlockDevice.Open(host.Path, writable: true);
             var (data, log) = MetadataStreams(metaDev, region, fresh: false);
             var store = OpenStore(host.Path, data, log);
-            return new Pool(BuildEngine(store, devs), null, lockFile, host.Path, metaDev, foundAt);
+            return new Pool(BuildEngine(store, devs, purgeInBackground), null, lockFile, host.Path, metaDev, foundAt);
         }
         catch
         {

@@ -119,6 +119,17 @@ public sealed partial class Pool : IDisposable
     /// <summary>Stops the background cleaner (waits for the batch in progress).</summary>
     public void StopCleaner() => Engine.StopCleaner();
 
+    /// <summary>Purges deleted snapshots' records on a background thread from now on: a snapshot delete returns once
+    /// the snapshot is gone and its space is freed after (a mounted pool). It stops when the pool closes.</summary>
+    public void StartPurger() => Engine.StartPurger();
+
+    /// <summary>Deleted snapshots whose records are still being purged (their space is not free yet).</summary>
+    public int PendingPurges => Engine.PendingPurges;
+
+    /// <summary>Waits until every deleted snapshot's records are purged (inline when no background purger runs); false
+    /// when <paramref name="timeout"/> passed first or the pool failed or closed.</summary>
+    public bool WaitForPurges(TimeSpan timeout) => Engine.WaitForPurges(timeout);
+
     /// <summary>What the cleaner is doing and has done since the pool was opened.</summary>
     public CleanerStatus CleanerStatus() => Engine.CleanerStatus();
     /// <summary>Problems the engine reports for an administrator (a failed commit, a checksum mismatch...).</summary>
@@ -284,11 +295,14 @@ public sealed partial class Pool : IDisposable
     /// against the device table (missing, swapped, foreign, truncated, wrong format), and the first
     /// problem found is thrown as a <see cref="PoolException"/> naming the device and what is wrong.
     /// </summary>
-    public static Pool Open(string folder)
+    /// <para>With <paramref name="purgeInBackground"/> (a pool about to be mounted) the purges of deleted snapshots run on
+    /// a background thread (<see cref="StartPurger"/>), those a crash or an unmount left pending first; otherwise the
+    /// open finishes those before it returns and a snapshot delete purges before it returns.</para>
+    public static Pool Open(string folder, bool purgeInBackground = false)
     {
         folder = Path.GetFullPath(folder);
         var meta = Path.Combine(folder, MetadataFile);
-        if (File.Exists(folder)) return OpenDevice(folder);   // a device (or image file) of a pool that lives on its devices
+        if (File.Exists(folder)) return OpenDevice(folder, purgeInBackground);   // a device (or image file) of a pool that lives on its devices
         if (!Directory.Exists(folder)) throw new PoolException($"pool folder {folder} does not exist");
         if (!File.Exists(meta)) throw new PoolException($"{folder} is not a Cow pool: metadata file {MetadataFile} not found");
         var lockFile = TakeLock(folder);
@@ -319,7 +333,7 @@ public sealed partial class Pool : IDisposable
                     devs[rec.Cookie] = FileBlockDevice.Open(Path.IsPathRooted(rec.Path) ? rec.Path : Path.Combine(folder, rec.Path), writable: true);
                 var (data, log) = MetadataStore.OpenFiles(meta, create: false);
                 var store = OpenStore(meta, data, log);
-                return new Pool(BuildEngine(store, devs), folder, lockFile);
+                return new Pool(BuildEngine(store, devs, purgeInBackground), folder, lockFile);
             }
             catch { foreach (var d in devs.Values) d.Dispose(); throw; }
         }
@@ -331,7 +345,7 @@ public sealed partial class Pool : IDisposable
     }
 
     /// <summary>Opens a pool on already-open media, with the same checks (tests).</summary>
-    public static Pool Open(PoolMedia media)
+    public static Pool Open(PoolMedia media, bool purgeInBackground = false)
     {
         var store = OpenStore("metadata", media.MetadataData, media.MetadataLog);
         try
@@ -350,7 +364,7 @@ public sealed partial class Pool : IDisposable
             }
             // A given device the table no longer has (removed) is not the pool's: closed here.
             foreach (var (c, d) in given) if (!used.ContainsKey(c)) d.Dispose();
-            return new Pool(BuildEngine(store, used), null, null);
+            return new Pool(BuildEngine(store, used, purgeInBackground), null, null);
         }
         catch { store.Dispose(); throw; }
     }
@@ -370,14 +384,15 @@ public sealed partial class Pool : IDisposable
             throw new PoolException($"metadata file {where} has Cow format version {p.FormatVersion}, which this build no longer reads");
     }
 
-    private static Engine.Engine BuildEngine(MetadataStore store, Dictionary<uint, IBlockDevice> devs)
+    private static Engine.Engine BuildEngine(MetadataStore store, Dictionary<uint, IBlockDevice> devs, bool purgeInBackground)
     {
         store.EnsureLaterIndexes();
         var pool = store.LoadPool();
         if (!pool.ChunkSegs) store.FillChunkSegs(pool);   // the cleaner finds chunks by segs (format.md 9)
         var engine = new Engine.Engine(store, pool, devs);
         engine.RemoveOrphans();
-        engine.ResumePurges();
+        if (purgeInBackground) engine.StartPurger();
+        else engine.ResumePurges();
         return engine;
     }
 

@@ -5,7 +5,8 @@
 # of the last two (1,000 changes), `snapshot list` with sizes, `snapshot delete` of a snapshot in the middle; the
 # mount server's RSS after that; unmount, `cow fsck` of the whole pool (wall time and peak RSS), mount again; then
 # every file deleted (`rm -rf`) and every snapshot deleted, oldest first (the time of all, and of the last, which alone
-# held every file); the server's peak RSS (VmHWM) over that mount's life. One run per count; times in seconds
+# held every file: `--wait`, until the mount's background purge of its records ends); the server's peak RSS (VmHWM) over
+# that mount's life. One run per count; times in seconds
 # (snapshot create: milliseconds). Root.
 # usage: sudo bash bench/scale-mount.sh [COUNT...]   (default: 10000 100000 1000000)
 #        COW_SCALE_SNAPSHOTS=N  snapshots in the timeline (default 1000)
@@ -21,7 +22,19 @@ cow=(dotnet "$repo/Cow.Cli/bin/Release/net10.0/cow.dll")
 fast=("$repo/Cow.Cli/bin/aot/cow"); [ -x "${fast[0]}" ] || fast=("${cow[@]}")
 export COW_DOTNET=$(command -v dotnet) COW_DLL="$repo/Cow.Cli/bin/Release/net10.0/cow.dll"
 work=$(mktemp -d /var/tmp/cow-scale-XXXXXX)
-trap '"${cow[@]}" umount "$work/mnt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# On a failure the mount server's log (mount.log in the pool folder) is kept and its end shown: the pool goes with $work.
+finish() {
+  local rc=$?
+  "${cow[@]}" umount "$work/mnt" >/dev/null 2>&1 || true
+  if [ "$rc" -ne 0 ] && [ -f "$work/pool/mount.log" ]; then
+    local kept; kept=/var/tmp/cow-scale-failed-$(date +%Y%m%d-%H%M%S).log
+    cp "$work/pool/mount.log" "$kept"
+    echo "scale-mount: failed (exit $rc); the mount server's log is kept in $kept; its end:" >&2
+    tail -n 40 "$kept" >&2
+  fi
+  rm -rf "$work"
+}
+trap finish EXIT
 secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f", d / 1e9 }'; }
 mib() { awk -v k="$2" '$1 == k ":" { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 echo "# scale through a mount, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, $snaps snapshots; seconds, MiB, snapshot create in ms"
@@ -80,7 +93,7 @@ for k in range(1000):
     t0=$(date +%s%N)
     "${fast[@]}" snapshot list "$work/mnt" --json | python3 -c "import json, sys; print('\n'.join(s['name'] for s in json.load(sys.stdin)))" > "$work/snaps"
     last=$(tail -1 "$work/snaps"); head -n -1 "$work/snaps" | while read -r s; do "${fast[@]}" snapshot delete "$work/mnt" "$s" >/dev/null; done
-    dellast=$(secs "${fast[@]}" snapshot delete "$work/mnt" "$last")
+    dellast=$(secs "${fast[@]}" snapshot delete --wait "$work/mnt" "$last")
     delall=$(awk -v d=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", d / 1e9 }')
   fi
   peak=$(( $(mib "$pid" VmHWM) > peak1 ? $(mib "$pid" VmHWM) : peak1 ))

@@ -112,7 +112,16 @@ public sealed partial class ControlServer
             message = _mounts.WithPool(p.Config.Name, pool => SnapshotCommands.HeldMessage(pool, name)) ?? message;   // name the holds
         if (code != 0) return ControlProtocol.Error(code.ToString(), message!);
         _log.LogInformation("control socket: {Verb} {Name} on pool {Pool} (uid {Uid})", verb, name, p.Config.Name, uid);
-        return new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
+        var ok = new JsonObject { ["ok"] = true, ["pool"] = p.Config.Name, ["mountpoint"] = p.Config.MountPoint, ["snapshot"] = name };
+        if (verb == "snapshot-delete" && req["wait"] is JsonValue w && w.TryGetValue<bool>(out bool waitForPurge) && waitForPurge)
+        {
+            // The mount purges in the background; the pool is looked up under its use lock but waited on outside it, so
+            // that the pool's other verbs go on meanwhile. A close ends the wait (the purge stays pending).
+            var pool = _mounts.WithPool(p.Config.Name, pool => pool);
+            if (pool != null && !pool.WaitForPurges(Timeout.InfiniteTimeSpan))
+                return ControlProtocol.Error("EIO", $"snapshot '{name}' was deleted, but its space was not freed: the pool failed or was closed while its records were purged ({pool.PendingPurges} purge(s) left; the next mount finishes them)");
+        }
+        return ok;
     }
 
     private static (Errno, string?) EngineCreateOrDelete(Core.Pool pool, bool create, string name)
@@ -307,6 +316,7 @@ public sealed partial class ControlServer
                 ["threads"] = p.Config.Threads, ["allowOther"] = p.Config.AllowOther, ["iomap"] = p.IomapMode ?? p.Config.Iomap.ToString().ToLowerInvariant(),
                 ["snapshot"] = p.Snapshot,
                 ["cleaner"] = CleanerObject(p),
+                ["purgesPending"] = p.PendingPurges,
             });
         return new JsonObject
         {

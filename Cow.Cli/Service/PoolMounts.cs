@@ -12,7 +12,8 @@ public sealed class ServeStartException(string message) : Exception(message);
 /// <summary>One pool served by <c>cow serve</c> or <c>cow mount</c>, as <c>status</c> reports it (<see cref="Snapshot"/>:
 /// the snapshot mounted read-only instead of the live tree, or null;
 /// <see cref="Cleaner"/> and <see cref="BlockSize"/>: the cleaner's state and the pool's block size, when asked for and mounted.</summary>
-public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode, string? Snapshot = null, Core.FileSystem.CleanerStatus? Cleaner = null, int BlockSize = 0);
+/// <param name="PendingPurges">Deleted snapshots whose records the mount is still purging (their space is not free yet).</param>
+public sealed record ServedPool(PoolConfig Config, bool Mounted, string? IomapMode, string? Snapshot = null, Core.FileSystem.CleanerStatus? Cleaner = null, int BlockSize = 0, int PendingPurges = 0);
 
 /// <summary>
 /// The pools mounted by this process: for <c>cow serve</c>, the hosted service that mounts every pool of the
@@ -118,7 +119,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
     {
         var pc = s.Config;
         Mounter.CheckMountPoint(pc.MountPoint);
-        var pool = Pool.Open(pc.Path);
+        var pool = Pool.Open(pc.Path, purgeInBackground: true);
         if (pc.CacheBytes is long cacheBytes) pool.CacheBudget = new Core.Engine.CacheBudget(cacheBytes);
         try
         {
@@ -202,7 +203,7 @@ public sealed class PoolMounts(ServeConfig config, ILogger<PoolMounts> log) : IH
         lock (_lock)
             return _served.Select(s => new ServedPool(s.Config, s.Mount != null,
                 s.Mount == null ? null : s.Mount.IomapRequest.Granted ? s.Config.Iomap.ToString().ToLowerInvariant() : "off", s.Settings?.Snapshot,
-                cleaner && s.Mount != null && s.Pool != null ? s.Pool.CleanerStatus() : null, s.Pool?.BlockSize ?? 0)).ToArray();
+                cleaner && s.Mount != null && s.Pool != null ? s.Pool.CleanerStatus() : null, s.Pool?.BlockSize ?? 0, s.Pool?.PendingPurges ?? 0)).ToArray();
     }
 
     /// <summary>

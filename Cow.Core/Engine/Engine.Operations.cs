@@ -40,9 +40,19 @@ public sealed partial class Engine
     public Errno Rmdir(long parent, string name) => _ctx.Names.Rmdir(parent, name);
     internal void RemoveOrphans() => _ctx.Names.RemoveOrphans();
     /// <summary>Finishes the snapshot purges a crash or an unmount interrupted (at open).</summary>
-    internal void ResumePurges() => _ctx.SnapshotOps.ResumePurges();
+    internal void ResumePurges() => _ctx.Purger.RunPending();
     /// <summary>Records a snapshot purge removes per commit (0: the cache budget's commit size).</summary>
-    internal int PurgeBatchRecords { get => _ctx.SnapshotOps.PurgeBatchRecords; set => _ctx.SnapshotOps.PurgeBatchRecords = value; }
+    internal int PurgeBatchRecords { get => _ctx.Purger.BatchRecords; set => _ctx.Purger.BatchRecords = value; }
+    /// <summary>Purges deleted snapshots' records on a background thread from now on (a mounted pool): a snapshot delete
+    /// returns once the snapshot is gone, and its space is freed after. Begins with the purges already pending.</summary>
+    public void StartPurger() => _ctx.Purger.Start();
+    /// <summary>Stops the background purges (waiting for the batch in progress); deletes purge inline again.</summary>
+    public void StopPurger() => _ctx.Purger.Stop();
+    /// <summary>Deleted snapshots whose records are still being purged.</summary>
+    public int PendingPurges => _ctx.Purger.Pending;
+    /// <summary>Waits until no purge is pending (inline when the background purger does not run); false when
+    /// <paramref name="timeout"/> passed first or the pool failed or closed.</summary>
+    public bool WaitForPurges(TimeSpan timeout) => _ctx.Purger.WaitIdle(timeout);
     public Errno Rename(long parent, string name, long newParent, string newName, RenameFlags flags) => _ctx.Names.Rename(parent, name, newParent, newName, flags);
     public Errno Open(long ino) => _ctx.Names.Open(ino);
     public Errno Release(long ino) => _ctx.Names.Release(ino);

@@ -187,6 +187,7 @@ public sealed partial class Engine : IDisposable
         _ctx.Restorer = new SnapshotRestorer(_ctx);
         _ctx.Importer = new ImportWriter(_ctx);
         _ctx.Cleaner = new LogCleaner(_ctx);
+        _ctx.Purger = new SnapshotPurger(_ctx);
         _ctx.Sender = new Replication.StreamSender(_ctx);
         _ctx.Receiver = new Replication.StreamReceiver(_ctx);
         _ctx.Scrubber = new Scrubber(_ctx);
@@ -264,6 +265,7 @@ public sealed partial class Engine : IDisposable
 
     public void Dispose()
     {
+        _ctx.Purger.Stop();
         _ctx.Cleaner.Stop();
         _ctx.Scrubber.Stop();
         _commits.Close(() =>

@@ -45,6 +45,7 @@ internal sealed class EngineContext
     public SnapshotRestorer Restorer { get; set; } = null!;
     public ImportWriter Importer { get; set; } = null!;
     public LogCleaner Cleaner { get; set; } = null!;
+    public SnapshotPurger Purger { get; set; } = null!;
     public Replication.StreamSender Sender { get; set; } = null!;
     public Replication.StreamReceiver Receiver { get; set; } = null!;
     public Scrubber Scrubber { get; set; } = null!;

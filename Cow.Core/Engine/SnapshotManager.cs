@@ -78,12 +78,13 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
     }
 
     /// <summary>
-    /// Deletes a snapshot and every record that no remaining view (live tree or snapshot) sees any more;
-    /// blocks whose last reference goes are free once this returns. EBUSY when the snapshot is held
-    /// (<see cref="SnapshotHolds"/> names the holds) or the pool is frozen.
+    /// Deletes a snapshot and every record that no remaining view (live tree or snapshot) sees any more. EBUSY when
+    /// the snapshot is held (<see cref="SnapshotHolds"/> names the holds) or the pool is frozen.
     /// <para>Two steps, so that the mount keeps serving: one commit drops the snapshot and records a pending purge
-    /// (<see cref="PendingPurge"/>, the pool's <c>purges</c>); then <see cref="Purge"/> removes its records in
-    /// batches. A crash or an unmount in between leaves the purge pending; the next writable open finishes it.</para>
+    /// (<see cref="PendingPurge"/>, the pool's <c>purges</c>); then the <see cref="SnapshotPurger"/> removes its
+    /// records in batches: before this returns (blocks whose last reference went are free then), or on its
+    /// background thread when it runs (a mounted pool). A crash or an unmount in between leaves the purge pending;
+    /// the next writable open or mount finishes it.</para>
     /// </summary>
     public Errno DeleteSnapshot(string name)
     {
@@ -115,61 +116,9 @@ internal sealed class SnapshotManager(EngineContext context) : EnginePart(contex
             });
         }
         DeliverTreeChanges([new TreeChange(TreeChange.SnapshotList, name, 0), new TreeChange(0, null, TreeChange.SnapshotList)]);
-        Purge(purge);
+        Context.Purger.Run(purge);
         return 0;
     }
-
-    /// <summary>Records a purge removes per commit (tests set it small to cut power between batches; 0: the budget's
-    /// commit size).</summary>
-    internal int PurgeBatchRecords { get; set; }
-
-    /// <summary>Finishes every pending purge (a writable open: purges a crash or an unmount interrupted).</summary>
-    public void ResumePurges()
-    {
-        List<PendingPurge> pending;
-        lock (StateLock) pending = PoolState.Purges.ToList();
-        foreach (var p in pending) Purge(p);
-    }
-
-    /// <summary>
-    /// Removes the versions pending purge <paramref name="p"/> covers, a batch per commit, and drops the purge from
-    /// the pool in the last. Cost follows what only the deleted snapshot held (the death index's range), and memory
-    /// one batch (each commit gives LiteDB's pages back). The state lock is held only to release a batch's blocks in
-    /// memory; the commit lock is held per batch (the records are read under it, so no relocation moves them in
-    /// between). A freeze (fsfreeze) between two batches holds the next
-    /// one until the thaw: no commit runs while frozen. Stops without error when the engine closes (the purge stays
-    /// pending). Fail-stop: a failure halfway through a batch makes the pool read-only.
-    /// </summary>
-    private void Purge(PendingPurge p)
-    {
-        int per = PurgeBatchRecords > 0 ? PurgeBatchRecords : Math.Max(1, Commits.EveryRecords);
-        while (true)
-        {
-            while (Commits.Frozen && !Commits.Closed) Thread.Sleep(FrozenPollMs);
-            lock (CommitLock)
-            {
-                if (Commits.Closed) return;
-                if (Commits.Frozen) continue;   // frozen again before the lock was taken
-                var (inodes, dirents, chunks) = Store.FindPurgeable(p, per);
-                bool last = inodes.Count + dirents.Count + chunks.Count < per;
-                lock (StateLock)
-                {
-                    if (Failed) throw new IOException("the pool stopped accepting changes during a snapshot purge", Commits.Failure);
-                    try
-                    {
-                        Versions.Purge(inodes, dirents, chunks);
-                        Commits.Fault("purge");
-                    }
-                    catch (Exception e) { throw Commits.Fail(PoolState.CommitSeq + 1, $"while purging the records of deleted snapshot generation {p.Gen}", e); }
-                }
-                Commits.CommitLocked(last ? _ => PoolState.Purges.Remove(p) : null);
-                if (last) return;
-            }
-        }
-    }
-
-    /// <summary>How often a purge held by a freeze looks for the thaw.</summary>
-    private const int FrozenPollMs = 50;
 
     /// <summary>
     /// Space per snapshot (and for the live tree, named "", last): bytes of the distinct device blocks it references

@@ -92,6 +92,13 @@ public sealed class MemoryPool : IDisposable
         Pool = Pool.Open(Media(fresh: false));
     }
 
+    /// <summary>Closes cleanly and opens again as a mount does: deleted snapshots are purged in the background.</summary>
+    public void ReopenWithBackgroundPurges()
+    {
+        Pool.Dispose();
+        Pool = Pool.Open(Media(fresh: false), purgeInBackground: true);
+    }
+
     /// <summary>Closes cleanly, runs <paramref name="whileClosed"/> (which may change the devices), and opens again.</summary>
     public void ReopenAfter(Action whileClosed)
     {

@@ -88,6 +88,97 @@ public class SnapshotPurgeTests
     }
 
     [Fact]
+    public void In_the_background_a_delete_returns_before_its_purge_and_the_space_comes_back_after()
+    {
+        using var p = new MemoryPool();
+        long freeAfter = FillThenDeleteAfterSnapshot(p);
+        p.Engine.PurgeBatchRecords = 16;
+        p.Engine.StartPurger();
+        using var gate = new ManualResetEventSlim(false);
+        bool? gateWasOpen = null;
+        // The first batch waits for the test to open the gate: a delete that purged inline would wait with it, and find
+        // the gate shut after 10 s.
+        p.Engine.CommitFaultHook = at => { if (at == "purge" && gateWasOpen == null) gateWasOpen = gate.Wait(TimeSpan.FromSeconds(10)); };
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("a"));
+        gate.Set();   // (nothing that takes the engine's locks before this: the first batch may hold them, waiting)
+        Assert.Empty(p.Engine.ListSnapshots());
+        Assert.True(p.Engine.WaitForPurges(TimeSpan.FromSeconds(60)));
+        Assert.True(gateWasOpen, "the delete waited for its purge");
+        p.Engine.CommitFaultHook = null;
+        Assert.Equal(0, p.Engine.PendingPurges);
+        Assert.Equal(freeAfter, Free(p));
+        p.AssertClean();
+    }
+
+    [Fact]
+    public async Task A_background_purge_stopped_by_a_close_is_finished_in_the_background_at_the_next_open()
+    {
+        using var p = new MemoryPool();
+        long freeAfter = FillThenDeleteAfterSnapshot(p);
+        p.Engine.PurgeBatchRecords = 16;
+        p.Engine.StartPurger();
+        using var reached = new ManualResetEventSlim(false);
+        using var gate = new ManualResetEventSlim(false);
+        int batches = 0;
+        p.Engine.CommitFaultHook = at => { if (at == "purge" && ++batches == 2) { reached.Set(); gate.Wait(TimeSpan.FromSeconds(10)); } };
+        Assert.Equal(0, (int)p.Engine.DeleteSnapshot("a"));
+        Assert.True(reached.Wait(TimeSpan.FromSeconds(30)));
+        var engine = p.Engine;
+        var close = Task.Run(() => p.Pool.Dispose());   // stops the purger: it ends after the batch in progress
+        Thread.Sleep(100);
+        gate.Set();
+        await close.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, batches);
+        Assert.Single(engine.PoolState.Purges);   // left pending, as an unmount leaves it
+
+        p.ReopenWithBackgroundPurges();
+        Assert.True(p.Engine.WaitForPurges(TimeSpan.FromSeconds(60)));
+        Assert.Empty(p.Engine.PoolState.Purges);
+        Assert.Equal(freeAfter, Free(p));
+        p.AssertClean();
+    }
+
+    [Fact]
+    public async Task Background_purges_of_a_timeline_deleted_in_random_order_under_writes_leave_a_clean_pool()
+    {
+        int seed = Environment.TickCount;
+        Console.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
+        using var p = new MemoryPool();
+        p.Engine.PurgeBatchRecords = 8;
+        p.Engine.StartPurger();
+        Assert.Equal(0, (int)p.Live.Mkdir(1, "d", 0x1ED, 0, 0, out _));
+        var inos = Enumerable.Range(0, 60).Select(i => CreateFile(p.Live, $"/d/f{i}")).ToList();
+        for (int s = 0; s < 20; s++)
+        {
+            // Files 40..59 are rewritten at random; 0..19 unlinked one per snapshot, every third one.
+            for (int k = 0; k < 10; k++) WriteAt(p.Live, inos[40 + rng.Next(20)], 4096L * rng.Next(4), Pattern(4096, s * 10 + k));
+            if (s % 3 == 0) Assert.Equal(0, (int)p.Live.Unlink(Ino(p.Live, "/d"), $"f{s}"));
+            Assert.Equal(0, (int)p.Engine.CreateSnapshot($"s{s}", out _));
+        }
+        using var stop = new CancellationTokenSource();
+        var writer = Task.Run(() =>
+        {
+            var r = new Random(seed + 1);
+            for (int n = 0; !stop.IsCancellationRequested; n++)
+            {
+                long ino = CreateFile(p.Live, $"/w{n}");
+                WriteAt(p.Live, ino, 0, Pattern(4096, n));
+                if (n % 2 == 1) Assert.Equal(0, (int)p.Live.Unlink(1, $"w{n - 1}"));
+            }
+        });
+        foreach (var s in Enumerable.Range(0, 20).OrderBy(_ => rng.Next()))
+            Assert.Equal(0, (int)p.Engine.DeleteSnapshot($"s{s}"));
+        stop.Cancel();
+        await writer;
+        Assert.True(p.Engine.WaitForPurges(TimeSpan.FromSeconds(60)));
+        Assert.Empty(p.Engine.PoolState.Purges);
+        p.AssertClean();
+        p.Reopen();
+        p.AssertClean();
+    }
+
+    [Fact]
     public void The_pool_documents_purges_round_trip_and_malformed_ones_are_refused()
     {
         var pool = new PoolRecord { PoolUuid = Guid.NewGuid(), BlockSize = 4096 };

@@ -43,6 +43,34 @@ public sealed class MountControlTests(ITestOutputHelper output) : IDisposable
     }
 
     [SkippableFact]
+    public void AMountPurgesADeletedSnapshotInTheBackgroundAndDeleteWaitWaitsForTheSpace()
+    {
+        _scratch.MakePool("256M");
+        var mp = Mount();
+        long Used() => (long)JsonNode.Parse(Cow("df", mp, "--json").Out)!["used_bytes"]!;
+        long empty = Used();
+        for (int i = 0; i < 200; i++) File.WriteAllBytes(Path.Combine(mp, $"f{i}"), new byte[64 << 10]);
+        Ok(Cow("snapshot", "create", mp, "s1"));
+        for (int i = 0; i < 200; i++) File.Delete(Path.Combine(mp, $"f{i}"));
+        Ok(Cow("snapshot", "create", mp, "s2"));
+        Assert.True(Used() >= empty + 200 * (64 << 10), "s1 holds the files");
+
+        // Without --wait the delete returns once the snapshot is gone; the space follows.
+        Ok(Cow("snapshot", "delete", mp, "s2"));
+        Assert.DoesNotContain("s2", Directory.EnumerateDirectories(Path.Combine(mp, ".snapshots")).Select(Path.GetFileName));
+        var wait = Cow("snapshot", "delete", mp, "s1", "--wait");
+        Ok(wait);
+        Assert.True(Used() < empty + (1 << 20), $"used {Used()} bytes after the purge (empty pool: {empty})");
+        var status = JsonNode.Parse(Cow("status", "--json").Out)!;
+        var row = ((JsonArray)status["mounts"]!).OfType<JsonObject>().Single(m => (string)m["mountpoint"]! == mp);
+        Assert.Equal(0, (int)row["purgesPending"]!);
+        Assert.Contains("deleted through .snapshots", File.ReadAllText(Path.Combine(PoolDir, "mount.log")));
+        Ok(Cow("umount", mp));
+        Assert.Equal(0, Cow("fsck", PoolDir).Code);
+        Assert.Contains("no snapshot named 'nosuch'", Cow("snapshot", "delete", PoolDir, "nosuch", "--wait").Err);   // offline: as ever
+    }
+
+    [SkippableFact]
     public void EverySnapshotVerbAndDfWorkOnAPlainMountWithTheSameJsonAsUnmounted()
     {
         _scratch.MakePool("256M");
