@@ -172,7 +172,7 @@ public sealed class FailStopCommitTests
         else Assert.ThrowsAny<IOException>(() => p.Engine.DeleteSnapshot("s2"));
         p.Engine.CommitFaultHook = null;
 
-        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "SnapshotManager.Purge" : "CommitPipeline.CommitLocked");
+        AssertLoggedWithStack(problems, nameof(InjectedFault), "injected fault in the snapshot step", point == "purge" ? "SnapshotPurger.Purge" : "CommitPipeline.CommitLocked");
         AssertReadOnly(p, Listing(p));
 
         p.Reopen();
