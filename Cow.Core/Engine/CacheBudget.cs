@@ -21,9 +21,14 @@ public readonly record struct CacheBudget(long Bytes)
     /// <summary>The smallest budget accepted: below it the caches thrash.</summary>
     public const long MinBytes = 32L << 20;
 
-    /// <summary>The default: a sixteenth of the memory this process may use, from 64 MiB to 256 MiB.</summary>
+    /// <summary>The default: a sixteenth of the memory this process may use, from 64 MiB to <see cref="DefaultMaxBytes"/>.</summary>
     public static CacheBudget Default() =>
-        new(Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 16, 64L << 20, 256L << 20));
+        new(Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 16, 64L << 20, DefaultMaxBytes));
+
+    /// <summary>The largest default budget: with the runtime (about 60 MiB), the FUSE request buffers, the space maps and
+    /// a commit's transaction beside the caches, a mount at this budget stays under 256 MiB of RSS while it writes a TiB
+    /// (bench/scale-space.sh). A pool of millions of files may be given more (<c>--cache-size</c>).</summary>
+    public const long DefaultMaxBytes = 192L << 20;
 
     /// <summary>Bytes of LiteDB's page cache kept after a commit.</summary>
     public long StorePages => Bytes / 4;
