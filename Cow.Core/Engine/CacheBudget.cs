@@ -25,10 +25,12 @@ public readonly record struct CacheBudget(long Bytes)
     public static CacheBudget Default() =>
         new(Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 16, 64L << 20, DefaultMaxBytes));
 
-    /// <summary>The largest default budget: with the runtime (about 60 MiB), the FUSE request buffers, the space maps and
-    /// a commit's transaction beside the caches, a mount at this budget stays under 256 MiB of RSS while it writes a TiB
-    /// (bench/scale-space.sh). A pool of millions of files may be given more (<c>--cache-size</c>).</summary>
-    public const long DefaultMaxBytes = 192L << 20;
+    /// <summary>The largest default budget. Beside the caches a mount holds about 130 MiB that no budget bounds: the
+    /// runtime's code and data (about 50 MiB), the write-behind buffers of a device being written (64 MiB,
+    /// <c>DirectWriteBehind</c>) and the FUSE request and reply buffers (16 MiB with 4 threads), plus the space maps and
+    /// garbage not yet collected. At 192 MiB a mount writing a TiB peaked at 258 MiB of RSS (bench/scale-space.sh); at this
+    /// one it stays under 256 MiB. A pool of millions of files may be given more (<c>--cache-size</c>).</summary>
+    public const long DefaultMaxBytes = 128L << 20;
 
     /// <summary>Bytes of LiteDB's page cache kept after a commit.</summary>
     public long StorePages => Bytes / 4;
