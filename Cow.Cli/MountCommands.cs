@@ -60,7 +60,7 @@ internal static class MountCommands
         var cleanerStart = new Option<string?>("--cleaner-start") { Description = "a background pass starts when less than this percentage of the log is free (default 25)" };
         var cleanerStop = new Option<string?>("--cleaner-stop") { Description = "a background pass stops once this percentage of the log is free (default 40, or --cleaner-start when higher)" };
         var cleanerShare = new Option<string?>("--cleaner-share") { Description = "share of the time a background pass may spend moving data, above 0 and at most 1 (default 0.25; below 5 % free log it runs flat out)" };
-        var cacheSize = new Option<string?>("--cache-size") { Description = "byte budget of the metadata caches, e.g. 128M (default: a sixteenth of the memory, from 64M to 128M); the mount's memory beyond it is the runtime's and the kernel's" };
+        var cacheSize = new Option<string?>("--cache-size") { Description = "byte budget of the metadata caches, e.g. 128M (default: a sixteenth of the memory, from 64M to 96M); the mount's memory beyond it is the runtime's and the kernel's" };
         var daemonChild = new Option<bool>("--background-child") { Hidden = true };
         var cmd = new Command("mount", "mount a pool (or one of its snapshots) through FUSE; snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME, and 'mkdir'/'rmdir' there create and delete snapshots")
         {

@@ -28,9 +28,10 @@ public readonly record struct CacheBudget(long Bytes)
     /// <summary>The largest default budget. Beside the caches a mount holds about 130 MiB that no budget bounds: the
     /// runtime's code and data (about 50 MiB), the write-behind buffers of a device being written (64 MiB,
     /// <c>DirectWriteBehind</c>) and the FUSE request and reply buffers (16 MiB with 4 threads), plus the space maps and
-    /// garbage not yet collected. At 192 MiB a mount writing a TiB peaked at 258 MiB of RSS (bench/scale-space.sh); at this
-    /// one it stays under 256 MiB. A pool of millions of files may be given more (<c>--cache-size</c>).</summary>
-    public const long DefaultMaxBytes = 128L << 20;
+    /// garbage not yet collected. A mount writing a TiB (bench/scale-space.sh, RSS sampled every 5 s) peaked at 258 MiB
+    /// with a 192 MiB budget and at 257 MiB with 128 MiB; this one keeps it under 256 MiB. A pool of millions of files
+    /// may be given more (<c>--cache-size</c>).</summary>
+    public const long DefaultMaxBytes = 96L << 20;
 
     /// <summary>Bytes of LiteDB's page cache kept after a commit.</summary>
     public long StorePages => Bytes / 4;
