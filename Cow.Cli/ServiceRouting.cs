@@ -79,6 +79,7 @@ internal static class ServiceRouting
     internal static JsonObject RequestCancellable(ControlClient c, JsonObject request, string cancelVerb, string? pool, string cancelling)
     {
         int signals = 0;
+        using var answered = new ManualResetEventSlim(false);
         void OnSignal(System.Runtime.InteropServices.PosixSignalContext ctx)
         {
             if (Interlocked.Increment(ref signals) > 1) return;   // the default action: the process ends
@@ -86,18 +87,29 @@ internal static class ServiceRouting
             Console.Error.WriteLine($"cow: {cancelling} (Ctrl-C again to leave at once)");
             ThreadPool.QueueUserWorkItem(_ =>
             {
+                // A signal may come before the server has started the work the request asks for (a busy host): then the
+                // cancel finds nothing to cancel, and is sent again until it finds it or the request is answered.
                 try
                 {
-                    using var cancel = ControlClient.TryConnect(c.SocketFile, out string? _);
-                    cancel?.Request(new JsonObject { ["verb"] = cancelVerb, ["pool"] = pool });
+                    while (!answered.IsSet)
+                    {
+                        using (var cancel = ControlClient.TryConnect(c.SocketFile, out string? _))
+                        {
+                            var r = cancel?.Request(new JsonObject { ["verb"] = cancelVerb, ["pool"] = pool });
+                            if (r == null || r["ok"]?.GetValue<bool>() != true) return;
+                            if (r["cancelled"] is JsonValue v && (v.TryGetValue<bool>(out bool b) ? b : v.TryGetValue<int>(out int n) && n > 0)) return;
+                        }
+                        answered.Wait(200);
+                    }
                 }
-                catch (IOException) { }
+                catch (Exception e) when (e is IOException or ObjectDisposedException) { }
             });
         }
         using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
         using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
         using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, OnSignal);
         c.ReceiveTimeout = TimeSpan.Zero;
-        return c.Request(request);
+        try { return c.Request(request); }
+        finally { answered.Set(); }
     }
 }
