@@ -294,10 +294,10 @@ public sealed partial class Pool : IDisposable
     /// the metadata file is first read through a scratch overlay, each device's superblock is checked
     /// against the device table (missing, swapped, foreign, truncated, wrong format), and the first
     /// problem found is thrown as a <see cref="PoolException"/> naming the device and what is wrong.
-    /// </summary>
     /// <para>With <paramref name="purgeInBackground"/> (a pool about to be mounted) the purges of deleted snapshots run on
     /// a background thread (<see cref="StartPurger"/>), those a crash or an unmount left pending first; otherwise the
     /// open finishes those before it returns and a snapshot delete purges before it returns.</para>
+    /// </summary>
     public static Pool Open(string folder, bool purgeInBackground = false)
     {
         folder = Path.GetFullPath(folder);
