@@ -167,7 +167,10 @@ public sealed class ScrubCliTests(ITestOutputHelper output) : IDisposable
         Assert.True(mount.Code == 0, mount.Err);
         File.WriteAllBytes(Path.Combine(mp, "big"), MemoryPool.Pattern(12 << 20, 4));
         using (var h = File.OpenHandle(Path.Combine(mp, "big"), FileMode.Open, FileAccess.ReadWrite)) RandomAccess.FlushToDisk(h);
-        var psi = CowProgram.StartInfo("scrub", mp, "--rate", "1");   // 12 MiB at 1 MiB/s: 12 s
+        // With SIGINT at its default disposition: a runner started in the background ignores SIGINT, and its children would
+        // inherit that (then the Ctrl-C below never reaches cow), as in CleanCliTests.
+        var psi = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in (string[])["--default-signal=INT", "dotnet", CowProgram.Dll, "scrub", mp, "--rate", "1"]) psi.ArgumentList.Add(a);   // 12 MiB at 1 MiB/s: 12 s
         psi.Environment["COW_SOCKET"] = Path.Combine(_scratch.Root, "no-service.sock");
         psi.Environment["COW_CONFIG"] = Path.Combine(_scratch.Root, "no-such.conf");
         using var p = Process.Start(psi)!;
