@@ -46,8 +46,6 @@ public sealed partial class Engine
     /// <summary>Purges deleted snapshots' records on a background thread from now on (a mounted pool): a snapshot delete
     /// returns once the snapshot is gone, and its space is freed after. Begins with the purges already pending.</summary>
     public void StartPurger() => _ctx.Purger.Start();
-    /// <summary>Stops the background purges (waiting for the batch in progress); deletes purge inline again.</summary>
-    public void StopPurger() => _ctx.Purger.Stop();
     /// <summary>Deleted snapshots whose records are still being purged.</summary>
     public int PendingPurges => _ctx.Purger.Pending;
     /// <summary>Waits until no purge is pending (inline when the background purger does not run); false when
