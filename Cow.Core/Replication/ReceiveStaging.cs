@@ -379,19 +379,48 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         long fb = pos >> BlockShift, sb = srcPos >> BlockShift, n = length >> BlockShift;
         var release = Space.Releaser;
         var gain = new AddRefSink(Space);
-        while (n > 0)
+        // Only the destination chunks that something maps (a chunk of the destination in the range, or one a source
+        // chunk lands on) are visited: the cost follows the chunks, not the length, which a damaged or forged record
+        // may make a petabyte of holes.
+        foreach (long di in ChunksTouched(ino, fb, src, sb, n))
         {
-            long di = fb / ChunkBlocks, si = sb / ChunkBlocks;
-            uint dcb = (uint)(fb - di * ChunkBlocks), scb = (uint)(sb - si * ChunkBlocks);
-            uint len = (uint)Math.Min(n, Math.Min(ChunkBlocks - dcb, ChunkBlocks - scb));
-            var dst = MutableChunk(ino, di);
-            var from = CurrentChunk(src, si);
-            if (from == null) rec.Blocks -= ExtentMap.Punch(dst, dcb, dcb + len, ref release);
-            else rec.Blocks += ExtentMap.Clone(from, scb, scb + len, dst, dcb, _scratch, ref release, ref gain);
-            if (dst.Extents.Count == 0) { EndVersion(dst); _chunks[(ino, di)] = null; }
-            fb += len; sb += len; n -= len;
+            long first = Math.Max(fb, di * ChunkBlocks), end = Math.Min(fb + n, (di + 1) * ChunkBlocks);
+            for (long d = first; d < end;)
+            {
+                long from0 = sb + (d - fb), si = from0 / ChunkBlocks;
+                uint dcb = (uint)(d - di * ChunkBlocks), scb = (uint)(from0 - si * ChunkBlocks);
+                uint len = (uint)Math.Min(end - d, ChunkBlocks - scb);
+                var from = CurrentChunk(src, si);
+                if (from != null || CurrentChunk(ino, di) != null)
+                {
+                    var dst = MutableChunk(ino, di);
+                    if (from == null) rec.Blocks -= ExtentMap.Punch(dst, dcb, dcb + len, ref release);
+                    else rec.Blocks += ExtentMap.Clone(from, scb, scb + len, dst, dcb, _scratch, ref release, ref gain);
+                    if (dst.Extents.Count == 0) { EndVersion(dst); _chunks[(ino, di)] = null; }
+                }
+                d += len;
+            }
         }
         return 0;
+    }
+
+    /// <summary>The indexes, ascending, of the chunks of <paramref name="ino"/> that a clone of <paramref name="n"/>
+    /// blocks from block <paramref name="sb"/> of <paramref name="src"/> to block <paramref name="fb"/> must visit:
+    /// those of the destination that exist within the range, and those a chunk of the source within its range lands
+    /// on. What a chunk maps does not matter here: a chunk is visited or not.</summary>
+    private SortedSet<long> ChunksTouched(long ino, long fb, long src, long sb, long n)
+    {
+        var touched = new SortedSet<long>();
+        foreach (var c in CurrentChunks(ino))
+            if (c.Index * ChunkBlocks < fb + n && (c.Index + 1) * ChunkBlocks > fb) touched.Add(c.Index);
+        foreach (var c in CurrentChunks(src))
+        {
+            long a = Math.Max(sb, c.Index * ChunkBlocks), b = Math.Min(sb + n, (c.Index + 1) * ChunkBlocks);
+            if (a >= b) continue;
+            touched.Add((fb + (a - sb)) / ChunkBlocks);
+            touched.Add((fb + (b - 1 - sb)) / ChunkBlocks);
+        }
+        return touched;
     }
 
     private readonly struct AddRefSink(SpaceAllocator space) : IDeviceRangeSink
