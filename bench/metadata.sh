@@ -2,7 +2,7 @@
 # The metadata job of ../shared/bench/bench.sh (mdbench: create, stat warm, unlink of N empty files in one directory)
 # on ext4 and btrfs (2 GiB loop-mounted image files) and on a Cow mount, in one run, in interleaved rounds; medians
 # and Cow's ratios. Root. usage: sudo bash bench/metadata.sh [FILES (10000)] [ROUNDS (3)]
-#        COW_MOUNT_ARGS="..."  options for cow mount (e.g. "--cache-size 256M")
+#        COW_MOUNT_ARGS="..."  options for cow mount (e.g. "--cache-size 256M"); COW_BASELINE_MOUNT_ARGS: the base's
 #        COW_BASELINE=DIR      also a Cow mount of another checkout's Release build (e.g. a git worktree of an older
 #                              commit, built with `dotnet build cow.sln -c Release`): a "base" column and cow/base
 set -euo pipefail
@@ -41,7 +41,7 @@ if [ ${#base[@]} -gt 0 ]; then
   mkdir -p "$work/base"
   "${base[@]}" mkfs "$work/basepool" --base-size 256M --log-size 1G >/dev/null
   # shellcheck disable=SC2086
-  "${base[@]}" mount "$work/basepool" "$work/base" ${COW_MOUNT_ARGS:-} >/dev/null
+  "${base[@]}" mount "$work/basepool" "$work/base" ${COW_BASELINE_MOUNT_ARGS:-} >/dev/null
 fi
 echo "# mdbench $files files, $rounds rounds, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores; ops/s; cow mount ${COW_MOUNT_ARGS:-(defaults)}${COW_BASELINE:+; base: $COW_BASELINE ($(git -C "$COW_BASELINE" rev-parse --short HEAD 2>/dev/null || echo '?'))}"
 for r in $(seq 1 "$rounds"); do

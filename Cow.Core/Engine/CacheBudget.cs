@@ -14,8 +14,10 @@ public readonly record struct CacheBudget(long Bytes)
 {
     /// <summary>A live chunk: the 4 KiB <c>sums</c> array, its extents and the record object.</summary>
     public const int ChunkBytes = 4400;
-    /// <summary>A live inode with its record and a small directory's entries.</summary>
-    public const int InodeBytes = 1024;
+    /// <summary>A live inode as cached: a regular file's is about 450 bytes (dotnet-gcdump of a mount holding 20,000: the
+    /// record 168, the LiveInode 72, its write gate 88, its empty chunk map 80, the cache's entry 44), with room for a
+    /// small directory's entries.</summary>
+    public const int InodeBytes = 512;
     /// <summary>A snapshot tree's cached record (inode, entry or chunk, chunks counted at their size).</summary>
     public const int SnapshotRecordBytes = 2048;
     /// <summary>The smallest budget accepted: below it the caches thrash.</summary>
@@ -44,10 +46,23 @@ public readonly record struct CacheBudget(long Bytes)
     /// lets garbage of a busy mount pile up to several times the live data before a full collection.</summary>
     public long HeapCeiling => Bytes + (64L << 20);
 
-    /// <summary>Changed records after which a group commit starts: a commit's batch and the LiteDB pages its transaction
-    /// touches are held at once (several pages a record: its document and an entry in each index), so a commit holds at
-    /// most a sixteenth of the budget in chunk records.</summary>
-    public int CommitRecords => (int)Math.Clamp(Bytes / 16 / ChunkBytes, 1024, 50_000);
+    /// <summary>What a changed inode or directory entry holds until its commit: the record, and the LiteDB pages its
+    /// transaction dirties (its document and an entry in each of its indexes, on pages shared with the records changed
+    /// beside it). An estimate, checked by bench/scale-mount.sh's fill of a million 4 KiB files: at 2 KiB a record
+    /// the mount peaked at 844 MiB.</summary>
+    public const int CommitRecordBytes = 1536;
+
+    /// <summary>How many records a changed chunk counts as in the commit threshold: its document is its 4 KiB checksum
+    /// array and its extents, some four inode documents.</summary>
+    public const int ChunkRecordWeight = 4;
+
+    /// <summary>Changed records (chunks weighted, <see cref="ChunkRecordWeight"/>) after which a group commit starts: a
+    /// commit's batch and the pages its transaction touches are held at once, a sixteenth of the budget in records.
+    /// Each commit also costs a LiteDB checkpoint and device flushes: at 1,430 records with chunks not counted,
+    /// creating 10,000 empty files through a mount took 14 commits, and the first round of bench/metadata.sh ran at half
+    /// the rate of the later ones, its writers meeting the backpressure of <c>CommitPipeline.MaybeCommit</c>. A file
+    /// of 4 KiB (inode, entry and chunk: 6) commits every 683 files at 96 MiB, an empty one every 2,048.</summary>
+    public int CommitRecords => (int)Math.Clamp(Bytes / 16 / CommitRecordBytes, 1024, 50_000);
 
     /// <summary>Records of snapshot trees kept before they are dropped.</summary>
     public int SnapshotRecords => (int)Math.Max(256, Bytes / 8 / SnapshotRecordBytes);

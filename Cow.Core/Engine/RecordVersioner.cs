@@ -32,9 +32,10 @@ internal sealed class RecordVersioner(PoolRecord pool, LiveTreeCache cache, Spac
 
     public void AddDirtyBlocks(long blocks) => DirtyBlocks += blocks;
 
-    /// <summary>Changed records waiting for the next commit, for its record threshold (chunks excluded: the
-    /// block threshold covers them).</summary>
-    public int DirtyRecords => _dirtyInodes.Count + _dirtyDirents.Count + _removals.Count;
+    /// <summary>Changed records waiting for the next commit, for its record threshold, a changed chunk counted as
+    /// <see cref="CacheBudget.ChunkRecordWeight"/> records (its document is mostly its 4 KiB checksum array). A chunk
+    /// of small files' data is a record of its own each, which the block threshold would only meet after 64 Ki files.</summary>
+    public int DirtyRecords => _dirtyInodes.Count + _dirtyDirents.Count + _removals.Count + CacheBudget.ChunkRecordWeight * _dirtyChunks.Count;
 
     public bool HasChanges => _dirtyInodes.Count + _dirtyDirents.Count + _dirtyChunks.Count + _removals.Count > 0;
 

@@ -18,7 +18,7 @@ public class CacheBudgetTests(ITestOutputHelper output)
         p.Engine.CacheBudget = new CacheBudget(CacheBudget.MinBytes);   // 16 MiB of LiteDB pages
         Assert.Equal(CacheBudget.MinBytes / 4 / CacheBudget.ChunkBytes, p.Engine.ChunkCacheLimit);
         Assert.Equal(CacheBudget.MinBytes / 8 / CacheBudget.InodeBytes, p.Engine.InodeCacheLimit);
-        Assert.Equal(1024, p.Engine.CommitEveryRecords);   // an eighth of 32 MiB in chunk records, at least 1,024
+        Assert.Equal(1365, p.Engine.CommitEveryRecords);   // a sixteenth of 32 MiB at 1.5 KiB a record
         // Here the test commits, in one large transaction.
         p.Engine.CommitEveryBlocks = long.MaxValue; p.Engine.CommitEveryRecords = int.MaxValue; p.Engine.CommitInterval = TimeSpan.Zero;
         var fs = p.Live;
