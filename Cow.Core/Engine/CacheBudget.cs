@@ -48,8 +48,8 @@ public readonly record struct CacheBudget(long Bytes)
 
     /// <summary>What a changed inode or directory entry holds until its commit: the record, and the LiteDB pages its
     /// transaction dirties (its document and an entry in each of its indexes, on pages shared with the records changed
-    /// beside it). An estimate, checked by bench/scale-mount.sh's fill of a million 4 KiB files: at 2 KiB a record
-    /// the mount peaked at 844 MiB.</summary>
+    /// beside it). An estimate, checked by bench/scale-mount.sh's fill of a million 4 KiB files: it peaked at 285 MiB
+    /// with this sizing, and at 844 MiB with 12,288 records a commit and chunks not counted.</summary>
     public const int CommitRecordBytes = 1536;
 
     /// <summary>How many records a changed chunk counts as in the commit threshold: its document is its 4 KiB checksum
