@@ -379,10 +379,15 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         long fb = pos >> BlockShift, sb = srcPos >> BlockShift, n = length >> BlockShift;
         var release = Space.Releaser;
         var gain = new AddRefSink(Space);
-        // Only the destination chunks that something maps (a chunk of the destination in the range, or one a source
-        // chunk lands on) are visited: the cost follows the chunks, not the length, which a damaged or forged record
-        // may make a petabyte of holes.
-        foreach (long di in ChunksTouched(ino, fb, src, sb, n))
+        // A range of a few chunks is walked chunk by chunk (each looked up once, then cached). A longer one visits only
+        // the destination chunks that something maps (a chunk of the destination in the range, or one a source chunk
+        // lands on), found from both files' chunk lists: the cost follows the chunks, not the length, which a damaged
+        // or forged record may make a petabyte of holes.
+        long firstChunk = fb / ChunkBlocks, lastChunk = (fb + n - 1) / ChunkBlocks;
+        IEnumerable<long> visit = lastChunk - firstChunk < WalkedCloneChunks
+            ? Enumerable.Range(0, (int)(lastChunk - firstChunk + 1)).Select(i => firstChunk + i)
+            : ChunksTouched(ino, fb, src, sb, n);
+        foreach (long di in visit)
         {
             long first = Math.Max(fb, di * ChunkBlocks), end = Math.Min(fb + n, (di + 1) * ChunkBlocks);
             for (long d = first; d < end;)
@@ -403,6 +408,11 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         }
         return 0;
     }
+
+    /// <summary>Clones spanning fewer destination chunks than this are walked chunk by chunk: a sender's clone records
+    /// are runs of shared extents, mostly within a chunk or two, and listing both files' chunks for each would cost
+    /// their whole extent maps per record.</summary>
+    private const int WalkedCloneChunks = 64;
 
     /// <summary>The indexes, ascending, of the chunks of <paramref name="ino"/> that a clone of <paramref name="n"/>
     /// blocks from block <paramref name="sb"/> of <paramref name="src"/> to block <paramref name="fb"/> must visit:
@@ -448,6 +458,7 @@ internal sealed class ReceiveStaging(EngineContext context, long gen) : EnginePa
         PendingBytes = 0;
     }
 
-    /// <summary>Changed records waiting for the next commit.</summary>
-    public int PendingRecords => _dirtyInodes.Count + _dirtyDirents.Count + _dirtyChunks.Count + _removals.Count;
+    /// <summary>Changed records waiting for the next commit, counted as the engine's group commit counts them (a chunk as
+    /// <see cref="CacheBudget.ChunkRecordWeight"/>), for the same threshold.</summary>
+    public int PendingRecords => _dirtyInodes.Count + _dirtyDirents.Count + CacheBudget.ChunkRecordWeight * _dirtyChunks.Count + _removals.Count;
 }
