@@ -28,7 +28,10 @@ public class LinuxParityMountTests
 
         using var stop = new CancellationTokenSource();
         long renames = 0;
-        var renamer = Task.Run(() =>
+        using var started = new ManualResetEventSlim(false);
+        // A thread of its own, and the passes wait for its first rename: with the mount tier's classes running in
+        // parallel, a pool task could start only after every pass had ended.
+        var renamer = Task.Factory.StartNew(() =>
         {
             var at = new bool[N];   // true: the odd entry is at its z- name
             var rng = new Random(7);
@@ -38,11 +41,13 @@ public class LinuxParityMountTests
                 string a = Path.Combine(dir, $"a-{i:D5}"), z = Path.Combine(dir, $"z-{i:D5}");
                 Check(Syscall.rename(at[i] ? z : a, at[i] ? a : z), "rename");
                 at[i] = !at[i];
-                renames++;
+                Interlocked.Increment(ref renames);
+                started.Set();
             }
-        });
+        }, TaskCreationOptions.LongRunning);
         try
         {
+            Assert.True(started.Wait(TimeSpan.FromSeconds(60)) || renamer.IsCompleted, "the renamer did not start");
             int passes = 0;
             var sw = Stopwatch.StartNew();
             while (passes < 5 || (sw.Elapsed < TimeSpan.FromSeconds(20) && passes < 40))
